@@ -13,9 +13,34 @@ package keystore
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/hsmgate/hsmgate/internal/errs"
 )
+
+// MaxKeySize is the longest key, in bytes, that every implementation accepts.
+const MaxKeySize = 1024
+
+// CheckKey returns ErrInvalidKey (wrapped) if key is empty or longer than
+// MaxKeySize. Implementations call it first in Get, Put and Delete.
+func CheckKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalidKey)
+	case len(key) > MaxKeySize:
+		return fmt.Errorf("%w: key of %d bytes, limit %d", ErrInvalidKey, len(key), MaxKeySize)
+	}
+	return nil
+}
+
+// CheckExpect returns ErrInvalidKey (wrapped) unless expect is AnyRevision,
+// MustNotExist or a revision > 0.
+func CheckExpect(expect int64) error {
+	if expect < AnyRevision {
+		return fmt.Errorf("%w: expected revision %d", ErrInvalidKey, expect)
+	}
+	return nil
+}
 
 // Sentinel errors. Every implementation returns exactly these (wrapped with %w
 // is fine) so that callers and the server can match them with errors.Is.
@@ -26,7 +51,8 @@ var (
 	ErrConflict = errs.New(errs.Aborted, "keystore: revision conflict")
 	// ErrUnavailable: the backend cannot be reached or has been closed.
 	ErrUnavailable = errs.New(errs.Unavailable, "keystore: unavailable")
-	// ErrInvalidKey: empty key, or a key/value over the backend's limits.
+	// ErrInvalidKey: empty key, or a key/value over the backend's limits, or an
+	// expected revision below AnyRevision.
 	ErrInvalidKey = errs.New(errs.InvalidArgument, "keystore: invalid key or value")
 )
 

@@ -1,0 +1,465 @@
+package bbolt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/hsmgate/hsmgate/keystore"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultLockTimeout  = 2 * time.Second
+	DefaultMaxValueSize = 4 << 20
+	DefaultWatchBuffer  = 1024
+)
+
+var (
+	bucketEntries = []byte("entries")
+	bucketMeta    = []byte("meta")
+	keyRevision   = []byte("revision")
+)
+
+// Options tune Open. The zero value is ready to use.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock held by another process
+	// (default DefaultLockTimeout).
+	LockTimeout time.Duration
+	// MaxValueSize is the largest value Put accepts (default DefaultMaxValueSize).
+	MaxValueSize int
+	// WatchBuffer is the number of events a watcher may lag behind before it
+	// is cut off (default DefaultWatchBuffer).
+	WatchBuffer int
+	// NoSync skips fsync after each commit: faster, and loses the last writes
+	// on a crash. For tests and benchmarks only.
+	NoSync bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.MaxValueSize <= 0 {
+		o.MaxValueSize = DefaultMaxValueSize
+	}
+	if o.WatchBuffer <= 0 {
+		o.WatchBuffer = DefaultWatchBuffer
+	}
+	return o
+}
+
+// Store is a keystore.Store in one bbolt file.
+type Store struct {
+	db     *bolt.DB
+	opts   Options
+	path   string
+	closed atomic.Bool
+
+	// writeMu serialises writes with the publication of their events and
+	// with watcher registration, so events reach watchers in revision order.
+	// It is a channel so that waiting for it can honour ctx.
+	writeMu chan struct{}
+
+	mu       sync.Mutex // guards watchers
+	watchers map[*watcher]struct{}
+}
+
+var _ keystore.Store = (*Store)(nil)
+
+type watcher struct {
+	prefix string
+	ch     chan keystore.Event
+	closed bool // guarded by Store.mu
+}
+
+// Open opens (creating if needed) the store file at path. If another process
+// holds the file, it fails after opts.LockTimeout with an error wrapping
+// keystore.ErrUnavailable.
+func Open(path string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("keystore/bbolt: open %s: file is locked by another process (waited %s): %w",
+				path, opts.LockTimeout, keystore.ErrUnavailable)
+		}
+		return nil, fmt.Errorf("keystore/bbolt: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketEntries); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(bucketMeta)
+		return err
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("keystore/bbolt: init %s: %w", path, err)
+	}
+	return &Store{
+		db:       db,
+		opts:     opts,
+		path:     path,
+		writeMu:  make(chan struct{}, 1),
+		watchers: make(map[*watcher]struct{}),
+	}, nil
+}
+
+// Backend returns "bbolt".
+func (s *Store) Backend() string { return "bbolt" }
+
+// Path returns the file the store was opened on.
+func (s *Store) Path() string { return s.path }
+
+func (s *Store) check(ctx context.Context, op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("keystore/bbolt: %s: store closed: %w", op, keystore.ErrUnavailable)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("keystore/bbolt: %s: %w", op, err)
+	}
+	return nil
+}
+
+// wrapErr maps a bbolt error; a closed database is ErrUnavailable.
+func wrapErr(op string, err error) error {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("keystore/bbolt: %s: store closed: %w", op, keystore.ErrUnavailable)
+	}
+	return fmt.Errorf("keystore/bbolt: %s: %w", op, err)
+}
+
+// Get returns the entry at key; keystore.ErrNotFound if absent.
+func (s *Store) Get(ctx context.Context, key string) (keystore.Entry, error) {
+	if err := keystore.CheckKey(key); err != nil {
+		return keystore.Entry{}, fmt.Errorf("keystore/bbolt: get: %w", err)
+	}
+	if err := s.check(ctx, "get"); err != nil {
+		return keystore.Entry{}, err
+	}
+	var e keystore.Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketEntries).Get([]byte(key))
+		if raw == nil {
+			return keystore.ErrNotFound
+		}
+		var err error
+		e, err = decodeEntry(key, raw)
+		return err
+	})
+	if errors.Is(err, keystore.ErrNotFound) {
+		return keystore.Entry{}, fmt.Errorf("keystore/bbolt: get %q: %w", key, err)
+	}
+	if err != nil {
+		return keystore.Entry{}, wrapErr(fmt.Sprintf("get %q", key), err)
+	}
+	return e, nil
+}
+
+// List returns the entries whose key starts with prefix, sorted by key.
+func (s *Store) List(ctx context.Context, prefix string) ([]keystore.Entry, error) {
+	if err := s.check(ctx, "list"); err != nil {
+		return nil, err
+	}
+	var out []keystore.Entry
+	p := []byte(prefix)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEntries).Cursor()
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			e, err := decodeEntry(string(k), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrapErr(fmt.Sprintf("list %q", prefix), err)
+	}
+	return out, nil
+}
+
+// Put writes value at key if the key's revision equals expect; see keystore.Store.
+func (s *Store) Put(ctx context.Context, key string, value []byte, expect int64) (int64, error) {
+	if err := keystore.CheckKey(key); err != nil {
+		return 0, fmt.Errorf("keystore/bbolt: put: %w", err)
+	}
+	if err := keystore.CheckExpect(expect); err != nil {
+		return 0, fmt.Errorf("keystore/bbolt: put %q: %w", key, err)
+	}
+	if len(value) > s.opts.MaxValueSize {
+		return 0, fmt.Errorf("keystore/bbolt: put %q: value of %d bytes, limit %d: %w",
+			key, len(value), s.opts.MaxValueSize, keystore.ErrInvalidKey)
+	}
+	var rev int64
+	err := s.write(ctx, "put", func(tx *bolt.Tx) (keystore.Event, error) {
+		b := tx.Bucket(bucketEntries)
+		cur := b.Get([]byte(key))
+		if err := compare(key, cur, expect, false); err != nil {
+			return keystore.Event{}, err
+		}
+		var err error
+		if rev, err = nextRevision(tx); err != nil {
+			return keystore.Event{}, err
+		}
+		if err := b.Put([]byte(key), encodeEntry(rev, value)); err != nil {
+			return keystore.Event{}, err
+		}
+		return keystore.Event{Type: keystore.EventPut, Key: key, Value: bytes.Clone(value), Revision: rev}, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return rev, nil
+}
+
+// Delete removes key if its revision equals expect; see keystore.Store.
+func (s *Store) Delete(ctx context.Context, key string, expect int64) error {
+	if err := keystore.CheckKey(key); err != nil {
+		return fmt.Errorf("keystore/bbolt: delete: %w", err)
+	}
+	if err := keystore.CheckExpect(expect); err != nil {
+		return fmt.Errorf("keystore/bbolt: delete %q: %w", key, err)
+	}
+	return s.write(ctx, "delete", func(tx *bolt.Tx) (keystore.Event, error) {
+		b := tx.Bucket(bucketEntries)
+		cur := b.Get([]byte(key))
+		if err := compare(key, cur, expect, true); err != nil {
+			return keystore.Event{}, err
+		}
+		rev, err := nextRevision(tx)
+		if err != nil {
+			return keystore.Event{}, err
+		}
+		if err := b.Delete([]byte(key)); err != nil {
+			return keystore.Event{}, err
+		}
+		return keystore.Event{Type: keystore.EventDelete, Key: key, Revision: rev}, nil
+	})
+}
+
+// compare checks the compare-and-swap condition against the stored raw value
+// (nil when absent).
+func compare(key string, cur []byte, expect int64, deleting bool) error {
+	if cur == nil {
+		if deleting {
+			return fmt.Errorf("keystore/bbolt: delete %q: %w", key, keystore.ErrNotFound)
+		}
+		if expect == keystore.AnyRevision || expect == keystore.MustNotExist {
+			return nil
+		}
+		return fmt.Errorf("keystore/bbolt: put %q: expected revision %d, key absent: %w", key, expect, keystore.ErrConflict)
+	}
+	if expect == keystore.AnyRevision {
+		return nil
+	}
+	rev, _, err := splitEntry(cur)
+	if err != nil {
+		return err
+	}
+	if rev != expect {
+		op := "put"
+		if deleting {
+			op = "delete"
+		}
+		return fmt.Errorf("keystore/bbolt: %s %q: expected revision %d, have %d: %w", op, key, expect, rev, keystore.ErrConflict)
+	}
+	return nil
+}
+
+// write runs fn in one Update transaction and, after the commit, publishes
+// the event fn returned, all under writeMu.
+func (s *Store) write(ctx context.Context, op string, fn func(tx *bolt.Tx) (keystore.Event, error)) error {
+	if err := s.check(ctx, op); err != nil {
+		return err
+	}
+	if err := s.lockWrite(ctx, op); err != nil {
+		return err
+	}
+	defer s.unlockWrite()
+	var ev keystore.Event
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		ev, err = fn(tx)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, keystore.ErrConflict) || errors.Is(err, keystore.ErrNotFound) {
+			return err
+		}
+		return wrapErr(op, err)
+	}
+	s.publish(ev)
+	return nil
+}
+
+func (s *Store) lockWrite(ctx context.Context, op string) error {
+	select {
+	case s.writeMu <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("keystore/bbolt: %s: %w", op, ctx.Err())
+	}
+}
+
+func (s *Store) unlockWrite() { <-s.writeMu }
+
+func nextRevision(tx *bolt.Tx) (int64, error) {
+	m := tx.Bucket(bucketMeta)
+	var rev uint64
+	if raw := m.Get(keyRevision); raw != nil {
+		if len(raw) != 8 {
+			return 0, fmt.Errorf("corrupt revision counter (%d bytes)", len(raw))
+		}
+		rev = binary.BigEndian.Uint64(raw)
+	}
+	rev++
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], rev)
+	if err := m.Put(keyRevision, buf[:]); err != nil {
+		return 0, err
+	}
+	return int64(rev), nil
+}
+
+// Revision returns the store-wide revision: that of the last Put or Delete.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	if err := s.check(ctx, "revision"); err != nil {
+		return 0, err
+	}
+	var rev int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(bucketMeta).Get(keyRevision); len(raw) == 8 {
+			rev = int64(binary.BigEndian.Uint64(raw))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, wrapErr("revision", err)
+	}
+	return rev, nil
+}
+
+func encodeEntry(rev int64, value []byte) []byte {
+	buf := make([]byte, 0, binary.MaxVarintLen64+len(value))
+	buf = binary.AppendUvarint(buf, uint64(rev))
+	return append(buf, value...)
+}
+
+func splitEntry(raw []byte) (int64, []byte, error) {
+	rev, n := binary.Uvarint(raw)
+	if n <= 0 || rev == 0 {
+		return 0, nil, errors.New("corrupt entry")
+	}
+	return int64(rev), raw[n:], nil
+}
+
+// decodeEntry copies raw (which bbolt owns only for the transaction) into an Entry.
+func decodeEntry(key string, raw []byte) (keystore.Entry, error) {
+	rev, val, err := splitEntry(raw)
+	if err != nil {
+		return keystore.Entry{}, fmt.Errorf("key %q: %w", key, err)
+	}
+	return keystore.Entry{Key: key, Value: bytes.Clone(val), Revision: rev}, nil
+}
+
+// Watch delivers every change under prefix made after it returns; see the
+// package doc for ordering and the cut-off of slow consumers.
+func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event, error) {
+	if err := s.check(ctx, "watch"); err != nil {
+		return nil, err
+	}
+	if err := s.lockWrite(ctx, "watch"); err != nil {
+		return nil, err
+	}
+	defer s.unlockWrite()
+	w := &watcher{prefix: prefix, ch: make(chan keystore.Event, s.opts.WatchBuffer)}
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("keystore/bbolt: watch: store closed: %w", keystore.ErrUnavailable)
+	}
+	s.watchers[w] = struct{}{}
+	s.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		s.mu.Lock()
+		s.dropLocked(w)
+		s.mu.Unlock()
+	}()
+	return w.ch, nil
+}
+
+func (s *Store) dropLocked(w *watcher) {
+	if !w.closed {
+		w.closed = true
+		close(w.ch)
+		delete(s.watchers, w)
+	}
+}
+
+// publish hands ev to every matching watcher without blocking; a watcher
+// whose buffer is full is cut off.
+func (s *Store) publish(ev keystore.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.watchers {
+		if !strings.HasPrefix(ev.Key, w.prefix) {
+			continue
+		}
+		e := ev
+		if e.Value != nil {
+			e.Value = bytes.Clone(e.Value) // each consumer owns its bytes
+		}
+		select {
+		case w.ch <- e:
+		default:
+			s.dropLocked(w)
+		}
+	}
+}
+
+// Ping reports whether the store is open and its file readable.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.check(ctx, "ping"); err != nil {
+		return err
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketEntries) == nil {
+			return errors.New("entries bucket missing")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("keystore/bbolt: ping: %w: %v", keystore.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Close closes every watcher and the file. Later calls return
+// keystore.ErrUnavailable; a second Close returns nil.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	for w := range s.watchers {
+		s.dropLocked(w)
+	}
+	s.mu.Unlock()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("keystore/bbolt: close: %w", err)
+	}
+	return nil
+}
