@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -62,14 +63,16 @@ func (*GetStatusRequest) Descriptor() ([]byte, []int) {
 // GetStatusResponse describes the server.
 type GetStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Server version.
+	// Server version (e.g. "v1.2.0", or "devel+<commit>" for a work-tree build).
 	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	// HSM reachability.
+	// The HSM: name is the token label.
 	Hsm *ComponentStatus `protobuf:"bytes,2,opt,name=hsm,proto3" json:"hsm,omitempty"`
-	// Key store reachability.
+	// The key store: name is the backend ("bbolt" or "etcd").
 	Store *ComponentStatus `protobuf:"bytes,3,opt,name=store,proto3" json:"store,omitempty"`
 	// Time since the server started.
-	Uptime        *durationpb.Duration `protobuf:"bytes,4,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	Uptime *durationpb.Duration `protobuf:"bytes,4,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	// When the server started.
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -132,15 +135,24 @@ func (x *GetStatusResponse) GetUptime() *durationpb.Duration {
 	return nil
 }
 
+func (x *GetStatusResponse) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
 // ComponentStatus is the state of one dependency.
 type ComponentStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Whether it answered.
+	// Whether it answered a ping just now.
 	Reachable bool `protobuf:"varint,1,opt,name=reachable,proto3" json:"reachable,omitempty"`
 	// The HSM's token label, or the store's backend name.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// Why it is not reachable.
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Why it is not reachable (empty when reachable).
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// How long the ping took.
+	Latency       *durationpb.Duration `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -196,22 +208,32 @@ func (x *ComponentStatus) GetError() string {
 	return ""
 }
 
+func (x *ComponentStatus) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
 var File_hsmgate_v1_system_proto protoreflect.FileDescriptor
 
 const file_hsmgate_v1_system_proto_rawDesc = "" +
 	"\n" +
 	"\x17hsmgate/v1/system.proto\x12\n" +
-	"hsmgate.v1\x1a\x1egoogle/protobuf/duration.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\xc2\x01\n" +
+	"hsmgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
+	"\x10GetStatusRequest\"\xfd\x01\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12-\n" +
 	"\x03hsm\x18\x02 \x01(\v2\x1b.hsmgate.v1.ComponentStatusR\x03hsm\x121\n" +
 	"\x05store\x18\x03 \x01(\v2\x1b.hsmgate.v1.ComponentStatusR\x05store\x121\n" +
-	"\x06uptime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\"Y\n" +
+	"\x06uptime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x129\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\x8e\x01\n" +
 	"\x0fComponentStatus\x12\x1c\n" +
 	"\treachable\x18\x01 \x01(\bR\treachable\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2Y\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x123\n" +
+	"\alatency\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\alatency2Y\n" +
 	"\rSystemService\x12H\n" +
 	"\tGetStatus\x12\x1c.hsmgate.v1.GetStatusRequest\x1a\x1d.hsmgate.v1.GetStatusResponseB\x9d\x01\n" +
 	"\x0ecom.hsmgate.v1B\vSystemProtoP\x01Z5github.com/hsmgate/hsmgate/proto/hsmgate/v1;hsmgatev1\xa2\x02\x03HXX\xaa\x02\n" +
@@ -232,22 +254,25 @@ func file_hsmgate_v1_system_proto_rawDescGZIP() []byte {
 
 var file_hsmgate_v1_system_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_hsmgate_v1_system_proto_goTypes = []any{
-	(*GetStatusRequest)(nil),    // 0: hsmgate.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),   // 1: hsmgate.v1.GetStatusResponse
-	(*ComponentStatus)(nil),     // 2: hsmgate.v1.ComponentStatus
-	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
+	(*GetStatusRequest)(nil),      // 0: hsmgate.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),     // 1: hsmgate.v1.GetStatusResponse
+	(*ComponentStatus)(nil),       // 2: hsmgate.v1.ComponentStatus
+	(*durationpb.Duration)(nil),   // 3: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
 var file_hsmgate_v1_system_proto_depIdxs = []int32{
 	2, // 0: hsmgate.v1.GetStatusResponse.hsm:type_name -> hsmgate.v1.ComponentStatus
 	2, // 1: hsmgate.v1.GetStatusResponse.store:type_name -> hsmgate.v1.ComponentStatus
 	3, // 2: hsmgate.v1.GetStatusResponse.uptime:type_name -> google.protobuf.Duration
-	0, // 3: hsmgate.v1.SystemService.GetStatus:input_type -> hsmgate.v1.GetStatusRequest
-	1, // 4: hsmgate.v1.SystemService.GetStatus:output_type -> hsmgate.v1.GetStatusResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 3: hsmgate.v1.GetStatusResponse.start_time:type_name -> google.protobuf.Timestamp
+	3, // 4: hsmgate.v1.ComponentStatus.latency:type_name -> google.protobuf.Duration
+	0, // 5: hsmgate.v1.SystemService.GetStatus:input_type -> hsmgate.v1.GetStatusRequest
+	1, // 6: hsmgate.v1.SystemService.GetStatus:output_type -> hsmgate.v1.GetStatusResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_system_proto_init() }

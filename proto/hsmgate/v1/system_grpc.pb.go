@@ -28,7 +28,9 @@ const (
 //
 // SystemService reports on the server itself.
 type SystemServiceClient interface {
-	// GetStatus reports version, HSM and store reachability and uptime.
+	// GetStatus reports the server's version and uptime and whether the HSM and
+	// the key store answer now. An unreachable dependency is reported in the
+	// response, not as an RPC error. Needs `read` on `sys/status`.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 }
 
@@ -56,7 +58,9 @@ func (c *systemServiceClient) GetStatus(ctx context.Context, in *GetStatusReques
 //
 // SystemService reports on the server itself.
 type SystemServiceServer interface {
-	// GetStatus reports version, HSM and store reachability and uptime.
+	// GetStatus reports the server's version and uptime and whether the HSM and
+	// the key store answer now. An unreachable dependency is reported in the
+	// response, not as an RPC error. Needs `read` on `sys/status`.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	mustEmbedUnimplementedSystemServiceServer()
 }
