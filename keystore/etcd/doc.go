@@ -1,0 +1,49 @@
+// Package etcd is the cluster keystore.Store, on etcd v3 (go.etcd.io/etcd/client/v3):
+// several hsmgate replicas share one etcd cluster and agree through it.
+//
+// # Mapping
+//
+//   - Every key is stored as Config.Prefix + key, so several deployments can
+//     share one etcd; callers never see the prefix.
+//   - An entry's Revision is etcd's ModRevision of the key, and the
+//     revision a Put returns is the cluster revision of that write: one
+//     store-wide counter that only grows, as keystore requires.
+//   - Put is one transaction: If(ModRevision(key) == expect), or
+//     If(CreateRevision(key) == 0) for MustNotExist, Then(Put); a failed
+//     comparison is ErrConflict and writes nothing. AnyRevision is a plain Put.
+//   - Delete with a revision is If(ModRevision == expect) Then(Delete)
+//     Else(Get count), so an absent key is ErrNotFound and a lost race
+//     ErrConflict.
+//   - List is one range read (one revision), sorted by key.
+//   - Every read is linearizable (etcd's default): a replica never reads a
+//     value older than a write another replica has seen acknowledged.
+//
+// # Watches
+//
+// Watch first reads the current revision R, then starts an etcd watch with
+// WithPrefix and WithRev(R+1): every change after Watch returns is delivered,
+// even one made before etcd registered the watch. The etcd client resumes a
+// watch on another member, from the last revision it delivered, when the
+// member it used goes away, so events are neither lost nor repeated. The
+// watch is made WithRequireLeader: on a member cut off from the leader it
+// ends rather than silently going stale. The channel is closed when ctx is
+// done, the store is closed, etcd cancels the watch (compaction past the
+// next revision, no leader), or the consumer lags more than
+// Config.WatchBuffer events; in each case the consumer lists again and
+// watches again.
+//
+// # Errors
+//
+// A deadline (the caller's, or Config.RequestTimeout when the caller set
+// none), an unreachable member or cluster, a lost leader, a NOSPACE alarm, or
+// a closed store give keystore.ErrUnavailable; the caller's own cancellation
+// gives context.Canceled. etcd's error text is kept, but never its gRPC
+// status (it is formatted with %v), so the server's one mapping of domain
+// errors to codes decides what a client sees. Keys are 1..keystore.MaxKeySize
+// bytes and values at most Config.MaxValueSize (default 1 MiB, under etcd's
+// default 1.5 MiB request limit); beyond that keystore.ErrInvalidKey.
+//
+// Tests run the keystore/storetest suite against real etcd servers started in
+// process by keystore/etcd/etcdtest: one member, and three members of which
+// one is stopped while concurrent compare-and-swap writers and a watch run.
+package etcd

@@ -1,0 +1,172 @@
+package etcd_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hsmgate/hsmgate/keystore"
+	"github.com/hsmgate/hsmgate/keystore/etcd"
+	"github.com/hsmgate/hsmgate/keystore/etcd/etcdtest"
+	"github.com/hsmgate/hsmgate/keystore/storetest"
+)
+
+var prefixSeq atomic.Int64
+
+// factory returns stores on the given endpoints, each under a prefix of its
+// own, so subtests share one etcd but see only their own keys.
+func factory(endpoints []string) storetest.Factory {
+	return func(t *testing.T) keystore.Store {
+		return newStore(t, etcd.Config{
+			Endpoints: endpoints,
+			Prefix:    fmt.Sprintf("/hsmgate-test/%d/", prefixSeq.Add(1)),
+			// Generous: -race on busy machines, and fail-over in the cluster test.
+			RequestTimeout: 15 * time.Second,
+		})
+	}
+}
+
+func newStore(t testing.TB, cfg etcd.Config) *etcd.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := etcd.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("etcd.New: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestConformanceSingleNode(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	storetest.Run(t, factory(c.Endpoints))
+}
+
+func TestConformanceThreeNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-node cluster: not in -short")
+	}
+	c := etcdtest.Start(t, 3)
+	f := factory(c.Endpoints)
+	t.Run("AllMembers", func(t *testing.T) { storetest.Run(t, f) })
+	stopped := -1
+	storetest.RunDisrupted(t, f, func(t *testing.T) {
+		stopped = c.StopFollower()
+		t.Logf("stopped follower m%d mid-test", stopped)
+	})
+	if stopped < 0 {
+		t.Fatalf("no member was stopped")
+	}
+	t.Run("OneMemberStopped", func(t *testing.T) { storetest.Run(t, f) })
+}
+
+func TestPrefixIsolation(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := newStore(t, etcd.Config{Endpoints: c.Endpoints, Prefix: "/deploy-a/"})
+	b := newStore(t, etcd.Config{Endpoints: c.Endpoints, Prefix: "/deploy-b/"})
+	wa, err := a.Watch(ctx, "")
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if _, err := b.Put(ctx, "k", []byte("b"), keystore.MustNotExist); err != nil {
+		t.Fatalf("b.Put: %v", err)
+	}
+	if _, err := a.Get(ctx, "k"); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("a.Get of b's key: got %v, want ErrNotFound", err)
+	}
+	ra, err := a.Put(ctx, "k", []byte("a"), keystore.MustNotExist)
+	if err != nil {
+		t.Fatalf("a.Put: %v", err)
+	}
+	if es, err := a.List(ctx, ""); err != nil || len(es) != 1 || es[0].Key != "k" || string(es[0].Value) != "a" {
+		t.Fatalf("a.List: got %+v %v, want one entry k=a", es, err)
+	}
+	// a's watch saw only a's put, with the prefix stripped.
+	select {
+	case ev := <-wa:
+		if ev.Key != "k" || string(ev.Value) != "a" || ev.Revision != ra {
+			t.Fatalf("a's watch: got {%q %q %d}, want {%q %q %d}", ev.Key, ev.Value, ev.Revision, "k", "a", ra)
+		}
+	case <-ctx.Done():
+		t.Fatalf("a's watch: no event")
+	}
+	// The raw key carries the prefix.
+	resp, err := a.Client().Get(ctx, "/deploy-a/k")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("raw Get /deploy-a/k: %v, %d kvs", err, len(resp.Kvs))
+	}
+}
+
+func TestUnavailableWhenEtcdDown(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := newStore(t, etcd.Config{Endpoints: c.Endpoints, Prefix: "/x/", RequestTimeout: 500 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Put(ctx, "k", []byte("v"), keystore.MustNotExist); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	w, err := s.Watch(ctx, "")
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	c.Stop(0)
+	// No deadline from the caller: RequestTimeout applies.
+	if _, err := s.Get(context.Background(), "k"); !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("Get with etcd down: got %v, want ErrUnavailable", err)
+	}
+	if err := s.Ping(context.Background()); !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("Ping with etcd down: got %v, want ErrUnavailable", err)
+	}
+	if _, err := s.Put(context.Background(), "k", []byte("v"), keystore.AnyRevision); !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("Put with etcd down: got %v, want ErrUnavailable", err)
+	}
+	// A caller's cancellation is not the store's unavailability.
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if _, err := s.Get(cctx, "k"); !errors.Is(err, context.Canceled) || errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("Get with cancelled ctx: got %v, want context.Canceled only", err)
+	}
+	// Closing the store ends the watch.
+	_ = s.Close()
+	for range w {
+	}
+}
+
+func TestSlowWatcherIsCutOff(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	s := newStore(t, etcd.Config{Endpoints: c.Endpoints, Prefix: "/slow/", WatchBuffer: 4})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	slow, err := s.Watch(ctx, "")
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	// Nobody reads slow: 4 events fill it, the 5th cuts it off.
+	for i := range 8 {
+		if _, err := s.Put(ctx, fmt.Sprintf("k%d", i), []byte("v"), keystore.MustNotExist); err != nil {
+			t.Fatalf("Put %d: %v", i, err)
+		}
+	}
+	n := 0
+	for range slow {
+		n++
+	}
+	if n != 4 {
+		t.Fatalf("slow watcher: got %d events before close, want 4", n)
+	}
+}
+
+func TestNewFailsWhenUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := etcd.New(ctx, etcd.Config{Endpoints: []string{"http://127.0.0.1:1"}, DialTimeout: time.Second})
+	if !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("New on a closed port: got %v, want ErrUnavailable", err)
+	}
+}

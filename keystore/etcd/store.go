@@ -1,0 +1,398 @@
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hsmgate/hsmgate/keystore"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultDialTimeout    = 5 * time.Second
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultMaxValueSize   = 1 << 20 // etcd's own request limit is 1.5 MiB by default
+	DefaultWatchBuffer    = 1024
+)
+
+// Config configures New.
+type Config struct {
+	// Endpoints are the etcd client URLs, e.g. "https://etcd-0:2379". Give
+	// every member: the client balances across them and fails over.
+	Endpoints []string
+	// DialTimeout bounds connecting (and the first authentication) to a
+	// member (default DefaultDialTimeout).
+	DialTimeout time.Duration
+	// RequestTimeout bounds each call whose ctx has no deadline, so that a
+	// cluster without quorum fails calls with ErrUnavailable instead of
+	// hanging (default DefaultRequestTimeout).
+	RequestTimeout time.Duration
+	// TLS, when set, is used for client connections (and client certificates).
+	TLS *tls.Config
+	// Username and Password, when set, authenticate to etcd.
+	Username, Password string
+	// Prefix is prepended to every key, so several deployments can share one
+	// etcd, e.g. "/hsmgate/prod/". Keys seen by callers never include it.
+	Prefix string
+	// MaxValueSize is the largest value Put accepts (default DefaultMaxValueSize).
+	MaxValueSize int
+	// WatchBuffer is the number of events a watcher may lag behind before it
+	// is cut off (default DefaultWatchBuffer).
+	WatchBuffer int
+}
+
+func (c Config) withDefaults() Config {
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.MaxValueSize <= 0 {
+		c.MaxValueSize = DefaultMaxValueSize
+	}
+	if c.WatchBuffer <= 0 {
+		c.WatchBuffer = DefaultWatchBuffer
+	}
+	return c
+}
+
+// Store is a keystore.Store on an etcd cluster.
+type Store struct {
+	cli    *clientv3.Client
+	cfg    Config
+	prefix string
+	closed atomic.Bool
+}
+
+var _ keystore.Store = (*Store)(nil)
+
+// New connects to etcd and checks, within ctx, that the cluster answers a
+// linearizable read (so that wrong endpoints, TLS or credentials fail at
+// start). Unreachable etcd gives an error wrapping keystore.ErrUnavailable.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("keystore/etcd: no endpoints")
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: cfg.DialTimeout,
+		TLS:         cfg.TLS,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		Logger:      zap.NewNop(),
+		// Room for the largest value plus the key and the prefix.
+		MaxCallSendMsgSize: cfg.MaxValueSize + 64<<10,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keystore/etcd: connect %v: %w: %v", cfg.Endpoints, keystore.ErrUnavailable, err)
+	}
+	s := &Store{cli: cli, cfg: cfg, prefix: cfg.Prefix}
+	if err := s.Ping(ctx); err != nil {
+		_ = cli.Close()
+		return nil, fmt.Errorf("keystore/etcd: connect %v: %w", cfg.Endpoints, err)
+	}
+	return s, nil
+}
+
+// Backend returns "etcd".
+func (s *Store) Backend() string { return "etcd" }
+
+// Client returns the underlying etcd client (for tests and diagnostics).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// ctx applies RequestTimeout when the caller gave no deadline.
+func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
+}
+
+func (s *Store) check(ctx context.Context, op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("keystore/etcd: %s: store closed: %w", op, keystore.ErrUnavailable)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("keystore/etcd: %s: %w", op, err)
+	}
+	return nil
+}
+
+// mapErr turns an etcd client error into a keystore error. caller is the
+// caller's own ctx: its cancellation is reported as such; a deadline, a
+// member or cluster that cannot answer, or a lost leader is ErrUnavailable.
+// Other etcd errors are kept as text only (%v), so that no etcd status code
+// leaks to hsmgate's clients through errors.As.
+func (s *Store) mapErr(caller context.Context, op string, err error) error {
+	if s.closed.Load() {
+		return fmt.Errorf("keystore/etcd: %s: store closed: %w", op, keystore.ErrUnavailable)
+	}
+	if errors.Is(caller.Err(), context.Canceled) {
+		return fmt.Errorf("keystore/etcd: %s: %w", op, context.Canceled)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("keystore/etcd: %s: %w: %v", op, keystore.ErrUnavailable, err)
+	}
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) {
+		return fmt.Errorf("keystore/etcd: %s: %w: %v", op, keystore.ErrInvalidKey, err)
+	}
+	code := codes.Unknown
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if st, ok := status.FromError(err); ok {
+		code = st.Code()
+	}
+	switch code {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.ResourceExhausted:
+		// ResourceExhausted: NOSPACE alarm; the store cannot take writes.
+		return fmt.Errorf("keystore/etcd: %s: %w: %v", op, keystore.ErrUnavailable, err)
+	}
+	switch {
+	case errors.Is(err, rpctypes.ErrNoLeader), errors.Is(err, rpctypes.ErrTimeout),
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail), errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost):
+		return fmt.Errorf("keystore/etcd: %s: %w: %v", op, keystore.ErrUnavailable, err)
+	}
+	return fmt.Errorf("keystore/etcd: %s: %v", op, err)
+}
+
+// Get returns the entry at key; keystore.ErrNotFound if absent.
+func (s *Store) Get(ctx context.Context, key string) (keystore.Entry, error) {
+	if err := keystore.CheckKey(key); err != nil {
+		return keystore.Entry{}, fmt.Errorf("keystore/etcd: get: %w", err)
+	}
+	op := fmt.Sprintf("get %q", key)
+	if err := s.check(ctx, op); err != nil {
+		return keystore.Entry{}, err
+	}
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(rctx, s.prefix+key)
+	if err != nil {
+		return keystore.Entry{}, s.mapErr(ctx, op, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return keystore.Entry{}, fmt.Errorf("keystore/etcd: %s: %w", op, keystore.ErrNotFound)
+	}
+	kv := resp.Kvs[0]
+	return keystore.Entry{Key: key, Value: nonNil(kv.Value), Revision: kv.ModRevision}, nil
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// List returns the entries whose key starts with prefix, sorted by key, all
+// read at one revision.
+func (s *Store) List(ctx context.Context, prefix string) ([]keystore.Entry, error) {
+	op := fmt.Sprintf("list %q", prefix)
+	if err := s.check(ctx, op); err != nil {
+		return nil, err
+	}
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(rctx, s.prefix+prefix, clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, s.mapErr(ctx, op, err)
+	}
+	out := make([]keystore.Entry, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, keystore.Entry{
+			Key:      strings.TrimPrefix(string(kv.Key), s.prefix),
+			Value:    nonNil(kv.Value),
+			Revision: kv.ModRevision,
+		})
+	}
+	return out, nil
+}
+
+// Put writes value at key if the key's revision equals expect; see
+// keystore.Store. It is one etcd transaction: If(mod revision == expect, or
+// create revision == 0 for MustNotExist) Then(Put).
+func (s *Store) Put(ctx context.Context, key string, value []byte, expect int64) (int64, error) {
+	if err := keystore.CheckKey(key); err != nil {
+		return 0, fmt.Errorf("keystore/etcd: put: %w", err)
+	}
+	op := fmt.Sprintf("put %q", key)
+	if err := keystore.CheckExpect(expect); err != nil {
+		return 0, fmt.Errorf("keystore/etcd: %s: %w", op, err)
+	}
+	if len(value) > s.cfg.MaxValueSize {
+		return 0, fmt.Errorf("keystore/etcd: %s: value of %d bytes, limit %d: %w",
+			op, len(value), s.cfg.MaxValueSize, keystore.ErrInvalidKey)
+	}
+	if err := s.check(ctx, op); err != nil {
+		return 0, err
+	}
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	full := s.prefix + key
+	put := clientv3.OpPut(full, string(value))
+	if expect == keystore.AnyRevision {
+		resp, err := s.cli.Do(rctx, put)
+		if err != nil {
+			return 0, s.mapErr(ctx, op, err)
+		}
+		return resp.Put().Header.Revision, nil
+	}
+	cond := clientv3.Compare(clientv3.ModRevision(full), "=", expect)
+	if expect == keystore.MustNotExist {
+		cond = clientv3.Compare(clientv3.CreateRevision(full), "=", 0)
+	}
+	resp, err := s.cli.Txn(rctx).If(cond).Then(put).Commit()
+	if err != nil {
+		return 0, s.mapErr(ctx, op, err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("keystore/etcd: %s: expected revision %d: %w", op, expect, keystore.ErrConflict)
+	}
+	return resp.Header.Revision, nil
+}
+
+// Delete removes key if its revision equals expect; see keystore.Store. A
+// conditional delete is one transaction whose Else branch reads the key, to
+// tell ErrNotFound from ErrConflict.
+func (s *Store) Delete(ctx context.Context, key string, expect int64) error {
+	if err := keystore.CheckKey(key); err != nil {
+		return fmt.Errorf("keystore/etcd: delete: %w", err)
+	}
+	op := fmt.Sprintf("delete %q", key)
+	if err := keystore.CheckExpect(expect); err != nil {
+		return fmt.Errorf("keystore/etcd: %s: %w", op, err)
+	}
+	if err := s.check(ctx, op); err != nil {
+		return err
+	}
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	full := s.prefix + key
+	if expect == keystore.AnyRevision {
+		resp, err := s.cli.Delete(rctx, full)
+		if err != nil {
+			return s.mapErr(ctx, op, err)
+		}
+		if resp.Deleted == 0 {
+			return fmt.Errorf("keystore/etcd: %s: %w", op, keystore.ErrNotFound)
+		}
+		return nil
+	}
+	resp, err := s.cli.Txn(rctx).
+		If(clientv3.Compare(clientv3.ModRevision(full), "=", expect)).
+		Then(clientv3.OpDelete(full)).
+		Else(clientv3.OpGet(full, clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		return s.mapErr(ctx, op, err)
+	}
+	if resp.Succeeded {
+		if resp.Responses[0].GetResponseDeleteRange().GetDeleted() == 0 {
+			// expect was 0 and the key absent: ModRevision of a missing key is 0.
+			return fmt.Errorf("keystore/etcd: %s: %w", op, keystore.ErrNotFound)
+		}
+		return nil
+	}
+	if resp.Responses[0].GetResponseRange().GetCount() == 0 {
+		return fmt.Errorf("keystore/etcd: %s: %w", op, keystore.ErrNotFound)
+	}
+	return fmt.Errorf("keystore/etcd: %s: expected revision %d: %w", op, expect, keystore.ErrConflict)
+}
+
+// Watch delivers every change under prefix made after it returns: it reads
+// the current revision R, then watches from R+1, so nothing between the call
+// and the start of the etcd watch is missed. The watch requires a leader: a
+// member cut off from the cluster ends it. The channel is closed when ctx is
+// done, the store is closed, the watch is cancelled or compacted past, or
+// the consumer lags more than Config.WatchBuffer events.
+func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event, error) {
+	op := fmt.Sprintf("watch %q", prefix)
+	if err := s.check(ctx, op); err != nil {
+		return nil, err
+	}
+	full := s.prefix + prefix
+	rctx, cancel := s.ctx(ctx)
+	resp, err := s.cli.Get(rctx, full, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+	cancel()
+	if err != nil {
+		return nil, s.mapErr(ctx, op, err)
+	}
+	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wch := s.cli.Watch(wctx, full, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	out := make(chan keystore.Event, s.cfg.WatchBuffer)
+	go func() {
+		defer close(out)
+		defer wcancel()
+		for wresp := range wch {
+			if wresp.Canceled || wresp.Err() != nil {
+				return // compacted, no leader, or closed: the consumer re-lists
+			}
+			for _, ev := range wresp.Events {
+				e := keystore.Event{
+					Key:      strings.TrimPrefix(string(ev.Kv.Key), s.prefix),
+					Revision: ev.Kv.ModRevision,
+				}
+				switch ev.Type {
+				case mvccpb.PUT:
+					e.Type, e.Value = keystore.EventPut, nonNil(ev.Kv.Value)
+				case mvccpb.DELETE:
+					e.Type = keystore.EventDelete
+				default:
+					continue
+				}
+				select {
+				case out <- e:
+				default:
+					return // the consumer fell behind: cut it off
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Ping makes a linearizable read (it needs a quorum), bounded by ctx or
+// RequestTimeout; ErrUnavailable if the cluster cannot answer.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.check(ctx, "ping"); err != nil {
+		return err
+	}
+	rctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if _, err := s.cli.Get(rctx, s.prefix+"health", clientv3.WithCountOnly()); err != nil {
+		err = s.mapErr(ctx, "ping", err)
+		if !errors.Is(err, keystore.ErrUnavailable) && !errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// Close closes the client, which ends every watch. Later calls return
+// keystore.ErrUnavailable; a second Close returns nil.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("keystore/etcd: close: %w", err)
+	}
+	return nil
+}
