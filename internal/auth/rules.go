@@ -1,10 +1,13 @@
 package auth
 
-// CONTRACT (written first so that engine packages can declare their RPC
-// table while the auth package is being built; the auth helper owns this file
-// and may extend it, keeping these names).
+import (
+	"fmt"
+	"sort"
+	"strings"
 
-import "google.golang.org/protobuf/proto"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+)
 
 // Capability is one right a policy rule can grant or deny.
 type Capability string
@@ -48,3 +51,97 @@ type Rule struct {
 
 // Table maps full gRPC method names ("/hsmgate.v1.TransitService/Encrypt") to rules.
 type Table map[string]Rule
+
+// AllCapabilities lists every capability, in a stable order.
+var AllCapabilities = []Capability{
+	CapRead, CapList, CapCreate, CapUpdate, CapDelete, CapEncrypt, CapDecrypt,
+	CapRewrap, CapDatakey, CapSign, CapVerify, CapHMAC, CapExport, CapRotate,
+	CapIssue, CapRevoke, CapSSHSign, CapAdmin,
+}
+
+// Valid reports whether c is a known capability.
+func (c Capability) Valid() bool {
+	for _, k := range AllCapabilities {
+		if c == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Merge returns one table holding the rules of all tables. A method present in
+// two tables is an error (two packages claiming one RPC is a wiring mistake).
+func Merge(tables ...Table) (Table, error) {
+	out := Table{}
+	for _, t := range tables {
+		for m, r := range t {
+			if _, dup := out[m]; dup {
+				return nil, fmt.Errorf("auth: method %s is in two tables", m)
+			}
+			out[m] = r
+		}
+	}
+	return out, nil
+}
+
+// PublicTable marks grpc health and server reflection (v1 and v1alpha) public.
+func PublicTable() Table {
+	return Table{
+		"/grpc.health.v1.Health/Check":                                   {Public: true},
+		"/grpc.health.v1.Health/Watch":                                   {Public: true},
+		"/grpc.health.v1.Health/List":                                    {Public: true},
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      {Public: true},
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": {Public: true},
+	}
+}
+
+// ServiceInfoProvider is what CheckTableCovers needs of a *grpc.Server.
+type ServiceInfoProvider interface {
+	GetServiceInfo() map[string]grpc.ServiceInfo
+}
+
+// CheckTableCovers returns an error naming every method registered on srv
+// that has no rule in t, and every rule that is neither public, nor
+// authenticated-only, nor has a valid capability and a resource.
+func CheckTableCovers(srv ServiceInfoProvider, t Table) error {
+	var missing []string
+	for svc, info := range srv.GetServiceInfo() {
+		for _, m := range info.Methods {
+			full := "/" + svc + "/" + m.Name
+			r, ok := t[full]
+			if !ok {
+				missing = append(missing, full+" (no rule)")
+				continue
+			}
+			if err := r.check(); err != nil {
+				missing = append(missing, full+" ("+err.Error()+")")
+			}
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	return fmt.Errorf("auth: table does not cover: %s", strings.Join(missing, ", "))
+}
+
+func (r Rule) check() error {
+	if r.Public || r.AuthenticatedOnly {
+		return nil
+	}
+	if !r.Capability.Valid() {
+		return fmt.Errorf("unknown capability %q", r.Capability)
+	}
+	if r.Resource == nil && r.Path == "" {
+		return fmt.Errorf("no resource")
+	}
+	return nil
+}
+
+// resource returns the resource a message acts on under r.
+func (r Rule) resource(msg proto.Message) (string, error) {
+	if r.Resource == nil || msg == nil {
+		return r.Path, nil
+	}
+	return r.Resource(msg)
+}

@@ -1,0 +1,70 @@
+// Package auth authenticates and authorises every hsmgate request.
+//
+// # Identities
+//
+// A request carries at most one credential, looked for in this order:
+//
+//   - a bearer token in the "authorization: Bearer <token>" metadata (or, for
+//     HTTP, the Authorization or X-Vault-Token header). A value starting with
+//     "hgs." is an hsmgate token; any other value is treated as a JWT when an
+//     OIDC issuer is configured. A bad bearer credential is refused
+//     (Unauthenticated); there is no fall-back to the client certificate.
+//   - a client certificate verified by the TLS layer (tls.VerifyClientCertIfGiven
+//     with the configured client CAs). The identity is the first URI SAN (e.g.
+//     spiffe://example.org/ns/payments/sa/api), else the subject CN; policies
+//     come from MTLSConfig.Mappings (first glob matching the name).
+//
+// Tokens are "hgs." followed by 32 random bytes in unpadded base64url. Only the
+// hex SHA-256 of a token is stored (keystore key auth/tokens/<sha256-hex>); that
+// hash is the token's accessor, used to look up, renew and revoke it. The stored
+// hash is compared with the presented one in constant time. Tokens have a TTL, a
+// max TTL that renewal cannot pass, a renewable flag, bound policies and a root
+// flag. A root identity bypasses policy, like Vault's root token.
+//
+// JWTs are verified with go-oidc against a JWKS from a file or a URL: issuer,
+// audience, expiry and signature are checked; a configurable claim (e.g.
+// "preferred_username" or "email") names the identity, and a groups claim maps to
+// policies.
+//
+// # Policies
+//
+// A policy is a named list of rules: a resource glob, capabilities, and an
+// effect (allow or deny). A request is allowed when some rule of the identity's
+// policies allows the capability on the resource and no rule denies it:
+// explicit deny wins, and the default is deny.
+//
+// Glob semantics: '*' is the only special character and matches any run of
+// characters, '/' included, possibly empty. So "transit/keys/payments-*"
+// matches "transit/keys/payments-eu", "transit/*" matches every transit
+// resource, and "*" matches everything. There is no escaping: resource names
+// never contain '*'.
+//
+// Policies live in the keystore under auth/policies/<name> as hsmgate.v1.Policy
+// messages; they are cached in memory and the cache is invalidated by Watch, so
+// replicas agree after a change.
+//
+// # The interceptor
+//
+// Interceptor.Unary and Interceptor.Stream decide every RPC from one Table.
+// A method missing from the table is refused with PermissionDenied (it is a
+// wiring mistake; CheckTableCovers lets a test prove that every registered
+// method has a rule). Public rules skip authentication and the audit log (health
+// checks, reflection). For client and bidi streams, the rule's Resource func is
+// applied to every received message, and each message is authorised, rate
+// limited and audited before the handler sees it.
+//
+// Order for one request: find the rule, authenticate, compute the resource,
+// authorise, rate limit, write the audit request line (fail closed: the handler
+// never runs when it cannot be written, the caller gets Unavailable), run the
+// handler, write the audit response line (if that fails, the caller gets
+// Unavailable rather than the result). Refusals are audited too.
+//
+// # Rate limits
+//
+// Token buckets (golang.org/x/time/rate) per identity and per resource, one
+// token per request (a batch counts as one request). The per-identity limit is
+// the default, or the most generous override among the identity's policies; a
+// per-resource limit applies to the first configured glob matching the
+// resource, with one bucket per resource. Buckets live in a bounded LRU map.
+// Refusals are ResourceExhausted.
+package auth

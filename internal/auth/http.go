@@ -1,0 +1,109 @@
+package auth
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/hsmgate/hsmgate/internal/errs"
+)
+
+// HTTPRule says what an HTTP endpoint needs, like Rule does for an RPC.
+type HTTPRule struct {
+	// Public endpoints (health, CA certificates, CRL, OCSP, SSH CA public key,
+	// KRL, ACME directory) need no identity and are not audited here.
+	Public            bool
+	AuthenticatedOnly bool
+	Capability        Capability
+	// Resource computes the resource from the request; nil means Path.
+	Resource func(r *http.Request) (string, error)
+	Path     string
+}
+
+// HTTP wraps next with the same checks as the gRPC interceptor: authenticate,
+// authorise, rate limit, write the audit request line (fail closed: 503 and
+// next never runs), run next, write the response line. The identity is in the
+// request's context (FromContext). Errors answer as JSON {"errors":[msg]} with
+// the HTTP status of the error's kind.
+func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rule.Public {
+			next.ServeHTTP(w, r)
+			return
+		}
+		c := i.newCall(r.Context(), "HTTP "+r.Method+" "+r.URL.Path)
+		if v := r.Header.Get("X-Request-Id"); validRequestID(v) {
+			c.reqID = v
+		}
+		c.remote = r.RemoteAddr
+		fail := func(resource string, err error) {
+			_ = i.logResponse(c, resource, 1, err)
+			writeHTTPError(w, err)
+		}
+		id, err := i.o.Authenticator.FromHTTP(r)
+		if err != nil {
+			fail("", err)
+			return
+		}
+		c.id = id
+		resource := rule.Path
+		if rule.Resource != nil {
+			if resource, err = rule.Resource(r); err != nil {
+				fail("", errs.New(errs.InvalidArgument, "auth: "+err.Error()))
+				return
+			}
+		}
+		if err := i.admit(r.Context(), id, Rule{AuthenticatedOnly: rule.AuthenticatedOnly, Capability: rule.Capability}, resource); err != nil {
+			fail(resource, err)
+			return
+		}
+		if err := i.logRequest(c, resource, 1); err != nil {
+			writeHTTPError(w, err)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r.WithContext(WithIdentity(r.Context(), id)))
+		if i.o.Audit != nil {
+			e := i.entry(c, "response", resource, 1)
+			e.Code = strconv.Itoa(sw.code)
+			e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+			_ = i.o.Audit.Write(e) // the response is already sent
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func writeHTTPError(w http.ResponseWriter, err error) {
+	st := errs.GRPCStatus(err)
+	code := http.StatusInternalServerError
+	switch st.Code() {
+	case codes.Unauthenticated:
+		code = http.StatusUnauthorized
+	case codes.PermissionDenied:
+		code = http.StatusForbidden
+	case codes.ResourceExhausted:
+		code = http.StatusTooManyRequests
+	case codes.Unavailable:
+		code = http.StatusServiceUnavailable
+	case codes.InvalidArgument:
+		code = http.StatusBadRequest
+	case codes.NotFound:
+		code = http.StatusNotFound
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string][]string{"errors": {st.Message()}})
+}

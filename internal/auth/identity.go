@@ -1,0 +1,66 @@
+package auth
+
+import (
+	"context"
+
+	"github.com/hsmgate/hsmgate/internal/errs"
+)
+
+// Kind says how an identity was authenticated.
+type Kind string
+
+const (
+	KindMTLS  Kind = "mtls"
+	KindToken Kind = "token"
+	KindJWT   Kind = "jwt"
+	KindRoot  Kind = "root"
+)
+
+// Identity is an authenticated caller.
+type Identity struct {
+	// Name: the URI SAN or CN of a certificate, the display name of a token
+	// ("token-<accessor prefix>" when it has none), or the configured claim of a JWT.
+	// The SSH CA may use it as a principal.
+	Name string
+	Kind Kind
+	// Policies bound to the identity (ignored for root).
+	Policies []string
+	// Metadata: JWT claims mapped to strings, certificate facts, token metadata.
+	Metadata map[string]string
+	// Accessor of the token for token and root identities; empty otherwise.
+	Accessor string
+}
+
+// Root reports whether the identity bypasses policy.
+func (id *Identity) Root() bool { return id != nil && id.Kind == KindRoot }
+
+// Sentinel errors of the package.
+var (
+	// ErrUnauthenticated: no credential, or a bad, expired or revoked one.
+	ErrUnauthenticated = errs.New(errs.Unauthenticated, "auth: unauthenticated")
+	// ErrPermissionDenied: the identity's policies do not allow the request.
+	ErrPermissionDenied = errs.New(errs.PermissionDenied, "auth: permission denied")
+	// ErrNoRule: the method has no rule in the table.
+	ErrNoRule = errs.New(errs.PermissionDenied, "auth: method has no authorization rule")
+	// ErrRateLimited: a rate limit was exceeded.
+	ErrRateLimited = errs.New(errs.ResourceExhausted, "auth: rate limit exceeded")
+	// ErrInvalid: a malformed policy, token request or name.
+	ErrInvalid = errs.New(errs.InvalidArgument, "auth: invalid argument")
+	// ErrNotFound: no such policy or token.
+	ErrNotFound = errs.New(errs.NotFound, "auth: not found")
+	// ErrNotRenewable: the token cannot be renewed.
+	ErrNotRenewable = errs.New(errs.FailedPrecondition, "auth: token is not renewable")
+)
+
+type identityKey struct{}
+
+// WithIdentity returns ctx carrying id.
+func WithIdentity(ctx context.Context, id *Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// FromContext returns the identity the interceptor put in ctx.
+func FromContext(ctx context.Context) (*Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(*Identity)
+	return id, ok && id != nil
+}

@@ -1,0 +1,283 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hsmgate/hsmgate/internal/audit"
+	"github.com/hsmgate/hsmgate/internal/errs"
+)
+
+// Auditor is what the interceptor needs of the audit log (*audit.Log).
+type Auditor interface {
+	// Write appends one chained line; an error means the request must fail.
+	Write(e *audit.Entry) error
+	// HMAC hides an identifier under the deployment key.
+	HMAC(s string) string
+}
+
+// Options configure an Interceptor.
+type Options struct {
+	// Table: the merged rule table (see Merge, PublicTable, AuthTable).
+	Table         Table
+	Authenticator *Authenticator
+	Policies      *Policies
+	// Limiter may be nil (no rate limits).
+	Limiter *RateLimiter
+	// Audit may be nil only in tests.
+	Audit Auditor
+}
+
+// Interceptor authenticates, authorises, rate limits and audits every RPC.
+type Interceptor struct {
+	o   Options
+	now func() time.Time
+}
+
+// NewInterceptor checks o and returns the interceptor.
+func NewInterceptor(o Options) (*Interceptor, error) {
+	if o.Table == nil || o.Authenticator == nil || o.Policies == nil {
+		return nil, fmt.Errorf("auth: interceptor needs a table, an authenticator and policies")
+	}
+	for m, r := range o.Table {
+		if err := r.check(); err != nil {
+			return nil, fmt.Errorf("auth: rule for %s: %w", m, err)
+		}
+	}
+	return &Interceptor{o: o, now: time.Now}, nil
+}
+
+// call is the state of one request.
+type call struct {
+	method string
+	id     *Identity
+	reqID  string
+	remote string
+	start  time.Time
+}
+
+func (i *Interceptor) newCall(ctx context.Context, method string) *call {
+	c := &call{method: method, start: i.now()}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("x-request-id"); len(v) > 0 && validRequestID(v[0]) {
+			c.reqID = v[0]
+		}
+	}
+	if c.reqID == "" {
+		var b [12]byte
+		rand.Read(b[:])
+		c.reqID = hex.EncodeToString(b[:])
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		c.remote = p.Addr.String()
+	}
+	return c
+}
+
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+func (i *Interceptor) entry(c *call, typ, resource string, items int) *audit.Entry {
+	e := &audit.Entry{Type: typ, RequestID: c.reqID, Remote: c.remote, Method: c.method, Resource: resource, Items: items}
+	if c.id != nil {
+		e.Identity = &audit.Identity{Name: c.id.Name, Kind: string(c.id.Kind), Policies: c.id.Policies}
+		if c.id.Accessor != "" && i.o.Audit != nil {
+			e.Identity.Accessor = i.o.Audit.HMAC(c.id.Accessor)
+		}
+	}
+	return e
+}
+
+// logRequest writes the request line; its error fails the request.
+func (i *Interceptor) logRequest(c *call, resource string, items int) error {
+	if i.o.Audit == nil {
+		return nil
+	}
+	if err := i.o.Audit.Write(i.entry(c, "request", resource, items)); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	return nil
+}
+
+// logResponse writes the response line.
+func (i *Interceptor) logResponse(c *call, resource string, items int, err error) error {
+	if i.o.Audit == nil {
+		return nil
+	}
+	e := i.entry(c, "response", resource, items)
+	e.Code = errs.Code(err).String()
+	e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+	if werr := i.o.Audit.Write(e); werr != nil {
+		return fmt.Errorf("auth: %w", werr)
+	}
+	return nil
+}
+
+// refuse audits a refused request and returns its error as a status.
+func (i *Interceptor) refuse(c *call, resource string, items int, err error) error {
+	_ = i.logResponse(c, resource, items, err) // the refusal stands either way
+	return errs.ToGRPC(err)
+}
+
+// admit runs the checks for one message: authorisation, then rate limit.
+func (i *Interceptor) admit(ctx context.Context, id *Identity, rule Rule, resource string) error {
+	if err := i.authorize(ctx, id, rule, resource); err != nil {
+		return err
+	}
+	return i.o.Limiter.Allow(id, resource)
+}
+
+// authorize checks the identity's policies (root and authenticated-only rules pass).
+func (i *Interceptor) authorize(ctx context.Context, id *Identity, rule Rule, resource string) error {
+	if !rule.AuthenticatedOnly && !id.Root() {
+		ok, err := i.o.Policies.Allowed(ctx, id.Policies, rule.Capability, resource)
+		if err != nil {
+			return fmt.Errorf("auth: read policies: %w", err)
+		}
+		if !ok {
+			return fmt.Errorf("%w: %s on %q", ErrPermissionDenied, rule.Capability, resource)
+		}
+	}
+	return nil
+}
+
+func resourceOf(rule Rule, msg proto.Message) (string, error) {
+	res, err := rule.resource(msg)
+	if err != nil {
+		if errors.Is(err, errs.InvalidArgument) || errors.Is(err, errs.NotFound) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return res, nil
+}
+
+// Unary returns the unary server interceptor.
+func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		rule, ok := i.o.Table[info.FullMethod]
+		if ok && rule.Public {
+			return handler(ctx, req)
+		}
+		c := i.newCall(ctx, info.FullMethod)
+		msg, _ := req.(proto.Message)
+		items := audit.ItemCount(msg)
+		if !ok {
+			return nil, i.refuse(c, "", items, ErrNoRule)
+		}
+		id, err := i.o.Authenticator.FromGRPC(ctx)
+		if err != nil {
+			return nil, i.refuse(c, "", items, err)
+		}
+		c.id = id
+		resource, err := resourceOf(rule, msg)
+		if err != nil {
+			return nil, i.refuse(c, "", items, err)
+		}
+		if err := i.admit(ctx, id, rule, resource); err != nil {
+			return nil, i.refuse(c, resource, items, err)
+		}
+		if err := i.logRequest(c, resource, items); err != nil {
+			return nil, errs.ToGRPC(err) // fail closed: the handler never runs
+		}
+		resp, herr := handler(WithIdentity(ctx, id), req)
+		if err := i.logResponse(c, resource, items, herr); err != nil {
+			return nil, errs.ToGRPC(err) // no unaudited result leaves
+		}
+		return resp, errs.ToGRPC(herr)
+	}
+}
+
+// Stream returns the stream server interceptor. The identity is checked when
+// the stream opens; every received message is authorised, rate limited and
+// audited before the handler sees it; one response line closes the stream.
+func (i *Interceptor) Stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		rule, ok := i.o.Table[info.FullMethod]
+		if ok && rule.Public {
+			return handler(srv, ss)
+		}
+		ctx := ss.Context()
+		c := i.newCall(ctx, info.FullMethod)
+		if !ok {
+			return i.refuse(c, "", 0, ErrNoRule)
+		}
+		id, err := i.o.Authenticator.FromGRPC(ctx)
+		if err != nil {
+			return i.refuse(c, "", 0, err)
+		}
+		c.id = id
+		w := &stream{ServerStream: ss, ctx: WithIdentity(ctx, id), i: i, c: c, rule: rule}
+		w.resource.Store(&rule.Path)
+		if rule.Resource == nil {
+			// A fixed resource is authorised before any message; each
+			// message is rate limited.
+			if err := i.authorize(ctx, id, rule, rule.Path); err != nil {
+				return i.refuse(c, rule.Path, 0, err)
+			}
+		}
+		herr := handler(srv, w)
+		if err := i.logResponse(c, *w.resource.Load(), int(w.items.Load()), herr); err != nil && herr == nil {
+			return errs.ToGRPC(err)
+		}
+		return errs.ToGRPC(herr)
+	}
+}
+
+type stream struct {
+	grpc.ServerStream
+	ctx      context.Context
+	i        *Interceptor
+	c        *call
+	rule     Rule
+	items    atomic.Int64
+	resource atomic.Pointer[string]
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+func (s *stream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	msg, _ := m.(proto.Message)
+	n := audit.ItemCount(msg)
+	resource, err := resourceOf(s.rule, msg)
+	if err != nil {
+		return errs.ToGRPC(err)
+	}
+	if s.rule.Resource != nil {
+		if err := s.i.admit(s.ctx, s.c.id, s.rule, resource); err != nil {
+			_ = s.i.logResponse(s.c, resource, n, err)
+			return errs.ToGRPC(err)
+		}
+	} else if err := s.i.o.Limiter.Allow(s.c.id, resource); err != nil {
+		_ = s.i.logResponse(s.c, resource, n, err)
+		return errs.ToGRPC(err)
+	}
+	if err := s.i.logRequest(s.c, resource, n); err != nil {
+		return errs.ToGRPC(err)
+	}
+	s.items.Add(int64(n))
+	s.resource.Store(&resource)
+	return nil
+}

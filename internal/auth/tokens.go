@@ -1,0 +1,372 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hsmgate/hsmgate/keystore"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// TokenPrefix starts every hsmgate token; TokenStorePrefix is the keystore prefix of token records.
+const (
+	TokenPrefix      = "hgs."
+	TokenStorePrefix = "auth/tokens/"
+	tokenBytes       = 32
+	tokenLen         = len(TokenPrefix) + 43 // unpadded base64url of 32 bytes
+)
+
+// TokenConfig is the token section of the server config.
+type TokenConfig struct {
+	// DefaultTTL of a token created without one (default 24h).
+	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// MaxTTL: no token lives longer than this from its creation, renewals included
+	// (default 768h). Root tokens are exempt.
+	MaxTTL time.Duration `yaml:"max_ttl"`
+}
+
+func (c TokenConfig) withDefaults() TokenConfig {
+	if c.DefaultTTL <= 0 {
+		c.DefaultTTL = 24 * time.Hour
+	}
+	if c.MaxTTL <= 0 {
+		c.MaxTTL = 768 * time.Hour
+	}
+	if c.DefaultTTL > c.MaxTTL {
+		c.DefaultTTL = c.MaxTTL
+	}
+	return c
+}
+
+// GenerateToken returns a new random token "hgs.<43 base64url chars>" read from r
+// (crypto/rand.Reader when nil).
+func GenerateToken(r io.Reader) (string, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	var b [tokenBytes]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", fmt.Errorf("auth: token randomness: %w", err)
+	}
+	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// ParseToken checks the form of a token and returns its accessor (hex SHA-256
+// of the whole token string). It returns ErrUnauthenticated for anything that
+// is not "hgs." followed by exactly 32 bytes in unpadded base64url.
+func ParseToken(s string) (accessor string, err error) {
+	if len(s) != tokenLen || !strings.HasPrefix(s, TokenPrefix) {
+		return "", fmt.Errorf("%w: malformed token", ErrUnauthenticated)
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s[len(TokenPrefix):])
+	if err != nil || len(b) != tokenBytes {
+		return "", fmt.Errorf("%w: malformed token", ErrUnauthenticated)
+	}
+	return Accessor(s), nil
+}
+
+// Accessor returns the hex SHA-256 of a token: the name of its record.
+func Accessor(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(h[:])
+}
+
+func validAccessor(a string) bool {
+	if len(a) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(a)
+	return err == nil && strings.ToLower(a) == a
+}
+
+// Tokens stores and checks bearer tokens.
+type Tokens struct {
+	store keystore.Store
+	cfg   TokenConfig
+	now   func() time.Time
+	rand  io.Reader
+	cache *watchedCache[*hsmgatev1.TokenInfo]
+}
+
+// NewTokens returns a token store over s; its cache watches s until ctx is done.
+func NewTokens(ctx context.Context, s keystore.Store, cfg TokenConfig) (*Tokens, error) {
+	c, err := newWatchedCache[*hsmgatev1.TokenInfo](ctx, s, TokenStorePrefix, 100000)
+	if err != nil {
+		return nil, fmt.Errorf("auth: watch tokens: %w", err)
+	}
+	return &Tokens{store: s, cfg: cfg.withDefaults(), now: time.Now, rand: rand.Reader, cache: c}, nil
+}
+
+// SetClock replaces the clock (tests).
+func (t *Tokens) SetClock(now func() time.Time) { t.now = now }
+
+// TokenRequest describes a token to create.
+type TokenRequest struct {
+	DisplayName string
+	Policies    []string
+	TTL         time.Duration // 0: the configured default
+	MaxTTL      time.Duration // 0: the configured maximum
+	Renewable   bool
+	Root        bool
+	Metadata    map[string]string
+}
+
+// Create makes a token on behalf of creator and returns its secret (to be shown
+// once) and its description. A non-root creator may only bind policies it holds
+// and may not create root tokens (ErrPermissionDenied).
+func (t *Tokens) Create(ctx context.Context, creator *Identity, req TokenRequest) (string, *hsmgatev1.TokenInfo, error) {
+	if err := checkGrant(creator, req); err != nil {
+		return "", nil, err
+	}
+	for _, p := range req.Policies {
+		if !ValidName(p) {
+			return "", nil, fmt.Errorf("%w: policy name %q", ErrInvalid, p)
+		}
+	}
+	if req.TTL < 0 || req.MaxTTL < 0 || len(req.DisplayName) > 256 {
+		return "", nil, fmt.Errorf("%w: negative TTL or display name over 256 bytes", ErrInvalid)
+	}
+	secret, err := GenerateToken(t.rand)
+	if err != nil {
+		return "", nil, err
+	}
+	now := t.now()
+	info := &hsmgatev1.TokenInfo{
+		Accessor:    Accessor(secret),
+		DisplayName: req.DisplayName,
+		Policies:    req.Policies,
+		Root:        req.Root,
+		Renewable:   req.Renewable,
+		CreateTime:  timestamppb.New(now),
+		Metadata:    req.Metadata,
+	}
+	if creator != nil {
+		info.CreatedBy = creator.Name
+	}
+	maxTTL := t.cfg.MaxTTL
+	if req.MaxTTL > 0 && req.MaxTTL < maxTTL {
+		maxTTL = req.MaxTTL
+	}
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = t.cfg.DefaultTTL
+	}
+	if ttl > maxTTL {
+		ttl = maxTTL
+	}
+	if !req.Root || req.TTL > 0 {
+		info.Ttl = durationpb.New(ttl)
+		info.ExpireTime = timestamppb.New(now.Add(ttl))
+		info.MaxExpireTime = timestamppb.New(now.Add(maxTTL))
+	}
+	if err := t.write(ctx, info, keystore.MustNotExist); err != nil {
+		return "", nil, err
+	}
+	return secret, info, nil
+}
+
+func checkGrant(creator *Identity, req TokenRequest) error {
+	if creator.Root() {
+		return nil
+	}
+	if req.Root {
+		return fmt.Errorf("%w: only a root identity can create a root token", ErrPermissionDenied)
+	}
+	have := map[string]bool{}
+	if creator != nil {
+		for _, p := range creator.Policies {
+			have[p] = true
+		}
+	}
+	for _, p := range req.Policies {
+		if !have[p] {
+			return fmt.Errorf("%w: cannot grant policy %q that the caller does not hold", ErrPermissionDenied, p)
+		}
+	}
+	return nil
+}
+
+// EnsureRoot stores secret (a token from GenerateToken) as a root token that
+// never expires, if it is not stored already. Used by `hsmgate dev` and `init`.
+func (t *Tokens) EnsureRoot(ctx context.Context, secret string) error {
+	acc, err := ParseToken(secret)
+	if err != nil {
+		return fmt.Errorf("%w: root token must come from GenerateToken", ErrInvalid)
+	}
+	info := &hsmgatev1.TokenInfo{Accessor: acc, DisplayName: "root", Root: true, CreateTime: timestamppb.New(t.now()), CreatedBy: "bootstrap"}
+	err = t.write(ctx, info, keystore.MustNotExist)
+	if errors.Is(err, keystore.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+func (t *Tokens) write(ctx context.Context, info *hsmgatev1.TokenInfo, expect int64) error {
+	b, err := proto.Marshal(&hsmgatev1.TokenRecord{Info: info})
+	if err != nil {
+		return fmt.Errorf("auth: encode token: %w", err)
+	}
+	if _, err := t.store.Put(ctx, TokenStorePrefix+info.GetAccessor(), b, expect); err != nil {
+		return fmt.Errorf("auth: write token: %w", err)
+	}
+	t.cache.invalidate(info.GetAccessor())
+	return nil
+}
+
+// read returns the record and its revision; ErrNotFound if absent.
+func (t *Tokens) read(ctx context.Context, accessor string) (*hsmgatev1.TokenInfo, int64, error) {
+	if !validAccessor(accessor) {
+		return nil, 0, fmt.Errorf("%w: accessor", ErrInvalid)
+	}
+	e, err := t.store.Get(ctx, TokenStorePrefix+accessor)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return nil, 0, fmt.Errorf("%w: token", ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("auth: read token: %w", err)
+	}
+	rec := &hsmgatev1.TokenRecord{}
+	if err := proto.Unmarshal(e.Value, rec); err != nil {
+		return nil, 0, fmt.Errorf("auth: decode token: %w", err)
+	}
+	return rec.GetInfo(), e.Revision, nil
+}
+
+func (t *Tokens) expired(info *hsmgatev1.TokenInfo) bool {
+	return info.GetExpireTime() != nil && !t.now().Before(info.GetExpireTime().AsTime())
+}
+
+// Authenticate returns the identity of a token, or ErrUnauthenticated when it
+// is malformed, unknown, revoked or expired. Errors reading the store are
+// returned as they are (Unavailable).
+func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, error) {
+	acc, err := ParseToken(secret)
+	if err != nil {
+		return nil, err
+	}
+	info, ok, gen := t.cache.get(acc)
+	if !ok {
+		info, _, err = t.read(ctx, acc)
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
+		}
+		if err != nil {
+			return nil, err
+		}
+		t.cache.put(acc, info, gen)
+	}
+	// The record was found by the hash; compare it in constant time anyway so
+	// that no path compares secret-derived bytes with an early exit.
+	if subtle.ConstantTimeCompare([]byte(info.GetAccessor()), []byte(acc)) != 1 {
+		return nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
+	}
+	if t.expired(info) {
+		return nil, fmt.Errorf("%w: token expired", ErrUnauthenticated)
+	}
+	id := &Identity{Name: info.GetDisplayName(), Kind: KindToken, Policies: info.GetPolicies(), Metadata: info.GetMetadata(), Accessor: acc}
+	if id.Name == "" {
+		id.Name = "token-" + acc[:12]
+	}
+	if info.GetRoot() {
+		id.Kind = KindRoot
+	}
+	return id, nil
+}
+
+// Lookup describes a live token; ErrNotFound if absent or expired.
+func (t *Tokens) Lookup(ctx context.Context, accessor string) (*hsmgatev1.TokenInfo, error) {
+	info, _, err := t.read(ctx, accessor)
+	if err != nil {
+		return nil, err
+	}
+	if t.expired(info) {
+		return nil, fmt.Errorf("%w: token expired", ErrNotFound)
+	}
+	return info, nil
+}
+
+// Renew sets a renewable token's expiry to now+increment (the token's TTL
+// when increment is 0), capped at its max expiry. ErrNotRenewable for a token
+// that is not renewable; ErrNotFound for an absent or expired one.
+func (t *Tokens) Renew(ctx context.Context, accessor string, increment time.Duration) (*hsmgatev1.TokenInfo, error) {
+	if increment < 0 {
+		return nil, fmt.Errorf("%w: negative increment", ErrInvalid)
+	}
+	for range 5 {
+		info, rev, err := t.read(ctx, accessor)
+		if err != nil {
+			return nil, err
+		}
+		if t.expired(info) {
+			return nil, fmt.Errorf("%w: token expired", ErrNotFound)
+		}
+		if !info.GetRenewable() || info.GetExpireTime() == nil {
+			return nil, ErrNotRenewable
+		}
+		if increment == 0 {
+			increment = info.GetTtl().AsDuration()
+		}
+		exp := t.now().Add(increment)
+		if m := info.GetMaxExpireTime(); m != nil && exp.After(m.AsTime()) {
+			exp = m.AsTime()
+		}
+		info.ExpireTime = timestamppb.New(exp)
+		err = t.write(ctx, info, rev)
+		if errors.Is(err, keystore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return info, nil
+	}
+	return nil, fmt.Errorf("auth: renew token: %w", keystore.ErrConflict)
+}
+
+// Revoke deletes a token; ErrNotFound if absent.
+func (t *Tokens) Revoke(ctx context.Context, accessor string) error {
+	if !validAccessor(accessor) {
+		return fmt.Errorf("%w: accessor", ErrInvalid)
+	}
+	err := t.store.Delete(ctx, TokenStorePrefix+accessor, keystore.AnyRevision)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return fmt.Errorf("%w: token", ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("auth: revoke token: %w", err)
+	}
+	t.cache.invalidate(accessor)
+	return nil
+}
+
+// Tidy deletes expired token records and returns how many it deleted.
+func (t *Tokens) Tidy(ctx context.Context) (int, error) {
+	es, err := t.store.List(ctx, TokenStorePrefix)
+	if err != nil {
+		return 0, fmt.Errorf("auth: list tokens: %w", err)
+	}
+	n := 0
+	for _, e := range es {
+		rec := &hsmgatev1.TokenRecord{}
+		if proto.Unmarshal(e.Value, rec) != nil || !t.expired(rec.GetInfo()) {
+			continue
+		}
+		if err := t.store.Delete(ctx, e.Key, e.Revision); err == nil {
+			n++
+		}
+	}
+	return n, nil
+}
