@@ -1,0 +1,480 @@
+// Package config loads hsmgate's configuration: a YAML file (File, decoded
+// strictly: unknown fields are errors) turned into the runtime Config with
+// defaults filled in, relative paths resolved against the file's directory,
+// flag overrides applied and every value checked, so that a bad file fails at
+// start with a message naming the field.
+//
+// Secrets are never in the file: the HSM PIN and the etcd password are named
+// by reference (an environment variable with *_env, or a file with *_file);
+// a literal `pin:` or `password:` is refused.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Defaults.
+const (
+	DefaultGRPCAddr             = ":8443"
+	DefaultHTTPAddr             = ":8200"
+	DefaultKEKLabel             = "hsmgate-kek"
+	DefaultMaxSessions          = 8
+	DefaultWaitTimeout          = 10 * time.Second
+	DefaultEtcdPrefix           = "/hsmgate/"
+	DefaultEtcdDialTimeout      = 5 * time.Second
+	DefaultMaxRecvBytes         = 4 << 20
+	DefaultMaxSendBytes         = 16 << 20
+	DefaultMaxConcurrentStreams = 256
+	DefaultMaxItemsPerRequest   = 1000
+	DefaultKeepaliveMinTime     = 10 * time.Second
+	DefaultMaxConnectionIdle    = 30 * time.Minute
+	DefaultShutdownTimeout      = 20 * time.Second
+
+	// HTTPOff as listen.http disables the HTTP listener.
+	HTTPOff = "off"
+)
+
+// Store backends.
+const (
+	BackendBbolt = "bbolt"
+	BackendEtcd  = "etcd"
+)
+
+// Config is the validated runtime configuration.
+type Config struct {
+	Listen   Listen
+	TLS      TLS
+	HSM      HSM
+	Store    Store
+	Limits   Limits
+	Shutdown Shutdown
+	Log      Log
+	Auth     Auth
+	Audit    Audit
+}
+
+// Listen holds listener addresses (host:port; port 0 picks a free one).
+type Listen struct {
+	GRPC string
+	HTTP string // empty: no HTTP listener
+}
+
+// TLS holds the server's certificate files.
+type TLS struct {
+	CertFile     string
+	KeyFile      string
+	ClientCAFile string // empty: no client certificates requested
+	MinVersion   uint16 // tls.VersionTLS12 or tls.VersionTLS13
+}
+
+// HSM says which token to use and where its PIN is.
+type HSM struct {
+	Library     string
+	TokenLabel  string
+	PINEnv      string
+	PINFile     string
+	KEKLabel    string
+	MaxSessions int
+	WaitTimeout time.Duration
+}
+
+// Store selects and configures the key store.
+type Store struct {
+	Backend string // BackendBbolt or BackendEtcd
+	Path    string // bbolt file
+	Etcd    Etcd
+}
+
+// Etcd configures the etcd backend.
+type Etcd struct {
+	Endpoints    []string
+	Prefix       string
+	DialTimeout  time.Duration
+	Username     string
+	PasswordEnv  string
+	PasswordFile string
+	CAFile       string
+	CertFile     string
+	KeyFile      string
+}
+
+// Limits bound what one client can ask of the server.
+type Limits struct {
+	MaxRecvBytes         int
+	MaxSendBytes         int
+	MaxConcurrentStreams uint32
+	MaxItemsPerRequest   int
+	KeepaliveMinTime     time.Duration
+	MaxConnectionIdle    time.Duration
+}
+
+// Shutdown tunes graceful shutdown.
+type Shutdown struct {
+	Drain   time.Duration
+	Timeout time.Duration
+}
+
+// Log configures the process log (stderr).
+type Log struct {
+	Level  slog.Level
+	Format string // "text" or "json"
+}
+
+// Load reads the YAML file at path, applies overrides (flags) in order and
+// validates the result. Relative paths in the file are relative to the file's
+// directory; paths set by overrides are taken as given.
+func Load(path string, overrides ...func(*Config)) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(raw, filepath.Dir(abs))
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	for _, o := range overrides {
+		o(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes a YAML document strictly and converts it to a Config with
+// defaults filled in (not yet validated: call Validate after overrides).
+// dir resolves relative paths.
+func Parse(raw []byte, dir string) (*Config, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document")
+	}
+	return f.toConfig(dir)
+}
+
+// Default returns a Config with every default set and nothing else (tests and
+// dev mode start from it).
+func Default() *Config {
+	c, err := File{}.toConfig("")
+	if err != nil {
+		panic(err) // the zero File converts without error
+	}
+	return c
+}
+
+func (f File) toConfig(dir string) (*Config, error) {
+	var problems []error
+	bad := func(field, format string, args ...any) {
+		problems = append(problems, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) || dir == "" {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	if f.HSM.PIN != nil {
+		bad("hsm.pin", "a PIN is never read from the config file: name an environment variable with hsm.pin_env or a file with hsm.pin_file")
+	}
+	if f.Store.Etcd.Password != nil {
+		bad("store.etcd.password", "a password is never read from the config file: use store.etcd.password_env or store.etcd.password_file")
+	}
+	c := &Config{
+		Listen: Listen{GRPC: or(f.Listen.GRPC, DefaultGRPCAddr), HTTP: or(f.Listen.HTTP, DefaultHTTPAddr)},
+		TLS: TLS{
+			CertFile:     abs(f.TLS.Cert),
+			KeyFile:      abs(f.TLS.Key),
+			ClientCAFile: abs(f.TLS.ClientCA),
+		},
+		HSM: HSM{
+			Library:     abs(f.HSM.Library),
+			TokenLabel:  f.HSM.TokenLabel,
+			PINEnv:      f.HSM.PINEnv,
+			PINFile:     abs(f.HSM.PINFile),
+			KEKLabel:    or(f.HSM.KEKLabel, DefaultKEKLabel),
+			MaxSessions: orInt(f.HSM.MaxSessions, DefaultMaxSessions),
+			WaitTimeout: orDur(f.HSM.WaitTimeout, DefaultWaitTimeout),
+		},
+		Store: Store{
+			Backend: or(f.Store.Backend, BackendBbolt),
+			Path:    abs(f.Store.Path),
+			Etcd: Etcd{
+				Endpoints:    f.Store.Etcd.Endpoints,
+				Prefix:       or(f.Store.Etcd.Prefix, DefaultEtcdPrefix),
+				DialTimeout:  orDur(f.Store.Etcd.DialTimeout, DefaultEtcdDialTimeout),
+				Username:     f.Store.Etcd.Username,
+				PasswordEnv:  f.Store.Etcd.PasswordEnv,
+				PasswordFile: abs(f.Store.Etcd.PasswordFile),
+				CAFile:       abs(f.Store.Etcd.TLS.CA),
+				CertFile:     abs(f.Store.Etcd.TLS.Cert),
+				KeyFile:      abs(f.Store.Etcd.TLS.Key),
+			},
+		},
+		Limits: Limits{
+			MaxRecvBytes:       orInt(f.Limits.MaxRecvBytes, DefaultMaxRecvBytes),
+			MaxSendBytes:       orInt(f.Limits.MaxSendBytes, DefaultMaxSendBytes),
+			MaxItemsPerRequest: orInt(f.Limits.MaxItemsPerRequest, DefaultMaxItemsPerRequest),
+			KeepaliveMinTime:   orDur(f.Limits.KeepaliveMinTime, DefaultKeepaliveMinTime),
+			MaxConnectionIdle:  orDur(f.Limits.MaxConnectionIdle, DefaultMaxConnectionIdle),
+		},
+		Shutdown: Shutdown{Drain: f.Shutdown.Drain, Timeout: orDur(f.Shutdown.Timeout, DefaultShutdownTimeout)},
+		Log:      Log{Format: or(f.Log.Format, "text")},
+	}
+	if c.Listen.HTTP == HTTPOff {
+		c.Listen.HTTP = ""
+	}
+	switch n := orInt(f.Limits.MaxConcurrentStreams, DefaultMaxConcurrentStreams); {
+	case n < 1 || n > 1<<20:
+		bad("limits.max_concurrent_streams", "%d is out of range 1..%d", n, 1<<20)
+	default:
+		c.Limits.MaxConcurrentStreams = uint32(n)
+	}
+	switch f.TLS.MinVersion {
+	case "", "1.2":
+		c.TLS.MinVersion = 0x0303 // tls.VersionTLS12
+	case "1.3":
+		c.TLS.MinVersion = 0x0304 // tls.VersionTLS13
+	default:
+		bad("tls.min_version", "%q: want \"1.2\" or \"1.3\"", f.TLS.MinVersion)
+	}
+	switch strings.ToLower(f.Log.Level) {
+	case "", "info":
+		c.Log.Level = slog.LevelInfo
+	case "debug":
+		c.Log.Level = slog.LevelDebug
+	case "warn", "warning":
+		c.Log.Level = slog.LevelWarn
+	case "error":
+		c.Log.Level = slog.LevelError
+	default:
+		bad("log.level", "%q: want debug, info, warn or error", f.Log.Level)
+	}
+	var err error
+	if c.Auth, err = f.Auth.toAuth(dir); err != nil {
+		problems = append(problems, fmt.Errorf("auth: %w", err))
+	}
+	if c.Audit, err = f.Audit.toAudit(dir); err != nil {
+		problems = append(problems, fmt.Errorf("audit: %w", err))
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+	return c, nil
+}
+
+// Validate checks every field and returns all problems found, each naming
+// its field as written in the YAML file.
+func (c *Config) Validate() error {
+	var problems []error
+	bad := func(field, format string, args ...any) {
+		problems = append(problems, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	checkAddr := func(field, addr string) {
+		if err := checkHostPort(addr); err != nil {
+			bad(field, "%v", err)
+		}
+	}
+	checkFile := func(field, path string, required bool) {
+		if path == "" {
+			if required {
+				bad(field, "required")
+			}
+			return
+		}
+		if st, err := os.Stat(path); err != nil {
+			bad(field, "%v", err)
+		} else if st.IsDir() {
+			bad(field, "%s is a directory", path)
+		}
+	}
+
+	checkAddr("listen.grpc", c.Listen.GRPC)
+	if c.Listen.HTTP != "" {
+		checkAddr("listen.http", c.Listen.HTTP)
+	}
+
+	checkFile("tls.cert", c.TLS.CertFile, true)
+	checkFile("tls.key", c.TLS.KeyFile, true)
+	checkFile("tls.client_ca", c.TLS.ClientCAFile, false)
+	if c.TLS.MinVersion != 0x0303 && c.TLS.MinVersion != 0x0304 {
+		bad("tls.min_version", "must be TLS 1.2 or 1.3")
+	}
+
+	checkFile("hsm.library", c.HSM.Library, true)
+	if c.HSM.TokenLabel == "" {
+		bad("hsm.token_label", "required")
+	}
+	if c.HSM.PINEnv == "" && c.HSM.PINFile == "" {
+		bad("hsm", "pin_env or pin_file is required (the PIN is never in the config file)")
+	}
+	if c.HSM.PINEnv != "" && !validEnvName(c.HSM.PINEnv) {
+		bad("hsm.pin_env", "%q is not an environment variable name (give the variable's name, not the PIN)", c.HSM.PINEnv)
+	}
+	checkFile("hsm.pin_file", c.HSM.PINFile, false)
+	if c.HSM.KEKLabel == "" {
+		bad("hsm.kek_label", "required")
+	}
+	if c.HSM.MaxSessions < 1 || c.HSM.MaxSessions > 1024 {
+		bad("hsm.max_sessions", "%d is out of range 1..1024", c.HSM.MaxSessions)
+	}
+	if c.HSM.WaitTimeout <= 0 {
+		bad("hsm.wait_timeout", "must be positive")
+	}
+
+	switch c.Store.Backend {
+	case BackendBbolt:
+		if c.Store.Path == "" {
+			bad("store.path", "required for the bbolt backend")
+		} else if st, err := os.Stat(filepath.Dir(c.Store.Path)); err != nil || !st.IsDir() {
+			bad("store.path", "directory of %s does not exist", c.Store.Path)
+		}
+	case BackendEtcd:
+		c.validateEtcd(bad, checkFile)
+	default:
+		bad("store.backend", "%q: want %q or %q", c.Store.Backend, BackendBbolt, BackendEtcd)
+	}
+
+	l := c.Limits
+	if l.MaxRecvBytes < 1024 || l.MaxRecvBytes > 256<<20 {
+		bad("limits.max_recv_bytes", "%d is out of range 1024..%d", l.MaxRecvBytes, 256<<20)
+	}
+	if l.MaxSendBytes < 1024 || l.MaxSendBytes > 256<<20 {
+		bad("limits.max_send_bytes", "%d is out of range 1024..%d", l.MaxSendBytes, 256<<20)
+	}
+	if l.MaxConcurrentStreams < 1 {
+		bad("limits.max_concurrent_streams", "must be at least 1")
+	}
+	if l.MaxItemsPerRequest < 1 || l.MaxItemsPerRequest > 1_000_000 {
+		bad("limits.max_items_per_request", "%d is out of range 1..1000000", l.MaxItemsPerRequest)
+	}
+	if l.KeepaliveMinTime < time.Second {
+		bad("limits.keepalive_min_time", "%s is below 1s", l.KeepaliveMinTime)
+	}
+	if l.MaxConnectionIdle < time.Second {
+		bad("limits.max_connection_idle", "%s is below 1s", l.MaxConnectionIdle)
+	}
+	if c.Shutdown.Drain < 0 {
+		bad("shutdown.drain", "must not be negative")
+	}
+	if c.Shutdown.Timeout <= 0 {
+		bad("shutdown.timeout", "must be positive")
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q: want text or json", c.Log.Format)
+	}
+	if err := c.Auth.Validate(); err != nil {
+		problems = append(problems, fmt.Errorf("auth: %w", err))
+	}
+	if err := c.Audit.Validate(); err != nil {
+		problems = append(problems, fmt.Errorf("audit: %w", err))
+	}
+	return errors.Join(problems...)
+}
+
+func (c *Config) validateEtcd(bad func(string, string, ...any), checkFile func(string, string, bool)) {
+	e := c.Store.Etcd
+	if len(e.Endpoints) == 0 {
+		bad("store.etcd.endpoints", "required for the etcd backend")
+	}
+	for i, ep := range e.Endpoints {
+		hostport := ep
+		if strings.Contains(ep, "://") {
+			u, err := url.Parse(ep)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(fmt.Sprintf("store.etcd.endpoints[%d]", i), "%q: want host:port or http(s)://host:port", ep)
+				continue
+			}
+			hostport = u.Host
+		}
+		if err := checkHostPort(hostport); err != nil {
+			bad(fmt.Sprintf("store.etcd.endpoints[%d]", i), "%v", err)
+		}
+	}
+	if !strings.HasPrefix(e.Prefix, "/") {
+		bad("store.etcd.prefix", "%q must start with /", e.Prefix)
+	}
+	if e.DialTimeout <= 0 {
+		bad("store.etcd.dial_timeout", "must be positive")
+	}
+	if e.PasswordEnv != "" && !validEnvName(e.PasswordEnv) {
+		bad("store.etcd.password_env", "%q is not an environment variable name", e.PasswordEnv)
+	}
+	if (e.PasswordEnv != "" || e.PasswordFile != "") && e.Username == "" {
+		bad("store.etcd.username", "required with a password")
+	}
+	checkFile("store.etcd.password_file", e.PasswordFile, false)
+	checkFile("store.etcd.tls.ca", e.CAFile, false)
+	checkFile("store.etcd.tls.cert", e.CertFile, e.KeyFile != "")
+	checkFile("store.etcd.tls.key", e.KeyFile, e.CertFile != "")
+}
+
+func checkHostPort(addr string) error {
+	if addr == "" {
+		return errors.New("required")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: bad port", addr)
+	}
+	return nil
+}
+
+// validEnvName reports whether s looks like an environment variable name.
+func validEnvName(s string) bool {
+	for i, r := range s {
+		switch {
+		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
+		case r >= '0' && r <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return s != ""
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func orInt(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
+}
+
+func orDur(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}

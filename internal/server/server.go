@@ -1,0 +1,557 @@
+// Package server runs hsmgate's listeners: gRPC over TLS (optionally asking
+// for client certificates, for the auth layer) and an HTTPS listener beside it
+// for the protocols that are HTTP by nature (/metrics, /healthz, /readyz, and
+// whatever other packages add with HandleHTTP).
+//
+// Every RPC passes through these interceptors, outermost first:
+//
+//	metrics (Prometheus, grpc_server_*)
+//	logging (slog, one line per finished call; health checks at debug)
+//	recovery (a panic answers Internal "internal error"; the panic is logged, never sent)
+//	errors (domain errors become status codes through errs.GRPCStatus, the one mapping)
+//	... interceptors added with Config.UnaryInterceptors / Use (auth, audit), in order
+//	recovery (again, so that a handler's panic is seen by auth/audit as an Internal error)
+//	handler
+//
+// so handlers and the added interceptors return plain domain errors.
+//
+// Limits are explicit: message sizes, concurrent streams per connection (HTTP/2
+// rapid reset), header list size, handshake timeout, keepalive enforcement.
+// Serve shuts down gracefully when its context ends (SIGTERM/SIGINT in
+// cmd/hsmgate): health turns NOT_SERVING, an optional drain period passes,
+// in-flight RPCs get Config.ShutdownTimeout to finish, then the rest are cut.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/errs"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxRecvBytes         = config.DefaultMaxRecvBytes
+	DefaultMaxSendBytes         = config.DefaultMaxSendBytes
+	DefaultMaxConcurrentStreams = config.DefaultMaxConcurrentStreams
+	DefaultKeepaliveMinTime     = config.DefaultKeepaliveMinTime
+	DefaultMaxConnectionIdle    = config.DefaultMaxConnectionIdle
+	DefaultShutdownTimeout      = config.DefaultShutdownTimeout
+	DefaultHandshakeTimeout     = 10 * time.Second
+	DefaultMaxHeaderListBytes   = 256 << 10
+	// ReadyCheckTimeout bounds each /readyz check.
+	ReadyCheckTimeout = 3 * time.Second
+)
+
+// ErrStarted is returned by calls that are only allowed before Serve.
+var ErrStarted = errors.New("server: already serving")
+
+// Config configures a Server. The zero value of each limit means its default.
+type Config struct {
+	// GRPCAddr and HTTPAddr are host:port to listen on (port 0: any free
+	// port; see Addrs). An empty HTTPAddr means no HTTP listener.
+	GRPCAddr string
+	HTTPAddr string
+
+	// TLS: certificate and key files (PEM), reloaded when they change on
+	// disk; ClientCAFile, if set, makes the server request client
+	// certificates and verify any that is given (tls.VerifyClientCertIfGiven),
+	// so that the auth layer can read the peer's verified chain.
+	CertFile     string
+	KeyFile      string
+	ClientCAFile string
+	// MinTLSVersion is tls.VersionTLS12 (default) or tls.VersionTLS13.
+	MinTLSVersion uint16
+
+	MaxRecvBytes         int
+	MaxSendBytes         int
+	MaxConcurrentStreams uint32
+	KeepaliveMinTime     time.Duration
+	MaxConnectionIdle    time.Duration
+
+	// ShutdownDrain: how long health reports NOT_SERVING before the
+	// listeners close. ShutdownTimeout: the wait for in-flight RPCs.
+	ShutdownDrain   time.Duration
+	ShutdownTimeout time.Duration
+
+	// Logger for the server's own log and request logs (nil: slog.Default()).
+	Logger *slog.Logger
+	// Metrics is the registry served on /metrics (nil: a new one with the Go
+	// and process collectors). Other packages register their metrics on
+	// Server.Metrics().
+	Metrics *prometheus.Registry
+
+	// UnaryInterceptors and StreamInterceptors run after metrics, logging,
+	// recovery and error mapping, in order (auth, then audit). More can be
+	// added with Use before Serve.
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+}
+
+// FromConfig returns the server part of a loaded configuration.
+func FromConfig(c *config.Config, logger *slog.Logger) Config {
+	return Config{
+		GRPCAddr:             c.Listen.GRPC,
+		HTTPAddr:             c.Listen.HTTP,
+		CertFile:             c.TLS.CertFile,
+		KeyFile:              c.TLS.KeyFile,
+		ClientCAFile:         c.TLS.ClientCAFile,
+		MinTLSVersion:        c.TLS.MinVersion,
+		MaxRecvBytes:         c.Limits.MaxRecvBytes,
+		MaxSendBytes:         c.Limits.MaxSendBytes,
+		MaxConcurrentStreams: c.Limits.MaxConcurrentStreams,
+		KeepaliveMinTime:     c.Limits.KeepaliveMinTime,
+		MaxConnectionIdle:    c.Limits.MaxConnectionIdle,
+		ShutdownDrain:        c.Shutdown.Drain,
+		ShutdownTimeout:      c.Shutdown.Timeout,
+		Logger:               logger,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if c.MinTLSVersion == 0 {
+		c.MinTLSVersion = tls.VersionTLS12
+	}
+	if c.MaxRecvBytes <= 0 {
+		c.MaxRecvBytes = DefaultMaxRecvBytes
+	}
+	if c.MaxSendBytes <= 0 {
+		c.MaxSendBytes = DefaultMaxSendBytes
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if c.KeepaliveMinTime <= 0 {
+		c.KeepaliveMinTime = DefaultKeepaliveMinTime
+	}
+	if c.MaxConnectionIdle <= 0 {
+		c.MaxConnectionIdle = DefaultMaxConnectionIdle
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// ReadyCheck reports whether a dependency can serve (nil: ready).
+type ReadyCheck func(ctx context.Context) error
+
+type registration struct {
+	desc *grpc.ServiceDesc
+	impl any
+}
+
+// Server is the gRPC and HTTP front of hsmgate. Register services, HTTP
+// handlers, interceptors and ready checks, then call Serve once.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	tls     *tls.Config
+	reg     *prometheus.Registry
+	metrics *grpcprom.ServerMetrics
+	health  *health.Server
+	mux     *http.ServeMux
+
+	mu       sync.Mutex
+	started  bool
+	services []registration
+	unary    []grpc.UnaryServerInterceptor
+	stream   []grpc.StreamServerInterceptor
+	checks   []namedCheck
+	grpcLn   net.Listener
+	httpLn   net.Listener
+
+	serving atomic.Bool // for /healthz
+	grpcSrv *grpc.Server
+}
+
+type namedCheck struct {
+	name string
+	fn   ReadyCheck
+}
+
+var _ grpc.ServiceRegistrar = (*Server)(nil)
+
+// New checks cfg, loads the TLS material and prepares the server. It does not
+// listen yet (see Listen and Serve).
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if cfg.GRPCAddr == "" {
+		return nil, errors.New("server: GRPCAddr is required")
+	}
+	if cfg.MinTLSVersion != tls.VersionTLS12 && cfg.MinTLSVersion != tls.VersionTLS13 {
+		return nil, fmt.Errorf("server: MinTLSVersion %#x: want TLS 1.2 or 1.3", cfg.MinTLSVersion)
+	}
+	tlsCfg, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
+	))
+	if err := reg.Register(metrics); err != nil {
+		return nil, fmt.Errorf("server: register gRPC metrics: %w", err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		tls:     tlsCfg,
+		reg:     reg,
+		metrics: metrics,
+		health:  health.NewServer(),
+		mux:     http.NewServeMux(),
+		unary:   append([]grpc.UnaryServerInterceptor(nil), cfg.UnaryInterceptors...),
+		stream:  append([]grpc.StreamServerInterceptor(nil), cfg.StreamInterceptors...),
+	}
+	// Until Serve marks it serving, health says NOT_SERVING.
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.mux.Handle("GET /metrics", promhttpHandler(reg))
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	return s, nil
+}
+
+// RegisterService registers a gRPC service; generated Register*Server
+// functions take the Server directly. It panics after Serve, like grpc.Server.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		panic("server: RegisterService after Serve")
+	}
+	s.services = append(s.services, registration{desc, impl})
+}
+
+// Use appends interceptors (either may be nil) after those already added;
+// only before Serve (ErrStarted).
+func (s *Server) Use(unary grpc.UnaryServerInterceptor, stream grpc.StreamServerInterceptor) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return ErrStarted
+	}
+	if unary != nil {
+		s.unary = append(s.unary, unary)
+	}
+	if stream != nil {
+		s.stream = append(s.stream, stream)
+	}
+	return nil
+}
+
+// HandleHTTP adds a handler to the HTTP listener's mux (http.ServeMux
+// patterns, e.g. "GET /v1/pki/ca"). Safe to call at any time.
+func (s *Server) HandleHTTP(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// AddReadyCheck adds a check to /readyz (e.g. HSM and store pings).
+func (s *Server) AddReadyCheck(name string, fn ReadyCheck) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, namedCheck{name, fn})
+}
+
+// Health is the grpc.health.v1 server, for per-service statuses.
+func (s *Server) Health() *health.Server { return s.health }
+
+// Metrics is the Prometheus registry served on /metrics.
+func (s *Server) Metrics() *prometheus.Registry { return s.reg }
+
+// Logger is the server's logger.
+func (s *Server) Logger() *slog.Logger { return s.log }
+
+// Listen binds the listeners (idempotent). Serve calls it; call it first to
+// learn the addresses of ports chosen by the system.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.grpcLn != nil {
+		return nil
+	}
+	gl, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("server: listen gRPC: %w", err)
+	}
+	if s.cfg.HTTPAddr != "" {
+		hl, err := net.Listen("tcp", s.cfg.HTTPAddr)
+		if err != nil {
+			_ = gl.Close()
+			return fmt.Errorf("server: listen HTTP: %w", err)
+		}
+		s.httpLn = hl
+	}
+	s.grpcLn = gl
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address ("" before Listen).
+func (s *Server) GRPCAddr() string { return addrOf(s, func() net.Listener { return s.grpcLn }) }
+
+// HTTPAddr is the bound HTTP address ("" before Listen or without HTTP).
+func (s *Server) HTTPAddr() string { return addrOf(s, func() net.Listener { return s.httpLn }) }
+
+func addrOf(s *Server, ln func() net.Listener) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := ln(); l != nil {
+		return l.Addr().String()
+	}
+	return ""
+}
+
+// Serve serves until ctx ends, then shuts down gracefully and returns nil;
+// or returns the error of a listener that failed. It may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	gs, err := s.build()
+	if err != nil {
+		return err
+	}
+	hs := s.httpServer()
+
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := gs.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("server: gRPC: %w", err)
+		}
+	}()
+	if hs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.ServeTLS(s.httpLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("server: HTTP: %w", err)
+			}
+		}()
+	}
+	s.markServing()
+	s.log.Info("serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		s.log.Error("listener failed; shutting down", "error", serveErr)
+	}
+	s.shutdown(gs, hs)
+	wg.Wait()
+	return serveErr
+}
+
+// build makes the grpc.Server with every registration made so far.
+func (s *Server) build() (*grpc.Server, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return nil, ErrStarted
+	}
+	s.started = true
+	c := s.cfg
+	logger := s.log
+	rec := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		method, _ := grpc.Method(ctx)
+		logger.ErrorContext(ctx, "panic in RPC", "grpc.method", method, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithDurationField(logging.DurationToDurationField),
+	}
+	notHealth := selector.MatchFunc(func(_ context.Context, cm interceptors.CallMeta) bool {
+		return cm.Service != healthpb.Health_ServiceDesc.ServiceName
+	})
+	unary := []grpc.UnaryServerInterceptor{
+		s.metrics.UnaryServerInterceptor(),
+		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...), notHealth),
+		recovery.UnaryServerInterceptor(rec),
+		errorsUnary(logger),
+	}
+	unary = append(unary, s.unary...)
+	unary = append(unary, recovery.UnaryServerInterceptor(rec))
+	stream := []grpc.StreamServerInterceptor{
+		s.metrics.StreamServerInterceptor(),
+		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(logger), logOpts...), notHealth),
+		recovery.StreamServerInterceptor(rec),
+		errorsStream(logger),
+	}
+	stream = append(stream, s.stream...)
+	stream = append(stream, recovery.StreamServerInterceptor(rec))
+
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(s.tls)),
+		grpc.MaxRecvMsgSize(c.MaxRecvBytes),
+		grpc.MaxSendMsgSize(c.MaxSendBytes),
+		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(DefaultMaxHeaderListBytes),
+		grpc.ConnectionTimeout(DefaultHandshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             c.KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: c.MaxConnectionIdle,
+			Time:              2 * time.Minute,
+			Timeout:           20 * time.Second,
+		}),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	)
+	healthpb.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+	for _, r := range s.services {
+		gs.RegisterService(r.desc, r.impl)
+	}
+	s.metrics.InitializeMetrics(gs)
+	s.grpcSrv = gs
+	return gs, nil
+}
+
+func (s *Server) markServing() {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.services))
+	for _, r := range s.services {
+		names = append(names, r.desc.ServiceName)
+	}
+	s.mu.Unlock()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for _, n := range names {
+		s.health.SetServingStatus(n, healthpb.HealthCheckResponse_SERVING)
+	}
+	s.serving.Store(true)
+}
+
+func (s *Server) shutdown(gs *grpc.Server, hs *http.Server) {
+	s.log.Info("shutting down", "drain", s.cfg.ShutdownDrain, "timeout", s.cfg.ShutdownTimeout)
+	s.serving.Store(false)
+	s.health.Shutdown() // every service NOT_SERVING; watchers are told
+	if d := s.cfg.ShutdownDrain; d > 0 {
+		t := time.NewTimer(d)
+		<-t.C
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	if hs != nil {
+		if err := hs.Shutdown(ctx); err != nil {
+			_ = hs.Close()
+		}
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("shutdown timeout: cutting in-flight RPCs", "timeout", s.cfg.ShutdownTimeout)
+		gs.Stop()
+		<-done
+	}
+	s.log.Info("stopped")
+}
+
+// errorsUnary maps every error returned below it to a status with
+// errs.GRPCStatus; an error that becomes Internal is logged here with its
+// full text (the client only sees "internal error").
+func errorsUnary(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		if err != nil {
+			return resp, toStatus(ctx, log, info.FullMethod, err)
+		}
+		return resp, nil
+	}
+}
+
+func errorsStream(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := handler(srv, ss); err != nil {
+			return toStatus(ss.Context(), log, info.FullMethod, err)
+		}
+		return nil
+	}
+}
+
+func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
+	st := errs.GRPCStatus(err)
+	if st.Code() == codes.Internal {
+		if _, isStatus := status.FromError(err); !isStatus {
+			log.ErrorContext(ctx, "internal error", "grpc.method", method, "error", err)
+		}
+	}
+	return st.Err()
+}
+
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
+
+// loadTLS builds the server's tls.Config.
+func loadTLS(c Config) (*tls.Config, error) {
+	if c.CertFile == "" || c.KeyFile == "" {
+		return nil, errors.New("server: CertFile and KeyFile are required (TLS is always on)")
+	}
+	kp, err := newKeypairReloader(c.CertFile, c.KeyFile, c.Logger)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion:     c.MinTLSVersion,
+		GetCertificate: kp.GetCertificate,
+	}
+	if c.ClientCAFile != "" {
+		pemBytes, err := os.ReadFile(c.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("server: client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return nil, fmt.Errorf("server: client CA %s: no PEM certificate found", c.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return cfg, nil
+}
