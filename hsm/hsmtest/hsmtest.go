@@ -17,6 +17,7 @@ package hsmtest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,7 +109,8 @@ func Library(t testing.TB) string {
 }
 
 // Config makes a fresh token for the test and returns the configuration that
-// opens it (user PIN UserPIN, SO PIN SOPIN, a small pool).
+// opens it (user PIN UserPIN, SO PIN SOPIN, a pool of 4, logs to the
+// test's output).
 func Config(t testing.TB) hsm.Config {
 	t.Helper()
 	require(t)
@@ -125,6 +127,7 @@ func Config(t testing.TB) hsm.Config {
 		PIN:         UserPIN,
 		MaxSessions: 4,
 		WaitTimeout: 30 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(t.Output(), nil)),
 	}
 }
 
