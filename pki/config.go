@@ -1,0 +1,115 @@
+package pki
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hsmgate/hsmgate/hsm"
+	"github.com/hsmgate/hsmgate/keystore"
+)
+
+// Keys is the slice of the HSM that pki uses: issuer keys are generated in
+// it and reached only as crypto.Signer.
+type Keys interface {
+	// GenerateKey makes a non-extractable key pair with this label;
+	// hsm.ErrKeyExists if the label is taken.
+	GenerateKey(ctx context.Context, label string, kt hsm.KeyType) error
+	// Signer returns the private key with this label; hsm.ErrKeyNotFound if absent.
+	Signer(ctx context.Context, label string) (crypto.Signer, error)
+	// DestroyKey deletes the key pair; hsm.ErrKeyNotFound if absent.
+	DestroyKey(ctx context.Context, label string) error
+}
+
+// HSMKeys adapts an open *hsm.Module to Keys.
+func HSMKeys(m *hsm.Module) Keys { return hsmKeys{m} }
+
+type hsmKeys struct{ m *hsm.Module }
+
+func (k hsmKeys) GenerateKey(ctx context.Context, label string, kt hsm.KeyType) error {
+	return k.m.GenerateKey(ctx, label, kt)
+}
+
+func (k hsmKeys) Signer(ctx context.Context, label string) (crypto.Signer, error) {
+	s, err := k.m.Signer(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (k hsmKeys) DestroyKey(ctx context.Context, label string) error {
+	return k.m.DestroyKey(ctx, label)
+}
+
+// Config is what New needs.
+type Config struct {
+	// Store keeps issuers, roles, certificate records and CRLs. Required.
+	Store keystore.Store
+	// Keys holds the issuer keys. Required.
+	Keys Keys
+	// BaseURL is the public URL of the HTTP handler (e.g.
+	// "https://ca.example.net:8443"); issued certificates' AIA and CRL
+	// distribution point URLs are under it. Required.
+	BaseURL string
+	// KeyLabelPrefix prefixes the HSM labels of issuer keys (default "pki-").
+	KeyLabelPrefix string
+	// DelegatedOCSP makes a delegated OCSP responder key for every new
+	// issuer (Ed25519 issuers always get one).
+	DelegatedOCSP bool
+	// CRLValidity is the span between a full CRL's thisUpdate and nextUpdate (default 24h).
+	CRLValidity time.Duration
+	// DeltaCRLValidity is the same for delta CRLs (default 1h).
+	DeltaCRLValidity time.Duration
+	// DeltaCRLOnRevoke makes a revocation rebuild only the delta CRL; the
+	// full CRL then follows at its refresh (Maintain). Default: both.
+	DeltaCRLOnRevoke bool
+	// OCSPValidity is the span between an OCSP response's thisUpdate and nextUpdate (default 1h).
+	OCSPValidity time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Rand is the randomness source for serials and in-process keys (default crypto/rand).
+	Rand io.Reader
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Store == nil || c.Keys == nil {
+		return c, errors.New("pki: config needs Store and Keys")
+	}
+	u, err := url.Parse(c.BaseURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return c, fmt.Errorf("pki: config BaseURL %q is not an absolute http(s) URL", c.BaseURL)
+	}
+	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
+	if c.KeyLabelPrefix == "" {
+		c.KeyLabelPrefix = "pki-"
+	}
+	if c.CRLValidity <= 0 {
+		c.CRLValidity = 24 * time.Hour
+	}
+	if c.DeltaCRLValidity <= 0 {
+		c.DeltaCRLValidity = time.Hour
+	}
+	if c.OCSPValidity <= 0 {
+		c.OCSPValidity = time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}

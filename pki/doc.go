@@ -1,0 +1,66 @@
+// Package pki is hsmgate's internal X.509 certificate authority: issuers whose
+// private keys are non-extractable objects in the HSM (used only as
+// crypto.Signer), roles that bound what may be issued, issuance (Issue, where
+// the server makes the key pair, and Sign, for a CSR), revocation with full
+// and delta CRLs, an OCSP responder (RFC 6960), and tidying of expired
+// records. Service implements hsmgatev1.PKIServiceServer; Handler serves the
+// public HTTP side (CA certificates and chains, CRLs, OCSP).
+//
+// # Choices
+//
+//   - Certificates are built with Go's crypto/x509 CreateCertificate from
+//     templates that this package builds from the role and the request; no
+//     template library is involved, so nothing from a CSR reaches a
+//     certificate unless this code copies it. Key usage, extended key usage,
+//     basic constraints and SANs always come from the role and the request;
+//     a CSR extension is copied only if its OID is in the role's
+//     allowed_csr_extensions and it is not one that this package controls.
+//   - Every certificate (leaves, intermediates, cross-signs) is first signed
+//     by a "linting" copy of its issuer (same subject and key identifier, a
+//     throwaway in-process key of the same type, as Boulder does) and checked
+//     with zlint using a filtered registry: RFC 5280 lints by default, plus
+//     the CA/B Baseline Requirements for roles with server_flag, or the
+//     role's own lint_sources and lint_exclude. Any error or fatal finding
+//     refuses issuance (ErrLint, InvalidArgument, naming the lints). The real
+//     certificate's TBSCertificate must equal the linted one byte for byte.
+//   - Serial numbers are 128 random bits, positive. Each certificate's
+//     record is written with a must-not-exist compare-and-swap on
+//     pki/certs/<serial> before the certificate is returned; a collision
+//     makes a new serial and signs again. Roles with no_store still record
+//     serial, issuer and expiry (needed for OCSP and revocation), not the DER.
+//   - Validity: the request's ttl (default the role's ttl) must not exceed
+//     the role's max_ttl; NotAfter is then capped at the issuer's NotAfter
+//     (never past it). NotBefore is backdated by the role's
+//     not_before_backdate (default 30 s).
+//   - Names: DNS names are lowercased and checked for syntax; a wildcard is
+//     only a whole leftmost "*" label. allow_bare_domains, allow_subdomains
+//     (any depth), allow_glob_domains ('*' matches within one label, so
+//     "*.example.com" does not match "a.b.example.com") and
+//     allow_wildcard_certificates are separate switches. A wildcard "*.x" is
+//     allowed only if names directly below x are. A DNS-like common name is
+//     also put into the DNS SANs.
+//   - Rotation: create a new issuer and make it the default; mark the old
+//     one retired (UpdateIssuer). A retired issuer signs nothing but keeps
+//     serving CRLs and OCSP; DeleteIssuer refuses while any unexpired
+//     certificate it issued is recorded.
+//   - CRLs: a revocation rebuilds the issuer's full CRL and a delta CRL
+//     (delta CRL indicator naming the full CRL's number, RFC 5280 5.2.4);
+//     full and delta share one CRL number sequence kept in the store. Run
+//     (or Maintain, called by it) rebuilds both before their nextUpdate.
+//   - OCSP: responses are signed by the issuer's key, or by a delegated
+//     responder key and certificate (id-kp-OCSPSigning, id-pkix-ocsp-nocheck)
+//     that CreateRootIssuer/CreateIntermediateIssuer make in the HSM for
+//     Ed25519 issuers (golang.org/x/crypto/ocsp signs only with RSA and
+//     ECDSA) or for every issuer when Config.DelegatedOCSP is set.
+//   - Issued certificates carry AIA (OCSP and CA issuers) and CRL
+//     distribution point URLs under Config.BaseURL, served by Handler.
+//
+// # Store layout
+//
+//	pki/issuers/<name>        Issuer (protobuf)
+//	pki/default-issuer        the default issuer's name
+//	pki/roles/<name>          Role
+//	pki/certs/<serial>        CertificateRecord
+//	pki/revoked/<issuer>/<serial>  CertificateRecord of a revoked certificate
+//	pki/crl/<issuer>          CRLState
+package pki

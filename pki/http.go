@@ -1,0 +1,155 @@
+package pki
+
+import (
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"golang.org/x/crypto/ocsp"
+
+	"github.com/hsmgate/hsmgate/internal/errs"
+)
+
+// RegisterHTTP adds the public PKI endpoints to mux (all unauthenticated by nature):
+//
+//	GET  /pki/ca, /pki/ca/der, /pki/ca_chain        the default issuer (PEM, DER, PEM chain to the root)
+//	GET  /pki/issuer/{name}/pem|der|chain           one issuer
+//	GET  /pki/issuer/{name}/crl[/pem]               its full CRL (DER or PEM)
+//	GET  /pki/issuer/{name}/crl/delta[/pem]         its delta CRL
+//	GET  /pki/ocsp/{base64 request}, POST /pki/ocsp OCSP (RFC 6960 appendix A)
+func (s *Service) RegisterHTTP(mux *http.ServeMux) {
+	mux.HandleFunc("GET /pki/ca", s.certHandler("default", "pem"))
+	mux.HandleFunc("GET /pki/ca/der", s.certHandler("default", "der"))
+	mux.HandleFunc("GET /pki/ca_chain", s.certHandler("default", "chain"))
+	for _, f := range []string{"pem", "der", "chain"} {
+		mux.HandleFunc("GET /pki/issuer/{name}/"+f, s.certHandler("", f))
+	}
+	mux.HandleFunc("GET /pki/issuer/{name}/crl", s.crlHandler(false, false))
+	mux.HandleFunc("GET /pki/issuer/{name}/crl/pem", s.crlHandler(false, true))
+	mux.HandleFunc("GET /pki/issuer/{name}/crl/delta", s.crlHandler(true, false))
+	mux.HandleFunc("GET /pki/issuer/{name}/crl/delta/pem", s.crlHandler(true, true))
+	mux.HandleFunc("GET /pki/ocsp/{req...}", s.ocspGET)
+	mux.HandleFunc("POST /pki/ocsp", s.ocspPOST)
+}
+
+// Handler returns the public endpoints as one handler.
+func (s *Service) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.RegisterHTTP(mux)
+	return mux
+}
+
+func (s *Service) httpError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, errs.NotFound):
+		http.Error(w, err.Error(), http.StatusNotFound)
+	case errors.Is(err, errs.InvalidArgument):
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	case errors.Is(err, errs.FailedPrecondition):
+		http.Error(w, err.Error(), http.StatusConflict)
+	case errors.Is(err, errs.Unavailable):
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
+	default:
+		s.cfg.Logger.Error("pki: http", "path", r.URL.Path, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+	}
+}
+
+func (s *Service) certHandler(fixed, format string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := fixed
+		if name == "" {
+			name = r.PathValue("name")
+		}
+		rec, _, err := s.getIssuerRecord(r.Context(), name)
+		if err == nil && len(rec.Certificate) == 0 {
+			err = ErrIssuerNotActive
+		}
+		if err != nil {
+			s.httpError(w, r, err)
+			return
+		}
+		switch format {
+		case "der":
+			w.Header().Set("Content-Type", "application/pkix-cert")
+			w.Write(rec.Certificate)
+		case "pem":
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: rec.Certificate})
+		default:
+			w.Header().Set("Content-Type", "application/pem-certificate-chain")
+			for _, c := range append([][]byte{rec.Certificate}, rec.Chain...) {
+				pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: c})
+			}
+		}
+	}
+}
+
+func (s *Service) crlHandler(delta, asPEM bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		der, err := s.CRL(r.Context(), r.PathValue("name"), delta)
+		if err != nil {
+			s.httpError(w, r, err)
+			return
+		}
+		if asPEM {
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			pem.Encode(w, &pem.Block{Type: "X509 CRL", Bytes: der})
+			return
+		}
+		w.Header().Set("Content-Type", "application/pkix-crl")
+		w.Write(der)
+	}
+}
+
+func (s *Service) ocspGET(w http.ResponseWriter, r *http.Request) {
+	// The request is base64 (standard alphabet, possibly URL-escaped) in the path.
+	raw := r.PathValue("req")
+	if u, err := url.PathUnescape(raw); err == nil {
+		raw = u
+	}
+	raw = strings.TrimSpace(raw)
+	der, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		der, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(raw, "="))
+	}
+	if err != nil {
+		s.writeOCSP(w, ocsp.MalformedRequestErrorResponse)
+		return
+	}
+	s.answerOCSP(w, r, der)
+}
+
+func (s *Service) ocspPOST(w http.ResponseWriter, r *http.Request) {
+	der, err := io.ReadAll(io.LimitReader(r.Body, maxOCSPRequest+1))
+	if err != nil {
+		s.writeOCSP(w, ocsp.MalformedRequestErrorResponse)
+		return
+	}
+	s.answerOCSP(w, r, der)
+}
+
+func (s *Service) answerOCSP(w http.ResponseWriter, r *http.Request, der []byte) {
+	req, err := parseOCSPRequest(der)
+	if err != nil {
+		s.writeOCSP(w, ocsp.MalformedRequestErrorResponse)
+		return
+	}
+	resp, err := s.OCSPResponse(r.Context(), req)
+	if err != nil {
+		s.cfg.Logger.Error("pki: OCSP", "err", err)
+		s.writeOCSP(w, ocsp.InternalErrorErrorResponse)
+		return
+	}
+	s.writeOCSP(w, resp)
+}
+
+func (s *Service) writeOCSP(w http.ResponseWriter, der []byte) {
+	w.Header().Set("Content-Type", "application/ocsp-response")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Write(der)
+}
