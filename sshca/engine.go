@@ -1,0 +1,211 @@
+package sshca
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hsmgate/hsmgate/hsm"
+	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/keystore"
+)
+
+// Sentinel errors (match with errors.Is; wrapped with details).
+var (
+	// ErrCANotFound: no CA with that name.
+	ErrCANotFound = errs.New(errs.NotFound, "sshca: CA not found")
+	// ErrRoleNotFound: no role with that name.
+	ErrRoleNotFound = errs.New(errs.NotFound, "sshca: role not found")
+	// ErrExists: a CA or role with that name exists already.
+	ErrExists = errs.New(errs.AlreadyExists, "sshca: already exists")
+	// ErrInvalid: a malformed CA, role or revocation request.
+	ErrInvalid = errs.New(errs.InvalidArgument, "sshca: invalid argument")
+	// ErrNotAllowed: a signing request asks for something its role does not allow.
+	ErrNotAllowed = errs.New(errs.InvalidArgument, "sshca: not allowed by role")
+	// ErrWrongType: a user role used for host keys, or the reverse; a role
+	// whose CA has the other type.
+	ErrWrongType = errs.New(errs.FailedPrecondition, "sshca: wrong certificate type")
+	// ErrState: a key version cannot change state that way (e.g. retiring the active one).
+	ErrState = errs.New(errs.FailedPrecondition, "sshca: invalid key state change")
+	// ErrSerialNotFound: revoking a serial that was never recorded, without naming a CA.
+	ErrSerialNotFound = errs.New(errs.NotFound, "sshca: serial not found")
+	// ErrTooManyItems: more items in one request than Config.MaxItems.
+	ErrTooManyItems = errs.New(errs.ResourceExhausted, "sshca: too many items")
+)
+
+// KeyStore is the slice of the HSM the CA needs. *hsm.Module satisfies it
+// through HSMKeys.
+type KeyStore interface {
+	// GenerateKey makes a non-extractable key pair; hsm.ErrKeyExists if the label is taken.
+	GenerateKey(ctx context.Context, label string, kt hsm.KeyType) error
+	// Signer returns the key as a crypto.Signer (ECDSA: ASN.1 over a digest;
+	// RSA: PKCS#1 v1.5 over a digest; Ed25519: over the message); hsm.ErrKeyNotFound.
+	Signer(ctx context.Context, label string) (crypto.Signer, error)
+	// DestroyKey deletes the key pair; hsm.ErrKeyNotFound if absent.
+	DestroyKey(ctx context.Context, label string) error
+}
+
+type hsmKeys struct{ m *hsm.Module }
+
+func (h hsmKeys) GenerateKey(ctx context.Context, label string, kt hsm.KeyType) error {
+	return h.m.GenerateKey(ctx, label, kt)
+}
+
+func (h hsmKeys) Signer(ctx context.Context, label string) (crypto.Signer, error) {
+	s, err := h.m.Signer(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (h hsmKeys) DestroyKey(ctx context.Context, label string) error {
+	return h.m.DestroyKey(ctx, label)
+}
+
+// HSMKeys adapts an HSM module to KeyStore.
+func HSMKeys(m *hsm.Module) KeyStore { return hsmKeys{m} }
+
+// Caller is who asks for a certificate: the identity whose name and metadata
+// fill principal templates, and the request id that goes into the key ID.
+type Caller struct {
+	Name      string
+	Metadata  map[string]string
+	RequestID string
+}
+
+// CallerFunc tells who is calling. It returns an error only for an internal fault.
+type CallerFunc func(ctx context.Context) (Caller, error)
+
+// DefaultCaller takes the identity from auth.FromContext and the request id
+// from the incoming gRPC metadata "x-request-id", or makes a random one.
+func DefaultCaller(ctx context.Context) (Caller, error) {
+	var c Caller
+	if id, ok := auth.FromContext(ctx); ok {
+		c.Name, c.Metadata = id.Name, id.Metadata
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get("x-request-id"); len(v) > 0 {
+			c.RequestID = v[0]
+		}
+	}
+	if c.RequestID == "" {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return c, err
+		}
+		c.RequestID = hex.EncodeToString(b[:])
+	}
+	return c, nil
+}
+
+// Config configures an Engine.
+type Config struct {
+	// Store holds CAs, roles, issuance records and revocations (required).
+	Store keystore.Store
+	// Keys makes and uses the CA keys (required): HSMKeys(module).
+	Keys KeyStore
+	// Caller tells who is calling; nil: DefaultCaller.
+	Caller CallerFunc
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+	// Rand is the randomness for serials and certificate nonces; nil: crypto/rand.
+	Rand io.Reader
+	// MaxItems bounds the items of one signing request; 0: 1000.
+	MaxItems int
+	// SignConcurrency bounds parallel HSM signatures within one request; 0: 8.
+	SignConcurrency int
+}
+
+// Engine is the SSH CA. It is safe for concurrent use.
+type Engine struct {
+	store    keystore.Store
+	keys     KeyStore
+	caller   CallerFunc
+	now      func() time.Time
+	rand     io.Reader
+	maxItems int
+	conc     int
+
+	mu      sync.Mutex
+	signers map[string]ssh.Signer // by HSM label
+
+	krl atomic.Pointer[krlSnapshot]
+}
+
+// New returns an engine and makes sure the revocation record (and so an
+// empty KRL) exists.
+func New(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Store == nil || cfg.Keys == nil {
+		return nil, errors.New("sshca: Config.Store and Config.Keys are required")
+	}
+	e := &Engine{
+		store:    cfg.Store,
+		keys:     cfg.Keys,
+		caller:   cfg.Caller,
+		now:      cfg.Now,
+		rand:     cfg.Rand,
+		maxItems: cfg.MaxItems,
+		conc:     cfg.SignConcurrency,
+		signers:  map[string]ssh.Signer{},
+	}
+	if e.caller == nil {
+		e.caller = DefaultCaller
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.rand == nil {
+		e.rand = rand.Reader
+	}
+	if e.maxItems <= 0 {
+		e.maxItems = 1000
+	}
+	if e.conc <= 0 {
+		e.conc = 8
+	}
+	if err := e.ensureRevocationList(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Store keys.
+const (
+	prefixCAs    = "ssh/cas/"
+	prefixRoles  = "ssh/roles/"
+	prefixIssued = "ssh/issued/"
+	keyKRL       = "ssh/krl"
+)
+
+// getProto reads key into m and returns its revision.
+func (e *Engine) getProto(ctx context.Context, key string, m proto.Message) (int64, error) {
+	ent, err := e.store.Get(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	if err := proto.Unmarshal(ent.Value, m); err != nil {
+		return 0, fmt.Errorf("sshca: decode %s: %w", key, err)
+	}
+	return ent.Revision, nil
+}
+
+func (e *Engine) putProto(ctx context.Context, key string, m proto.Message, expect int64) (int64, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return 0, fmt.Errorf("sshca: encode %s: %w", key, err)
+	}
+	return e.store.Put(ctx, key, b, expect)
+}

@@ -1,0 +1,384 @@
+package sshca
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/keystore"
+	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// Sign issues certificates of type ct under the named role, one result per
+// item in order. A caller's mistake in one item (ErrInvalid, ErrNotAllowed)
+// is that item's error; a missing role or CA, a role of the other type, an
+// HSM or store fault fails the call and returns no certificate. Every
+// certificate returned has been recorded in the store.
+func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, items []*pb.SSHSignItem) ([]*pb.SSHSignResult, error) {
+	if len(items) > e.maxItems {
+		return nil, fmt.Errorf("%w: %d items, limit %d", ErrTooManyItems, len(items), e.maxItems)
+	}
+	role, _, err := e.getRole(ctx, roleName)
+	if err != nil {
+		return nil, err
+	}
+	if role.GetCertType() != ct {
+		return nil, fmt.Errorf("%w: role %q issues %v certificates", ErrWrongType, roleName, role.GetCertType())
+	}
+	ca, _, err := e.getCA(ctx, role.GetCa())
+	if err != nil {
+		return nil, fmt.Errorf("role %q: %w", roleName, err)
+	}
+	if ca.GetCertType() != ct {
+		return nil, fmt.Errorf("%w: CA %q issues %v certificates", ErrWrongType, ca.GetName(), ca.GetCertType())
+	}
+	ca = e.view(ca)
+	active := activeKey(ca)
+	if active == nil {
+		return nil, fmt.Errorf("%w: CA %q has no active key", ErrState, ca.GetName())
+	}
+	signer, err := e.signerFor(ctx, ca, active.GetHsmLabel())
+	if err != nil {
+		return nil, err
+	}
+	caller, err := e.caller(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sshca: caller: %w", err)
+	}
+	p := newPolicy(role, caller)
+	now := e.now()
+	results := make([]*pb.SSHSignResult, len(items))
+	certs := make([]*ssh.Certificate, len(items))
+	for i, it := range items {
+		results[i] = &pb.SSHSignResult{Reference: it.GetReference()}
+		c, err := p.certificate(it, now)
+		if err == nil {
+			err = e.fillIdentity(c, role, ca, caller)
+		}
+		switch {
+		case err == nil:
+			certs[i] = c
+		case errors.Is(err, ErrInvalid), errors.Is(err, ErrNotAllowed):
+			results[i].Error = errs.GRPCStatus(err).Proto()
+		default:
+			return nil, err
+		}
+	}
+	if err := e.signAll(ctx, signer, certs); err != nil {
+		return nil, fmt.Errorf("sshca: sign with CA %q version %d: %w", ca.GetName(), active.GetVersion(), err)
+	}
+	batch := &pb.SSHIssuedBatch{}
+	caBlob := signer.PublicKey().Marshal()
+	for i, c := range certs {
+		if c == nil {
+			continue
+		}
+		r := results[i]
+		r.Certificate = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(c)))
+		r.Serial, r.KeyId, r.Principals = c.Serial, c.KeyId, c.ValidPrincipals
+		r.ValidAfter = timestamppb.New(time.Unix(int64(c.ValidAfter), 0))
+		r.ValidBefore = timestamppb.New(time.Unix(int64(c.ValidBefore), 0))
+		r.Ca, r.CaVersion = ca.GetName(), active.GetVersion()
+		batch.Certs = append(batch.Certs, &pb.SSHIssuedCert{
+			Serial: c.Serial, Ca: ca.GetName(), CaVersion: active.GetVersion(), CaPublicKey: caBlob,
+			KeyId: c.KeyId, Principals: c.ValidPrincipals, CertType: ct,
+			ValidAfter: r.ValidAfter, ValidBefore: r.ValidBefore,
+			PublicKeyFingerprint: ssh.FingerprintSHA256(c.Key), Role: roleName,
+			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
+		})
+	}
+	if len(batch.Certs) > 0 {
+		key := fmt.Sprintf("%s%020d-%016x", prefixIssued, now.UnixNano(), batch.Certs[0].GetSerial())
+		if _, err := e.putProto(ctx, key, batch, keystore.MustNotExist); err != nil {
+			return nil, fmt.Errorf("sshca: record issued certificates: %w", err)
+		}
+	}
+	return results, nil
+}
+
+// fillIdentity sets the serial and key ID of c.
+func (e *Engine) fillIdentity(c *ssh.Certificate, role *pb.SSHRole, ca *pb.SSHCA, caller Caller) error {
+	serial, err := randomSerial(e.rand)
+	if err != nil {
+		return err
+	}
+	c.Serial = serial
+	id, err := expandKeyID(role.GetKeyIdFormat(), keyIDVars{
+		identity: caller.Name, requestID: caller.RequestID, role: role.GetName(), ca: ca.GetName(),
+		principals: strings.Join(c.ValidPrincipals, ","), serial: serial,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: key ID: %v", ErrInvalid, err)
+	}
+	c.KeyId = id
+	return nil
+}
+
+// randomSerial returns a random nonzero 64-bit serial.
+func randomSerial(r io.Reader) (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, fmt.Errorf("sshca: random serial: %w", err)
+		}
+		if s := binary.BigEndian.Uint64(b[:]); s != 0 {
+			return s, nil
+		}
+	}
+}
+
+// signAll signs the non-nil certificates, at most e.conc at a time.
+func (e *Engine) signAll(ctx context.Context, signer ssh.Signer, certs []*ssh.Certificate) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		ferr error
+	)
+	sem := make(chan struct{}, e.conc)
+	for _, c := range certs {
+		if c == nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := c.SignCert(e.rand, signer); err != nil {
+				mu.Lock()
+				ferr = err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return ferr
+}
+
+// policy applies one role for one caller.
+type policy struct {
+	role     *pb.SSHRole
+	allowed  [][]token // expanded allowed patterns (unusable ones dropped)
+	defaults []string  // expanded default principals
+}
+
+func newPolicy(role *pb.SSHRole, c Caller) *policy {
+	p := &policy{role: role}
+	for _, s := range role.GetAllowedPrincipals() {
+		toks, err := parsePattern(s, true)
+		if err != nil {
+			continue
+		}
+		if x, ok := expand(toks, c); ok {
+			p.allowed = append(p.allowed, x)
+		}
+	}
+	for _, s := range role.GetDefaultPrincipals() {
+		toks, err := parsePattern(s, false)
+		if err != nil {
+			continue
+		}
+		if x, ok := expand(toks, c); ok {
+			p.defaults = append(p.defaults, literal(x))
+		}
+	}
+	return p
+}
+
+func notAllowed(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrNotAllowed, fmt.Sprintf(format, a...))
+}
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
+}
+
+// certificate builds the unsigned certificate for one item, or the caller's mistake.
+func (p *policy) certificate(it *pb.SSHSignItem, now time.Time) (*ssh.Certificate, error) {
+	key, err := p.subjectKey(it.GetPublicKey())
+	if err != nil {
+		return nil, err
+	}
+	principals, err := p.principals(it.GetPrincipals())
+	if err != nil {
+		return nil, err
+	}
+	ttl := p.role.GetDefaultTtl().AsDuration()
+	if it.GetTtl() != nil {
+		if it.GetTtl().CheckValid() != nil || it.GetTtl().AsDuration() <= 0 {
+			return nil, invalid("ttl %v", it.GetTtl())
+		}
+		ttl = it.GetTtl().AsDuration()
+	}
+	if maxTTL := p.role.GetMaxTtl().AsDuration(); ttl > maxTTL {
+		return nil, notAllowed("ttl %v exceeds the role's max_ttl %v", ttl, maxTTL)
+	}
+	c := &ssh.Certificate{
+		Key:             key,
+		ValidPrincipals: principals,
+		ValidAfter:      uint64(now.Add(-p.role.GetBackdate().AsDuration()).Unix()),
+		ValidBefore:     uint64(now.Add(ttl).Unix()),
+		CertType:        ssh.UserCert,
+	}
+	if p.role.GetCertType() == pb.SSHCertType_SSH_CERT_TYPE_HOST {
+		c.CertType = ssh.HostCert
+		if len(it.GetExtensions()) > 0 || len(it.GetCriticalOptions()) > 0 {
+			return nil, invalid("host certificates carry no extensions or critical options")
+		}
+		return c, nil
+	}
+	if c.Extensions, err = p.extensions(it.GetExtensions()); err != nil {
+		return nil, err
+	}
+	if c.CriticalOptions, err = p.criticalOptions(it.GetCriticalOptions()); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// subjectKey parses the key to certify and checks its type and size.
+func (p *policy) subjectKey(s string) (ssh.PublicKey, error) {
+	key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s))
+	if err != nil {
+		return nil, invalid("public key: %v", err)
+	}
+	if _, ok := key.(*ssh.Certificate); ok {
+		return nil, invalid("public key is a certificate")
+	}
+	family, bits, err := keyFamily(key)
+	if err != nil {
+		return nil, notAllowed("%v", err)
+	}
+	for _, r := range p.role.GetAllowedKeyTypes() {
+		if r.GetType() != family {
+			continue
+		}
+		if bits < r.GetMinBits() {
+			return nil, notAllowed("%s key of %d bits, role requires at least %d", family, bits, r.GetMinBits())
+		}
+		return key, nil
+	}
+	return nil, notAllowed("key type %s not allowed by role %q", family, p.role.GetName())
+}
+
+// keyFamily names the family of a subject key and its size in bits.
+func keyFamily(key ssh.PublicKey) (string, uint32, error) {
+	switch key.Type() {
+	case ssh.KeyAlgoED25519:
+		return "ed25519", 256, nil
+	case ssh.KeyAlgoSKED25519:
+		return "sk-ed25519", 256, nil
+	case ssh.KeyAlgoSKECDSA256:
+		return "sk-ecdsa", 256, nil
+	case ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521:
+		cpk, ok := key.(ssh.CryptoPublicKey)
+		if !ok {
+			return "", 0, fmt.Errorf("key type %s", key.Type())
+		}
+		ek, ok := cpk.CryptoPublicKey().(*ecdsa.PublicKey)
+		if !ok {
+			return "", 0, fmt.Errorf("key type %s", key.Type())
+		}
+		return "ecdsa", uint32(ek.Curve.Params().BitSize), nil
+	case ssh.KeyAlgoRSA:
+		cpk, ok := key.(ssh.CryptoPublicKey)
+		if !ok {
+			return "", 0, fmt.Errorf("key type %s", key.Type())
+		}
+		rk, ok := cpk.CryptoPublicKey().(*rsa.PublicKey)
+		if !ok {
+			return "", 0, fmt.Errorf("key type %s", key.Type())
+		}
+		return "rsa", uint32(rk.N.BitLen()), nil
+	}
+	return "", 0, fmt.Errorf("key type %s is never accepted", key.Type())
+}
+
+// principals returns the certificate's principals: the requested ones or
+// the role's defaults, each allowed, never none.
+func (p *policy) principals(req []string) ([]string, error) {
+	ps := req
+	if len(ps) == 0 {
+		ps = p.defaults
+	}
+	if len(ps) == 0 {
+		return nil, invalid("no principals requested and the role has no default for this identity; a certificate without principals is never issued")
+	}
+	if len(ps) > maxPrincipals {
+		return nil, invalid("%d principals, limit %d", len(ps), maxPrincipals)
+	}
+	out := slices.Clone(ps)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	for _, pr := range out {
+		if err := validPrincipal(pr); err != nil {
+			return nil, invalid("principal %q: %v", pr, err)
+		}
+		if !slices.ContainsFunc(p.allowed, func(t []token) bool { return match(t, pr) }) {
+			return nil, notAllowed("principal %q not allowed by role %q", pr, p.role.GetName())
+		}
+	}
+	return out, nil
+}
+
+// extensions returns the requested extensions (each allowed) or the role's defaults.
+func (p *policy) extensions(req map[string]string) (map[string]string, error) {
+	if len(req) == 0 {
+		return maps.Clone(p.role.GetDefaultExtensions()), nil
+	}
+	out := make(map[string]string, len(req))
+	for name, v := range req {
+		if !slices.Contains(p.role.GetAllowedExtensions(), name) {
+			return nil, notAllowed("extension %q not allowed by role %q", name, p.role.GetName())
+		}
+		if err := checkExtension(name, v); err != nil {
+			return nil, invalid("%v", err)
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+// criticalOptions returns the role's forced options plus the requested ones
+// the role allows; a request cannot change a forced option.
+func (p *policy) criticalOptions(req map[string]string) (map[string]string, error) {
+	out := maps.Clone(p.role.GetCriticalOptions())
+	if out == nil {
+		out = map[string]string{}
+	}
+	for name, v := range req {
+		if forced, ok := p.role.GetCriticalOptions()[name]; ok {
+			if v != forced {
+				return nil, notAllowed("critical option %q is fixed by role %q", name, p.role.GetName())
+			}
+			continue
+		}
+		if !slices.Contains(p.role.GetAllowedCriticalOptions(), name) {
+			return nil, notAllowed("critical option %q not allowed by role %q", name, p.role.GetName())
+		}
+		if err := checkCriticalOption(name, v); err != nil {
+			return nil, invalid("%v", err)
+		}
+		out[name] = v
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
