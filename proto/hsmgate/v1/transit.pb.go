@@ -4694,6 +4694,61 @@ func (x *TransitUsageRecord) GetReserved() uint64 {
 	return 0
 }
 
+// TransitKeyBackup is the content of BackupKeyResponse.backup: the key's
+// record (material wrapped under the KEK it names) and each version's
+// reserved encryption count, so a restore never undercounts.
+type TransitKeyBackup struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Key                 *TransitKeyRecord      `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	EncryptionsReserved map[uint32]uint64      `protobuf:"bytes,2,rep,name=encryptions_reserved,json=encryptionsReserved,proto3" json:"encryptions_reserved,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *TransitKeyBackup) Reset() {
+	*x = TransitKeyBackup{}
+	mi := &file_hsmgate_v1_transit_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransitKeyBackup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransitKeyBackup) ProtoMessage() {}
+
+func (x *TransitKeyBackup) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_transit_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransitKeyBackup.ProtoReflect.Descriptor instead.
+func (*TransitKeyBackup) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_transit_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *TransitKeyBackup) GetKey() *TransitKeyRecord {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TransitKeyBackup) GetEncryptionsReserved() map[uint32]uint64 {
+	if x != nil {
+		return x.EncryptionsReserved
+	}
+	return nil
+}
+
 var File_hsmgate_v1_transit_proto protoreflect.FileDescriptor
 
 const file_hsmgate_v1_transit_proto_rawDesc = "" +
@@ -5042,7 +5097,13 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\a \x01(\fR\tpublicKey\"0\n" +
 	"\x12TransitUsageRecord\x12\x1a\n" +
-	"\breserved\x18\x01 \x01(\x04R\breserved*\xfd\x02\n" +
+	"\breserved\x18\x01 \x01(\x04R\breserved\"\xf4\x01\n" +
+	"\x10TransitKeyBackup\x12.\n" +
+	"\x03key\x18\x01 \x01(\v2\x1c.hsmgate.v1.TransitKeyRecordR\x03key\x12h\n" +
+	"\x14encryptions_reserved\x18\x02 \x03(\v25.hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntryR\x13encryptionsReserved\x1aF\n" +
+	"\x18EncryptionsReservedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*\xfd\x02\n" +
 	"\x0eTransitKeyType\x12 \n" +
 	"\x1cTRANSIT_KEY_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bTRANSIT_KEY_TYPE_AES256_GCM\x10\x01\x12'\n" +
@@ -5119,7 +5180,7 @@ func file_hsmgate_v1_transit_proto_rawDescGZIP() []byte {
 }
 
 var file_hsmgate_v1_transit_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_hsmgate_v1_transit_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_hsmgate_v1_transit_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_hsmgate_v1_transit_proto_goTypes = []any{
 	(TransitKeyType)(0),               // 0: hsmgate.v1.TransitKeyType
 	(TransitResidency)(0),             // 1: hsmgate.v1.TransitResidency
@@ -5198,25 +5259,27 @@ var file_hsmgate_v1_transit_proto_goTypes = []any{
 	(*TransitKeyRecord)(nil),          // 74: hsmgate.v1.TransitKeyRecord
 	(*TransitKeyVersionRecord)(nil),   // 75: hsmgate.v1.TransitKeyVersionRecord
 	(*TransitUsageRecord)(nil),        // 76: hsmgate.v1.TransitUsageRecord
-	(*timestamppb.Timestamp)(nil),     // 77: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 78: google.protobuf.Duration
-	(*status.Status)(nil),             // 79: google.rpc.Status
+	(*TransitKeyBackup)(nil),          // 77: hsmgate.v1.TransitKeyBackup
+	nil,                               // 78: hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntry
+	(*timestamppb.Timestamp)(nil),     // 79: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 80: google.protobuf.Duration
+	(*status.Status)(nil),             // 81: google.rpc.Status
 }
 var file_hsmgate_v1_transit_proto_depIdxs = []int32{
 	2,  // 0: hsmgate.v1.TransitKeyVersion.state:type_name -> hsmgate.v1.TransitVersionState
-	77, // 1: hsmgate.v1.TransitKeyVersion.create_time:type_name -> google.protobuf.Timestamp
+	79, // 1: hsmgate.v1.TransitKeyVersion.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: hsmgate.v1.TransitKey.type:type_name -> hsmgate.v1.TransitKeyType
 	1,  // 3: hsmgate.v1.TransitKey.residency:type_name -> hsmgate.v1.TransitResidency
-	78, // 4: hsmgate.v1.TransitKey.auto_rotate_period:type_name -> google.protobuf.Duration
-	77, // 5: hsmgate.v1.TransitKey.create_time:type_name -> google.protobuf.Timestamp
-	77, // 6: hsmgate.v1.TransitKey.update_time:type_name -> google.protobuf.Timestamp
+	80, // 4: hsmgate.v1.TransitKey.auto_rotate_period:type_name -> google.protobuf.Duration
+	79, // 5: hsmgate.v1.TransitKey.create_time:type_name -> google.protobuf.Timestamp
+	79, // 6: hsmgate.v1.TransitKey.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 7: hsmgate.v1.TransitKey.versions:type_name -> hsmgate.v1.TransitKeyVersion
 	0,  // 8: hsmgate.v1.CreateKeyRequest.type:type_name -> hsmgate.v1.TransitKeyType
 	1,  // 9: hsmgate.v1.CreateKeyRequest.residency:type_name -> hsmgate.v1.TransitResidency
-	78, // 10: hsmgate.v1.CreateKeyRequest.auto_rotate_period:type_name -> google.protobuf.Duration
+	80, // 10: hsmgate.v1.CreateKeyRequest.auto_rotate_period:type_name -> google.protobuf.Duration
 	6,  // 11: hsmgate.v1.CreateKeyResponse.key:type_name -> hsmgate.v1.TransitKey
 	6,  // 12: hsmgate.v1.GetKeyResponse.key:type_name -> hsmgate.v1.TransitKey
-	78, // 13: hsmgate.v1.UpdateKeyConfigRequest.auto_rotate_period:type_name -> google.protobuf.Duration
+	80, // 13: hsmgate.v1.UpdateKeyConfigRequest.auto_rotate_period:type_name -> google.protobuf.Duration
 	6,  // 14: hsmgate.v1.UpdateKeyConfigResponse.key:type_name -> hsmgate.v1.TransitKey
 	6,  // 15: hsmgate.v1.RotateKeyResponse.key:type_name -> hsmgate.v1.TransitKey
 	6,  // 16: hsmgate.v1.DisableKeyVersionResponse.key:type_name -> hsmgate.v1.TransitKey
@@ -5226,35 +5289,35 @@ var file_hsmgate_v1_transit_proto_depIdxs = []int32{
 	26, // 20: hsmgate.v1.ExportKeyResponse.versions:type_name -> hsmgate.v1.ExportedKeyVersion
 	6,  // 21: hsmgate.v1.RestoreKeyResponse.key:type_name -> hsmgate.v1.TransitKey
 	0,  // 22: hsmgate.v1.ImportKeyRequest.type:type_name -> hsmgate.v1.TransitKeyType
-	78, // 23: hsmgate.v1.ImportKeyRequest.auto_rotate_period:type_name -> google.protobuf.Duration
+	80, // 23: hsmgate.v1.ImportKeyRequest.auto_rotate_period:type_name -> google.protobuf.Duration
 	6,  // 24: hsmgate.v1.ImportKeyResponse.key:type_name -> hsmgate.v1.TransitKey
 	36, // 25: hsmgate.v1.EncryptRequest.items:type_name -> hsmgate.v1.EncryptItem
-	79, // 26: hsmgate.v1.EncryptResult.error:type_name -> google.rpc.Status
+	81, // 26: hsmgate.v1.EncryptResult.error:type_name -> google.rpc.Status
 	38, // 27: hsmgate.v1.EncryptResponse.results:type_name -> hsmgate.v1.EncryptResult
 	40, // 28: hsmgate.v1.DecryptRequest.items:type_name -> hsmgate.v1.DecryptItem
-	79, // 29: hsmgate.v1.DecryptResult.error:type_name -> google.rpc.Status
+	81, // 29: hsmgate.v1.DecryptResult.error:type_name -> google.rpc.Status
 	42, // 30: hsmgate.v1.DecryptResponse.results:type_name -> hsmgate.v1.DecryptResult
 	44, // 31: hsmgate.v1.RewrapRequest.items:type_name -> hsmgate.v1.RewrapItem
-	79, // 32: hsmgate.v1.RewrapResult.error:type_name -> google.rpc.Status
+	81, // 32: hsmgate.v1.RewrapResult.error:type_name -> google.rpc.Status
 	46, // 33: hsmgate.v1.RewrapResponse.results:type_name -> hsmgate.v1.RewrapResult
 	48, // 34: hsmgate.v1.GenerateDataKeyRequest.items:type_name -> hsmgate.v1.DataKeyItem
-	79, // 35: hsmgate.v1.DataKeyResult.error:type_name -> google.rpc.Status
+	81, // 35: hsmgate.v1.DataKeyResult.error:type_name -> google.rpc.Status
 	50, // 36: hsmgate.v1.GenerateDataKeyResponse.results:type_name -> hsmgate.v1.DataKeyResult
 	3,  // 37: hsmgate.v1.SignDataRequest.hash_algorithm:type_name -> hsmgate.v1.TransitHashAlgorithm
 	4,  // 38: hsmgate.v1.SignDataRequest.signature_algorithm:type_name -> hsmgate.v1.TransitSignatureAlgorithm
 	52, // 39: hsmgate.v1.SignDataRequest.items:type_name -> hsmgate.v1.SignItem
-	79, // 40: hsmgate.v1.SignResult.error:type_name -> google.rpc.Status
+	81, // 40: hsmgate.v1.SignResult.error:type_name -> google.rpc.Status
 	54, // 41: hsmgate.v1.SignDataResponse.results:type_name -> hsmgate.v1.SignResult
 	3,  // 42: hsmgate.v1.VerifySignatureRequest.hash_algorithm:type_name -> hsmgate.v1.TransitHashAlgorithm
 	4,  // 43: hsmgate.v1.VerifySignatureRequest.signature_algorithm:type_name -> hsmgate.v1.TransitSignatureAlgorithm
 	56, // 44: hsmgate.v1.VerifySignatureRequest.items:type_name -> hsmgate.v1.VerifyItem
-	79, // 45: hsmgate.v1.VerifyResult.error:type_name -> google.rpc.Status
+	81, // 45: hsmgate.v1.VerifyResult.error:type_name -> google.rpc.Status
 	58, // 46: hsmgate.v1.VerifySignatureResponse.results:type_name -> hsmgate.v1.VerifyResult
 	60, // 47: hsmgate.v1.ComputeHmacRequest.items:type_name -> hsmgate.v1.HmacItem
-	79, // 48: hsmgate.v1.HmacResult.error:type_name -> google.rpc.Status
+	81, // 48: hsmgate.v1.HmacResult.error:type_name -> google.rpc.Status
 	62, // 49: hsmgate.v1.ComputeHmacResponse.results:type_name -> hsmgate.v1.HmacResult
 	64, // 50: hsmgate.v1.VerifyHmacRequest.items:type_name -> hsmgate.v1.VerifyHmacItem
-	79, // 51: hsmgate.v1.VerifyHmacResult.error:type_name -> google.rpc.Status
+	81, // 51: hsmgate.v1.VerifyHmacResult.error:type_name -> google.rpc.Status
 	66, // 52: hsmgate.v1.VerifyHmacResponse.results:type_name -> hsmgate.v1.VerifyHmacResult
 	37, // 53: hsmgate.v1.EncryptStreamRequest.request:type_name -> hsmgate.v1.EncryptRequest
 	39, // 54: hsmgate.v1.EncryptStreamResponse.response:type_name -> hsmgate.v1.EncryptResponse
@@ -5262,68 +5325,70 @@ var file_hsmgate_v1_transit_proto_depIdxs = []int32{
 	43, // 56: hsmgate.v1.DecryptStreamResponse.response:type_name -> hsmgate.v1.DecryptResponse
 	0,  // 57: hsmgate.v1.TransitKeyRecord.type:type_name -> hsmgate.v1.TransitKeyType
 	1,  // 58: hsmgate.v1.TransitKeyRecord.residency:type_name -> hsmgate.v1.TransitResidency
-	78, // 59: hsmgate.v1.TransitKeyRecord.auto_rotate_period:type_name -> google.protobuf.Duration
-	77, // 60: hsmgate.v1.TransitKeyRecord.create_time:type_name -> google.protobuf.Timestamp
-	77, // 61: hsmgate.v1.TransitKeyRecord.update_time:type_name -> google.protobuf.Timestamp
-	77, // 62: hsmgate.v1.TransitKeyRecord.last_rotate_time:type_name -> google.protobuf.Timestamp
+	80, // 59: hsmgate.v1.TransitKeyRecord.auto_rotate_period:type_name -> google.protobuf.Duration
+	79, // 60: hsmgate.v1.TransitKeyRecord.create_time:type_name -> google.protobuf.Timestamp
+	79, // 61: hsmgate.v1.TransitKeyRecord.update_time:type_name -> google.protobuf.Timestamp
+	79, // 62: hsmgate.v1.TransitKeyRecord.last_rotate_time:type_name -> google.protobuf.Timestamp
 	75, // 63: hsmgate.v1.TransitKeyRecord.versions:type_name -> hsmgate.v1.TransitKeyVersionRecord
 	2,  // 64: hsmgate.v1.TransitKeyVersionRecord.state:type_name -> hsmgate.v1.TransitVersionState
-	77, // 65: hsmgate.v1.TransitKeyVersionRecord.create_time:type_name -> google.protobuf.Timestamp
-	7,  // 66: hsmgate.v1.TransitService.CreateKey:input_type -> hsmgate.v1.CreateKeyRequest
-	9,  // 67: hsmgate.v1.TransitService.GetKey:input_type -> hsmgate.v1.GetKeyRequest
-	11, // 68: hsmgate.v1.TransitService.ListKeys:input_type -> hsmgate.v1.ListKeysRequest
-	13, // 69: hsmgate.v1.TransitService.UpdateKeyConfig:input_type -> hsmgate.v1.UpdateKeyConfigRequest
-	15, // 70: hsmgate.v1.TransitService.RotateKey:input_type -> hsmgate.v1.RotateKeyRequest
-	17, // 71: hsmgate.v1.TransitService.DisableKeyVersion:input_type -> hsmgate.v1.DisableKeyVersionRequest
-	19, // 72: hsmgate.v1.TransitService.EnableKeyVersion:input_type -> hsmgate.v1.EnableKeyVersionRequest
-	21, // 73: hsmgate.v1.TransitService.TrimKey:input_type -> hsmgate.v1.TrimKeyRequest
-	23, // 74: hsmgate.v1.TransitService.DeleteKey:input_type -> hsmgate.v1.DeleteKeyRequest
-	25, // 75: hsmgate.v1.TransitService.ExportKey:input_type -> hsmgate.v1.ExportKeyRequest
-	28, // 76: hsmgate.v1.TransitService.BackupKey:input_type -> hsmgate.v1.BackupKeyRequest
-	30, // 77: hsmgate.v1.TransitService.RestoreKey:input_type -> hsmgate.v1.RestoreKeyRequest
-	32, // 78: hsmgate.v1.TransitService.GetWrappingKey:input_type -> hsmgate.v1.GetWrappingKeyRequest
-	34, // 79: hsmgate.v1.TransitService.ImportKey:input_type -> hsmgate.v1.ImportKeyRequest
-	37, // 80: hsmgate.v1.TransitService.Encrypt:input_type -> hsmgate.v1.EncryptRequest
-	41, // 81: hsmgate.v1.TransitService.Decrypt:input_type -> hsmgate.v1.DecryptRequest
-	45, // 82: hsmgate.v1.TransitService.Rewrap:input_type -> hsmgate.v1.RewrapRequest
-	49, // 83: hsmgate.v1.TransitService.GenerateDataKey:input_type -> hsmgate.v1.GenerateDataKeyRequest
-	53, // 84: hsmgate.v1.TransitService.SignData:input_type -> hsmgate.v1.SignDataRequest
-	57, // 85: hsmgate.v1.TransitService.VerifySignature:input_type -> hsmgate.v1.VerifySignatureRequest
-	61, // 86: hsmgate.v1.TransitService.ComputeHmac:input_type -> hsmgate.v1.ComputeHmacRequest
-	65, // 87: hsmgate.v1.TransitService.VerifyHmac:input_type -> hsmgate.v1.VerifyHmacRequest
-	68, // 88: hsmgate.v1.TransitService.GenerateRandom:input_type -> hsmgate.v1.GenerateRandomRequest
-	70, // 89: hsmgate.v1.TransitService.EncryptStream:input_type -> hsmgate.v1.EncryptStreamRequest
-	72, // 90: hsmgate.v1.TransitService.DecryptStream:input_type -> hsmgate.v1.DecryptStreamRequest
-	8,  // 91: hsmgate.v1.TransitService.CreateKey:output_type -> hsmgate.v1.CreateKeyResponse
-	10, // 92: hsmgate.v1.TransitService.GetKey:output_type -> hsmgate.v1.GetKeyResponse
-	12, // 93: hsmgate.v1.TransitService.ListKeys:output_type -> hsmgate.v1.ListKeysResponse
-	14, // 94: hsmgate.v1.TransitService.UpdateKeyConfig:output_type -> hsmgate.v1.UpdateKeyConfigResponse
-	16, // 95: hsmgate.v1.TransitService.RotateKey:output_type -> hsmgate.v1.RotateKeyResponse
-	18, // 96: hsmgate.v1.TransitService.DisableKeyVersion:output_type -> hsmgate.v1.DisableKeyVersionResponse
-	20, // 97: hsmgate.v1.TransitService.EnableKeyVersion:output_type -> hsmgate.v1.EnableKeyVersionResponse
-	22, // 98: hsmgate.v1.TransitService.TrimKey:output_type -> hsmgate.v1.TrimKeyResponse
-	24, // 99: hsmgate.v1.TransitService.DeleteKey:output_type -> hsmgate.v1.DeleteKeyResponse
-	27, // 100: hsmgate.v1.TransitService.ExportKey:output_type -> hsmgate.v1.ExportKeyResponse
-	29, // 101: hsmgate.v1.TransitService.BackupKey:output_type -> hsmgate.v1.BackupKeyResponse
-	31, // 102: hsmgate.v1.TransitService.RestoreKey:output_type -> hsmgate.v1.RestoreKeyResponse
-	33, // 103: hsmgate.v1.TransitService.GetWrappingKey:output_type -> hsmgate.v1.GetWrappingKeyResponse
-	35, // 104: hsmgate.v1.TransitService.ImportKey:output_type -> hsmgate.v1.ImportKeyResponse
-	39, // 105: hsmgate.v1.TransitService.Encrypt:output_type -> hsmgate.v1.EncryptResponse
-	43, // 106: hsmgate.v1.TransitService.Decrypt:output_type -> hsmgate.v1.DecryptResponse
-	47, // 107: hsmgate.v1.TransitService.Rewrap:output_type -> hsmgate.v1.RewrapResponse
-	51, // 108: hsmgate.v1.TransitService.GenerateDataKey:output_type -> hsmgate.v1.GenerateDataKeyResponse
-	55, // 109: hsmgate.v1.TransitService.SignData:output_type -> hsmgate.v1.SignDataResponse
-	59, // 110: hsmgate.v1.TransitService.VerifySignature:output_type -> hsmgate.v1.VerifySignatureResponse
-	63, // 111: hsmgate.v1.TransitService.ComputeHmac:output_type -> hsmgate.v1.ComputeHmacResponse
-	67, // 112: hsmgate.v1.TransitService.VerifyHmac:output_type -> hsmgate.v1.VerifyHmacResponse
-	69, // 113: hsmgate.v1.TransitService.GenerateRandom:output_type -> hsmgate.v1.GenerateRandomResponse
-	71, // 114: hsmgate.v1.TransitService.EncryptStream:output_type -> hsmgate.v1.EncryptStreamResponse
-	73, // 115: hsmgate.v1.TransitService.DecryptStream:output_type -> hsmgate.v1.DecryptStreamResponse
-	91, // [91:116] is the sub-list for method output_type
-	66, // [66:91] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	79, // 65: hsmgate.v1.TransitKeyVersionRecord.create_time:type_name -> google.protobuf.Timestamp
+	74, // 66: hsmgate.v1.TransitKeyBackup.key:type_name -> hsmgate.v1.TransitKeyRecord
+	78, // 67: hsmgate.v1.TransitKeyBackup.encryptions_reserved:type_name -> hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntry
+	7,  // 68: hsmgate.v1.TransitService.CreateKey:input_type -> hsmgate.v1.CreateKeyRequest
+	9,  // 69: hsmgate.v1.TransitService.GetKey:input_type -> hsmgate.v1.GetKeyRequest
+	11, // 70: hsmgate.v1.TransitService.ListKeys:input_type -> hsmgate.v1.ListKeysRequest
+	13, // 71: hsmgate.v1.TransitService.UpdateKeyConfig:input_type -> hsmgate.v1.UpdateKeyConfigRequest
+	15, // 72: hsmgate.v1.TransitService.RotateKey:input_type -> hsmgate.v1.RotateKeyRequest
+	17, // 73: hsmgate.v1.TransitService.DisableKeyVersion:input_type -> hsmgate.v1.DisableKeyVersionRequest
+	19, // 74: hsmgate.v1.TransitService.EnableKeyVersion:input_type -> hsmgate.v1.EnableKeyVersionRequest
+	21, // 75: hsmgate.v1.TransitService.TrimKey:input_type -> hsmgate.v1.TrimKeyRequest
+	23, // 76: hsmgate.v1.TransitService.DeleteKey:input_type -> hsmgate.v1.DeleteKeyRequest
+	25, // 77: hsmgate.v1.TransitService.ExportKey:input_type -> hsmgate.v1.ExportKeyRequest
+	28, // 78: hsmgate.v1.TransitService.BackupKey:input_type -> hsmgate.v1.BackupKeyRequest
+	30, // 79: hsmgate.v1.TransitService.RestoreKey:input_type -> hsmgate.v1.RestoreKeyRequest
+	32, // 80: hsmgate.v1.TransitService.GetWrappingKey:input_type -> hsmgate.v1.GetWrappingKeyRequest
+	34, // 81: hsmgate.v1.TransitService.ImportKey:input_type -> hsmgate.v1.ImportKeyRequest
+	37, // 82: hsmgate.v1.TransitService.Encrypt:input_type -> hsmgate.v1.EncryptRequest
+	41, // 83: hsmgate.v1.TransitService.Decrypt:input_type -> hsmgate.v1.DecryptRequest
+	45, // 84: hsmgate.v1.TransitService.Rewrap:input_type -> hsmgate.v1.RewrapRequest
+	49, // 85: hsmgate.v1.TransitService.GenerateDataKey:input_type -> hsmgate.v1.GenerateDataKeyRequest
+	53, // 86: hsmgate.v1.TransitService.SignData:input_type -> hsmgate.v1.SignDataRequest
+	57, // 87: hsmgate.v1.TransitService.VerifySignature:input_type -> hsmgate.v1.VerifySignatureRequest
+	61, // 88: hsmgate.v1.TransitService.ComputeHmac:input_type -> hsmgate.v1.ComputeHmacRequest
+	65, // 89: hsmgate.v1.TransitService.VerifyHmac:input_type -> hsmgate.v1.VerifyHmacRequest
+	68, // 90: hsmgate.v1.TransitService.GenerateRandom:input_type -> hsmgate.v1.GenerateRandomRequest
+	70, // 91: hsmgate.v1.TransitService.EncryptStream:input_type -> hsmgate.v1.EncryptStreamRequest
+	72, // 92: hsmgate.v1.TransitService.DecryptStream:input_type -> hsmgate.v1.DecryptStreamRequest
+	8,  // 93: hsmgate.v1.TransitService.CreateKey:output_type -> hsmgate.v1.CreateKeyResponse
+	10, // 94: hsmgate.v1.TransitService.GetKey:output_type -> hsmgate.v1.GetKeyResponse
+	12, // 95: hsmgate.v1.TransitService.ListKeys:output_type -> hsmgate.v1.ListKeysResponse
+	14, // 96: hsmgate.v1.TransitService.UpdateKeyConfig:output_type -> hsmgate.v1.UpdateKeyConfigResponse
+	16, // 97: hsmgate.v1.TransitService.RotateKey:output_type -> hsmgate.v1.RotateKeyResponse
+	18, // 98: hsmgate.v1.TransitService.DisableKeyVersion:output_type -> hsmgate.v1.DisableKeyVersionResponse
+	20, // 99: hsmgate.v1.TransitService.EnableKeyVersion:output_type -> hsmgate.v1.EnableKeyVersionResponse
+	22, // 100: hsmgate.v1.TransitService.TrimKey:output_type -> hsmgate.v1.TrimKeyResponse
+	24, // 101: hsmgate.v1.TransitService.DeleteKey:output_type -> hsmgate.v1.DeleteKeyResponse
+	27, // 102: hsmgate.v1.TransitService.ExportKey:output_type -> hsmgate.v1.ExportKeyResponse
+	29, // 103: hsmgate.v1.TransitService.BackupKey:output_type -> hsmgate.v1.BackupKeyResponse
+	31, // 104: hsmgate.v1.TransitService.RestoreKey:output_type -> hsmgate.v1.RestoreKeyResponse
+	33, // 105: hsmgate.v1.TransitService.GetWrappingKey:output_type -> hsmgate.v1.GetWrappingKeyResponse
+	35, // 106: hsmgate.v1.TransitService.ImportKey:output_type -> hsmgate.v1.ImportKeyResponse
+	39, // 107: hsmgate.v1.TransitService.Encrypt:output_type -> hsmgate.v1.EncryptResponse
+	43, // 108: hsmgate.v1.TransitService.Decrypt:output_type -> hsmgate.v1.DecryptResponse
+	47, // 109: hsmgate.v1.TransitService.Rewrap:output_type -> hsmgate.v1.RewrapResponse
+	51, // 110: hsmgate.v1.TransitService.GenerateDataKey:output_type -> hsmgate.v1.GenerateDataKeyResponse
+	55, // 111: hsmgate.v1.TransitService.SignData:output_type -> hsmgate.v1.SignDataResponse
+	59, // 112: hsmgate.v1.TransitService.VerifySignature:output_type -> hsmgate.v1.VerifySignatureResponse
+	63, // 113: hsmgate.v1.TransitService.ComputeHmac:output_type -> hsmgate.v1.ComputeHmacResponse
+	67, // 114: hsmgate.v1.TransitService.VerifyHmac:output_type -> hsmgate.v1.VerifyHmacResponse
+	69, // 115: hsmgate.v1.TransitService.GenerateRandom:output_type -> hsmgate.v1.GenerateRandomResponse
+	71, // 116: hsmgate.v1.TransitService.EncryptStream:output_type -> hsmgate.v1.EncryptStreamResponse
+	73, // 117: hsmgate.v1.TransitService.DecryptStream:output_type -> hsmgate.v1.DecryptStreamResponse
+	93, // [93:118] is the sub-list for method output_type
+	68, // [68:93] is the sub-list for method input_type
+	68, // [68:68] is the sub-list for extension type_name
+	68, // [68:68] is the sub-list for extension extendee
+	0,  // [0:68] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_transit_proto_init() }
@@ -5338,7 +5403,7 @@ func file_hsmgate_v1_transit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmgate_v1_transit_proto_rawDesc), len(file_hsmgate_v1_transit_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   72,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,400 @@
+package transit
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hsmgate/hsmgate/keystore"
+	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// Store layout.
+const (
+	// KeyPrefix holds one TransitKeyRecord per key: KeyPrefix + name.
+	KeyPrefix = "transit/keys/"
+	// UsagePrefix holds one TransitUsageRecord per key version:
+	// UsagePrefix + name + "/" + version.
+	UsagePrefix = "transit/usage/"
+	// WrappingKeyPath holds the ImportKey RSA-4096 key pair (private half
+	// wrapped under the KEK) as a TransitKeyRecord.
+	WrappingKeyPath = "transit/wrapping-key"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultUsageBlock        = 1 << 16
+	DefaultParallelThreshold = 64
+	DefaultRotateInterval    = time.Minute
+	// MinAutoRotatePeriod is the shortest auto_rotate_period accepted.
+	MinAutoRotatePeriod = time.Hour
+)
+
+// Config is what the engine needs. Store and KEK are required.
+type Config struct {
+	// Store persists key records and usage counters.
+	Store keystore.Store
+	// KEK wraps new material; blobs wrapped by another label are unwrapped
+	// with OldKEK(label).
+	KEK Wrapper
+	// OldKEK finds a KEK by label for blobs wrapped before a KEK rotation. Optional.
+	OldKEK func(ctx context.Context, label string) (Wrapper, error)
+	// HSM generates hsm-resident keys and provides the RNG for key material
+	// and GenerateRandom. Nil: no hsm residency, material from Rand.
+	HSM HSM
+	// Rand makes nonces and data keys. Default crypto/rand.Reader.
+	Rand io.Reader
+	// Clock for creation times and auto-rotation. Default the system clock.
+	Clock Clock
+	// Logger for the few events worth logging (a failed watch, an orphaned
+	// HSM object). Default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the engine's Prometheus metrics. Nil: not registered.
+	Registerer prometheus.Registerer
+	// UsageBlock is how many encryptions one store write reserves per version
+	// (default DefaultUsageBlock).
+	UsageBlock uint64
+	// ParallelThreshold is the batch size above which a batch is split across
+	// runtime.GOMAXPROCS goroutines (default DefaultParallelThreshold).
+	ParallelThreshold int
+	// RotateInterval is how often RunRotator checks for due keys (default
+	// DefaultRotateInterval).
+	RotateInterval time.Duration
+}
+
+// Engine is the transit engine. Create it with New and Close it when done.
+type Engine struct {
+	cfg     Config
+	store   keystore.Store
+	log     *slog.Logger
+	clock   Clock
+	rand    io.Reader
+	metrics *metrics
+
+	cache sync.Map // name → *cacheEntry
+	epoch atomic.Uint64
+	usage sync.Map // usageKey → *usageCounter
+
+	rotateMu sync.Mutex // serialises usage-triggered rotations in this process
+
+	wrapMu  sync.Mutex
+	wrapKey atomic.Pointer[wrappingKey]
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type cacheEntry struct {
+	p      atomic.Pointer[keyState]
+	loadMu sync.Mutex
+}
+
+// New checks cfg, starts the Watch on KeyPrefix that keeps the cache
+// coherent with other processes, and returns the engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil || cfg.KEK == nil {
+		return nil, errors.New("transit: Config.Store and Config.KEK are required")
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.UsageBlock == 0 {
+		cfg.UsageBlock = DefaultUsageBlock
+	}
+	if cfg.ParallelThreshold <= 0 {
+		cfg.ParallelThreshold = DefaultParallelThreshold
+	}
+	if cfg.RotateInterval <= 0 {
+		cfg.RotateInterval = DefaultRotateInterval
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, store: cfg.Store, log: cfg.Logger, clock: cfg.Clock, rand: cfg.Rand, metrics: m}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := e.store.Watch(ctx, KeyPrefix)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("transit: watch %s: %w", KeyPrefix, err)
+	}
+	e.cancel = cancel
+	e.done = make(chan struct{})
+	go e.watch(ctx, ch)
+	return e, nil
+}
+
+// Close stops the watch. The store and HSM stay open (they belong to the caller).
+func (e *Engine) Close() error {
+	e.cancel()
+	<-e.done
+	return nil
+}
+
+// watch applies changes made by any process to cached keys. A cut-off watch
+// is restarted and the whole cache dropped (keys reload on next use).
+func (e *Engine) watch(ctx context.Context, ch <-chan keystore.Event) {
+	defer close(e.done)
+	for {
+		for ev := range ch {
+			e.apply(ctx, ev)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		e.dropAll()
+		var err error
+		for {
+			ch, err = e.store.Watch(ctx, KeyPrefix)
+			if err == nil {
+				break
+			}
+			e.log.Warn("transit: watch failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+		// Changes between the cut-off and the new watch are not seen: drop again.
+		e.dropAll()
+	}
+}
+
+func (e *Engine) dropAll() {
+	e.epoch.Add(1)
+	e.cache.Range(func(k, _ any) bool { e.cache.Delete(k); return true })
+}
+
+func (e *Engine) apply(ctx context.Context, ev keystore.Event) {
+	name := strings.TrimPrefix(ev.Key, KeyPrefix)
+	v, ok := e.cache.Load(name)
+	if ev.Type == keystore.EventDelete {
+		e.epoch.Add(1)
+		e.cache.Delete(name)
+		e.forgetUsage(name)
+		return
+	}
+	if !ok {
+		return // not cached: loaded on first use
+	}
+	ent := v.(*cacheEntry)
+	if cur := ent.p.Load(); cur != nil && cur.rev >= ev.Revision {
+		return // our own write, installed already
+	}
+	rec := &pb.TransitKeyRecord{}
+	if err := proto.Unmarshal(ev.Value, rec); err != nil {
+		e.log.Error("transit: undecodable key record", "key", name, "err", err)
+		e.cache.Delete(name)
+		return
+	}
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := e.build(bctx, rec, ev.Revision, ent.p.Load())
+	if err != nil {
+		e.log.Warn("transit: reload after change failed; key will reload on next use", "key", name, "err", err)
+		e.epoch.Add(1)
+		e.cache.Delete(name)
+		return
+	}
+	e.install(name, st)
+}
+
+// install puts st in the cache unless a newer revision is there.
+func (e *Engine) install(name string, st *keyState) {
+	v, _ := e.cache.LoadOrStore(name, &cacheEntry{})
+	ent := v.(*cacheEntry)
+	for {
+		cur := ent.p.Load()
+		if cur != nil && cur.rev >= st.rev {
+			return
+		}
+		if ent.p.CompareAndSwap(cur, st) {
+			e.metrics.observeKey(st)
+			return
+		}
+	}
+}
+
+// state returns the cached snapshot of a key, loading it on first use. This
+// is the hot path: a sync.Map load and an atomic pointer load.
+func (e *Engine) state(ctx context.Context, name string) (*keyState, error) {
+	if v, ok := e.cache.Load(name); ok {
+		if st := v.(*cacheEntry).p.Load(); st != nil {
+			return st, nil
+		}
+	}
+	return e.load(ctx, name)
+}
+
+func (e *Engine) load(ctx context.Context, name string) (*keyState, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	v, _ := e.cache.LoadOrStore(name, &cacheEntry{})
+	ent := v.(*cacheEntry)
+	ent.loadMu.Lock()
+	defer ent.loadMu.Unlock()
+	if st := ent.p.Load(); st != nil {
+		return st, nil
+	}
+	epoch := e.epoch.Load()
+	rec, rev, err := e.getRecord(ctx, name)
+	if err != nil {
+		if errors.Is(err, ErrKeyNotFound) {
+			e.cache.CompareAndDelete(name, ent)
+		}
+		return nil, err
+	}
+	st, err := e.build(ctx, rec, rev, nil)
+	if err != nil {
+		return nil, err
+	}
+	if e.epoch.Load() == epoch {
+		e.install(name, st)
+	}
+	return st, nil
+}
+
+// getRecord reads a key's record.
+func (e *Engine) getRecord(ctx context.Context, name string) (*pb.TransitKeyRecord, int64, error) {
+	ent, err := e.store.Get(ctx, KeyPrefix+name)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return nil, 0, fmt.Errorf("%w: %q", ErrKeyNotFound, name)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("transit: read key %q: %w", name, err)
+	}
+	rec := &pb.TransitKeyRecord{}
+	if err := proto.Unmarshal(ent.Value, rec); err != nil {
+		return nil, 0, fmt.Errorf("transit: decode key %q: %w", name, err)
+	}
+	return rec, ent.Revision, nil
+}
+
+// maxCASRetries bounds compare-and-swap retries on one key record.
+const maxCASRetries = 16
+
+// update applies fn to the key's record with compare-and-swap, retrying on
+// conflict, installs the new snapshot and returns it. fn may return
+// errNoChange to skip the write. undo, if fn set it, runs when a write is
+// abandoned (to destroy HSM objects made for it).
+func (e *Engine) update(ctx context.Context, name string, fn func(rec *pb.TransitKeyRecord, undo *[]func()) error) (*keyState, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	for range maxCASRetries {
+		rec, rev, err := e.getRecord(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		var undo []func()
+		err = fn(rec, &undo)
+		if errors.Is(err, errNoChange) {
+			return e.build(ctx, rec, rev, e.cached(name))
+		}
+		if err == nil {
+			rec.UpdateTime = ts(e.clock.Now())
+			var newRev int64
+			newRev, err = e.putRecord(ctx, rec, rev)
+			if err == nil {
+				st, err := e.build(ctx, rec, newRev, e.cached(name))
+				if err != nil {
+					return nil, err
+				}
+				e.install(name, st)
+				return st, nil
+			}
+		}
+		for _, u := range undo {
+			u()
+		}
+		if !errors.Is(err, keystore.ErrConflict) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("%w: key %q", ErrConflict, name)
+}
+
+var errNoChange = errors.New("transit: no change")
+
+func (e *Engine) putRecord(ctx context.Context, rec *pb.TransitKeyRecord, expect int64) (int64, error) {
+	b, err := proto.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("transit: encode key %q: %w", rec.GetName(), err)
+	}
+	rev, err := e.store.Put(ctx, KeyPrefix+rec.GetName(), b, expect)
+	if err != nil {
+		if errors.Is(err, keystore.ErrConflict) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("transit: write key %q: %w", rec.GetName(), err)
+	}
+	return rev, nil
+}
+
+func (e *Engine) cached(name string) *keyState {
+	if v, ok := e.cache.Load(name); ok {
+		return v.(*cacheEntry).p.Load()
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+
+func checkName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: key name %q: 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'", ErrInvalid, name)
+	}
+	return nil
+}
+
+// workers returns how many goroutines a batch of n items should use.
+func (e *Engine) workers(n int) int {
+	if n <= e.cfg.ParallelThreshold {
+		return 1
+	}
+	w := runtime.GOMAXPROCS(0)
+	if w > n/(e.cfg.ParallelThreshold/2+1) {
+		w = n/(e.cfg.ParallelThreshold/2+1) + 1
+	}
+	return max(w, 1)
+}
+
+// parallel runs fn over [0,n) in contiguous chunks on up to workers goroutines.
+func (e *Engine) parallel(n int, fn func(lo, hi int)) {
+	w := e.workers(n)
+	if w <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + w - 1) / w
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,89 @@
+package transit
+
+import (
+	"context"
+	"encoding/pem"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// RunRotator rotates keys whose auto_rotate_period has passed since their
+// last rotation, checking every Config.RotateInterval until ctx is done.
+// Run one per process; replicas that race rotate a key once, because each
+// rotation is a compare-and-swap that checks the latest version.
+func (e *Engine) RunRotator(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.RotateInterval)
+	defer t.Stop()
+	for {
+		if _, err := e.RotateDue(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("transit: auto-rotation pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// RotateDue does one auto-rotation pass at Config.Clock's time and returns
+// the names it rotated.
+func (e *Engine) RotateDue(ctx context.Context) ([]string, error) {
+	ents, err := e.store.List(ctx, KeyPrefix)
+	if err != nil {
+		return nil, err
+	}
+	now := e.clock.Now()
+	var rotated []string
+	var firstErr error
+	for _, ent := range ents {
+		rec := &pb.TransitKeyRecord{}
+		if proto.Unmarshal(ent.Value, rec) != nil || !due(rec, now) {
+			continue
+		}
+		name := strings.TrimPrefix(ent.Key, KeyPrefix)
+		from := rec.GetLatestVersion()
+		st, err := e.update(ctx, name, func(rec *pb.TransitKeyRecord, undo *[]func()) error {
+			if rec.GetLatestVersion() != from || !due(rec, e.clock.Now()) {
+				return errNoChange
+			}
+			return e.addVersion(ctx, rec, undo)
+		})
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if st.rec.GetLatestVersion() == from {
+			continue
+		}
+		e.metrics.rotations.WithLabelValues(name, "auto").Inc()
+		rotated = append(rotated, name)
+	}
+	return rotated, firstErr
+}
+
+func due(rec *pb.TransitKeyRecord, now time.Time) bool {
+	p := rec.GetAutoRotatePeriod().AsDuration()
+	if p <= 0 || rec.GetImported() {
+		return false
+	}
+	last := rec.GetLastRotateTime()
+	if last == nil {
+		last = rec.GetCreateTime()
+	}
+	return !now.Before(last.AsTime().Add(p))
+}
+
+func pemDecode(b []byte) ([]byte, []byte) {
+	blk, rest := pem.Decode(b)
+	if blk == nil {
+		return nil, rest
+	}
+	return blk.Bytes, rest
+}

@@ -1,0 +1,26 @@
+package transit
+
+import "crypto/subtle"
+
+// secret holds key bytes. It copies in and out, so a caller's slice never
+// aliases key material, and compares in constant time. It has no String or
+// Format method on purpose: printing one prints a struct with an unexported
+// field, never the bytes.
+type secret struct{ b []byte }
+
+func newSecret(b []byte) secret { return secret{b: append([]byte(nil), b...)} }
+
+// Bytes returns a copy of the key bytes.
+func (s secret) Bytes() []byte { return append([]byte(nil), s.b...) }
+
+// Len is the key length.
+func (s secret) Len() int { return len(s.b) }
+
+// Equal compares in constant time.
+func (s secret) Equal(o secret) bool { return subtle.ConstantTimeCompare(s.b, o.b) == 1 }
+
+// view returns the bytes without a copy, for the engine's own use only.
+func (s secret) view() []byte { return s.b }
+
+// wipe overwrites a temporary buffer of key bytes.
+func wipe(b []byte) { clear(b) }

@@ -1,0 +1,45 @@
+// Package transithsm adapts *hsm.Module to transit's small HSM interface
+// (the methods return hsm's concrete types; transit wants its interfaces).
+package transithsm
+
+import (
+	"context"
+
+	"github.com/hsmgate/hsmgate/hsm"
+	"github.com/hsmgate/hsmgate/transit"
+)
+
+// Module is an *hsm.Module seen as a transit.HSM.
+type Module struct{ M *hsm.Module }
+
+// New adapts m.
+func New(m *hsm.Module) transit.HSM { return Module{M: m} }
+
+var _ transit.HSM = Module{}
+var _ transit.Wrapper = (*hsm.KEK)(nil)
+
+func (a Module) GenerateKey(ctx context.Context, label, keyType string) error {
+	return a.M.GenerateKey(ctx, label, hsm.KeyType(keyType))
+}
+
+func (a Module) DestroyKey(ctx context.Context, label string) error {
+	return a.M.DestroyKey(ctx, label)
+}
+
+func (a Module) AEAD(ctx context.Context, label string) (transit.AEAD, error) {
+	x, err := a.M.AEAD(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+func (a Module) Signer(ctx context.Context, label string) (transit.Signer, error) {
+	x, err := a.M.Signer(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+func (a Module) Random(ctx context.Context, n int) ([]byte, error) { return a.M.Random(ctx, n) }
