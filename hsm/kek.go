@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -18,11 +19,15 @@ type KEK struct {
 // EnsureKEK finds the AES-256 key-encryption key with this label, or creates
 // it (CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE=false,
 // CKA_WRAP/CKA_UNWRAP=true, no encrypt/decrypt/sign). created reports whether
-// it was made now. ErrKeyExists if the label belongs to something else.
+// it was made now. ErrKeyExists if the label belongs to another kind of key.
 func (m *Module) EnsureKEK(ctx context.Context, label string) (kek *KEK, created bool, err error) {
-	if k, err := m.KEK(ctx, label); err == nil {
+	k, err := m.KEK(ctx, label)
+	switch {
+	case err == nil:
 		return k, false, nil
-	} else if !errors.Is(err, ErrKeyNotFound) {
+	case errors.Is(err, ErrUnsupported):
+		return nil, false, fmt.Errorf("hsm: KEK %q: label taken by another kind of key: %w", label, ErrKeyExists)
+	case !errors.Is(err, ErrKeyNotFound):
 		return nil, false, err
 	}
 	err = m.create(ctx, label, func(m *Module, s *session, label string, id []byte) error {
@@ -194,12 +199,15 @@ func unpad8(b []byte) ([]byte, error) {
 	return append([]byte(nil), b[:i]...), nil
 }
 
+// ulong decodes a CK_ULONG attribute (native byte order, as the C library wrote it).
 func ulong(b []byte) uint {
-	var v uint
-	for i := len(b) - 1; i >= 0; i-- { // native little-endian CK_ULONG
-		v = v<<8 | uint(b[i])
+	switch len(b) {
+	case 8:
+		return uint(binary.NativeEndian.Uint64(b))
+	case 4:
+		return uint(binary.NativeEndian.Uint32(b))
 	}
-	return v
+	return ^uint(0)
 }
 
 func boolAttr(b []byte) bool { return len(b) == 1 && b[0] != 0 }

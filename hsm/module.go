@@ -44,7 +44,10 @@ type handleKey struct {
 }
 
 // Open loads the library (once per path per process; "already initialised"
-// is tolerated), finds the token by label and logs in.
+// is tolerated), finds the token by label and logs in. MaxSessions and
+// WaitTimeout default to DefaultMaxSessions and DefaultWaitTimeout. The
+// error wraps ErrUnavailable when the library cannot be loaded or the token
+// cannot be found or logged in to (a wrong PIN included).
 func Open(ctx context.Context, cfg Config) (*Module, error) {
 	if cfg.Library == "" || cfg.TokenLabel == "" {
 		return nil, errors.New("hsm: open: Library and TokenLabel are required")
@@ -126,10 +129,14 @@ func (m *Module) Ping(ctx context.Context) error {
 	})
 }
 
-// Random returns n bytes from the HSM's RNG.
+// MaxRandom is the most bytes one Random call returns.
+const MaxRandom = 1 << 20
+
+// Random returns n bytes from the HSM's RNG; ErrInvalidInput if n is
+// negative or above MaxRandom.
 func (m *Module) Random(ctx context.Context, n int) ([]byte, error) {
-	if n < 0 {
-		return nil, fmt.Errorf("hsm: random: negative length: %w", ErrInvalidInput)
+	if n < 0 || n > MaxRandom {
+		return nil, fmt.Errorf("hsm: random: length %d: %w", n, ErrInvalidInput)
 	}
 	if n == 0 {
 		return []byte{}, nil
@@ -153,7 +160,8 @@ func (m *Module) Random(ctx context.Context, n int) ([]byte, error) {
 }
 
 // Rand is an io.Reader over the HSM's RNG (for crypto APIs that take one).
-// Each Read is one C_GenerateRandom bounded by Config.WaitTimeout.
+// Each Read is one C_GenerateRandom of at most 64 KiB, bounded by
+// Config.WaitTimeout.
 func (m *Module) Rand() io.Reader { return randReader{m} }
 
 type randReader struct{ m *Module }
@@ -161,7 +169,7 @@ type randReader struct{ m *Module }
 func (r randReader) Read(p []byte) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.m.cfg.WaitTimeout)
 	defer cancel()
-	b, err := r.m.Random(ctx, len(p))
+	b, err := r.m.Random(ctx, min(len(p), 64<<10))
 	if err != nil {
 		return 0, err
 	}
@@ -238,6 +246,9 @@ func (m *Module) refindSlot(old uint) (uint, error) {
 // waits for a free place while the pool is full, until ctx is done or, when
 // ctx has no deadline, for at most Config.WaitTimeout (ErrUnavailable).
 func (m *Module) acquire(ctx context.Context) (*session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("hsm: %w", err)
+	}
 	select {
 	case m.sem <- struct{}{}:
 	default:

@@ -23,7 +23,7 @@ func TestResolvePIN(t *testing.T) {
 	t.Setenv("HSMTEST_UNSET", "")
 	for _, c := range []struct {
 		name, env, path, want string
-		wantErr                bool
+		wantErr               bool
 	}{
 		{"env wins", "HSMTEST_PIN", file, "from-env", false},
 		{"file when env unset", "HSMTEST_UNSET", file, "from-file", false},

@@ -246,6 +246,12 @@ func TestKeys(t *testing.T) {
 		if _, _, err := m.EnsureKEK(ctx, "k"); !errors.Is(err, hsm.ErrKeyExists) {
 			t.Errorf("EnsureKEK(k) over a signer: got %v, want ErrKeyExists", err)
 		}
+		if err := m.GenerateKey(ctx, "data", hsm.AES256); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := m.EnsureKEK(ctx, "data"); !errors.Is(err, hsm.ErrKeyExists) {
+			t.Errorf("EnsureKEK(data) over an AES data key: got %v, want ErrKeyExists", err)
+		}
 	})
 	t.Run("missing", func(t *testing.T) {
 		if _, err := m.Signer(ctx, "missing"); !errors.Is(err, hsm.ErrKeyNotFound) {
