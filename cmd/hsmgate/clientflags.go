@@ -1,0 +1,52 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/hsmgate/hsmgate/internal/client"
+)
+
+// clientFlags are the connection flags of every client verb. Each flag
+// overrides its environment variable (see internal/client).
+type clientFlags struct {
+	addr, caCert, token, clientCert, clientKey, serverName string
+	timeout                                                time.Duration
+}
+
+// addClientFlags adds --addr, --cacert, --token, --client-cert, --client-key,
+// --tls-server-name and --timeout to cmd.
+func addClientFlags(cmd *cobra.Command) *clientFlags {
+	f := &clientFlags{}
+	fs := cmd.Flags()
+	fs.StringVar(&f.addr, "addr", "", "server gRPC address host:port (default $"+client.EnvAddr+", else "+client.DefaultAddr+")")
+	fs.StringVar(&f.caCert, "cacert", "", "PEM file of the CA of the server certificate (default $"+client.EnvCACert+", else the system roots)")
+	fs.StringVar(&f.token, "token", "", "bearer token (default $"+client.EnvToken+"; prefer the variable: flags show in ps)")
+	fs.StringVar(&f.clientCert, "client-cert", "", "PEM client certificate for mTLS (default $"+client.EnvClientCert+")")
+	fs.StringVar(&f.clientKey, "client-key", "", "PEM key of --client-cert (default $"+client.EnvClientKey+")")
+	fs.StringVar(&f.serverName, "tls-server-name", "", "name to verify in the server certificate (default $"+client.EnvTLSServerName+", else the address's host)")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "deadline of each call")
+	return f
+}
+
+// config merges the environment and the flags.
+func (f *clientFlags) config() client.Config {
+	c := client.FromEnv()
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&c.Addr, f.addr)
+	set(&c.CACert, f.caCert)
+	set(&c.Token, f.token)
+	set(&c.ClientCert, f.clientCert)
+	set(&c.ClientKey, f.clientKey)
+	set(&c.ServerName, f.serverName)
+	return c
+}
+
+// dial connects with the merged configuration.
+func (f *clientFlags) dial() (*grpc.ClientConn, error) { return client.Dial(f.config()) }

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the server's version, uptime and whether its HSM and key store answer",
+		Long: `Show the server's version, uptime and whether its HSM and key store answer.
+
+Exits 0 when the call succeeds, even if a dependency is unreachable (see the
+output, or use --json and check hsm.reachable / store.reachable). Needs the
+"read" capability on sys/status.`,
+		Example: `  eval "$(hsmgate dev)"; hsmgate status
+  hsmgate status --addr hsmgate.internal:8443 --cacert ca.pem --json`,
+		Args: cobra.NoArgs,
+	}
+	cf := addClientFlags(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cc, err := cf.dial()
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+		defer cancel()
+		resp, err := hsmgatev1.NewSystemServiceClient(cc).GetStatus(ctx, &hsmgatev1.GetStatusRequest{})
+		if err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		if asJSON {
+			b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(resp)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(g.stdout, string(b))
+			return err
+		}
+		return printStatus(g.stdout, resp)
+	}
+	return cmd
+}
+
+func printStatus(w io.Writer, r *hsmgatev1.GetStatusResponse) error {
+	component := func(c *hsmgatev1.ComponentStatus, what string) string {
+		if c.GetReachable() {
+			return fmt.Sprintf("reachable (%s %q, %s)", what, c.GetName(), c.GetLatency().AsDuration().Round(time.Microsecond))
+		}
+		return fmt.Sprintf("UNREACHABLE (%s %q): %s", what, c.GetName(), c.GetError())
+	}
+	_, err := fmt.Fprintf(w, "version: %s\nuptime:  %s (since %s)\nhsm:     %s\nstore:   %s\n",
+		r.GetVersion(),
+		r.GetUptime().AsDuration().Round(time.Second),
+		r.GetStartTime().AsTime().UTC().Format(time.RFC3339),
+		component(r.GetHsm(), "token"),
+		component(r.GetStore(), "backend"),
+	)
+	return err
+}
