@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
@@ -51,7 +52,7 @@ func ParsePolicyDocument(name string, doc []byte) (*hsmgatev1.Policy, error) {
 	var d policyDoc
 	dec := yaml.NewDecoder(strings.NewReader(string(doc)))
 	dec.KnownFields(true)
-	if err := dec.Decode(&d); err != nil {
+	if err := dec.Decode(&d); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: policy document: %v", ErrInvalid, err)
 	}
 	p := &hsmgatev1.Policy{Name: name}
