@@ -172,7 +172,8 @@ func (s *Service) issue(ctx context.Context, r *request) (*issued, error) {
 	if err != nil {
 		return nil, err
 	}
-	lo := roleLintOptions(r.role)
+	lo := roleLintOptions(r.role, iss.rec.KeyType)
+	tmpl.Policies = rolePolicies(r.role, lo)
 	for range maxSerialAttempts {
 		serial, err := s.randomSerial()
 		if err != nil {
@@ -283,6 +284,9 @@ func (s *Service) leafTemplate(r *request, iss *issuerRT) (*x509.Certificate, er
 	}
 	if r.cn == "" && len(tmpl.DNSNames)+len(tmpl.IPAddresses)+len(tmpl.URIs) == 0 {
 		return nil, fmt.Errorf("%w: no common name and no SAN", ErrInvalid)
+	}
+	if err := checkNameConstraints(tmpl, iss.constraintCAs()); err != nil {
+		return nil, err
 	}
 	if err := s.setValidity(tmpl, role, r.ttl, iss); err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,7 +147,12 @@ func normalizeRole(in *pb.Role) (*pb.Role, error) {
 			return nil, fmt.Errorf("%w: extension %s is set by the CA and cannot come from a CSR", ErrInvalid, o)
 		}
 	}
-	if _, err := roleLintOptions(r).registry(); err != nil {
+	for _, p := range r.PolicyIdentifiers {
+		if _, err := x509.ParseOID(p); err != nil {
+			return nil, fmt.Errorf("%w: policy identifier %q", ErrInvalid, p)
+		}
+	}
+	if _, err := roleLintOptions(r, "").registry(); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -191,15 +197,42 @@ func parseOID(s string) (asn1.ObjectIdentifier, error) {
 	return oid, nil
 }
 
-func roleLintOptions(r *pb.Role) lintOptions {
+// roleLintOptions selects the lints for a role's certificates from an
+// issuer with key type issuerKT ("" when unknown).
+func roleLintOptions(r *pb.Role, issuerKT string) lintOptions {
 	srcs := r.LintSources
 	if len(srcs) == 0 {
 		srcs = []string{"RFC5280"}
-		if r.ServerFlag {
+		if r.ServerFlag && issuerKT != KeyEd25519 {
 			srcs = append(srcs, "CABF_BR")
 		}
 	}
 	return lintOptions{sources: srcs, exclude: r.LintExclude}
+}
+
+// oidDomainValidated is the CA/B Forum's domain-validated policy.
+var oidDomainValidated = x509.OID{}
+
+func init() {
+	oid, err := x509.ParseOID("2.23.140.1.2.1")
+	if err != nil {
+		panic(err)
+	}
+	oidDomainValidated = oid
+}
+
+// rolePolicies returns the certificate policies for a certificate linted with lo.
+func rolePolicies(r *pb.Role, lo lintOptions) []x509.OID {
+	var out []x509.OID
+	for _, p := range r.PolicyIdentifiers {
+		if oid, err := x509.ParseOID(p); err == nil {
+			out = append(out, oid)
+		}
+	}
+	if len(out) == 0 && slices.Contains(lo.sources, "CABF_BR") {
+		out = append(out, oidDomainValidated)
+	}
+	return out
 }
 
 // CreateRole stores a new role; ErrRoleExists if the name is taken.

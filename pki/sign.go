@@ -32,6 +32,8 @@ type issuerRT struct {
 	// lintCert has the issuer's subject and key identifier and lintKey's public key.
 	lintCert *x509.Certificate
 	lintKey  crypto.Signer
+	// chain parsed, for name constraints.
+	chain []*x509.Certificate
 	// ocspCert/ocspSigner sign OCSP responses: the delegated responder, or the issuer itself.
 	ocspCert   *x509.Certificate
 	ocspSigner crypto.Signer
@@ -79,6 +81,13 @@ func (s *Service) buildIssuer(ctx context.Context, rec *pb.Issuer, rev int64, ol
 		return nil, fmt.Errorf("pki: issuer %q: parse certificate: %v", rec.Name, err)
 	}
 	rt.cert = cert
+	for _, d := range rec.Chain {
+		c, err := x509.ParseCertificate(d)
+		if err != nil {
+			return nil, fmt.Errorf("pki: issuer %q: parse chain: %v", rec.Name, err)
+		}
+		rt.chain = append(rt.chain, c)
+	}
 	if old != nil && old.cert != nil && bytes.Equal(old.rec.Certificate, rec.Certificate) &&
 		bytes.Equal(old.rec.OcspCertificate, rec.OcspCertificate) {
 		rt.signer, rt.lintCert, rt.lintKey = old.signer, old.lintCert, old.lintKey
@@ -104,6 +113,11 @@ func (s *Service) buildIssuer(ctx context.Context, rec *pb.Issuer, rev int64, ol
 		rt.ocspCert, rt.ocspSigner = oc, os
 	}
 	return rt, nil
+}
+
+// constraintCAs are the issuer's certificate and those above it.
+func (rt *issuerRT) constraintCAs() []*x509.Certificate {
+	return append([]*x509.Certificate{rt.cert}, rt.chain...)
 }
 
 // makeLintIssuer makes the linting copy of an issuer: a certificate with the
