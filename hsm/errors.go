@@ -11,6 +11,10 @@ import (
 // was logged out from outside). Recovered by logging in again.
 var errNotLoggedIn = errors.New("hsm: session is not logged in")
 
+// errTokenGone: C_GetTokenInfo fails for our slot (SoftHSM does so when the
+// token's directory has gone away); treated like a dead session.
+var errTokenGone = errors.New("hsm: token does not answer")
+
 // errClosed: the Module was closed.
 var errClosed = fmt.Errorf("hsm: module closed: %w", ErrUnavailable)
 
@@ -32,6 +36,9 @@ func rvOf(err error) (uint, bool) {
 // reused and never closed (its handle number may already belong to a new
 // session).
 func sessionDead(err error) bool {
+	if errors.Is(err, errTokenGone) {
+		return true
+	}
 	rv, ok := rvOf(err)
 	if !ok {
 		return false

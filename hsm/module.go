@@ -114,19 +114,19 @@ func (m *Module) Close() error {
 // TokenLabel is the label of the token in use.
 func (m *Module) TokenLabel() string { return m.cfg.TokenLabel }
 
-// Ping checks that the token answers with a logged-in session; ErrUnavailable
-// if not (after one attempt to recover).
+// Ping checks that the token answers (C_GetTokenInfo) and that a session is
+// logged in; ErrUnavailable if not (after one attempt to recover).
 func (m *Module) Ping(ctx context.Context) error {
-	return m.do(ctx, func(s *session) error {
-		info, err := m.p.GetSessionInfo(s.h)
-		if err != nil {
+	err := m.do(ctx, func(s *session) error {
+		if err := m.checkLogin(s); err != nil {
 			return err
 		}
-		if info.State != pkcs11.CKS_RW_USER_FUNCTIONS {
-			return errNotLoggedIn
-		}
-		return nil
+		return m.checkToken()
 	})
+	if err != nil {
+		return fmt.Errorf("hsm: ping %q: %w", m.cfg.TokenLabel, err)
+	}
+	return nil
 }
 
 // MaxRandom is the most bytes one Random call returns.
@@ -356,7 +356,10 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 	default:
 		m.log.Warn("hsm session broken; recovering", "error", err)
 		// Dropped without a close, keeping its place in the pool for the retry.
-		m.newGeneration(s.gen)
+		if err := m.newGeneration(s.gen); err != nil {
+			<-m.sem
+			return err
+		}
 		if s, err = m.openSession(); err != nil {
 			<-m.sem
 			return err
@@ -384,14 +387,21 @@ func (m *Module) run(s *session, op func(*session) error) error {
 
 // newGeneration marks every session of generation gen as dead (if nobody
 // did it already): idle ones are dropped by acquire, busy ones by release.
-func (m *Module) newGeneration(gen uint64) {
+// It then looks the token up again by label, since a token that comes back
+// may come back in another slot.
+func (m *Module) newGeneration(gen uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.gen != gen {
-		return
+	if m.gen == gen {
+		m.gen++
+		clear(m.handles)
 	}
-	m.gen++
-	clear(m.handles)
+	slot, err := m.findSlot()
+	if err != nil {
+		return err
+	}
+	m.slot = slot
+	return nil
 }
 
 func (m *Module) forgetHandles() {

@@ -76,7 +76,12 @@ func (m *Module) find(s *session, label string, class uint) (pkcs11.ObjectHandle
 		return 0, err
 	}
 	if len(hs) == 0 {
+		// Before saying "not found", make sure that the token is there and
+		// that we see its private objects.
 		if err := m.checkLogin(s); err != nil {
+			return 0, err
+		}
+		if err := m.checkToken(); err != nil {
 			return 0, err
 		}
 		return 0, fmt.Errorf("hsm: %q: %w", label, ErrKeyNotFound)
@@ -101,9 +106,23 @@ func (m *Module) checkLogin(s *session) error {
 	return nil
 }
 
+// checkToken returns errTokenGone if the token does not answer C_GetTokenInfo.
+func (m *Module) checkToken() error {
+	m.mu.Lock()
+	slot := m.slot
+	m.mu.Unlock()
+	if _, err := m.p.GetTokenInfo(slot); err != nil {
+		return fmt.Errorf("%w: %w", errTokenGone, err)
+	}
+	return nil
+}
+
 // labelTaken reports whether any object carries this label.
 func (m *Module) labelTaken(s *session, label string) (bool, error) {
 	if err := m.checkLogin(s); err != nil {
+		return false, err
+	}
+	if err := m.checkToken(); err != nil {
 		return false, err
 	}
 	hs, err := m.findAll(s, []*pkcs11.Attribute{attr(pkcs11.CKA_LABEL, label)})
@@ -252,6 +271,9 @@ func (m *Module) genEd25519(s *session, label string, id []byte) error {
 func (m *Module) DestroyKey(ctx context.Context, label string) error {
 	err := m.do(ctx, func(s *session) error {
 		if err := m.checkLogin(s); err != nil {
+			return err
+		}
+		if err := m.checkToken(); err != nil {
 			return err
 		}
 		hs, err := m.findAll(s, []*pkcs11.Attribute{attr(pkcs11.CKA_LABEL, label)})

@@ -1,12 +1,15 @@
 package hsm_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -359,5 +362,45 @@ func TestConcurrent(t *testing.T) {
 	close(errc)
 	for err := range errc {
 		t.Errorf("concurrent call: %v", err)
+	}
+}
+
+// tokenDir returns the directory in which SoftHSM keeps the token labelled label.
+func tokenDir(t *testing.T, label string) string {
+	t.Helper()
+	dirs, _ := filepath.Glob(filepath.Join(filepath.Dir(os.Getenv("SOFTHSM2_CONF")), "tokens", "*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "token.object"))
+		if err == nil && bytes.Contains(b, []byte(label+" ")) {
+			return d
+		}
+	}
+	t.Fatalf("no token directory for %q", label)
+	return ""
+}
+
+// TestTokenRemoved takes the token's directory away while the Module is in
+// use (SoftHSM's nearest thing to pulling a token out) and checks that calls
+// fail with ErrUnavailable rather than ErrKeyNotFound. SoftHSM 2.6.1 never
+// rediscovers a token in a process once its directory has vanished (nor one
+// created after C_Initialize), so coming back is tested by TestTokenAway.
+func TestTokenRemoved(t *testing.T) {
+	f := newFixture(t, hsmtest.Module(t))
+	dir := tokenDir(t, f.m.TokenLabel())
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Rename(dir+".away", dir) })
+	for name, op := range f.ops() {
+		if name == "Random" {
+			continue // SoftHSM's RNG does not need the token
+		}
+		t.Run(name, func(t *testing.T) {
+			for i := range 2 {
+				if err := op(ctx); !errors.Is(err, hsm.ErrUnavailable) {
+					t.Fatalf("call %d while away: got %v, want ErrUnavailable", i, err)
+				}
+			}
+		})
 	}
 }
