@@ -1,0 +1,259 @@
+package pki
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+
+	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+func httpGet(t testing.TB, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
+	}
+	return b
+}
+
+// TestOCSPAndCRLWithOpenSSL checks, with openssl against our HTTP handler on
+// loopback, that OCSP says good and then revoked after Revoke, that the CRL
+// parses and that verify -crl_check refuses the revoked certificate. Per
+// issuer key type: Ed25519 issuers answer OCSP through a delegated responder.
+func TestOCSPAndCRLWithOpenSSL(t *testing.T) {
+	for _, kt := range []string{KeyECDSAP256, KeyRSA3072, KeyEd25519} {
+		t.Run(kt, func(t *testing.T) {
+			e := newEnv(t, realClock)
+			ctx := context.Background()
+			root := e.root(t, "root", KeyECDSAP384)
+			inter := e.intermediate(t, "inter", kt, "root", nil)
+			e.role(t, webRole("web"))
+			resp, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			leaf := parseCert(t, resp.Certificate)
+			if got, want := leaf.OCSPServer, []string{e.srv.URL + "/pki/ocsp"}; len(got) != 1 || got[0] != want[0] {
+				t.Errorf("OCSPServer = %v, want %v", got, want)
+			}
+			if got := leaf.CRLDistributionPoints; len(got) != 1 || got[0] != e.srv.URL+"/pki/issuer/inter/crl" {
+				t.Errorf("CRLDistributionPoints = %v", got)
+			}
+			// The AIA CA issuers URL serves the issuer certificate.
+			if got := httpGet(t, leaf.IssuingCertificateURL[0]); !bytes.Equal(got, inter.Certificate) {
+				t.Errorf("AIA CA issuers URL did not return the issuer's DER")
+			}
+			dir := t.TempDir()
+			rootPEM := writeFile(t, dir, "root.pem", pemCerts(root.Certificate))
+			interPEM := writeFile(t, dir, "inter.pem", pemCerts(inter.Certificate))
+			chainPEM := writeFile(t, dir, "chain.pem", pemCerts(inter.Certificate, root.Certificate))
+			leafPEM := writeFile(t, dir, "leaf.pem", pemCerts(resp.Certificate))
+			ocspCheck := func(want string) {
+				t.Helper()
+				out, err := openssl(t, "ocsp", "-issuer", interPEM, "-cert", leafPEM, "-url", e.srv.URL+"/pki/ocsp",
+					"-CAfile", chainPEM, "-no_nonce")
+				if err != nil || !strings.Contains(out, "leaf.pem: "+want) || !strings.Contains(out, "Response verify OK") {
+					t.Fatalf("openssl ocsp: want %q and a verified response; err %v\n%s", want, err, out)
+				}
+			}
+			ocspCheck("good")
+			crlCheck := func(wantRevoked bool) {
+				t.Helper()
+				der := httpGet(t, e.srv.URL+"/pki/issuer/inter/crl")
+				crlPEM := writeFile(t, dir, "crl.pem", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+				if out, err := openssl(t, "crl", "-in", crlPEM, "-noout", "-text"); err != nil || !strings.Contains(out, "Certificate Revocation List") {
+					t.Fatalf("openssl crl: %v\n%s", err, out)
+				}
+				out, err := openssl(t, "verify", "-crl_check", "-CAfile", rootPEM, "-untrusted", interPEM, "-CRLfile", crlPEM, leafPEM)
+				if wantRevoked {
+					if err == nil || !strings.Contains(out, "certificate revoked") {
+						t.Fatalf("openssl verify -crl_check of a revoked certificate: err %v, want refusal\n%s", err, out)
+					}
+				} else if err != nil || !strings.Contains(out, "leaf.pem: OK") {
+					t.Fatalf("openssl verify -crl_check: %v\n%s", err, out)
+				}
+			}
+			crlCheck(false)
+			if _, err := e.svc.Revoke(ctx, &pb.RevokeRequest{Serial: resp.Serial, Reason: 1}); err != nil {
+				t.Fatalf("Revoke: %v", err)
+			}
+			ocspCheck("revoked")
+			crlCheck(true)
+
+			// GET form (RFC 6960 A.1) answers the same, read with Go.
+			reqDER, err := ocsp.CreateRequest(leaf, parseCert(t, inter.Certificate), &ocsp.RequestOptions{Hash: crypto.SHA256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := httpGet(t, e.srv.URL+"/pki/ocsp/"+base64.StdEncoding.EncodeToString(reqDER))
+			r, err := ocsp.ParseResponseForCert(body, leaf, parseCert(t, inter.Certificate))
+			if err != nil {
+				t.Fatalf("parse OCSP GET response: %v", err)
+			}
+			if r.Status != ocsp.Revoked || r.RevocationReason != ocsp.KeyCompromise {
+				t.Errorf("OCSP GET status %d reason %d, want revoked, keyCompromise", r.Status, r.RevocationReason)
+			}
+		})
+	}
+}
+
+func TestOCSPUnknownAndUnauthorized(t *testing.T) {
+	e := newEnv(t, realClock)
+	root := e.root(t, "root", KeyECDSAP256)
+	rootCert := parseCert(t, root.Certificate)
+	fake := &x509.Certificate{SerialNumber: big.NewInt(12345)}
+	reqDER, err := ocsp.CreateRequest(fake, rootCert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(e.srv.URL+"/pki/ocsp", "application/ocsp-request", bytes.NewReader(reqDER))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	r, err := ocsp.ParseResponse(body, rootCert)
+	if err != nil || r.Status != ocsp.Unknown {
+		t.Errorf("unknown serial: status %v err %v, want Unknown", r, err)
+	}
+	// A request naming an issuer we do not have.
+	other := e.root(t, "other", KeyECDSAP256)
+	otherCert := parseCert(t, other.Certificate)
+	otherCert.RawSubject = []byte("not ours")
+	reqDER, _ = ocsp.CreateRequest(fake, otherCert, nil)
+	resp, err = http.Post(e.srv.URL+"/pki/ocsp", "application/ocsp-request", bytes.NewReader(reqDER))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(body, ocsp.UnauthorizedErrorResponse) {
+		t.Errorf("foreign issuer: got %x, want unauthorized", body)
+	}
+	// Garbage.
+	resp, err = http.Post(e.srv.URL+"/pki/ocsp", "application/ocsp-request", strings.NewReader("garbage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(body, ocsp.MalformedRequestErrorResponse) {
+		t.Errorf("garbage: got %x, want malformed", body)
+	}
+}
+
+// TestCRLRefreshAndDelta drives CRL regeneration with a fake clock.
+func TestCRLRefreshAndDelta(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.CRLValidity, c.DeltaCRLValidity, c.DeltaCRLOnRevoke = 24*time.Hour, time.Hour, true
+	})
+	ctx := context.Background()
+	root := e.root(t, "root", KeyECDSAP256)
+	rootCert := parseCert(t, root.Certificate)
+	e.role(t, webRole("web"))
+	if err := e.svc.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	crl := func(delta bool) *x509.RevocationList {
+		t.Helper()
+		der, err := e.svc.CRL(ctx, "root", delta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.CheckSignatureFrom(rootCert); err != nil {
+			t.Fatalf("CRL signature: %v", err)
+		}
+		if !l.NextUpdate.After(e.clock.Now()) {
+			t.Fatalf("CRL nextUpdate %v is not after now %v", l.NextUpdate, e.clock.Now())
+		}
+		return l
+	}
+	full0 := crl(false)
+	e.clock.Advance(11 * time.Hour)
+	if err := e.svc.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := crl(false).Number; got.Cmp(full0.Number) != 0 {
+		t.Errorf("full CRL rebuilt before half its validity: number %v, was %v", got, full0.Number)
+	}
+	resp, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Revoke(ctx, &pb.RevokeRequest{Serial: resp.Serial}); err != nil {
+		t.Fatal(err)
+	}
+	full, delta := crl(false), crl(true)
+	serial := parseCert(t, resp.Certificate).SerialNumber
+	has := func(l *x509.RevocationList) bool {
+		for _, r := range l.RevokedCertificateEntries {
+			if r.SerialNumber.Cmp(serial) == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if has(full) || !has(delta) {
+		t.Errorf("after a revocation with DeltaCRLOnRevoke: in full %v (want false), in delta %v (want true)", has(full), has(delta))
+	}
+	if delta.Number.Cmp(full.Number) <= 0 {
+		t.Errorf("delta number %v not above full number %v", delta.Number, full.Number)
+	}
+	var ind bool
+	for _, x := range delta.Extensions {
+		if x.Id.Equal(oidDeltaCRLIndicator) && x.Critical {
+			ind = true
+		}
+	}
+	if !ind {
+		t.Errorf("delta CRL lacks a critical delta CRL indicator")
+	}
+	e.clock.Advance(2 * time.Hour) // past half the full CRL's validity, and past the delta's nextUpdate
+	if err := e.svc.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if full2 := crl(false); !has(full2) || full2.Number.Cmp(full.Number) <= 0 {
+		t.Errorf("after refresh: full CRL has revoked serial %v (want true), number %v (was %v)", has(full2), full2.Number, full.Number)
+	}
+	crl(true)
+	// Tidy after expiry drops the record and the CRL entry.
+	e.clock.Advance(25*24*time.Hour + 72*time.Hour)
+	tr, err := e.svc.Tidy(ctx, &pb.TidyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.CertificatesRemoved != 1 || tr.RevokedRemoved != 1 {
+		t.Errorf("Tidy removed %d certificates, %d revoked; want 1, 1", tr.CertificatesRemoved, tr.RevokedRemoved)
+	}
+	if has(crl(false)) {
+		t.Errorf("tidied certificate still on the CRL")
+	}
+	if _, err := e.svc.GetCertificate(ctx, &pb.GetCertificateRequest{Serial: resp.Serial}); !errors.Is(err, ErrCertNotFound) {
+		t.Errorf("GetCertificate after Tidy: %v, want ErrCertNotFound", err)
+	}
+}
