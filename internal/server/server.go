@@ -346,6 +346,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	hs := s.httpServer()
 
+	// Health says SERVING before the first connection is accepted.
+	s.markServing()
 	errc := make(chan error, 2)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -364,7 +366,6 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	s.markServing()
 	s.log.Info("serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
 
 	var serveErr error
