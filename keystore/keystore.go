@@ -102,7 +102,9 @@ type Event struct {
 type Store interface {
 	// Get returns the entry at key, or ErrNotFound.
 	Get(ctx context.Context, key string) (Entry, error)
-	// List returns every entry whose key starts with prefix, sorted by key.
+	// List returns every entry whose key starts with prefix, sorted by key
+	// (byte order), read from one consistent snapshot. An empty prefix lists
+	// everything.
 	List(ctx context.Context, prefix string) ([]Entry, error)
 	// Put writes value at key if the key's current revision equals expect
 	// (MustNotExist: the key must be absent; AnyRevision: unconditional) and
@@ -120,6 +122,7 @@ type Store interface {
 	Ping(ctx context.Context) error
 	// Backend names the implementation: "bbolt" or "etcd".
 	Backend() string
-	// Close releases the store; later calls return ErrUnavailable.
+	// Close releases the store and closes every Watch channel; later calls
+	// return ErrUnavailable. A second Close returns nil.
 	Close() error
 }

@@ -79,7 +79,8 @@ var _ keystore.Store = (*Store)(nil)
 type watcher struct {
 	prefix string
 	ch     chan keystore.Event
-	closed bool // guarded by Store.mu
+	done   chan struct{} // closed with ch, ends the goroutine that waits for ctx
+	closed bool          // guarded by Store.mu
 }
 
 // Open opens (creating if needed) the store file at path. If another process
@@ -384,7 +385,7 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 		return nil, err
 	}
 	defer s.unlockWrite()
-	w := &watcher{prefix: prefix, ch: make(chan keystore.Event, s.opts.WatchBuffer)}
+	w := &watcher{prefix: prefix, ch: make(chan keystore.Event, s.opts.WatchBuffer), done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
@@ -393,10 +394,13 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 	s.watchers[w] = struct{}{}
 	s.mu.Unlock()
 	go func() {
-		<-ctx.Done()
-		s.mu.Lock()
-		s.dropLocked(w)
-		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			s.dropLocked(w)
+			s.mu.Unlock()
+		case <-w.done: // cut off, or the store closed
+		}
 	}()
 	return w.ch, nil
 }
@@ -405,6 +409,7 @@ func (s *Store) dropLocked(w *watcher) {
 	if !w.closed {
 		w.closed = true
 		close(w.ch)
+		close(w.done)
 		delete(s.watchers, w)
 	}
 }

@@ -75,6 +75,8 @@ type Store struct {
 	cfg    Config
 	prefix string
 	closed atomic.Bool
+
+	watches atomic.Int64 // running watch goroutines (for tests)
 }
 
 var _ keystore.Store = (*Store)(nil)
@@ -336,7 +338,9 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	wch := s.cli.Watch(wctx, full, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
 	out := make(chan keystore.Event, s.cfg.WatchBuffer)
+	s.watches.Add(1)
 	go func() {
+		defer s.watches.Add(-1)
 		defer close(out)
 		defer wcancel()
 		for wresp := range wch {

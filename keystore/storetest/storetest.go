@@ -34,7 +34,7 @@ import (
 )
 
 // Timeout bounds each wait for a store call or an event.
-var Timeout = 20 * time.Second
+var Timeout = 60 * time.Second
 
 // Factory returns a fresh, empty store for one subtest.
 type Factory func(t *testing.T) keystore.Store
@@ -75,9 +75,11 @@ func Run(t *testing.T, newStore Factory) {
 }
 
 // RunDisrupted runs the concurrent compare-and-swap case and a watch over
-// the same writes on one store, calling disrupt once when about half the
-// increments are done (writers keep going meanwhile). It then checks that no
-// update was lost and that the watch saw every change, in order.
+// the same writes on one store, calling disrupt once when half the
+// increments are done. Writers keep going while disrupt runs, and the last
+// quarter of each writer's increments waits until it has returned, so writes
+// certainly happen after the disruption too. It then checks that no update
+// was lost and that the watch saw every change, in order.
 func RunDisrupted(t *testing.T, newStore Factory, disrupt func(t *testing.T)) {
 	t.Helper()
 	t.Run("ConcurrentCASAndWatchWhileDisrupted", func(t *testing.T) {
@@ -537,6 +539,11 @@ func testConcurrentCAS(t *testing.T, s keystore.Store, disrupt func(t *testing.T
 		ambiguous int // attempts that failed with ErrUnavailable: may or may not have applied
 		conflicts int
 		halfway   = make(chan struct{})
+		// Each writer stops at 3/4 of its increments until disrupt has
+		// returned, so that some writes certainly run after the disruption
+		// (and some, usually, during it). Halfway comes before every writer
+		// can be waiting, so this cannot deadlock.
+		disrupted = make(chan struct{})
 		errc      = make(chan error, writers)
 	)
 	var wg sync.WaitGroup
@@ -544,7 +551,7 @@ func testConcurrentCAS(t *testing.T, s keystore.Store, disrupt func(t *testing.T
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- casWriter(ctx, s, key, w, func(unavailable, conflict bool) {
+			errc <- casWriter(ctx, s, key, w, disrupted, func(unavailable, conflict bool) {
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -580,10 +587,13 @@ func testConcurrentCAS(t *testing.T, s keystore.Store, disrupt func(t *testing.T
 		}
 		close(notify)
 	}()
-	if disrupt != nil {
+	if disrupt == nil {
+		close(disrupted)
+	} else {
 		select {
 		case <-halfway:
 			disrupt(t)
+			close(disrupted)
 		case <-ctx.Done():
 			t.Fatalf("writers did not reach halfway: %v", ctx.Err())
 		}
@@ -672,14 +682,23 @@ func waitEvents(t *testing.T, mu *sync.Mutex, evs *[]keystore.Event, notify <-ch
 	}
 }
 
-// casWriter makes increments increments of key. report is called after each
+// casWriter makes increments increments of key, waiting for gate before the
+// last quarter of them. report is called after each
 // Put attempt. ErrConflict and ErrUnavailable are retried (the latter a bounded
 // number of times, with a short pause so a failing-over backend can settle).
-func casWriter(ctx context.Context, s keystore.Store, key string, w int, report func(unavailable, conflict bool)) error {
+func casWriter(ctx context.Context, s keystore.Store, key string, w int, gate <-chan struct{}, report func(unavailable, conflict bool)) error {
 	unavailable := 0
+	var lastErr error
 	for seq := 0; seq < increments; {
+		if seq == increments*3/4 {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return fmt.Errorf("writer %d waiting for the disruption to end: %w", w, ctx.Err())
+			}
+		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return fmt.Errorf("writer %d at increment %d: %w (last store error: %v)", w, seq, err, lastErr)
 		}
 		putFailed := false
 		e, err := s.Get(ctx, key)
@@ -701,6 +720,7 @@ func casWriter(ctx context.Context, s keystore.Store, key string, w int, report 
 			}
 			putFailed = true
 		}
+		lastErr = err
 		if errors.Is(err, keystore.ErrUnavailable) && unavailable < 200 {
 			unavailable++
 			if putFailed {

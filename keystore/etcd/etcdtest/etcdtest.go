@@ -169,23 +169,30 @@ func (c *Cluster) Leader() int {
 	return -1
 }
 
-// StopFollower stops a running member that is not the leader and returns its
-// index. It fails the test if there is no leader or no running follower.
-func (c *Cluster) StopFollower() int {
+// Follower returns the index of a running member that is not the leader.
+// It fails the test if there is no leader or no running follower.
+func (c *Cluster) Follower() int {
 	c.t.Helper()
 	lead := c.Leader()
 	if lead < 0 {
 		c.t.Fatalf("etcdtest: no leader")
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for i := range c.Members {
-		c.mu.Lock()
-		running := !c.stopped[i]
-		c.mu.Unlock()
-		if running && i != lead {
-			c.Stop(i)
+		if !c.stopped[i] && i != lead {
 			return i
 		}
 	}
 	c.t.Fatalf("etcdtest: no running follower")
 	return -1
+}
+
+// StopFollower stops a running member that is not the leader and returns its
+// index. It fails the test if there is no leader or no running follower.
+func (c *Cluster) StopFollower() int {
+	c.t.Helper()
+	i := c.Follower()
+	c.Stop(i)
+	return i
 }
