@@ -67,9 +67,11 @@ type Config struct {
 	MaxBytes int64 `yaml:"max_bytes"`
 	// Fsync makes every line durable before the request goes on (slower).
 	Fsync bool `yaml:"fsync"`
-	// HMACKeyFile holds the per-deployment HMAC key (at least 32 bytes); the
-	// server reads it (or $HSMGATE_AUDIT_HMAC_KEY) with LoadHMACKey.
+	// HMACKeyFile holds the per-deployment HMAC key (at least 32 bytes, raw);
+	// HMACKeyEnv names an environment variable holding it in hex (default
+	// HSMGATE_AUDIT_HMAC_KEY). The server reads it with LoadHMACKey.
 	HMACKeyFile string `yaml:"hmac_key_file"`
+	HMACKeyEnv  string `yaml:"hmac_key_env"`
 }
 
 // Identity is who made a request, as logged.
@@ -114,8 +116,13 @@ type Log struct {
 }
 
 // LoadHMACKey reads the HMAC key from cfg.HMACKeyFile or, when unset, from the
-// environment variable HSMGATE_AUDIT_HMAC_KEY (hex). It must be at least 32 bytes.
+// environment variable cfg.HMACKeyEnv (default HSMGATE_AUDIT_HMAC_KEY, hex).
+// It must be at least 32 bytes.
 func LoadHMACKey(cfg Config) ([]byte, error) {
+	env := cfg.HMACKeyEnv
+	if env == "" {
+		env = "HSMGATE_AUDIT_HMAC_KEY"
+	}
 	var key []byte
 	switch {
 	case cfg.HMACKeyFile != "":
@@ -124,14 +131,14 @@ func LoadHMACKey(cfg Config) ([]byte, error) {
 			return nil, fmt.Errorf("audit: hmac key: %w", err)
 		}
 		key = b
-	case os.Getenv("HSMGATE_AUDIT_HMAC_KEY") != "":
-		b, err := hex.DecodeString(os.Getenv("HSMGATE_AUDIT_HMAC_KEY"))
+	case os.Getenv(env) != "":
+		b, err := hex.DecodeString(os.Getenv(env))
 		if err != nil {
-			return nil, fmt.Errorf("audit: HSMGATE_AUDIT_HMAC_KEY is not hex")
+			return nil, fmt.Errorf("audit: $%s is not hex", env)
 		}
 		key = b
 	default:
-		return nil, fmt.Errorf("audit: no hmac key (hmac_key_file or HSMGATE_AUDIT_HMAC_KEY)")
+		return nil, fmt.Errorf("audit: no hmac key (hmac_key_file, or $%s)", env)
 	}
 	if len(key) < 32 {
 		return nil, fmt.Errorf("audit: hmac key shorter than 32 bytes")

@@ -1,14 +1,63 @@
 package config
 
-// AuditFile is the `audit` section of the file (owned by internal/audit's
-// author; see auth.go).
-type AuditFile struct{}
+import (
+	"fmt"
+	"path/filepath"
 
-// Audit is the runtime form of AuditFile.
-type Audit struct{}
+	"github.com/hsmgate/hsmgate/internal/audit"
+)
+
+//	audit:
+//	  path: /var/log/hsmgate/audit.log
+//	  stdout: false
+//	  max_bytes: 104857600          # rotate past 100 MiB (the chain continues)
+//	  fsync: false
+//	  hmac_key_file: /run/secrets/audit-hmac-key   # or hmac_key_env: HSMGATE_AUDIT_HMAC_KEY (hex)
+
+// AuditFile is the `audit` section of the file.
+type AuditFile struct {
+	Path        string `yaml:"path"`
+	Stdout      bool   `yaml:"stdout"`
+	MaxBytes    int64  `yaml:"max_bytes"`
+	Fsync       bool   `yaml:"fsync"`
+	HMACKeyFile string `yaml:"hmac_key_file"`
+	HMACKeyEnv  string `yaml:"hmac_key_env"`
+}
+
+// Audit is the runtime form of AuditFile: what audit.Open and
+// audit.LoadHMACKey take. An empty Path means no audit log (only dev mode
+// and tests should run so).
+type Audit struct {
+	audit.Config
+}
 
 // toAudit converts and checks the audit section; dir resolves relative paths.
-func (f AuditFile) toAudit(dir string) (Audit, error) { return Audit{}, nil }
+func (f AuditFile) toAudit(dir string) (Audit, error) {
+	a := Audit{Config: audit.Config{
+		Path:        absPath(dir, f.Path),
+		Stdout:      f.Stdout,
+		MaxBytes:    f.MaxBytes,
+		Fsync:       f.Fsync,
+		HMACKeyFile: absPath(dir, f.HMACKeyFile),
+		HMACKeyEnv:  f.HMACKeyEnv,
+	}}
+	return a, nil
+}
 
 // Validate checks a runtime Audit.
-func (a Audit) Validate() error { return nil }
+func (a Audit) Validate() error {
+	if a.Path == "" && (a.HMACKeyFile != "" || a.HMACKeyEnv != "" || a.Stdout) {
+		return fmt.Errorf("audit: path is required when the audit section is set")
+	}
+	if a.HMACKeyFile != "" && a.HMACKeyEnv != "" {
+		return fmt.Errorf("audit: set hmac_key_file or hmac_key_env, not both")
+	}
+	return nil
+}
+
+func absPath(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) || dir == "" {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
