@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what hsmgate's build and tests need and is missing: Debian packages
+# (SoftHSM2, OpenSSL, OpenSSH, a C compiler for cgo), buf and grpcurl (pinned,
+# with `go install`). Safe to run again: it installs only what is missing.
+#
+#   scripts/deps.sh            # everything the test suite needs
+#   scripts/deps.sh --dev      # only what `hsmgate dev` needs (SoftHSM2)
+set -euo pipefail
+
+# Debian packages the tests use. Add yours here (one per line).
+TEST_PACKAGES=(
+	softhsm2         # hsm/ tests and hsmgate dev
+	openssl          # certificate checks
+	openssh-client   # ssh-keygen for sshca/ KRL checks
+	openssh-server   # sshd for sshca/ end-to-end checks
+	gcc libc6-dev    # cgo (miekg/pkcs11)
+	ca-certificates git curl
+)
+DEV_PACKAGES=(softhsm2 gcc libc6-dev)
+
+BUF_VERSION=v1.75.0
+GRPCURL_VERSION=v1.9.4
+
+packages=("${TEST_PACKAGES[@]}")
+tools=1
+if [[ "${1:-}" == "--dev" ]]; then
+	packages=("${DEV_PACKAGES[@]}")
+	tools=0
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+if ((${#missing[@]})); then
+	echo "deps: installing ${missing[*]}" >&2
+	sudo=""
+	if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+if ((tools)); then
+	gobin="$(go env GOPATH)/bin"
+	if ! "$gobin/buf" --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
+		echo "deps: installing buf $BUF_VERSION" >&2
+		go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
+	fi
+	if [[ ! -x "$gobin/grpcurl" ]]; then
+		echo "deps: installing grpcurl $GRPCURL_VERSION" >&2
+		go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+	fi
+fi
