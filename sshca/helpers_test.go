@@ -127,7 +127,9 @@ func (env *testEnv) signOne(t testing.TB, ct pb.SSHCertType, role string, it *pb
 	return pub.(*ssh.Certificate), res[0], nil
 }
 
-type statusErr struct{ s interface{ GetMessage() string } }
+type statusErr struct {
+	s interface{ GetMessage() string }
+}
 
 func (s statusErr) Error() string { return s.s.GetMessage() }
 
