@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/hsmgate/hsmgate/internal/auth"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+func init() { addCommand(newPolicyCmd) }
+
+// newPolicyCmd is `hsmgate policy write|read|list|delete`.
+func newPolicyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Write, read, list and delete policies",
+		Long: `Policies are named lists of rules: a resource glob, capabilities, and an
+effect (allow, the default, or deny). Explicit deny wins; the default is deny.
+'*' in a resource matches any run of characters, '/' included.
+
+A policy file (YAML or JSON):
+
+  rules:
+    - resource: transit/keys/payments-*
+      capabilities: [encrypt, decrypt]
+    - resource: transit/keys/payments-legacy
+      capabilities: [encrypt]
+      effect: deny`,
+	}
+	cmd.AddCommand(newPolicyWriteCmd(g), newPolicyReadCmd(g), newPolicyListCmd(g), newPolicyDeleteCmd(g))
+	return cmd
+}
+
+// authCall dials with the client flags and runs fn against AuthService.
+func authCall(cmd *cobra.Command, cf *clientFlags, fn func(context.Context, hsmgatev1.AuthServiceClient) error) error {
+	cc, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+	defer cancel()
+	return fn(ctx, hsmgatev1.NewAuthServiceClient(cc))
+}
+
+func newPolicyWriteCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "write NAME FILE",
+		Short:   "Create or replace a policy from a YAML/JSON file (- for stdin)",
+		Example: `  hsmgate policy write payments payments.yaml`,
+		Args:    cobra.ExactArgs(2),
+	}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var doc []byte
+		var err error
+		if args[1] == "-" {
+			doc, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 1<<20+1))
+		} else {
+			doc, err = os.ReadFile(args[1])
+		}
+		if err != nil {
+			return fmt.Errorf("policy write: %w", err)
+		}
+		p, err := auth.ParsePolicyDocument(args[0], doc)
+		if err != nil {
+			return fmt.Errorf("policy write: %w", err)
+		}
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			if _, err := c.WritePolicy(ctx, &hsmgatev1.WritePolicyRequest{Policy: p}); err != nil {
+				return fmt.Errorf("policy write: %w", err)
+			}
+			_, err := fmt.Fprintf(g.stdout, "policy %q written (%d rules)\n", p.GetName(), len(p.GetRules()))
+			return err
+		})
+	}
+	return cmd
+}
+
+func newPolicyReadCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "read NAME",
+		Short: "Print a policy as a policy file",
+		Args:  cobra.ExactArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the stored message as JSON")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			resp, err := c.ReadPolicy(ctx, &hsmgatev1.ReadPolicyRequest{Name: args[0]})
+			if err != nil {
+				return fmt.Errorf("policy read: %w", err)
+			}
+			if asJSON {
+				b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp.GetPolicy())
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(g.stdout, string(b))
+				return err
+			}
+			_, err = g.stdout.Write(auth.FormatPolicyDocument(resp.GetPolicy()))
+			return err
+		})
+	}
+	return cmd
+}
+
+func newPolicyListCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "list", Short: "List policy names", Args: cobra.NoArgs}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			resp, err := c.ListPolicies(ctx, &hsmgatev1.ListPoliciesRequest{})
+			if err != nil {
+				return fmt.Errorf("policy list: %w", err)
+			}
+			for _, n := range resp.GetNames() {
+				if _, err := fmt.Fprintln(g.stdout, n); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return cmd
+}
+
+func newPolicyDeleteCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "delete NAME", Short: "Delete a policy", Args: cobra.ExactArgs(1)}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			if _, err := c.DeletePolicy(ctx, &hsmgatev1.DeletePolicyRequest{Name: args[0]}); err != nil {
+				return fmt.Errorf("policy delete: %w", err)
+			}
+			_, err := fmt.Fprintf(g.stdout, "policy %q deleted\n", args[0])
+			return err
+		})
+	}
+	return cmd
+}

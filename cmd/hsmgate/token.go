@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/config"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+func init() { addCommand(newTokenCmd) }
+
+// newTokenCmd is `hsmgate token create|lookup|renew|revoke|root`.
+func newTokenCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Create, look up, renew and revoke bearer tokens",
+		Long: `Bearer tokens are "hgs." and 32 random bytes. The server keeps only their
+SHA-256, which is also their accessor: the name used to look up, renew and
+revoke a token. A token's secret is printed once, by create.`,
+	}
+	cmd.AddCommand(newTokenCreateCmd(g), newTokenLookupCmd(g), newTokenRenewCmd(g), newTokenRevokeCmd(g), newTokenRootCmd(g))
+	return cmd
+}
+
+func newTokenCreateCmd(g *globals) *cobra.Command {
+	var (
+		name       string
+		policies   []string
+		ttl, max   time.Duration
+		renewable  bool
+		root       bool
+		meta       []string
+		secretOnly bool
+	)
+	cmd := &cobra.Command{
+		Use:     "create",
+		Short:   "Create a token (its secret is shown once)",
+		Example: `  hsmgate token create --display-name payments-api --policy payments --ttl 24h --renewable`,
+		Args:    cobra.NoArgs,
+	}
+	cf := addClientFlags(cmd)
+	fs := cmd.Flags()
+	fs.StringVar(&name, "display-name", "", "name of the token's identity")
+	fs.StringSliceVar(&policies, "policy", nil, "policy to bind (repeat or comma-separate)")
+	fs.DurationVar(&ttl, "ttl", 0, "time to live (default: the server's)")
+	fs.DurationVar(&max, "max-ttl", 0, "limit that renewals cannot pass (default: the server's)")
+	fs.BoolVar(&renewable, "renewable", false, "allow renewal")
+	fs.BoolVar(&root, "root", false, "make a root token (only a root caller may)")
+	fs.StringArrayVar(&meta, "meta", nil, "metadata key=value (repeatable)")
+	fs.BoolVar(&secretOnly, "secret-only", false, "print only the token")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		md := map[string]string{}
+		for _, kv := range meta {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return fmt.Errorf("token create: --meta %q: want key=value", kv)
+			}
+			md[k] = v
+		}
+		req := &hsmgatev1.CreateTokenRequest{DisplayName: name, Policies: policies, Renewable: renewable, Root: root, Metadata: md}
+		if ttl > 0 {
+			req.Ttl = durationpb.New(ttl)
+		}
+		if max > 0 {
+			req.MaxTtl = durationpb.New(max)
+		}
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			resp, err := c.CreateToken(ctx, req)
+			if err != nil {
+				return fmt.Errorf("token create: %w", err)
+			}
+			if secretOnly {
+				_, err = fmt.Fprintln(g.stdout, resp.GetToken())
+				return err
+			}
+			if _, err := fmt.Fprintf(g.stdout, "token:        %s\n", resp.GetToken()); err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stderr, "(the token is shown this once; the server keeps only its hash)")
+			return printTokenInfo(g.stdout, resp.GetInfo())
+		})
+	}
+	return cmd
+}
+
+func printTokenInfo(w io.Writer, t *hsmgatev1.TokenInfo) error {
+	if t == nil {
+		return nil
+	}
+	exp := "never"
+	if t.GetExpireTime() != nil {
+		exp = t.GetExpireTime().AsTime().UTC().Format(time.RFC3339)
+	}
+	maxExp := "none"
+	if t.GetMaxExpireTime() != nil {
+		maxExp = t.GetMaxExpireTime().AsTime().UTC().Format(time.RFC3339)
+	}
+	keys := make([]string, 0, len(t.GetMetadata()))
+	for k := range t.GetMetadata() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var md []string
+	for _, k := range keys {
+		md = append(md, k+"="+t.GetMetadata()[k])
+	}
+	_, err := fmt.Fprintf(w, "accessor:     %s\ndisplay name: %s\npolicies:     %s\nroot:         %v\nrenewable:    %v\ncreated:      %s by %s\nexpires:      %s\nmax expiry:   %s\nmetadata:     %s\n",
+		t.GetAccessor(), t.GetDisplayName(), strings.Join(t.GetPolicies(), ","), t.GetRoot(), t.GetRenewable(),
+		t.GetCreateTime().AsTime().UTC().Format(time.RFC3339), t.GetCreatedBy(), exp, maxExp, strings.Join(md, ","))
+	return err
+}
+
+func newTokenLookupCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "lookup [ACCESSOR]",
+		Short: "Describe a token by accessor, or the caller itself without one",
+		Args:  cobra.MaximumNArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			if len(args) == 1 {
+				resp, err := c.LookupToken(ctx, &hsmgatev1.LookupTokenRequest{Accessor: args[0]})
+				if err != nil {
+					return fmt.Errorf("token lookup: %w", err)
+				}
+				return printTokenInfo(g.stdout, resp.GetInfo())
+			}
+			resp, err := c.LookupSelf(ctx, &hsmgatev1.LookupSelfRequest{})
+			if err != nil {
+				return fmt.Errorf("token lookup: %w", err)
+			}
+			if _, err := fmt.Fprintf(g.stdout, "identity:     %s (%s)\npolicies:     %s\n", resp.GetName(), resp.GetKind(), strings.Join(resp.GetPolicies(), ",")); err != nil {
+				return err
+			}
+			return printTokenInfo(g.stdout, resp.GetToken())
+		})
+	}
+	return cmd
+}
+
+func newTokenRenewCmd(g *globals) *cobra.Command {
+	var inc time.Duration
+	cmd := &cobra.Command{
+		Use:   "renew [ACCESSOR]",
+		Short: "Renew a token by accessor, or the caller's own token without one",
+		Args:  cobra.MaximumNArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	cmd.Flags().DurationVar(&inc, "increment", 0, "new TTL from now (default: the token's TTL; capped by its max TTL)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var d *durationpb.Duration
+		if inc > 0 {
+			d = durationpb.New(inc)
+		}
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			var info *hsmgatev1.TokenInfo
+			if len(args) == 1 {
+				resp, err := c.RenewToken(ctx, &hsmgatev1.RenewTokenRequest{Accessor: args[0], Increment: d})
+				if err != nil {
+					return fmt.Errorf("token renew: %w", err)
+				}
+				info = resp.GetInfo()
+			} else {
+				resp, err := c.RenewSelf(ctx, &hsmgatev1.RenewSelfRequest{Increment: d})
+				if err != nil {
+					return fmt.Errorf("token renew: %w", err)
+				}
+				info = resp.GetInfo()
+			}
+			return printTokenInfo(g.stdout, info)
+		})
+	}
+	return cmd
+}
+
+func newTokenRevokeCmd(g *globals) *cobra.Command {
+	var self bool
+	cmd := &cobra.Command{
+		Use:   "revoke ACCESSOR | --self",
+		Short: "Revoke a token by accessor, or the caller's own token with --self",
+		Args:  cobra.MaximumNArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	cmd.Flags().BoolVar(&self, "self", false, "revoke the token this command authenticates with")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if self == (len(args) == 1) {
+			return fmt.Errorf("token revoke: give an ACCESSOR or --self")
+		}
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			var err error
+			if self {
+				_, err = c.RevokeSelf(ctx, &hsmgatev1.RevokeSelfRequest{})
+			} else {
+				_, err = c.RevokeToken(ctx, &hsmgatev1.RevokeTokenRequest{Accessor: args[0]})
+			}
+			if err != nil {
+				return fmt.Errorf("token revoke: %w", err)
+			}
+			_, err = fmt.Fprintln(g.stdout, "revoked")
+			return err
+		})
+	}
+	return cmd
+}
+
+// newTokenRootCmd bootstraps a root token straight into the configured key
+// store (no server involved; with bbolt, the server must be stopped).
+func newTokenRootCmd(g *globals) *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "root --config FILE",
+		Short: "Generate a root token and store its hash in the configured key store (offline bootstrap)",
+		Long: `Generate a root token, store its SHA-256 in the key store named by the config
+file, and print the token once. A root token bypasses every policy: use it to
+write the first policies and tokens, then revoke it (hsmgate token revoke --self).
+With the bbolt store the server must be stopped (the file is locked).`,
+		Args: cobra.NoArgs,
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "YAML config file (required)")
+	_ = cmd.MarkFlagRequired("config")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, err := config.Load(cfgPath)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(cmd.Context())
+		defer cancel()
+		st, err := openStore(ctx, c)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		secret, err := auth.GenerateToken(nil)
+		if err != nil {
+			return err
+		}
+		toks, err := auth.NewTokens(ctx, st, c.Auth.Tokens)
+		if err != nil {
+			return err
+		}
+		if err := toks.EnsureRoot(ctx, secret); err != nil {
+			return fmt.Errorf("token root: %w", err)
+		}
+		cancel()
+		fmt.Fprintln(g.stderr, "(the root token is shown this once; the store keeps only its hash)")
+		_, err = fmt.Fprintf(g.stdout, "export HSMGATE_TOKEN=%s\n", secret)
+		return err
+	}
+	return cmd
+}
