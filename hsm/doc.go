@@ -31,20 +31,45 @@
 //     state, e.g. after a C_Logout from another context): the token is logged
 //     in again through that session and the operation retried once;
 //   - dead session or token (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
-//     CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, ...): every
-//     session of the pool's current generation is presumed dead and dropped
-//     (never closed: its handle number may already belong to a new session),
-//     the token is looked up again by label, a new session is opened and
+//     CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, ..., or
+//     C_GetTokenInfo failing): every session of the pool's current
+//     generation is presumed dead and dropped (never closed: its handle number
+//     may already belong to a new session), the token is looked up again by
+//     label (it may come back in another slot), a new session is opened and
 //     logged in, and the operation retried once.
 //
 // If the retry fails too, or the token cannot be found or logged in to, the
 // error wraps ErrUnavailable; the next call tries again, so the Module works
-// again as soon as the token is back, without being reopened.
+// again as soon as the token is back, without being reopened. Before a lookup
+// answers ErrKeyNotFound it checks that the session is logged in and that
+// the token answers, so that a token that went away reads as ErrUnavailable
+// and not as a missing key.
 //
-// Objects are found by label (CKA_LABEL and CKA_CLASS). Handles are cached per
-// pool generation; the cache is cleared on recovery, on re-login and on
-// CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID (the operation is then
-// retried once with handles found afresh).
+// The Module never calls C_CloseAllSessions and never closes a session that
+// another goroutine may be using: SoftHSM 2.6.1 crashes (SIGSEGV) when
+// sessions are closed under a thread that is inside a call on them
+// (softhsm/SoftHSMv2 #688, #464); the tests close sessions from outside
+// only between rounds of calls for that reason.
+//
+// Objects are found by label, CKA_CLASS and CKA_TOKEN=true. The handle cached
+// for a key is that of a session-object copy of it (C_CopyObject with
+// CKA_TOKEN=false; sensitivity and non-extractability are kept, and the
+// tests check it for the KEK), because SoftHSM re-reads a token object's file
+// on each use: measured here, AES-GCM on a copy is about 2.5x faster and
+// ECDSA about 1.3x. A copy lives as long as the pooled session that made it;
+// handles are cached per pool generation, the cache is cleared on recovery
+// and on re-login, and a handle that turns stale (CKR_OBJECT_HANDLE_INVALID,
+// CKR_KEY_HANDLE_INVALID) is forgotten and the operation retried once with
+// the object found and copied afresh. DestroyKey removes the token objects
+// and this process's copies; a key destroyed by another process stays
+// usable here through its copy until the session that holds it goes (key
+// versions are retired through the key store first, so nothing asks for it).
+//
+// # SoftHSM
+//
+// SoftHSM reads SOFTHSM2_CONF once, at C_Initialize, and does not see a
+// token created (by softhsm2-util) or brought back after that in the same
+// process; see hsm/softhsm and hsm/hsmtest.
 //
 // # Keys
 //

@@ -38,25 +38,32 @@ func TestKEK(t *testing.T) {
 		if err := p.Login(s, pkcs11.CKU_USER, hsmtest.UserPIN); err != nil && err != pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
 			t.Fatal(err)
 		}
-		h := findOne(t, p, s, "kek", pkcs11.CKO_SECRET_KEY)
-		_, err = p.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
-		if err != pkcs11.Error(pkcs11.CKR_ATTRIBUTE_SENSITIVE) {
-			t.Errorf("read CKA_VALUE: got %v, want CKR_ATTRIBUTE_SENSITIVE", err)
-		}
-		a, err := p.GetAttributeValue(s, h, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_NEVER_EXTRACTABLE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_WRAP, nil),
-		})
-		if err != nil {
+		if _, err := kek.Wrap(ctx, []byte("make sure a session copy exists")); err != nil {
 			t.Fatal(err)
 		}
-		for i, want := range []bool{false, true, true, false, true} {
-			if got := a[i].Value[0] != 0; got != want {
-				t.Errorf("attribute %#x: got %v, want %v", a[i].Type, got, want)
-			}
+		for name, token := range map[string]bool{"token object": true, "session copy": false} {
+			t.Run(name, func(t *testing.T) {
+				h := findOneOf(t, p, s, "kek", pkcs11.CKO_SECRET_KEY, token)
+				_, err = p.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
+				if err != pkcs11.Error(pkcs11.CKR_ATTRIBUTE_SENSITIVE) {
+					t.Errorf("read CKA_VALUE: got %v, want CKR_ATTRIBUTE_SENSITIVE", err)
+				}
+				a, err := p.GetAttributeValue(s, h, []*pkcs11.Attribute{
+					pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
+					pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
+					pkcs11.NewAttribute(pkcs11.CKA_NEVER_EXTRACTABLE, nil),
+					pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, nil),
+					pkcs11.NewAttribute(pkcs11.CKA_WRAP, nil),
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, want := range []bool{false, true, true, false, true} {
+					if got := a[i].Value[0] != 0; got != want {
+						t.Errorf("attribute %#x: got %v, want %v", a[i].Type, got, want)
+					}
+				}
+			})
 		}
 	})
 	t.Run("wrap and unwrap", func(t *testing.T) {
@@ -125,10 +132,18 @@ func TestKEK(t *testing.T) {
 	})
 }
 
+// findOne finds the token object with this label and class.
 func findOne(t *testing.T, p *pkcs11.Ctx, s pkcs11.SessionHandle, label string, class uint) pkcs11.ObjectHandle {
+	t.Helper()
+	return findOneOf(t, p, s, label, class, true)
+}
+
+// findOneOf finds the token object (token) or the session copy (!token).
+func findOneOf(t *testing.T, p *pkcs11.Ctx, s pkcs11.SessionHandle, label string, class uint, token bool) pkcs11.ObjectHandle {
 	t.Helper()
 	if err := p.FindObjectsInit(s, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, token),
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -34,8 +34,9 @@ type Module struct {
 
 // session is one logged-in PKCS#11 session, held by one goroutine at a time.
 type session struct {
-	h   pkcs11.SessionHandle
-	gen uint64
+	h    pkcs11.SessionHandle
+	gen  uint64
+	used []handleKey // objects found during the current operation
 }
 
 type handleKey struct {
@@ -354,9 +355,8 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 		}
 		m.forgetHandles()
 	default:
-		m.log.Warn("hsm session broken; recovering", "error", err)
 		// Dropped without a close, keeping its place in the pool for the retry.
-		if err := m.newGeneration(s.gen); err != nil {
+		if err := m.newGeneration(s.gen, err); err != nil {
 			<-m.sem
 			return err
 		}
@@ -377,22 +377,29 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 // run calls op, and once more after forgetting cached handles if a handle
 // was stale.
 func (m *Module) run(s *session, op func(*session) error) error {
+	s.used = s.used[:0]
 	err := op(s)
 	if err != nil && staleHandle(err) {
-		m.forgetHandles()
+		m.mu.Lock()
+		for _, k := range s.used {
+			delete(m.handles, k)
+		}
+		m.mu.Unlock()
+		s.used = s.used[:0]
 		err = op(s)
 	}
 	return err
 }
 
 // newGeneration marks every session of generation gen as dead (if nobody
-// did it already): idle ones are dropped by acquire, busy ones by release.
+// did it already, and then logs cause once): idle ones are dropped by acquire, busy ones by release.
 // It then looks the token up again by label, since a token that comes back
 // may come back in another slot.
-func (m *Module) newGeneration(gen uint64) error {
+func (m *Module) newGeneration(gen uint64, cause error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.gen == gen {
+		m.log.Warn("hsm sessions lost; reopening", "error", cause)
 		m.gen++
 		clear(m.handles)
 	}
@@ -407,5 +414,16 @@ func (m *Module) newGeneration(gen uint64) error {
 func (m *Module) forgetHandles() {
 	m.mu.Lock()
 	clear(m.handles)
+	m.mu.Unlock()
+}
+
+// forget drops the cached handles of one label.
+func (m *Module) forget(label string) {
+	m.mu.Lock()
+	for k := range m.handles {
+		if k.label == label {
+			delete(m.handles, k)
+		}
+	}
 	m.mu.Unlock()
 }

