@@ -121,6 +121,7 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 	return runServer(ctx, st.cfg, log, runOptions{
 		createKEK:    true,
 		devRootToken: st.rootToken,
+		devStateDir:  st.dir,
 		allowNoAuth:  true,
 		listening: func(grpcAddr, httpAddr string) error {
 			env := devEnv(grpcAddr, httpAddr, st.tls.CACert, st.rootToken)

@@ -26,8 +26,9 @@ type runOptions struct {
 	// createKEK makes the KEK if it is missing (dev); otherwise a missing KEK
 	// is an error that points at `hsmgate init`.
 	createKEK bool
-	// devRootToken is passed to the auth hook (dev only).
+	// devRootToken and devStateDir are passed to the hooks (dev only).
 	devRootToken string
+	devStateDir  string
 	// allowNoAuth lets the server run without the auth hook (dev only).
 	allowNoAuth bool
 	// listening is called once the listeners are bound, before serving.
@@ -135,7 +136,7 @@ func resolveSecret(what, env, file string) (string, error) {
 // runServer opens the HSM and the store, builds the server with every
 // service hook and the auth hook, and serves until ctx ends.
 func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOptions) (err error) {
-	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, Start: time.Now()}
+	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now()}
 	defer d.close()
 
 	m, err := openHSM(ctx, c, log)

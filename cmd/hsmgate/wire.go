@@ -27,6 +27,9 @@ type deps struct {
 	// DevRootToken is the root token of `hsmgate dev` (empty otherwise): the
 	// auth hook must make the server accept it as a root identity.
 	DevRootToken string
+	// DevStateDir is the state directory of `hsmgate dev` (empty otherwise),
+	// for dev-only files such as an audit log.
+	DevStateDir string
 	// Start is when the process started serving.
 	Start time.Time
 

@@ -18,6 +18,7 @@ const reloadInterval = 10 * time.Second
 type keypairReloader struct {
 	certFile, keyFile string
 	log               *slog.Logger
+	now               func() time.Time
 
 	mu        sync.Mutex
 	cert      *tls.Certificate
@@ -40,7 +41,7 @@ func fileStamp(path string) (stamp, error) {
 }
 
 func newKeypairReloader(certFile, keyFile string, log *slog.Logger) (*keypairReloader, error) {
-	k := &keypairReloader{certFile: certFile, keyFile: keyFile, log: log}
+	k := &keypairReloader{certFile: certFile, keyFile: keyFile, log: log, now: time.Now}
 	if err := k.load(); err != nil {
 		return nil, err
 	}
@@ -61,7 +62,7 @@ func (k *keypairReloader) load() error {
 	if err != nil {
 		return fmt.Errorf("server: TLS key pair %s, %s: %w", k.certFile, k.keyFile, err)
 	}
-	k.cert, k.certStamp, k.keyStamp, k.checked = &cert, cs, ks, time.Now()
+	k.cert, k.certStamp, k.keyStamp, k.checked = &cert, cs, ks, k.now()
 	return nil
 }
 
@@ -69,10 +70,10 @@ func (k *keypairReloader) load() error {
 func (k *keypairReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if time.Since(k.checked) < reloadInterval {
+	if k.now().Sub(k.checked) < reloadInterval {
 		return k.cert, nil
 	}
-	k.checked = time.Now()
+	k.checked = k.now()
 	cs, err1 := fileStamp(k.certFile)
 	ks, err2 := fileStamp(k.keyFile)
 	if err1 != nil || err2 != nil || (cs == k.certStamp && ks == k.keyStamp) {
