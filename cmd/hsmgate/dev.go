@@ -209,7 +209,7 @@ func devHowTo(dir, envFile string) string {
 # (SoftHSM token "` + devTokenLabel + `", bbolt store, dev CA, root token; development only).
 # In another shell:
 #   . ` + q + `
-#   hsmgate status                 # or: go run ./cmd/hsmgate status
+#   hsmgate status                 # ./hsmgate after scripts/dev.sh, or: go run ./cmd/hsmgate status
 #   grpcurl -cacert "$HSMGATE_CACERT" "$HSMGATE_ADDR" grpc.health.v1.Health/Check
 #   curl --cacert "$HSMGATE_CACERT" "https://$HSMGATE_HTTP_ADDR/metrics"
 # Ctrl-C stops the server; running hsmgate dev again reuses this state;
