@@ -91,8 +91,9 @@ func Open(ctx context.Context, cfg Config) (*Module, error) {
 }
 
 // Close closes the pool's idle sessions; sessions in use are closed when
-// they come back. Calls after Close fail with ErrUnavailable. Close is
-// idempotent. The library itself is finalised only by Finalize at process exit.
+// they come back. Call it once the Module's users are done: closing a
+// session destroys the session copies of keys it holds. Calls after Close
+// fail with ErrUnavailable. Close is idempotent. The library itself is finalised only by Finalize at process exit.
 func (m *Module) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -317,14 +318,12 @@ func (m *Module) release(s *session) {
 	<-m.sem
 }
 
-// drop forgets a session without returning it to the pool and frees its
-// place; close says whether it is still alive and ours to close.
-func (m *Module) drop(s *session, close bool) {
-	if close {
-		_ = m.p.CloseSession(s.h)
-	}
-	<-m.sem
-}
+// drop forgets a session without returning it to the pool, and without
+// closing it, and frees its place. Sessions are closed only by Close: closing
+// one also destroys the session-object copies it made, which other
+// goroutines may be using at that moment, and SoftHSM 2.6.1 does not survive
+// objects or sessions going away under a running call.
+func (m *Module) drop(*session) { <-m.sem }
 
 // do runs op on a pooled session. Stale object handles are re-found once. A
 // broken session is never returned to the pool: if it lost its login, the
@@ -342,7 +341,7 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 	switch {
 	case err == nil || (!loggedOut(err) && !sessionDead(err)):
 		if isRV(err, pkcs11.CKR_OPERATION_ACTIVE) {
-			m.drop(s, true) // an operation left behind: not worth keeping
+			m.drop(s) // an operation left behind: not worth keeping
 		} else {
 			m.release(s)
 		}
@@ -350,7 +349,7 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 	case loggedOut(err):
 		m.log.Warn("hsm session lost its login; logging in again", "error", err)
 		if lerr := m.login(s.h); lerr != nil {
-			m.drop(s, true)
+			m.release(s) // alive: it will try to log in again when next used
 			return lerr
 		}
 		m.forgetHandles()
@@ -366,8 +365,12 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 		}
 	}
 	err = m.run(s, op)
-	if err != nil && (loggedOut(err) || sessionDead(err)) {
-		m.drop(s, !sessionDead(err))
+	switch {
+	case sessionDead(err):
+		m.drop(s)
+		return unavailable("after recovery", err)
+	case loggedOut(err):
+		m.release(s)
 		return unavailable("after recovery", err)
 	}
 	m.release(s)
