@@ -11,6 +11,11 @@ import (
 
 func init() { authHook = wireAuth }
 
+// httpGate wraps engines' non-public HTTP handlers (registered by service
+// hooks, before the interceptor exists): d.Server.HandleHTTP(pattern,
+// httpGate.Wrap(auth.HTTPRule{...}, h)). wireAuth binds it.
+var httpGate auth.HTTPGate
+
 // wireAuth builds authentication, policies, rate limits and the audit log
 // from d.Config.Auth and d.Config.Audit, registers AuthService, and installs
 // the interceptor over every RPC in d.Rules.
@@ -47,5 +52,6 @@ func wireAuth(ctx context.Context, d *deps) error {
 	if err != nil {
 		return err
 	}
+	httpGate.Set(ic)
 	return d.Server.Use(ic.Unary(), ic.Stream())
 }

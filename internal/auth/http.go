@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 
@@ -106,4 +107,30 @@ func writeHTTPError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string][]string{"errors": {st.Message()}})
+}
+
+// HTTPGate wraps HTTP handlers before the Interceptor exists (engines register
+// their handlers before the auth wiring builds it). Until Set is called every
+// non-public request is answered 503, so nothing is served unauthenticated by
+// mistake. The zero value is ready to use.
+type HTTPGate struct {
+	ic atomic.Pointer[Interceptor]
+}
+
+// Set installs the interceptor that wrapped handlers use.
+func (g *HTTPGate) Set(ic *Interceptor) { g.ic.Store(ic) }
+
+// Wrap is Interceptor.HTTP, bound when the request arrives.
+func (g *HTTPGate) Wrap(rule HTTPRule, next http.Handler) http.Handler {
+	if rule.Public {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ic := g.ic.Load()
+		if ic == nil {
+			writeHTTPError(w, errs.New(errs.Unavailable, "auth: not ready"))
+			return
+		}
+		ic.HTTP(rule, next).ServeHTTP(w, r)
+	})
 }

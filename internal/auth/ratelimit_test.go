@@ -169,3 +169,24 @@ func TestHTTPMiddleware(t *testing.T) {
 		t.Errorf("handler saw no identity")
 	}
 }
+
+func TestHTTPGate(t *testing.T) {
+	a, _ := newAuth(t, Config{})
+	var gate HTTPGate
+	h := gate.Wrap(HTTPRule{Capability: CapRead, Path: "x"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("before Set: got %d, want 503", rec.Code)
+	}
+	ic, err := a.Interceptor(Table{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate.Set(ic)
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Errorf("after Set, no credentials: got %d, want 401", rec.Code)
+	}
+}
