@@ -18,8 +18,8 @@ func TestMatch(t *testing.T) {
 		{"transit/keys/payments-*", "transit/keys/payments-", true},
 		{"transit/keys/payments-*", "transit/keys/payment", false},
 		{"transit/keys/payments-*", "transit/keys/orders", false},
-		{"transit/*", "transit/keys/a", true},          // '*' crosses '/'
-		{"transit/*/a", "transit/keys/x/a", true},      // '*' crosses '/'
+		{"transit/*", "transit/keys/a", true},     // '*' crosses '/'
+		{"transit/*/a", "transit/keys/x/a", true}, // '*' crosses '/'
 		{"transit/*/a", "transit/keys/b", false},
 		{"pki/roles/web", "pki/roles/web", true},
 		{"pki/roles/web", "pki/roles/web2", false},

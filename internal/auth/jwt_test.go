@@ -119,7 +119,9 @@ func TestJWT(t *testing.T) {
 				raw  func() string
 			}{
 				{"wrong audience", func() string { return iss.sign(t, claims(func(c map[string]any) { c["aud"] = "other" })) }},
-				{"wrong issuer", func() string { return iss.sign(t, claims(func(c map[string]any) { c["iss"] = "https://evil.example" })) }},
+				{"wrong issuer", func() string {
+					return iss.sign(t, claims(func(c map[string]any) { c["iss"] = "https://evil.example" }))
+				}},
 				{"wrong signature", func() string { return rogue.sign(t, claims(nil)) }},
 				{"expired", func() string {
 					return iss.sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(-time.Minute).Unix() }))

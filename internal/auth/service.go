@@ -201,4 +201,3 @@ func (s *Service) RevokeSelf(ctx context.Context, _ *hsmgatev1.RevokeSelfRequest
 	}
 	return &hsmgatev1.RevokeSelfResponse{}, nil
 }
-
