@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hsmgate/hsmgate/internal/audit"
+)
+
+// TestAuthVerbsEndToEnd drives policy and token verbs against `hsmgate dev`
+// (the auth hook installed, the dev root token accepted).
+func TestAuthVerbsEndToEnd(t *testing.T) {
+	requireSoftHSM(t)
+	dev := startDev(t, filepath.Join(t.TempDir(), "state"))
+	defer dev.stop(t)
+	rootEnv := dev.env()
+	noToken := []string{"HSMGATE_ADDR=" + dev.exports["HSMGATE_ADDR"], "HSMGATE_CACERT=" + dev.exports["HSMGATE_CACERT"]}
+	mustRun := func(env []string, args ...string) string {
+		t.Helper()
+		out, errOut, code := run(t, env, args...)
+		if code != 0 {
+			t.Fatalf("hsmgate %v: exit %d, stderr:\n%s", args, code, errOut)
+		}
+		return out
+	}
+	if _, errOut, code := run(t, noToken, "status"); code == 0 || !strings.Contains(errOut, "Unauthenticated") {
+		t.Errorf("status without a token: got exit %d, stderr %q, want Unauthenticated", code, errOut)
+	}
+	pol := filepath.Join(t.TempDir(), "status.yaml")
+	os.WriteFile(pol, []byte("rules:\n  - resource: sys/status\n    capabilities: [read]\n"), 0o600)
+	mustRun(rootEnv, "policy", "write", "status-reader", pol)
+	if out := mustRun(rootEnv, "policy", "list"); strings.TrimSpace(out) != "status-reader" {
+		t.Errorf("policy list: got %q, want status-reader", out)
+	}
+	if out := mustRun(rootEnv, "policy", "read", "status-reader"); !strings.Contains(out, "sys/status") {
+		t.Errorf("policy read: got %q, want the rule", out)
+	}
+	tok := strings.TrimSpace(mustRun(rootEnv, "token", "create", "--policy", "status-reader", "--ttl", "1h", "--renewable", "--display-name", "bot", "--secret-only"))
+	if !strings.HasPrefix(tok, "hgs.") {
+		t.Fatalf("token create --secret-only: got %q", tok)
+	}
+	botEnv := append(append([]string(nil), noToken...), "HSMGATE_TOKEN="+tok)
+	mustRun(botEnv, "status")
+	if out := mustRun(botEnv, "token", "lookup"); !strings.Contains(out, "bot (token)") || strings.Contains(out, tok) {
+		t.Errorf("token lookup: got %q, want the identity and no secret", out)
+	}
+	if _, errOut, code := run(t, botEnv, "policy", "list"); code == 0 || !strings.Contains(errOut, "PermissionDenied") {
+		t.Errorf("policy list as bot: got exit %d, stderr %q, want PermissionDenied", code, errOut)
+	}
+	mustRun(botEnv, "token", "renew")
+	mustRun(botEnv, "token", "revoke", "--self")
+	if _, errOut, code := run(t, botEnv, "status"); code == 0 || !strings.Contains(errOut, "Unauthenticated") {
+		t.Errorf("status after revoke: got exit %d, stderr %q, want Unauthenticated", code, errOut)
+	}
+	if strings.Contains(dev.stderr.String(), tok) {
+		t.Errorf("the token appears in the server log")
+	}
+}
+
+func TestAuditVerifyCmd(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	l, err := audit.Open(audit.Config{Path: path, MaxBytes: 1500}, bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if err := l.Write(&audit.Entry{Type: "request", Method: "/m"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	rotated, _ := filepath.Glob(path + ".*")
+	files := append(rotated, path)
+	out, _, err := execRoot(t, append([]string{"audit", "verify"}, files...)...)
+	if err != nil || !strings.HasPrefix(out, "ok: 20 lines in ") {
+		t.Fatalf("verify intact: got %q, %v, want ok: 20 lines", out, err)
+	}
+	if len(files) < 2 {
+		t.Fatalf("got %d files, want a rotation", len(files))
+	}
+	first := files[0]
+	b, _ := os.ReadFile(first)
+	lines := strings.SplitAfter(string(b), "\n")
+	os.WriteFile(first, []byte(strings.Join(append(lines[:1], lines[2:]...), "")), 0o600)
+	_, _, err = execRoot(t, append([]string{"audit", "verify"}, files...)...)
+	if err == nil || !strings.Contains(err.Error(), first+": line 2: missing") {
+		t.Errorf("verify with a deleted line: got %v, want %s: line 2: missing", err, first)
+	}
+}
