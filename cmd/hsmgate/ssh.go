@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// EnvSSHRole names the role `hsmgate ssh sign` uses without --role.
+const EnvSSHRole = "HSMGATE_SSH_ROLE"
+
+// newSSHCmd is `hsmgate ssh`: certificates for engineers and hosts, the CA
+// public keys, revocation and the KRL.
+func newSSHCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ssh",
+		Short: "SSH certificates: sign your key, sign host keys, CA keys, revocation, KRL",
+		Long: `SSH certificates from hsmgate's SSH CA.
+
+  hsmgate ssh sign ~/.ssh/id_ed25519.pub       # writes ~/.ssh/id_ed25519-cert.pub
+  hsmgate ssh host sign --role web --principal web1.example.com /etc/ssh/ssh_host_ed25519_key.pub
+  hsmgate ssh ca pub > /etc/ssh/trusted_user_ca_keys
+  hsmgate ssh ca pub --known-hosts >> ~/.ssh/known_hosts
+  hsmgate ssh revoke --serial 1234567890
+  hsmgate ssh krl -o /etc/ssh/revoked.krl`,
+	}
+	cmd.AddCommand(newSSHSignCmd(), newSSHHostCmd(), newSSHCACmd(), newSSHRoleCmd(), newSSHRevokeCmd(), newSSHKRLCmd())
+	return cmd
+}
+
+// sshCall dials with the client flags and runs fn with a deadline.
+func sshCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error) error {
+	cc, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+	defer cancel()
+	return fn(ctx, hsmgatev1.NewSSHCAServiceClient(cc))
+}
+
+// signOptions are the flags of the sign verbs.
+type signOptions struct {
+	role       string
+	principals []string
+	ttl        time.Duration
+	extensions []string
+	options    []string
+	output     string
+}
+
+func addSignFlags(cmd *cobra.Command, o *signOptions, host bool) {
+	fs := cmd.Flags()
+	fs.StringArrayVar(&o.principals, "principal", nil, "principal to request (repeatable; default: the role's default principals)")
+	fs.DurationVar(&o.ttl, "ttl", 0, "certificate lifetime (default: the role's default_ttl)")
+	fs.StringVarP(&o.output, "output", "o", "", "certificate file (default: KEY-cert.pub next to the key)")
+	if !host {
+		fs.StringArrayVar(&o.extensions, "extension", nil, "extension NAME or NAME=VALUE to request (repeatable; default: the role's default extensions)")
+		fs.StringArrayVar(&o.options, "option", nil, "critical option NAME=VALUE to request, e.g. source-address=10.0.0.0/8 (repeatable)")
+	}
+}
+
+func newSSHSignCmd() *cobra.Command {
+	o := &signOptions{}
+	cmd := &cobra.Command{
+		Use:   "sign [flags] PUBLIC_KEY_FILE",
+		Short: "Get a user certificate for your public key",
+		Long: `Get a user certificate for your public key.
+
+Writes the certificate next to the key (id_ed25519.pub -> id_ed25519-cert.pub,
+where ssh finds it) and prints its principals and validity. The role comes
+from --role, else $` + EnvSSHRole + `, else "default". Needs the "ssh-sign"
+capability on ssh/roles/<role>.`,
+		Example: `  hsmgate ssh sign ~/.ssh/id_ed25519.pub
+  hsmgate ssh sign --role eng --principal deploy --ttl 2h ~/.ssh/id_ed25519.pub`,
+		Args: cobra.ExactArgs(1),
+	}
+	cmd.Flags().StringVar(&o.role, "role", "", "role to sign under (default $"+EnvSSHRole+", else \"default\")")
+	addSignFlags(cmd, o, false)
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if o.role == "" {
+			o.role = os.Getenv(EnvSSHRole)
+		}
+		if o.role == "" {
+			o.role = "default"
+		}
+		return sshCall(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
+			return sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, args[0], cmd.OutOrStdout())
+		})
+	}
+	return cmd
+}
+
+func newSSHHostCmd() *cobra.Command {
+	host := &cobra.Command{Use: "host", Short: "Host certificates"}
+	o := &signOptions{}
+	cmd := &cobra.Command{
+		Use:   "sign --role ROLE [flags] HOST_PUBLIC_KEY_FILE",
+		Short: "Get a host certificate for a host's public key",
+		Long: `Get a host certificate for a host's public key.
+
+Writes KEY-cert.pub next to the key; point sshd's HostCertificate at it. Needs
+the "ssh-sign" capability on ssh/roles/<role>.`,
+		Example: `  hsmgate ssh host sign --role web --principal web1.example.com /etc/ssh/ssh_host_ed25519_key.pub`,
+		Args:    cobra.ExactArgs(1),
+	}
+	cmd.Flags().StringVar(&o.role, "role", "", "host role to sign under (required)")
+	_ = cmd.MarkFlagRequired("role")
+	addSignFlags(cmd, o, true)
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return sshCall(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
+			return sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST, o, args[0], cmd.OutOrStdout())
+		})
+	}
+	host.AddCommand(cmd)
+	return host
+}
+
+// certPath is where ssh looks for the certificate of key file path.
+func certPath(path string) string {
+	return strings.TrimSuffix(path, ".pub") + "-cert.pub"
+}
+
+func parseKV(list []string, needValue bool) (map[string]string, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, s := range list {
+		k, v, ok := strings.Cut(s, "=")
+		if k == "" || (needValue && !ok) {
+			return nil, usageError{fmt.Errorf("%q: want NAME=VALUE", s)}
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// sshSign signs the key in file and writes the certificate.
+func sshSign(ctx context.Context, c hsmgatev1.SSHCAServiceClient, ct hsmgatev1.SSHCertType, o *signOptions, file string, w io.Writer) error {
+	pub, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
+	if err != nil {
+		return fmt.Errorf("%s: not a public key: %w", file, err)
+	}
+	exts, err := parseKV(o.extensions, false)
+	if err != nil {
+		return err
+	}
+	opts, err := parseKV(o.options, true)
+	if err != nil {
+		return err
+	}
+	item := &hsmgatev1.SSHSignItem{
+		PublicKey:       strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))),
+		Principals:      o.principals,
+		Extensions:      exts,
+		CriticalOptions: opts,
+	}
+	if o.ttl > 0 {
+		item.Ttl = durationpb.New(o.ttl)
+	}
+	var res *hsmgatev1.SSHSignResult
+	if ct == hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST {
+		resp, err := c.SignHostKey(ctx, &hsmgatev1.SignHostKeyRequest{Role: o.role, Items: []*hsmgatev1.SSHSignItem{item}})
+		if err != nil {
+			return fmt.Errorf("ssh host sign: %w", err)
+		}
+		res = resp.GetResults()[0]
+	} else {
+		resp, err := c.SignUserKey(ctx, &hsmgatev1.SignUserKeyRequest{Role: o.role, Items: []*hsmgatev1.SSHSignItem{item}})
+		if err != nil {
+			return fmt.Errorf("ssh sign: %w", err)
+		}
+		res = resp.GetResults()[0]
+	}
+	if res.GetError() != nil {
+		return fmt.Errorf("ssh sign: %w", status.FromProto(res.GetError()).Err())
+	}
+	out := o.output
+	if out == "" {
+		out = certPath(file)
+	}
+	if err := os.WriteFile(out, []byte(res.GetCertificate()+"\n"), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "certificate:  %s\n", out)
+	fmt.Fprintf(w, "principals:   %s\n", strings.Join(res.GetPrincipals(), ", "))
+	fmt.Fprintf(w, "valid:        %s to %s (%s)\n",
+		res.GetValidAfter().AsTime().Local().Format(time.RFC3339), res.GetValidBefore().AsTime().Local().Format(time.RFC3339),
+		res.GetValidBefore().AsTime().Sub(res.GetValidAfter().AsTime()).Round(time.Second))
+	fmt.Fprintf(w, "serial:       %d\n", res.GetSerial())
+	fmt.Fprintf(w, "key id:       %s\n", res.GetKeyId())
+	fmt.Fprintf(w, "ca:           %s (version %d)\n", res.GetCa(), res.GetCaVersion())
+	return nil
+}
