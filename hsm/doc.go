@@ -25,16 +25,18 @@
 // ctx the wait is bounded by Config.WaitTimeout and ends in ErrUnavailable.
 // A PKCS#11 call itself cannot be interrupted once made.
 //
-// A session that fails is never returned to the pool:
+// A failed call is handled by what failed:
 //
 //   - lost login (CKR_USER_NOT_LOGGED_IN, or a session found in the public
 //     state, e.g. after a C_Logout from another context): the token is logged
-//     in again through that session and the operation retried once;
+//     in again through that session (which is alive and stays in the pool)
+//     and the operation retried once;
 //   - dead session or token (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
 //     CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, ..., or
-//     C_GetTokenInfo failing): every session of the pool's current
-//     generation is presumed dead and dropped (never closed: its handle number
-//     may already belong to a new session), the token is looked up again by
+//     C_GetTokenInfo failing): the session is never returned to the pool;
+//     every session of the pool's current generation is presumed dead and
+//     dropped (never closed: its handle number may already belong to a new
+//     session), the token is looked up again by
 //     label (it may come back in another slot), a new session is opened and
 //     logged in, and the operation retried once.
 //
@@ -45,11 +47,11 @@
 // the token answers, so that a token that went away reads as ErrUnavailable
 // and not as a missing key.
 //
-// The Module never calls C_CloseAllSessions and never closes a session that
-// another goroutine may be using: SoftHSM 2.6.1 crashes (SIGSEGV) when
-// sessions are closed under a thread that is inside a call on them
-// (softhsm/SoftHSMv2 #688, #464); the tests close sessions from outside
-// only between rounds of calls for that reason.
+// The Module never calls C_CloseAllSessions and closes sessions only in
+// Close: SoftHSM 2.6.1 crashes (SIGSEGV) when sessions are closed under a
+// thread that is inside a call on them (seen here; softhsm/SoftHSMv2 #688,
+// #464), and closing a session also destroys the key copies it made (below).
+// The tests close sessions from outside only between rounds of calls.
 //
 // Objects are found by label, CKA_CLASS and CKA_TOKEN=true. The handle cached
 // for a key is that of a session-object copy of it (C_CopyObject with
@@ -62,8 +64,8 @@
 // CKR_KEY_HANDLE_INVALID) is forgotten and the operation retried once with
 // the object found and copied afresh. DestroyKey removes the token objects
 // and this process's copies; a key destroyed by another process stays
-// usable here through its copy until the session that holds it goes (key
-// versions are retired through the key store first, so nothing asks for it).
+// usable here through its copy until the session that holds it goes, so
+// callers retire a key version in the key store before destroying its object.
 //
 // # SoftHSM
 //
