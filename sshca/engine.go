@@ -121,7 +121,8 @@ type Config struct {
 	Caller CallerFunc
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
-	// Rand is the randomness for serials and certificate nonces; nil: crypto/rand.
+	// Rand is the randomness for serials, certificate nonces and key labels
+	// (safe for concurrent use: a batch signs in parallel); nil: crypto/rand.
 	Rand io.Reader
 	// MaxItems bounds the items of one signing request; 0: 1000.
 	MaxItems int
