@@ -12,7 +12,7 @@ import (
 var errNotLoggedIn = errors.New("hsm: session is not logged in")
 
 // errTokenGone: C_GetTokenInfo fails for our slot (SoftHSM does so when the
-// token's directory has gone away); treated like a dead session.
+// token's directory has gone away) while the session itself still works.
 var errTokenGone = errors.New("hsm: token does not answer")
 
 // errClosed: the Module was closed.
@@ -36,9 +36,6 @@ func rvOf(err error) (uint, bool) {
 // reused and never closed (its handle number may already belong to a new
 // session).
 func sessionDead(err error) bool {
-	if errors.Is(err, errTokenGone) {
-		return true
-	}
 	rv, ok := rvOf(err)
 	if !ok {
 		return false

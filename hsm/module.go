@@ -339,6 +339,19 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 	}
 	err = m.run(s, op)
 	switch {
+	case errors.Is(err, errTokenGone):
+		// The session still works (dropping it would leak it), the token
+		// does not: look for the token again, and retry once if it is back.
+		m.release(s)
+		m.mu.Lock()
+		slot := m.slot
+		m.mu.Unlock()
+		if _, ferr := m.refindSlot(slot); ferr != nil {
+			return ferr
+		}
+		if s, err = m.acquire(ctx); err != nil {
+			return err
+		}
 	case err == nil || (!loggedOut(err) && !sessionDead(err)):
 		if isRV(err, pkcs11.CKR_OPERATION_ACTIVE) {
 			m.drop(s) // an operation left behind: not worth keeping
@@ -366,6 +379,9 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 	}
 	err = m.run(s, op)
 	switch {
+	case errors.Is(err, errTokenGone):
+		m.release(s)
+		return unavailable("after recovery", err)
 	case sessionDead(err):
 		m.drop(s)
 		return unavailable("after recovery", err)
