@@ -1,0 +1,604 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// newPKICmd is `hsmgate pki`: issuers, roles, issuance and revocation of
+// X.509 certificates from hsmgate's CA.
+func newPKICmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pki",
+		Short: "X.509 CA: issuers, roles, issue, sign, revoke",
+		Long: `X.509 certificates from hsmgate's CA, whose keys never leave the HSM.
+
+  hsmgate pki issuer create-root root --cn "Example Root CA"
+  hsmgate pki issuer create-intermediate int1 --cn "Example Issuing CA" --parent root --default
+  hsmgate pki role write web --allowed-domain example.com --allow-subdomains
+  hsmgate pki issue web --cn api.example.com --san www.example.com --out-dir ./tls
+  hsmgate pki sign web --csr req.pem > cert.pem
+  hsmgate pki revoke 3f:a2:...`,
+	}
+	cmd.AddCommand(newPKIIssuerCmd(), newPKIRoleCmd(), newPKIIssueCmd(), newPKISignCmd(), newPKIRevokeCmd(),
+		newPKICertCmd(), newPKITidyCmd())
+	return cmd
+}
+
+// pkiCall dials with the client flags and runs fn with a deadline.
+func pkiCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.PKIServiceClient) error) error {
+	cc, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
+	defer cancel()
+	return fn(ctx, hsmgatev1.NewPKIServiceClient(cc))
+}
+
+func pkiPrintJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+func pkiPemBytes(typ string, ders ...[]byte) []byte {
+	var out []byte
+	for _, d := range ders {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: d})...)
+	}
+	return out
+}
+
+func pkiOptDuration(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func pkiPrintIssuer(w io.Writer, is *hsmgatev1.Issuer) {
+	def := ""
+	if is.GetIsDefault() {
+		def = " (default)"
+	}
+	state := strings.ToLower(strings.TrimPrefix(is.GetState().String(), "ISSUER_STATE_"))
+	if is.GetRetired() {
+		state = "retired"
+	}
+	exp := "-"
+	if is.GetNotAfter() != nil {
+		exp = is.GetNotAfter().AsTime().Format(time.RFC3339)
+	}
+	parent := is.GetParent()
+	if parent == "" {
+		parent = "-"
+	}
+	fmt.Fprintf(w, "%s%s\t%s\t%s\tparent %s\texpires %s\t%q\n", is.GetName(), def, state, is.GetKeyType(), parent, exp, is.GetCommonName())
+}
+
+// pkiSubjectFlags are the subject flags of the issuer verbs.
+type pkiSubjectFlags struct {
+	cn       string
+	org, ou  []string
+	country  []string
+	keyType  string
+	ttl      time.Duration
+	makeDef  bool
+	pathLen  int32
+	certOut  string
+	permDNS  []string
+	exclDNS  []string
+	permIP   []string
+	exclIP   []string
+	permURI  []string
+	parent   string
+	csrOut   string
+	notCrit  bool
+	certFile string
+}
+
+func (f *pkiSubjectFlags) subject() *hsmgatev1.Subject {
+	return &hsmgatev1.Subject{CommonName: f.cn, Organization: f.org, OrganizationalUnit: f.ou, Country: f.country}
+}
+
+func pkiAddSubjectFlags(cmd *cobra.Command, f *pkiSubjectFlags, defKey string) {
+	fs := cmd.Flags()
+	fs.StringVar(&f.cn, "cn", "", "subject common name (required)")
+	fs.StringArrayVar(&f.org, "org", nil, "subject organization (repeatable)")
+	fs.StringArrayVar(&f.ou, "ou", nil, "subject organizational unit (repeatable)")
+	fs.StringArrayVar(&f.country, "country", nil, "subject country (repeatable)")
+	fs.StringVar(&f.keyType, "key-type", "", "key type: ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096, ed25519 (default "+defKey+")")
+	fs.DurationVar(&f.ttl, "ttl", 0, "validity (default: 10 years for a root, 5 for an intermediate)")
+	fs.BoolVar(&f.makeDef, "default", false, "make it the default issuer (the first issuer always is)")
+	fs.StringVar(&f.certOut, "cert-out", "", "also write the certificate (PEM) to this file")
+	_ = cmd.MarkFlagRequired("cn")
+}
+
+func pkiWriteOrPrint(w io.Writer, path string, data []byte, perm os.FileMode) error {
+	if path == "" || path == "-" {
+		_, err := w.Write(data)
+		return err
+	}
+	return os.WriteFile(path, data, perm)
+}
+
+func newPKIIssuerCmd() *cobra.Command {
+	issuer := &cobra.Command{Use: "issuer", Short: "CA certificates: create a root or an intermediate, import, list"}
+
+	root := &pkiSubjectFlags{}
+	createRoot := &cobra.Command{
+		Use:   "create-root NAME --cn CN [flags]",
+		Short: "Make a root CA whose key is generated in the HSM",
+		Args:  cobra.ExactArgs(1),
+	}
+	pkiAddSubjectFlags(createRoot, root, "ecdsa-p384")
+	createRoot.Flags().Int32Var(&root.pathLen, "max-path-len", 0, "max path length below the root (0: unlimited)")
+	cf := addClientFlags(createRoot)
+	createRoot.RunE = func(cmd *cobra.Command, args []string) error {
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
+				Name: args[0], KeyType: root.keyType, Subject: root.subject(), Ttl: pkiOptDuration(root.ttl),
+				MakeDefault: root.makeDef, MaxPathLen: root.pathLen,
+			})
+			if err != nil {
+				return fmt.Errorf("pki issuer create-root: %w", err)
+			}
+			pkiPrintIssuer(cmd.OutOrStdout(), r.GetIssuer())
+			if root.certOut != "" {
+				return os.WriteFile(root.certOut, pkiPemBytes("CERTIFICATE", r.GetIssuer().GetCertificate()), 0o644)
+			}
+			return nil
+		})
+	}
+
+	im := &pkiSubjectFlags{}
+	createIm := &cobra.Command{
+		Use:   "create-intermediate NAME --cn CN (--parent ISSUER | --csr-out FILE) [flags]",
+		Short: "Make an intermediate CA: signed by one of our issuers, or a CSR for an external root",
+		Long: `Make an intermediate CA whose key is generated in the HSM.
+
+With --parent, one of hsmgate's issuers signs it at once. Without it, its CSR is
+written to --csr-out (or stdout); have the external root sign it, then run
+"hsmgate pki issuer import NAME --cert FILE".`,
+		Args: cobra.ExactArgs(1),
+	}
+	pkiAddSubjectFlags(createIm, im, "ecdsa-p256")
+	fs := createIm.Flags()
+	fs.StringVar(&im.parent, "parent", "", "issuer that signs it (empty: emit a CSR)")
+	fs.StringVar(&im.csrOut, "csr-out", "", "file for the CSR (PEM) when there is no --parent (default stdout)")
+	fs.Int32Var(&im.pathLen, "max-path-len", 0, "max path length below it (0: it signs only leaf certificates; -1: unlimited)")
+	fs.StringArrayVar(&im.permDNS, "permitted-dns", nil, "name constraint: permitted DNS domain (repeatable)")
+	fs.StringArrayVar(&im.exclDNS, "excluded-dns", nil, "name constraint: excluded DNS domain (repeatable)")
+	fs.StringArrayVar(&im.permIP, "permitted-ip", nil, "name constraint: permitted IP range, CIDR (repeatable)")
+	fs.StringArrayVar(&im.exclIP, "excluded-ip", nil, "name constraint: excluded IP range, CIDR (repeatable)")
+	fs.StringArrayVar(&im.permURI, "permitted-uri-domain", nil, "name constraint: permitted URI domain (repeatable)")
+	fs.BoolVar(&im.notCrit, "constraints-not-critical", false, "mark the name constraints non-critical")
+	cf2 := addClientFlags(createIm)
+	createIm.RunE = func(cmd *cobra.Command, args []string) error {
+		return pkiCall(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.CreateIntermediateIssuer(ctx, &hsmgatev1.CreateIntermediateIssuerRequest{
+				Name: args[0], KeyType: im.keyType, Subject: im.subject(), Ttl: pkiOptDuration(im.ttl), Parent: im.parent,
+				MakeDefault: im.makeDef, MaxPathLen: im.pathLen,
+				NameConstraints: &hsmgatev1.NameConstraints{
+					PermittedDnsDomains: im.permDNS, ExcludedDnsDomains: im.exclDNS, PermittedIpRanges: im.permIP,
+					ExcludedIpRanges: im.exclIP, PermittedUriDomains: im.permURI, NotCritical: im.notCrit,
+				},
+			})
+			if err != nil {
+				return fmt.Errorf("pki issuer create-intermediate: %w", err)
+			}
+			if len(r.GetCsr()) > 0 {
+				return pkiWriteOrPrint(cmd.OutOrStdout(), im.csrOut, pkiPemBytes("CERTIFICATE REQUEST", r.GetCsr()), 0o644)
+			}
+			pkiPrintIssuer(cmd.OutOrStdout(), r.GetIssuer())
+			if im.certOut != "" {
+				return os.WriteFile(im.certOut, pkiPemBytes("CERTIFICATE", r.GetIssuer().GetCertificate()), 0o644)
+			}
+			return nil
+		})
+	}
+
+	imp := &pkiSubjectFlags{}
+	importCmd := &cobra.Command{
+		Use:   "import NAME --cert FILE [--default]",
+		Short: "Import the certificate an external root signed for a pending intermediate",
+		Long:  "Import the certificate an external root signed for a pending intermediate; FILE is PEM and may carry the chain above it.",
+		Args:  cobra.ExactArgs(1),
+	}
+	importCmd.Flags().StringVar(&imp.certFile, "cert", "", "PEM file: the certificate, then optionally its chain (required)")
+	importCmd.Flags().BoolVar(&imp.makeDef, "default", false, "make it the default issuer")
+	_ = importCmd.MarkFlagRequired("cert")
+	cf3 := addClientFlags(importCmd)
+	importCmd.RunE = func(cmd *cobra.Command, args []string) error {
+		b, err := os.ReadFile(imp.certFile)
+		if err != nil {
+			return err
+		}
+		return pkiCall(cmd, cf3, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.ImportIssuerCertificate(ctx, &hsmgatev1.ImportIssuerCertificateRequest{Name: args[0], Certificate: b, MakeDefault: imp.makeDef})
+			if err != nil {
+				return fmt.Errorf("pki issuer import: %w", err)
+			}
+			pkiPrintIssuer(cmd.OutOrStdout(), r.GetIssuer())
+			return nil
+		})
+	}
+
+	var asJSON bool
+	list := &cobra.Command{Use: "list", Short: "List issuers", Args: cobra.NoArgs}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cf4 := addClientFlags(list)
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		return pkiCall(cmd, cf4, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.ListIssuers(ctx, &hsmgatev1.ListIssuersRequest{})
+			if err != nil {
+				return fmt.Errorf("pki issuer list: %w", err)
+			}
+			if asJSON {
+				return pkiPrintJSON(cmd.OutOrStdout(), r)
+			}
+			for _, is := range r.GetIssuers() {
+				pkiPrintIssuer(cmd.OutOrStdout(), is)
+			}
+			return nil
+		})
+	}
+
+	issuer.AddCommand(createRoot, createIm, importCmd, list, newPKIIssuerGetCmd(), newPKIIssuerUpdateCmd(), newPKICrossSignCmd())
+	return issuer
+}
+
+func newPKIIssuerGetCmd() *cobra.Command {
+	var chain bool
+	cmd := &cobra.Command{Use: "get NAME", Short: "Print an issuer's certificate (PEM), or its chain", Args: cobra.ExactArgs(1)}
+	cmd.Flags().BoolVar(&chain, "chain", false, "also print the chain above it, up to the root")
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.GetIssuer(ctx, &hsmgatev1.GetIssuerRequest{Name: args[0]})
+			if err != nil {
+				return fmt.Errorf("pki issuer get: %w", err)
+			}
+			certs := [][]byte{r.GetIssuer().GetCertificate()}
+			if chain {
+				certs = append(certs, r.GetIssuer().GetChain()...)
+			}
+			_, err = cmd.OutOrStdout().Write(pkiPemBytes("CERTIFICATE", certs...))
+			return err
+		})
+	}
+	return cmd
+}
+
+func newPKIIssuerUpdateCmd() *cobra.Command {
+	var makeDef, retire, unretire bool
+	cmd := &cobra.Command{
+		Use:   "update NAME [--default] [--retire | --unretire]",
+		Short: "Make an issuer the default, or retire it (rotation: make the new one default, retire the old)",
+		Args:  cobra.ExactArgs(1),
+	}
+	cmd.Flags().BoolVar(&makeDef, "default", false, "make it the default issuer")
+	cmd.Flags().BoolVar(&retire, "retire", false, "stop issuing from it (it keeps serving CRL and OCSP)")
+	cmd.Flags().BoolVar(&unretire, "unretire", false, "issue from it again")
+	cmd.MarkFlagsMutuallyExclusive("retire", "unretire")
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		req := &hsmgatev1.UpdateIssuerRequest{Name: args[0], MakeDefault: makeDef}
+		if retire || unretire {
+			req.Retired = proto.Bool(retire)
+		}
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.UpdateIssuer(ctx, req)
+			if err != nil {
+				return fmt.Errorf("pki issuer update: %w", err)
+			}
+			pkiPrintIssuer(cmd.OutOrStdout(), r.GetIssuer())
+			return nil
+		})
+	}
+	return cmd
+}
+
+func newPKICrossSignCmd() *cobra.Command {
+	var signer, out string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "cross-sign NAME --signer ISSUER [--out FILE]",
+		Short: "Have another issuer sign issuer NAME's subject and key",
+		Args:  cobra.ExactArgs(1),
+	}
+	cmd.Flags().StringVar(&signer, "signer", "", "issuer that signs (required)")
+	cmd.Flags().StringVar(&out, "out", "", "file for the certificate (default stdout)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "validity (default: NAME's remaining validity)")
+	_ = cmd.MarkFlagRequired("signer")
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.CrossSignIssuer(ctx, &hsmgatev1.CrossSignIssuerRequest{Name: args[0], Signer: signer, Ttl: pkiOptDuration(ttl)})
+			if err != nil {
+				return fmt.Errorf("pki issuer cross-sign: %w", err)
+			}
+			return pkiWriteOrPrint(cmd.OutOrStdout(), out, pkiPemBytes("CERTIFICATE", r.GetCertificate()), 0o644)
+		})
+	}
+	return cmd
+}
+
+// sanFlags sorts --san values into DNS names, IP addresses and URIs.
+func pkiSplitSANs(sans []string) (dns, ips, uris []string) {
+	for _, s := range sans {
+		switch {
+		case net.ParseIP(s) != nil:
+			ips = append(ips, s)
+		case strings.Contains(s, "://"):
+			uris = append(uris, s)
+		default:
+			dns = append(dns, s)
+		}
+	}
+	return dns, ips, uris
+}
+
+func newPKIIssueCmd() *cobra.Command {
+	var cn, outDir, keyType string
+	var sans []string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "issue ROLE --cn NAME [--san NAME]... --out-dir DIR",
+		Short: "Get a new key pair and certificate (the server makes the key; it is never stored)",
+		Long: `Get a new key pair and a certificate under ROLE.
+
+Writes DIR/cert.pem (the certificate), DIR/key.pem (its private key, mode 0600),
+DIR/chain.pem (the issuer chain), DIR/fullchain.pem (certificate then chain)
+and DIR/ca.pem (the root). A --san that parses as an IP address becomes an IP
+SAN, one with "://" a URI SAN, anything else a DNS name. Needs the "issue"
+capability on pki/roles/ROLE.`,
+		Example: `  hsmgate pki issue web --cn api.example.com --san www.example.com --san 10.0.0.5 --out-dir ./tls`,
+		Args:    cobra.ExactArgs(1),
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&cn, "cn", "", "common name")
+	fs.StringArrayVar(&sans, "san", nil, "subject alternative name: DNS name, IP address or URI (repeatable)")
+	fs.DurationVar(&ttl, "ttl", 0, "validity (default: the role's ttl)")
+	fs.StringVar(&keyType, "key-type", "", "key type, one of the role's (default: the role's key_type)")
+	fs.StringVar(&outDir, "out-dir", "", "directory for the files (required)")
+	_ = cmd.MarkFlagRequired("out-dir")
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		dns, ips, uris := pkiSplitSANs(sans)
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.Issue(ctx, &hsmgatev1.IssueRequest{
+				Role: args[0], CommonName: cn, DnsNames: dns, IpAddresses: ips, Uris: uris, Ttl: pkiOptDuration(ttl), KeyType: keyType,
+			})
+			if err != nil {
+				return fmt.Errorf("pki issue: %w", err)
+			}
+			if err := pkiWriteIssued(outDir, r); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "serial %s\nissuer %s\nexpires %s\nwritten to %s\n", r.GetSerial(), r.GetIssuer(),
+				r.GetNotAfter().AsTime().Format(time.RFC3339), outDir)
+			return nil
+		})
+	}
+	return cmd
+}
+
+func pkiWriteIssued(dir string, r *hsmgatev1.IssueResponse) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	chain := r.GetChain()
+	files := []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		{"key.pem", pkiPemBytes("PRIVATE KEY", r.GetPrivateKey()), 0o600},
+		{"cert.pem", pkiPemBytes("CERTIFICATE", r.GetCertificate()), 0o644},
+		{"chain.pem", pkiPemBytes("CERTIFICATE", chain...), 0o644},
+		{"fullchain.pem", pkiPemBytes("CERTIFICATE", append([][]byte{r.GetCertificate()}, chain...)...), 0o644},
+	}
+	if len(chain) > 0 {
+		files = append(files, struct {
+			name string
+			data []byte
+			perm os.FileMode
+		}{"ca.pem", pkiPemBytes("CERTIFICATE", chain[len(chain)-1]), 0o644})
+	}
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		// Never leave an old key readable by others: remove, then create with the mode.
+		_ = os.Remove(p)
+		if err := os.WriteFile(p, f.data, f.perm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newPKISignCmd() *cobra.Command {
+	var csrFile, cn, out string
+	var sans []string
+	var ttl time.Duration
+	var withChain bool
+	cmd := &cobra.Command{
+		Use:   "sign ROLE --csr FILE [--out FILE]",
+		Short: "Get a certificate for a CSR (names from the CSR unless --cn/--san are given)",
+		Args:  cobra.ExactArgs(1),
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&csrFile, "csr", "", "CSR file, PEM or DER (required)")
+	fs.StringVar(&cn, "cn", "", "common name (default: the CSR's)")
+	fs.StringArrayVar(&sans, "san", nil, "SAN instead of the CSR's (repeatable)")
+	fs.DurationVar(&ttl, "ttl", 0, "validity (default: the role's ttl)")
+	fs.StringVar(&out, "out", "", "certificate file (default stdout)")
+	fs.BoolVar(&withChain, "chain", true, "append the issuer chain")
+	_ = cmd.MarkFlagRequired("csr")
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		csr, err := os.ReadFile(csrFile)
+		if err != nil {
+			return err
+		}
+		dns, ips, uris := pkiSplitSANs(sans)
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.Sign(ctx, &hsmgatev1.SignRequest{
+				Role: args[0], Csr: csr, CommonName: cn, DnsNames: dns, IpAddresses: ips, Uris: uris, Ttl: pkiOptDuration(ttl),
+			})
+			if err != nil {
+				return fmt.Errorf("pki sign: %w", err)
+			}
+			certs := [][]byte{r.GetCertificate()}
+			if withChain {
+				certs = append(certs, r.GetChain()...)
+			}
+			if out != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "serial %s, expires %s\n", r.GetSerial(), r.GetNotAfter().AsTime().Format(time.RFC3339))
+			}
+			return pkiWriteOrPrint(cmd.OutOrStdout(), out, pkiPemBytes("CERTIFICATE", certs...), 0o644)
+		})
+	}
+	return cmd
+}
+
+var pkiRevocationReasonNames = map[string]int32{
+	"unspecified": 0, "keycompromise": 1, "cacompromise": 2, "affiliationchanged": 3, "superseded": 4,
+	"cessationofoperation": 5, "certificatehold": 6, "privilegewithdrawn": 9, "aacompromise": 10,
+}
+
+func pkiParseReason(s string) (int32, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		return int32(n), nil
+	}
+	if n, ok := pkiRevocationReasonNames[strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))]; ok {
+		return n, nil
+	}
+	return 0, usageError{fmt.Errorf("revocation reason %q: want a number or a name such as keyCompromise, superseded", s)}
+}
+
+func newPKIRevokeCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:     "revoke SERIAL [--reason REASON]",
+		Short:   "Revoke a certificate by serial number (hex, colons allowed)",
+		Example: "  hsmgate pki revoke 3fa2c1... --reason keyCompromise",
+		Args:    cobra.ExactArgs(1),
+	}
+	cmd.Flags().StringVar(&reason, "reason", "unspecified", "RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, or its number")
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		code, err := pkiParseReason(reason)
+		if err != nil {
+			return err
+		}
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.Revoke(ctx, &hsmgatev1.RevokeRequest{Serial: args[0], Reason: code})
+			if err != nil {
+				return fmt.Errorf("pki revoke: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked at %s\n", r.GetRevocationTime().AsTime().Format(time.RFC3339))
+			return nil
+		})
+	}
+	return cmd
+}
+
+func newPKICertCmd() *cobra.Command {
+	cert := &cobra.Command{Use: "cert", Short: "Issued certificates: get, list"}
+	get := &cobra.Command{Use: "get SERIAL", Short: "Print an issued certificate (PEM) and its state on stderr", Args: cobra.ExactArgs(1)}
+	cf := addClientFlags(get)
+	get.RunE = func(cmd *cobra.Command, args []string) error {
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.GetCertificate(ctx, &hsmgatev1.GetCertificateRequest{Serial: args[0]})
+			if err != nil {
+				return fmt.Errorf("pki cert get: %w", err)
+			}
+			rec := r.GetCertificate()
+			state := "valid"
+			if rec.GetRevoked() {
+				state = "revoked " + rec.GetRevocationTime().AsTime().Format(time.RFC3339)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "serial %s issuer %s role %s expires %s %s\n", rec.GetSerial(), rec.GetIssuer(), rec.GetRole(),
+				rec.GetNotAfter().AsTime().Format(time.RFC3339), state)
+			if len(rec.GetCertificate()) == 0 {
+				return fmt.Errorf("pki cert get: the role does not store certificates")
+			}
+			_, err = cmd.OutOrStdout().Write(pkiPemBytes("CERTIFICATE", rec.GetCertificate()))
+			return err
+		})
+	}
+	var issuer string
+	var revoked bool
+	list := &cobra.Command{Use: "list", Short: "List issued certificates", Args: cobra.NoArgs}
+	list.Flags().StringVar(&issuer, "issuer", "", "only this issuer's")
+	list.Flags().BoolVar(&revoked, "revoked", false, "only revoked ones")
+	cf2 := addClientFlags(list)
+	list.RunE = func(cmd *cobra.Command, _ []string) error {
+		return pkiCall(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			token := ""
+			for {
+				r, err := c.ListCertificates(ctx, &hsmgatev1.ListCertificatesRequest{Issuer: issuer, RevokedOnly: revoked, PageSize: 1000, PageToken: token})
+				if err != nil {
+					return fmt.Errorf("pki cert list: %w", err)
+				}
+				for _, rec := range r.GetCertificates() {
+					state := "valid"
+					if rec.GetRevoked() {
+						state = "revoked"
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\t%s\t%s\t%s\t%s\n", rec.GetSerial(), rec.GetIssuer(), rec.GetRole(),
+						rec.GetNotAfter().AsTime().Format(time.RFC3339), state, rec.GetCommonName())
+				}
+				if token = r.GetNextPageToken(); token == "" {
+					return nil
+				}
+			}
+		})
+	}
+	cert.AddCommand(get, list)
+	return cert
+}
+
+func newPKITidyCmd() *cobra.Command {
+	var buffer time.Duration
+	cmd := &cobra.Command{Use: "tidy", Short: "Drop records of certificates expired for longer than --safety-buffer", Args: cobra.NoArgs}
+	cmd.Flags().DurationVar(&buffer, "safety-buffer", 72*time.Hour, "keep records expired less than this long")
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+			r, err := c.Tidy(ctx, &hsmgatev1.TidyRequest{SafetyBuffer: durationpb.New(buffer)})
+			if err != nil {
+				return fmt.Errorf("pki tidy: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d certificate records (%d revoked)\n", r.GetCertificatesRemoved(), r.GetRevokedRemoved())
+			return nil
+		})
+	}
+	return cmd
+}
+
+// pkiIsNotFound reports a NotFound status.
+func pkiIsNotFound(err error) bool { return status.Code(err) == codes.NotFound }
