@@ -31,9 +31,13 @@
 //     state, e.g. after a C_Logout from another context): the token is logged
 //     in again through that session (which is alive and stays in the pool)
 //     and the operation retried once;
+//   - token not answering C_GetTokenInfo while the session still works (what
+//     SoftHSM does when a token's directory goes away): the session stays in
+//     the pool, the token is looked up again by label and, if found, the
+//     operation retried once;
 //   - dead session or token (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
-//     CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, ..., or
-//     C_GetTokenInfo failing): the session is never returned to the pool;
+//     CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, ...): the
+//     session is never returned to the pool;
 //     every session of the pool's current generation is presumed dead and
 //     dropped (never closed: its handle number may already belong to a new
 //     session), the token is looked up again by

@@ -327,7 +327,9 @@ func (m *Module) drop(*session) { <-m.sem }
 
 // do runs op on a pooled session. Stale object handles are re-found once. If
 // the session lost its login, the token is logged in again and op retried
-// once on it; if the session is dead, it is not returned to the pool, every
+// once on it; if the token stops answering, it is looked up again by label
+// and op retried once if it is found; if the session is dead, it is not
+// returned to the pool, every
 // session of the current generation is presumed dead (C_CloseAllSessions,
 // token removal), the token is re-found by label, a new session is opened and
 // logged in, and op is retried once. If that fails too the error wraps
