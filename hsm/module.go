@@ -325,15 +325,14 @@ func (m *Module) release(s *session) {
 // objects or sessions going away under a running call.
 func (m *Module) drop(*session) { <-m.sem }
 
-// do runs op on a pooled session. Stale object handles are re-found once. If
-// the session lost its login, the token is logged in again and op retried
-// once on it; if the token stops answering, it is looked up again by label
-// and op retried once if it is found; if the session is dead, it is not
-// returned to the pool, every
-// session of the current generation is presumed dead (C_CloseAllSessions,
-// token removal), the token is re-found by label, a new session is opened and
-// logged in, and op is retried once. If that fails too the error wraps
-// ErrUnavailable.
+// do runs op on a pooled session. Stale object handles are re-found once.
+// If the session lost its login, the token is logged in again and op
+// retried once on it. If the token stops answering, it is looked up again
+// by label and op retried once if it is found. If the session is dead, it
+// is not returned to the pool, every session of the current generation is
+// presumed dead (C_CloseAllSessions, token removal), the token is re-found
+// by label, a new session is opened and logged in, and op is retried once.
+// If that fails too the error wraps ErrUnavailable.
 func (m *Module) do(ctx context.Context, op func(*session) error) error {
 	s, err := m.acquire(ctx)
 	if err != nil {
