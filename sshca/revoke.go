@@ -99,7 +99,15 @@ func (e *Engine) Revoke(ctx context.Context, req *pb.RevokeSSHRequest) (uint64, 
 	default:
 		return 0, invalid("revocation needs a serial, key ID, public key or fingerprint")
 	}
-	return e.appendRevocation(ctx, r)
+	v, err := e.appendRevocation(ctx, r)
+	if err != nil {
+		return 0, err
+	}
+	// Regenerate now, so the next fetch of the KRL is served from memory.
+	if _, _, _, err := e.KRL(ctx); err != nil {
+		return 0, err
+	}
+	return v, nil
 }
 
 // appendRevocation adds r to the record by compare-and-swap, retrying lost races.

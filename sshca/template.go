@@ -168,22 +168,42 @@ func literal(toks []token) string {
 	return b.String()
 }
 
-// match reports whether s matches the expanded pattern toks.
+// match reports whether s matches the expanded pattern toks, in
+// O(len(pattern) * len(s)) whatever the number of wildcards (the classic
+// greedy match with backtracking to the last wildcard).
 func match(toks []token, s string) bool {
-	if len(toks) == 0 {
-		return s == ""
-	}
-	t := toks[0]
-	if t.kind == tokLiteral {
-		rest, ok := strings.CutPrefix(s, t.text)
-		return ok && match(toks[1:], rest)
-	}
-	for i := 0; i <= len(s); i++ {
-		if match(toks[1:], s[i:]) {
-			return true
+	const wild = -1
+	var p []int
+	for _, t := range toks {
+		if t.kind == tokWild {
+			p = append(p, wild)
+			continue
+		}
+		for i := 0; i < len(t.text); i++ {
+			p = append(p, int(t.text[i]))
 		}
 	}
-	return false
+	pi, si := 0, 0
+	star, mark := -1, 0
+	for si < len(s) {
+		switch {
+		case pi < len(p) && p[pi] != wild && p[pi] == int(s[si]):
+			pi++
+			si++
+		case pi < len(p) && p[pi] == wild:
+			star, mark = pi, si
+			pi++
+		case star >= 0:
+			mark++
+			pi, si = star+1, mark
+		default:
+			return false
+		}
+	}
+	for pi < len(p) && p[pi] == wild {
+		pi++
+	}
+	return pi == len(p)
 }
 
 // keyIDVars are the values a key ID template may use.
