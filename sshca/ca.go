@@ -128,28 +128,47 @@ func (e *Engine) newVersion(ctx context.Context, ca *pb.SSHCA, version uint32, k
 	}, nil
 }
 
-// signerFor returns the ssh.Signer of an HSM key, offering exactly one
-// signature algorithm: for RSA the CA's rsa-sha2-512 or rsa-sha2-256,
-// never ssh-rsa.
+// signerFor returns the ssh.Signer of an HSM key, bound to ctx (its
+// deadline and cancellation reach every HSM call when the key supports
+// SignContext), offering exactly one signature algorithm: for RSA the CA's
+// rsa-sha2-512 or rsa-sha2-256, never ssh-rsa.
 func (e *Engine) signerFor(ctx context.Context, ca *pb.SSHCA, label string) (ssh.MultiAlgorithmSigner, error) {
 	e.mu.Lock()
-	s, ok := e.signers[label]
+	cs, ok := e.signers[label]
 	e.mu.Unlock()
-	if ok {
-		return s.(ssh.MultiAlgorithmSigner), nil
+	if !ok {
+		var err error
+		if cs, err = e.keys.Signer(ctx, label); err != nil {
+			return nil, fmt.Errorf("sshca: CA %q: key %s: %w", ca.GetName(), label, err)
+		}
+		e.mu.Lock()
+		e.signers[label] = cs
+		e.mu.Unlock()
 	}
-	cs, err := e.keys.Signer(ctx, label)
-	if err != nil {
-		return nil, fmt.Errorf("sshca: CA %q: key %s: %w", ca.GetName(), label, err)
+	if cc, ok := cs.(contextSigner); ok {
+		cs = boundSigner{cc, ctx}
 	}
 	ms, err := newSSHSigner(cs, ca.GetRsaSignatureAlgorithm())
 	if err != nil {
 		return nil, fmt.Errorf("sshca: CA %q: key %s: %w", ca.GetName(), label, err)
 	}
-	e.mu.Lock()
-	e.signers[label] = ms
-	e.mu.Unlock()
 	return ms, nil
+}
+
+// contextSigner is a crypto.Signer whose operations take a context (*hsm.Signer).
+type contextSigner interface {
+	crypto.Signer
+	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
+}
+
+// boundSigner calls SignContext with a fixed context.
+type boundSigner struct {
+	contextSigner
+	ctx context.Context
+}
+
+func (b boundSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return b.SignContext(b.ctx, digest, opts)
 }
 
 // newSSHSigner wraps a crypto.Signer for certificate signing with one algorithm.

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/crypto/ssh"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -141,7 +140,7 @@ type Engine struct {
 	conc     int
 
 	mu      sync.Mutex
-	signers map[string]ssh.Signer // by HSM label
+	signers map[string]crypto.Signer // by HSM label
 
 	krl atomic.Pointer[krlSnapshot]
 }
@@ -160,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		rand:     cfg.Rand,
 		maxItems: cfg.MaxItems,
 		conc:     cfg.SignConcurrency,
-		signers:  map[string]ssh.Signer{},
+		signers:  map[string]crypto.Signer{},
 	}
 	if e.caller == nil {
 		e.caller = DefaultCaller
