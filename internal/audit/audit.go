@@ -37,6 +37,7 @@ package audit
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -142,6 +143,39 @@ func LoadHMACKey(cfg Config) ([]byte, error) {
 	}
 	if len(key) < 32 {
 		return nil, fmt.Errorf("audit: hmac key shorter than 32 bytes")
+	}
+	return key, nil
+}
+
+// LoadOrCreateKeyFile returns the key in path, first writing 32 random bytes
+// there (mode 0600) if the file does not exist. For `hsmgate dev`; production
+// keys are provisioned like any other secret.
+func LoadOrCreateKeyFile(path string) ([]byte, error) {
+	key, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("audit: hmac key: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("audit: hmac key: %w", err)
+		}
+		_, werr := f.Write(key)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			os.Remove(path)
+			return nil, fmt.Errorf("audit: hmac key: %w", werr)
+		}
+		return key, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: hmac key: %w", err)
+	}
+	if len(key) < 32 {
+		return nil, fmt.Errorf("audit: hmac key in %s shorter than 32 bytes", path)
 	}
 	return key, nil
 }

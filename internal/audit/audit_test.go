@@ -322,3 +322,30 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestLoadOrCreateKeyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hmac-key")
+	k1, err := LoadOrCreateKeyFile(path)
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("create: got %d bytes, %v, want 32", len(k1), err)
+	}
+	st, _ := os.Stat(path)
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode: got %o, want 600", st.Mode().Perm())
+	}
+	k2, err := LoadOrCreateKeyFile(path)
+	if err != nil || !bytes.Equal(k1, k2) {
+		t.Errorf("reload: got a different key or %v", err)
+	}
+	t.Setenv("HSMGATE_AUDIT_HMAC_KEY", "")
+	if k3, err := LoadHMACKey(Config{HMACKeyFile: path}); err != nil || !bytes.Equal(k1, k3) {
+		t.Errorf("LoadHMACKey(file): got %v", err)
+	}
+	t.Setenv("MY_KEY", strings.Repeat("ab", 32))
+	if k4, err := LoadHMACKey(Config{HMACKeyEnv: "MY_KEY"}); err != nil || len(k4) != 32 {
+		t.Errorf("LoadHMACKey(env): got %d bytes, %v", len(k4), err)
+	}
+	if _, err := LoadHMACKey(Config{}); err == nil {
+		t.Errorf("LoadHMACKey(nothing): got nil error")
+	}
+}
