@@ -224,6 +224,20 @@ func TestRevocationAndKRL(t *testing.T) {
 			t.Errorf("certificate %d: revoked %v, want %v", i, got, want)
 		}
 	}
+	t.Run("expired revocations are pruned", func(t *testing.T) {
+		env.clock.Add(2 * time.Hour) // past the certificates' 1h default TTL
+		defer env.clock.Add(-2 * time.Hour)
+		if _, err := env.e.Revoke(ctx, &pb.RevokeSSHRequest{Target: &pb.RevokeSSHRequest_KeyId{KeyId: "someone"}}); err != nil {
+			t.Fatal(err)
+		}
+		k := parse()
+		if k.IsRevoked(certs[0]) {
+			t.Error("the expired certificate revoked by serial is still in the KRL")
+		}
+		if !k.IsRevoked(certs[1]) || !k.IsRevoked(certs[2]) || !k.IsRevoked(certs[3]) {
+			t.Error("revocations without an expiry were pruned")
+		}
+	})
 	t.Run("unknown serial", func(t *testing.T) {
 		_, err := env.e.Revoke(ctx, &pb.RevokeSSHRequest{Target: &pb.RevokeSSHRequest_Serial{Serial: 12345}})
 		if !errors.Is(err, ErrSerialNotFound) {

@@ -73,6 +73,7 @@ func (e *Engine) Revoke(ctx context.Context, req *pb.RevokeSSHRequest) (uint64, 
 				return 0, err
 			}
 			caKeys = [][]byte{rec.GetCaPublicKey()}
+			r.ExpireTime = rec.GetValidBefore()
 		}
 		r.CaPublicKeys = caKeys
 	case *pb.RevokeSSHRequest_KeyId:
@@ -120,7 +121,7 @@ func (e *Engine) appendRevocation(ctx context.Context, r *pb.SSHRevocation) (uin
 		} else if err != nil {
 			return 0, fmt.Errorf("sshca: revoke: %w", err)
 		}
-		l.Revocations = append(l.Revocations, r)
+		l.Revocations = append(pruneExpired(l.GetRevocations(), e.now()), r)
 		l.KrlVersion++
 		l.UpdateTime = timestamppb.New(e.now())
 		_, err = e.putProto(ctx, keyKRL, l, rev)
@@ -133,6 +134,19 @@ func (e *Engine) appendRevocation(ctx context.Context, r *pb.SSHRevocation) (uin
 		return l.GetKrlVersion(), nil
 	}
 	return 0, fmt.Errorf("sshca: revoke: %w", keystore.ErrConflict)
+}
+
+// pruneExpired drops revocations of certificates that have expired: sshd
+// refuses them anyway, and the KRL stays small.
+func pruneExpired(rs []*pb.SSHRevocation, now time.Time) []*pb.SSHRevocation {
+	out := rs[:0]
+	for _, r := range rs {
+		if r.GetExpireTime() != nil && now.After(r.GetExpireTime().AsTime()) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // findIssued finds the issuance record of a serial. It scans the records:

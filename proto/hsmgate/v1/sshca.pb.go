@@ -2335,10 +2335,13 @@ type SSHRevocation struct {
 	Target isSSHRevocation_Target `protobuf_oneof:"target"`
 	// CA keys (SSH wire) a serial or key ID revocation applies to; empty for a
 	// key ID: every CA.
-	CaPublicKeys  [][]byte               `protobuf:"bytes,5,rep,name=ca_public_keys,json=caPublicKeys,proto3" json:"ca_public_keys,omitempty"`
-	Reason        string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
-	Identity      string                 `protobuf:"bytes,7,opt,name=identity,proto3" json:"identity,omitempty"`
-	RevokeTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	CaPublicKeys [][]byte               `protobuf:"bytes,5,rep,name=ca_public_keys,json=caPublicKeys,proto3" json:"ca_public_keys,omitempty"`
+	Reason       string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Identity     string                 `protobuf:"bytes,7,opt,name=identity,proto3" json:"identity,omitempty"`
+	RevokeTime   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=revoke_time,json=revokeTime,proto3" json:"revoke_time,omitempty"`
+	// When the revoked certificate expires (serial revocations found in the
+	// issuance records): after it, the entry is dropped from the KRL.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2440,6 +2443,13 @@ func (x *SSHRevocation) GetIdentity() string {
 func (x *SSHRevocation) GetRevokeTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.RevokeTime
+	}
+	return nil
+}
+
+func (x *SSHRevocation) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
 	}
 	return nil
 }
@@ -2990,7 +3000,7 @@ const file_hsmgate_v1_sshca_proto_rawDesc = "" +
 	"\n" +
 	"issue_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\"A\n" +
 	"\x0eSSHIssuedBatch\x12/\n" +
-	"\x05certs\x18\x01 \x03(\v2\x19.hsmgate.v1.SSHIssuedCertR\x05certs\"\x9e\x02\n" +
+	"\x05certs\x18\x01 \x03(\v2\x19.hsmgate.v1.SSHIssuedCertR\x05certs\"\xdb\x02\n" +
 	"\rSSHRevocation\x12\x18\n" +
 	"\x06serial\x18\x01 \x01(\x04H\x00R\x06serial\x12\x17\n" +
 	"\x06key_id\x18\x02 \x01(\tH\x00R\x05keyId\x12\x1f\n" +
@@ -3001,7 +3011,9 @@ const file_hsmgate_v1_sshca_proto_rawDesc = "" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1a\n" +
 	"\bidentity\x18\a \x01(\tR\bidentity\x12;\n" +
 	"\vrevoke_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTimeB\b\n" +
+	"revokeTime\x12;\n" +
+	"\vexpire_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTimeB\b\n" +
 	"\x06target\"\xae\x01\n" +
 	"\x11SSHRevocationList\x12\x1f\n" +
 	"\vkrl_version\x18\x01 \x01(\x04R\n" +
@@ -3186,44 +3198,45 @@ var file_hsmgate_v1_sshca_proto_depIdxs = []int32{
 	48, // 48: hsmgate.v1.SSHIssuedCert.issue_time:type_name -> google.protobuf.Timestamp
 	36, // 49: hsmgate.v1.SSHIssuedBatch.certs:type_name -> hsmgate.v1.SSHIssuedCert
 	48, // 50: hsmgate.v1.SSHRevocation.revoke_time:type_name -> google.protobuf.Timestamp
-	48, // 51: hsmgate.v1.SSHRevocationList.update_time:type_name -> google.protobuf.Timestamp
-	38, // 52: hsmgate.v1.SSHRevocationList.revocations:type_name -> hsmgate.v1.SSHRevocation
-	48, // 53: hsmgate.v1.GetKRLResponse.generate_time:type_name -> google.protobuf.Timestamp
-	5,  // 54: hsmgate.v1.SSHCAService.CreateSSHCA:input_type -> hsmgate.v1.CreateSSHCARequest
-	7,  // 55: hsmgate.v1.SSHCAService.GetSSHCA:input_type -> hsmgate.v1.GetSSHCARequest
-	9,  // 56: hsmgate.v1.SSHCAService.ListSSHCAs:input_type -> hsmgate.v1.ListSSHCAsRequest
-	11, // 57: hsmgate.v1.SSHCAService.RotateSSHCA:input_type -> hsmgate.v1.RotateSSHCARequest
-	13, // 58: hsmgate.v1.SSHCAService.RetireSSHCAKey:input_type -> hsmgate.v1.RetireSSHCAKeyRequest
-	15, // 59: hsmgate.v1.SSHCAService.ListSSHCAPublicKeys:input_type -> hsmgate.v1.ListSSHCAPublicKeysRequest
-	20, // 60: hsmgate.v1.SSHCAService.CreateSSHRole:input_type -> hsmgate.v1.CreateSSHRoleRequest
-	22, // 61: hsmgate.v1.SSHCAService.GetSSHRole:input_type -> hsmgate.v1.GetSSHRoleRequest
-	24, // 62: hsmgate.v1.SSHCAService.UpdateSSHRole:input_type -> hsmgate.v1.UpdateSSHRoleRequest
-	26, // 63: hsmgate.v1.SSHCAService.DeleteSSHRole:input_type -> hsmgate.v1.DeleteSSHRoleRequest
-	28, // 64: hsmgate.v1.SSHCAService.ListSSHRoles:input_type -> hsmgate.v1.ListSSHRolesRequest
-	32, // 65: hsmgate.v1.SSHCAService.SignUserKey:input_type -> hsmgate.v1.SignUserKeyRequest
-	34, // 66: hsmgate.v1.SSHCAService.SignHostKey:input_type -> hsmgate.v1.SignHostKeyRequest
-	40, // 67: hsmgate.v1.SSHCAService.RevokeSSH:input_type -> hsmgate.v1.RevokeSSHRequest
-	42, // 68: hsmgate.v1.SSHCAService.GetKRL:input_type -> hsmgate.v1.GetKRLRequest
-	6,  // 69: hsmgate.v1.SSHCAService.CreateSSHCA:output_type -> hsmgate.v1.CreateSSHCAResponse
-	8,  // 70: hsmgate.v1.SSHCAService.GetSSHCA:output_type -> hsmgate.v1.GetSSHCAResponse
-	10, // 71: hsmgate.v1.SSHCAService.ListSSHCAs:output_type -> hsmgate.v1.ListSSHCAsResponse
-	12, // 72: hsmgate.v1.SSHCAService.RotateSSHCA:output_type -> hsmgate.v1.RotateSSHCAResponse
-	14, // 73: hsmgate.v1.SSHCAService.RetireSSHCAKey:output_type -> hsmgate.v1.RetireSSHCAKeyResponse
-	17, // 74: hsmgate.v1.SSHCAService.ListSSHCAPublicKeys:output_type -> hsmgate.v1.ListSSHCAPublicKeysResponse
-	21, // 75: hsmgate.v1.SSHCAService.CreateSSHRole:output_type -> hsmgate.v1.CreateSSHRoleResponse
-	23, // 76: hsmgate.v1.SSHCAService.GetSSHRole:output_type -> hsmgate.v1.GetSSHRoleResponse
-	25, // 77: hsmgate.v1.SSHCAService.UpdateSSHRole:output_type -> hsmgate.v1.UpdateSSHRoleResponse
-	27, // 78: hsmgate.v1.SSHCAService.DeleteSSHRole:output_type -> hsmgate.v1.DeleteSSHRoleResponse
-	29, // 79: hsmgate.v1.SSHCAService.ListSSHRoles:output_type -> hsmgate.v1.ListSSHRolesResponse
-	33, // 80: hsmgate.v1.SSHCAService.SignUserKey:output_type -> hsmgate.v1.SignUserKeyResponse
-	35, // 81: hsmgate.v1.SSHCAService.SignHostKey:output_type -> hsmgate.v1.SignHostKeyResponse
-	41, // 82: hsmgate.v1.SSHCAService.RevokeSSH:output_type -> hsmgate.v1.RevokeSSHResponse
-	43, // 83: hsmgate.v1.SSHCAService.GetKRL:output_type -> hsmgate.v1.GetKRLResponse
-	69, // [69:84] is the sub-list for method output_type
-	54, // [54:69] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	48, // 51: hsmgate.v1.SSHRevocation.expire_time:type_name -> google.protobuf.Timestamp
+	48, // 52: hsmgate.v1.SSHRevocationList.update_time:type_name -> google.protobuf.Timestamp
+	38, // 53: hsmgate.v1.SSHRevocationList.revocations:type_name -> hsmgate.v1.SSHRevocation
+	48, // 54: hsmgate.v1.GetKRLResponse.generate_time:type_name -> google.protobuf.Timestamp
+	5,  // 55: hsmgate.v1.SSHCAService.CreateSSHCA:input_type -> hsmgate.v1.CreateSSHCARequest
+	7,  // 56: hsmgate.v1.SSHCAService.GetSSHCA:input_type -> hsmgate.v1.GetSSHCARequest
+	9,  // 57: hsmgate.v1.SSHCAService.ListSSHCAs:input_type -> hsmgate.v1.ListSSHCAsRequest
+	11, // 58: hsmgate.v1.SSHCAService.RotateSSHCA:input_type -> hsmgate.v1.RotateSSHCARequest
+	13, // 59: hsmgate.v1.SSHCAService.RetireSSHCAKey:input_type -> hsmgate.v1.RetireSSHCAKeyRequest
+	15, // 60: hsmgate.v1.SSHCAService.ListSSHCAPublicKeys:input_type -> hsmgate.v1.ListSSHCAPublicKeysRequest
+	20, // 61: hsmgate.v1.SSHCAService.CreateSSHRole:input_type -> hsmgate.v1.CreateSSHRoleRequest
+	22, // 62: hsmgate.v1.SSHCAService.GetSSHRole:input_type -> hsmgate.v1.GetSSHRoleRequest
+	24, // 63: hsmgate.v1.SSHCAService.UpdateSSHRole:input_type -> hsmgate.v1.UpdateSSHRoleRequest
+	26, // 64: hsmgate.v1.SSHCAService.DeleteSSHRole:input_type -> hsmgate.v1.DeleteSSHRoleRequest
+	28, // 65: hsmgate.v1.SSHCAService.ListSSHRoles:input_type -> hsmgate.v1.ListSSHRolesRequest
+	32, // 66: hsmgate.v1.SSHCAService.SignUserKey:input_type -> hsmgate.v1.SignUserKeyRequest
+	34, // 67: hsmgate.v1.SSHCAService.SignHostKey:input_type -> hsmgate.v1.SignHostKeyRequest
+	40, // 68: hsmgate.v1.SSHCAService.RevokeSSH:input_type -> hsmgate.v1.RevokeSSHRequest
+	42, // 69: hsmgate.v1.SSHCAService.GetKRL:input_type -> hsmgate.v1.GetKRLRequest
+	6,  // 70: hsmgate.v1.SSHCAService.CreateSSHCA:output_type -> hsmgate.v1.CreateSSHCAResponse
+	8,  // 71: hsmgate.v1.SSHCAService.GetSSHCA:output_type -> hsmgate.v1.GetSSHCAResponse
+	10, // 72: hsmgate.v1.SSHCAService.ListSSHCAs:output_type -> hsmgate.v1.ListSSHCAsResponse
+	12, // 73: hsmgate.v1.SSHCAService.RotateSSHCA:output_type -> hsmgate.v1.RotateSSHCAResponse
+	14, // 74: hsmgate.v1.SSHCAService.RetireSSHCAKey:output_type -> hsmgate.v1.RetireSSHCAKeyResponse
+	17, // 75: hsmgate.v1.SSHCAService.ListSSHCAPublicKeys:output_type -> hsmgate.v1.ListSSHCAPublicKeysResponse
+	21, // 76: hsmgate.v1.SSHCAService.CreateSSHRole:output_type -> hsmgate.v1.CreateSSHRoleResponse
+	23, // 77: hsmgate.v1.SSHCAService.GetSSHRole:output_type -> hsmgate.v1.GetSSHRoleResponse
+	25, // 78: hsmgate.v1.SSHCAService.UpdateSSHRole:output_type -> hsmgate.v1.UpdateSSHRoleResponse
+	27, // 79: hsmgate.v1.SSHCAService.DeleteSSHRole:output_type -> hsmgate.v1.DeleteSSHRoleResponse
+	29, // 80: hsmgate.v1.SSHCAService.ListSSHRoles:output_type -> hsmgate.v1.ListSSHRolesResponse
+	33, // 81: hsmgate.v1.SSHCAService.SignUserKey:output_type -> hsmgate.v1.SignUserKeyResponse
+	35, // 82: hsmgate.v1.SSHCAService.SignHostKey:output_type -> hsmgate.v1.SignHostKeyResponse
+	41, // 83: hsmgate.v1.SSHCAService.RevokeSSH:output_type -> hsmgate.v1.RevokeSSHResponse
+	43, // 84: hsmgate.v1.SSHCAService.GetKRL:output_type -> hsmgate.v1.GetKRLResponse
+	70, // [70:85] is the sub-list for method output_type
+	55, // [55:70] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_sshca_proto_init() }
