@@ -508,8 +508,8 @@ func testClose(t *testing.T, s keystore.Store) {
 // on ErrConflict. Each value is "n writer seq" so the watch can account for
 // every increment.
 const (
-	writers    = 6
-	increments = 25
+	writers    = 4
+	increments = 24
 )
 
 type counterVal struct {

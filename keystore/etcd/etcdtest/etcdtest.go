@@ -132,9 +132,18 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
+// closeAll stops the followers concurrently, then the leader.
 func (c *Cluster) closeAll() {
+	lead := c.Leader()
+	var wg sync.WaitGroup
 	for i := range c.Members {
-		c.Stop(i)
+		if i != lead {
+			wg.Go(func() { c.Stop(i) })
+		}
+	}
+	wg.Wait()
+	if lead >= 0 {
+		c.Stop(lead)
 	}
 }
 
@@ -147,7 +156,9 @@ func (c *Cluster) Stop(i int) {
 	}
 	c.stopped[i] = true
 	c.mu.Unlock()
+	start := time.Now()
 	c.Members[i].Close()
+	c.t.Logf("etcdtest: stopped member m%d in %s", i, time.Since(start).Round(time.Millisecond))
 }
 
 // Leader returns the index of the member that a running member reports as
