@@ -170,7 +170,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 LogLevel VERBOSE
-`, x.port, x.dir)), 0o644)
+%[3]s`, x.port, x.dir, penaltiesOff(t, sshBin))), 0o644)
 	cmd := exec.Command(sshdBin, "-D", "-e", "-f", cfg)
 	cmd.Stdout, cmd.Stderr = x.log, x.log
 	if err := cmd.Start(); err != nil {
@@ -196,6 +196,23 @@ LogLevel VERBOSE
 		time.Sleep(20 * time.Millisecond) // polling for the port, bounded by the deadline
 	}
 	return x
+}
+
+// penaltiesOff turns off OpenSSH >= 9.8's PerSourcePenalties, which would
+// refuse our connections for a while after the refusals this test provokes
+// (older sshd refuses the unknown option).
+func penaltiesOff(t *testing.T, sshBin string) string {
+	out, _ := exec.Command(sshBin, "-V").CombinedOutput()
+	m := regexp.MustCompile(`OpenSSH_(\d+)\.(\d+)`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("ssh -V: unexpected %q", out)
+	}
+	major, _ := strconv.Atoi(m[1])
+	minor, _ := strconv.Atoi(m[2])
+	if major > 9 || (major == 9 && minor >= 8) {
+		return "PerSourcePenalties no\n"
+	}
+	return ""
 }
 
 // writePrivateKey writes a new Ed25519 private key (OpenSSH format, 0600)
