@@ -14,8 +14,8 @@ import (
 // (the auth hook installed, the dev root token accepted).
 func TestAuthVerbsEndToEnd(t *testing.T) {
 	requireSoftHSM(t)
-	dev := startDev(t, filepath.Join(t.TempDir(), "state"))
-	defer dev.stop(t)
+	state := filepath.Join(t.TempDir(), "state")
+	dev := startDev(t, state)
 	rootEnv := dev.env()
 	noToken := []string{"HSMGATE_ADDR=" + dev.exports["HSMGATE_ADDR"], "HSMGATE_CACERT=" + dev.exports["HSMGATE_CACERT"]}
 	mustRun := func(env []string, args ...string) string {
@@ -55,8 +55,29 @@ func TestAuthVerbsEndToEnd(t *testing.T) {
 	if _, errOut, code := run(t, botEnv, "status"); code == 0 || !strings.Contains(errOut, "Unauthenticated") {
 		t.Errorf("status after revoke: got exit %d, stderr %q, want Unauthenticated", code, errOut)
 	}
-	if strings.Contains(dev.stderr.String(), tok) {
-		t.Errorf("the token appears in the server log")
+	dev.stop(t)
+	for what, secret := range map[string]string{"bot token": tok, "root token": dev.exports["HSMGATE_TOKEN"]} {
+		if strings.Contains(dev.stderr.String(), secret) {
+			t.Errorf("the %s appears in the server log", what)
+		}
+	}
+	// Dev mode audits to STATE/audit.log; the chain verifies and holds no token.
+	logPath := filepath.Join(state, "audit.log")
+	out := mustRun(nil, "audit", "verify", logPath)
+	if !strings.HasPrefix(out, "ok: ") {
+		t.Errorf("audit verify: got %q", out)
+	}
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), tok) || strings.Contains(string(b), dev.exports["HSMGATE_TOKEN"]) {
+		t.Errorf("a token appears in the audit log")
+	}
+	for _, want := range []string{`"code":"Unauthenticated"`, `"code":"PermissionDenied"`, `"method":"/hsmgate.v1.AuthService/CreateToken"`, `"name":"bot"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("audit log lacks %s", want)
+		}
 	}
 }
 

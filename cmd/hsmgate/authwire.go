@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
@@ -34,19 +35,31 @@ func wireAuth(ctx context.Context, d *deps) error {
 		}
 	}
 	var auditor auth.Auditor
-	if d.Config.Audit.Path != "" {
-		key, err := audit.LoadHMACKey(d.Config.Audit.Config)
-		if err != nil {
+	acfg := d.Config.Audit.Config
+	var key []byte
+	if acfg.Path == "" && d.DevRootToken != "" && d.Config.Store.Path != "" {
+		// Dev mode: audit beside the store file, with a key made on first run.
+		dir := filepath.Dir(d.Config.Store.Path)
+		acfg.Path = filepath.Join(dir, "audit.log")
+		if key, err = audit.LoadOrCreateKeyFile(filepath.Join(dir, "audit-hmac-key")); err != nil {
 			return err
 		}
-		l, err := audit.Open(d.Config.Audit.Config, key)
+		d.Log.Info("dev audit log", "path", acfg.Path)
+	}
+	if acfg.Path != "" {
+		if key == nil {
+			if key, err = audit.LoadHMACKey(acfg); err != nil {
+				return err
+			}
+		}
+		l, err := audit.Open(acfg, key)
 		if err != nil {
 			return err
 		}
 		d.OnClose(l.Close)
 		auditor = l
 	} else {
-		d.Log.Warn("no audit log configured (audit.path): requests are not audited")
+		return fmt.Errorf("audit.path is required: every request is audited, and fails when it cannot be")
 	}
 	ic, err := a.Interceptor(d.Rules, auditor)
 	if err != nil {
