@@ -36,6 +36,8 @@ var keyTypes = map[pb.SSHKeyType]hsm.KeyType{
 }
 
 // CreateCA makes a CA with one ACTIVE key version generated in the HSM.
+// ErrInvalid for a bad name, type or algorithm; ErrExists if the name is taken;
+// an HSM failure (hsm.ErrUnavailable) as is.
 func (e *Engine) CreateCA(ctx context.Context, req *pb.CreateSSHCARequest) (*pb.SSHCA, error) {
 	if !ValidName(req.GetName()) {
 		return nil, fmt.Errorf("%w: CA name %q", ErrInvalid, req.GetName())
@@ -225,7 +227,7 @@ func (e *Engine) getCA(ctx context.Context, name string) (*pb.SSHCA, int64, erro
 	return ca, rev, nil
 }
 
-// GetCA returns a CA with its key versions.
+// GetCA returns a CA with its key versions; ErrCANotFound if absent.
 func (e *Engine) GetCA(ctx context.Context, name string) (*pb.SSHCA, error) {
 	ca, _, err := e.getCA(ctx, name)
 	if err != nil {
@@ -253,7 +255,8 @@ func (e *Engine) ListCAs(ctx context.Context) ([]*pb.SSHCA, error) {
 
 // RotateCA adds a new ACTIVE version (of type kt, or the current type when
 // unspecified); the previous ACTIVE one becomes RETIRING, published until
-// RetireCAKey or the end of the CA's rotation overlap.
+// RetireCAKey or the end of the CA's rotation overlap. ErrCANotFound;
+// keystore.ErrConflict (Aborted) when another rotation won the race.
 func (e *Engine) RotateCA(ctx context.Context, name string, kt pb.SSHKeyType) (*pb.SSHCA, error) {
 	ca, rev, err := e.getCA(ctx, name)
 	if err != nil {
@@ -292,7 +295,8 @@ func (e *Engine) RotateCA(ctx context.Context, name string, kt pb.SSHKeyType) (*
 }
 
 // RetireCAKey stops publishing a RETIRING version now. Retiring the ACTIVE
-// version is ErrState: rotate first.
+// version is ErrState: rotate first. ErrCANotFound; ErrInvalid for an
+// unknown version.
 func (e *Engine) RetireCAKey(ctx context.Context, name string, version uint32) (*pb.SSHCA, error) {
 	ca, rev, err := e.getCA(ctx, name)
 	if err != nil {
@@ -323,7 +327,7 @@ func (e *Engine) RetireCAKey(ctx context.Context, name string, version uint32) (
 
 // PublicKeys lists the published (ACTIVE and RETIRING) keys of the CA
 // named (every CA if name is empty) of the given type (both if unspecified),
-// by CA name then version.
+// by CA name then version. ErrCANotFound for an unknown name.
 func (e *Engine) PublicKeys(ctx context.Context, name string, ct pb.SSHCertType) ([]*pb.SSHCAPublicKey, error) {
 	var cas []*pb.SSHCA
 	if name != "" {

@@ -45,6 +45,7 @@ func (e *Engine) ensureRevocationList(ctx context.Context) error {
 // the CA key recorded at issuance, or under every key of req.Ca when given
 // (ErrSerialNotFound if neither); by key ID: for req.Ca's keys, or for every
 // CA; by public key or SHA-256 fingerprint: the key and all its certificates.
+// ErrInvalid for a malformed request, ErrCANotFound for an unknown CA.
 func (e *Engine) Revoke(ctx context.Context, req *pb.RevokeSSHRequest) (uint64, error) {
 	caller, err := e.caller(ctx)
 	if err != nil {

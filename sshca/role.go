@@ -233,7 +233,9 @@ func checkCriticalOption(name, value string) error {
 	return nil
 }
 
-// CreateRole writes a new role; ErrExists if the name is taken.
+// CreateRole validates, fills the defaults of and writes a new role: ErrInvalid
+// for a malformed role, ErrCANotFound, ErrWrongType when its type differs from
+// its CA's, ErrExists if the name is taken.
 func (e *Engine) CreateRole(ctx context.Context, in *pb.SSHRole) (*pb.SSHRole, error) {
 	r, err := e.normalizeRole(ctx, in)
 	if err != nil {
