@@ -150,7 +150,8 @@ func (e *Engine) Close() error {
 }
 
 // watch applies changes made by any process to cached keys. A cut-off watch
-// is restarted and the whole cache dropped (keys reload on next use).
+// is restarted and, once it is back, the whole cache dropped (keys reload on
+// next use); until then cached keys keep serving.
 func (e *Engine) watch(ctx context.Context, ch <-chan keystore.Event) {
 	defer close(e.done)
 	for {
@@ -160,7 +161,8 @@ func (e *Engine) watch(ctx context.Context, ch <-chan keystore.Event) {
 		if ctx.Err() != nil {
 			return
 		}
-		e.dropAll()
+		// Keep serving the snapshots while the store is away; once the
+		// watch is back, drop them so that changes missed meanwhile load.
 		var err error
 		for {
 			ch, err = e.store.Watch(ctx, KeyPrefix)
@@ -174,7 +176,6 @@ func (e *Engine) watch(ctx context.Context, ch <-chan keystore.Event) {
 			case <-time.After(time.Second):
 			}
 		}
-		// Changes between the cut-off and the new watch are not seen: drop again.
 		e.dropAll()
 	}
 }

@@ -1,0 +1,61 @@
+package transit
+
+import (
+	"context"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// TestInternalFaults: an HSM or store that is down fails the whole call
+// with Unavailable (never a per-item error), while wrapped keys already in
+// memory keep working without the HSM.
+func TestInternalFaults(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.create("w", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, wrapped)
+	f.create("h", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, inHSM)
+	f.create("s", pb.TransitKeyType_TRANSIT_KEY_TYPE_ECDSA_P256, inHSM)
+	ctW := f.encrypt("w", []byte("w"), nil, nil)
+	ctH := f.encrypt("h", []byte("h"), nil, nil)
+	f.mod.Close() // the HSM goes away
+
+	if got, c := f.decrypt("w", ctW, nil, nil); c != codes.OK || string(got) != "w" {
+		t.Fatalf("wrapped key in memory without the HSM: %q %v", got, c)
+	}
+	items := []*pb.EncryptItem{{Plaintext: []byte("a")}, {Plaintext: []byte("b")}}
+	_, err := f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "h", Items: items})
+	wantCode(t, "hsm encrypt with the HSM away", err, codes.Unavailable)
+	_, err = f.e.Decrypt(ctx, &pb.DecryptRequest{Name: "h", Items: []*pb.DecryptItem{{Ciphertext: ctH}}})
+	wantCode(t, "hsm decrypt with the HSM away", err, codes.Unavailable)
+	_, err = f.e.SignData(ctx, &pb.SignDataRequest{Name: "s", Items: []*pb.SignItem{{Input: []byte("x")}}})
+	wantCode(t, "hsm sign with the HSM away", err, codes.Unavailable)
+	_, err = f.e.RotateKey(ctx, "w")
+	wantCode(t, "rotate with the HSM away", err, codes.Unavailable)
+	_, err = f.e.GenerateRandom(ctx, 16)
+	wantCode(t, "random with the HSM away", err, codes.Unavailable)
+
+	// A key not yet in memory cannot be unwrapped without the HSM.
+	f2 := newFixture(t)
+	f2.create("w", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, wrapped)
+	f2.reopen()
+	f2.mod.Close()
+	_, err = f2.e.Encrypt(ctx, &pb.EncryptRequest{Name: "w", Items: items})
+	wantCode(t, "first use of a wrapped key with the HSM away", err, codes.Unavailable)
+
+	// The store goes away: an uncached key is Unavailable, cached ones work.
+	f3 := newFixture(t)
+	f3.create("cached", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, wrapped)
+	f3.encrypt("cached", nil, nil, nil) // reserves a block of the count
+	f3.store.Close()
+	_, err = f3.e.Encrypt(ctx, &pb.EncryptRequest{Name: "other", Items: items})
+	wantCode(t, "uncached key with the store away", err, codes.Unavailable)
+	_, err = f3.e.GetKey(ctx, "cached")
+	wantCode(t, "GetKey with the store away", err, codes.Unavailable)
+	r, err := f3.e.Encrypt(ctx, &pb.EncryptRequest{Name: "cached", Items: items})
+	if err != nil || r.Results[0].Error != nil {
+		t.Fatalf("cached key with the store away (block reserved): %v", err)
+	}
+}
