@@ -384,3 +384,28 @@ func TestService(t *testing.T) {
 	}
 	var _ grpc.ServiceRegistrar // the lead registers svc with pb.RegisterSSHCAServiceServer
 }
+
+func TestBatchSerialsDistinct(t *testing.T) {
+	env := newEnv(t)
+	env.createCA(t, "users", userCT, pb.SSHKeyType_SSH_KEY_TYPE_ECDSA_P256)
+	env.createRole(t, &pb.SSHRole{Name: "eng", Ca: "users", AllowedPrincipals: []string{"alice"}, DefaultPrincipals: []string{"alice"}})
+	items := make([]*pb.SSHSignItem, 32)
+	for i := range items {
+		_, k := ed25519Key(t)
+		items[i] = &pb.SSHSignItem{PublicKey: k}
+	}
+	res, err := env.e.Sign(context.Background(), userCT, "eng", items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]bool{}
+	for i, r := range res {
+		if r.GetError() != nil || r.GetSerial() == 0 || seen[r.GetSerial()] {
+			t.Fatalf("item %d: %v", i, r)
+		}
+		seen[r.GetSerial()] = true
+		if _, err := env.e.findIssued(context.Background(), r.GetSerial()); err != nil {
+			t.Errorf("item %d not recorded: %v", i, err)
+		}
+	}
+}
