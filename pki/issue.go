@@ -180,7 +180,7 @@ func (s *Service) issue(ctx context.Context, r *request) (*issued, error) {
 			return nil, err
 		}
 		tmpl.SerialNumber = serial
-		der, cert, err := s.signCert(iss, tmpl, r.pub, lo)
+		der, cert, err := s.signCert(ctx, iss, tmpl, r.pub, lo)
 		if err != nil {
 			return nil, err
 		}

@@ -156,7 +156,7 @@ func (s *Service) CreateRootIssuer(ctx context.Context, req *pb.CreateRootIssuer
 	if err != nil {
 		return nil, err
 	}
-	cert, err := s.selfSign(req, signer, ttl)
+	cert, err := s.selfSign(req, withContext(ctx, signer), ttl)
 	if err != nil {
 		s.abandonIssuer(ctx, rec, true)
 		return nil, err
@@ -218,7 +218,7 @@ func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIn
 		return nil, err
 	}
 	if parent == nil {
-		csrDER, err := x509.CreateCertificateRequest(s.cfg.Rand, &x509.CertificateRequest{Subject: subjectFrom(req.GetSubject())}, signer)
+		csrDER, err := x509.CreateCertificateRequest(s.cfg.Rand, &x509.CertificateRequest{Subject: subjectFrom(req.GetSubject())}, withContext(ctx, signer))
 		if err != nil {
 			s.abandonIssuer(ctx, rec, true)
 			return nil, fmt.Errorf("pki: intermediate CSR: %w", err)
@@ -264,7 +264,7 @@ func (s *Service) signCA(ctx context.Context, parent *issuerRT, tmpl *x509.Certi
 			return nil, err
 		}
 		tmpl.SerialNumber = serial
-		der, cert, err := s.signCert(parent, tmpl, pub, caLint)
+		der, cert, err := s.signCert(ctx, parent, tmpl, pub, caLint)
 		if err != nil {
 			return nil, err
 		}

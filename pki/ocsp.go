@@ -68,7 +68,7 @@ func (s *Service) OCSPResponse(ctx context.Context, req *ocsp.Request) ([]byte, 
 	if iss.ocspCert != iss.cert {
 		tmpl.Certificate = iss.ocspCert
 	}
-	der, err := ocsp.CreateResponse(iss.cert, iss.ocspCert, tmpl, iss.ocspSigner)
+	der, err := ocsp.CreateResponse(iss.cert, iss.ocspCert, tmpl, withContext(ctx, iss.ocspSigner))
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign OCSP response for %q: %w", iss.rec.Name, err)
 	}

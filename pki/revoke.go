@@ -98,7 +98,7 @@ func (s *Service) rebuildCRLs(ctx context.Context, issuer string, full bool) err
 		now := s.cfg.Now().UTC().Truncate(time.Second)
 		if full || len(st.Full) == 0 {
 			st.Number++
-			der, err := s.signCRL(iss, st.Number, now, now.Add(s.cfg.CRLValidity), entries, []pkix.Extension{freshestCRL(s.issuerURL(issuer, "crl/delta"))})
+			der, err := s.signCRL(ctx, iss, st.Number, now, now.Add(s.cfg.CRLValidity), entries, []pkix.Extension{freshestCRL(s.issuerURL(issuer, "crl/delta"))})
 			if err != nil {
 				return err
 			}
@@ -112,7 +112,7 @@ func (s *Service) rebuildCRLs(ctx context.Context, issuer string, full bool) err
 		}
 		st.Number++
 		ind, _ := asn1.Marshal(big.NewInt(st.BaseNumber))
-		der, err := s.signCRL(iss, st.Number, now, now.Add(s.cfg.DeltaCRLValidity), delta, []pkix.Extension{{Id: oidDeltaCRLIndicator, Critical: true, Value: ind}})
+		der, err := s.signCRL(ctx, iss, st.Number, now, now.Add(s.cfg.DeltaCRLValidity), delta, []pkix.Extension{{Id: oidDeltaCRLIndicator, Critical: true, Value: ind}})
 		if err != nil {
 			return err
 		}
@@ -147,11 +147,11 @@ func (s *Service) revokedEntries(ctx context.Context, issuer string) ([]x509.Rev
 	return out, nil
 }
 
-func (s *Service) signCRL(iss *issuerRT, number int64, this, next time.Time, entries []x509.RevocationListEntry, ext []pkix.Extension) ([]byte, error) {
+func (s *Service) signCRL(ctx context.Context, iss *issuerRT, number int64, this, next time.Time, entries []x509.RevocationListEntry, ext []pkix.Extension) ([]byte, error) {
 	der, err := x509.CreateRevocationList(s.cfg.Rand, &x509.RevocationList{
 		Number: big.NewInt(number), ThisUpdate: this, NextUpdate: next,
 		RevokedCertificateEntries: entries, ExtraExtensions: ext,
-	}, iss.cert, iss.signer)
+	}, iss.cert, withContext(ctx, iss.signer))
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign CRL of %q: %w", iss.rec.Name, err)
 	}

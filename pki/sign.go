@@ -217,7 +217,7 @@ func lintDER(der []byte, o lintOptions) error {
 
 // signCert signs tmpl for pub with iss: first with the linting copy, which
 // zlint must pass, then with the HSM key; the two TBSCertificates must be equal.
-func (s *Service) signCert(iss *issuerRT, tmpl *x509.Certificate, pub crypto.PublicKey, lo lintOptions) ([]byte, *x509.Certificate, error) {
+func (s *Service) signCert(ctx context.Context, iss *issuerRT, tmpl *x509.Certificate, pub crypto.PublicKey, lo lintOptions) ([]byte, *x509.Certificate, error) {
 	if iss.cert == nil {
 		return nil, nil, fmt.Errorf("%w: %q is %s", ErrIssuerNotActive, iss.rec.Name, iss.rec.State)
 	}
@@ -228,7 +228,7 @@ func (s *Service) signCert(iss *issuerRT, tmpl *x509.Certificate, pub crypto.Pub
 	if err := lintDER(lintDERBytes, lo); err != nil {
 		return nil, nil, err
 	}
-	der, err := x509.CreateCertificate(s.cfg.Rand, tmpl, iss.cert, pub, iss.signer)
+	der, err := x509.CreateCertificate(s.cfg.Rand, tmpl, iss.cert, pub, withContext(ctx, iss.signer))
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: sign with issuer %q: %w", iss.rec.Name, err)
 	}
