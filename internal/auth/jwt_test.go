@@ -5,16 +5,19 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"google.golang.org/grpc/metadata"
 )
 
 type jwtIssuer struct {
@@ -127,6 +130,20 @@ func TestJWT(t *testing.T) {
 					return iss.sign(t, claims(func(c map[string]any) { c["exp"] = now.Add(-time.Minute).Unix() }))
 				}},
 				{"garbage", func() string { return "a.b.c" }},
+				{"HS256 (algorithm not allowed)", func() string {
+					sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: []byte("0123456789abcdef0123456789abcdef")}, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					payload, _ := json.Marshal(claims(nil))
+					obj, _ := sig.Sign(payload)
+					raw, _ := obj.CompactSerialize()
+					return raw
+				}},
+				{"unsigned (alg none)", func() string {
+					parts := strings.Split(iss.sign(t, claims(nil)), ".")
+					return base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "."
+				}},
 			}
 			for _, b := range bad {
 				t.Run(b.name, func(t *testing.T) {
@@ -163,4 +180,28 @@ func TestJWT(t *testing.T) {
 			t.Errorf("got nil error, want refusal")
 		}
 	})
+}
+
+// TestAuthenticatorRoutesJWT: a bearer value that is not an hgs. token goes
+// to the JWT verifier when one is configured.
+func TestAuthenticatorRoutesJWT(t *testing.T) {
+	iss := newJWTIssuer(t, "k1")
+	p := filepath.Join(t.TempDir(), "jwks.json")
+	os.WriteFile(p, iss.jwks, 0o600)
+	v, err := NewJWTVerifier(context.Background(), OIDCConfig{Issuer: "https://idp", Audience: "hsmgate", JWKSFile: p}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := newAuth(t, Config{})
+	a.Authenticator.JWT = v
+	raw := iss.sign(t, map[string]any{"iss": "https://idp", "aud": "hsmgate", "sub": "s", "email": "bob@example.org", "exp": time.Now().Add(time.Hour).Unix()})
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+raw))
+	id, err := a.Authenticator.FromGRPC(ctx)
+	if err != nil || id.Kind != KindJWT || id.Name != "bob@example.org" {
+		t.Fatalf("got %+v, %v, want jwt identity bob@example.org", id, err)
+	}
+	ctx = metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+raw, "authorization", "Bearer x"))
+	if _, err := a.Authenticator.FromGRPC(ctx); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("two authorization values: got %v, want ErrUnauthenticated", err)
+	}
 }
