@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -74,17 +75,19 @@ func addSignFlags(cmd *cobra.Command, o *signOptions, host bool) {
 func newSSHSignCmd() *cobra.Command {
 	o := &signOptions{}
 	cmd := &cobra.Command{
-		Use:   "sign [flags] PUBLIC_KEY_FILE",
+		Use:   "sign [flags] [PUBLIC_KEY_FILE]",
 		Short: "Get a user certificate for your public key",
 		Long: `Get a user certificate for your public key.
 
 Writes the certificate next to the key (id_ed25519.pub -> id_ed25519-cert.pub,
-where ssh finds it) and prints its principals and validity. The role comes
+where ssh finds it) and prints its principals and validity. Without a file,
+the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_ed25519_sk.pub,
+id_ecdsa_sk.pub and id_rsa.pub that exists is used. The role comes
 from --role, else $` + EnvSSHRole + `, else "default". Needs the "ssh-sign"
 capability on ssh/roles/<role>.`,
 		Example: `  hsmgate ssh sign ~/.ssh/id_ed25519.pub
   hsmgate ssh sign --role eng --principal deploy --ttl 2h ~/.ssh/id_ed25519.pub`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 	}
 	cmd.Flags().StringVar(&o.role, "role", "", "role to sign under (default $"+EnvSSHRole+", else \"default\")")
 	addSignFlags(cmd, o, false)
@@ -96,11 +99,34 @@ capability on ssh/roles/<role>.`,
 		if o.role == "" {
 			o.role = "default"
 		}
+		file, err := userKeyFile(args)
+		if err != nil {
+			return err
+		}
 		return sshCall(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			return sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, args[0], cmd.OutOrStdout())
+			return sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, file, cmd.OutOrStdout())
 		})
 	}
 	return cmd
+}
+
+// userKeyFile is the key named on the command line, else the first of the
+// usual ~/.ssh public keys that exists.
+func userKeyFile(args []string) (string, error) {
+	if len(args) == 1 {
+		return args[0], nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", err
+	}
+	for _, n := range []string{"id_ed25519.pub", "id_ecdsa.pub", "id_ed25519_sk.pub", "id_ecdsa_sk.pub", "id_rsa.pub"} {
+		p := filepath.Join(home, ".ssh", n)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", usageError{fmt.Errorf("no public key found in %s; name one", filepath.Join(home, ".ssh"))}
 }
 
 func newSSHHostCmd() *cobra.Command {

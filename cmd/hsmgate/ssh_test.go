@@ -134,6 +134,17 @@ func TestSSHCommandTree(t *testing.T) {
 			t.Errorf("hsmgate ssh %s: %v", strings.Join(path, " "), err)
 		}
 	}
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	if _, err := userKeyFile(nil); err == nil {
+		t.Error("userKeyFile with no keys: no error")
+	}
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	os.WriteFile(filepath.Join(home, ".ssh", "id_rsa.pub"), nil, 0o644)
+	os.WriteFile(filepath.Join(home, ".ssh", "id_ecdsa.pub"), nil, 0o644)
+	if got, err := userKeyFile(nil); err != nil || got != filepath.Join(home, ".ssh", "id_ecdsa.pub") {
+		t.Errorf("userKeyFile: got %q, %v; want id_ecdsa.pub", got, err)
+	}
 	if got := certPath("/home/a/.ssh/id_ed25519.pub"); got != "/home/a/.ssh/id_ed25519-cert.pub" {
 		t.Errorf("certPath: got %q", got)
 	}
