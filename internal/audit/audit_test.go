@@ -83,6 +83,9 @@ func TestVerify(t *testing.T) {
 		{"reordered lines 6 and 7", swap(5), 6, Reordered},
 		{"duplicated line 3", insert(3, lines[2]), 3, Inserted},
 		{"old line replayed at 8", insert(7, lines[1]), 8, Inserted},
+		// A forged line that chains correctly to line 4 and takes seq 5: the
+		// real line 5, now line 6, claims the same place.
+		{"forged line inserted at 5", insert(4, edit(4)[4]), 5, Inserted},
 		{"garbage line 2", insert(1, []byte("hello\n")), 2, Malformed},
 		{"torn last line", append(append([][]byte(nil), lines[:9]...), lines[9][:20]), 10, Malformed},
 	}
