@@ -61,6 +61,13 @@ func wireAuth(ctx context.Context, d *deps) error {
 	} else {
 		return fmt.Errorf("audit.path is required: every request is audited, and fails when it cannot be")
 	}
+	// Once the server can list its services, a method without a rule stops
+	// the start (the interceptor refuses such a method at run time anyway).
+	if p, ok := any(d.Server).(auth.ServiceInfoProvider); ok {
+		if err := auth.CheckTableCovers(p, d.Rules); err != nil {
+			return err
+		}
+	}
 	ic, err := a.Interceptor(d.Rules, auditor)
 	if err != nil {
 		return err
