@@ -333,11 +333,17 @@ func (s *Service) setValidity(tmpl *x509.Certificate, role *pb.Role, ttlReq *dur
 }
 
 // leafKeyUsage is the role's key usage fitted to the key type: key
-// encipherment only for RSA, key agreement never for Ed25519.
+// encipherment only for RSA, key agreement never for RSA or Ed25519. The
+// default is digital signature, plus key encipherment for RSA keys of
+// server certificates (TLS RSA key exchange); clientAuth alone with key
+// encipherment is inconsistent (zlint e_key_usage_and_extended_key_usage_inconsistent).
 func leafKeyUsage(role *pb.Role, kt string) x509.KeyUsage {
 	names := role.KeyUsage
 	if len(names) == 0 {
-		names = []string{"digital_signature", "key_encipherment"}
+		names = []string{"digital_signature"}
+		if role.ServerFlag || slices.Contains(role.ExtKeyUsage, "server_auth") {
+			names = append(names, "key_encipherment")
+		}
 	}
 	var ku x509.KeyUsage
 	for _, n := range names {

@@ -122,7 +122,15 @@ func (s *Service) DeleteIssuer(ctx context.Context, req *pb.DeleteIssuerRequest)
 		return nil, fmt.Errorf("pki: delete issuer: %w", err)
 	}
 	s.forgetIssuer(rec.Name)
-	for _, k := range []string{prefixCRL + rec.Name} {
+	keys := []string{prefixCRL + rec.Name}
+	revoked, err := s.cfg.Store.List(ctx, prefixRevoked+rec.Name+"/")
+	if err != nil {
+		return nil, fmt.Errorf("pki: delete issuer: %w", err)
+	}
+	for _, e := range revoked {
+		keys = append(keys, e.Key)
+	}
+	for _, k := range keys {
 		if err := s.cfg.Store.Delete(ctx, k, keystore.AnyRevision); err != nil && !errors.Is(err, keystore.ErrNotFound) {
 			return nil, fmt.Errorf("pki: delete issuer: %w", err)
 		}

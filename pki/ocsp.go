@@ -76,8 +76,24 @@ func (s *Service) OCSPResponse(ctx context.Context, req *ocsp.Request) ([]byte, 
 }
 
 // issuerForOCSP finds the active issuer whose name and key hash match the
-// request (nil if none).
+// request (nil if none). Hashes of known issuers are cached; a miss lists
+// the issuers again.
 func (s *Service) issuerForOCSP(ctx context.Context, req *ocsp.Request) (*issuerRT, error) {
+	k := ocspKey(req.HashAlgorithm, req.IssuerNameHash, req.IssuerKeyHash)
+	if v, ok := s.ocspIndex.Load(k); ok {
+		iss, err := s.loadIssuer(ctx, v.(string))
+		if err != nil && !errors.Is(err, ErrIssuerNotFound) {
+			return nil, err
+		}
+		if err == nil && iss.cert != nil {
+			// The name may have been reused for another certificate: check again.
+			if nh, kh, err := issuerHashes(iss.cert, req.HashAlgorithm); err == nil &&
+				bytes.Equal(nh, req.IssuerNameHash) && bytes.Equal(kh, req.IssuerKeyHash) {
+				return iss, nil
+			}
+		}
+		s.ocspIndex.Delete(k)
+	}
 	recs, err := s.listIssuerRecords(ctx)
 	if err != nil {
 		return nil, err
@@ -95,6 +111,7 @@ func (s *Service) issuerForOCSP(ctx context.Context, req *ocsp.Request) (*issuer
 			return nil, err
 		}
 		if bytes.Equal(nameHash, req.IssuerNameHash) && bytes.Equal(keyHash, req.IssuerKeyHash) {
+			s.ocspIndex.Store(k, r.Name)
 			return s.loadIssuer(ctx, r.Name)
 		}
 	}
@@ -115,4 +132,8 @@ func issuerHashes(c *x509.Certificate, h crypto.Hash) (name, key []byte, err err
 	hh.Reset()
 	hh.Write(spki.PublicKey.RightAlign())
 	return name, hh.Sum(nil), nil
+}
+
+func ocspKey(h crypto.Hash, nameHash, keyHash []byte) string {
+	return fmt.Sprintf("%d|%x|%x", h, nameHash, keyHash)
 }

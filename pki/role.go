@@ -48,22 +48,22 @@ var extKeyUsages = map[string]x509.ExtKeyUsage{
 
 // controlledExtensions are never copied from a CSR, whatever the role says.
 var controlledExtensions = map[string]bool{
-	"2.5.29.14":         true, // subject key identifier
-	"2.5.29.15":         true, // key usage
-	"2.5.29.17":         true, // subject alt name
-	"2.5.29.18":         true, // issuer alt name
-	"2.5.29.19":         true, // basic constraints
-	"2.5.29.30":         true, // name constraints
-	"2.5.29.31":         true, // CRL distribution points
-	"2.5.29.32":         true, // certificate policies
-	"2.5.29.35":         true, // authority key identifier
-	"2.5.29.36":         true, // policy constraints
-	"2.5.29.37":         true, // extended key usage
-	"2.5.29.46":         true, // freshest CRL
-	"2.5.29.54":         true, // inhibit any policy
-	"1.3.6.1.5.5.7.1.1": true, // authority information access
-	"1.3.6.1.5.5.7.1.11": true, // subject information access
-	"1.3.6.1.5.5.7.48.1.5": true, // OCSP no check
+	"2.5.29.14":               true, // subject key identifier
+	"2.5.29.15":               true, // key usage
+	"2.5.29.17":               true, // subject alt name
+	"2.5.29.18":               true, // issuer alt name
+	"2.5.29.19":               true, // basic constraints
+	"2.5.29.30":               true, // name constraints
+	"2.5.29.31":               true, // CRL distribution points
+	"2.5.29.32":               true, // certificate policies
+	"2.5.29.35":               true, // authority key identifier
+	"2.5.29.36":               true, // policy constraints
+	"2.5.29.37":               true, // extended key usage
+	"2.5.29.46":               true, // freshest CRL
+	"2.5.29.54":               true, // inhibit any policy
+	"1.3.6.1.5.5.7.1.1":       true, // authority information access
+	"1.3.6.1.5.5.7.1.11":      true, // subject information access
+	"1.3.6.1.5.5.7.48.1.5":    true, // OCSP no check
 	"1.3.6.1.4.1.11129.2.4.2": true, // CT SCT list
 	"1.3.6.1.4.1.11129.2.4.3": true, // CT poison
 }

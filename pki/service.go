@@ -22,6 +22,8 @@ type Service struct {
 	cfg     Config
 	issuers issuerCache
 	crlMu   sync.Mutex // serialises CRL rebuilds in this process (the store's CAS covers replicas)
+	// ocspIndex maps ocspKey(hash, name hash, key hash) → issuer name.
+	ocspIndex sync.Map
 }
 
 var _ pb.PKIServiceServer = (*Service)(nil)

@@ -1403,7 +1403,7 @@ type Role struct {
 	NotBeforeBackdate *durationpb.Duration `protobuf:"bytes,17,opt,name=not_before_backdate,json=notBeforeBackdate,proto3" json:"not_before_backdate,omitempty"`
 	// Key usages: digital_signature, content_commitment, key_encipherment,
 	// data_encipherment, key_agreement (default digital_signature, plus
-	// key_encipherment for RSA keys).
+	// key_encipherment for RSA keys of server certificates).
 	KeyUsage []string `protobuf:"bytes,18,rep,name=key_usage,json=keyUsage,proto3" json:"key_usage,omitempty"`
 	// Extra extended key usages: server_auth, client_auth, code_signing,
 	// email_protection, time_stamping, ocsp_signing.
