@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -382,7 +381,6 @@ func TestService(t *testing.T) {
 	if err != nil || krlResp.GetKrlVersion() != 1 {
 		t.Errorf("GetKRL: %v, %v", krlResp, err)
 	}
-	var _ grpc.ServiceRegistrar // the lead registers svc with pb.RegisterSSHCAServiceServer
 }
 
 func TestBatchSerialsDistinct(t *testing.T) {

@@ -60,7 +60,6 @@ func requireOpenSSH(t *testing.T) (sshBin, sshdBin, keygen string) {
 
 // e2e is one sshd on 127.0.0.1 configured from hsmgate's HTTP endpoints.
 type e2e struct {
-	t      *testing.T
 	env    *testEnv
 	dir    string
 	port   int
@@ -96,25 +95,25 @@ func writeFile(t *testing.T, path string, data []byte, mode os.FileMode) {
 }
 
 // fetch GETs one of hsmgate's HTTP endpoints into a file.
-func (x *e2e) fetch(path, file string) {
-	x.t.Helper()
+func (x *e2e) fetch(t *testing.T, path, file string) {
+	t.Helper()
 	resp, err := http.Get(x.http.URL + path)
 	if err != nil {
-		x.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != 200 {
-		x.t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
 	}
-	writeFile(x.t, file, b, 0o644)
+	writeFile(t, file, b, 0o644)
 }
 
 // refresh reloads sshd's TrustedUserCAKeys and RevokedKeys files from the
 // HTTP endpoints (sshd reads both on every authentication).
-func (x *e2e) refresh() {
-	x.fetch(PathTrustedUserCAKeys, filepath.Join(x.dir, "trusted_user_ca_keys"))
-	x.fetch(PathKRL, filepath.Join(x.dir, "revoked.krl"))
+func (x *e2e) refresh(t *testing.T) {
+	x.fetch(t, PathTrustedUserCAKeys, filepath.Join(x.dir, "trusted_user_ca_keys"))
+	x.fetch(t, PathKRL, filepath.Join(x.dir, "revoked.krl"))
 }
 
 func freePort(t *testing.T) int {
@@ -129,7 +128,7 @@ func freePort(t *testing.T) int {
 
 func startE2E(t *testing.T) *e2e {
 	sshBin, sshdBin, keygen := requireOpenSSH(t)
-	x := &e2e{t: t, env: newEnv(t), dir: t.TempDir(), ssh: sshBin, keygen: keygen, log: &syncBuffer{}}
+	x := &e2e{env: newEnv(t), dir: t.TempDir(), ssh: sshBin, keygen: keygen, log: &syncBuffer{}}
 	x.http = httptest.NewServer(x.env.e.HTTPHandler())
 	t.Cleanup(x.http.Close)
 	x.env.createCA(t, "users", userCT, pb.SSHKeyType_SSH_KEY_TYPE_ECDSA_P256)
@@ -149,8 +148,8 @@ func startE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(x.dir, "principals", "root"), []byte("alice\n"), 0o644)
-	x.refresh()
-	x.fetch(PathKnownHosts, filepath.Join(x.dir, "known_hosts"))
+	x.refresh(t)
+	x.fetch(t, PathKnownHosts, filepath.Join(x.dir, "known_hosts"))
 
 	x.port = freePort(t)
 	cfg := filepath.Join(x.dir, "sshd_config")
@@ -255,8 +254,8 @@ func (x *e2e) userKey(t *testing.T, name, role string, it *pb.SSHSignItem) (stri
 
 // login runs `ssh ... root@127.0.0.1 true` with key and known_hosts file kh;
 // it returns the output and whether ssh exited 0.
-func (x *e2e) login(key, kh string) (string, bool) {
-	x.t.Helper()
+func (x *e2e) login(t *testing.T, key, kh string) (string, bool) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, x.ssh, "-F", "/dev/null",
@@ -290,7 +289,7 @@ func TestEndToEndOpenSSH(t *testing.T) {
 
 	must := func(t *testing.T, key string, want bool) string {
 		t.Helper()
-		out, ok := x.login(key, kh)
+		out, ok := x.login(t, key, kh)
 		if ok != want {
 			t.Fatalf("login: got success=%v, want %v; ssh output: %s", ok, want, out)
 		}
@@ -321,7 +320,7 @@ func TestEndToEndOpenSSH(t *testing.T) {
 		if _, err := x.env.e.Revoke(ctx, &pb.RevokeSSHRequest{Target: &pb.RevokeSSHRequest_Serial{Serial: c.Serial}}); err != nil {
 			t.Fatal(err)
 		}
-		x.refresh()
+		x.refresh(t)
 		must(t, key, false)
 	})
 	t.Run("revoked by key ID refused", func(t *testing.T) {
@@ -330,7 +329,7 @@ func TestEndToEndOpenSSH(t *testing.T) {
 		if _, err := x.env.e.Revoke(ctx, &pb.RevokeSSHRequest{Target: &pb.RevokeSSHRequest_KeyId{KeyId: c.KeyId}}); err != nil {
 			t.Fatal(err)
 		}
-		x.refresh()
+		x.refresh(t)
 		must(t, key, false)
 	})
 	t.Run("force-command honoured", func(t *testing.T) {
@@ -349,8 +348,8 @@ func TestEndToEndOpenSSH(t *testing.T) {
 		key, _ := x.userKey(t, "alice", "eng", &pb.SSHSignItem{})
 		must(t, key, true)
 		other := filepath.Join(x.dir, "known_hosts_other")
-		x.fetch(PathKnownHosts+"?ca=otherhosts", other)
-		if out, ok := x.login(key, other); ok || !strings.Contains(out, "erification failed") {
+		x.fetch(t, PathKnownHosts+"?ca=otherhosts", other)
+		if out, ok := x.login(t, key, other); ok || !strings.Contains(out, "erification failed") {
 			t.Errorf("with another CA in known_hosts: success=%v, output %q; want host key verification failure", ok, out)
 		}
 	})
@@ -390,7 +389,7 @@ func TestEndToEndOpenSSH(t *testing.T) {
 		if _, err := x.env.e.RotateCA(ctx, "users", 0); err != nil {
 			t.Fatal(err)
 		}
-		x.refresh()
+		x.refresh(t)
 		must(t, oldKey, true) // overlap: the retiring key is still trusted
 		newKey, _ := x.userKey(t, "alice2", "eng", &pb.SSHSignItem{Principals: []string{"alice2"}})
 		writeFile(t, filepath.Join(x.dir, "principals", "root"), []byte("alice\nalice2\n"), 0o644)
@@ -398,7 +397,7 @@ func TestEndToEndOpenSSH(t *testing.T) {
 		if _, err := x.env.e.RetireCAKey(ctx, "users", 1); err != nil {
 			t.Fatal(err)
 		}
-		x.refresh()
+		x.refresh(t)
 		must(t, oldKey, false)
 		must(t, newKey, true)
 	})
