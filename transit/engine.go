@@ -38,6 +38,7 @@ const (
 	DefaultUsageBlock        = 1 << 16
 	DefaultParallelThreshold = 64
 	DefaultRotateInterval    = time.Minute
+	DefaultHSMConcurrency    = 4
 	// MinAutoRotatePeriod is the shortest auto_rotate_period accepted.
 	MinAutoRotatePeriod = time.Hour
 )
@@ -72,6 +73,10 @@ type Config struct {
 	// RotateInterval is how often RunRotator checks for due keys (default
 	// DefaultRotateInterval).
 	RotateInterval time.Duration
+	// HSMConcurrency is how many HSM calls one batch of an hsm-resident key
+	// runs at once (default DefaultHSMConcurrency; keep it at most the HSM
+	// session pool size).
+	HSMConcurrency int
 }
 
 // Engine is the transit engine. Create it with New and Close it when done.
@@ -121,6 +126,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	if cfg.ParallelThreshold <= 0 {
 		cfg.ParallelThreshold = DefaultParallelThreshold
+	}
+	if cfg.HSMConcurrency <= 0 {
+		cfg.HSMConcurrency = DefaultHSMConcurrency
 	}
 	if cfg.RotateInterval <= 0 {
 		cfg.RotateInterval = DefaultRotateInterval
@@ -368,21 +376,22 @@ func checkName(name string) error {
 	return nil
 }
 
-// workers returns how many goroutines a batch of n items should use.
-func (e *Engine) workers(n int) int {
+// workers returns how many goroutines a batch of n items of st's key
+// should use: for wrapped keys, one per core above ParallelThreshold items;
+// for hsm keys (each item a blocking PKCS#11 call), up to HSMConcurrency.
+func (e *Engine) workers(st *keyState, n int) int {
+	if st.rec.GetResidency() == pb.TransitResidency_TRANSIT_RESIDENCY_HSM {
+		return min(n, e.cfg.HSMConcurrency)
+	}
 	if n <= e.cfg.ParallelThreshold {
 		return 1
 	}
-	w := runtime.GOMAXPROCS(0)
-	if w > n/(e.cfg.ParallelThreshold/2+1) {
-		w = n/(e.cfg.ParallelThreshold/2+1) + 1
-	}
-	return max(w, 1)
+	return max(min(runtime.GOMAXPROCS(0), n/(e.cfg.ParallelThreshold/2+1)+1), 1)
 }
 
-// parallel runs fn over [0,n) in contiguous chunks on up to workers goroutines.
-func (e *Engine) parallel(n int, fn func(lo, hi int)) {
-	w := e.workers(n)
+// parallel runs fn over [0,n) in contiguous chunks on e.workers goroutines.
+func (e *Engine) parallel(st *keyState, n int, fn func(lo, hi int)) {
+	w := e.workers(st, n)
 	if w <= 1 {
 		fn(0, n)
 		return

@@ -463,7 +463,10 @@ func TestBadInput(t *testing.T) {
 			_, err := f.e.ComputeHmac(ctx, &pb.ComputeHmacRequest{Name: "ec", Items: []*pb.HmacItem{{Input: []byte("x")}}})
 			return err
 		}, codes.InvalidArgument},
-		{"encrypt above latest", func() error { _, err := f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "aes", KeyVersion: 5, Items: item}); return err }, codes.InvalidArgument},
+		{"encrypt above latest", func() error {
+			_, err := f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "aes", KeyVersion: 5, Items: item})
+			return err
+		}, codes.InvalidArgument},
 		{"ed25519 prehashed", func() error {
 			_, err := f.e.SignData(ctx, &pb.SignDataRequest{Name: "ed", Prehashed: true, Items: []*pb.SignItem{{Input: make([]byte, 32)}}})
 			return err

@@ -2,8 +2,8 @@ package transit
 
 import (
 	"context"
-	"crypto/rsa"
 	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"os"
 	"path/filepath"
@@ -223,7 +223,9 @@ type moduleHSM struct{ m *hsm.Module }
 func (a moduleHSM) GenerateKey(ctx context.Context, label, kt string) error {
 	return a.m.GenerateKey(ctx, label, hsm.KeyType(kt))
 }
-func (a moduleHSM) DestroyKey(ctx context.Context, label string) error { return a.m.DestroyKey(ctx, label) }
+func (a moduleHSM) DestroyKey(ctx context.Context, label string) error {
+	return a.m.DestroyKey(ctx, label)
+}
 func (a moduleHSM) AEAD(ctx context.Context, label string) (AEAD, error) {
 	x, err := a.m.AEAD(ctx, label)
 	if err != nil {

@@ -34,7 +34,7 @@ func (h *hexBytes) UnmarshalJSON(b []byte) error {
 
 type vectors struct {
 	AEAD []struct {
-		Name, Type                     string
+		Name, Type                   string
 		Key, Nonce, AAD, PT, CT, Tag hexBytes
 	}
 	HMAC []struct {
@@ -46,8 +46,8 @@ type vectors struct {
 		Seed, Pub, Msg, Sig hexBytes
 	}
 	ECDSA []struct {
-		Name, Type     string
-		D, Msg, R, S   hexBytes
+		Name, Type   string
+		D, Msg, R, S hexBytes
 	}
 }
 

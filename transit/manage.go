@@ -20,13 +20,13 @@ import (
 
 // keyOptions are the settings shared by CreateKey, ImportKey and RestoreKey.
 type keyOptions struct {
-	name                             string
-	typ                              pb.TransitKeyType
-	residency                        pb.TransitResidency
-	derived, convergent, exportable  bool
-	deletionAllowed, imported        bool
-	autoRotate                       *durationpb.Duration
-	maxEncryptions                   uint64
+	name                            string
+	typ                             pb.TransitKeyType
+	residency                       pb.TransitResidency
+	derived, convergent, exportable bool
+	deletionAllowed, imported       bool
+	autoRotate                      *durationpb.Duration
+	maxEncryptions                  uint64
 }
 
 func (e *Engine) checkOptions(o *keyOptions) (typeInfo, error) {

@@ -18,7 +18,14 @@ type ServiceConfig struct {
 	// MaxItems is the most items one request or stream message may carry
 	// (default DefaultMaxItems); more is ResourceExhausted.
 	MaxItems int
+	// MaxItemBytes bounds each item's payload (plaintext, ciphertext,
+	// input) in bytes (default DefaultMaxItemBytes); a larger item fails
+	// the whole request with ResourceExhausted before any work is done.
+	MaxItemBytes int
 }
+
+// DefaultMaxItemBytes is the default limit of one item's payload.
+const DefaultMaxItemBytes = 1 << 20
 
 // Service implements pb.TransitServiceServer over an Engine. Handlers
 // return domain errors; the server's interceptor maps them to status codes
@@ -26,8 +33,9 @@ type ServiceConfig struct {
 // values inside the results.
 type Service struct {
 	pb.UnimplementedTransitServiceServer
-	e        *Engine
-	maxItems int
+	e            *Engine
+	maxItems     int
+	maxItemBytes int
 }
 
 var _ pb.TransitServiceServer = (*Service)(nil)
@@ -37,15 +45,25 @@ func NewService(e *Engine, cfg ServiceConfig) *Service {
 	if cfg.MaxItems <= 0 {
 		cfg.MaxItems = DefaultMaxItems
 	}
-	return &Service{e: e, maxItems: cfg.MaxItems}
+	if cfg.MaxItemBytes <= 0 {
+		cfg.MaxItemBytes = DefaultMaxItemBytes
+	}
+	return &Service{e: e, maxItems: cfg.MaxItems, maxItemBytes: cfg.MaxItemBytes}
 }
 
-func (s *Service) checkItems(n int) error {
+// checkItems enforces the item count and per-item size limits.
+func checkItems[T any](s *Service, items []T, size func(T) int) error {
+	n := len(items)
 	if n == 0 {
 		return fmt.Errorf("%w: no items", ErrInvalid)
 	}
 	if n > s.maxItems {
 		return fmt.Errorf("%w: %d items, limit %d", ErrTooMany, n, s.maxItems)
+	}
+	for i, it := range items {
+		if l := size(it); l > s.maxItemBytes {
+			return fmt.Errorf("%w: item %d has %d bytes, limit %d", ErrTooMany, i, l, s.maxItemBytes)
+		}
 	}
 	return nil
 }
@@ -161,56 +179,62 @@ func (s *Service) ImportKey(ctx context.Context, req *pb.ImportKeyRequest) (*pb.
 }
 
 func (s *Service) Encrypt(ctx context.Context, req *pb.EncryptRequest) (*pb.EncryptResponse, error) {
-	if err := s.checkItems(len(req.GetItems())); err != nil {
+	if err := checkItems(s, req.GetItems(), func(it *pb.EncryptItem) int {
+		return len(it.GetPlaintext()) + len(it.GetAssociatedData()) + len(it.GetContext())
+	}); err != nil {
 		return nil, err
 	}
 	return s.e.Encrypt(ctx, req)
 }
 
 func (s *Service) Decrypt(ctx context.Context, req *pb.DecryptRequest) (*pb.DecryptResponse, error) {
-	if err := s.checkItems(len(req.GetItems())); err != nil {
+	if err := checkItems(s, req.GetItems(), func(it *pb.DecryptItem) int {
+		return len(it.GetCiphertext()) + len(it.GetAssociatedData()) + len(it.GetContext())
+	}); err != nil {
 		return nil, err
 	}
 	return s.e.Decrypt(ctx, req)
 }
 
 func (s *Service) Rewrap(ctx context.Context, req *pb.RewrapRequest) (*pb.RewrapResponse, error) {
-	if err := s.checkItems(len(req.GetItems())); err != nil {
+	if err := checkItems(s, req.GetItems(), func(it *pb.RewrapItem) int {
+		return len(it.GetCiphertext()) + len(it.GetAssociatedData()) + len(it.GetContext())
+	}); err != nil {
 		return nil, err
 	}
 	return s.e.Rewrap(ctx, req)
 }
 
 func (s *Service) GenerateDataKey(ctx context.Context, req *pb.GenerateDataKeyRequest) (*pb.GenerateDataKeyResponse, error) {
-	if err := s.checkItems(len(req.GetItems())); err != nil {
+	if err := checkItems(s, req.GetItems(), func(it *pb.DataKeyItem) int { return len(it.GetAssociatedData()) + len(it.GetContext()) }); err != nil {
 		return nil, err
 	}
 	return s.e.GenerateDataKey(ctx, req)
 }
 
 func (s *Service) SignData(ctx context.Context, req *pb.SignDataRequest) (*pb.SignDataResponse, error) {
-	if err := s.checkItems(len(req.GetItems())); err != nil {
+	if err := checkItems(s, req.GetItems(), func(it *pb.SignItem) int { return len(it.GetInput()) }); err != nil {
 		return nil, err
 	}
 	return s.e.SignData(ctx, req)
 }
 
 func (s *Service) VerifySignature(ctx context.Context, req *pb.VerifySignatureRequest) (*pb.VerifySignatureResponse, error) {
-	if err := s.checkItems(len(req.GetItems())); err != nil {
+	if err := checkItems(s, req.GetItems(), func(it *pb.VerifyItem) int { return len(it.GetInput()) + len(it.GetSignature()) }); err != nil {
 		return nil, err
 	}
 	return s.e.VerifySignature(ctx, req)
 }
 
 func (s *Service) ComputeHmac(ctx context.Context, req *pb.ComputeHmacRequest) (*pb.ComputeHmacResponse, error) {
-	if err := s.checkItems(len(req.GetItems())); err != nil {
+	if err := checkItems(s, req.GetItems(), func(it *pb.HmacItem) int { return len(it.GetInput()) }); err != nil {
 		return nil, err
 	}
 	return s.e.ComputeHmac(ctx, req)
 }
 
 func (s *Service) VerifyHmac(ctx context.Context, req *pb.VerifyHmacRequest) (*pb.VerifyHmacResponse, error) {
-	if err := s.checkItems(len(req.GetItems())); err != nil {
+	if err := checkItems(s, req.GetItems(), func(it *pb.VerifyHmacItem) int { return len(it.GetInput()) + len(it.GetHmac()) }); err != nil {
 		return nil, err
 	}
 	return s.e.VerifyHmac(ctx, req)

@@ -48,7 +48,7 @@ func serve(t *testing.T, svc *Service) pb.TransitServiceClient {
 
 func TestServiceOverGRPC(t *testing.T) {
 	f := newFixture(t)
-	c := serve(t, NewService(f.e, ServiceConfig{MaxItems: 3}))
+	c := serve(t, NewService(f.e, ServiceConfig{MaxItems: 3, MaxItemBytes: 64}))
 	ctx := context.Background()
 	if _, err := c.CreateKey(ctx, &pb.CreateKeyRequest{Name: "k", Type: pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM}); err != nil {
 		t.Fatal(err)
@@ -76,6 +76,10 @@ func TestServiceOverGRPC(t *testing.T) {
 	}{
 		{"too many items", func() error {
 			_, err := c.Encrypt(ctx, &pb.EncryptRequest{Name: "k", Items: make([]*pb.EncryptItem, 4)})
+			return err
+		}, codes.ResourceExhausted},
+		{"item too large", func() error {
+			_, err := c.Encrypt(ctx, &pb.EncryptRequest{Name: "k", Items: []*pb.EncryptItem{{Plaintext: make([]byte, 65)}}})
 			return err
 		}, codes.ResourceExhausted},
 		{"no items", func() error { _, err := c.Encrypt(ctx, &pb.EncryptRequest{Name: "k"}); return err }, codes.InvalidArgument},
