@@ -42,6 +42,9 @@ func TestAuthVerbsEndToEnd(t *testing.T) {
 	if !strings.HasPrefix(tok, "hgs.") {
 		t.Fatalf("token create --secret-only: got %q", tok)
 	}
+	if out := mustRun(rootEnv, "token", "list"); !strings.Contains(out, "bot  [status-reader]") || !strings.Contains(out, "root (root)") || strings.Contains(out, tok) {
+		t.Errorf("token list: got %q, want bot and root, no secret", out)
+	}
 	botEnv := append(append([]string(nil), noToken...), "HSMGATE_TOKEN="+tok)
 	mustRun(botEnv, "status")
 	if out := mustRun(botEnv, "token", "lookup"); !strings.Contains(out, "bot (token)") || strings.Contains(out, tok) {

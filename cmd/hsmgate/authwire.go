@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
@@ -26,6 +27,7 @@ func wireAuth(ctx context.Context, d *deps) error {
 		return err
 	}
 	hsmgatev1.RegisterAuthServiceServer(d.Server, a.Service)
+	go a.Tokens.TidyEvery(ctx, time.Hour) // expired token records
 	if err := d.AddRules(auth.AuthTable()); err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ func newTokenCmd(g *globals) *cobra.Command {
 SHA-256, which is also their accessor: the name used to look up, renew and
 revoke a token. A token's secret is printed once, by create.`,
 	}
-	cmd.AddCommand(newTokenCreateCmd(g), newTokenLookupCmd(g), newTokenRenewCmd(g), newTokenRevokeCmd(g), newTokenRootCmd(g))
+	cmd.AddCommand(newTokenCreateCmd(g), newTokenListCmd(g), newTokenLookupCmd(g), newTokenRenewCmd(g), newTokenRevokeCmd(g), newTokenRootCmd(g))
 	return cmd
 }
 
@@ -117,6 +117,34 @@ func printTokenInfo(w io.Writer, t *hsmgatev1.TokenInfo) error {
 		t.GetAccessor(), t.GetDisplayName(), strings.Join(t.GetPolicies(), ","), t.GetRoot(), t.GetRenewable(),
 		t.GetCreateTime().AsTime().UTC().Format(time.RFC3339), t.GetCreatedBy(), exp, maxExp, strings.Join(md, ","))
 	return err
+}
+
+func newTokenListCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "list", Short: "List live tokens: accessor, display name, policies, expiry", Args: cobra.NoArgs}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
+			resp, err := c.ListTokens(ctx, &hsmgatev1.ListTokensRequest{})
+			if err != nil {
+				return fmt.Errorf("token list: %w", err)
+			}
+			for _, t := range resp.GetTokens() {
+				exp := "never"
+				if t.GetExpireTime() != nil {
+					exp = t.GetExpireTime().AsTime().UTC().Format(time.RFC3339)
+				}
+				kind := ""
+				if t.GetRoot() {
+					kind = " (root)"
+				}
+				if _, err := fmt.Fprintf(g.stdout, "%s  %s%s  [%s]  expires %s\n", t.GetAccessor(), t.GetDisplayName(), kind, strings.Join(t.GetPolicies(), ","), exp); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return cmd
 }
 
 func newTokenLookupCmd(g *globals) *cobra.Command {

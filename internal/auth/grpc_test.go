@@ -374,6 +374,18 @@ func TestAuthServiceOverGRPC(t *testing.T) {
 		t.Fatalf("CreateToken: %v", err)
 	}
 	tctx := withToken(created.GetToken())
+	all, err := cl.ListTokens(rctx, &hsmgatev1.ListTokensRequest{})
+	if err != nil || len(all.GetTokens()) != 2 {
+		t.Fatalf("ListTokens: got %d tokens, %v, want 2 (root and ops-bot)", len(all.GetTokens()), err)
+	}
+	for _, ti := range all.GetTokens() {
+		if strings.Contains(ti.String(), created.GetToken()) || strings.Contains(ti.String(), root) {
+			t.Errorf("ListTokens shows a secret")
+		}
+	}
+	if _, err := cl.ListTokens(tctx, &hsmgatev1.ListTokensRequest{}); codeOf(err) != codes.PermissionDenied {
+		t.Errorf("ListTokens without list on auth/tokens: got %v, want PermissionDenied", err)
+	}
 	self, err := cl.LookupSelf(tctx, &hsmgatev1.LookupSelfRequest{})
 	if err != nil || self.GetName() != "ops-bot" || self.GetToken().GetAccessor() != created.GetInfo().GetAccessor() {
 		t.Fatalf("LookupSelf: got %v, %v", self, err)

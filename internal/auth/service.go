@@ -65,6 +65,7 @@ func AuthTable() Table {
 		hsmgatev1.AuthService_ListPolicies_FullMethodName: {Capability: CapList, Path: "auth/policies"},
 		hsmgatev1.AuthService_DeletePolicy_FullMethodName: {Capability: CapAdmin, Resource: policy},
 		hsmgatev1.AuthService_CreateToken_FullMethodName:  {Capability: CapCreate, Path: "auth/tokens"},
+		hsmgatev1.AuthService_ListTokens_FullMethodName:   {Capability: CapList, Path: "auth/tokens"},
 		hsmgatev1.AuthService_LookupToken_FullMethodName:  {Capability: CapRead, Resource: token},
 		hsmgatev1.AuthService_RenewToken_FullMethodName:   {Capability: CapUpdate, Resource: token},
 		hsmgatev1.AuthService_RevokeToken_FullMethodName:  {Capability: CapRevoke, Resource: token},
@@ -134,6 +135,14 @@ func (s *Service) CreateToken(ctx context.Context, req *hsmgatev1.CreateTokenReq
 		return nil, err
 	}
 	return &hsmgatev1.CreateTokenResponse{Token: secret, Info: info}, nil
+}
+
+func (s *Service) ListTokens(ctx context.Context, _ *hsmgatev1.ListTokensRequest) (*hsmgatev1.ListTokensResponse, error) {
+	ts, err := s.tokens.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &hsmgatev1.ListTokensResponse{Tokens: ts}, nil
 }
 
 func (s *Service) LookupToken(ctx context.Context, req *hsmgatev1.LookupTokenRequest) (*hsmgatev1.LookupTokenResponse, error) {

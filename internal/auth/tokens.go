@@ -352,6 +352,38 @@ func (t *Tokens) Revoke(ctx context.Context, accessor string) error {
 	return nil
 }
 
+// List describes every live token, sorted by accessor.
+func (t *Tokens) List(ctx context.Context) ([]*hsmgatev1.TokenInfo, error) {
+	es, err := t.store.List(ctx, TokenStorePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("auth: list tokens: %w", err)
+	}
+	var out []*hsmgatev1.TokenInfo
+	for _, e := range es {
+		rec := &hsmgatev1.TokenRecord{}
+		if proto.Unmarshal(e.Value, rec) != nil || t.expired(rec.GetInfo()) {
+			continue
+		}
+		out = append(out, rec.GetInfo())
+	}
+	return out, nil
+}
+
+// TidyEvery runs Tidy every interval until ctx is done (several replicas may
+// run it at once: a record is deleted at the revision read).
+func (t *Tokens) TidyEvery(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			_, _ = t.Tidy(ctx) // a store outage is retried at the next tick
+		}
+	}
+}
+
 // Tidy deletes expired token records and returns how many it deleted.
 func (t *Tokens) Tidy(ctx context.Context) (int, error) {
 	es, err := t.store.List(ctx, TokenStorePrefix)

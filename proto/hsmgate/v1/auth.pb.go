@@ -845,6 +845,89 @@ func (x *CreateTokenResponse) GetInfo() *TokenInfo {
 	return nil
 }
 
+// ListTokensRequest is empty.
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{13}
+}
+
+// ListTokensResponse lists live tokens, sorted by accessor.
+type ListTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The tokens.
+	Tokens        []*TokenInfo `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListTokensResponse) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
 // LookupTokenRequest names a token by accessor.
 type LookupTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -856,7 +939,7 @@ type LookupTokenRequest struct {
 
 func (x *LookupTokenRequest) Reset() {
 	*x = LookupTokenRequest{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[13]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +951,7 @@ func (x *LookupTokenRequest) String() string {
 func (*LookupTokenRequest) ProtoMessage() {}
 
 func (x *LookupTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[13]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +964,7 @@ func (x *LookupTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupTokenRequest.ProtoReflect.Descriptor instead.
 func (*LookupTokenRequest) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{13}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LookupTokenRequest) GetAccessor() string {
@@ -902,7 +985,7 @@ type LookupTokenResponse struct {
 
 func (x *LookupTokenResponse) Reset() {
 	*x = LookupTokenResponse{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[14]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +997,7 @@ func (x *LookupTokenResponse) String() string {
 func (*LookupTokenResponse) ProtoMessage() {}
 
 func (x *LookupTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[14]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1010,7 @@ func (x *LookupTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupTokenResponse.ProtoReflect.Descriptor instead.
 func (*LookupTokenResponse) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{14}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LookupTokenResponse) GetInfo() *TokenInfo {
@@ -946,7 +1029,7 @@ type LookupSelfRequest struct {
 
 func (x *LookupSelfRequest) Reset() {
 	*x = LookupSelfRequest{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[15]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1041,7 @@ func (x *LookupSelfRequest) String() string {
 func (*LookupSelfRequest) ProtoMessage() {}
 
 func (x *LookupSelfRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[15]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1054,7 @@ func (x *LookupSelfRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupSelfRequest.ProtoReflect.Descriptor instead.
 func (*LookupSelfRequest) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{15}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{17}
 }
 
 // LookupSelfResponse describes the caller.
@@ -993,7 +1076,7 @@ type LookupSelfResponse struct {
 
 func (x *LookupSelfResponse) Reset() {
 	*x = LookupSelfResponse{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[16]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1088,7 @@ func (x *LookupSelfResponse) String() string {
 func (*LookupSelfResponse) ProtoMessage() {}
 
 func (x *LookupSelfResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[16]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1101,7 @@ func (x *LookupSelfResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupSelfResponse.ProtoReflect.Descriptor instead.
 func (*LookupSelfResponse) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{16}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LookupSelfResponse) GetName() string {
@@ -1069,7 +1152,7 @@ type RenewTokenRequest struct {
 
 func (x *RenewTokenRequest) Reset() {
 	*x = RenewTokenRequest{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[17]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1164,7 @@ func (x *RenewTokenRequest) String() string {
 func (*RenewTokenRequest) ProtoMessage() {}
 
 func (x *RenewTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[17]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1177,7 @@ func (x *RenewTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewTokenRequest.ProtoReflect.Descriptor instead.
 func (*RenewTokenRequest) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{17}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RenewTokenRequest) GetAccessor() string {
@@ -1122,7 +1205,7 @@ type RenewTokenResponse struct {
 
 func (x *RenewTokenResponse) Reset() {
 	*x = RenewTokenResponse{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[18]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1217,7 @@ func (x *RenewTokenResponse) String() string {
 func (*RenewTokenResponse) ProtoMessage() {}
 
 func (x *RenewTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[18]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1230,7 @@ func (x *RenewTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewTokenResponse.ProtoReflect.Descriptor instead.
 func (*RenewTokenResponse) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{18}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RenewTokenResponse) GetInfo() *TokenInfo {
@@ -1168,7 +1251,7 @@ type RenewSelfRequest struct {
 
 func (x *RenewSelfRequest) Reset() {
 	*x = RenewSelfRequest{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[19]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1263,7 @@ func (x *RenewSelfRequest) String() string {
 func (*RenewSelfRequest) ProtoMessage() {}
 
 func (x *RenewSelfRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[19]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1276,7 @@ func (x *RenewSelfRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewSelfRequest.ProtoReflect.Descriptor instead.
 func (*RenewSelfRequest) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{19}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RenewSelfRequest) GetIncrement() *durationpb.Duration {
@@ -1214,7 +1297,7 @@ type RenewSelfResponse struct {
 
 func (x *RenewSelfResponse) Reset() {
 	*x = RenewSelfResponse{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[20]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1309,7 @@ func (x *RenewSelfResponse) String() string {
 func (*RenewSelfResponse) ProtoMessage() {}
 
 func (x *RenewSelfResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[20]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1322,7 @@ func (x *RenewSelfResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewSelfResponse.ProtoReflect.Descriptor instead.
 func (*RenewSelfResponse) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{20}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RenewSelfResponse) GetInfo() *TokenInfo {
@@ -1260,7 +1343,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[21]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1355,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[21]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1368,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{21}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeTokenRequest) GetAccessor() string {
@@ -1304,7 +1387,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[22]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1399,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[22]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1412,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{22}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{24}
 }
 
 // RevokeSelfRequest is empty.
@@ -1341,7 +1424,7 @@ type RevokeSelfRequest struct {
 
 func (x *RevokeSelfRequest) Reset() {
 	*x = RevokeSelfRequest{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[23]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1436,7 @@ func (x *RevokeSelfRequest) String() string {
 func (*RevokeSelfRequest) ProtoMessage() {}
 
 func (x *RevokeSelfRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[23]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1449,7 @@ func (x *RevokeSelfRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSelfRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSelfRequest) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{23}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{25}
 }
 
 // RevokeSelfResponse is empty.
@@ -1378,7 +1461,7 @@ type RevokeSelfResponse struct {
 
 func (x *RevokeSelfResponse) Reset() {
 	*x = RevokeSelfResponse{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[24]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1473,7 @@ func (x *RevokeSelfResponse) String() string {
 func (*RevokeSelfResponse) ProtoMessage() {}
 
 func (x *RevokeSelfResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[24]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1486,7 @@ func (x *RevokeSelfResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSelfResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSelfResponse) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{24}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{26}
 }
 
 // TokenRecord is the stored form of a token at auth/tokens/<accessor>. Internal.
@@ -1417,7 +1500,7 @@ type TokenRecord struct {
 
 func (x *TokenRecord) Reset() {
 	*x = TokenRecord{}
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[25]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1512,7 @@ func (x *TokenRecord) String() string {
 func (*TokenRecord) ProtoMessage() {}
 
 func (x *TokenRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_hsmgate_v1_auth_proto_msgTypes[25]
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1525,7 @@ func (x *TokenRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRecord.ProtoReflect.Descriptor instead.
 func (*TokenRecord) Descriptor() ([]byte, []int) {
-	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{25}
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TokenRecord) GetInfo() *TokenInfo {
@@ -1514,7 +1597,10 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12)\n" +
-	"\x04info\x18\x02 \x01(\v2\x15.hsmgate.v1.TokenInfoR\x04info\"0\n" +
+	"\x04info\x18\x02 \x01(\v2\x15.hsmgate.v1.TokenInfoR\x04info\"\x13\n" +
+	"\x11ListTokensRequest\"C\n" +
+	"\x12ListTokensResponse\x12-\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x15.hsmgate.v1.TokenInfoR\x06tokens\"0\n" +
 	"\x12LookupTokenRequest\x12\x1a\n" +
 	"\baccessor\x18\x01 \x01(\tR\baccessor\"@\n" +
 	"\x13LookupTokenResponse\x12)\n" +
@@ -1548,14 +1634,16 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\fPolicyEffect\x12\x1d\n" +
 	"\x19POLICY_EFFECT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13POLICY_EFFECT_ALLOW\x10\x01\x12\x16\n" +
-	"\x12POLICY_EFFECT_DENY\x10\x022\xf1\x06\n" +
+	"\x12POLICY_EFFECT_DENY\x10\x022\xbe\a\n" +
 	"\vAuthService\x12N\n" +
 	"\vWritePolicy\x12\x1e.hsmgate.v1.WritePolicyRequest\x1a\x1f.hsmgate.v1.WritePolicyResponse\x12K\n" +
 	"\n" +
 	"ReadPolicy\x12\x1d.hsmgate.v1.ReadPolicyRequest\x1a\x1e.hsmgate.v1.ReadPolicyResponse\x12Q\n" +
 	"\fListPolicies\x12\x1f.hsmgate.v1.ListPoliciesRequest\x1a .hsmgate.v1.ListPoliciesResponse\x12Q\n" +
 	"\fDeletePolicy\x12\x1f.hsmgate.v1.DeletePolicyRequest\x1a .hsmgate.v1.DeletePolicyResponse\x12N\n" +
-	"\vCreateToken\x12\x1e.hsmgate.v1.CreateTokenRequest\x1a\x1f.hsmgate.v1.CreateTokenResponse\x12N\n" +
+	"\vCreateToken\x12\x1e.hsmgate.v1.CreateTokenRequest\x1a\x1f.hsmgate.v1.CreateTokenResponse\x12K\n" +
+	"\n" +
+	"ListTokens\x12\x1d.hsmgate.v1.ListTokensRequest\x1a\x1e.hsmgate.v1.ListTokensResponse\x12N\n" +
 	"\vLookupToken\x12\x1e.hsmgate.v1.LookupTokenRequest\x1a\x1f.hsmgate.v1.LookupTokenResponse\x12K\n" +
 	"\n" +
 	"LookupSelf\x12\x1d.hsmgate.v1.LookupSelfRequest\x1a\x1e.hsmgate.v1.LookupSelfResponse\x12K\n" +
@@ -1582,7 +1670,7 @@ func file_hsmgate_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_hsmgate_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hsmgate_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_hsmgate_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_hsmgate_v1_auth_proto_goTypes = []any{
 	(PolicyEffect)(0),             // 0: hsmgate.v1.PolicyEffect
 	(*PolicyRule)(nil),            // 1: hsmgate.v1.PolicyRule
@@ -1598,76 +1686,81 @@ var file_hsmgate_v1_auth_proto_goTypes = []any{
 	(*TokenInfo)(nil),             // 11: hsmgate.v1.TokenInfo
 	(*CreateTokenRequest)(nil),    // 12: hsmgate.v1.CreateTokenRequest
 	(*CreateTokenResponse)(nil),   // 13: hsmgate.v1.CreateTokenResponse
-	(*LookupTokenRequest)(nil),    // 14: hsmgate.v1.LookupTokenRequest
-	(*LookupTokenResponse)(nil),   // 15: hsmgate.v1.LookupTokenResponse
-	(*LookupSelfRequest)(nil),     // 16: hsmgate.v1.LookupSelfRequest
-	(*LookupSelfResponse)(nil),    // 17: hsmgate.v1.LookupSelfResponse
-	(*RenewTokenRequest)(nil),     // 18: hsmgate.v1.RenewTokenRequest
-	(*RenewTokenResponse)(nil),    // 19: hsmgate.v1.RenewTokenResponse
-	(*RenewSelfRequest)(nil),      // 20: hsmgate.v1.RenewSelfRequest
-	(*RenewSelfResponse)(nil),     // 21: hsmgate.v1.RenewSelfResponse
-	(*RevokeTokenRequest)(nil),    // 22: hsmgate.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 23: hsmgate.v1.RevokeTokenResponse
-	(*RevokeSelfRequest)(nil),     // 24: hsmgate.v1.RevokeSelfRequest
-	(*RevokeSelfResponse)(nil),    // 25: hsmgate.v1.RevokeSelfResponse
-	(*TokenRecord)(nil),           // 26: hsmgate.v1.TokenRecord
-	nil,                           // 27: hsmgate.v1.TokenInfo.MetadataEntry
-	nil,                           // 28: hsmgate.v1.CreateTokenRequest.MetadataEntry
-	nil,                           // 29: hsmgate.v1.LookupSelfResponse.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(*ListTokensRequest)(nil),     // 14: hsmgate.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),    // 15: hsmgate.v1.ListTokensResponse
+	(*LookupTokenRequest)(nil),    // 16: hsmgate.v1.LookupTokenRequest
+	(*LookupTokenResponse)(nil),   // 17: hsmgate.v1.LookupTokenResponse
+	(*LookupSelfRequest)(nil),     // 18: hsmgate.v1.LookupSelfRequest
+	(*LookupSelfResponse)(nil),    // 19: hsmgate.v1.LookupSelfResponse
+	(*RenewTokenRequest)(nil),     // 20: hsmgate.v1.RenewTokenRequest
+	(*RenewTokenResponse)(nil),    // 21: hsmgate.v1.RenewTokenResponse
+	(*RenewSelfRequest)(nil),      // 22: hsmgate.v1.RenewSelfRequest
+	(*RenewSelfResponse)(nil),     // 23: hsmgate.v1.RenewSelfResponse
+	(*RevokeTokenRequest)(nil),    // 24: hsmgate.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),   // 25: hsmgate.v1.RevokeTokenResponse
+	(*RevokeSelfRequest)(nil),     // 26: hsmgate.v1.RevokeSelfRequest
+	(*RevokeSelfResponse)(nil),    // 27: hsmgate.v1.RevokeSelfResponse
+	(*TokenRecord)(nil),           // 28: hsmgate.v1.TokenRecord
+	nil,                           // 29: hsmgate.v1.TokenInfo.MetadataEntry
+	nil,                           // 30: hsmgate.v1.CreateTokenRequest.MetadataEntry
+	nil,                           // 31: hsmgate.v1.LookupSelfResponse.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
 }
 var file_hsmgate_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: hsmgate.v1.PolicyRule.effect:type_name -> hsmgate.v1.PolicyEffect
 	1,  // 1: hsmgate.v1.Policy.rules:type_name -> hsmgate.v1.PolicyRule
-	30, // 2: hsmgate.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
+	32, // 2: hsmgate.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 3: hsmgate.v1.WritePolicyRequest.policy:type_name -> hsmgate.v1.Policy
 	2,  // 4: hsmgate.v1.WritePolicyResponse.policy:type_name -> hsmgate.v1.Policy
 	2,  // 5: hsmgate.v1.ReadPolicyResponse.policy:type_name -> hsmgate.v1.Policy
-	30, // 6: hsmgate.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
-	30, // 7: hsmgate.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
-	30, // 8: hsmgate.v1.TokenInfo.max_expire_time:type_name -> google.protobuf.Timestamp
-	31, // 9: hsmgate.v1.TokenInfo.ttl:type_name -> google.protobuf.Duration
-	27, // 10: hsmgate.v1.TokenInfo.metadata:type_name -> hsmgate.v1.TokenInfo.MetadataEntry
-	31, // 11: hsmgate.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	31, // 12: hsmgate.v1.CreateTokenRequest.max_ttl:type_name -> google.protobuf.Duration
-	28, // 13: hsmgate.v1.CreateTokenRequest.metadata:type_name -> hsmgate.v1.CreateTokenRequest.MetadataEntry
+	32, // 6: hsmgate.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	32, // 7: hsmgate.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	32, // 8: hsmgate.v1.TokenInfo.max_expire_time:type_name -> google.protobuf.Timestamp
+	33, // 9: hsmgate.v1.TokenInfo.ttl:type_name -> google.protobuf.Duration
+	29, // 10: hsmgate.v1.TokenInfo.metadata:type_name -> hsmgate.v1.TokenInfo.MetadataEntry
+	33, // 11: hsmgate.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	33, // 12: hsmgate.v1.CreateTokenRequest.max_ttl:type_name -> google.protobuf.Duration
+	30, // 13: hsmgate.v1.CreateTokenRequest.metadata:type_name -> hsmgate.v1.CreateTokenRequest.MetadataEntry
 	11, // 14: hsmgate.v1.CreateTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
-	11, // 15: hsmgate.v1.LookupTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
-	11, // 16: hsmgate.v1.LookupSelfResponse.token:type_name -> hsmgate.v1.TokenInfo
-	29, // 17: hsmgate.v1.LookupSelfResponse.metadata:type_name -> hsmgate.v1.LookupSelfResponse.MetadataEntry
-	31, // 18: hsmgate.v1.RenewTokenRequest.increment:type_name -> google.protobuf.Duration
-	11, // 19: hsmgate.v1.RenewTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
-	31, // 20: hsmgate.v1.RenewSelfRequest.increment:type_name -> google.protobuf.Duration
-	11, // 21: hsmgate.v1.RenewSelfResponse.info:type_name -> hsmgate.v1.TokenInfo
-	11, // 22: hsmgate.v1.TokenRecord.info:type_name -> hsmgate.v1.TokenInfo
-	3,  // 23: hsmgate.v1.AuthService.WritePolicy:input_type -> hsmgate.v1.WritePolicyRequest
-	5,  // 24: hsmgate.v1.AuthService.ReadPolicy:input_type -> hsmgate.v1.ReadPolicyRequest
-	7,  // 25: hsmgate.v1.AuthService.ListPolicies:input_type -> hsmgate.v1.ListPoliciesRequest
-	9,  // 26: hsmgate.v1.AuthService.DeletePolicy:input_type -> hsmgate.v1.DeletePolicyRequest
-	12, // 27: hsmgate.v1.AuthService.CreateToken:input_type -> hsmgate.v1.CreateTokenRequest
-	14, // 28: hsmgate.v1.AuthService.LookupToken:input_type -> hsmgate.v1.LookupTokenRequest
-	16, // 29: hsmgate.v1.AuthService.LookupSelf:input_type -> hsmgate.v1.LookupSelfRequest
-	18, // 30: hsmgate.v1.AuthService.RenewToken:input_type -> hsmgate.v1.RenewTokenRequest
-	20, // 31: hsmgate.v1.AuthService.RenewSelf:input_type -> hsmgate.v1.RenewSelfRequest
-	22, // 32: hsmgate.v1.AuthService.RevokeToken:input_type -> hsmgate.v1.RevokeTokenRequest
-	24, // 33: hsmgate.v1.AuthService.RevokeSelf:input_type -> hsmgate.v1.RevokeSelfRequest
-	4,  // 34: hsmgate.v1.AuthService.WritePolicy:output_type -> hsmgate.v1.WritePolicyResponse
-	6,  // 35: hsmgate.v1.AuthService.ReadPolicy:output_type -> hsmgate.v1.ReadPolicyResponse
-	8,  // 36: hsmgate.v1.AuthService.ListPolicies:output_type -> hsmgate.v1.ListPoliciesResponse
-	10, // 37: hsmgate.v1.AuthService.DeletePolicy:output_type -> hsmgate.v1.DeletePolicyResponse
-	13, // 38: hsmgate.v1.AuthService.CreateToken:output_type -> hsmgate.v1.CreateTokenResponse
-	15, // 39: hsmgate.v1.AuthService.LookupToken:output_type -> hsmgate.v1.LookupTokenResponse
-	17, // 40: hsmgate.v1.AuthService.LookupSelf:output_type -> hsmgate.v1.LookupSelfResponse
-	19, // 41: hsmgate.v1.AuthService.RenewToken:output_type -> hsmgate.v1.RenewTokenResponse
-	21, // 42: hsmgate.v1.AuthService.RenewSelf:output_type -> hsmgate.v1.RenewSelfResponse
-	23, // 43: hsmgate.v1.AuthService.RevokeToken:output_type -> hsmgate.v1.RevokeTokenResponse
-	25, // 44: hsmgate.v1.AuthService.RevokeSelf:output_type -> hsmgate.v1.RevokeSelfResponse
-	34, // [34:45] is the sub-list for method output_type
-	23, // [23:34] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	11, // 15: hsmgate.v1.ListTokensResponse.tokens:type_name -> hsmgate.v1.TokenInfo
+	11, // 16: hsmgate.v1.LookupTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
+	11, // 17: hsmgate.v1.LookupSelfResponse.token:type_name -> hsmgate.v1.TokenInfo
+	31, // 18: hsmgate.v1.LookupSelfResponse.metadata:type_name -> hsmgate.v1.LookupSelfResponse.MetadataEntry
+	33, // 19: hsmgate.v1.RenewTokenRequest.increment:type_name -> google.protobuf.Duration
+	11, // 20: hsmgate.v1.RenewTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
+	33, // 21: hsmgate.v1.RenewSelfRequest.increment:type_name -> google.protobuf.Duration
+	11, // 22: hsmgate.v1.RenewSelfResponse.info:type_name -> hsmgate.v1.TokenInfo
+	11, // 23: hsmgate.v1.TokenRecord.info:type_name -> hsmgate.v1.TokenInfo
+	3,  // 24: hsmgate.v1.AuthService.WritePolicy:input_type -> hsmgate.v1.WritePolicyRequest
+	5,  // 25: hsmgate.v1.AuthService.ReadPolicy:input_type -> hsmgate.v1.ReadPolicyRequest
+	7,  // 26: hsmgate.v1.AuthService.ListPolicies:input_type -> hsmgate.v1.ListPoliciesRequest
+	9,  // 27: hsmgate.v1.AuthService.DeletePolicy:input_type -> hsmgate.v1.DeletePolicyRequest
+	12, // 28: hsmgate.v1.AuthService.CreateToken:input_type -> hsmgate.v1.CreateTokenRequest
+	14, // 29: hsmgate.v1.AuthService.ListTokens:input_type -> hsmgate.v1.ListTokensRequest
+	16, // 30: hsmgate.v1.AuthService.LookupToken:input_type -> hsmgate.v1.LookupTokenRequest
+	18, // 31: hsmgate.v1.AuthService.LookupSelf:input_type -> hsmgate.v1.LookupSelfRequest
+	20, // 32: hsmgate.v1.AuthService.RenewToken:input_type -> hsmgate.v1.RenewTokenRequest
+	22, // 33: hsmgate.v1.AuthService.RenewSelf:input_type -> hsmgate.v1.RenewSelfRequest
+	24, // 34: hsmgate.v1.AuthService.RevokeToken:input_type -> hsmgate.v1.RevokeTokenRequest
+	26, // 35: hsmgate.v1.AuthService.RevokeSelf:input_type -> hsmgate.v1.RevokeSelfRequest
+	4,  // 36: hsmgate.v1.AuthService.WritePolicy:output_type -> hsmgate.v1.WritePolicyResponse
+	6,  // 37: hsmgate.v1.AuthService.ReadPolicy:output_type -> hsmgate.v1.ReadPolicyResponse
+	8,  // 38: hsmgate.v1.AuthService.ListPolicies:output_type -> hsmgate.v1.ListPoliciesResponse
+	10, // 39: hsmgate.v1.AuthService.DeletePolicy:output_type -> hsmgate.v1.DeletePolicyResponse
+	13, // 40: hsmgate.v1.AuthService.CreateToken:output_type -> hsmgate.v1.CreateTokenResponse
+	15, // 41: hsmgate.v1.AuthService.ListTokens:output_type -> hsmgate.v1.ListTokensResponse
+	17, // 42: hsmgate.v1.AuthService.LookupToken:output_type -> hsmgate.v1.LookupTokenResponse
+	19, // 43: hsmgate.v1.AuthService.LookupSelf:output_type -> hsmgate.v1.LookupSelfResponse
+	21, // 44: hsmgate.v1.AuthService.RenewToken:output_type -> hsmgate.v1.RenewTokenResponse
+	23, // 45: hsmgate.v1.AuthService.RenewSelf:output_type -> hsmgate.v1.RenewSelfResponse
+	25, // 46: hsmgate.v1.AuthService.RevokeToken:output_type -> hsmgate.v1.RevokeTokenResponse
+	27, // 47: hsmgate.v1.AuthService.RevokeSelf:output_type -> hsmgate.v1.RevokeSelfResponse
+	36, // [36:48] is the sub-list for method output_type
+	24, // [24:36] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_auth_proto_init() }
@@ -1681,7 +1774,7 @@ func file_hsmgate_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmgate_v1_auth_proto_rawDesc), len(file_hsmgate_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	AuthService_ListPolicies_FullMethodName = "/hsmgate.v1.AuthService/ListPolicies"
 	AuthService_DeletePolicy_FullMethodName = "/hsmgate.v1.AuthService/DeletePolicy"
 	AuthService_CreateToken_FullMethodName  = "/hsmgate.v1.AuthService/CreateToken"
+	AuthService_ListTokens_FullMethodName   = "/hsmgate.v1.AuthService/ListTokens"
 	AuthService_LookupToken_FullMethodName  = "/hsmgate.v1.AuthService/LookupToken"
 	AuthService_LookupSelf_FullMethodName   = "/hsmgate.v1.AuthService/LookupSelf"
 	AuthService_RenewToken_FullMethodName   = "/hsmgate.v1.AuthService/RenewToken"
@@ -42,7 +43,7 @@ const (
 //
 //	WritePolicy, DeletePolicy: admin on auth/policies/<name>
 //	ReadPolicy: read on auth/policies/<name>; ListPolicies: list on auth/policies
-//	CreateToken: create on auth/tokens
+//	CreateToken: create on auth/tokens; ListTokens: list on auth/tokens
 //	LookupToken: read, RenewToken: update, RevokeToken: revoke on auth/tokens/<accessor>
 //	LookupSelf, RenewSelf, RevokeSelf: any authenticated caller.
 type AuthServiceClient interface {
@@ -56,6 +57,8 @@ type AuthServiceClient interface {
 	DeletePolicy(ctx context.Context, in *DeletePolicyRequest, opts ...grpc.CallOption) (*DeletePolicyResponse, error)
 	// CreateToken makes a bearer token. The secret is returned once, here only.
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
+	// ListTokens describes every live token (never their secrets).
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
 	// LookupToken describes a token by its accessor.
 	LookupToken(ctx context.Context, in *LookupTokenRequest, opts ...grpc.CallOption) (*LookupTokenResponse, error)
 	// LookupSelf describes the caller's own identity (and token, if any).
@@ -122,6 +125,16 @@ func (c *authServiceClient) CreateToken(ctx context.Context, in *CreateTokenRequ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateTokenResponse)
 	err := c.cc.Invoke(ctx, AuthService_CreateToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListTokens_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +211,7 @@ func (c *authServiceClient) RevokeSelf(ctx context.Context, in *RevokeSelfReques
 //
 //	WritePolicy, DeletePolicy: admin on auth/policies/<name>
 //	ReadPolicy: read on auth/policies/<name>; ListPolicies: list on auth/policies
-//	CreateToken: create on auth/tokens
+//	CreateToken: create on auth/tokens; ListTokens: list on auth/tokens
 //	LookupToken: read, RenewToken: update, RevokeToken: revoke on auth/tokens/<accessor>
 //	LookupSelf, RenewSelf, RevokeSelf: any authenticated caller.
 type AuthServiceServer interface {
@@ -212,6 +225,8 @@ type AuthServiceServer interface {
 	DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error)
 	// CreateToken makes a bearer token. The secret is returned once, here only.
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
+	// ListTokens describes every live token (never their secrets).
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
 	// LookupToken describes a token by its accessor.
 	LookupToken(context.Context, *LookupTokenRequest) (*LookupTokenResponse, error)
 	// LookupSelf describes the caller's own identity (and token, if any).
@@ -248,6 +263,9 @@ func (UnimplementedAuthServiceServer) DeletePolicy(context.Context, *DeletePolic
 }
 func (UnimplementedAuthServiceServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
+}
+func (UnimplementedAuthServiceServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
 }
 func (UnimplementedAuthServiceServer) LookupToken(context.Context, *LookupTokenRequest) (*LookupTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LookupToken not implemented")
@@ -374,6 +392,24 @@ func _AuthService_CreateToken_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AuthServiceServer).CreateToken(ctx, req.(*CreateTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListTokens(ctx, req.(*ListTokensRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -512,6 +548,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateToken",
 			Handler:    _AuthService_CreateToken_Handler,
+		},
+		{
+			MethodName: "ListTokens",
+			Handler:    _AuthService_ListTokens_Handler,
 		},
 		{
 			MethodName: "LookupToken",
