@@ -407,3 +407,34 @@ func TestBatchSerialsDistinct(t *testing.T) {
 		}
 	}
 }
+
+func TestFindIssuedHorizon(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	env.createCA(t, "users", userCT, pb.SSHKeyType_SSH_KEY_TYPE_ED25519)
+	env.createRole(t, &pb.SSHRole{Name: "eng", Ca: "users", AllowedPrincipals: []string{"alice"}, MaxTtl: durationpb.New(8 * time.Hour)})
+	_, key := ed25519Key(t)
+	c, _, err := env.signOne(t, userCT, "eng", &pb.SSHSignItem{PublicKey: key, Principals: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		later time.Duration
+		found bool
+	}{
+		{0, true},
+		{25 * time.Hour, true},      // yesterday's partition, within max_ttl + a day
+		{4 * 24 * time.Hour, false}, // long expired: not searched
+	}
+	start := env.clock.Now()
+	for _, tc := range tests {
+		env.clock.Set(start.Add(tc.later))
+		rec, err := env.e.findIssued(ctx, c.Serial)
+		if got := err == nil && rec.GetSerial() == c.Serial; got != tc.found {
+			t.Errorf("%v later: found %v (%v), want %v", tc.later, got, err, tc.found)
+		}
+		if !tc.found && !errors.Is(err, ErrSerialNotFound) {
+			t.Errorf("%v later: got %v, want ErrSerialNotFound", tc.later, err)
+		}
+	}
+}

@@ -51,10 +51,14 @@
 //     "{{identity.name}}:{{role}}:{{request_id}}", so that the audit log and
 //     a key ID revocation can name a person or a request.
 //
-// Serial numbers are random, 64-bit and nonzero. Every signing request is
-// recorded in the store (ssh/issued/<time>-<serial>) before any certificate
-// is returned: serial, CA key, key ID, principals, validity, subject key
-// fingerprint, role, identity and request id.
+// Serial numbers are random, 64-bit and nonzero (a collision needs about
+// 2^32 certificates; none is checked for, as that would cost a store write
+// per certificate). Every signing request is recorded in the store
+// (ssh/issued/<UTC day>/<time>-<serial>, one record per request) before any
+// certificate is returned: serial, CA key, key ID, principals, validity,
+// subject key fingerprint, role, identity and request id. Revoking a serial
+// without naming its CA finds the CA key in these records, newest day first,
+// over the longest max_ttl of the current roles.
 //
 // # Revocation
 //

@@ -150,25 +150,39 @@ func pruneExpired(rs []*pb.SSHRevocation, now time.Time) []*pb.SSHRevocation {
 	return out
 }
 
-// findIssued finds the issuance record of a serial. It scans the records:
-// revocation is rare, issuance is the hot path and writes one record per request.
+// findIssued finds the issuance record of a serial, newest day first, over
+// the days in which a certificate still valid now can have been issued (the
+// longest max_ttl of the current roles, plus a day). Revocation is rare and
+// issuance is the hot path, which writes one record per request and no index.
 func (e *Engine) findIssued(ctx context.Context, serial uint64) (*pb.SSHIssuedCert, error) {
-	ents, err := e.store.List(ctx, prefixIssued)
+	roles, err := e.ListRoles(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("sshca: find serial: %w", err)
+		return nil, err
 	}
-	for i := len(ents) - 1; i >= 0; i-- {
-		b := &pb.SSHIssuedBatch{}
-		if err := unmarshal(ents[i], b); err != nil {
-			return nil, err
+	horizon := 24 * time.Hour
+	for _, r := range roles {
+		horizon = max(horizon, r.GetMaxTtl().AsDuration()+r.GetBackdate().AsDuration()+24*time.Hour)
+	}
+	now := e.now().UTC()
+	for d := time.Duration(0); d <= horizon; d += 24 * time.Hour {
+		day := now.Add(-d).Format(time.DateOnly)
+		ents, err := e.store.List(ctx, prefixIssued+day+"/")
+		if err != nil {
+			return nil, fmt.Errorf("sshca: find serial: %w", err)
 		}
-		for _, c := range b.GetCerts() {
-			if c.GetSerial() == serial {
-				return c, nil
+		for i := len(ents) - 1; i >= 0; i-- {
+			b := &pb.SSHIssuedBatch{}
+			if err := unmarshal(ents[i], b); err != nil {
+				return nil, err
+			}
+			for _, c := range b.GetCerts() {
+				if c.GetSerial() == serial {
+					return c, nil
+				}
 			}
 		}
 	}
-	return nil, fmt.Errorf("%w: %d (name the CA to revoke it anyway)", ErrSerialNotFound, serial)
+	return nil, fmt.Errorf("%w: %d was not issued by a CA here within %v (name the CA to revoke it anyway)", ErrSerialNotFound, serial, horizon)
 }
 
 // KRL returns the current KRL, its version and generation time. The bytes

@@ -101,12 +101,18 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 		})
 	}
 	if len(batch.Certs) > 0 {
-		key := fmt.Sprintf("%s%020d-%016x", prefixIssued, now.UnixNano(), batch.Certs[0].GetSerial())
+		key := issuedKey(now, batch.Certs[0].GetSerial())
 		if _, err := e.putProto(ctx, key, batch, keystore.MustNotExist); err != nil {
 			return nil, fmt.Errorf("sshca: record issued certificates: %w", err)
 		}
 	}
 	return results, nil
+}
+
+// issuedKey is the store key of a batch record: partitioned by UTC day, so
+// that a serial is looked up newest day first, over a bounded horizon.
+func issuedKey(t time.Time, firstSerial uint64) string {
+	return fmt.Sprintf("%s%s/%020d-%016x", prefixIssued, t.UTC().Format(time.DateOnly), t.UnixNano(), firstSerial)
 }
 
 // fillIdentity sets the serial and key ID of c.
