@@ -19,7 +19,11 @@
 // hash is the token's accessor, used to look up, renew and revoke it. The stored
 // hash is compared with the presented one in constant time. Tokens have a TTL, a
 // max TTL that renewal cannot pass, a renewable flag, bound policies and a root
-// flag. A root identity bypasses policy, like Vault's root token.
+// flag. A root identity bypasses policy, like Vault's root token. EnsureRoot
+// stores a root token that never expires (dev mode's, or one made offline by
+// `hsmgate token root`); a non-root caller can only create tokens bound to
+// policies it holds itself. Token records are cached and the cache is
+// invalidated by Watch, so a revocation on one replica reaches the others.
 //
 // JWTs are verified with go-oidc against a JWKS from a file or a URL: issuer,
 // audience, expiry and signature are checked; a configurable claim (e.g.
@@ -58,6 +62,10 @@
 // never runs when it cannot be written, the caller gets Unavailable), run the
 // handler, write the audit response line (if that fails, the caller gets
 // Unavailable rather than the result). Refusals are audited too.
+//
+// Interceptor.HTTP applies the same steps to an HTTP handler (credentials
+// from Authorization: Bearer, X-Vault-Token or the client certificate);
+// HTTPGate lets handlers be wrapped before the interceptor exists.
 //
 // # Rate limits
 //
