@@ -43,7 +43,14 @@
 // bytes and values at most Config.MaxValueSize (default 1 MiB, under etcd's
 // default 1.5 MiB request limit); beyond that keystore.ErrInvalidKey.
 //
+// Credentials that etcd refuses are an error of no keystore kind (a
+// misconfiguration: the server answers Internal), except that a refused TLS
+// handshake cannot be told from an unreachable member: the client retries
+// until the deadline, so it is ErrUnavailable.
+//
 // Tests run the keystore/storetest suite against real etcd servers started in
-// process by keystore/etcd/etcdtest: one member, and three members of which
-// one is stopped while concurrent compare-and-swap writers and a watch run.
+// process by keystore/etcd/etcdtest: one member; three members, of which the
+// one the store and its watch are connected to is stopped while concurrent
+// compare-and-swap writers and the watch run, then the suite again on the
+// two left; a user confined by etcd RBAC to its prefix; and mutual TLS.
 package etcd

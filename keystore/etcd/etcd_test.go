@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/hsmgate/hsmgate/keystore"
 	"github.com/hsmgate/hsmgate/keystore/etcd"
 	"github.com/hsmgate/hsmgate/keystore/etcd/etcdtest"
@@ -180,6 +182,76 @@ func TestSlowWatcherIsCutOff(t *testing.T) {
 	if n != 4 {
 		t.Fatalf("slow watcher: got %d events before close, want 4", n)
 	}
+}
+
+func TestAuth(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := newStore(t, etcd.Config{Endpoints: c.Endpoints}).Client()
+	for _, step := range []func() error{
+		func() error { _, err := admin.UserAdd(ctx, "root", "root-pw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "hsmgate"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "hsmgate", "/hsmgate-auth/", clientv3.GetPrefixRangeEnd("/hsmgate-auth/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := admin.UserAdd(ctx, "hsmgate", "s3cret"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "hsmgate", "hsmgate"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("auth setup: %v", err)
+		}
+	}
+	t.Run("WrongPassword", func(t *testing.T) {
+		_, err := etcd.New(ctx, etcd.Config{Endpoints: c.Endpoints, Username: "hsmgate", Password: "wrong", Prefix: "/hsmgate-auth/"})
+		if err == nil || errors.Is(err, keystore.ErrUnavailable) {
+			t.Fatalf("New with a wrong password: got %v, want an authentication error (not ErrUnavailable)", err)
+		}
+	})
+	t.Run("OutsideItsPrefix", func(t *testing.T) {
+		_, err := etcd.New(ctx, etcd.Config{Endpoints: c.Endpoints, Username: "hsmgate", Password: "s3cret", Prefix: "/other/"})
+		if err == nil {
+			t.Fatalf("New with a prefix the user may not read: got nil error")
+		}
+	})
+	// The whole suite as a user confined to its prefix.
+	var seq atomic.Int64
+	storetest.Run(t, func(t *testing.T) keystore.Store {
+		return newStore(t, etcd.Config{
+			Endpoints: c.Endpoints, Username: "hsmgate", Password: "s3cret",
+			Prefix:         fmt.Sprintf("/hsmgate-auth/%d/", seq.Add(1)),
+			RequestTimeout: 15 * time.Second,
+		})
+	})
+}
+
+func TestMutualTLS(t *testing.T) {
+	c := etcdtest.StartWith(t, 1, etcdtest.Options{TLS: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t.Run("NoClientCertificate", func(t *testing.T) {
+		noCert := c.ClientTLS.Clone()
+		noCert.Certificates = nil
+		// The handshake is refused; the client keeps retrying until the
+		// deadline, so this looks like an unreachable etcd.
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := etcd.New(short, etcd.Config{Endpoints: c.Endpoints, TLS: noCert})
+		if !errors.Is(err, keystore.ErrUnavailable) {
+			t.Fatalf("New without a client certificate: got %v, want ErrUnavailable", err)
+		}
+	})
+	var seq atomic.Int64
+	storetest.Run(t, func(t *testing.T) keystore.Store {
+		return newStore(t, etcd.Config{
+			Endpoints: c.Endpoints, TLS: c.ClientTLS,
+			Prefix:         fmt.Sprintf("/hsmgate-tls/%d/", seq.Add(1)),
+			RequestTimeout: 15 * time.Second,
+		})
+	})
 }
 
 func TestNewFailsWhenUnreachable(t *testing.T) {

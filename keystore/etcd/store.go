@@ -83,7 +83,8 @@ var _ keystore.Store = (*Store)(nil)
 
 // New connects to etcd and checks, within ctx, that the cluster answers a
 // linearizable read (so that wrong endpoints, TLS or credentials fail at
-// start). Unreachable etcd gives an error wrapping keystore.ErrUnavailable.
+// start). Unreachable etcd gives an error wrapping keystore.ErrUnavailable;
+// refused credentials an error of no keystore kind.
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults()
 	if len(cfg.Endpoints) == 0 {
@@ -99,13 +100,14 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		// Room for the largest value plus the key and the prefix.
 		MaxCallSendMsgSize: cfg.MaxValueSize + 64<<10,
 	})
+	op := fmt.Sprintf("connect %v", cfg.Endpoints)
 	if err != nil {
-		return nil, fmt.Errorf("keystore/etcd: connect %v: %w: %v", cfg.Endpoints, keystore.ErrUnavailable, err)
+		return nil, classify(op, err)
 	}
 	s := &Store{cli: cli, cfg: cfg, prefix: cfg.Prefix}
-	if err := s.Ping(ctx); err != nil {
+	if err := s.ping(ctx, op); err != nil {
 		_ = cli.Close()
-		return nil, fmt.Errorf("keystore/etcd: connect %v: %w", cfg.Endpoints, err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -135,10 +137,8 @@ func (s *Store) check(ctx context.Context, op string) error {
 }
 
 // mapErr turns an etcd client error into a keystore error. caller is the
-// caller's own ctx: its cancellation is reported as such; a deadline, a
-// member or cluster that cannot answer, or a lost leader is ErrUnavailable.
-// Other etcd errors are kept as text only (%v), so that no etcd status code
-// leaks to hsmgate's clients through errors.As.
+// caller's own ctx: its cancellation is reported as such; everything else
+// is classified by classify.
 func (s *Store) mapErr(caller context.Context, op string, err error) error {
 	if s.closed.Load() {
 		return fmt.Errorf("keystore/etcd: %s: store closed: %w", op, keystore.ErrUnavailable)
@@ -146,6 +146,17 @@ func (s *Store) mapErr(caller context.Context, op string, err error) error {
 	if errors.Is(caller.Err(), context.Canceled) {
 		return fmt.Errorf("keystore/etcd: %s: %w", op, context.Canceled)
 	}
+	return classify(op, err)
+}
+
+// classify maps an etcd error: a deadline, a member or cluster that cannot
+// answer, a lost leader or a NOSPACE alarm is ErrUnavailable; a request over
+// etcd's size limit is ErrInvalidKey. Other errors (bad credentials,
+// permission denied) are a misconfiguration, not the caller's fault, and
+// stay unclassified so that the server answers Internal. etcd's error is
+// kept as text only (%v), so that no etcd status code leaks to hsmgate's
+// clients through errors.As.
+func classify(op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return fmt.Errorf("keystore/etcd: %s: %w: %v", op, keystore.ErrUnavailable, err)
 	}
@@ -372,19 +383,24 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 }
 
 // Ping makes a linearizable read (it needs a quorum), bounded by ctx or
-// RequestTimeout; ErrUnavailable if the cluster cannot answer.
+// RequestTimeout. Any failure, refused credentials included, is
+// ErrUnavailable: the store cannot be used.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.check(ctx, "ping"); err != nil {
+	err := s.ping(ctx, "ping")
+	if err != nil && !errors.Is(err, keystore.ErrUnavailable) && !errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
+	}
+	return err
+}
+
+func (s *Store) ping(ctx context.Context, op string) error {
+	if err := s.check(ctx, op); err != nil {
 		return err
 	}
 	rctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if _, err := s.cli.Get(rctx, s.prefix+"health", clientv3.WithCountOnly()); err != nil {
-		err = s.mapErr(ctx, "ping", err)
-		if !errors.Is(err, keystore.ErrUnavailable) && !errors.Is(err, context.Canceled) {
-			err = fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
-		}
-		return err
+		return s.mapErr(ctx, op, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@
 package etcdtest
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -31,22 +33,38 @@ type Cluster struct {
 	Endpoints []string
 	// Members are the servers; use Stop to stop one.
 	Members []*embed.Etcd
+	// ClientTLS, set when started with Options.TLS, trusts the members'
+	// certificates and carries a client certificate they accept.
+	ClientTLS *tls.Config
 
 	t       testing.TB
 	mu      sync.Mutex
 	stopped []bool
 }
 
+// Options change how StartWith starts a cluster.
+type Options struct {
+	// TLS serves clients over https and requires client certificates;
+	// Cluster.ClientTLS is the configuration a client needs.
+	TLS bool
+}
+
 // Start starts an n-member cluster and waits until every member is ready.
 // It retries a few times if a picked port was taken meanwhile.
 func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	return StartWith(t, n, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	if n < 1 {
 		t.Fatalf("etcdtest: %d members", n)
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		c, err := start(t, n)
+		c, err := start(t, n, opts)
 		if err == nil {
 			return c
 		}
@@ -56,10 +74,19 @@ func Start(t testing.TB, n int) *Cluster {
 	return nil
 }
 
-func start(t testing.TB, n int) (*Cluster, error) {
+func start(t testing.TB, n int, opts Options) (*Cluster, error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
 		return nil, err
+	}
+	scheme := "http"
+	var (
+		serverTLS transport.TLSInfo
+		clientTLS *tls.Config
+	)
+	if opts.TLS {
+		scheme = "https"
+		serverTLS, clientTLS = testPKI(t, t.TempDir())
 	}
 	token := fmt.Sprintf("etcdtest-%d", time.Now().UnixNano())
 	var initial []string
@@ -68,23 +95,25 @@ func start(t testing.TB, n int) (*Cluster, error) {
 		cfg := embed.NewConfig()
 		cfg.Name = fmt.Sprintf("m%d", i)
 		cfg.Dir = t.TempDir()
-		cu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		cu := url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
 		pu := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 		cfg.ListenMetricsUrls = nil
+		cfg.ClientTLSInfo = serverTLS
 		cfg.InitialClusterToken = token
 		cfg.ClusterState = embed.ClusterStateFlagNew
 		cfg.TickMs = 50
 		cfg.ElectionMs = 500
 		cfg.UnsafeNoFsync = true
+		cfg.BcryptCost = 4 // bcrypt.MinCost: fast password checks for auth tests
 		cfg.EnableGRPCGateway = false
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 		cfg.LogLevel = "error"
 		initial = append(initial, fmt.Sprintf("%s=%s", cfg.Name, pu.String()))
 		cfgs[i] = cfg
 	}
-	c := &Cluster{t: t, stopped: make([]bool, n)}
+	c := &Cluster{t: t, stopped: make([]bool, n), ClientTLS: clientTLS}
 	for _, cfg := range cfgs {
 		cfg.InitialCluster = strings.Join(initial, ",")
 		e, err := embed.StartEtcd(cfg)
