@@ -49,6 +49,17 @@ func (k hsmKeys) DestroyKey(ctx context.Context, label string) error {
 	return k.m.DestroyKey(ctx, label)
 }
 
+// HTTPSURLLints are the CA/B Baseline Requirements lints that refuse
+// https:// AIA and CRL distribution point URLs (relying parties fetch them
+// over plain HTTP). A deployment whose BaseURL is https must skip them
+// (Config.LintExclude) or its server roles cannot issue.
+var HTTPSURLLints = []string{
+	"e_aia_ca_issuers_must_have_http_only",
+	"e_aia_ocsp_must_have_http_only",
+	"e_crl_distrib_points_not_http",
+	"e_sub_cert_crl_distribution_points_does_not_contain_url",
+}
+
 // Config is what New needs.
 type Config struct {
 	// Store keeps issuers, roles, certificate records and CRLs. Required.
@@ -73,6 +84,9 @@ type Config struct {
 	DeltaCRLOnRevoke bool
 	// OCSPValidity is the span between an OCSP response's thisUpdate and nextUpdate (default 1h).
 	OCSPValidity time.Duration
+	// LintExclude names zlint lints skipped for every certificate, on top of
+	// each role's lint_exclude (e.g. HTTPSURLLints when BaseURL is https).
+	LintExclude []string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Rand is the randomness source for serials and in-process keys (default crypto/rand).

@@ -173,6 +173,7 @@ func (s *Service) issue(ctx context.Context, r *request) (*issued, error) {
 		return nil, err
 	}
 	lo := roleLintOptions(r.role, iss.rec.KeyType)
+	lo.exclude = append(slices.Clone(lo.exclude), s.cfg.LintExclude...)
 	tmpl.Policies = rolePolicies(r.role, lo)
 	for range maxSerialAttempts {
 		serial, err := s.randomSerial()

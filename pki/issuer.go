@@ -264,7 +264,7 @@ func (s *Service) signCA(ctx context.Context, parent *issuerRT, tmpl *x509.Certi
 			return nil, err
 		}
 		tmpl.SerialNumber = serial
-		der, cert, err := s.signCert(ctx, parent, tmpl, pub, caLint)
+		der, cert, err := s.signCert(ctx, parent, tmpl, pub, lintOptions{sources: caLint.sources, exclude: s.cfg.LintExclude})
 		if err != nil {
 			return nil, err
 		}

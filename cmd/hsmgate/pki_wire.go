@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hsmgate/hsmgate/pki"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// EnvPKIBaseURL overrides the public base URL that issued certificates'
+// AIA (OCSP, CA issuers) and CRL distribution point URLs start with.
+const EnvPKIBaseURL = "HSMGATE_PKI_BASE_URL"
+
+// setupPKI is the PKI engine's service hook: the CA over the process's HSM
+// and store, its gRPC service, its public HTTP endpoints under /pki/ (CA
+// certificates, CRLs, OCSP: public by nature), its auth rules, and the
+// background CRL refresh. The lead registers it (registerService("pki",
+// setupPKI)) together with the CLI (addCommand(func(*globals)
+// *cobra.Command { return newPKICmd() })).
+func setupPKI(ctx context.Context, d *deps) error {
+	base, err := pkiBaseURL(d)
+	if err != nil {
+		return err
+	}
+	cfg := pki.Config{Store: d.Store, Keys: pki.HSMKeys(d.HSM), BaseURL: base, Logger: d.Log}
+	if strings.HasPrefix(base, "https://") {
+		// The CA/B BR lints want plain-HTTP AIA and CRL URLs; with only the
+		// HTTPS listener, skip them (a plain-HTTP front can be named with
+		// HSMGATE_PKI_BASE_URL=http://...).
+		cfg.LintExclude = pki.HTTPSURLLints
+		d.Log.Info("pki: AIA and CRL URLs are https; set "+EnvPKIBaseURL+" to an http:// front for them", "base_url", base)
+	}
+	svc, err := pki.New(cfg)
+	if err != nil {
+		return err
+	}
+	hsmgatev1.RegisterPKIServiceServer(d.Server, svc)
+	d.Server.HandleHTTP("/pki/", svc.Handler())
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go svc.Run(runCtx, time.Minute)
+	d.OnClose(func() error { cancel(); return nil })
+	return d.AddRules(pki.AuthTable())
+}
+
+// pkiBaseURL is $HSMGATE_PKI_BASE_URL, else https:// and the HTTP
+// listener's address (an unspecified host becomes localhost).
+func pkiBaseURL(d *deps) (string, error) {
+	if u := os.Getenv(EnvPKIBaseURL); u != "" {
+		return u, nil
+	}
+	if err := d.Server.Listen(); err != nil {
+		return "", err
+	}
+	addr := d.Server.HTTPAddr()
+	if addr == "" {
+		return "", fmt.Errorf("pki: no HTTP listener for CRL and OCSP: set %s to where they are served", EnvPKIBaseURL)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("pki: HTTP address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "https://" + net.JoinHostPort(host, port), nil
+}

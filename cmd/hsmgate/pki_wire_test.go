@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/internal/devtls"
+	"github.com/hsmgate/hsmgate/internal/server"
+	"github.com/hsmgate/hsmgate/keystore/bbolt"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// TestSetupPKI runs the service hook on a real server (TLS, no auth
+// interceptor): a root made over gRPC is served on /pki/ca over HTTPS, and
+// issued certificates point at the HTTP listener.
+func TestSetupPKI(t *testing.T) {
+	dir := t.TempDir()
+	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CertFile: files.Cert, KeyFile: files.Key,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bbolt.Open(filepath.Join(dir, "store.db"), bbolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{}}
+	if err := setupPKI(ctx, d); err != nil {
+		t.Fatalf("setupPKI: %v", err)
+	}
+	defer d.close()
+	if _, ok := d.Rules["/hsmgate.v1.PKIService/Issue"]; !ok {
+		t.Errorf("PKI rules not added")
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	cc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := hsmgatev1.NewPKIServiceClient(cc)
+	if _, err := c.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{Name: "root", Subject: &hsmgatev1.Subject{CommonName: "Wired Root"}}); err != nil {
+		t.Fatalf("CreateRootIssuer over gRPC: %v", err)
+	}
+	if _, err := c.CreateRole(ctx, &hsmgatev1.CreateRoleRequest{Role: &hsmgatev1.Role{Name: "web", AllowedDomains: []string{"example.com"}, AllowSubdomains: true, ServerFlag: true}}); err != nil {
+		t.Fatal(err)
+	}
+	is, err := c.Issue(ctx, &hsmgatev1.IssueRequest{Role: "web", CommonName: "a.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(is.GetCertificate())
+	if want := "https://" + srv.HTTPAddr() + "/pki/ocsp"; len(leaf.OCSPServer) != 1 || leaf.OCSPServer[0] != want {
+		t.Errorf("OCSP URL %v, want %s", leaf.OCSPServer, want)
+	}
+	if _, err := c.GetRole(ctx, &hsmgatev1.GetRoleRequest{Name: "nope"}); err == nil || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("GetRole(unknown): %v, want NotFound", err)
+	}
+	caPEM, _ := os.ReadFile(files.CACert)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	resp, err := hc.Get("https://" + srv.HTTPAddr() + "/pki/ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if blk, _ := pem.Decode(body); resp.StatusCode != 200 || blk == nil || blk.Type != "CERTIFICATE" {
+		t.Errorf("GET /pki/ca: %s %q", resp.Status, body)
+	}
+}
