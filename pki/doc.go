@@ -23,6 +23,15 @@
 //     role's own lint_sources and lint_exclude. Any error or fatal finding
 //     refuses issuance (ErrLint, InvalidArgument, naming the lints). The real
 //     certificate's TBSCertificate must equal the linted one byte for byte.
+//   - Linting defaults: CA/B BR lints need certificate policies, so a role
+//     linted with CABF_BR and no policy_identifiers gets 2.23.140.1.2.1
+//     (domain validated). The BR do not allow Ed25519, so roles of an
+//     Ed25519 issuer default to RFC 5280 lints only, and an Ed25519 leaf key
+//     under BR lints is refused. The BR also want plain-HTTP AIA and CRL
+//     URLs: with an https BaseURL, put HTTPSURLLints in Config.LintExclude.
+//   - Key usage defaults to digitalSignature, plus keyEncipherment for RSA
+//     keys of server certificates; keyEncipherment never for non-RSA keys,
+//     keyAgreement never for RSA or Ed25519.
 //   - Serial numbers are 128 random bits, positive. Each certificate's
 //     record is written with a must-not-exist compare-and-swap on
 //     pki/certs/<serial> before the certificate is returned; a collision
@@ -53,7 +62,23 @@
 //     Ed25519 issuers (golang.org/x/crypto/ocsp signs only with RSA and
 //     ECDSA) or for every issuer when Config.DelegatedOCSP is set.
 //   - Issued certificates carry AIA (OCSP and CA issuers) and CRL
-//     distribution point URLs under Config.BaseURL, served by Handler.
+//     distribution point URLs under Config.BaseURL, served by Handler (mount
+//     it at "/pki/", or call RegisterHTTP on the server's mux). OCSP GET
+//     requests must URL-encode their base64 (RFC 6960 A.1): ServeMux
+//     redirects a path with a raw "//".
+//   - Issue and Sign take one certificate request each (not a batch of
+//     items): every certificate has its own key and names, and concurrent
+//     calls scale the same way.
+//   - Name constraints on an issuer (or above it) are enforced at issuance:
+//     a name they exclude is refused even if the role allows it.
+//
+// # Wiring
+//
+//	svc, err := pki.New(pki.Config{Store: st, Keys: pki.HSMKeys(module), BaseURL: "http://ca.example.net"})
+//	hsmgatev1.RegisterPKIServiceServer(grpcServer, svc)  // methods return domain errors (errs kinds)
+//	mux.Handle("/pki/", svc.Handler())                   // public: CA certs, CRLs, OCSP
+//	rules := pki.AuthTable()                             // RPC → capability on pki/... resources
+//	go svc.Run(ctx, time.Minute)                         // CRLs rebuilt before nextUpdate
 //
 // # Store layout
 //
