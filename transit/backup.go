@@ -93,6 +93,11 @@ func checkRestored(rec *pb.TransitKeyRecord) error {
 	if rec.GetLatestVersion() == 0 || len(rec.GetVersions()) == 0 {
 		return fmt.Errorf("%w: backup has no versions", ErrInvalid)
 	}
+	latest := rec.GetLatestVersion()
+	if d := rec.GetMinDecryptionVersion(); d == 0 || d > latest || rec.GetMinEncryptionVersion() > latest ||
+		(rec.GetMinEncryptionVersion() != 0 && rec.GetMinEncryptionVersion() < d) || rec.GetMinAvailableVersion() > d {
+		return fmt.Errorf("%w: backup has inconsistent minimum versions", ErrInvalid)
+	}
 	seen := map[uint32]bool{}
 	for _, vr := range rec.GetVersions() {
 		if vr.GetVersion() == 0 || vr.GetVersion() > rec.GetLatestVersion() || seen[vr.GetVersion()] || vr.GetHsmLabel() != "" {

@@ -55,7 +55,8 @@ type Config struct {
 	// HSM generates hsm-resident keys and provides the RNG for key material
 	// and GenerateRandom. Nil: no hsm residency, material from Rand.
 	HSM HSM
-	// Rand makes nonces and data keys. Default crypto/rand.Reader.
+	// Rand makes nonces and data keys; it must be safe for concurrent use.
+	// Default crypto/rand.Reader.
 	Rand io.Reader
 	// Clock for creation times and auto-rotation. Default the system clock.
 	Clock Clock
@@ -318,7 +319,12 @@ func (e *Engine) update(ctx context.Context, name string, fn func(rec *pb.Transi
 		var undo []func()
 		err = fn(rec, &undo)
 		if errors.Is(err, errNoChange) {
-			return e.build(ctx, rec, rev, e.cached(name))
+			st, err := e.build(ctx, rec, rev, e.cached(name))
+			if err != nil {
+				return nil, err
+			}
+			e.install(name, st)
+			return st, nil
 		}
 		if err == nil {
 			rec.UpdateTime = ts(e.clock.Now())

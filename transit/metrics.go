@@ -40,16 +40,38 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"key", "reason"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.items, m.itemErrs, m.latest, m.reserved, m.rotations} {
-			if err := reg.Register(c); err != nil {
-				var are prometheus.AlreadyRegisteredError
-				if !errors.As(err, &are) {
-					return nil, err
-				}
-			}
+		// A second engine on the same registry shares the first one's collectors.
+		var err error
+		if m.items, err = register(reg, m.items); err != nil {
+			return nil, err
+		}
+		if m.itemErrs, err = register(reg, m.itemErrs); err != nil {
+			return nil, err
+		}
+		if m.latest, err = register(reg, m.latest); err != nil {
+			return nil, err
+		}
+		if m.reserved, err = register(reg, m.reserved); err != nil {
+			return nil, err
+		}
+		if m.rotations, err = register(reg, m.rotations); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if ex, ok := are.ExistingCollector.(C); ok {
+				return ex, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
 }
 
 // op indexes keyCounters.
