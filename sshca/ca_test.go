@@ -3,6 +3,7 @@ package sshca
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hsmgate/hsmgate/keystore"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/sshca/krl"
 )
@@ -436,5 +438,30 @@ func TestFindIssuedHorizon(t *testing.T) {
 		if !tc.found && !errors.Is(err, ErrSerialNotFound) {
 			t.Errorf("%v later: got %v, want ErrSerialNotFound", tc.later, err)
 		}
+	}
+}
+
+// failingStore refuses to write issuance records, as a store that went away would.
+type failingStore struct{ keystore.Store }
+
+func (f failingStore) Put(ctx context.Context, key string, value []byte, expect int64) (int64, error) {
+	if strings.HasPrefix(key, prefixIssued) {
+		return 0, fmt.Errorf("test: %w", keystore.ErrUnavailable)
+	}
+	return f.Store.Put(ctx, key, value, expect)
+}
+
+func TestSignFailsWholeCallWhenNotRecorded(t *testing.T) {
+	env := newEnv(t)
+	env.createCA(t, "users", userCT, pb.SSHKeyType_SSH_KEY_TYPE_ED25519)
+	env.createRole(t, &pb.SSHRole{Name: "eng", Ca: "users", AllowedPrincipals: []string{"alice"}, DefaultPrincipals: []string{"alice"}})
+	e2, err := New(context.Background(), Config{Store: failingStore{env.e.store}, Keys: env.e.keys, Caller: env.caller.get, Now: env.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key := ed25519Key(t)
+	res, err := NewService(e2).SignUserKey(context.Background(), &pb.SignUserKeyRequest{Role: "eng", Items: []*pb.SSHSignItem{{PublicKey: key}}})
+	if status.Code(err) != codes.Unavailable || res != nil {
+		t.Errorf("got %v, %v; want Unavailable and no certificate", res, err)
 	}
 }

@@ -31,6 +31,52 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	if len(items) > e.maxItems {
 		return nil, fmt.Errorf("%w: %d items, limit %d", ErrTooManyItems, len(items), e.maxItems)
 	}
+	iss, err := e.issuerFor(ctx, ct, roleName)
+	if err != nil {
+		return nil, err
+	}
+	caller, err := e.caller(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sshca: caller: %w", err)
+	}
+	p := newPolicy(iss.role, caller)
+	now := e.now()
+	results := make([]*pb.SSHSignResult, len(items))
+	certs := make([]*ssh.Certificate, len(items))
+	for i, it := range items {
+		results[i] = &pb.SSHSignResult{Reference: it.GetReference()}
+		c, err := p.certificate(it, now)
+		if err == nil {
+			err = e.fillIdentity(c, iss.role, iss.ca, caller)
+		}
+		switch {
+		case err == nil:
+			certs[i] = c
+		case errors.Is(err, ErrInvalid), errors.Is(err, ErrNotAllowed):
+			results[i].Error = errs.GRPCStatus(err).Proto()
+		default:
+			return nil, err
+		}
+	}
+	if err := e.signAll(ctx, iss.signer, certs); err != nil {
+		return nil, fmt.Errorf("sshca: sign with CA %q version %d: %w", iss.ca.GetName(), iss.key.GetVersion(), err)
+	}
+	if err := e.record(ctx, iss, caller, now, certs, results); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// issuer is what signs for one role: the role, its CA and the CA's active key.
+type issuer struct {
+	role   *pb.SSHRole
+	ca     *pb.SSHCA
+	key    *pb.SSHCAKey
+	signer ssh.MultiAlgorithmSigner
+}
+
+// issuerFor loads a role of type ct, its CA and the CA's active signer.
+func (e *Engine) issuerFor(ctx context.Context, ct pb.SSHCertType, roleName string) (*issuer, error) {
 	role, _, err := e.getRole(ctx, roleName)
 	if err != nil {
 		return nil, err
@@ -54,34 +100,14 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	if err != nil {
 		return nil, err
 	}
-	caller, err := e.caller(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("sshca: caller: %w", err)
-	}
-	p := newPolicy(role, caller)
-	now := e.now()
-	results := make([]*pb.SSHSignResult, len(items))
-	certs := make([]*ssh.Certificate, len(items))
-	for i, it := range items {
-		results[i] = &pb.SSHSignResult{Reference: it.GetReference()}
-		c, err := p.certificate(it, now)
-		if err == nil {
-			err = e.fillIdentity(c, role, ca, caller)
-		}
-		switch {
-		case err == nil:
-			certs[i] = c
-		case errors.Is(err, ErrInvalid), errors.Is(err, ErrNotAllowed):
-			results[i].Error = errs.GRPCStatus(err).Proto()
-		default:
-			return nil, err
-		}
-	}
-	if err := e.signAll(ctx, signer, certs); err != nil {
-		return nil, fmt.Errorf("sshca: sign with CA %q version %d: %w", ca.GetName(), active.GetVersion(), err)
-	}
+	return &issuer{role: role, ca: ca, key: active, signer: signer}, nil
+}
+
+// record fills the results of the signed certificates and writes one
+// issuance record for them; nothing is returned to the caller if it fails.
+func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now time.Time, certs []*ssh.Certificate, results []*pb.SSHSignResult) error {
 	batch := &pb.SSHIssuedBatch{}
-	caBlob := signer.PublicKey().Marshal()
+	caBlob := iss.signer.PublicKey().Marshal()
 	for i, c := range certs {
 		if c == nil {
 			continue
@@ -91,22 +117,25 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 		r.Serial, r.KeyId, r.Principals = c.Serial, c.KeyId, c.ValidPrincipals
 		r.ValidAfter = timestamppb.New(time.Unix(int64(c.ValidAfter), 0))
 		r.ValidBefore = timestamppb.New(time.Unix(int64(c.ValidBefore), 0))
-		r.Ca, r.CaVersion = ca.GetName(), active.GetVersion()
+		r.Ca, r.CaVersion = iss.ca.GetName(), iss.key.GetVersion()
 		batch.Certs = append(batch.Certs, &pb.SSHIssuedCert{
-			Serial: c.Serial, Ca: ca.GetName(), CaVersion: active.GetVersion(), CaPublicKey: caBlob,
-			KeyId: c.KeyId, Principals: c.ValidPrincipals, CertType: ct,
+			Serial: c.Serial, Ca: iss.ca.GetName(), CaVersion: iss.key.GetVersion(), CaPublicKey: caBlob,
+			KeyId: c.KeyId, Principals: c.ValidPrincipals, CertType: iss.role.GetCertType(),
 			ValidAfter: r.ValidAfter, ValidBefore: r.ValidBefore,
-			PublicKeyFingerprint: ssh.FingerprintSHA256(c.Key), Role: roleName,
+			PublicKeyFingerprint: ssh.FingerprintSHA256(c.Key), Role: iss.role.GetName(),
 			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
 		})
 	}
-	if len(batch.Certs) > 0 {
-		key := issuedKey(now, batch.Certs[0].GetSerial())
-		if _, err := e.putProto(ctx, key, batch, keystore.MustNotExist); err != nil {
-			return nil, fmt.Errorf("sshca: record issued certificates: %w", err)
-		}
+	if len(batch.Certs) == 0 {
+		return nil
 	}
-	return results, nil
+	if _, err := e.putProto(ctx, issuedKey(now, batch.Certs[0].GetSerial()), batch, keystore.MustNotExist); err != nil {
+		for _, r := range results {
+			r.Certificate = ""
+		}
+		return fmt.Errorf("sshca: record issued certificates: %w", err)
+	}
+	return nil
 }
 
 // issuedKey is the store key of a batch record: partitioned by UTC day, so
