@@ -114,9 +114,11 @@ type Store interface {
 	// It returns ErrNotFound if the key is absent, ErrConflict on a lost race.
 	Delete(ctx context.Context, key string, expect int64) error
 	// Watch delivers, in revision order, every change under prefix made after
-	// the call returns. The channel is closed when ctx is done or the store is
-	// closed; a consumer that falls too far behind is cut off by closing its
-	// channel (it must re-List and Watch again).
+	// the call returns, each exactly once. The channel is closed when ctx is
+	// done, the store is closed, or the backend ends the watch (etcd:
+	// compaction, lost leader); a consumer that falls too far behind is cut
+	// off by closing its channel. After a close the consumer must List and
+	// Watch again.
 	Watch(ctx context.Context, prefix string) (<-chan Event, error)
 	// Ping checks that the backend answers; ErrUnavailable if not.
 	Ping(ctx context.Context) error

@@ -210,6 +210,7 @@ func testDeleteStale(t *testing.T, s keystore.Store) {
 	r1 := mustPut(t, s, "x", "v1", keystore.MustNotExist)
 	r2 := mustPut(t, s, "x", "v2", r1)
 	wantErr(t, "Delete with stale revision", s.Delete(ctxT(t), "x", r1), keystore.ErrConflict)
+	wantErr(t, "Delete with MustNotExist on an existing key", s.Delete(ctxT(t), "x", keystore.MustNotExist), keystore.ErrConflict)
 	if e := mustGet(t, s, "x"); string(e.Value) != "v2" || e.Revision != r2 {
 		t.Fatalf("after conflict: got {%q %d}, want {%q %d}", e.Value, e.Revision, "v2", r2)
 	}
