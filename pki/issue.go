@@ -255,6 +255,7 @@ func (s *Service) leafTemplate(r *request, iss *issuerRT) (*x509.Certificate, er
 		if err := addDNS(r.cn); err != nil {
 			return nil, err
 		}
+		tmpl.Subject.CommonName = normalizeDNS(r.cn)
 	}
 	for _, n := range r.dns {
 		if err := addDNS(n); err != nil {

@@ -197,3 +197,31 @@ func TestSerialCollisionRetries(t *testing.T) {
 		t.Errorf("the first certificate's record was overwritten (%v)", err)
 	}
 }
+
+// TestNoStoreRole: a no_store role records serial, issuer and expiry (so
+// that revocation and OCSP work) but not the certificate.
+func TestNoStoreRole(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.root(t, "root", KeyECDSAP256)
+	r := webRole("ephemeral")
+	r.NoStore = true
+	e.role(t, r)
+	resp, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "ephemeral", CommonName: "A.Example.COM."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cn := parseCert(t, resp.Certificate).Subject.CommonName; cn != "a.example.com" {
+		t.Errorf("CN %q, want it normalized to a.example.com", cn)
+	}
+	rec, err := e.svc.GetCertificate(ctx, &pb.GetCertificateRequest{Serial: resp.Serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Certificate.Certificate) != 0 || rec.Certificate.Issuer != "root" || rec.Certificate.NotAfter == nil {
+		t.Errorf("record: %d DER bytes (want 0), issuer %q, not_after %v", len(rec.Certificate.Certificate), rec.Certificate.Issuer, rec.Certificate.NotAfter)
+	}
+	if _, err := e.svc.Revoke(ctx, &pb.RevokeRequest{Serial: resp.Serial}); err != nil {
+		t.Errorf("Revoke of an unstored certificate: %v", err)
+	}
+}
