@@ -42,9 +42,17 @@ func httpGet(t testing.TB, url string) []byte {
 // parses and that verify -crl_check refuses the revoked certificate. Per
 // issuer key type: Ed25519 issuers answer OCSP through a delegated responder.
 func TestOCSPAndCRLWithOpenSSL(t *testing.T) {
-	for _, kt := range []string{KeyECDSAP256, KeyRSA3072, KeyEd25519} {
-		t.Run(kt, func(t *testing.T) {
-			e := newEnv(t, realClock)
+	for _, tc := range []struct {
+		kt        string
+		delegated bool
+	}{{KeyECDSAP256, false}, {KeyECDSAP256, true}, {KeyRSA3072, false}, {KeyEd25519, false}} {
+		kt := tc.kt
+		name := kt
+		if tc.delegated {
+			name += "/delegated"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, realClock, func(c *Config) { c.DelegatedOCSP = tc.delegated })
 			ctx := context.Background()
 			root := e.root(t, "root", KeyECDSAP384)
 			inter := e.intermediate(t, "inter", kt, "root", nil)
@@ -54,6 +62,9 @@ func TestOCSPAndCRLWithOpenSSL(t *testing.T) {
 				t.Fatal(err)
 			}
 			leaf := parseCert(t, resp.Certificate)
+			if wantDelegated := tc.delegated || kt == KeyEd25519; (len(inter.OcspCertificate) > 0) != wantDelegated {
+				t.Errorf("delegated OCSP certificate present %v, want %v", len(inter.OcspCertificate) > 0, wantDelegated)
+			}
 			if got, want := leaf.OCSPServer, []string{e.srv.URL + "/pki/ocsp"}; len(got) != 1 || got[0] != want[0] {
 				t.Errorf("OCSPServer = %v, want %v", got, want)
 			}
