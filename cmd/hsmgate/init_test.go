@@ -2,10 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,5 +113,96 @@ func TestServerNeedsKEK(t *testing.T) {
 	_, errOut, code := run(t, env, "server", "--config", cfg)
 	if code != 1 || !strings.Contains(errOut, "run `hsmgate init --config FILE` once first") {
 		t.Errorf("server without KEK: exit %d, stderr %q", code, errOut)
+	}
+}
+
+var servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
+
+func TestServerEndToEnd(t *testing.T) {
+	cfg, env := serverConfig(t, "audit:\n  path: audit.log\n  hmac_key_file: audit-key\n")
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(cfg), "audit-key"), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := run(t, env, "init", "--config", cfg); code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errOut)
+	}
+	cmd := hsmgateCmd(context.Background(), env, "server", "--config", cfg)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-waited
+		waited <- nil
+	})
+	var grpcAddr, httpAddr string
+	deadline := time.Now().Add(2 * time.Minute) // a hang guard
+	for grpcAddr == "" {
+		if m := servingLine.FindStringSubmatch(stderr.String()); m != nil {
+			grpcAddr, httpAddr = m[1], m[2]
+			break
+		}
+		select {
+		case err := <-waited:
+			waited <- err
+			t.Fatalf("server exited (%v) before serving:\n%s", err, stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server never logged its addresses:\n%s", stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	caCert := filepath.Join(filepath.Dir(cfg), "tls", "ca.pem")
+
+	// Health and reflection are public.
+	if g := grpcurlPath(t); g != "" {
+		out, err := exec.Command(g, "-cacert", caCert, grpcAddr, "grpc.health.v1.Health/Check").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"status": "SERVING"`) {
+			t.Errorf("grpcurl health: %v\n%s", err, out)
+		}
+	}
+	// Status needs a credential.
+	clientEnv := []string{"HSMGATE_ADDR=" + grpcAddr, "HSMGATE_CACERT=" + caCert}
+	_, errOut, code := run(t, clientEnv, "status")
+	if code != 1 || !strings.Contains(errOut, "Unauthenticated") {
+		t.Errorf("status without a token: exit %d, %q; want Unauthenticated", code, errOut)
+	}
+	_, errOut, code = run(t, append(clientEnv, "HSMGATE_TOKEN=hgs.not-a-real-token"), "status")
+	if code != 1 || !strings.Contains(errOut, "Unauthenticated") {
+		t.Errorf("status with a bogus token: exit %d, %q; want Unauthenticated", code, errOut)
+	}
+	// The HTTPS listener answers /healthz with the same certificate.
+	pemBytes, err := os.ReadFile(caCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get("https://" + httpAddr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz: got %d, want 200", resp.StatusCode)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = <-waited
+	waited <- err
+	if err != nil || !strings.Contains(stderr.String(), "msg=stopped") {
+		t.Errorf("server after SIGTERM: %v\n%s", err, stderr)
 	}
 }

@@ -102,13 +102,18 @@ func (g *globals) logger(level slog.Level, format string) (*slog.Logger, error) 
 		format = g.logFormat
 	}
 	opts := &slog.HandlerOptions{Level: level}
+	var l *slog.Logger
 	switch strings.ToLower(format) {
 	case "", "text":
-		return slog.New(slog.NewTextHandler(g.stderr, opts)), nil
+		l = slog.New(slog.NewTextHandler(g.stderr, opts))
 	case "json":
-		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
+		l = slog.New(slog.NewJSONHandler(g.stderr, opts))
+	default:
+		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
 	}
-	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
+	// Packages that log through slog.Default (or the log package) use the same stream.
+	slog.SetDefault(l)
+	return l, nil
 }
 
 func newVersionCmd(g *globals) *cobra.Command {
