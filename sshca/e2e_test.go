@@ -151,7 +151,24 @@ func startE2E(t *testing.T) *e2e {
 	x.refresh(t)
 	x.fetch(t, PathKnownHosts, filepath.Join(x.dir, "known_hosts"))
 
-	x.port = freePort(t)
+	penalties := penaltiesOff(t, sshBin)
+	for attempt := 1; ; attempt++ {
+		x.port = freePort(t)
+		err := x.startSSHD(t, sshdBin, penalties)
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("sshd: %v\n%s", err, x.log.String())
+		}
+	}
+	return x
+}
+
+// startSSHD runs sshd on x.port and waits until it says it listens (its own
+// log line, so that another process that took the port is not mistaken for
+// it); an error if it exits first or does not listen within 20s.
+func (x *e2e) startSSHD(t *testing.T, sshdBin, extra string) error {
 	cfg := filepath.Join(x.dir, "sshd_config")
 	writeFile(t, cfg, []byte(fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
@@ -169,32 +186,38 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 LogLevel VERBOSE
-%[3]s`, x.port, x.dir, penaltiesOff(t, sshBin))), 0o644)
+%[3]s`, x.port, x.dir, extra)), 0o644)
 	cmd := exec.Command(sshdBin, "-D", "-e", "-f", cfg)
 	cmd.Stdout, cmd.Stderr = x.log, x.log
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-exited
 		if t.Failed() {
 			t.Logf("sshd log:\n%s", x.log.String())
 		}
 	})
+	want := fmt.Sprintf("Server listening on 127.0.0.1 port %d", x.port)
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(x.port)), time.Second)
-		if err == nil {
-			c.Close()
-			break
+	for !strings.Contains(x.log.String(), want) {
+		select {
+		case <-exited:
+			return fmt.Errorf("sshd exited before listening on %d", x.port)
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not listen on %d: %v\n%s", x.port, err, x.log.String())
+			return fmt.Errorf("sshd did not listen on %d within 20s", x.port)
 		}
-		time.Sleep(20 * time.Millisecond) // polling for the port, bounded by the deadline
+		time.Sleep(20 * time.Millisecond) // polling sshd's log, bounded by the deadline
 	}
-	return x
+	return nil
 }
 
 // penaltiesOff turns off OpenSSH >= 9.8's PerSourcePenalties, which would
