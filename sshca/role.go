@@ -97,36 +97,8 @@ func (e *Engine) normalizeRole(ctx context.Context, in *pb.SSHRole) (*pb.SSHRole
 	if err := normalizeTTLs(r, host); err != nil {
 		return nil, bad("%v", err)
 	}
-	if host && (len(r.GetAllowedExtensions()) > 0 || len(r.GetDefaultExtensions()) > 0 ||
-		len(r.GetAllowedCriticalOptions()) > 0 || len(r.GetCriticalOptions()) > 0) {
-		return nil, bad("host certificates carry no extensions or critical options")
-	}
-	for _, x := range r.GetAllowedExtensions() {
-		if x == "" || strings.ContainsAny(x, " \t\r\n") {
-			return nil, bad("extension name %q", x)
-		}
-	}
-	slices.Sort(r.AllowedExtensions)
-	r.AllowedExtensions = slices.Compact(r.AllowedExtensions)
-	for name, v := range r.GetDefaultExtensions() {
-		if !slices.Contains(r.GetAllowedExtensions(), name) {
-			return nil, bad("default extension %q is not in allowed_extensions", name)
-		}
-		if err := checkExtension(name, v); err != nil {
-			return nil, bad("%v", err)
-		}
-	}
-	for _, o := range r.GetAllowedCriticalOptions() {
-		if !slices.Contains(criticalOptions, o) {
-			return nil, bad("critical option %q (allowed: %s)", o, strings.Join(criticalOptions, ", "))
-		}
-	}
-	slices.Sort(r.AllowedCriticalOptions)
-	r.AllowedCriticalOptions = slices.Compact(r.AllowedCriticalOptions)
-	for name, v := range r.GetCriticalOptions() {
-		if err := checkCriticalOption(name, v); err != nil {
-			return nil, bad("%v", err)
-		}
+	if err := normalizeOptions(r, host); err != nil {
+		return nil, bad("%v", err)
 	}
 	if err := normalizeKeyTypes(r); err != nil {
 		return nil, bad("%v", err)
@@ -138,6 +110,43 @@ func (e *Engine) normalizeRole(ctx context.Context, in *pb.SSHRole) (*pb.SSHRole
 		return nil, bad("key_id_format: %v", err)
 	}
 	return r, nil
+}
+
+// normalizeOptions checks the extensions and critical options of a role:
+// none for host roles; known names and valid values for user roles.
+func normalizeOptions(r *pb.SSHRole, host bool) error {
+	if host && (len(r.GetAllowedExtensions()) > 0 || len(r.GetDefaultExtensions()) > 0 ||
+		len(r.GetAllowedCriticalOptions()) > 0 || len(r.GetCriticalOptions()) > 0) {
+		return errors.New("host certificates carry no extensions or critical options")
+	}
+	for _, x := range r.GetAllowedExtensions() {
+		if x == "" || strings.ContainsAny(x, " \t\r\n") {
+			return fmt.Errorf("extension name %q", x)
+		}
+	}
+	slices.Sort(r.AllowedExtensions)
+	r.AllowedExtensions = slices.Compact(r.AllowedExtensions)
+	for name, v := range r.GetDefaultExtensions() {
+		if !slices.Contains(r.GetAllowedExtensions(), name) {
+			return fmt.Errorf("default extension %q is not in allowed_extensions", name)
+		}
+		if err := checkExtension(name, v); err != nil {
+			return err
+		}
+	}
+	for _, o := range r.GetAllowedCriticalOptions() {
+		if !slices.Contains(criticalOptions, o) {
+			return fmt.Errorf("critical option %q (allowed: %s)", o, strings.Join(criticalOptions, ", "))
+		}
+	}
+	slices.Sort(r.AllowedCriticalOptions)
+	r.AllowedCriticalOptions = slices.Compact(r.AllowedCriticalOptions)
+	for name, v := range r.GetCriticalOptions() {
+		if err := checkCriticalOption(name, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func normalizeTTLs(r *pb.SSHRole, host bool) error {
