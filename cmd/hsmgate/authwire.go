@@ -22,6 +22,9 @@ var httpGate auth.HTTPGate
 // from d.Config.Auth and d.Config.Audit, registers AuthService, and installs
 // the interceptor over every RPC in d.Rules.
 func wireAuth(ctx context.Context, d *deps) error {
+	// The caches' watches end before the store closes (closers run in reverse).
+	ctx, cancel := context.WithCancel(ctx)
+	d.OnClose(func() error { cancel(); return nil })
 	a, err := auth.New(ctx, d.Config.Auth.Config, d.Store)
 	if err != nil {
 		return err
@@ -39,14 +42,19 @@ func wireAuth(ctx context.Context, d *deps) error {
 	var auditor auth.Auditor
 	acfg := d.Config.Audit.Config
 	var key []byte
-	if acfg.Path == "" && d.DevRootToken != "" && d.Config.Store.Path != "" {
-		// Dev mode: audit beside the store file, with a key made on first run.
+	if acfg.Path == "" && d.Config.Store.Path != "" {
+		// No audit section: audit beside the bbolt file, with an HMAC key
+		// made there on first run (dev mode, and servers configured without one).
 		dir := filepath.Dir(d.Config.Store.Path)
 		acfg.Path = filepath.Join(dir, "audit.log")
 		if key, err = audit.LoadOrCreateKeyFile(filepath.Join(dir, "audit-hmac-key")); err != nil {
 			return err
 		}
-		d.Log.Info("dev audit log", "path", acfg.Path)
+		if d.DevRootToken == "" {
+			d.Log.Warn("no audit section in the config: auditing beside the store", "path", acfg.Path)
+		} else {
+			d.Log.Info("dev audit log", "path", acfg.Path)
+		}
 	}
 	if acfg.Path != "" {
 		if key == nil {
@@ -61,7 +69,7 @@ func wireAuth(ctx context.Context, d *deps) error {
 		d.OnClose(l.Close)
 		auditor = l
 	} else {
-		return fmt.Errorf("audit.path is required: every request is audited, and fails when it cannot be")
+		return fmt.Errorf("audit.path is required with this store: every request is audited, and fails when it cannot be")
 	}
 	// Once the server can list its services, a method without a rule stops
 	// the start (the interceptor refuses such a method at run time anyway).
