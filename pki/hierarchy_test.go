@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"math/big"
 	"strings"
@@ -319,3 +320,45 @@ func TestAuthTableCoversEveryMethod(t *testing.T) {
 		t.Errorf("a bad role name gave no error: %v", err)
 	}
 }
+
+// TestRevokeIntermediate: revoking an intermediate (recorded under its
+// parent) puts it on the root's CRL; openssl -crl_check_all then refuses
+// its leaves.
+func TestRevokeIntermediate(t *testing.T) {
+	e := newEnv(t, realClock)
+	ctx := context.Background()
+	root := e.root(t, "root", KeyECDSAP256)
+	im := e.intermediate(t, "im", KeyECDSAP256, "root", nil)
+	e.role(t, webRole("web"))
+	leaf, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crls := func() string {
+		var b []byte
+		for _, n := range []string{"root", "im"} {
+			der, err := e.svc.CRL(ctx, n, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = append(b, pemCRL(der)...)
+		}
+		return writeFile(t, dir, "crls.pem", b)
+	}
+	args := func() []string {
+		return []string{"verify", "-crl_check_all", "-CAfile", writeFile(t, dir, "root.pem", pemCerts(root.Certificate)),
+			"-untrusted", writeFile(t, dir, "im.pem", pemCerts(im.Certificate)), "-CRLfile", crls(), writeFile(t, dir, "leaf.pem", pemCerts(leaf.Certificate))}
+	}
+	if out, err := openssl(t, args()...); err != nil {
+		t.Fatalf("openssl verify -crl_check_all before revocation: %v\n%s", err, out)
+	}
+	if _, err := e.svc.Revoke(ctx, &pb.RevokeRequest{Serial: im.Serial, Reason: 2}); err != nil {
+		t.Fatalf("Revoke(intermediate): %v", err)
+	}
+	if out, err := openssl(t, args()...); err == nil || !strings.Contains(out, "certificate revoked") {
+		t.Fatalf("openssl verify -crl_check_all after revoking the intermediate: err %v, want refusal\n%s", err, out)
+	}
+}
+
+func pemCRL(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}) }

@@ -101,6 +101,9 @@ func TestTTLCappedAtIssuerExpiry(t *testing.T) {
 	if got, want := parseCert(t, resp.Certificate).NotAfter, r.Issuer.NotAfter.AsTime(); !got.Equal(want) {
 		t.Errorf("NotAfter = %v, want the issuer's %v", got, want)
 	}
+	if got, want := parseCert(t, resp.Certificate).NotBefore, e.clock.Now().Add(-DefaultBackdate); !got.Equal(want) {
+		t.Errorf("NotBefore = %v, want now - 30s backdate = %v", got, want)
+	}
 	_, err = e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com", Ttl: durationpb.New(72 * time.Hour)})
 	if !errors.Is(err, ErrNotAllowed) {
 		t.Errorf("Issue(ttl > max_ttl) error = %v, want ErrNotAllowed", err)
