@@ -17,6 +17,8 @@ import (
 	zx509 "github.com/zmap/zcrypto/x509"
 	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -236,14 +238,20 @@ func (s *Service) signCert(ctx context.Context, iss *issuerRT, tmpl *x509.Certif
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: parse issued certificate: %v", err)
 	}
-	lc, err := x509.ParseCertificate(lintDERBytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pki: parse linted certificate: %v", err)
-	}
-	if !bytes.Equal(lc.RawTBSCertificate, cert.RawTBSCertificate) {
+	if lintTBS, ok := rawTBS(lintDERBytes); !ok || !bytes.Equal(lintTBS, cert.RawTBSCertificate) {
 		return nil, nil, errors.New("pki: signed certificate differs from the linted one")
 	}
 	return der, cert, nil
+}
+
+// rawTBS returns the TBSCertificate element of a DER certificate.
+func rawTBS(der []byte) ([]byte, bool) {
+	in := cryptobyte.String(der)
+	var cert, tbs cryptobyte.String
+	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !cert.ReadASN1Element(&tbs, cbasn1.SEQUENCE) {
+		return nil, false
+	}
+	return tbs, true
 }
 
 // randomSerial returns a positive random 128-bit serial number.
