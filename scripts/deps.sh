@@ -4,7 +4,7 @@
 # with `go install`). Safe to run again: it installs only what is missing.
 #
 #   scripts/deps.sh            # everything the test suite needs
-#   scripts/deps.sh --dev      # only what `hsmgate dev` needs (SoftHSM2)
+#   scripts/deps.sh --dev      # only what `hsmgate dev` and its how-to need (SoftHSM2, grpcurl)
 set -euo pipefail
 
 # Debian packages the tests use. Add yours here (one per line).
@@ -22,10 +22,10 @@ BUF_VERSION=v1.75.0
 GRPCURL_VERSION=v1.9.4
 
 packages=("${TEST_PACKAGES[@]}")
-tools=1
+want_buf=1
 if [[ "${1:-}" == "--dev" ]]; then
 	packages=("${DEV_PACKAGES[@]}")
-	tools=0
+	want_buf=0
 fi
 
 missing=()
@@ -42,14 +42,12 @@ if ((${#missing[@]})); then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-if ((tools)); then
-	gobin="$(go env GOPATH)/bin"
-	if ! "$gobin/buf" --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
-		echo "deps: installing buf $BUF_VERSION" >&2
-		go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
-	fi
-	if [[ ! -x "$gobin/grpcurl" ]]; then
-		echo "deps: installing grpcurl $GRPCURL_VERSION" >&2
-		go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
-	fi
+gobin="$(go env GOPATH)/bin"
+if ((want_buf)) && ! "$gobin/buf" --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
+	echo "deps: installing buf $BUF_VERSION" >&2
+	go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
+fi
+if [[ ! -x "$gobin/grpcurl" ]]; then
+	echo "deps: installing grpcurl $GRPCURL_VERSION into $gobin" >&2
+	go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs a local hsmgate dev server: installs SoftHSM2 if it is missing, builds
+# Runs a local hsmgate dev server: installs SoftHSM2 (and grpcurl, for the
+# how-to) if missing, builds
 # ./hsmgate and runs `./hsmgate dev` with the given flags (state in
 # ./.hsmgate-dev, reused on the next run). Ctrl-C stops it.
 set -euo pipefail
