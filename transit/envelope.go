@@ -108,6 +108,9 @@ func ParseText(s string) ([]byte, error) {
 	if err != nil || v == 0 {
 		return nil, fmt.Errorf("%w: bad version field", ErrMalformed)
 	}
+	if strings.ContainsAny(body, "\r\n") { // the decoder skips them
+		return nil, fmt.Errorf("%w: bad base64 body", ErrMalformed)
+	}
 	raw, err := base64.StdEncoding.Strict().DecodeString(body)
 	if err != nil || len(raw) == 0 {
 		return nil, fmt.Errorf("%w: bad base64 body", ErrMalformed)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
 func TestParseEnvelope(t *testing.T) {
@@ -93,4 +95,40 @@ func FuzzParseEnvelope(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzParseText: the text parser never panics, and whatever it accepts is
+// canonical: formatting the result gives back the input.
+func FuzzParseText(f *testing.F) {
+	f.Add("hsmgate:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==")
+	f.Add("hsmgate:v300:qw==")
+	f.Add("hsmgate:v01:AA==")
+	f.Fuzz(func(t *testing.T, s string) {
+		b, err := ParseText(s)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		back, err := FormatText(b)
+		if err != nil || back != s {
+			t.Fatalf("ParseText(%q) then FormatText = %q, %v", s, back, err)
+		}
+	})
+}
+
+func TestParseNames(t *testing.T) {
+	for _, n := range KeyTypeNames() {
+		if KeyTypeName(ParseKeyType(n)) != n {
+			t.Errorf("ParseKeyType(%q) does not round trip", n)
+		}
+	}
+	if len(KeyTypeNames()) != 10 {
+		t.Errorf("KeyTypeNames = %v, want 10 names", KeyTypeNames())
+	}
+	if ParseResidency("hsm") != inHSM || ParseHashAlgorithm("sha2-384") != pb.TransitHashAlgorithm_TRANSIT_HASH_ALGORITHM_SHA2_384 ||
+		ParseSignatureAlgorithm("pkcs1v15") != pb.TransitSignatureAlgorithm_TRANSIT_SIGNATURE_ALGORITHM_PKCS1V15 {
+		t.Error("Parse* helpers")
+	}
 }

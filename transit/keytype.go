@@ -87,3 +87,39 @@ func hashFor(h pb.TransitHashAlgorithm, def crypto.Hash) (crypto.Hash, bool) {
 	}
 	return 0, false
 }
+
+// ParseResidency maps "wrapped" or "hsm" to its enum (UNSPECIFIED if neither).
+func ParseResidency(s string) pb.TransitResidency {
+	switch strings.ToLower(s) {
+	case "wrapped":
+		return pb.TransitResidency_TRANSIT_RESIDENCY_WRAPPED
+	case "hsm":
+		return pb.TransitResidency_TRANSIT_RESIDENCY_HSM
+	}
+	return pb.TransitResidency_TRANSIT_RESIDENCY_UNSPECIFIED
+}
+
+// ParseHashAlgorithm maps "sha2-256", "sha2-384", "sha2-512" (or "sha256"...)
+// to its enum (UNSPECIFIED if none).
+func ParseHashAlgorithm(s string) pb.TransitHashAlgorithm {
+	switch strings.ToLower(strings.ReplaceAll(s, "2-", "")) {
+	case "sha256":
+		return pb.TransitHashAlgorithm_TRANSIT_HASH_ALGORITHM_SHA2_256
+	case "sha384":
+		return pb.TransitHashAlgorithm_TRANSIT_HASH_ALGORITHM_SHA2_384
+	case "sha512":
+		return pb.TransitHashAlgorithm_TRANSIT_HASH_ALGORITHM_SHA2_512
+	}
+	return pb.TransitHashAlgorithm_TRANSIT_HASH_ALGORITHM_UNSPECIFIED
+}
+
+// ParseSignatureAlgorithm maps "pss" or "pkcs1v15" to its enum (UNSPECIFIED if neither).
+func ParseSignatureAlgorithm(s string) pb.TransitSignatureAlgorithm {
+	switch strings.ToLower(s) {
+	case "pss":
+		return pb.TransitSignatureAlgorithm_TRANSIT_SIGNATURE_ALGORITHM_PSS
+	case "pkcs1v15", "pkcs1", "pkcs1-v1_5":
+		return pb.TransitSignatureAlgorithm_TRANSIT_SIGNATURE_ALGORITHM_PKCS1V15
+	}
+	return pb.TransitSignatureAlgorithm_TRANSIT_SIGNATURE_ALGORITHM_UNSPECIFIED
+}

@@ -72,3 +72,22 @@ func TestRoundTripAndTamper(t *testing.T) {
 		t.Error("Wrap(empty): got nil error")
 	}
 }
+
+// FuzzUnwrap: Unwrap never panics, and KWP being deterministic, whatever
+// it accepts wraps back to exactly its input.
+func FuzzUnwrap(f *testing.F) {
+	kek := bytes.Repeat([]byte{7}, 32)
+	w, _ := Wrap(kek, []byte("seed material"))
+	f.Add(w)
+	f.Add(make([]byte, 16))
+	f.Fuzz(func(t *testing.T, c []byte) {
+		pt, err := Unwrap(kek, c)
+		if err != nil {
+			return
+		}
+		back, err := Wrap(kek, pt)
+		if err != nil || !bytes.Equal(back, c) {
+			t.Fatalf("Wrap(Unwrap(%x)) = %x, %v", c, back, err)
+		}
+	})
+}
