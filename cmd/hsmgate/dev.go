@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -118,7 +119,7 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 	if err != nil {
 		return err
 	}
-	return runServer(ctx, st.cfg, log, runOptions{
+	err = runServer(ctx, st.cfg, log, runOptions{
 		createKEK:    true,
 		devRootToken: st.rootToken,
 		devStateDir:  st.dir,
@@ -133,6 +134,10 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 			return err
 		},
 	})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w (is another hsmgate dev running? --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 pick free ports)", err)
+	}
+	return err
 }
 
 // prepareDevState creates or reuses everything under dir.
