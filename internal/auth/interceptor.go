@@ -26,6 +26,8 @@ type Auditor interface {
 	HMAC(s string) string
 }
 
+var _ Auditor = (*audit.Log)(nil)
+
 // Options configure an Interceptor.
 type Options struct {
 	// Table: the merged rule table (see Merge, PublicTable, AuthTable).
