@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/errs"
@@ -111,7 +112,11 @@ func TestPKICLI(t *testing.T) {
 	mustRun("role", "write", "web", "--allowed-domain", "example.com", "--allow-subdomains")
 	mustRun("role", "write", "web", "--max-ttl", "2160h")
 	out := mustRun("role", "read", "web")
-	if !strings.Contains(out, `"maxTtl": "7776000s"`) || !strings.Contains(out, `"allowSubdomains": true`) {
+	var role hsmgatev1.Role
+	if err := protojson.Unmarshal([]byte(out), &role); err != nil {
+		t.Fatalf("role read: %v\n%s", err, out)
+	}
+	if role.GetMaxTtl().AsDuration() != 2160*time.Hour || !role.GetAllowSubdomains() || !role.GetRequireCn() {
 		t.Errorf("role read after a partial write:\n%s", out)
 	}
 	if out := mustRun("role", "list"); strings.TrimSpace(out) != "web" {
