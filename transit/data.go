@@ -219,19 +219,26 @@ func (e *Engine) aeadState(ctx context.Context, name string) (*keyState, error) 
 	return st, nil
 }
 
+// maxUsageRotations bounds how many usage rotations one call may go
+// through (concurrent callers may use up each new version first).
+const maxUsageRotations = 64
+
 // encryptVersion picks the version to encrypt n items with and counts them,
-// rotating first when the version's usage limit is reached.
+// rotating first when the version's usage limit is reached. With an
+// explicit version, or when a fresh version cannot hold n (n above the
+// limit), it returns ErrUsageExhausted.
 func (e *Engine) encryptVersion(ctx context.Context, st *keyState, want uint32, n int) (*keyState, *version, error) {
 	for attempt := 0; ; attempt++ {
 		v, err := st.usable(want, true)
 		if err != nil {
 			return nil, nil, err
 		}
-		err = v.usage.take(ctx, uint64(n), st.rec.GetMaxEncryptionsPerVersion())
+		limit := st.rec.GetMaxEncryptionsPerVersion()
+		err = v.usage.take(ctx, uint64(n), limit)
 		if err == nil {
 			return st, v, nil
 		}
-		if !errors.Is(err, ErrUsageExhausted) || want != 0 || attempt > 0 {
+		if !errors.Is(err, ErrUsageExhausted) || want != 0 || attempt >= maxUsageRotations || uint64(n) > limit {
 			return nil, nil, err
 		}
 		if st, err = e.rotateForUsage(ctx, st.rec.GetName(), v.n); err != nil {

@@ -205,3 +205,77 @@ func TestSecondEngineEtcd(t *testing.T) {
 	defer b.Close()
 	testSecondEngine(t, f, b)
 }
+
+// TestUsageConcurrent: many goroutines encrypting batches against a small
+// limit never push a version over it, every ciphertext decrypts, and the
+// stored counts cover every encryption.
+func TestUsageConcurrent(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.UsageBlock = 16; c.ParallelThreshold = 4 })
+	ctx := context.Background()
+	const limit, workers, rounds, batch = 100, 8, 20, 10
+	f.create("c", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, wrapped, func(r *pb.CreateKeyRequest) { r.MaxEncryptionsPerVersion = limit })
+	type out struct {
+		cts [][]byte
+		err error
+	}
+	res := make(chan out, workers)
+	for range workers {
+		go func() {
+			var o out
+			for range rounds {
+				r, err := f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "c", Items: make([]*pb.EncryptItem, batch)})
+				if err != nil {
+					o.err = err
+					break
+				}
+				for _, it := range r.Results {
+					o.cts = append(o.cts, it.Ciphertext)
+				}
+			}
+			res <- o
+		}()
+	}
+	outs := make([]out, workers)
+	for i := range outs {
+		outs[i] = <-res
+	}
+	perVersion := map[uint32]uint64{}
+	var all [][]byte
+	for _, o := range outs {
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		for _, ct := range o.cts {
+			v, _, _ := ParseVersion(ct)
+			perVersion[v]++
+		}
+		all = append(all, o.cts...)
+	}
+	for v, n := range perVersion {
+		if n > limit {
+			t.Fatalf("v%d used %d times, limit %d", v, n, limit)
+		}
+	}
+	k, _ := f.e.GetKey(ctx, "c")
+	for _, v := range k.Versions {
+		if v.EncryptionCount < perVersion[v.Version] {
+			t.Fatalf("v%d stored count %d below %d encryptions", v.Version, v.EncryptionCount, perVersion[v.Version])
+		}
+	}
+	if k.LatestVersion < workers*rounds*batch/limit {
+		t.Fatalf("latest v%d after %d encryptions with limit %d", k.LatestVersion, workers*rounds*batch, limit)
+	}
+	items := make([]*pb.DecryptItem, len(all))
+	for i, ct := range all {
+		items[i] = &pb.DecryptItem{Ciphertext: ct}
+	}
+	d, err := f.e.Decrypt(ctx, &pb.DecryptRequest{Name: "c", Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range d.Results {
+		if r.Error != nil {
+			t.Fatalf("item %d: %v", i, r.Error)
+		}
+	}
+}
