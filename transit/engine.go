@@ -286,6 +286,9 @@ func (e *Engine) load(ctx context.Context, name string) (*keyState, error) {
 
 // getRecord reads a key's record.
 func (e *Engine) getRecord(ctx context.Context, name string) (*pb.TransitKeyRecord, int64, error) {
+	if err := checkName(name); err != nil {
+		return nil, 0, err
+	}
 	ent, err := e.store.Get(ctx, KeyPrefix+name)
 	if errors.Is(err, keystore.ErrNotFound) {
 		return nil, 0, fmt.Errorf("%w: %q", ErrKeyNotFound, name)
