@@ -234,6 +234,23 @@ func TestGRPCAuthentication(t *testing.T) {
 			t.Errorf("got %v (%v), want PermissionDenied", got, err)
 		}
 	})
+	t.Run("request id reaches the handler", func(t *testing.T) {
+		tab := testTable(t)
+		tab["/test.Pipe/Echo"] = Rule{Capability: CapEncrypt, Resource: pipeResource}
+		ic, err := env.a.Interceptor(tab, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+root, "x-request-id", "req-42"))
+		resp, err := ic.Unary()(ctx, wrapperspb.String("payments-eu"), &grpc.UnaryServerInfo{FullMethod: "/test.Pipe/Echo"},
+			func(ctx context.Context, _ any) (any, error) {
+				rid, _ := RequestID(ctx)
+				return rid, nil
+			})
+		if err != nil || resp != "req-42" {
+			t.Errorf("got %v, %v, want req-42", resp, err)
+		}
+	})
 	t.Run("CheckTableCovers", func(t *testing.T) {
 		err := CheckTableCovers(env.srv, testTable(t))
 		if err == nil || !strings.Contains(err.Error(), "/test.Pipe/Echo") {

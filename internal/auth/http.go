@@ -65,7 +65,7 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		next.ServeHTTP(sw, r.WithContext(WithIdentity(r.Context(), id)))
+		next.ServeHTTP(sw, r.WithContext(withCall(r.Context(), id, c.reqID)))
 		if i.o.Audit != nil {
 			e := i.entry(c, "response", resource, 1)
 			e.Code = strconv.Itoa(sw.code)

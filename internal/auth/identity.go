@@ -64,3 +64,16 @@ func FromContext(ctx context.Context) (*Identity, bool) {
 	id, ok := ctx.Value(identityKey{}).(*Identity)
 	return id, ok && id != nil
 }
+
+type requestIDKey struct{}
+
+// RequestID returns the id the interceptor gave the request (the caller's
+// "x-request-id" when valid, else a random one): the request_id of its audit lines.
+func RequestID(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(requestIDKey{}).(string)
+	return id, ok && id != ""
+}
+
+func withCall(ctx context.Context, id *Identity, reqID string) context.Context {
+	return context.WithValue(WithIdentity(ctx, id), requestIDKey{}, reqID)
+}

@@ -201,7 +201,7 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 		if err := i.logRequest(c, resource, items); err != nil {
 			return nil, errs.ToGRPC(err) // fail closed: the handler never runs
 		}
-		resp, herr := handler(WithIdentity(ctx, id), req)
+		resp, herr := handler(withCall(ctx, id, c.reqID), req)
 		if err := i.logResponse(c, resource, items, herr); err != nil {
 			return nil, errs.ToGRPC(err) // no unaudited result leaves
 		}
@@ -228,7 +228,7 @@ func (i *Interceptor) Stream() grpc.StreamServerInterceptor {
 			return i.refuse(c, "", 0, err)
 		}
 		c.id = id
-		w := &stream{ServerStream: ss, ctx: WithIdentity(ctx, id), i: i, c: c, rule: rule}
+		w := &stream{ServerStream: ss, ctx: withCall(ctx, id, c.reqID), i: i, c: c, rule: rule}
 		w.resource.Store(&rule.Path)
 		if rule.Resource == nil {
 			// A fixed resource is authorised before any message; each
