@@ -65,3 +65,15 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+func FuzzBearerValue(f *testing.F) {
+	f.Add("Bearer hgs.abc")
+	f.Add("bearer   x")
+	f.Add("Basic Zm9v")
+	f.Fuzz(func(t *testing.T, h string) {
+		v, err := bearerValue(h)
+		if err == nil && (len(h) < 7 || !strings.EqualFold(h[:7], "bearer ")) {
+			t.Fatalf("accepted %q as %q", h, v)
+		}
+	})
+}

@@ -211,7 +211,11 @@ func TestGRPCAuthentication(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := env.handled.Load()
-			_, err := healthpb.NewHealthClient(env.dial(t, c.cert)).Check(c.ctx, check)
+			var hdr metadata.MD
+			_, err := healthpb.NewHealthClient(env.dial(t, c.cert)).Check(c.ctx, check, grpc.Header(&hdr))
+			if c.want != codes.Unavailable && len(hdr.Get("x-request-id")) != 1 {
+				t.Errorf("got x-request-id header %v, want one", hdr.Get("x-request-id"))
+			}
 			if got := codeOf(err); got != c.want {
 				t.Fatalf("got %v (%v), want %v", got, err, c.want)
 			}

@@ -181,6 +181,7 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 			return handler(ctx, req)
 		}
 		c := i.newCall(ctx, info.FullMethod)
+		_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", c.reqID))
 		msg, _ := req.(proto.Message)
 		items := audit.ItemCount(msg)
 		if !ok {
@@ -220,6 +221,7 @@ func (i *Interceptor) Stream() grpc.StreamServerInterceptor {
 		}
 		ctx := ss.Context()
 		c := i.newCall(ctx, info.FullMethod)
+		_ = ss.SetHeader(metadata.Pairs("x-request-id", c.reqID))
 		if !ok {
 			return i.refuse(c, "", 0, ErrNoRule)
 		}
