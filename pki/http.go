@@ -1,9 +1,11 @@
 package pki
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -145,11 +147,18 @@ func (s *Service) answerOCSP(w http.ResponseWriter, r *http.Request, der []byte)
 		s.writeOCSP(w, ocsp.InternalErrorErrorResponse)
 		return
 	}
+	if r.Method == http.MethodGet && !bytes.Equal(resp, ocsp.UnauthorizedErrorResponse) {
+		// RFC 5019 6.2: signed GET responses may be cached for part of their validity.
+		age := int((s.cfg.OCSPValidity / 2).Seconds())
+		w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d, public, no-transform, must-revalidate", age))
+	}
 	s.writeOCSP(w, resp)
 }
 
 func (s *Service) writeOCSP(w http.ResponseWriter, der []byte) {
 	w.Header().Set("Content-Type", "application/ocsp-response")
-	w.Header().Set("Cache-Control", "no-cache")
+	if w.Header().Get("Cache-Control") == "" {
+		w.Header().Set("Cache-Control", "no-cache")
+	}
 	w.Write(der)
 }
