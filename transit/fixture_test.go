@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -194,8 +193,6 @@ func poll(t testing.TB, what string, d time.Duration, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
-
-var _ = errors.Is
 
 const (
 	wrapped = pb.TransitResidency_TRANSIT_RESIDENCY_WRAPPED

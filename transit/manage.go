@@ -10,7 +10,6 @@ import (
 	"math"
 	"sort"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -477,5 +476,3 @@ func publicKeyPEM(pub any) (string, error) {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
 }
-
-var _ = time.Second
