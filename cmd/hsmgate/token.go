@@ -25,7 +25,10 @@ func newTokenCmd(g *globals) *cobra.Command {
 		Short: "Create, look up, renew and revoke bearer tokens",
 		Long: `Bearer tokens are "hgs." and 32 random bytes. The server keeps only their
 SHA-256, which is also their accessor: the name used to look up, renew and
-revoke a token. A token's secret is printed once, by create.`,
+revoke a token. A token's secret is printed once, by create.
+
+A token made with a token is its child: it never outlives its parent and is
+revoked with it. A root caller can make orphans (--orphan), which are not.`,
 	}
 	cmd.AddCommand(newTokenCreateCmd(g), newTokenListCmd(g), newTokenLookupCmd(g), newTokenRenewCmd(g), newTokenRevokeCmd(g), newTokenRootCmd(g))
 	return cmd
@@ -40,6 +43,7 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 		root       bool
 		meta       []string
 		secretOnly bool
+		orphan     bool
 	)
 	cmd := &cobra.Command{
 		Use:     "create",
@@ -57,6 +61,7 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 	fs.BoolVar(&root, "root", false, "make a root token (only a root caller may)")
 	fs.StringArrayVar(&meta, "meta", nil, "metadata key=value (repeatable)")
 	fs.BoolVar(&secretOnly, "secret-only", false, "print only the token")
+	fs.BoolVar(&orphan, "orphan", false, "do not make the token a child of the caller's token (root only)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		md := map[string]string{}
 		for _, kv := range meta {
@@ -66,7 +71,7 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 			}
 			md[k] = v
 		}
-		req := &hsmgatev1.CreateTokenRequest{DisplayName: name, Policies: policies, Renewable: renewable, Root: root, Metadata: md}
+		req := &hsmgatev1.CreateTokenRequest{DisplayName: name, Policies: policies, Renewable: renewable, Root: root, Metadata: md, Orphan: orphan}
 		if ttl > 0 {
 			req.Ttl = durationpb.New(ttl)
 		}
@@ -250,7 +255,8 @@ func newTokenRootCmd(g *globals) *cobra.Command {
 		Short: "Generate a root token and store its hash in the configured key store (offline bootstrap)",
 		Long: `Generate a root token, store its SHA-256 in the key store named by the config
 file, and print the token once. A root token bypasses every policy: use it to
-write the first policies and tokens, then revoke it (hsmgate token revoke --self).
+write the first policies and make tokens with --orphan (children of the root
+token would die with it), then revoke it (hsmgate token revoke --self).
 With the bbolt store the server must be stopped (the file is locked).`,
 		Args: cobra.NoArgs,
 	}

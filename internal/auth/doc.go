@@ -22,7 +22,9 @@
 // flag. A root identity bypasses policy, like Vault's root token. EnsureRoot
 // stores a root token that never expires (dev mode's, or one made offline by
 // `hsmgate token root`); a non-root caller can only create tokens bound to
-// policies it holds itself. Token records are cached and the cache is
+// policies it holds itself. A token created by a token is its child: its
+// expiry and max expiry stay within the parent's, and revoking a token revokes
+// its descendants (root callers may create orphans, which are not tied). Token records are cached and the cache is
 // invalidated by Watch, so a revocation on one replica reaches the others.
 //
 // JWTs are verified with go-oidc against a JWKS from a file or a URL: issuer,

@@ -130,6 +130,7 @@ func (s *Service) CreateToken(ctx context.Context, req *hsmgatev1.CreateTokenReq
 		Renewable:   req.GetRenewable(),
 		Root:        req.GetRoot(),
 		Metadata:    req.GetMetadata(),
+		Orphan:      req.GetOrphan(),
 	})
 	if err != nil {
 		return nil, err

@@ -122,6 +122,8 @@ type TokenRequest struct {
 	Renewable   bool
 	Root        bool
 	Metadata    map[string]string
+	// Orphan: do not record the creator's token as parent (root creators only).
+	Orphan bool
 }
 
 // Create makes a token on behalf of creator and returns its secret (to be shown
@@ -172,18 +174,47 @@ func (t *Tokens) Create(ctx context.Context, creator *Identity, req TokenRequest
 		info.ExpireTime = timestamppb.New(now.Add(ttl))
 		info.MaxExpireTime = timestamppb.New(now.Add(maxTTL))
 	}
+	if creator != nil && creator.Accessor != "" && !req.Orphan {
+		if err := t.bindParent(ctx, info, creator.Accessor); err != nil {
+			return "", nil, err
+		}
+	}
 	if err := t.write(ctx, info, keystore.MustNotExist); err != nil {
 		return "", nil, err
 	}
 	return secret, info, nil
 }
 
+// bindParent records the creator's token as parent and keeps the child's
+// expiry and max expiry within the parent's, so a child never outlives it.
+func (t *Tokens) bindParent(ctx context.Context, info *hsmgatev1.TokenInfo, parent string) error {
+	p, _, err := t.read(ctx, parent)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: the caller's token is gone", ErrUnauthenticated)
+	}
+	if err != nil {
+		return err
+	}
+	info.Parent = parent
+	capAt := func(child **timestamppb.Timestamp, limit *timestamppb.Timestamp) {
+		if limit != nil && (*child == nil || (*child).AsTime().After(limit.AsTime())) {
+			*child = limit
+		}
+	}
+	capAt(&info.ExpireTime, p.GetExpireTime())
+	capAt(&info.MaxExpireTime, p.GetMaxExpireTime())
+	if info.ExpireTime != nil && info.Ttl == nil {
+		info.Ttl = durationpb.New(info.ExpireTime.AsTime().Sub(info.CreateTime.AsTime()))
+	}
+	return nil
+}
+
 func checkGrant(creator *Identity, req TokenRequest) error {
 	if creator.Root() {
 		return nil
 	}
-	if req.Root {
-		return fmt.Errorf("%w: only a root identity can create a root token", ErrPermissionDenied)
+	if req.Root || req.Orphan {
+		return fmt.Errorf("%w: only a root identity can create a root or orphan token", ErrPermissionDenied)
 	}
 	have := map[string]bool{}
 	if creator != nil {
@@ -336,7 +367,8 @@ func (t *Tokens) Renew(ctx context.Context, accessor string, increment time.Dura
 	return nil, fmt.Errorf("auth: renew token: %w", keystore.ErrConflict)
 }
 
-// Revoke deletes a token; ErrNotFound if absent.
+// Revoke deletes a token and every token descended from it; ErrNotFound if
+// the token is absent.
 func (t *Tokens) Revoke(ctx context.Context, accessor string) error {
 	if !validAccessor(accessor) {
 		return fmt.Errorf("%w: accessor", ErrInvalid)
@@ -349,6 +381,32 @@ func (t *Tokens) Revoke(ctx context.Context, accessor string) error {
 		return fmt.Errorf("auth: revoke token: %w", err)
 	}
 	t.cache.invalidate(accessor)
+	return t.revokeDescendants(ctx, accessor)
+}
+
+func (t *Tokens) revokeDescendants(ctx context.Context, root string) error {
+	es, err := t.store.List(ctx, TokenStorePrefix)
+	if err != nil {
+		return fmt.Errorf("auth: revoke descendants: %w", err)
+	}
+	children := map[string][]string{}
+	for _, e := range es {
+		rec := &hsmgatev1.TokenRecord{}
+		if proto.Unmarshal(e.Value, rec) == nil && rec.GetInfo().GetParent() != "" {
+			p := rec.GetInfo().GetParent()
+			children[p] = append(children[p], rec.GetInfo().GetAccessor())
+		}
+	}
+	queue := children[root]
+	for len(queue) > 0 {
+		acc := queue[0]
+		queue = append(queue[1:], children[acc]...)
+		err := t.store.Delete(ctx, TokenStorePrefix+acc, keystore.AnyRevision)
+		if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+			return fmt.Errorf("auth: revoke descendant: %w", err)
+		}
+		t.cache.invalidate(acc)
+	}
 	return nil
 }
 

@@ -236,3 +236,67 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+// TestTokenParents: a token made by a token is its child: it never outlives
+// its parent and dies when the parent is revoked; orphans (root only) do not.
+func TestTokenParents(t *testing.T) {
+	a, _ := newAuth(t, Config{})
+	ctx := context.Background()
+	rootSecret, _ := GenerateToken(nil)
+	if err := a.Tokens.EnsureRoot(ctx, rootSecret); err != nil {
+		t.Fatal(err)
+	}
+	root, err := a.Tokens.Authenticate(ctx, rootSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pSecret, pInfo, err := a.Tokens.Create(ctx, root, TokenRequest{Policies: []string{"a"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pInfo.GetParent() != root.Accessor {
+		t.Errorf("parent of a token made by root: got %q, want the root accessor", pInfo.GetParent())
+	}
+	parent, err := a.Tokens.Authenticate(ctx, pSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cSecret, cInfo, err := a.Tokens.Create(ctx, parent, TokenRequest{Policies: []string{"a"}, TTL: 10 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cInfo.GetParent() != parent.Accessor {
+		t.Errorf("child parent: got %q, want %q", cInfo.GetParent(), parent.Accessor)
+	}
+	if got, limit := cInfo.GetExpireTime().AsTime(), pInfo.GetExpireTime().AsTime(); got.After(limit) {
+		t.Errorf("child expires %v, after its parent %v", got, limit)
+	}
+	if got, limit := cInfo.GetMaxExpireTime().AsTime(), pInfo.GetMaxExpireTime().AsTime(); got.After(limit) {
+		t.Errorf("child max expiry %v, after its parent's %v", got, limit)
+	}
+	if _, _, err := a.Tokens.Create(ctx, parent, TokenRequest{Orphan: true}); !errors.Is(err, ErrPermissionDenied) {
+		t.Errorf("orphan by a non-root token: got %v, want ErrPermissionDenied", err)
+	}
+	oSecret, oInfo, err := a.Tokens.Create(ctx, root, TokenRequest{Orphan: true})
+	if err != nil || oInfo.GetParent() != "" {
+		t.Fatalf("orphan by root: got parent %q, %v", oInfo.GetParent(), err)
+	}
+	gSecret, _, err := a.Tokens.Create(ctx, &Identity{Name: "child", Kind: KindToken, Policies: []string{"a"}, Accessor: cInfo.GetAccessor()}, TokenRequest{Policies: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Tokens.Revoke(ctx, pInfo.GetAccessor()); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]string{"child": cSecret, "grandchild": gSecret} {
+		if _, err := a.Tokens.Authenticate(ctx, s); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("%s after its ancestor's revocation: got %v, want ErrUnauthenticated", name, err)
+		}
+	}
+	if err := a.Tokens.Revoke(ctx, root.Accessor); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Tokens.Authenticate(ctx, oSecret); err != nil {
+		t.Errorf("orphan after the root's revocation: got %v, want alive", err)
+	}
+}

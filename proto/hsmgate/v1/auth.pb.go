@@ -578,7 +578,10 @@ type TokenInfo struct {
 	// Who created it (identity name).
 	CreatedBy string `protobuf:"bytes,10,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
 	// Free-form metadata.
-	Metadata      map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Accessor of the token that created this one; revoking a token revokes its
+	// descendants. Empty for orphans (made by a non-token identity, or with orphan).
+	Parent        string `protobuf:"bytes,12,opt,name=parent,proto3" json:"parent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -690,6 +693,13 @@ func (x *TokenInfo) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *TokenInfo) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
 // CreateTokenRequest describes the token to make.
 type CreateTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -706,7 +716,9 @@ type CreateTokenRequest struct {
 	// Make a root token (only a root caller may).
 	Root bool `protobuf:"varint,6,opt,name=root,proto3" json:"root,omitempty"`
 	// Free-form metadata.
-	Metadata      map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Make a token that does not die with the caller's token (root callers only).
+	Orphan        bool `protobuf:"varint,8,opt,name=orphan,proto3" json:"orphan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -788,6 +800,13 @@ func (x *CreateTokenRequest) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *CreateTokenRequest) GetOrphan() bool {
+	if x != nil {
+		return x.Orphan
+	}
+	return false
 }
 
 // CreateTokenResponse carries the secret, shown this once.
@@ -1564,7 +1583,7 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\x05names\x18\x01 \x03(\tR\x05names\")\n" +
 	"\x13DeletePolicyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeletePolicyResponse\"\xa0\x04\n" +
+	"\x14DeletePolicyResponse\"\xb8\x04\n" +
 	"\tTokenInfo\x12\x1a\n" +
 	"\baccessor\x18\x01 \x01(\tR\baccessor\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1a\n" +
@@ -1580,10 +1599,11 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"created_by\x18\n" +
 	" \x01(\tR\tcreatedBy\x12?\n" +
-	"\bmetadata\x18\v \x03(\v2#.hsmgate.v1.TokenInfo.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\v \x03(\v2#.hsmgate.v1.TokenInfo.MetadataEntryR\bmetadata\x12\x16\n" +
+	"\x06parent\x18\f \x01(\tR\x06parent\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xed\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x03\n" +
 	"\x12CreateTokenRequest\x12!\n" +
 	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\x12\x1a\n" +
 	"\bpolicies\x18\x02 \x03(\tR\bpolicies\x12+\n" +
@@ -1591,7 +1611,8 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\amax_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06maxTtl\x12\x1c\n" +
 	"\trenewable\x18\x05 \x01(\bR\trenewable\x12\x12\n" +
 	"\x04root\x18\x06 \x01(\bR\x04root\x12H\n" +
-	"\bmetadata\x18\a \x03(\v2,.hsmgate.v1.CreateTokenRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\a \x03(\v2,.hsmgate.v1.CreateTokenRequest.MetadataEntryR\bmetadata\x12\x16\n" +
+	"\x06orphan\x18\b \x01(\bR\x06orphan\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
