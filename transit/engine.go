@@ -35,9 +35,9 @@ const (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultUsageBlock        = 1 << 16
-	DefaultParallelThreshold = 64
-	DefaultRotateInterval    = time.Minute
+	DefaultUsageBlock         = 1 << 16
+	DefaultParallelThreshold  = 64
+	DefaultRotateInterval     = time.Minute
 	DefaultHSMConcurrency     = 4
 	DefaultHSMAEADConcurrency = 1
 	// MinAutoRotatePeriod is the shortest auto_rotate_period accepted.
