@@ -191,3 +191,75 @@ func TestKnownAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestSignatureEdgeCases: malformed signatures of the kinds Wycheproof
+// lists, made from the RFC vectors, are invalid (valid=false, never an
+// error or a panic): r or s zero, equal to the group order, r+n; DER with
+// trailing bytes or a long-form length; Ed25519 with S >= L.
+func TestSignatureEdgeCases(t *testing.T) {
+	vs := loadVectors(t)
+	f := newFixture(t)
+	ctx := context.Background()
+	v := vs.ECDSA[0]
+	priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), v.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	f.importKey("ec", pb.TransitKeyType_TRANSIT_KEY_TYPE_ECDSA_P256, der)
+	n := elliptic.P256().Params().N
+	r, s := new(big.Int).SetBytes(v.R), new(big.Int).SetBytes(v.S)
+	sig := func(r, s *big.Int) []byte {
+		b, _ := asn1.Marshal(struct{ R, S *big.Int }{r, s})
+		return b
+	}
+	good := sig(r, s)
+	longForm := append([]byte{0x30, 0x81, byte(len(good) - 2)}, good[2:]...)
+	cases := map[string][]byte{
+		"r=0":            sig(big.NewInt(0), s),
+		"s=0":            sig(r, big.NewInt(0)),
+		"r=n":            sig(n, s),
+		"s=n":            sig(r, n),
+		"r+n":            sig(new(big.Int).Add(r, n), s),
+		"trailing bytes": append(bytes.Clone(good), 0),
+		"long-form DER":  longForm,
+		"empty":          nil,
+		"not DER":        []byte("garbage"),
+	}
+	items := []*pb.VerifyItem{{Input: v.Msg, Signature: good, Reference: "good"}}
+	for name, b := range cases {
+		items = append(items, &pb.VerifyItem{Input: v.Msg, Signature: b, Reference: name})
+	}
+	res, err := f.e.VerifySignature(ctx, &pb.VerifySignatureRequest{Name: "ec", Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Results {
+		if want := r.Reference == "good"; r.Valid != want || r.Error != nil {
+			t.Errorf("%s: valid=%v err=%v, want valid=%v", r.Reference, r.Valid, r.Error, want)
+		}
+	}
+
+	e := vs.Ed25519[0]
+	edDER, _ := x509.MarshalPKCS8PrivateKey(ed25519.NewKeyFromSeed(e.Seed))
+	f.importKey("ed", pb.TransitKeyType_TRANSIT_KEY_TYPE_ED25519, edDER)
+	// S + L: the same value mod L, not canonical.
+	L, _ := new(big.Int).SetString("7237005577332262213973186563042994240857116359379907606001950938285454250989", 10)
+	sLE := bytes.Clone(e.Sig[32:])
+	for i, j := 0, len(sLE)-1; i < j; i, j = i+1, j-1 {
+		sLE[i], sLE[j] = sLE[j], sLE[i]
+	}
+	sPlusL := new(big.Int).Add(new(big.Int).SetBytes(sLE), L).FillBytes(make([]byte, 32))
+	for i, j := 0, len(sPlusL)-1; i < j; i, j = i+1, j-1 {
+		sPlusL[i], sPlusL[j] = sPlusL[j], sPlusL[i]
+	}
+	nonCanonical := append(bytes.Clone(e.Sig[:32]), sPlusL...)
+	res, err = f.e.VerifySignature(ctx, &pb.VerifySignatureRequest{Name: "ed", Items: []*pb.VerifyItem{
+		{Input: e.Msg, Signature: e.Sig}, {Input: e.Msg, Signature: nonCanonical}, {Input: e.Msg, Signature: e.Sig[:63]}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Results[0].Valid || res.Results[1].Valid || res.Results[2].Valid {
+		t.Fatalf("ed25519 edge cases: %v %v %v, want true false false", res.Results[0].Valid, res.Results[1].Valid, res.Results[2].Valid)
+	}
+}
