@@ -193,7 +193,6 @@ type Server struct {
 	httpLn   net.Listener
 
 	serving atomic.Bool // for /healthz
-	grpcSrv *grpc.Server
 }
 
 type namedCheck struct {
@@ -371,8 +370,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
-	case serveErr = <-errc:
-		s.log.Error("listener failed; shutting down", "error", serveErr)
+	case serveErr = <-errc: // returned to the caller once shut down
 	}
 	s.shutdown(gs, hs)
 	wg.Wait()
@@ -443,7 +441,6 @@ func (s *Server) build() (*grpc.Server, error) {
 		gs.RegisterService(r.desc, r.impl)
 	}
 	s.metrics.InitializeMetrics(gs)
-	s.grpcSrv = gs
 	return gs, nil
 }
 
