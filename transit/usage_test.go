@@ -113,7 +113,7 @@ func TestAutoRotation(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- f.e.RunRotator(rctx) }()
-	poll(t, "RunRotator's first pass", 10*time.Second, func() bool { return latestOf(t, f.e, "hourly") == 4 })
+	poll(t, "RunRotator's first pass", 30*time.Second, func() bool { return latestOf(t, f.e, "hourly") == 4 })
 	cancel()
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("RunRotator returned %v, want context.Canceled", err)
@@ -133,7 +133,7 @@ func testSecondEngine(t *testing.T, f *fixture, b *Engine) {
 	if _, err := b.RotateKey(ctx, "shared"); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "engine A sees B's rotation", 5*time.Second, func() bool {
+	poll(t, "engine A sees B's rotation", 30*time.Second, func() bool {
 		v, _, _ := ParseVersion(f.encrypt("shared", []byte("x"), nil, nil))
 		return v == 2
 	})
@@ -146,14 +146,14 @@ func testSecondEngine(t *testing.T, f *fixture, b *Engine) {
 	if _, err := b.UpdateKeyConfig(ctx, &pb.UpdateKeyConfigRequest{Name: "shared", MinDecryptionVersion: &two}); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "engine A sees B's min_decryption_version", 5*time.Second, func() bool {
+	poll(t, "engine A sees B's min_decryption_version", 30*time.Second, func() bool {
 		_, c := f.decrypt("shared", ct, nil, nil)
 		return c == codes.FailedPrecondition
 	})
 	if err := b.DeleteKey(ctx, "shared"); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "engine A sees B's delete", 5*time.Second, func() bool {
+	poll(t, "engine A sees B's delete", 30*time.Second, func() bool {
 		_, err := f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "shared", Items: []*pb.EncryptItem{{}}})
 		return code(err) == codes.NotFound
 	})
