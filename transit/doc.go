@@ -55,6 +55,10 @@
 // aad | plaintext): equal plaintext+context+AAD give equal ciphertext, and
 // a different AAD never reuses a nonce under one key.
 //
+// Nonces and data keys come from Config.Rand (crypto/rand by default), not
+// the HSM's RNG, so that the hot path never calls the HSM; key material and
+// GenerateRandom use the HSM's RNG.
+//
 // Ciphertext: 0x01 | uvarint(version) | nonce | ciphertext || tag; text
 // form hsmgate:v<N>:<base64(nonce | ciphertext || tag)> (FormatText,
 // ParseText). Signatures: ECDSA ASN.1 DER, RSA PSS (salt = hash length;
