@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/keystore"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -94,5 +95,23 @@ func TestSystemRulesCoverServices(t *testing.T) {
 	}
 	if r := rules[hsmgatev1.SystemService_GetStatus_FullMethodName]; r.Public || r.Path != "sys/status" {
 		t.Errorf("GetStatus rule %+v: want read on sys/status, not public", r)
+	}
+}
+
+func TestSystemRulesCoverEveryMethod(t *testing.T) {
+	p := newPKI(t)
+	s, err := New(Config{GRPCAddr: "127.0.0.1:0", CertFile: p.files.Cert, KeyFile: p.files.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsmgatev1.RegisterSystemServiceServer(s, NewSystemService(SystemConfig{}))
+	info := s.GetServiceInfo()
+	for _, svc := range []string{"hsmgate.v1.SystemService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+		if _, ok := info[svc]; !ok {
+			t.Errorf("GetServiceInfo lacks %s", svc)
+		}
+	}
+	if err := auth.CheckTableCovers(s, SystemRules()); err != nil {
+		t.Error(err)
 	}
 }
