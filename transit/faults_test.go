@@ -59,3 +59,20 @@ func TestInternalFaults(t *testing.T) {
 		t.Fatalf("cached key with the store away (block reserved): %v", err)
 	}
 }
+
+// TestWithoutHSM: with only a KEK (Config.HSM nil), wrapped keys work with
+// material from Config.Rand and hsm residency is refused.
+func TestWithoutHSM(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.HSM = nil })
+	ctx := context.Background()
+	_, err := f.e.CreateKey(ctx, &pb.CreateKeyRequest{Name: "h", Type: pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, Residency: inHSM})
+	wantCode(t, "hsm residency without an HSM", err, codes.InvalidArgument)
+	f.create("w", pb.TransitKeyType_TRANSIT_KEY_TYPE_ECDSA_P384, wrapped)
+	r, err := f.e.SignData(ctx, &pb.SignDataRequest{Name: "w", Items: []*pb.SignItem{{Input: []byte("x")}}})
+	if err != nil || r.Results[0].Error != nil {
+		t.Fatalf("sign: %v", err)
+	}
+	if b, err := f.e.GenerateRandom(ctx, 8); err != nil || len(b) != 8 {
+		t.Fatalf("random: %v", err)
+	}
+}
