@@ -1,0 +1,11 @@
+package main
+
+import "github.com/spf13/cobra"
+
+// The engines served by `hsmgate server` and `hsmgate dev`, and their CLI verbs.
+func init() {
+	registerService("pki", setupPKI)
+	registerService("sshca", setupSSHCA)
+	addCommand(func(*globals) *cobra.Command { return newPKICmd() })
+	addCommand(func(*globals) *cobra.Command { return newSSHCmd() })
+}
