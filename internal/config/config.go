@@ -39,6 +39,7 @@ const (
 	DefaultMaxSendBytes         = 16 << 20
 	DefaultMaxConcurrentStreams = 256
 	DefaultMaxItemsPerRequest   = 1000
+	DefaultMaxItemBytes         = 1 << 20
 	DefaultKeepaliveMinTime     = 10 * time.Second
 	DefaultMaxConnectionIdle    = 30 * time.Minute
 	DefaultShutdownTimeout      = 20 * time.Second
@@ -117,8 +118,11 @@ type Limits struct {
 	MaxSendBytes         int
 	MaxConcurrentStreams uint32
 	MaxItemsPerRequest   int
-	KeepaliveMinTime     time.Duration
-	MaxConnectionIdle    time.Duration
+	// MaxItemBytes bounds one item's payload (plaintext, ciphertext or
+	// input, with its AAD and context) in a batch RPC.
+	MaxItemBytes      int
+	KeepaliveMinTime  time.Duration
+	MaxConnectionIdle time.Duration
 }
 
 // Shutdown tunes graceful shutdown.
@@ -237,6 +241,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 			MaxRecvBytes:       orInt(f.Limits.MaxRecvBytes, DefaultMaxRecvBytes),
 			MaxSendBytes:       orInt(f.Limits.MaxSendBytes, DefaultMaxSendBytes),
 			MaxItemsPerRequest: orInt(f.Limits.MaxItemsPerRequest, DefaultMaxItemsPerRequest),
+			MaxItemBytes:       orInt(f.Limits.MaxItemBytes, DefaultMaxItemBytes),
 			KeepaliveMinTime:   orDur(f.Limits.KeepaliveMinTime, DefaultKeepaliveMinTime),
 			MaxConnectionIdle:  orDur(f.Limits.MaxConnectionIdle, DefaultMaxConnectionIdle),
 		},
@@ -369,6 +374,9 @@ func (c *Config) Validate() error {
 	}
 	if l.MaxItemsPerRequest < 1 || l.MaxItemsPerRequest > 1_000_000 {
 		bad("limits.max_items_per_request", "%d is out of range 1..1000000", l.MaxItemsPerRequest)
+	}
+	if l.MaxItemBytes < 1 || l.MaxItemBytes > 256<<20 {
+		bad("limits.max_item_bytes", "%d is out of range 1..%d", l.MaxItemBytes, 256<<20)
 	}
 	if l.KeepaliveMinTime < time.Second {
 		bad("limits.keepalive_min_time", "%s is below 1s", l.KeepaliveMinTime)

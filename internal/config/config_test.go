@@ -43,6 +43,7 @@ limits:
   max_recv_bytes: 1048576
   max_concurrent_streams: 64
   max_items_per_request: 500
+  max_item_bytes: 65536
 log:
   level: debug
   format: json
@@ -78,6 +79,7 @@ func TestLoadValid(t *testing.T) {
 		{"store path", c.Store.Path, filepath.Join(dir, "data/hsmgate.db")},
 		{"streams", c.Limits.MaxConcurrentStreams, uint32(64)},
 		{"send default", c.Limits.MaxSendBytes, DefaultMaxSendBytes},
+		{"item bytes", c.Limits.MaxItemBytes, 65536},
 		{"tls 1.2 default", c.TLS.MinVersion, uint16(0x0303)},
 		{"log level", c.Log.Level, slog.LevelDebug},
 		{"shutdown default", c.Shutdown.Timeout, DefaultShutdownTimeout},
@@ -124,6 +126,9 @@ func TestLoadRejects(t *testing.T) {
 			return strings.Replace(s, "  max_sessions: 4\n", "  max_sesions: 4\n", 1)
 		}, "field max_sesions not found"},
 		{"unknown section", func(s string) string { return s + "cluster:\n  size: 3\n" }, "field cluster not found"},
+		{"item bytes out of range", func(s string) string {
+			return strings.Replace(s, "max_item_bytes: 65536", "max_item_bytes: 999999999", 1)
+		}, "limits.max_item_bytes: 999999999 is out of range"},
 		{"bad backend", func(s string) string {
 			return strings.Replace(s, "backend: bbolt", "backend: redis", 1)
 		}, `store.backend: "redis": want "bbolt" or "etcd"`},

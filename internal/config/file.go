@@ -91,6 +91,7 @@ type LimitsFile struct {
 	MaxSendBytes         int `yaml:"max_send_bytes"`         // default 16 MiB
 	MaxConcurrentStreams int `yaml:"max_concurrent_streams"` // per connection; default 256
 	MaxItemsPerRequest   int `yaml:"max_items_per_request"`  // items in one batch RPC; default 1000
+	MaxItemBytes         int `yaml:"max_item_bytes"`         // one item's payload in a batch RPC; default 1 MiB
 	// KeepaliveMinTime: clients pinging more often are disconnected (default 10s).
 	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
 	// MaxConnectionIdle closes connections idle this long (default 30m).
