@@ -4,8 +4,10 @@ import "github.com/spf13/cobra"
 
 // The engines served by `hsmgate server` and `hsmgate dev`, and their CLI verbs.
 func init() {
+	registerService("transit", setupTransit)
 	registerService("pki", setupPKI)
 	registerService("sshca", setupSSHCA)
+	addCommand(func(*globals) *cobra.Command { return newTransitCmd() })
 	addCommand(func(*globals) *cobra.Command { return newPKICmd() })
 	addCommand(func(*globals) *cobra.Command { return newSSHCmd() })
 }
