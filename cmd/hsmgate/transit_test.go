@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+var textCiphertext = regexp.MustCompile(`^hsmgate:v([0-9]+):[A-Za-z0-9+/]+=*$`)
+
+// TestTransitCLI is the CLI round trip of issue 4 item 6 against a real
+// `hsmgate dev` (auth, audit and every engine wired), each verb a separate
+// process as a user would run it.
+func TestTransitCLI(t *testing.T) {
+	requireSoftHSM(t)
+	dev := startDev(t, filepath.Join(t.TempDir(), "state"))
+	env := dev.env()
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	hg := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := run(t, env, args...)
+		if code != 0 {
+			t.Fatalf("hsmgate %s: exit %d, stderr:\n%s", strings.Join(args, " "), code, errOut)
+		}
+		return out
+	}
+	// fails runs a command that must fail with exit 1 and stderr containing want.
+	fails := func(want string, args ...string) {
+		t.Helper()
+		out, errOut, code := run(t, env, args...)
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("hsmgate %s: got exit %d, stdout %q, stderr %q; want exit 1 and %q", strings.Join(args, " "), code, out, errOut, want)
+		}
+	}
+	ciphertext := func(out string, version string) string {
+		t.Helper()
+		line := strings.TrimSuffix(out, "\n")
+		m := textCiphertext.FindStringSubmatch(line)
+		if m == nil || strings.Count(out, "\n") != 1 {
+			t.Fatalf("got %q, want one line hsmgate:v<N>:<base64>", out)
+		}
+		if m[1] != version {
+			t.Errorf("ciphertext %q: got version %s, want %s", line, m[1], version)
+		}
+		return file("ct-"+strings.ReplaceAll(line[len(line)-8:], "/", "_"), out)
+	}
+
+	if out := hg("transit", "keys", "create", "k1"); !strings.Contains(out, "type:                     aes256-gcm") {
+		t.Errorf("keys create: got\n%s\nwant type aes256-gcm", out)
+	}
+
+	t.Run("pipe", func(t *testing.T) {
+		// The issue's own example, through a real shell pipe.
+		sh := exec.Command("sh", "-c", `printf hi | "$HG" transit encrypt k1 | "$HG" transit decrypt k1`)
+		sh.Env = append(hsmgateCmd(context.Background(), env).Env, "HG="+os.Args[0])
+		var out, errb bytes.Buffer
+		sh.Stdout, sh.Stderr = &out, &errb
+		if err := sh.Run(); err != nil || out.String() != "hi" {
+			t.Errorf("echo -n hi | encrypt | decrypt: got %q, %v (stderr %s), want \"hi\"", out.String(), err, errb.String())
+		}
+	})
+
+	pt := file("pt", "attack at dawn\n")
+	ct1 := ciphertext(hg("transit", "encrypt", "k1", "--in", pt), "1")
+
+	t.Run("rotate then decrypt old ciphertext", func(t *testing.T) {
+		if out := hg("transit", "keys", "rotate", "k1"); !strings.Contains(out, "latest version:           2") {
+			t.Errorf("keys rotate: got\n%s\nwant latest version 2", out)
+		}
+		if got := hg("transit", "decrypt", "k1", "--in", ct1); got != "attack at dawn\n" {
+			t.Errorf("decrypt v1 ciphertext after rotate: got %q", got)
+		}
+		ciphertext(hg("transit", "encrypt", "k1", "--in", pt), "2")
+	})
+
+	t.Run("rewrap", func(t *testing.T) {
+		ct2 := ciphertext(hg("transit", "rewrap", "k1", "--in", ct1), "2")
+		if got := hg("transit", "decrypt", "k1", "--in", ct2); got != "attack at dawn\n" {
+			t.Errorf("decrypt rewrapped: got %q", got)
+		}
+	})
+
+	t.Run("aad", func(t *testing.T) {
+		aad := base64.StdEncoding.EncodeToString([]byte("order-42"))
+		ct := ciphertext(hg("transit", "encrypt", "k1", "--in", pt, "--aad", aad), "2")
+		fails("InvalidArgument", "transit", "decrypt", "k1", "--in", ct)
+		if got := hg("transit", "decrypt", "k1", "--in", ct, "--aad", "@"+file("aad", "order-42")); got != "attack at dawn\n" {
+			t.Errorf("decrypt with --aad @file: got %q", got)
+		}
+	})
+
+	t.Run("sign and verify", func(t *testing.T) {
+		hg("transit", "keys", "create", "s1", "--type", "ecdsa-p256")
+		doc := file("doc", "release 1.0")
+		sig := strings.TrimSpace(hg("transit", "sign", "s1", "--in", doc))
+		if m := textCiphertext.FindStringSubmatch(sig); m == nil || m[1] != "1" {
+			t.Fatalf("sign: got %q, want hsmgate:v1:<base64>", sig)
+		}
+		if got := hg("transit", "verify", "s1", "--in", doc, "--signature", sig); got != "valid\n" {
+			t.Errorf("verify: got %q, want valid", got)
+		}
+		if got := hg("transit", "verify", "s1", "--in", doc, "--signature", "@"+file("sig", sig+"\n")); got != "valid\n" {
+			t.Errorf("verify --signature @file: got %q, want valid", got)
+		}
+		fails("not valid", "transit", "verify", "s1", "--in", file("doc2", "release 2.0"), "--signature", sig)
+		fails("InvalidArgument", "transit", "sign", "k1", "--in", doc) // wrong key type
+	})
+
+	t.Run("hmac", func(t *testing.T) {
+		hg("transit", "keys", "create", "m1", "--type", "hmac-sha256")
+		in := file("mac-in", "payload")
+		mac := strings.TrimSpace(hg("transit", "hmac", "m1", "--in", in))
+		raw, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(mac, "hsmgate:v1:"))
+		if len(raw) != 32 {
+			t.Fatalf("hmac: got %q, want hsmgate:v1: and 32 bytes", mac)
+		}
+		if got := hg("transit", "hmac", "m1", "--in", in, "--verify", mac); got != "valid\n" {
+			t.Errorf("hmac --verify: got %q, want valid", got)
+		}
+		fails("not valid", "transit", "hmac", "m1", "--in", file("mac-in2", "payload!"), "--verify", mac)
+	})
+
+	t.Run("datakey", func(t *testing.T) {
+		out := hg("transit", "datakey", "k1")
+		var ct, plain string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			switch k {
+			case "ciphertext":
+				ct = strings.TrimSpace(v)
+			case "plaintext":
+				plain = strings.TrimSpace(v)
+			}
+		}
+		key, err := base64.StdEncoding.DecodeString(plain)
+		if err != nil || len(key) != 32 {
+			t.Fatalf("datakey: got\n%s\nwant a 32-byte plaintext", out)
+		}
+		if got := hg("transit", "decrypt", "k1", "--in", ciphertext(ct+"\n", "2")); got != string(key) {
+			t.Errorf("decrypt of the data key's ciphertext: got %x, want %x", got, key)
+		}
+		if out := hg("transit", "datakey", "k1", "--wrapped-only", "--bits", "128"); strings.Contains(out, "plaintext") {
+			t.Errorf("datakey --wrapped-only printed a plaintext:\n%s", out)
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		var enc struct {
+			Results []struct {
+				Ciphertext string `json:"ciphertext"`
+				KeyVersion int    `json:"keyVersion"`
+			} `json:"results"`
+		}
+		out := hg("transit", "encrypt", "k1", "--in", pt, "--json")
+		if err := json.Unmarshal([]byte(out), &enc); err != nil || len(enc.Results) != 1 {
+			t.Fatalf("encrypt --json: %v\n%s", err, out)
+		}
+		if r := enc.Results[0]; !strings.HasPrefix(r.Ciphertext, "hsmgate:v2:") || r.KeyVersion != 2 {
+			t.Errorf("encrypt --json: got %+v, want a hsmgate:v2: ciphertext and keyVersion 2", r)
+		}
+		var dec hsmgatev1.DecryptResponse
+		out = hg("transit", "decrypt", "k1", "--in", ct1, "--json")
+		if err := protojson.Unmarshal([]byte(out), &dec); err != nil {
+			t.Fatalf("decrypt --json: %v\n%s", err, out)
+		}
+		if got := string(dec.GetResults()[0].GetPlaintext()); got != "attack at dawn\n" {
+			t.Errorf("decrypt --json plaintext: got %q", got)
+		}
+		var key hsmgatev1.GetKeyResponse
+		out = hg("transit", "keys", "show", "k1", "--json")
+		if err := protojson.Unmarshal([]byte(out), &key); err != nil {
+			t.Fatalf("keys show --json: %v\n%s", err, out)
+		}
+		if k := key.GetKey(); k.GetLatestVersion() != 2 || len(k.GetVersions()) != 2 || k.GetType() != hsmgatev1.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM {
+			t.Errorf("keys show --json: got %v", k)
+		}
+		if got := hg("transit", "keys", "list"); got != "k1\nm1\ns1\n" {
+			t.Errorf("keys list: got %q, want k1 m1 s1", got)
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		fails(`NotFound`, "transit", "decrypt", "nope", "--in", ct1)
+		fails(`NotFound`, "transit", "keys", "show", "nope")
+		fails("FailedPrecondition", "transit", "keys", "export", "k1") // not exportable
+		fails("FailedPrecondition", "transit", "keys", "delete", "k1") // deletion not allowed
+		hg("transit", "keys", "config", "k1", "--min-decryption-version", "2")
+		fails("FailedPrecondition", "transit", "decrypt", "k1", "--in", ct1)
+		if _, errOut, code := run(t, env, "transit", "decrypt", "k1", "--in", file("junk", "not a ciphertext\n")); code != 2 || !strings.Contains(errOut, "hsmgate:v<N>:<base64>") {
+			t.Errorf("decrypt of junk: got exit %d, stderr %q; want a usage error (exit 2)", code, errOut)
+		}
+	})
+}
+
+// TestTransitCLIHelp: every transit command has a short help and every
+// runnable one an example.
+func TestTransitCLIHelp(t *testing.T) {
+	var all []*cobra.Command
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		all = append(all, c)
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(newTransitCmd())
+	for _, c := range all {
+		if c.Short == "" {
+			t.Errorf("%s: no short help", c.CommandPath())
+		}
+		if c.Runnable() && c.Example == "" {
+			t.Errorf("%s: no example", c.CommandPath())
+		}
+	}
+	// transit, keys, 14 keys verbs, 8 data verbs.
+	if len(all) != 24 {
+		t.Errorf("got %d transit commands, want 24", len(all))
+	}
+}
