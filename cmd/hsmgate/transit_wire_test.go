@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/devtls"
+	"github.com/hsmgate/hsmgate/internal/server"
+	"github.com/hsmgate/hsmgate/keystore/bbolt"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// wiredServices are the gRPC services of the fully wired server.
+var wiredServices = []string{
+	"grpc.health.v1.Health",
+	"grpc.reflection.v1.ServerReflection",
+	"grpc.reflection.v1alpha.ServerReflection",
+	"hsmgate.v1.AuthService",
+	"hsmgate.v1.PKIService",
+	"hsmgate.v1.SSHCAService",
+	"hsmgate.v1.SystemService",
+	"hsmgate.v1.TransitService",
+}
+
+// TestWiredServerAuthCoverage wires a server as runServer does (system
+// service, every service hook, the auth hook, whose start-up check is
+// auth.CheckTableCovers) and checks that: it serves exactly the services
+// above, as reflection reports them; every method of each has a rule; the
+// check fails, naming the method, when any service's rule is missing;
+// transit is behind the interceptor and honours the configured limits; and
+// closing stops the transit rotator and engine.
+func TestWiredServerAuthCoverage(t *testing.T) {
+	dir := t.TempDir()
+	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := config.Default()
+	c.Listen = config.Listen{GRPC: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
+	c.TLS.CertFile, c.TLS.KeyFile = files.Cert, files.Key
+	c.Store = config.Store{Backend: config.BackendBbolt, Path: filepath.Join(dir, "hsmgate.db")}
+	c.Limits.MaxItemsPerRequest, c.Limits.MaxItemBytes = 3, 100
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := hsmtest.Module(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kek, _, err := m.EnsureKEK(ctx, "test-kek")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := bbolt.Open(c.Store.Path, bbolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.FromConfig(c, log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := newRootToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &deps{Config: c, Log: log, HSM: m, KEK: kek, Store: st, Server: srv, Rules: auth.Table{}, DevRootToken: root, Start: time.Now()}
+	d.OnClose(st.Close)
+	closed := false
+	defer func() {
+		if !closed {
+			d.close()
+		}
+	}()
+	hsmgatev1RegisterSystem(srv, d)
+	if err := d.AddRules(server.SystemRules()); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range serviceHooks {
+		if err := h.setup(ctx, d); err != nil {
+			t.Fatalf("%s: %v", h.name, err)
+		}
+	}
+	if authHook == nil {
+		t.Fatal("auth is not wired into this build")
+	}
+	if err := authHook(ctx, d); err != nil {
+		t.Fatalf("auth hook (with its start-up coverage check): %v", err)
+	}
+
+	info := srv.GetServiceInfo()
+	var listed []string
+	for name := range info {
+		listed = append(listed, name)
+	}
+	sort.Strings(listed)
+	if !slices.Equal(listed, wiredServices) {
+		t.Errorf("services: got %v, want %v", listed, wiredServices)
+	}
+	if err := auth.CheckTableCovers(srv, d.Rules); err != nil {
+		t.Errorf("CheckTableCovers: %v", err)
+	}
+	t.Run("the check bites", func(t *testing.T) {
+		for _, svc := range wiredServices {
+			for _, meth := range info[svc].Methods {
+				full := "/" + svc + "/" + meth.Name
+				rules := auth.Table{}
+				for k, v := range d.Rules {
+					if k != full {
+						rules[k] = v
+					}
+				}
+				if err := auth.CheckTableCovers(srv, rules); err == nil || !strings.Contains(err.Error(), full) {
+					t.Errorf("without the rule for %s: got %v, want an error naming it", full, err)
+				}
+			}
+		}
+	})
+
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	cc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+
+	t.Run("reflection lists what the check saw", func(t *testing.T) {
+		stream, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.CloseSend()
+		var served []string
+		for _, s := range resp.GetListServicesResponse().GetService() {
+			served = append(served, s.GetName())
+		}
+		sort.Strings(served)
+		if !slices.Equal(served, wiredServices) {
+			t.Errorf("reflection: got %v, want %v", served, wiredServices)
+		}
+	})
+
+	t.Run("transit behind auth, with the configured limits", func(t *testing.T) {
+		anon := hsmgatev1.NewTransitServiceClient(cc)
+		if _, err := anon.ListKeys(ctx, &hsmgatev1.ListKeysRequest{}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("ListKeys without a token: got %v, want Unauthenticated", err)
+		}
+		rc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert, Token: root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		tc := hsmgatev1.NewTransitServiceClient(rc)
+		if _, err := tc.CreateKey(ctx, &hsmgatev1.CreateKeyRequest{Name: "k", Type: hsmgatev1.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM}); err != nil {
+			t.Fatal(err)
+		}
+		items := func(n, size int) []*hsmgatev1.EncryptItem {
+			var its []*hsmgatev1.EncryptItem
+			for range n {
+				its = append(its, &hsmgatev1.EncryptItem{Plaintext: bytes.Repeat([]byte("x"), size)})
+			}
+			return its
+		}
+		for _, tc2 := range []struct {
+			name  string
+			items []*hsmgatev1.EncryptItem
+			want  codes.Code
+		}{
+			{"at the limits", items(3, 100), codes.OK},
+			{"one item too many", items(4, 1), codes.ResourceExhausted},
+			{"one byte too many", items(1, 101), codes.ResourceExhausted},
+		} {
+			_, err := tc.Encrypt(ctx, &hsmgatev1.EncryptRequest{Name: "k", Items: tc2.items})
+			if got := status.Code(err); got != tc2.want {
+				t.Errorf("%s: got %v (%v), want %v", tc2.name, got, err, tc2.want)
+			}
+		}
+	})
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	d.close() // returns only once the rotator has stopped and the engine's watch ended
+	closed = true
+}
