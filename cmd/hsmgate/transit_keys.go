@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
@@ -94,16 +95,23 @@ func printTransitKey(w io.Writer, k *hsmgatev1.TransitKey) error {
 	fmt.Fprintf(&b, "min encryption version:   %s\n", minEnc)
 	fmt.Fprintf(&b, "auto-rotate period:       %s\n", rot)
 	fmt.Fprintf(&b, "max encryptions/version:  %s\n", maxEnc)
-	fmt.Fprintf(&b, "created:                  %s\n", k.GetCreateTime().AsTime().UTC().Format(time.RFC3339))
-	fmt.Fprintf(&b, "updated:                  %s\n", k.GetUpdateTime().AsTime().UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "created:                  %s\n", transitTime(k.GetCreateTime()))
+	fmt.Fprintf(&b, "updated:                  %s\n", transitTime(k.GetUpdateTime()))
 	fmt.Fprintf(&b, "versions:\n")
 	for _, v := range k.GetVersions() {
 		fmt.Fprintf(&b, "  v%-4d %-9s %s  encryptions %d\n", v.GetVersion(),
 			transitEnumName(v.GetState().String(), "TRANSIT_VERSION_STATE_"),
-			v.GetCreateTime().AsTime().UTC().Format(time.RFC3339), v.GetEncryptionCount())
+			transitTime(v.GetCreateTime()), v.GetEncryptionCount())
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func transitTime(ts *timestamppb.Timestamp) string {
+	if ts == nil {
+		return "-"
+	}
+	return ts.AsTime().UTC().Format(time.RFC3339)
 }
 
 // transitKeyFlags are the settings of create and import.
@@ -123,8 +131,8 @@ func (f *transitKeyFlags) add(cmd *cobra.Command, def string) {
 	fs.StringVar(&f.keyType, "type", def, "key type: "+strings.Join(transit.KeyTypeNames(), ", "))
 	fs.BoolVar(&f.derived, "derived", false, "derive a key per --context (HKDF; aes256-gcm and xchacha20-poly1305, wrapped only)")
 	fs.BoolVar(&f.convergent, "convergent", false, "deterministic encryption: equal plaintext+context+AAD give equal ciphertext (needs --derived)")
-	fs.BoolVar(&f.exportable, "exportable", false, "allow `transit keys export` (cannot be undone)")
-	fs.BoolVar(&f.deletionAllowed, "deletion-allowed", false, "allow `transit keys delete`")
+	fs.BoolVar(&f.exportable, "exportable", false, "allow export of the key material (cannot be undone)")
+	fs.BoolVar(&f.deletionAllowed, "deletion-allowed", false, "allow deleting the key")
 	fs.DurationVar(&f.autoRotate, "auto-rotate-period", 0, "rotate automatically this often (at least 1h; 0: never)")
 	fs.Uint64Var(&f.maxEncryptions, "max-encryptions", 0, "rotate before a version has done this many encryptions (0: the type's default; aes256-gcm 2^32-2^20)")
 	fs.BoolVar(&f.json, "json", false, "print the response as JSON")
@@ -395,8 +403,8 @@ Needs the "update" capability on transit/keys/NAME.`,
 	fs := cmd.Flags()
 	fs.Uint32Var(&minDec, minDecFlag, 0, "oldest version that may decrypt and verify")
 	fs.Uint32Var(&minEnc, minEncFlag, 0, "oldest version that may encrypt and sign (0: only the latest)")
-	fs.BoolVar(&deletion, "deletion-allowed", false, "allow (or with =false forbid) `keys delete`")
-	fs.BoolVar(&exportable, "exportable", false, "allow `keys export` (cannot be undone)")
+	fs.BoolVar(&deletion, "deletion-allowed", false, "allow (or with =false forbid) deleting the key")
+	fs.BoolVar(&exportable, "exportable", false, "allow export of the key material (cannot be undone)")
 	fs.DurationVar(&autoRotate, "auto-rotate-period", 0, "rotate automatically this often (0: never)")
 	fs.Uint64Var(&maxEncryptions, "max-encryptions", 0, "rotate before a version has done this many encryptions")
 	return cmd

@@ -3,8 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +23,10 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+	"github.com/hsmgate/hsmgate/transit"
 )
 
-var textCiphertext = regexp.MustCompile(`^hsmgate:v([0-9]+):[A-Za-z0-9+/]+=*$`)
+var transitTextForm = regexp.MustCompile(`^hsmgate:v([0-9]+):[A-Za-z0-9+/]+=*$`)
 
 // TestTransitCLI is the CLI round trip of issue 4 item 6 against a real
 // `hsmgate dev` (auth, audit and every engine wired), each verb a separate
@@ -55,7 +63,7 @@ func TestTransitCLI(t *testing.T) {
 	ciphertext := func(out string, version string) string {
 		t.Helper()
 		line := strings.TrimSuffix(out, "\n")
-		m := textCiphertext.FindStringSubmatch(line)
+		m := transitTextForm.FindStringSubmatch(line)
 		if m == nil || strings.Count(out, "\n") != 1 {
 			t.Fatalf("got %q, want one line hsmgate:v<N>:<base64>", out)
 		}
@@ -113,7 +121,7 @@ func TestTransitCLI(t *testing.T) {
 		hg("transit", "keys", "create", "s1", "--type", "ecdsa-p256")
 		doc := file("doc", "release 1.0")
 		sig := strings.TrimSpace(hg("transit", "sign", "s1", "--in", doc))
-		if m := textCiphertext.FindStringSubmatch(sig); m == nil || m[1] != "1" {
+		if m := transitTextForm.FindStringSubmatch(sig); m == nil || m[1] != "1" {
 			t.Fatalf("sign: got %q, want hsmgate:v1:<base64>", sig)
 		}
 		if got := hg("transit", "verify", "s1", "--in", doc, "--signature", sig); got != "valid\n" {
@@ -199,6 +207,78 @@ func TestTransitCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("key lifecycle", func(t *testing.T) {
+		hg("transit", "keys", "create", "e1", "--exportable", "--deletion-allowed")
+		ct := ciphertext(hg("transit", "encrypt", "e1", "--in", pt), "1")
+		exp := strings.Fields(hg("transit", "keys", "export", "e1"))
+		if key, err := base64.StdEncoding.DecodeString(exp[len(exp)-1]); len(exp) != 2 || exp[0] != "v1" || err != nil || len(key) != 32 {
+			t.Errorf("keys export: got %q, want v1 and 32 bytes of base64", exp)
+		}
+		// Backup, restore under a new name: the old ciphertext decrypts there.
+		bak := file("e1.bak", hg("transit", "keys", "backup", "e1"))
+		if out := hg("transit", "keys", "restore", "--in", bak, "--name", "e1-copy"); !strings.Contains(out, "name:                     e1-copy") {
+			t.Errorf("keys restore: got\n%s", out)
+		}
+		if got := hg("transit", "decrypt", "e1-copy", "--in", ct); got != "attack at dawn\n" {
+			t.Errorf("decrypt with the restored key: got %q", got)
+		}
+		// Disable and enable a version.
+		hg("transit", "keys", "rotate", "e1")
+		hg("transit", "keys", "disable-version", "e1", "1")
+		fails("FailedPrecondition", "transit", "decrypt", "e1", "--in", ct)
+		hg("transit", "keys", "enable-version", "e1", "1")
+		hg("transit", "decrypt", "e1", "--in", ct)
+		// Trim needs both minimums raised first; then v1 is gone for good.
+		fails("InvalidArgument", "transit", "keys", "trim", "e1", "--min-available-version", "2")
+		hg("transit", "keys", "config", "e1", "--min-decryption-version", "2", "--min-encryption-version", "2")
+		if out := hg("transit", "keys", "trim", "e1", "--min-available-version", "2"); !strings.Contains(out, "v1    destroyed") {
+			t.Errorf("keys trim: got\n%s\nwant v1 destroyed", out)
+		}
+		hg("transit", "keys", "delete", "e1")
+		fails("NotFound", "transit", "keys", "show", "e1")
+	})
+
+	t.Run("import", func(t *testing.T) {
+		aesKey := make([]byte, 32)
+		rand.Read(aesKey)
+		hg("transit", "keys", "import", "byok", "--type", "aes256-gcm", "--in", file("aes.b64", base64.StdEncoding.EncodeToString(aesKey)), "--encoding", "base64", "--exportable")
+		exp := strings.Fields(hg("transit", "keys", "export", "byok"))
+		if got, _ := base64.StdEncoding.DecodeString(exp[len(exp)-1]); !bytes.Equal(got, aesKey) {
+			t.Errorf("export of an imported key: got %x, want the imported %x", got, aesKey)
+		}
+		// An Ed25519 PKCS#8 PEM: hsmgate signs with it, the public half we
+		// kept verifies.
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		der, _ := x509.MarshalPKCS8PrivateKey(priv)
+		pemFile := file("ed.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
+		hg("transit", "keys", "import", "byok-ed", "--type", "ed25519", "--in", pemFile)
+		msg := file("msg", "imported")
+		raw, _, err := transitParseVersioned(hg("transit", "sign", "byok-ed", "--in", msg), 0)
+		if err != nil || !ed25519.Verify(pub, []byte("imported"), raw) {
+			t.Errorf("signature by the imported key does not verify with its public key: %v", err)
+		}
+	})
+
+	t.Run("public key and random", func(t *testing.T) {
+		out := hg("transit", "keys", "show", "s1", "--public-key")
+		blk, _ := pem.Decode([]byte(out))
+		if blk == nil || blk.Type != "PUBLIC KEY" {
+			t.Fatalf("keys show --public-key: got %q", out)
+		}
+		pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, _, _ := transitParseVersioned(hg("transit", "sign", "s1", "--in", file("m2", "hello")), 0)
+		h := sha256.Sum256([]byte("hello"))
+		if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), h[:], sig) {
+			t.Errorf("ECDSA signature does not verify with the shown public key")
+		}
+		if out := hg("transit", "random", "16", "--format", "hex"); len(strings.TrimSpace(out)) != 32 {
+			t.Errorf("random 16 --format hex: got %q", out)
+		}
+	})
+
 	t.Run("errors", func(t *testing.T) {
 		fails(`NotFound`, "transit", "decrypt", "nope", "--in", ct1)
 		fails(`NotFound`, "transit", "keys", "show", "nope")
@@ -235,5 +315,117 @@ func TestTransitCLIHelp(t *testing.T) {
 	// transit, keys, 14 keys verbs, 8 data verbs.
 	if len(all) != 24 {
 		t.Errorf("got %d transit commands, want 24", len(all))
+	}
+}
+
+func TestTransitParseVersioned(t *testing.T) {
+	raw := []byte{1, 2, 3, 250}
+	b64 := base64.StdEncoding.EncodeToString(raw)
+	tests := []struct {
+		name, in   string
+		def, wantV uint32
+		wantErr    bool
+	}{
+		{"text form", "hsmgate:v7:" + b64, 0, 7, false},
+		{"text form, trailing newline", "hsmgate:v7:" + b64 + "\n", 3, 7, false},
+		{"plain base64 takes the default", b64, 3, 3, false},
+		{"leading zero", "hsmgate:v07:" + b64, 0, 0, true},
+		{"version 0", "hsmgate:v0:" + b64, 0, 0, true},
+		{"not base64", "hsmgate:v1:***", 0, 0, true},
+		{"junk", "%%%", 0, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, v, err := transitParseVersioned(tc.in, tc.def)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("got error %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && (!bytes.Equal(got, raw) || v != tc.wantV) {
+				t.Errorf("got %x v%d, want %x v%d", got, v, raw, tc.wantV)
+			}
+		})
+	}
+	if s := transitFormatVersioned(7, raw); s != "hsmgate:v7:"+b64 {
+		t.Errorf("transitFormatVersioned: got %q", s)
+	}
+}
+
+func TestTransitTextCiphertexts(t *testing.T) {
+	ct, err := transit.ParseText("hsmgate:v2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := &hsmgatev1.EncryptResponse{Results: []*hsmgatev1.EncryptResult{{Ciphertext: ct, KeyVersion: 2, Reference: "r"}, {}}}
+	var b bytes.Buffer
+	if err := transitPrintJSON(&b, resp, true); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Results []map[string]any `json:"results"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatalf("%v\n%s", err, b.String())
+	}
+	if c := got.Results[0]["ciphertext"]; c != "hsmgate:v2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" {
+		t.Errorf("ciphertext: got %v, want the text form", c)
+	}
+	if r := got.Results[0]["reference"]; r != "r" {
+		t.Errorf("reference: got %v", r)
+	}
+	if _, ok := got.Results[1]["ciphertext"]; ok {
+		t.Errorf("an empty result grew a ciphertext: %v", got.Results[1])
+	}
+}
+
+func TestTransitImportMaterial(t *testing.T) {
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sec1, _ := x509.MarshalECPrivateKey(ecKey)
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(ecKey)
+	raw := []byte{0xde, 0xad, 0xbe, 0xef}
+	tests := []struct {
+		name, encoding string
+		in             []byte
+		want           []byte
+		wantErr        bool
+	}{
+		{"raw", "raw", raw, raw, false},
+		{"base64", "base64", []byte(base64.StdEncoding.EncodeToString(raw) + "\n"), raw, false},
+		{"hex", "hex", []byte("deadbeef\n"), raw, false},
+		{"PKCS#8 PEM", "raw", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), pkcs8, false},
+		{"SEC 1 PEM becomes PKCS#8", "raw", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}), pkcs8, false},
+		{"certificate PEM", "raw", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: raw}), nil, true},
+		{"empty", "raw", nil, nil, true},
+		{"bad hex", "hex", []byte("xyz"), nil, true},
+		{"unknown encoding", "base32", raw, nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := transitImportMaterial(tc.in, tc.encoding)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("got error %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil && exitCode(err) != 2 {
+				t.Errorf("error %v: got exit %d, want 2 (usage)", err, exitCode(err))
+			}
+			if !bytes.Equal(got, tc.want) {
+				t.Errorf("got %x, want %x", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTransitBytesArg(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "aad")
+	os.WriteFile(f, []byte("raw\n"), 0o600)
+	for in, want := range map[string]string{"": "", "aGk=": "hi", "aGk": "hi", "@" + f: "raw\n"} {
+		got, err := transitBytesArg("aad", in)
+		if err != nil || string(got) != want {
+			t.Errorf("transitBytesArg(%q): got %q, %v, want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"not base64!", "@/does/not/exist"} {
+		if _, err := transitBytesArg("aad", in); err == nil || exitCode(err) != 2 {
+			t.Errorf("transitBytesArg(%q): got %v, want a usage error", in, err)
+		}
 	}
 }
