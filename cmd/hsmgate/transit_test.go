@@ -16,12 +16,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/hsmgate/hsmgate/internal/client"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
 )
@@ -276,6 +278,19 @@ func TestTransitCLI(t *testing.T) {
 		}
 		if out := hg("transit", "random", "16", "--format", "hex"); len(strings.TrimSpace(out)) != 32 {
 			t.Errorf("random 16 --format hex: got %q", out)
+		}
+	})
+
+	t.Run("served services", func(t *testing.T) {
+		// The binary started, so the auth hook's start-up check
+		// (auth.CheckTableCovers) passed over exactly these services.
+		cc, err := client.Dial(client.Config{Addr: dev.exports["HSMGATE_ADDR"], CACert: dev.exports["HSMGATE_CACERT"]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		if got := reflectServices(t, cc); !slices.Equal(got, wiredServices) {
+			t.Errorf("hsmgate dev serves %v, want %v", got, wiredServices)
 		}
 	})
 

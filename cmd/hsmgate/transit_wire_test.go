@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
@@ -138,25 +139,8 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 	defer cc.Close()
 
 	t.Run("reflection lists what the check saw", func(t *testing.T) {
-		stream, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{}}); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stream.CloseSend()
-		var served []string
-		for _, s := range resp.GetListServicesResponse().GetService() {
-			served = append(served, s.GetName())
-		}
-		sort.Strings(served)
-		if !slices.Equal(served, wiredServices) {
-			t.Errorf("reflection: got %v, want %v", served, wiredServices)
+		if got := reflectServices(t, cc); !slices.Equal(got, wiredServices) {
+			t.Errorf("reflection: got %v, want %v", got, wiredServices)
 		}
 	})
 
@@ -203,4 +187,30 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 	}
 	d.close() // returns only once the rotator has stopped and the engine's watch ended
 	closed = true
+}
+
+// reflectServices lists the services a server serves, through its
+// reflection service (public: no token needed), sorted.
+func reflectServices(t *testing.T, cc grpc.ClientConnInterface) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stream, err := rpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	var served []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		served = append(served, s.GetName())
+	}
+	sort.Strings(served)
+	return served
 }
