@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteTable writes r as text: the run's header, the limits, one row per
+// batch size, and the per-interval windows of each point.
+func (r *Result) WriteTable(out io.Writer) error {
+	var b strings.Builder
+	p := r.Params
+	fmt.Fprintf(&b, "%s: %s\n", p.Scenario, r.Describe)
+	fmt.Fprintf(&b, "date %s  host %s (%d CPUs, %s)  load %.2f %.2f %.2f -> %.2f %.2f %.2f\n",
+		r.Date.Format("2006-01-02 15:04:05Z"), r.Host.Hostname, r.Host.CPUs, r.Host.GoVersion,
+		r.Host.LoadStart[0], r.Host.LoadStart[1], r.Host.LoadStart[2], r.Host.LoadEnd[0], r.Host.LoadEnd[1], r.Host.LoadEnd[2])
+	fmt.Fprintf(&b, "target %s; %s\n", r.Target, r.Security)
+	fmt.Fprintf(&b, "payload %d B  concurrency %d  connections %d  duration %.0fs  warm-up %.0fs  limits %.0fs each\n",
+		p.Payload, p.Concurrency, p.Connections, float64(p.Duration)/1000, float64(p.Warmup)/1000, float64(p.LimitDur)/1000)
+	if r.Command != "" {
+		fmt.Fprintf(&b, "command: %s\n", r.Command)
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "limit\titems/s\tconc\t\top\t")
+	if r.Software != nil {
+		fmt.Fprintf(tw, "software\t%.0f\t%d\t\t%s\t\n", r.Software.ItemsPerS, r.Software.Concurrency, r.Software.Op)
+	} else {
+		fmt.Fprintf(tw, "software\t-\t\t\t\t\n")
+	}
+	if r.HSM != nil {
+		fmt.Fprintf(tw, "HSM\t%.0f\t%d\t\t%s\t\n", r.HSM.ItemsPerS, r.HSM.Concurrency, r.HSM.Op)
+	} else {
+		fmt.Fprintf(tw, "HSM\t-\t\t\tnot measured\t\n")
+	}
+	for _, pt := range r.Points {
+		if pt.Transport != nil {
+			fmt.Fprintf(tw, "transport b=%d\t%.0f\t%d\t\t%s\t\n", pt.Batch, pt.Transport.ItemsPerS, pt.Transport.Concurrency, pt.Transport.Op)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	b.WriteString("\n")
+	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "batch\titems/s\treq/s\tMB/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tCPU µs/item\tcores\tpeak RSS MiB\t/software\t/HSM\t/transport\t")
+	for _, pt := range r.Points {
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%s\t\n",
+			pt.Batch, pt.ItemsPerS, float64(pt.Requests)/(float64(pt.Elapsed)/1000), pt.MBPerS,
+			pt.Latency.P50, pt.Latency.P90, pt.Latency.P99, pt.Latency.P999,
+			pt.CPUPerItem, pt.CPUUtil, float64(pt.PeakRSS)/(1<<20),
+			pct(pt.Ratio.Software), pct(pt.Ratio.HSM), pct(pt.Ratio.Transport))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, pt := range r.Points {
+		if len(pt.Windows) < 2 {
+			continue
+		}
+		fmt.Fprintf(&b, "\nbatch %d over time:\n", pt.Batch)
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "until s\titems/s\tRSS MiB\t")
+		lo, hi := pt.Windows[0].ItemsPerS, pt.Windows[0].ItemsPerS
+		rlo, rhi := pt.Windows[0].RSS, pt.Windows[0].RSS
+		for _, w := range pt.Windows {
+			fmt.Fprintf(tw, "%.1f\t%.0f\t%.1f\t\n", float64(w.End)/1000, w.ItemsPerS, float64(w.RSS)/(1<<20))
+			lo, hi = min(lo, w.ItemsPerS), max(hi, w.ItemsPerS)
+			rlo, rhi = min(rlo, w.RSS), max(rhi, w.RSS)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "spread: throughput %.1f%%, RSS %.1f%% (max/min - 1)\n", spread(lo, hi), spread(float64(rlo), float64(rhi)))
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	_, err := io.WriteString(out, b.String())
+	return err
+}
+
+func pct(r float64) string {
+	if r == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", r*100)
+}
+
+func spread(lo, hi float64) float64 {
+	if lo <= 0 {
+		return 0
+	}
+	return (hi/lo - 1) * 100
+}
