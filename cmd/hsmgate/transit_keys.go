@@ -397,6 +397,9 @@ Needs the "update" capability on transit/keys/NAME.`,
 			if fs.Changed("max-encryptions") {
 				req.MaxEncryptionsPerVersion = &maxEncryptions
 			}
+			if proto.Equal(req, &hsmgatev1.UpdateKeyConfigRequest{Name: args[0]}) {
+				return nil, nil, usageError{fmt.Errorf("nothing to change: name a setting (see --help)")}
+			}
 			resp, err := c.UpdateKeyConfig(ctx, req)
 			return resp.GetKey(), resp, err
 		})
