@@ -23,16 +23,25 @@ import (
 // echoMethod is the one RPC of the echo service.
 const echoMethod = "/hsmgate.bench.v1.Echo/Echo"
 
-// echoServer answers every request with a BytesValue whose encoded size is
-// respSize; with the request's own size that makes the transport limit's
-// messages byte-for-byte as large as the scenario's.
+// echoServer is the transport limit's server. In "messages" mode (the
+// default) it decodes each request as the scenario's request type and
+// answers with a response the scenario's server returned: the very messages
+// of the scenario, byte for byte, with none of the server's work (auth,
+// audit, crypto). In "bytes" mode requests and responses are BytesValues of
+// the same encoded sizes (cheaper to decode than many small items: an upper
+// bound of gRPC and TLS alone).
 type echoServer struct {
-	gs       *grpc.Server
-	addr     string
-	caFile   string
-	dir      string
-	respSize atomic.Int64
-	resp     atomic.Pointer[wrapperspb.BytesValue]
+	gs     *grpc.Server
+	addr   string
+	caFile string
+	dir    string
+	cur    atomic.Pointer[echoShape]
+}
+
+// echoShape is what the echo server expects and answers.
+type echoShape struct {
+	newReq func() proto.Message
+	resp   proto.Message
 }
 
 // bytesValueOfSize is a BytesValue whose encoding is exactly n bytes
@@ -71,7 +80,7 @@ func startEcho(dir string) (*echoServer, error) {
 		return nil, fmt.Errorf("bench: echo: %w", err)
 	}
 	e := &echoServer{addr: ln.Addr().String(), caFile: files.CACert, dir: dir}
-	e.setResponseSize(0)
+	e.set(&echoShape{newReq: func() proto.Message { return new(wrapperspb.BytesValue) }, resp: &wrapperspb.BytesValue{}})
 	e.gs = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})),
 		grpc.MaxRecvMsgSize(config.DefaultMaxRecvBytes),
@@ -84,11 +93,11 @@ func startEcho(dir string) (*echoServer, error) {
 		Methods: []grpc.MethodDesc{{
 			MethodName: "Echo",
 			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-				in := new(wrapperspb.BytesValue)
-				if err := dec(in); err != nil {
+				sh := e.cur.Load()
+				if err := dec(sh.newReq()); err != nil {
 					return nil, err
 				}
-				return e.resp.Load(), nil
+				return sh.resp, nil
 			},
 		}},
 	}, struct{}{})
@@ -96,10 +105,7 @@ func startEcho(dir string) (*echoServer, error) {
 	return e, nil
 }
 
-func (e *echoServer) setResponseSize(n int) {
-	e.respSize.Store(int64(n))
-	e.resp.Store(bytesValueOfSize(n))
-}
+func (e *echoServer) set(sh *echoShape) { e.cur.Store(sh) }
 
 // dial connects to the echo server the way the bench client connects to
 // hsmgate (TLS, a bearer token on every call).
@@ -112,11 +118,24 @@ func (e *echoServer) stop() {
 	os.RemoveAll(filepath.Join(e.dir, "echo-tls"))
 }
 
-// echoCall is one echo RPC with a request of reqSize bytes.
-func echoCall(reqSize int) func(ctx context.Context, cc grpc.ClientConnInterface) error {
-	req := bytesValueOfSize(reqSize)
-	return func(ctx context.Context, cc grpc.ClientConnInterface) error {
-		out := new(wrapperspb.BytesValue)
-		return cc.Invoke(ctx, echoMethod, req, out)
+// Echo modes.
+const (
+	EchoMessages = "messages"
+	EchoBytes    = "bytes"
+)
+
+// echoFor returns the server's shape and the client's call for rq in mode.
+func echoFor(mode string, rq request) (*echoShape, func(ctx context.Context, cc grpc.ClientConnInterface) error) {
+	if mode == EchoBytes {
+		req, resp := bytesValueOfSize(proto.Size(rq.Msg)), bytesValueOfSize(proto.Size(rq.Resp))
+		sh := &echoShape{newReq: func() proto.Message { return new(wrapperspb.BytesValue) }, resp: resp}
+		return sh, func(ctx context.Context, cc grpc.ClientConnInterface) error {
+			return cc.Invoke(ctx, echoMethod, req, new(wrapperspb.BytesValue))
+		}
+	}
+	reqType, respType := rq.Msg.ProtoReflect().Type(), rq.Resp.ProtoReflect().Type()
+	sh := &echoShape{newReq: func() proto.Message { return reqType.New().Interface() }, resp: rq.Resp}
+	return sh, func(ctx context.Context, cc grpc.ClientConnInterface) error {
+		return cc.Invoke(ctx, echoMethod, rq.Msg, respType.New().Interface())
 	}
 }

@@ -67,12 +67,12 @@ func preparePKISign(ctx context.Context, env *Env, p Params) (*workload, error) 
 			return request{}, fmt.Errorf("bench: pki sign: %w", err)
 		}
 		certSize = len(resp.Certificate)
-		return request{Size: proto.Size(req), Call: func(ctx context.Context, cc grpc.ClientConnInterface) (int, error) {
+		return request{Msg: req, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
 			resp, err := hsmgatev1.NewPKIServiceClient(cc).Sign(ctx, req)
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
-			return proto.Size(resp), nil
+			return resp, nil
 		}}, nil
 	}
 	if _, err := w.Request(1); err != nil {

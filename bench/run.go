@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // Options configure Run.
@@ -104,6 +105,13 @@ func (p *Params) Check() error {
 	if p.Duration <= 0 {
 		return errors.New("bench: --duration must be positive")
 	}
+	switch p.Echo {
+	case "":
+		p.Echo = EchoMessages
+	case EchoMessages, EchoBytes:
+	default:
+		return fmt.Errorf("bench: --echo %q: want %s or %s", p.Echo, EchoMessages, EchoBytes)
+	}
 	if p.LimitDur <= 0 {
 		p.LimitDur = min(p.Duration, ms(DefaultLimitDur))
 	}
@@ -147,11 +155,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if reqs[i], err = w.Request(b); err != nil {
 			return nil, err
 		}
-		r.Points = append(r.Points, Point{Batch: b, ReqBytes: reqs[i].Size})
-		// One call for the response size (and to fail early).
-		if r.Points[i].RespBytes, err = reqs[i].Call(ctx, o.Env.Conns[0]); err != nil {
+		// One call for the response the echo server will send (and to fail early).
+		resp, err := reqs[i].Call(ctx, o.Env.Conns[0])
+		if err != nil {
 			return nil, fmt.Errorf("bench: %s: first call: %w", p.Scenario, err)
 		}
+		reqs[i].Resp = resp
+		r.Points = append(r.Points, Point{Batch: b, ReqBytes: proto.Size(reqs[i].Msg), RespBytes: proto.Size(resp)})
 	}
 
 	limitLoad := func(label string, conc int) load {
@@ -212,8 +222,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	for i := range r.Points {
 		pt := &r.Points[i]
-		echo.setResponseSize(pt.RespBytes)
-		call := echoCall(pt.ReqBytes)
+		shape, call := echoFor(p.Echo, reqs[i])
+		echo.set(shape)
 		m, err := limitLoad(fmt.Sprintf("transport limit b=%d", pt.Batch), p.Concurrency).run(ctx, func(ctx context.Context, wk int) (int, error) {
 			return pt.Batch, call(ctx, echoConns[wk%len(echoConns)])
 		})
@@ -221,7 +231,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 		s := m.Hist.summary()
-		pt.Transport = &Limit{Op: fmt.Sprintf("gRPC echo %d B request / %d B response", pt.ReqBytes, pt.RespBytes),
+		pt.Transport = &Limit{Op: fmt.Sprintf("gRPC echo (%s) of %d B requests, %d B responses", p.Echo, pt.ReqBytes, pt.RespBytes),
 			ItemsPerS: m.itemsPerSec(), Concurrency: p.Concurrency, P50: s.P50, P99: s.P99}
 		logf("bench: transport limit at batch %d: %.0f items/s", pt.Batch, pt.Transport.ItemsPerS)
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hsmgate/hsmgate/hsm"
 )
@@ -38,13 +39,17 @@ type Params struct {
 	Warmup      Millis `json:"warmup_ms"`
 	LimitDur    Millis `json:"limit_duration_ms"`
 	Interval    Millis `json:"interval_ms"`
+	// Echo is the transport limit's kind: EchoMessages (default) or EchoBytes.
+	Echo string `json:"echo"`
 }
 
-// request is one prepared RPC of a batch size: its encoded request size, and
-// a call that returns the encoded response size (an item's error fails it).
+// request is one prepared RPC of a batch size: the request message, a
+// response to it (filled in by Run from a first call, for the echo
+// server), and the call (an item's error fails it).
 type request struct {
-	Size int
-	Call func(ctx context.Context, cc grpc.ClientConnInterface) (respSize int, err error)
+	Msg  proto.Message
+	Resp proto.Message
+	Call func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error)
 }
 
 // itemOp does one item of the software or HSM limit (safe for concurrent use).

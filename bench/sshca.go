@@ -71,17 +71,17 @@ func prepareSSHSign(ctx context.Context, env *Env, p Params) (*workload, error) 
 		for i := range req.Items {
 			req.Items[i] = &hsmgatev1.SSHSignItem{PublicKey: keys[i%nkeys]}
 		}
-		return request{Size: proto.Size(req), Call: func(ctx context.Context, cc grpc.ClientConnInterface) (int, error) {
+		return request{Msg: req, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
 			resp, err := hsmgatev1.NewSSHCAServiceClient(cc).SignUserKey(ctx, req)
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
 			for _, r := range resp.Results {
 				if err := itemErr(r.Error); err != nil {
-					return 0, err
+					return nil, err
 				}
 			}
-			return proto.Size(resp), nil
+			return resp, nil
 		}}, nil
 	}
 	// The software limit is the whole certificate signature in Go

@@ -108,17 +108,17 @@ func prepareTransitAEAD(encrypt bool) func(ctx context.Context, env *Env, p Para
 				for i := range req.Items {
 					req.Items[i] = &hsmgatev1.EncryptItem{Plaintext: pt}
 				}
-				return request{Size: proto.Size(req), Call: func(ctx context.Context, cc grpc.ClientConnInterface) (int, error) {
+				return request{Msg: req, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
 					resp, err := hsmgatev1.NewTransitServiceClient(cc).Encrypt(ctx, req)
 					if err != nil {
-						return 0, err
+						return nil, err
 					}
 					for _, r := range resp.Results {
 						if err := itemErr(r.Error); err != nil {
-							return 0, err
+							return nil, err
 						}
 					}
-					return proto.Size(resp), nil
+					return resp, nil
 				}}, nil
 			}
 		} else {
@@ -143,17 +143,17 @@ func prepareTransitAEAD(encrypt bool) func(ctx context.Context, env *Env, p Para
 						req.Items = append(req.Items, &hsmgatev1.DecryptItem{Ciphertext: r.Ciphertext})
 					}
 				}
-				return request{Size: proto.Size(req), Call: func(ctx context.Context, cc grpc.ClientConnInterface) (int, error) {
+				return request{Msg: req, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
 					resp, err := hsmgatev1.NewTransitServiceClient(cc).Decrypt(ctx, req)
 					if err != nil {
-						return 0, err
+						return nil, err
 					}
 					for _, r := range resp.Results {
 						if err := itemErr(r.Error); err != nil {
-							return 0, err
+							return nil, err
 						}
 					}
-					return proto.Size(resp), nil
+					return resp, nil
 				}}, nil
 			}
 		}
@@ -310,17 +310,17 @@ func prepareTransitSign(ctx context.Context, env *Env, p Params) (*workload, err
 		for i := range req.Items {
 			req.Items[i] = &hsmgatev1.SignItem{Input: msg}
 		}
-		return request{Size: proto.Size(req), Call: func(ctx context.Context, cc grpc.ClientConnInterface) (int, error) {
+		return request{Msg: req, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
 			resp, err := hsmgatev1.NewTransitServiceClient(cc).SignData(ctx, req)
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
 			for _, r := range resp.Results {
 				if err := itemErr(r.Error); err != nil {
-					return 0, err
+					return nil, err
 				}
 			}
-			return proto.Size(resp), nil
+			return resp, nil
 		}}, nil
 	}
 	var opts crypto.SignerOpts
@@ -347,17 +347,17 @@ func prepareTransitHMAC(ctx context.Context, env *Env, p Params) (*workload, err
 		for i := range req.Items {
 			req.Items[i] = &hsmgatev1.HmacItem{Input: msg}
 		}
-		return request{Size: proto.Size(req), Call: func(ctx context.Context, cc grpc.ClientConnInterface) (int, error) {
+		return request{Msg: req, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
 			resp, err := hsmgatev1.NewTransitServiceClient(cc).ComputeHmac(ctx, req)
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
 			for _, r := range resp.Results {
 				if err := itemErr(r.Error); err != nil {
-					return 0, err
+					return nil, err
 				}
 			}
-			return proto.Size(resp), nil
+			return resp, nil
 		}}, nil
 	}
 	h := sha256.New

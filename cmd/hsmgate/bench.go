@@ -39,6 +39,7 @@ type benchFlags struct {
 	cpuProfile  string
 	serverPID   int
 	serverLog   string
+	echo        string
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -52,9 +53,11 @@ func newBenchCmd(g *globals) *cobra.Command {
                    --concurrency goroutines
   HSM limit        the same PKCS#11 operation in a tight loop on the same token
                    (the better of --concurrency and 1 goroutines)
-  transport limit  a gRPC echo service on a TLS listener of the same kind, with
-                   requests and responses of exactly the scenario's sizes, the
-                   same batch, concurrency and connections
+  transport limit  a gRPC echo service on a TLS listener of the same kind that
+                   decodes the scenario's own request messages and answers
+                   with a response the server gave (byte for byte the same
+                   messages; --echo bytes: one bytes field of the same sizes),
+                   with the same batch, concurrency and connections
 
 With --target inprocess (the default) the server is built in this process
 the way "hsmgate dev" builds it, on a fresh SoftHSM token in a temporary
@@ -100,6 +103,7 @@ Scenarios:
 	fl.StringVar(&f.jsonOut, "json", "", "write the result as JSON to this file")
 	fl.StringVar(&f.svgOut, "svg", "", "write the chart here (default: the --json path with .svg)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the scenario's measured phases (not the limits) here")
+	fl.StringVar(&f.echo, "echo", bench.EchoMessages, "transport limit: messages (echo the scenario's own request and response messages) or bytes (one bytes field of the same sizes)")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "with --target env: the server's PID, for its CPU time and RSS")
 	fl.StringVar(&f.serverLog, "server-log-level", "warn", "with --target inprocess: the server's log level (info logs every request)")
 	return cmd
@@ -108,7 +112,7 @@ Scenarios:
 func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) error {
 	p := bench.Params{
 		Scenario: scenario, Residency: f.residency, KeyType: f.keyType, Batch: f.batch, Payload: f.payload,
-		Concurrency: f.concurrency, Connections: f.connections,
+		Concurrency: f.concurrency, Connections: f.connections, Echo: f.echo,
 		Duration: millis(f.duration), Warmup: millis(f.warmup), LimitDur: millis(f.limitDur), Interval: millis(f.interval),
 	}
 	if f.sweep != "" {
