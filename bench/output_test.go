@@ -19,7 +19,7 @@ func protoSize(m proto.Message) int { return proto.Size(m) }
 func sampleResult() *Result {
 	return &Result{
 		Schema: Schema, Date: time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC), Command: "hsmgate bench transit-encrypt --sweep 1,10,100",
-		Host: Host{Hostname: "h", CPUs: 2, GoVersion: "go1.26.8", LoadStart: [3]float64{0.1, 0.2, 0.3}, InProcess: true},
+		Host:   Host{Hostname: "h", CPUs: 2, GoVersion: "go1.26.8", LoadStart: [3]float64{0.1, 0.2, 0.3}, InProcess: true},
 		Target: "in-process", Security: "auth ON", Describe: "Encrypt <aes256-gcm> & co",
 		Params:   Params{Scenario: "transit-encrypt", Residency: "wrapped", KeyType: "aes256-gcm", Batch: 1, Sweep: []int{1, 10, 100}, Payload: 256, Concurrency: 4, Connections: 1, Duration: 1000, Echo: EchoMessages},
 		Software: &Limit{Op: "Go", ItemsPerS: 4e6, Concurrency: 4},
