@@ -284,7 +284,7 @@ func (e *Engine) Encrypt(ctx context.Context, req *pb.EncryptRequest) (*pb.Encry
 	res := make([]pb.EncryptResult, len(items))
 	out := make([]*pb.EncryptResult, len(items))
 	var f faults
-	e.parallel(st, len(items), func(lo, hi int) {
+	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			it, r := items[i], &res[i]
 			out[i] = r
@@ -339,7 +339,7 @@ func (e *Engine) Decrypt(ctx context.Context, req *pb.DecryptRequest) (*pb.Decry
 	res := make([]pb.DecryptResult, len(items))
 	out := make([]*pb.DecryptResult, len(items))
 	var f faults
-	e.parallel(st, len(items), func(lo, hi int) {
+	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			it, r := items[i], &res[i]
 			out[i] = r
@@ -384,7 +384,7 @@ func (e *Engine) Rewrap(ctx context.Context, req *pb.RewrapRequest) (*pb.RewrapR
 	res := make([]pb.RewrapResult, len(items))
 	out := make([]*pb.RewrapResult, len(items))
 	var f faults
-	e.parallel(st, len(items), func(lo, hi int) {
+	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		var pbuf []byte
 		for i := lo; i < hi; i++ {
 			it, r := items[i], &res[i]
@@ -447,7 +447,7 @@ func (e *Engine) GenerateDataKey(ctx context.Context, req *pb.GenerateDataKeyReq
 	res := make([]pb.DataKeyResult, len(items))
 	out := make([]*pb.DataKeyResult, len(items))
 	var f faults
-	e.parallel(st, len(items), func(lo, hi int) {
+	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			it, r := items[i], &res[i]
 			out[i] = r

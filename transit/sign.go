@@ -102,7 +102,7 @@ func (e *Engine) SignData(ctx context.Context, req *pb.SignDataRequest) (*pb.Sig
 	out := make([]*pb.SignResult, len(items))
 	opts := p.opts()
 	var f faults
-	e.parallel(st, len(items), func(lo, hi int) {
+	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			it, r := items[i], &res[i]
 			out[i] = r
@@ -162,7 +162,7 @@ func (e *Engine) VerifySignature(ctx context.Context, req *pb.VerifySignatureReq
 	items := req.GetItems()
 	res := make([]pb.VerifyResult, len(items))
 	out := make([]*pb.VerifyResult, len(items))
-	e.parallel(st, len(items), func(lo, hi int) {
+	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			it, r := items[i], &res[i]
 			out[i] = r
@@ -209,7 +209,7 @@ func (e *Engine) ComputeHmac(ctx context.Context, req *pb.ComputeHmacRequest) (*
 	slab := make([]byte, len(items)*size)
 	res := make([]pb.HmacResult, len(items))
 	out := make([]*pb.HmacResult, len(items))
-	e.parallel(st, len(items), func(lo, hi int) {
+	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			r := &res[i]
 			out[i] = r
@@ -230,7 +230,7 @@ func (e *Engine) VerifyHmac(ctx context.Context, req *pb.VerifyHmacRequest) (*pb
 	items := req.GetItems()
 	res := make([]pb.VerifyHmacResult, len(items))
 	out := make([]*pb.VerifyHmacResult, len(items))
-	e.parallel(st, len(items), func(lo, hi int) {
+	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		var buf []byte
 		for i := lo; i < hi; i++ {
 			it, r := items[i], &res[i]
