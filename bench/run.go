@@ -88,6 +88,9 @@ func (p *Params) Check() error {
 	} else {
 		p.Residency = ""
 	}
+	if p.Batch == 0 {
+		p.Batch = max(s.minBatch, 1)
+	}
 	if p.Batch < 1 || p.Batch > MaxBatch {
 		return fmt.Errorf("bench: --batch %d: want 1..%d", p.Batch, MaxBatch)
 	}

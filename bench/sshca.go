@@ -17,7 +17,7 @@ import (
 
 func init() {
 	register(&scenario{name: "ssh-sign", summary: "SSHCAService.SignUserKey, --batch Ed25519 user keys per request (CA key type: --key-type)",
-		keyTypes: []string{"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096"}, minBatch: 1, prepare: prepareSSHSign})
+		keyTypes: []string{"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096"}, minBatch: 16, prepare: prepareSSHSign})
 }
 
 var sshKeyTypes = map[string]hsmgatev1.SSHKeyType{

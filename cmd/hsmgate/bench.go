@@ -91,7 +91,7 @@ Scenarios:
 	fl.StringVar(&f.target, "target", "inprocess", "inprocess (a fresh server in this process) or env (the server of the HSMGATE_* variables)")
 	fl.StringVar(&f.residency, "residency", "wrapped", "transit key residency: wrapped or hsm")
 	fl.StringVar(&f.keyType, "key-type", "", "key type (transit key; SSH CA key; PKI issuer key); default the scenario's first")
-	fl.IntVar(&f.batch, "batch", 1, "items per request (1.."+fmt.Sprint(bench.MaxBatch)+")")
+	fl.IntVar(&f.batch, "batch", 0, "items per request (1.."+fmt.Sprint(bench.MaxBatch)+"; default 16 for ssh-sign, else 1)")
 	fl.StringVar(&f.sweep, "sweep", "", "batch sizes to run one after another, e.g. 1,10,100,1000 (overrides --batch)")
 	fl.IntVar(&f.payload, "payload", 256, "bytes per item (plaintext, signed or MACed message)")
 	fl.IntVar(&f.concurrency, "concurrency", 4, "goroutines sending requests (and running the limits)")
