@@ -4,9 +4,9 @@
 //   - the software limit: the same operation in process with Go's crypto,
 //     on the same number of goroutines;
 //   - the HSM limit: the same PKCS#11 operation in a tight loop on the same
-//     token (hsm.AEAD.SealContext, hsm.Signer.SignContext), at the bench's
-//     concurrency and at 1 (the better of the two: SoftHSM's AES-GCM is
-//     fastest on one session);
+//     token (hsm.AEAD.SealContext, hsm.Signer.SignContext) on 1, the bench's
+//     concurrency and 4 times it goroutines, the best of them (SoftHSM's
+//     AES-GCM is fastest on one thread, its signatures on many);
 //   - the transport limit: a gRPC echo service on a TLS listener of the same
 //     kind (ECDSA P-256 certificate, loopback) that takes and returns
 //     messages of exactly the scenario's request and response sizes, with

@@ -52,7 +52,7 @@ func newBenchCmd(g *globals) *cobra.Command {
   software limit   the same operation in this process with Go's crypto, on
                    --concurrency goroutines
   HSM limit        the same PKCS#11 operation in a tight loop on the same token
-                   (the better of --concurrency and 1 goroutines)
+                   (the best of 1, --concurrency and 4x that many goroutines)
   transport limit  a gRPC echo service on a TLS listener of the same kind that
                    decodes the scenario's own request messages and answers
                    with a response the server gave (byte for byte the same
