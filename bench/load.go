@@ -34,8 +34,11 @@ type measured struct {
 	Items    uint64
 	Elapsed  time.Duration
 	CPU      time.Duration
-	Hist     hist
-	Windows  []Window
+	// Other is the CPU time other processes used meanwhile (noise), from
+	// /proc/stat minus this process's (and the server's, if another).
+	Other   time.Duration
+	Hist    hist
+	Windows []Window
 }
 
 // Window is throughput and memory over one interval of a run.
@@ -160,6 +163,8 @@ func (l load) run(ctx context.Context, o op) (*measured, error) {
 	if err != nil {
 		return nil, err
 	}
+	self0, _ := Proc{}.CPU()
+	sys0 := systemBusy()
 	if l.OnMeasure != nil {
 		l.OnMeasure(true)
 	}
@@ -190,6 +195,8 @@ func (l load) run(ctx context.Context, o op) (*measured, error) {
 	if err != nil {
 		return nil, err
 	}
+	self1, _ := Proc{}.CPU()
+	sys1 := systemBusy()
 	if l.Progress != nil {
 		fmt.Fprint(l.Progress, "\r\033[K")
 	}
@@ -203,6 +210,13 @@ func (l load) run(ctx context.Context, o op) (*measured, error) {
 	}
 	m.Elapsed = end.Sub(mstart)
 	m.CPU = cpu1 - cpu0
+	if sys0 > 0 && sys1 > 0 {
+		ours := self1 - self0
+		if l.Proc.PID != 0 {
+			ours += m.CPU
+		}
+		m.Other = max(sys1-sys0-ours, 0)
+	}
 	for _, w := range ws {
 		m.Items += w.items.Load()
 		m.Requests += w.reqs.Load()

@@ -82,3 +82,26 @@ func (p Proc) Mem() (rss, peak int64, err error) {
 	}
 	return rss, peak, sc.Err()
 }
+
+// systemBusy is the CPU time all processes have used (busy jiffies of
+// /proc/stat: user, nice, system, irq, softirq, steal), or 0 if unreadable.
+func systemBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system (idle iowait) irq softirq steal
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * (time.Second / 100)
+}

@@ -46,6 +46,8 @@ type Limit struct {
 	// P50 and P99 of one call (one item, or one request for transport).
 	P50 Millis `json:"p50_ms"`
 	P99 Millis `json:"p99_ms"`
+	// OtherCores is the CPU other processes used meanwhile, in cores (noise).
+	OtherCores float64 `json:"other_cores"`
 }
 
 // Ratios are a point's throughput over each limit (0: not measured).
@@ -57,18 +59,21 @@ type Ratios struct {
 
 // Point is the scenario at one batch size.
 type Point struct {
-	Batch      int      `json:"batch"`
-	ReqBytes   int      `json:"request_bytes"`
-	RespBytes  int      `json:"response_bytes"`
-	Requests   uint64   `json:"requests"`
-	Items      uint64   `json:"items"`
-	Elapsed    Millis   `json:"elapsed_ms"`
-	ItemsPerS  float64  `json:"items_per_s"`
-	MBPerS     float64  `json:"mb_per_s"` // request+response message bytes, 1e6 per MB
-	Latency    Latency  `json:"latency"`  // per request
-	CPUPerItem float64  `json:"cpu_us_per_item"`
-	CPUUtil    float64  `json:"cpu_cores"`
-	PeakRSS    int64    `json:"peak_rss_bytes"`
+	Batch      int     `json:"batch"`
+	ReqBytes   int     `json:"request_bytes"`
+	RespBytes  int     `json:"response_bytes"`
+	Requests   uint64  `json:"requests"`
+	Items      uint64  `json:"items"`
+	Elapsed    Millis  `json:"elapsed_ms"`
+	ItemsPerS  float64 `json:"items_per_s"`
+	MBPerS     float64 `json:"mb_per_s"` // request+response message bytes, 1e6 per MB
+	Latency    Latency `json:"latency"`  // per request
+	CPUPerItem float64 `json:"cpu_us_per_item"`
+	CPUUtil    float64 `json:"cpu_cores"`
+	PeakRSS    int64   `json:"peak_rss_bytes"`
+	// OtherCores is the CPU other processes used meanwhile, in cores: the
+	// noise (this machine has Host.CPUs cores for everything).
+	OtherCores float64  `json:"other_cores"`
 	Transport  *Limit   `json:"transport_limit,omitempty"`
 	Ratio      Ratios   `json:"ratio"`
 	Windows    []Window `json:"windows,omitempty"`
@@ -104,4 +109,11 @@ func (r *Result) ratios(p *Point) {
 	if p.Transport != nil {
 		p.Ratio.Transport = Ratio(p.ItemsPerS, p.Transport.ItemsPerS)
 	}
+}
+
+func (m *measured) otherCores() float64 {
+	if m.Elapsed <= 0 {
+		return 0
+	}
+	return m.Other.Seconds() / m.Elapsed.Seconds()
 }

@@ -185,7 +185,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 		r.Software = &Limit{Op: w.SoftwareOp, ItemsPerS: m.itemsPerSec(), Concurrency: p.Concurrency,
-			P50: m.Hist.summary().P50 / limitChunk, P99: m.Hist.summary().P99 / limitChunk}
+			P50: m.Hist.summary().P50 / limitChunk, P99: m.Hist.summary().P99 / limitChunk, OtherCores: m.otherCores()}
 		logf("bench: software limit: %.0f items/s (%s)", r.Software.ItemsPerS, w.SoftwareOp)
 	}
 	// HSM limit: the best of 1, the bench's concurrency and 4 times it
@@ -208,7 +208,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			if r.HSM == nil || m.itemsPerSec() > r.HSM.ItemsPerS {
 				s := m.Hist.summary()
-				r.HSM = &Limit{Op: w.HSMOp, ItemsPerS: m.itemsPerSec(), Concurrency: c, P50: s.P50, P99: s.P99}
+				r.HSM = &Limit{Op: w.HSMOp, ItemsPerS: m.itemsPerSec(), Concurrency: c, P50: s.P50, P99: s.P99, OtherCores: m.otherCores()}
 			}
 		}
 		logf("bench: HSM limit: %.0f items/s at concurrency %d (%s)", r.HSM.ItemsPerS, r.HSM.Concurrency, w.HSMOp)
@@ -240,7 +240,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		s := m.Hist.summary()
 		pt.Transport = &Limit{Op: fmt.Sprintf("gRPC echo (%s) of %d B requests, %d B responses", p.Echo, pt.ReqBytes, pt.RespBytes),
-			ItemsPerS: m.itemsPerSec(), Concurrency: p.Concurrency, P50: s.P50, P99: s.P99}
+			ItemsPerS: m.itemsPerSec(), Concurrency: p.Concurrency, P50: s.P50, P99: s.P99, OtherCores: m.otherCores()}
 		logf("bench: transport limit at batch %d: %.0f items/s", pt.Batch, pt.Transport.ItemsPerS)
 	}
 
@@ -274,6 +274,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			pt.CPUPerItem = float64(m.CPU.Microseconds()) / float64(m.Items)
 		}
 		pt.CPUUtil = m.CPU.Seconds() / m.Elapsed.Seconds()
+		pt.OtherCores = m.otherCores()
 		_, pt.PeakRSS, _ = o.Proc.Mem()
 		pt.Windows = m.Windows
 		r.ratios(pt)

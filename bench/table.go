@@ -24,20 +24,20 @@ func (r *Result) WriteTable(out io.Writer) error {
 	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "limit\titems/s\tconc\t\top\t")
+	fmt.Fprintln(tw, "limit\titems/s\tconc\tother cores\t\top\t")
 	if r.Software != nil {
-		fmt.Fprintf(tw, "software\t%.0f\t%d\t\t%s\t\n", r.Software.ItemsPerS, r.Software.Concurrency, r.Software.Op)
+		fmt.Fprintf(tw, "software\t%.0f\t%d\t%.2f\t\t%s\t\n", r.Software.ItemsPerS, r.Software.Concurrency, r.Software.OtherCores, r.Software.Op)
 	} else {
-		fmt.Fprintf(tw, "software\t-\t\t\t\t\n")
+		fmt.Fprintf(tw, "software\t-\t\t\t\t\t\n")
 	}
 	if r.HSM != nil {
-		fmt.Fprintf(tw, "HSM\t%.0f\t%d\t\t%s\t\n", r.HSM.ItemsPerS, r.HSM.Concurrency, r.HSM.Op)
+		fmt.Fprintf(tw, "HSM\t%.0f\t%d\t%.2f\t\t%s\t\n", r.HSM.ItemsPerS, r.HSM.Concurrency, r.HSM.OtherCores, r.HSM.Op)
 	} else {
-		fmt.Fprintf(tw, "HSM\t-\t\t\tnot measured\t\n")
+		fmt.Fprintf(tw, "HSM\t-\t\t\t\tnot measured\t\n")
 	}
 	for _, pt := range r.Points {
 		if pt.Transport != nil {
-			fmt.Fprintf(tw, "transport b=%d\t%.0f\t%d\t\t%s\t\n", pt.Batch, pt.Transport.ItemsPerS, pt.Transport.Concurrency, pt.Transport.Op)
+			fmt.Fprintf(tw, "transport b=%d\t%.0f\t%d\t%.2f\t\t%s\t\n", pt.Batch, pt.Transport.ItemsPerS, pt.Transport.Concurrency, pt.Transport.OtherCores, pt.Transport.Op)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -45,12 +45,12 @@ func (r *Result) WriteTable(out io.Writer) error {
 	}
 	b.WriteString("\n")
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "batch\titems/s\treq/s\tMB/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tCPU µs/item\tcores\tpeak RSS MiB\t/software\t/HSM\t/transport\t")
+	fmt.Fprintln(tw, "batch\titems/s\treq/s\tMB/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tCPU µs/item\tcores\tother cores\tpeak RSS MiB\t/software\t/HSM\t/transport\t")
 	for _, pt := range r.Points {
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.1f\t%.3f\t%.3f\t%.3f\t%.3f\t%.2f\t%.2f\t%.2f\t%.1f\t%s\t%s\t%s\t\n",
 			pt.Batch, pt.ItemsPerS, float64(pt.Requests)/(float64(pt.Elapsed)/1000), pt.MBPerS,
 			pt.Latency.P50, pt.Latency.P90, pt.Latency.P99, pt.Latency.P999,
-			pt.CPUPerItem, pt.CPUUtil, float64(pt.PeakRSS)/(1<<20),
+			pt.CPUPerItem, pt.CPUUtil, pt.OtherCores, float64(pt.PeakRSS)/(1<<20),
 			pct(pt.Ratio.Software), pct(pt.Ratio.HSM), pct(pt.Ratio.Transport))
 	}
 	if err := tw.Flush(); err != nil {
