@@ -36,6 +36,9 @@ func hsmgateCmd(ctx context.Context, env []string, args ...string) *exec.Cmd {
 		}
 	}
 	cmd.Env = append(cmd.Env, "HSMGATE_TEST_MAIN=1")
+	// The race detector pauses 1 s at every clean exit by default; the CLI
+	// tests run hundreds of short processes.
+	cmd.Env = append(cmd.Env, strings.TrimSpace("GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second

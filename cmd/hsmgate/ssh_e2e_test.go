@@ -212,9 +212,6 @@ func startSSHE2E(t *testing.T) *sshE2E {
 	sshBin, sshdBin, keygen := requireOpenSSHTools(t)
 	dev := startDev(t, filepath.Join(t.TempDir(), "state"))
 	x := &sshE2E{env: dev.env(), dir: t.TempDir(), ssh: sshBin, keygen: keygen, log: &lockedBuffer{}}
-	// Under -race every successful CLI process would sleep 1s at exit
-	// waiting for late race reports; about 40 of them run here.
-	x.env = append(x.env, strings.TrimSpace("GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	x.base = "https://" + dev.exports[client.EnvHTTPAddr]
 	pem, err := os.ReadFile(dev.exports[client.EnvCACert])
 	if err != nil {
