@@ -46,6 +46,8 @@ type Window struct {
 	End       Millis  `json:"end_ms"` // since the start of measurement
 	ItemsPerS float64 `json:"items_per_s"`
 	RSS       int64   `json:"rss_bytes"`
+	// OtherCores: CPU used by other processes in the window (noise).
+	OtherCores float64 `json:"other_cores"`
 }
 
 func (m *measured) itemsPerSec() float64 {
@@ -171,12 +173,24 @@ func (l load) run(ctx context.Context, o op) (*measured, error) {
 	mstart := time.Now()
 	measuring.Store(true)
 	lastWin, lastItems := mstart, uint64(0)
+	lastSys, lastSelf, lastCPU := sys0, self0, cpu0
 	window := func(now time.Time) {
 		items, _ := total()
 		rss, _, _ := l.Proc.Mem()
 		el := now.Sub(lastWin)
-		m.Windows = append(m.Windows, Window{End: ms(now.Sub(mstart)), ItemsPerS: float64(items-lastItems) / el.Seconds(), RSS: rss})
-		lastWin, lastItems = now, items
+		w := Window{End: ms(now.Sub(mstart)), ItemsPerS: float64(items-lastItems) / el.Seconds(), RSS: rss}
+		sys, self, cpu := systemBusy(), lastSelf, lastCPU
+		self, _ = Proc{}.CPU()
+		cpu, _ = l.Proc.CPU()
+		if sys > 0 && lastSys > 0 {
+			ours := self - lastSelf
+			if l.Proc.PID != 0 {
+				ours += cpu - lastCPU
+			}
+			w.OtherCores = max(sys-lastSys-ours, 0).Seconds() / el.Seconds()
+		}
+		m.Windows = append(m.Windows, w)
+		lastWin, lastItems, lastSys, lastSelf, lastCPU = now, items, sys, self, cpu
 	}
 	ok := wait(mstart.Add(l.Duration), "measure", mstart, func(now time.Time) {
 		if l.Interval > 0 && now.Sub(lastWin) >= l.Interval {

@@ -62,11 +62,11 @@ func (r *Result) WriteTable(out io.Writer) error {
 		}
 		fmt.Fprintf(&b, "\nbatch %d over time:\n", pt.Batch)
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "until s\titems/s\tRSS MiB\t")
+		fmt.Fprintln(tw, "until s\titems/s\tRSS MiB\tother cores\t")
 		lo, hi := pt.Windows[0].ItemsPerS, pt.Windows[0].ItemsPerS
 		rlo, rhi := pt.Windows[0].RSS, pt.Windows[0].RSS
 		for _, w := range pt.Windows {
-			fmt.Fprintf(tw, "%.1f\t%.0f\t%.1f\t\n", float64(w.End)/1000, w.ItemsPerS, float64(w.RSS)/(1<<20))
+			fmt.Fprintf(tw, "%.1f\t%.0f\t%.1f\t%.2f\t\n", float64(w.End)/1000, w.ItemsPerS, float64(w.RSS)/(1<<20), w.OtherCores)
 			lo, hi = min(lo, w.ItemsPerS), max(hi, w.ItemsPerS)
 			rlo, rhi = min(rlo, w.RSS), max(rhi, w.RSS)
 		}
