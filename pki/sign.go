@@ -4,10 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"slices"
 	"sort"
@@ -15,7 +21,6 @@ import (
 	"sync"
 
 	zx509 "github.com/zmap/zcrypto/x509"
-	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -34,6 +39,9 @@ type issuerRT struct {
 	// lintCert has the issuer's subject and key identifier and lintKey's public key.
 	lintCert *x509.Certificate
 	lintKey  crypto.Signer
+	// sigAlg is the issuer's signature algorithm, set on every template so
+	// that the linting copy's TBSCertificate is the real one's.
+	sigAlg x509.SignatureAlgorithm
 	// chain parsed, for name constraints.
 	chain []*x509.Certificate
 	// ocspCert/ocspSigner sign OCSP responses: the delegated responder, or the issuer itself.
@@ -92,14 +100,14 @@ func (s *Service) buildIssuer(ctx context.Context, rec *pb.Issuer, rev int64, ol
 	}
 	if old != nil && old.cert != nil && bytes.Equal(old.rec.Certificate, rec.Certificate) &&
 		bytes.Equal(old.rec.OcspCertificate, rec.OcspCertificate) {
-		rt.signer, rt.lintCert, rt.lintKey = old.signer, old.lintCert, old.lintKey
+		rt.signer, rt.lintCert, rt.lintKey, rt.sigAlg = old.signer, old.lintCert, old.lintKey, old.sigAlg
 		rt.ocspCert, rt.ocspSigner = old.ocspCert, old.ocspSigner
 		return rt, nil
 	}
 	if rt.signer, err = s.cfg.Keys.Signer(ctx, rec.KeyLabel); err != nil {
 		return nil, fmt.Errorf("pki: issuer %q: key %q: %w", rec.Name, rec.KeyLabel, err)
 	}
-	if rt.lintCert, rt.lintKey, err = makeLintIssuer(cert, rec.KeyType); err != nil {
+	if rt.lintCert, rt.lintKey, rt.sigAlg, err = makeLintIssuer(cert); err != nil {
 		return nil, fmt.Errorf("pki: issuer %q: linting copy: %w", rec.Name, err)
 	}
 	rt.ocspCert, rt.ocspSigner = cert, rt.signer
@@ -123,13 +131,21 @@ func (rt *issuerRT) constraintCAs() []*x509.Certificate {
 }
 
 // makeLintIssuer makes the linting copy of an issuer: a certificate with the
-// same subject, key identifier and validity, for a throwaway in-process key
-// of the same type, so that a certificate it signs has the same
-// TBSCertificate as one signed by the real issuer.
-func makeLintIssuer(real *x509.Certificate, kt string) (*x509.Certificate, crypto.Signer, error) {
-	key, err := generateKey(kt)
+// same subject, key identifier and validity, for a throwaway in-process key,
+// so that a certificate it signs with the issuer's signature algorithm
+// (signCert sets it explicitly) has the same TBSCertificate as one signed by
+// the real issuer. The throwaway key is the cheapest of the algorithm's
+// family (lintKeyFor), made once per process: the TBSCertificate does not
+// depend on it, only the signature of the linting copy, which zlint does not
+// check and which never leaves the process.
+func makeLintIssuer(real *x509.Certificate) (*x509.Certificate, crypto.Signer, x509.SignatureAlgorithm, error) {
+	alg, err := issuerSignatureAlgorithm(real.PublicKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
+	}
+	key, err := lintKeyFor(alg)
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -141,17 +157,64 @@ func makeLintIssuer(real *x509.Certificate, kt string) (*x509.Certificate, crypt
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 	}
-	der, err := x509.CreateCertificate(nil, tmpl, tmpl, key.Public(), key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	// The child's authority key identifier is taken from this field: keep the real one (even empty).
 	c.SubjectKeyId = real.SubjectKeyId
-	return c, key, nil
+	return c, key, alg, nil
+}
+
+// issuerSignatureAlgorithm is the algorithm Go's x509 signs with for an
+// issuer public key (the one certificates were signed with before it was
+// set explicitly).
+func issuerSignatureAlgorithm(pub crypto.PublicKey) (x509.SignatureAlgorithm, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return x509.ECDSAWithSHA256, nil
+		case elliptic.P384():
+			return x509.ECDSAWithSHA384, nil
+		case elliptic.P521():
+			return x509.ECDSAWithSHA512, nil
+		}
+	case *rsa.PublicKey:
+		return x509.SHA256WithRSA, nil
+	case ed25519.PublicKey:
+		return x509.PureEd25519, nil
+	}
+	return 0, fmt.Errorf("%w: issuer public key %T", ErrInvalid, pub)
+}
+
+// lintKeys holds one throwaway key per family (signature algorithm's public
+// key algorithm): ECDSA P-256 (it signs ecdsa-with-SHA384 as well as
+// SHA256, far faster than P-384), RSA-1024 (sha256WithRSAEncryption whatever
+// the modulus; several times cheaper to sign with than RSA-3072), Ed25519.
+var lintKeys struct {
+	once                 [3]sync.Once
+	ecdsa, rsa, ed       crypto.Signer
+	ecErr, rsaErr, edErr error
+}
+
+func lintKeyFor(alg x509.SignatureAlgorithm) (crypto.Signer, error) {
+	switch alg {
+	case x509.ECDSAWithSHA256, x509.ECDSAWithSHA384, x509.ECDSAWithSHA512:
+		lintKeys.once[0].Do(func() { lintKeys.ecdsa, lintKeys.ecErr = ecdsa.GenerateKey(elliptic.P256(), rand.Reader) })
+		return lintKeys.ecdsa, lintKeys.ecErr
+	case x509.SHA256WithRSA:
+		lintKeys.once[1].Do(func() { lintKeys.rsa, lintKeys.rsaErr = rsa.GenerateKey(rand.Reader, 1024) })
+		return lintKeys.rsa, lintKeys.rsaErr
+	case x509.PureEd25519:
+		lintKeys.once[2].Do(func() { _, lintKeys.ed, lintKeys.edErr = ed25519.GenerateKey(rand.Reader) })
+		return lintKeys.ed, lintKeys.edErr
+	}
+	return nil, fmt.Errorf("%w: no linting key for %s", ErrInvalid, alg)
 }
 
 // lintOptions selects the zlint lints.
@@ -164,12 +227,20 @@ func (o lintOptions) key() string {
 	return strings.Join(o.sources, ",") + "|" + strings.Join(o.exclude, ",")
 }
 
-var registries sync.Map // lintOptions.key() → lint.Registry
+var registries sync.Map // lintOptions.key() → *linter
 
-func (o lintOptions) registry() (lint.Registry, error) {
+// linter is a filtered zlint registry with its certificate lints and
+// configuration listed once: zlint.LintCertificateEx lists, sorts and maps
+// every lint name again for each certificate.
+type linter struct {
+	lints []*lint.CertificateLint
+	cfg   lint.Configuration
+}
+
+func (o lintOptions) registry() (*linter, error) {
 	k := o.key()
 	if r, ok := registries.Load(k); ok {
-		return r.(lint.Registry), nil
+		return r.(*linter), nil
 	}
 	var srcs lint.SourceList
 	for _, s := range o.sources {
@@ -186,11 +257,13 @@ func (o lintOptions) registry() (lint.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: lint filter: %v", ErrInvalid, err)
 	}
-	registries.Store(k, r)
-	return r, nil
+	l := &linter{lints: r.CertificateLints().Lints(), cfg: r.GetConfiguration()}
+	registries.Store(k, l)
+	return l, nil
 }
 
-// lintDER runs the selected lints; ErrLint naming each error or fatal finding.
+// lintDER runs the selected lints, each as zlint.LintCertificateEx runs it;
+// ErrLint naming each error or fatal finding.
 func lintDER(der []byte, o lintOptions) error {
 	reg, err := o.registry()
 	if err != nil {
@@ -200,10 +273,11 @@ func lintDER(der []byte, o lintOptions) error {
 	if err != nil {
 		return fmt.Errorf("%w: zlint cannot parse the certificate: %v", ErrLint, err)
 	}
-	rs := zlint.LintCertificateEx(c, reg)
 	var bad []string
-	for name, r := range rs.Results {
+	for _, l := range reg.lints {
+		r := l.Execute(c, reg.cfg)
 		if r.Status == lint.Error || r.Status == lint.Fatal {
+			name := l.Name
 			if r.Details != "" {
 				name += " (" + r.Details + ")"
 			}
@@ -218,11 +292,15 @@ func lintDER(der []byte, o lintOptions) error {
 }
 
 // signCert signs tmpl for pub with iss: first with the linting copy, which
-// zlint must pass, then with the HSM key; the two TBSCertificates must be equal.
+// zlint must pass; then the HSM key signs that same TBSCertificate, and the
+// real certificate's signature is checked with the issuer's public key (as
+// x509.CreateCertificate checks its own), so Go builds and encodes each
+// certificate once.
 func (s *Service) signCert(ctx context.Context, iss *issuerRT, tmpl *x509.Certificate, pub crypto.PublicKey, lo lintOptions) ([]byte, *x509.Certificate, error) {
 	if iss.cert == nil {
 		return nil, nil, fmt.Errorf("%w: %q is %s", ErrIssuerNotActive, iss.rec.Name, iss.rec.State)
 	}
+	tmpl.SignatureAlgorithm = iss.sigAlg
 	lintDERBytes, err := x509.CreateCertificate(s.cfg.Rand, tmpl, iss.lintCert, pub, iss.lintKey)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -230,28 +308,69 @@ func (s *Service) signCert(ctx context.Context, iss *issuerRT, tmpl *x509.Certif
 	if err := lintDER(lintDERBytes, lo); err != nil {
 		return nil, nil, err
 	}
-	der, err := x509.CreateCertificate(s.cfg.Rand, tmpl, iss.cert, pub, withContext(ctx, iss.signer))
+	tbs, sigAlg, ok := splitCertificate(lintDERBytes)
+	if !ok {
+		return nil, nil, errors.New("pki: cannot split the linted certificate")
+	}
+	sig, err := signTBS(withContext(ctx, iss.signer), s.cfg.Rand, iss.sigAlg, tbs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: sign with issuer %q: %w", iss.rec.Name, err)
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(tbs)
+		b.AddBytes(sigAlg)
+		b.AddASN1BitString(sig)
+	})
+	der, err := b.Bytes()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: encode certificate: %v", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: parse issued certificate: %v", err)
 	}
-	if lintTBS, ok := rawTBS(lintDERBytes); !ok || !bytes.Equal(lintTBS, cert.RawTBSCertificate) {
+	if !bytes.Equal(cert.RawTBSCertificate, tbs) || cert.SignatureAlgorithm != iss.sigAlg {
 		return nil, nil, errors.New("pki: signed certificate differs from the linted one")
+	}
+	if err := iss.cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
+		return nil, nil, fmt.Errorf("pki: signature of issuer %q over the certificate is invalid: %v", iss.rec.Name, err)
 	}
 	return der, cert, nil
 }
 
-// rawTBS returns the TBSCertificate element of a DER certificate.
-func rawTBS(der []byte) ([]byte, bool) {
-	in := cryptobyte.String(der)
-	var cert, tbs cryptobyte.String
-	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !cert.ReadASN1Element(&tbs, cbasn1.SEQUENCE) {
-		return nil, false
+// signTBS signs a TBSCertificate with signer the way x509.CreateCertificate
+// does for alg: the digest with the algorithm's hash, or the message itself
+// for Ed25519.
+func signTBS(signer crypto.Signer, rnd io.Reader, alg x509.SignatureAlgorithm, tbs []byte) ([]byte, error) {
+	var h crypto.Hash
+	switch alg {
+	case x509.ECDSAWithSHA256, x509.SHA256WithRSA:
+		h = crypto.SHA256
+	case x509.ECDSAWithSHA384, x509.SHA384WithRSA:
+		h = crypto.SHA384
+	case x509.ECDSAWithSHA512, x509.SHA512WithRSA:
+		h = crypto.SHA512
+	case x509.PureEd25519:
+		return signer.Sign(rnd, tbs, crypto.Hash(0))
+	default:
+		return nil, fmt.Errorf("unsupported signature algorithm %s", alg)
 	}
-	return tbs, true
+	d := h.New()
+	d.Write(tbs)
+	return signer.Sign(rnd, d.Sum(nil), h)
+}
+
+// splitCertificate returns the TBSCertificate and the signatureAlgorithm
+// elements of a DER certificate.
+func splitCertificate(der []byte) (tbs, sigAlg []byte, ok bool) {
+	in := cryptobyte.String(der)
+	var cert, t, a cryptobyte.String
+	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !in.Empty() ||
+		!cert.ReadASN1Element(&t, cbasn1.SEQUENCE) || !cert.ReadASN1Element(&a, cbasn1.SEQUENCE) {
+		return nil, nil, false
+	}
+	return t, a, true
 }
 
 // randomSerial returns a positive random 128-bit serial number.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,5 +107,108 @@ func TestSlowWatcherIsCutOff(t *testing.T) {
 	}
 	if ev := <-fresh; ev.Key != "k9" || ev.Revision != rev {
 		t.Fatalf("fresh watcher: got {%q %d}, want {%q %d}", ev.Key, ev.Revision, "k9", rev)
+	}
+}
+
+// TestConcurrentPutsGroupCommit: concurrent Puts share commits (DB.Batch),
+// some of them losing compare-and-swap races inside a batch; every winner
+// gets a distinct revision, the losers ErrConflict and nothing else, and
+// watchers see every committed change once, in increasing revision order
+// with no gap, each published before its Put returned.
+func TestConcurrentPutsGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	const writers, perWriter = 16, 40
+	s := open(t, filepath.Join(t.TempDir(), "store.db"), bbolt.Options{WatchBuffer: 4 * writers * perWriter})
+	base, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatalf("Revision: %v", err)
+	}
+	all, err := s.Watch(ctx, "")
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	own, err := s.Watch(ctx, "own/")
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	var (
+		mu       sync.Mutex
+		revs     = map[int64]string{} // revision -> key
+		winners  = map[string]int{}   // shared key -> winners
+		wg       sync.WaitGroup
+		failures = make(chan error, writers*perWriter*2)
+	)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				key := fmt.Sprintf("own/%02d/%03d", w, i)
+				rev, err := s.Put(ctx, key, []byte(key), keystore.MustNotExist)
+				if err != nil {
+					failures <- fmt.Errorf("Put(%q): %v", key, err)
+					return
+				}
+				mu.Lock()
+				revs[rev] = key
+				mu.Unlock()
+				// Every writer races for the same shared key: one wins.
+				shared := fmt.Sprintf("shared/%03d", i)
+				rev, err = s.Put(ctx, shared, []byte(key), keystore.MustNotExist)
+				switch {
+				case errors.Is(err, keystore.ErrConflict):
+				case err != nil:
+					failures <- fmt.Errorf("Put(%q): got %v, want success or ErrConflict", shared, err)
+					return
+				default:
+					mu.Lock()
+					revs[rev] = shared
+					winners[shared]++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(failures)
+	for err := range failures {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	for i := range perWriter {
+		if n := winners[fmt.Sprintf("shared/%03d", i)]; n != 1 {
+			t.Errorf("shared/%03d: got %d winners, want 1", i, n)
+		}
+	}
+	want := writers*perWriter + perWriter
+	if len(revs) != want {
+		t.Fatalf("distinct revisions: got %d, want %d", len(revs), want)
+	}
+	// Each Put returned after its event was published: all are buffered.
+	if n := len(all); n != want {
+		t.Fatalf("events buffered when the last Put returned: got %d, want %d", n, want)
+	}
+	for i := range want {
+		ev := <-all
+		if wantRev := base + 1 + int64(i); ev.Revision != wantRev || ev.Key != revs[ev.Revision] {
+			t.Fatalf("event %d: got {%q %d}, want {%q %d}", i, ev.Key, ev.Revision, revs[wantRev], wantRev)
+		}
+	}
+	var last int64
+	for i := range writers * perWriter {
+		ev := <-own
+		if ev.Revision <= last || revs[ev.Revision] != ev.Key {
+			t.Fatalf("own/ event %d: got {%q %d} after revision %d", i, ev.Key, ev.Revision, last)
+		}
+		last = ev.Revision
+	}
+	if n := len(own); n != 0 {
+		t.Fatalf("own/ watcher: %d extra events", n)
+	}
+	got, err := s.Revision(ctx)
+	if err != nil || got != base+int64(want) {
+		t.Fatalf("Revision: got %d, %v, want %d", got, err, base+int64(want))
 	}
 }

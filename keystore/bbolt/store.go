@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -65,13 +66,20 @@ type Store struct {
 	path   string
 	closed atomic.Bool
 
-	// writeMu serialises writes with the publication of their events and
-	// with watcher registration, so events reach watchers in revision order.
-	// It is a channel so that waiting for it can honour ctx.
-	writeMu chan struct{}
+	// qmu guards the group commit: writes that arrive while a commit is in
+	// progress queue up and share the next one (see groupUpdate).
+	qmu        sync.Mutex
+	queue      []*groupCall
+	committing bool
 
-	mu       sync.Mutex // guards watchers
-	watchers map[*watcher]struct{}
+	// mu guards watchers and the publication sequence: committed events
+	// wait in pending until every lower revision is published, so watchers
+	// see them in revision order whatever order their writers return in.
+	mu        sync.Mutex
+	published *sync.Cond // on mu: next moved
+	next      int64      // revision of the next event to publish
+	pending   map[int64]keystore.Event
+	watchers  map[*watcher]struct{}
 }
 
 var _ keystore.Store = (*Store)(nil)
@@ -81,6 +89,7 @@ type watcher struct {
 	ch     chan keystore.Event
 	done   chan struct{} // closed with ch, ends the goroutine that waits for ctx
 	closed bool          // guarded by Store.mu
+	after  int64         // the store's revision at registration: older events are not its
 }
 
 // Open opens (creating if needed) the store file at path. If another process
@@ -107,13 +116,21 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("keystore/bbolt: init %s: %w", path, err)
 	}
-	return &Store{
+	s := &Store{
 		db:       db,
 		opts:     opts,
 		path:     path,
-		writeMu:  make(chan struct{}, 1),
+		pending:  make(map[int64]keystore.Event),
 		watchers: make(map[*watcher]struct{}),
-	}, nil
+	}
+	s.published = sync.NewCond(&s.mu)
+	rev, err := s.Revision(context.Background())
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.next = rev + 1
+	return s, nil
 }
 
 // Backend returns "bbolt".
@@ -279,18 +296,21 @@ func compare(key string, cur []byte, expect int64, deleting bool) error {
 	return nil
 }
 
-// write runs fn in one Update transaction and, after the commit, publishes
-// the event fn returned, all under writeMu.
+// write runs fn in a bbolt transaction shared with concurrent writes (group
+// commit, see groupUpdate) and publishes the event fn returned once it is
+// committed and every lower revision is published.
+//
+// fn may run several times (see groupUpdate): it recomputes everything from
+// tx, and its compare-and-swap failure is its own error, so that only its
+// caller fails. Revisions are taken inside the transaction, so those of a
+// commit follow on from the previous commit with no gap, and each committed
+// event is published exactly once.
 func (s *Store) write(ctx context.Context, op string, fn func(tx *bolt.Tx) (keystore.Event, error)) error {
 	if err := s.check(ctx, op); err != nil {
 		return err
 	}
-	if err := s.lockWrite(ctx, op); err != nil {
-		return err
-	}
-	defer s.unlockWrite()
 	var ev keystore.Event
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.groupUpdate(func(tx *bolt.Tx) error {
 		var err error
 		ev, err = fn(tx)
 		return err
@@ -301,20 +321,105 @@ func (s *Store) write(ctx context.Context, op string, fn func(tx *bolt.Tx) (keys
 		}
 		return wrapErr(op, err)
 	}
-	s.publish(ev)
+	s.publishInOrder(ev)
 	return nil
 }
 
-func (s *Store) lockWrite(ctx context.Context, op string) error {
-	select {
-	case s.writeMu <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("keystore/bbolt: %s: %w", op, ctx.Err())
+// groupCall is one write waiting for a group commit.
+type groupCall struct {
+	fn   func(*bolt.Tx) error
+	done chan error // its result, or errLead
+}
+
+// errLead tells a queued write that it leads the next commit.
+var errLead = errors.New("lead the next group commit")
+
+// groupUpdate runs fn in an Update transaction shared with the writes that
+// queued while the previous commit was in progress: one fsync for all of
+// them. A write that finds no commit in progress commits at once (no delay,
+// unlike bbolt's timer-driven DB.Batch, which the same semantics follow).
+// The first queued write leads the next commit, so no caller commits for
+// others for longer than its own commit.
+//
+// As in DB.Batch, the functions of a group run one after another in one
+// transaction; when one fails, the transaction is rolled back, that one runs
+// again alone (and gets its own result) and the rest run again together. So
+// fn must be idempotent, and its error is its caller's alone.
+func (s *Store) groupUpdate(fn func(*bolt.Tx) error) error {
+	c := &groupCall{fn: fn, done: make(chan error, 1)}
+	s.qmu.Lock()
+	s.queue = append(s.queue, c)
+	if s.committing {
+		s.qmu.Unlock()
+		if err := <-c.done; !errors.Is(err, errLead) {
+			return err
+		}
+		s.qmu.Lock()
+	}
+	s.committing = true
+	group := s.queue
+	s.queue = nil
+	s.qmu.Unlock()
+
+	s.commitGroup(group)
+
+	s.qmu.Lock()
+	if len(s.queue) > 0 {
+		s.queue[0].done <- errLead
+	} else {
+		s.committing = false
+	}
+	s.qmu.Unlock()
+	return <-c.done
+}
+
+// commitGroup commits calls in as few transactions as their failures allow
+// and hands each its result.
+func (s *Store) commitGroup(calls []*groupCall) {
+	for len(calls) > 0 {
+		failed := -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for i, c := range calls {
+				if err := c.fn(tx); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, c := range calls {
+				c.done <- err
+			}
+			return
+		}
+		c := calls[failed]
+		calls = slices.Delete(calls, failed, failed+1)
+		c.done <- s.db.Update(c.fn)
 	}
 }
 
-func (s *Store) unlockWrite() { <-s.writeMu }
+// publishInOrder queues the committed ev, publishes every queued event
+// whose turn has come, and returns once ev itself is published: a change
+// whose write has returned is never delivered to a later watcher.
+func (s *Store) publishInOrder(ev keystore.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending[ev.Revision] = ev
+	for {
+		e, ok := s.pending[s.next]
+		if !ok {
+			break
+		}
+		delete(s.pending, s.next)
+		s.publishLocked(e)
+		s.next++
+		s.published.Broadcast()
+	}
+	for s.next <= ev.Revision {
+		s.published.Wait() // a lower revision committed and is on its way
+	}
+}
 
 func nextRevision(tx *bolt.Tx) (int64, error) {
 	m := tx.Bucket(bucketMeta)
@@ -381,16 +486,21 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 	if err := s.check(ctx, "watch"); err != nil {
 		return nil, err
 	}
-	if err := s.lockWrite(ctx, "watch"); err != nil {
-		return nil, err
-	}
-	defer s.unlockWrite()
 	w := &watcher{prefix: prefix, ch: make(chan keystore.Event, s.opts.WatchBuffer), done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("keystore/bbolt: watch: store closed: %w", keystore.ErrUnavailable)
 	}
+	// Events up to the committed revision that are not published yet are
+	// still pending: they predate this call and are skipped. Later ones
+	// cannot be published before s.mu is released.
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	w.after = rev
 	s.watchers[w] = struct{}{}
 	s.mu.Unlock()
 	go func() {
@@ -414,13 +524,11 @@ func (s *Store) dropLocked(w *watcher) {
 	}
 }
 
-// publish hands ev to every matching watcher without blocking; a watcher
-// whose buffer is full is cut off.
-func (s *Store) publish(ev keystore.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// publishLocked hands ev to every matching watcher without blocking; a
+// watcher whose buffer is full is cut off. s.mu is held.
+func (s *Store) publishLocked(ev keystore.Event) {
 	for w := range s.watchers {
-		if !strings.HasPrefix(ev.Key, w.prefix) {
+		if ev.Revision <= w.after || !strings.HasPrefix(ev.Key, w.prefix) {
 			continue
 		}
 		e := ev
