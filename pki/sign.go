@@ -21,6 +21,7 @@ import (
 	"sync"
 
 	zx509 "github.com/zmap/zcrypto/x509"
+	_ "github.com/zmap/zlint/v3" // registers every lint in lint.GlobalRegistry
 	"github.com/zmap/zlint/v3/lint"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -258,6 +259,9 @@ func (o lintOptions) registry() (*linter, error) {
 		return nil, fmt.Errorf("%w: lint filter: %v", ErrInvalid, err)
 	}
 	l := &linter{lints: r.CertificateLints().Lints(), cfg: r.GetConfiguration()}
+	if len(l.lints) == 0 { // never lint with nothing (e.g. the lints not linked in)
+		return nil, fmt.Errorf("%w: no lint selected by sources %v", ErrInvalid, o.sources)
+	}
 	registries.Store(k, l)
 	return l, nil
 }
