@@ -175,6 +175,13 @@ func (b boundSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([
 
 // newSSHSigner wraps a crypto.Signer for certificate signing with one algorithm.
 func newSSHSigner(cs crypto.Signer, rsaAlg string) (ssh.MultiAlgorithmSigner, error) {
+	if pk, ok := cs.Public().(*ecdsa.PublicKey); ok {
+		es, err := newECDSASigner(cs, pk)
+		if err != nil {
+			return nil, err
+		}
+		return ssh.NewSignerWithAlgorithms(es, []string{es.PublicKey().Type()})
+	}
 	s, err := ssh.NewSignerFromSigner(cs)
 	if err != nil {
 		return nil, err

@@ -58,10 +58,11 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 			return nil, err
 		}
 	}
-	if err := e.signAll(ctx, iss.signer, certs); err != nil {
+	lines, err := e.signAll(ctx, iss.signer, certs)
+	if err != nil {
 		return nil, fmt.Errorf("sshca: sign with CA %q version %d: %w", iss.ca.GetName(), iss.key.GetVersion(), err)
 	}
-	if err := e.record(ctx, iss, caller, now, certs, results); err != nil {
+	if err := e.record(ctx, iss, caller, now, certs, lines, results); err != nil {
 		return nil, err
 	}
 	return results, nil
@@ -105,15 +106,22 @@ func (e *Engine) issuerFor(ctx context.Context, ct pb.SSHCertType, roleName stri
 
 // record fills the results of the signed certificates and writes one
 // issuance record for them; nothing is returned to the caller if it fails.
-func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now time.Time, certs []*ssh.Certificate, results []*pb.SSHSignResult) error {
-	batch := &pb.SSHIssuedBatch{}
+func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now time.Time, certs []*ssh.Certificate, lines []string, results []*pb.SSHSignResult) error {
+	n := 0
+	for _, c := range certs {
+		if c != nil {
+			n++
+		}
+	}
+	batch := &pb.SSHIssuedBatch{Certs: make([]*pb.SSHIssuedCert, 0, n)}
 	caBlob := iss.signer.PublicKey().Marshal()
+	issueTime := timestamppb.New(now)
 	for i, c := range certs {
 		if c == nil {
 			continue
 		}
 		r := results[i]
-		r.Certificate = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(c)))
+		r.Certificate = lines[i]
 		r.Serial, r.KeyId, r.Principals = c.Serial, c.KeyId, c.ValidPrincipals
 		r.ValidAfter = timestamppb.New(time.Unix(int64(c.ValidAfter), 0))
 		r.ValidBefore = timestamppb.New(time.Unix(int64(c.ValidBefore), 0))
@@ -123,7 +131,7 @@ func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now tim
 			KeyId: c.KeyId, Principals: c.ValidPrincipals, CertType: iss.role.GetCertType(),
 			ValidAfter: r.ValidAfter, ValidBefore: r.ValidBefore,
 			PublicKeyFingerprint: ssh.FingerprintSHA256(c.Key), Role: iss.role.GetName(),
-			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
+			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: issueTime,
 		})
 	}
 	if len(batch.Certs) == 0 {
@@ -175,35 +183,44 @@ func randomSerial(r io.Reader) (uint64, error) {
 	}
 }
 
-// signAll signs the non-nil certificates, at most e.conc at a time.
-func (e *Engine) signAll(ctx context.Context, signer ssh.Signer, certs []*ssh.Certificate) error {
+// signAll signs the non-nil certificates, at most e.conc at a time, and
+// returns their authorized_keys lines by index.
+func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, certs []*ssh.Certificate) ([]string, error) {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		ferr error
 	)
+	lines := make([]string, len(certs))
 	sem := make(chan struct{}, e.conc)
-	for _, c := range certs {
+	for i, c := range certs {
 		if c == nil {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			wg.Wait()
+			return nil, err
 		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := c.SignCert(e.rand, signer); err != nil {
+			line, err := signCert(e.rand, signer, c)
+			if err != nil {
 				mu.Lock()
 				ferr = err
 				mu.Unlock()
+				return
 			}
+			lines[i] = line
 		}()
 	}
 	wg.Wait()
-	return ferr
+	if ferr != nil {
+		return nil, ferr
+	}
+	return lines, nil
 }
 
 // policy applies one role for one caller.
