@@ -58,7 +58,7 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 			return nil, err
 		}
 	}
-	lines, err := e.signAll(ctx, iss.signer, certs)
+	lines, err := e.signAll(ctx, iss.signer, iss.signer.PublicKey().Marshal(), certs)
 	if err != nil {
 		return nil, fmt.Errorf("sshca: sign with CA %q version %d: %w", iss.ca.GetName(), iss.key.GetVersion(), err)
 	}
@@ -185,7 +185,7 @@ func randomSerial(r io.Reader) (uint64, error) {
 
 // signAll signs the non-nil certificates, at most e.conc at a time, and
 // returns their authorized_keys lines by index.
-func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, certs []*ssh.Certificate) ([]string, error) {
+func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, caBlob []byte, certs []*ssh.Certificate) ([]string, error) {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -206,7 +206,7 @@ func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, c
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			line, err := signCert(e.rand, signer, c)
+			line, err := signCert(e.rand, signer, caBlob, c)
 			if err != nil {
 				mu.Lock()
 				ferr = err

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -121,45 +123,95 @@ func appendMpint(out, mag []byte) []byte {
 	return append(out, mag...)
 }
 
-// capturingSigner remembers the bytes a certificate signature covers, so
-// that the signed certificate's wire form is those bytes plus the signature,
-// not a second ssh.Certificate.Marshal.
-type capturingSigner struct {
-	ssh.MultiAlgorithmSigner
-	tbs []byte
-}
-
-func (c *capturingSigner) SignWithAlgorithm(rand io.Reader, data []byte, alg string) (*ssh.Signature, error) {
-	sig, err := c.MultiAlgorithmSigner.SignWithAlgorithm(rand, data, alg)
-	if err == nil {
-		c.tbs = data
+// signCert signs c with signer, whose public key in wire form is caBlob, and
+// returns the certificate's authorized_keys line without the trailing
+// newline. It does what ssh.Certificate.SignCert does for a
+// MultiAlgorithmSigner (nonce, signature key, the signer's first algorithm)
+// and then ssh.MarshalAuthorizedKey, but marshals the certificate once,
+// without reflection: the wire form is the signed bytes plus the signature.
+func signCert(rand io.Reader, signer ssh.MultiAlgorithmSigner, caBlob []byte, c *ssh.Certificate) (string, error) {
+	algs := signer.Algorithms()
+	if len(algs) == 0 {
+		return "", errors.New("sshca: the CA signer has no signature algorithm")
 	}
-	return sig, err
-}
-
-// signCert signs c with signer and returns its authorized_keys line
-// (without the trailing newline), what ssh.MarshalAuthorizedKey gives.
-func signCert(rand io.Reader, signer ssh.MultiAlgorithmSigner, c *ssh.Certificate) (string, error) {
-	cs := &capturingSigner{MultiAlgorithmSigner: signer}
-	if err := c.SignCert(rand, cs); err != nil {
+	pub := signer.PublicKey()
+	if _, ok := pub.(*ssh.Certificate); ok {
+		return "", errors.New("sshca: a certificate cannot sign certificates")
+	}
+	c.Nonce = make([]byte, 32)
+	if _, err := io.ReadFull(rand, c.Nonce); err != nil {
+		return "", fmt.Errorf("sshca: nonce: %w", err)
+	}
+	c.SignatureKey = pub
+	tbs := marshalTBS(c, caBlob)
+	sig, err := signer.SignWithAlgorithm(rand, tbs, algs[0])
+	if err != nil {
 		return "", err
 	}
-	if cs.tbs == nil || c.Signature == nil {
-		return authorizedKeyLine(c.Type(), c.Marshal()), nil
-	}
-	// The wire form is the signed bytes followed by the signature as an SSH
-	// string (ssh.Certificate.Marshal; bytesForSigning drops that string).
-	sig := c.Signature
+	c.Signature = sig
 	sigLen := 4 + len(sig.Format) + 4 + len(sig.Blob) + len(sig.Rest)
-	wire := make([]byte, 0, len(cs.tbs)+4+sigLen)
-	wire = append(wire, cs.tbs...)
+	wire := make([]byte, 0, len(tbs)+4+sigLen)
+	wire = append(wire, tbs...)
 	wire = binary.BigEndian.AppendUint32(wire, uint32(sigLen))
-	wire = binary.BigEndian.AppendUint32(wire, uint32(len(sig.Format)))
-	wire = append(wire, sig.Format...)
-	wire = binary.BigEndian.AppendUint32(wire, uint32(len(sig.Blob)))
-	wire = append(wire, sig.Blob...)
+	wire = appendString(wire, sig.Format)
+	wire = appendString(wire, string(sig.Blob))
 	wire = append(wire, sig.Rest...)
 	return authorizedKeyLine(c.Type(), wire), nil
+}
+
+// marshalTBS is the part of c a CA signs (PROTOCOL.certkeys): everything up
+// to, without, the signature; what ssh.Certificate.Marshal writes before it.
+func marshalTBS(c *ssh.Certificate, caBlob []byte) []byte {
+	key := c.Key.Marshal()
+	keyRest := key[4+binary.BigEndian.Uint32(key):] // drop the key type name
+	b := make([]byte, 0, 256+len(key)+len(caBlob)+len(c.KeyId))
+	b = appendString(b, c.Type())
+	b = appendString(b, string(c.Nonce))
+	b = append(b, keyRest...)
+	b = binary.BigEndian.AppendUint64(b, c.Serial)
+	b = binary.BigEndian.AppendUint32(b, c.CertType)
+	b = appendString(b, c.KeyId)
+	b = appendLengthPrefixed(b, func(b []byte) []byte {
+		for _, p := range c.ValidPrincipals {
+			b = appendString(b, p)
+		}
+		return b
+	})
+	b = binary.BigEndian.AppendUint64(b, c.ValidAfter)
+	b = binary.BigEndian.AppendUint64(b, c.ValidBefore)
+	b = appendLengthPrefixed(b, func(b []byte) []byte { return appendTuples(b, c.CriticalOptions) })
+	b = appendLengthPrefixed(b, func(b []byte) []byte { return appendTuples(b, c.Extensions) })
+	b = appendString(b, string(c.Reserved))
+	return appendString(b, string(caBlob))
+}
+
+// appendTuples writes options or extensions sorted by name; a non-empty
+// value is a string inside a string, an empty one an empty string.
+func appendTuples(b []byte, m map[string]string) []byte {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		b = appendString(b, k)
+		if v := m[k]; v != "" {
+			b = binary.BigEndian.AppendUint32(b, uint32(4+len(v)))
+			b = appendString(b, v)
+		} else {
+			b = binary.BigEndian.AppendUint32(b, 0)
+		}
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+// appendLengthPrefixed appends what f writes as an SSH string.
+func appendLengthPrefixed(b []byte, f func([]byte) []byte) []byte {
+	at := len(b)
+	b = append(b, 0, 0, 0, 0)
+	b = f(b)
+	binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at-4))
+	return b
 }
 
 // authorizedKeyLine formats "TYPE BASE64" in one allocation.

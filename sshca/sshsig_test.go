@@ -52,10 +52,13 @@ func TestSignCertWire(t *testing.T) {
 			for range 50 { // ECDSA: r and s with and without a high bit
 				c := &ssh.Certificate{
 					Key: subjPub, Serial: 7, CertType: ssh.UserCert, KeyId: "k",
-					ValidPrincipals: []string{"alice"}, ValidAfter: 1, ValidBefore: 1 << 40,
-					Permissions: ssh.Permissions{Extensions: map[string]string{"permit-pty": ""}},
+					ValidPrincipals: []string{"alice", "bob"}, ValidAfter: 1, ValidBefore: 1 << 40,
+					Permissions: ssh.Permissions{
+						Extensions:      map[string]string{"permit-pty": "", "permit-X11-forwarding": "", "z-custom@example.com": "v"},
+						CriticalOptions: map[string]string{"source-address": "10.0.0.0/8", "force-command": "/bin/true", "verify-required": ""},
+					},
 				}
-				line, err := signCert(rand.Reader, signer, c)
+				line, err := signCert(rand.Reader, signer, signer.PublicKey().Marshal(), c)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -67,7 +70,7 @@ func TestSignCertWire(t *testing.T) {
 					t.Fatal(err)
 				}
 				pc := pub.(*ssh.Certificate)
-				checker := ssh.CertChecker{IsUserAuthority: func(k ssh.PublicKey) bool { return string(k.Marshal()) == string(signer.PublicKey().Marshal()) }}
+				checker := ssh.CertChecker{SupportedCriticalOptions: []string{"force-command", "source-address", "verify-required"}, IsUserAuthority: func(k ssh.PublicKey) bool { return string(k.Marshal()) == string(signer.PublicKey().Marshal()) }}
 				if err := checker.CheckCert("alice", pc); err != nil {
 					t.Fatalf("got %v, want a valid certificate", err)
 				}
