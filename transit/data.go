@@ -256,25 +256,35 @@ func (e *Engine) randomNonces(n, ns int) ([]byte, error) {
 	return b, nil
 }
 
+// encryptSetup resolves an encryption key, picks and counts the version for
+// n items and reads their random nonces.
+func (e *Engine) encryptSetup(ctx context.Context, name string, want uint32, n int) (*keyState, *version, []byte, error) {
+	st, err := e.aeadState(ctx, name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	st, v, err := e.encryptVersion(ctx, st, want, n)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nonces, err := e.randomNonces(n, st.ti.nonceSize)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return st, v, nonces, nil
+}
+
 // Encrypt seals every item with the latest version (or req.KeyVersion).
 // Per-item errors (missing context) are in the results; an error return
 // fails the whole call (unknown key, wrong type, version not allowed, HSM
 // or store fault).
 func (e *Engine) Encrypt(ctx context.Context, req *pb.EncryptRequest) (*pb.EncryptResponse, error) {
-	st, err := e.aeadState(ctx, req.GetName())
-	if err != nil {
-		return nil, err
-	}
 	items := req.GetItems()
-	st, v, err := e.encryptVersion(ctx, st, req.GetKeyVersion(), len(items))
+	st, v, nonces, err := e.encryptSetup(ctx, req.GetName(), req.GetKeyVersion(), len(items))
 	if err != nil {
 		return nil, err
 	}
 	ns := st.ti.nonceSize
-	nonces, err := e.randomNonces(len(items), ns)
-	if err != nil {
-		return nil, err
-	}
 	hl := headerLen(v.n)
 	offs := make([]int, len(items)+1)
 	for i, it := range items {
@@ -367,20 +377,21 @@ func (e *Engine) Decrypt(ctx context.Context, req *pb.DecryptRequest) (*pb.Decry
 // Rewrap decrypts every item and encrypts it again with the latest (or
 // req.KeyVersion) version, keeping its AAD and context.
 func (e *Engine) Rewrap(ctx context.Context, req *pb.RewrapRequest) (*pb.RewrapResponse, error) {
-	st, err := e.aeadState(ctx, req.GetName())
-	if err != nil {
-		return nil, err
-	}
 	items := req.GetItems()
-	st, v, err := e.encryptVersion(ctx, st, req.GetKeyVersion(), len(items))
+	st, v, nonces, err := e.encryptSetup(ctx, req.GetName(), req.GetKeyVersion(), len(items))
 	if err != nil {
 		return nil, err
 	}
 	ns := st.ti.nonceSize
-	nonces, err := e.randomNonces(len(items), ns)
-	if err != nil {
-		return nil, err
+	// One slab for all new ciphertexts: a valid old ciphertext holds at
+	// least a 2-byte header, nonce and tag around the plaintext, so
+	// headerLen(v.n)+len(ct) bounds the new one.
+	hl := headerLen(v.n)
+	offs := make([]int, len(items)+1)
+	for i, it := range items {
+		offs[i+1] = offs[i] + hl + len(it.GetCiphertext())
 	}
+	slab := make([]byte, offs[len(items)])
 	res := make([]pb.RewrapResult, len(items))
 	out := make([]*pb.RewrapResult, len(items))
 	var f faults
@@ -393,7 +404,7 @@ func (e *Engine) Rewrap(ctx context.Context, req *pb.RewrapRequest) (*pb.RewrapR
 			pt, _, err := st.open(ctx, pbuf[:0], it.GetCiphertext(), it.GetAssociatedData(), it.GetContext())
 			if err == nil {
 				pbuf = pt
-				dst := make([]byte, 0, headerLen(v.n)+ns+len(pt)+tagSize)
+				dst := slab[offs[i]:offs[i]:offs[i+1]]
 				var ct []byte
 				ct, err = st.sealTo(ctx, dst, v, nonces[i*ns:(i+1)*ns], pt, it.GetAssociatedData(), it.GetContext())
 				r.Ciphertext, r.KeyVersion = ct, v.n
@@ -444,6 +455,8 @@ func (e *Engine) GenerateDataKey(ctx context.Context, req *pb.GenerateDataKeyReq
 	if err != nil {
 		return nil, err
 	}
+	clen := headerLen(v.n) + ns + size + tagSize
+	slab := make([]byte, len(items)*clen)
 	res := make([]pb.DataKeyResult, len(items))
 	out := make([]*pb.DataKeyResult, len(items))
 	var f faults
@@ -453,7 +466,7 @@ func (e *Engine) GenerateDataKey(ctx context.Context, req *pb.GenerateDataKeyReq
 			out[i] = r
 			r.Reference = it.GetReference()
 			pt := keys[i*size : (i+1)*size : (i+1)*size]
-			dst := make([]byte, 0, headerLen(v.n)+ns+size+tagSize)
+			dst := slab[i*clen : i*clen : (i+1)*clen]
 			ct, err := st.sealTo(ctx, dst, v, nonces[i*ns:(i+1)*ns], pt, it.GetAssociatedData(), it.GetContext())
 			if err != nil {
 				if itemStatus(err, &f) {
