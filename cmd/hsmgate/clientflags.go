@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,3 +51,16 @@ func (f *clientFlags) config() client.Config {
 
 // dial connects with the merged configuration.
 func (f *clientFlags) dial() (*grpc.ClientConn, error) { return client.Dial(f.config()) }
+
+// call dials with the merged configuration, makes a client of the
+// connection with newClient and runs fn with a context bounded by --timeout.
+func call[C any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) error) error {
+	cc, err := f.dial()
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+	defer cancel()
+	return fn(ctx, newClient(cc))
+}

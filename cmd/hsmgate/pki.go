@@ -44,14 +44,7 @@ func newPKICmd() *cobra.Command {
 
 // pkiCall dials with the client flags and runs fn with a deadline.
 func pkiCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.PKIServiceClient) error) error {
-	cc, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-	defer cancel()
-	return fn(ctx, hsmgatev1.NewPKIServiceClient(cc))
+	return call(cmd, cf, hsmgatev1.NewPKIServiceClient, fn)
 }
 
 func pkiPrintJSON(w io.Writer, m proto.Message) error {

@@ -39,14 +39,7 @@ A policy file (YAML or JSON):
 
 // authCall dials with the client flags and runs fn against AuthService.
 func authCall(cmd *cobra.Command, cf *clientFlags, fn func(context.Context, hsmgatev1.AuthServiceClient) error) error {
-	cc, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-	defer cancel()
-	return fn(ctx, hsmgatev1.NewAuthServiceClient(cc))
+	return call(cmd, cf, hsmgatev1.NewAuthServiceClient, fn)
 }
 
 func newPolicyWriteCmd(g *globals) *cobra.Command {

@@ -41,14 +41,7 @@ func newSSHCmd() *cobra.Command {
 
 // sshCall dials with the client flags and runs fn with a deadline.
 func sshCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error) error {
-	cc, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-	defer cancel()
-	return fn(ctx, hsmgatev1.NewSSHCAServiceClient(cc))
+	return call(cmd, cf, hsmgatev1.NewSSHCAServiceClient, fn)
 }
 
 // signOptions are the flags of the sign verbs.

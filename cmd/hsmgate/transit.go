@@ -55,14 +55,7 @@ Errors print the server's status (code and message) and exit non-zero.`,
 
 // transitCall dials with the client flags and runs fn with a deadline.
 func transitCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.TransitServiceClient) error) error {
-	cc, err := cf.dial()
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-	defer cancel()
-	return fn(ctx, hsmgatev1.NewTransitServiceClient(cc))
+	return call(cmd, cf, hsmgatev1.NewTransitServiceClient, fn)
 }
 
 // transitRPCError names the verb and the status code and message of a failed call.
