@@ -207,16 +207,22 @@ func (st *keyState) open(ctx context.Context, dst, ct, aad, kctx []byte) ([]byte
 	}
 }
 
-// aeadState returns the snapshot of an encryption key.
-func (e *Engine) aeadState(ctx context.Context, name string) (*keyState, error) {
+// kindState returns the snapshot of a key of the given kind; what names
+// the kind in the error ("an encryption key").
+func (e *Engine) kindState(ctx context.Context, name string, kind keyKind, what string) (*keyState, error) {
 	st, err := e.state(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	if st.ti.kind != kindAEAD {
-		return nil, fmt.Errorf("%w: %q is %s, not an encryption key", ErrWrongKeyType, name, st.ti.name)
+	if st.ti.kind != kind {
+		return nil, fmt.Errorf("%w: %q is %s, not %s", ErrWrongKeyType, name, st.ti.name, what)
 	}
 	return st, nil
+}
+
+// aeadState returns the snapshot of an encryption key.
+func (e *Engine) aeadState(ctx context.Context, name string) (*keyState, error) {
+	return e.kindState(ctx, name, kindAEAD, "an encryption key")
 }
 
 // maxUsageRotations bounds how many usage rotations one call may go

@@ -184,14 +184,7 @@ func (e *Engine) VerifySignature(ctx context.Context, req *pb.VerifySignatureReq
 }
 
 func (e *Engine) hmacState(ctx context.Context, name string) (*keyState, error) {
-	st, err := e.state(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if st.ti.kind != kindHMAC {
-		return nil, fmt.Errorf("%w: %q is %s, not an hmac key", ErrWrongKeyType, name, st.ti.name)
-	}
-	return st, nil
+	return e.kindState(ctx, name, kindHMAC, "an hmac key")
 }
 
 // ComputeHmac MACs every item with the latest (or req.KeyVersion) version.
