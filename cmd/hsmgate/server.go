@@ -39,6 +39,20 @@ func (f *serverFlags) load() (*config.Config, error) {
 	})
 }
 
+// loadWithLogger loads the configuration (a failure is a usage error) and
+// makes the logger it configures.
+func (f *serverFlags) loadWithLogger(g *globals) (*config.Config, *slog.Logger, error) {
+	c, err := f.load()
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	log, err := g.logger(c.Log.Level, c.Log.Format)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, log, nil
+}
+
 func newServerCmd(g *globals) *cobra.Command {
 	f := &serverFlags{}
 	cmd := &cobra.Command{
@@ -56,11 +70,7 @@ in-flight calls get shutdown.timeout to finish.`,
 		Example: `  HSMGATE_HSM_PIN=$(cat /run/secrets/pin) hsmgate server --config /etc/hsmgate/hsmgate.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.load()
-			if err != nil {
-				return usageError{err}
-			}
-			log, err := g.logger(c.Log.Level, c.Log.Format)
+			c, log, err := f.loadWithLogger(g)
 			if err != nil {
 				return err
 			}
@@ -83,11 +93,7 @@ nothing. Prints whether the KEK was created or already existed.`,
 		Example: `  HSMGATE_HSM_PIN=... hsmgate init --config /etc/hsmgate/hsmgate.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.load()
-			if err != nil {
-				return usageError{err}
-			}
-			log, err := g.logger(c.Log.Level, c.Log.Format)
+			c, log, err := f.loadWithLogger(g)
 			if err != nil {
 				return err
 			}
