@@ -1,12 +1,23 @@
 package transit
 
-import "crypto/subtle"
+import (
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+)
 
 // secret holds key bytes. It copies in and out, so a caller's slice never
-// aliases key material, and compares in constant time. It has no String or
-// Format method on purpose: printing one prints a struct with an unexported
-// field, never the bytes.
+// aliases key material, and compares in constant time. Printing it with any
+// fmt verb, or logging it with slog, shows "[redacted]", never the bytes.
 type secret struct{ b []byte }
+
+const redacted = "[redacted]"
+
+// Format makes every fmt verb (%v, %+v, %#v, %s, %x...) print "[redacted]".
+func (s secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+
+// LogValue makes slog print "[redacted]".
+func (s secret) LogValue() slog.Value { return slog.StringValue(redacted) }
 
 func newSecret(b []byte) secret { return secret{b: append([]byte(nil), b...)} }
 
