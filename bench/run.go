@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -188,17 +189,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			P50: m.Hist.summary().P50 / limitChunk, P99: m.Hist.summary().P99 / limitChunk, OtherCores: m.otherCores()}
 		logf("bench: software limit: %.0f items/s (%s)", r.Software.ItemsPerS, w.SoftwareOp)
 	}
-	// HSM limit: the best of 1, the bench's concurrency and 4 times it
-	// (SoftHSM's AES-GCM is fastest on one thread, its signatures gain from
-	// more threads than the bench's goroutines: the server runs several
-	// calls per request).
+	// HSM limit: the best of 1, one per core, the bench's concurrency and 4
+	// times it (SoftHSM's AES-GCM is fastest on one thread; its signatures
+	// are fastest and steadiest at one thread per core, and sometimes gain
+	// from more threads: the server runs several calls per request).
 	if w.HSM != nil {
-		concs := []int{1}
-		for _, c := range []int{p.Concurrency, min(4*p.Concurrency, 64)} {
-			if c != concs[len(concs)-1] {
-				concs = append(concs, c)
-			}
-		}
+		concs := []int{1, runtime.GOMAXPROCS(0), p.Concurrency, min(4*p.Concurrency, 64)}
+		slices.Sort(concs)
+		concs = slices.Compact(concs)
 		for _, c := range concs {
 			m, err := limitLoad(fmt.Sprintf("HSM limit c=%d", c), c).run(ctx, func(ctx context.Context, _ int) (int, error) {
 				return 1, w.HSM(ctx)

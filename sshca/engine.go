@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,7 +126,10 @@ type Config struct {
 	Rand io.Reader
 	// MaxItems bounds the items of one signing request; 0: 1000.
 	MaxItems int
-	// SignConcurrency bounds parallel HSM signatures within one request; 0: 8.
+	// SignConcurrency bounds the HSM signatures in flight across all
+	// requests of the engine: enough to keep the HSM busy while some calls
+	// wait on its locks, few enough that concurrent batches do not pile
+	// threads on it (SoftHSM slows down then); 0: 4 x GOMAXPROCS.
 	SignConcurrency int
 }
 
@@ -137,7 +141,7 @@ type Engine struct {
 	now      func() time.Time
 	rand     io.Reader
 	maxItems int
-	conc     int
+	slots    chan struct{} // one per HSM signature in flight, engine-wide
 
 	mu      sync.Mutex
 	signers map[string]crypto.Signer // by HSM label
@@ -158,7 +162,6 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		now:      cfg.Now,
 		rand:     cfg.Rand,
 		maxItems: cfg.MaxItems,
-		conc:     cfg.SignConcurrency,
 		signers:  map[string]crypto.Signer{},
 	}
 	if e.caller == nil {
@@ -173,9 +176,11 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.maxItems <= 0 {
 		e.maxItems = 1000
 	}
-	if e.conc <= 0 {
-		e.conc = 8
+	conc := cfg.SignConcurrency
+	if conc <= 0 {
+		conc = 4 * runtime.GOMAXPROCS(0)
 	}
+	e.slots = make(chan struct{}, conc)
 	if err := e.ensureRevocationList(ctx); err != nil {
 		return nil, err
 	}

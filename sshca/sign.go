@@ -183,8 +183,9 @@ func randomSerial(r io.Reader) (uint64, error) {
 	}
 }
 
-// signAll signs the non-nil certificates, at most e.conc at a time, and
-// returns their authorized_keys lines by index.
+// signAll signs the non-nil certificates and returns their authorized_keys
+// lines by index. The signatures of all requests share the engine's slots,
+// so concurrent batches do not pile more threads on the HSM than it serves.
 func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, caBlob []byte, certs []*ssh.Certificate) ([]string, error) {
 	var (
 		wg   sync.WaitGroup
@@ -192,20 +193,20 @@ func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, c
 		ferr error
 	)
 	lines := make([]string, len(certs))
-	sem := make(chan struct{}, e.conc)
 	for i, c := range certs {
 		if c == nil {
 			continue
 		}
-		if err := ctx.Err(); err != nil {
+		select {
+		case e.slots <- struct{}{}:
+		case <-ctx.Done():
 			wg.Wait()
-			return nil, err
+			return nil, ctx.Err()
 		}
-		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer func() { <-e.slots }()
 			line, err := signCert(e.rand, signer, caBlob, c)
 			if err != nil {
 				mu.Lock()
