@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -126,6 +127,8 @@ type Config struct {
 	Rand io.Reader
 	// MaxItems bounds the items of one signing request; 0: 1000.
 	MaxItems int
+	// Logger receives the HTTP endpoints' internal errors; nil: slog.Default().
+	Logger *slog.Logger
 	// SignConcurrency bounds the HSM signatures in flight across all
 	// requests of the engine: enough to keep the HSM busy while some calls
 	// wait on its locks, few enough that concurrent batches do not pile
@@ -140,6 +143,7 @@ type Engine struct {
 	caller   CallerFunc
 	now      func() time.Time
 	rand     io.Reader
+	log      *slog.Logger
 	maxItems int
 	slots    chan struct{} // one per HSM signature in flight, engine-wide
 
@@ -161,6 +165,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		caller:   cfg.Caller,
 		now:      cfg.Now,
 		rand:     cfg.Rand,
+		log:      cfg.Logger,
 		maxItems: cfg.MaxItems,
 		signers:  map[string]crypto.Signer{},
 	}
@@ -172,6 +177,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if e.rand == nil {
 		e.rand = rand.Reader
+	}
+	if e.log == nil {
+		e.log = slog.Default()
 	}
 	if e.maxItems <= 0 {
 		e.maxItems = 1000

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -42,7 +41,7 @@ func (e *Engine) HTTPHandler() http.Handler {
 	return mux
 }
 
-func httpError(w http.ResponseWriter, err error) {
+func (e *Engine) httpError(w http.ResponseWriter, err error) {
 	st := errs.GRPCStatus(err)
 	code := http.StatusInternalServerError
 	switch st.Code() {
@@ -53,7 +52,7 @@ func httpError(w http.ResponseWriter, err error) {
 	case codes.Unavailable:
 		code = http.StatusServiceUnavailable
 	default:
-		slog.Error("sshca: http", "err", err)
+		e.log.Error("sshca: http", "err", err)
 	}
 	http.Error(w, st.Message(), code)
 }
@@ -73,7 +72,7 @@ func (e *Engine) keyLines(ctx context.Context, ca string, ct pb.SSHCertType, pre
 func (e *Engine) serveTrustedUserCAKeys(w http.ResponseWriter, r *http.Request) {
 	s, err := e.keyLines(r.Context(), r.URL.Query().Get("ca"), pb.SSHCertType_SSH_CERT_TYPE_USER, "")
 	if err != nil {
-		httpError(w, err)
+		e.httpError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -87,12 +86,12 @@ func (e *Engine) serveKnownHosts(w http.ResponseWriter, r *http.Request) {
 		hosts = "*"
 	}
 	if strings.ContainsAny(hosts, " \t\r\n#@") {
-		httpError(w, invalid("hosts pattern %q", hosts))
+		e.httpError(w, invalid("hosts pattern %q", hosts))
 		return
 	}
 	s, err := e.keyLines(r.Context(), r.URL.Query().Get("ca"), pb.SSHCertType_SSH_CERT_TYPE_HOST, "@cert-authority "+hosts+" ")
 	if err != nil {
-		httpError(w, err)
+		e.httpError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -103,7 +102,7 @@ func (e *Engine) serveKnownHosts(w http.ResponseWriter, r *http.Request) {
 func (e *Engine) serveKRL(w http.ResponseWriter, r *http.Request) {
 	data, v, t, err := e.KRL(r.Context())
 	if err != nil {
-		httpError(w, err)
+		e.httpError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -184,38 +185,74 @@ func randomSerial(r io.Reader) (uint64, error) {
 }
 
 // signAll signs the non-nil certificates and returns their authorized_keys
-// lines by index. The signatures of all requests share the engine's slots,
-// so concurrent batches do not pile more threads on the HSM than it serves.
+// lines by index. Workers take the certificates in turn; each worker holds
+// one of the engine's slots, shared by all requests, so concurrent batches
+// do not pile more threads on the HSM than it serves. A batch waits for its
+// first slot and takes more only while they are free.
 func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, caBlob []byte, certs []*ssh.Certificate) ([]string, error) {
+	n := 0
+	for _, c := range certs {
+		if c != nil {
+			n++
+		}
+	}
+	lines := make([]string, len(certs))
+	if n == 0 {
+		return lines, nil
+	}
 	var (
 		wg   sync.WaitGroup
+		next atomic.Int64
 		mu   sync.Mutex
 		ferr error
 	)
-	lines := make([]string, len(certs))
-	for i, c := range certs {
-		if c == nil {
-			continue
+	fail := func(err error) {
+		mu.Lock()
+		if ferr == nil {
+			ferr = err
 		}
-		select {
-		case e.slots <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return nil, ctx.Err()
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-e.slots }()
+		mu.Unlock()
+	}
+	work := func() {
+		defer wg.Done()
+		defer func() { <-e.slots }()
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= len(certs) {
+				return
+			}
+			c := certs[i]
+			if c == nil {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				fail(err)
+				return
+			}
 			line, err := signCert(e.rand, signer, caBlob, c)
 			if err != nil {
-				mu.Lock()
-				ferr = err
-				mu.Unlock()
+				fail(err)
 				return
 			}
 			lines[i] = line
-		}()
+		}
+	}
+	select {
+	case e.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	wg.Add(1)
+	go work()
+more:
+	for w := 1; w < n; w++ {
+		select {
+		case e.slots <- struct{}{}:
+			wg.Add(1)
+			go work()
+		default:
+			break more
+		}
 	}
 	wg.Wait()
 	if ferr != nil {
@@ -325,10 +362,20 @@ func (p *policy) subjectKey(s string) (ssh.PublicKey, error) {
 		if bits < r.GetMinBits() {
 			return nil, notAllowed("%s key of %d bits, role requires at least %d", family, bits, r.GetMinBits())
 		}
-		return key, nil
+		return marshaledKey{PublicKey: key, wire: key.Marshal()}, nil
 	}
 	return nil, notAllowed("key type %s not allowed by role %q", family, p.role.GetName())
 }
+
+// marshaledKey is a subject key with its wire form computed once: the
+// certificate's encoding and the issuance record's fingerprint both need it,
+// and x/crypto/ssh marshals keys by reflection.
+type marshaledKey struct {
+	ssh.PublicKey
+	wire []byte
+}
+
+func (k marshaledKey) Marshal() []byte { return k.wire }
 
 // keyFamily names the family of a subject key and its size in bits.
 func keyFamily(key ssh.PublicKey) (string, uint32, error) {
