@@ -1,90 +1,37 @@
 package sshca
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hsmgate/hsmgate/internal/sshtest"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// requireOpenSSH returns the paths of ssh, sshd and ssh-keygen; it fails the
-// test in CI when one is missing or when not root (sshd must setuid), and
-// skips it elsewhere.
-func requireOpenSSH(t *testing.T) (sshBin, sshdBin, keygen string) {
-	t.Helper()
-	miss := func(format string, a ...any) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf(format, a...)
-		}
-		t.Skipf(format, a...)
-	}
-	var err error
-	if sshBin, err = exec.LookPath("ssh"); err != nil {
-		miss("ssh not installed (Debian openssh-client)")
-	}
-	if keygen, err = exec.LookPath("ssh-keygen"); err != nil {
-		miss("ssh-keygen not installed (Debian openssh-client)")
-	}
-	sshdBin = "/usr/sbin/sshd"
-	if _, err := os.Stat(sshdBin); err != nil {
-		miss("sshd not installed (Debian openssh-server)")
-	}
-	if os.Geteuid() != 0 {
-		miss("the sshd end-to-end test must run as root")
-	}
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		miss("cannot create /run/sshd: %v", err)
-	}
-	return sshBin, sshdBin, keygen
-}
-
 // e2e is one sshd on 127.0.0.1 configured from hsmgate's HTTP endpoints.
 type e2e struct {
-	env    *testEnv
-	dir    string
-	port   int
-	ssh    string
-	keygen string
-	http   *httptest.Server
-	log    *syncBuffer
-	n      int // request ids
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	env   *testEnv
+	dir   string
+	tools sshtest.Tools
+	http  *httptest.Server
+	sshd  *sshtest.SSHD
+	n     int // request ids
 }
 
 func writeFile(t *testing.T, path string, data []byte, mode os.FileMode) {
@@ -116,19 +63,8 @@ func (x *e2e) refresh(t *testing.T) {
 	x.fetch(t, PathKRL, filepath.Join(x.dir, "revoked.krl"))
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func startE2E(t *testing.T) *e2e {
-	sshBin, sshdBin, keygen := requireOpenSSH(t)
-	x := &e2e{env: newEnv(t), dir: t.TempDir(), ssh: sshBin, keygen: keygen, log: &syncBuffer{}}
+	x := &e2e{tools: sshtest.Require(t), env: newEnv(t), dir: t.TempDir()}
 	x.http = httptest.NewServer(x.env.e.HTTPHandler())
 	t.Cleanup(x.http.Close)
 	x.env.createCA(t, "users", userCT, pb.SSHKeyType_SSH_KEY_TYPE_ECDSA_P256)
@@ -151,90 +87,8 @@ func startE2E(t *testing.T) *e2e {
 	x.refresh(t)
 	x.fetch(t, PathKnownHosts, filepath.Join(x.dir, "known_hosts"))
 
-	penalties := penaltiesOff(t, sshBin)
-	for attempt := 1; ; attempt++ {
-		x.port = freePort(t)
-		err := x.startSSHD(t, sshdBin, penalties)
-		if err == nil {
-			break
-		}
-		if attempt == 3 {
-			t.Fatalf("sshd: %v\n%s", err, x.log.String())
-		}
-	}
+	x.sshd = sshtest.Start(t, x.tools, x.dir, hostKey)
 	return x
-}
-
-// startSSHD runs sshd on x.port and waits until it says it listens (its own
-// log line, so that another process that took the port is not mistaken for
-// it); an error if it exits first or does not listen within 20s.
-func (x *e2e) startSSHD(t *testing.T, sshdBin, extra string) error {
-	cfg := filepath.Join(x.dir, "sshd_config")
-	writeFile(t, cfg, []byte(fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %[2]s/host_ed25519
-HostCertificate %[2]s/host_ed25519-cert.pub
-TrustedUserCAKeys %[2]s/trusted_user_ca_keys
-AuthorizedPrincipalsFile %[2]s/principals/%%u
-AuthorizedKeysFile none
-RevokedKeys %[2]s/revoked.krl
-PidFile %[2]s/sshd.pid
-StrictModes no
-UsePAM no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-LogLevel VERBOSE
-%[3]s`, x.port, x.dir, extra)), 0o644)
-	cmd := exec.Command(sshdBin, "-D", "-e", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = x.log, x.log
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", x.log.String())
-		}
-	})
-	want := fmt.Sprintf("Server listening on 127.0.0.1 port %d", x.port)
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(x.log.String(), want) {
-		select {
-		case <-exited:
-			return fmt.Errorf("sshd exited before listening on %d", x.port)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("sshd did not listen on %d within 20s", x.port)
-		}
-		time.Sleep(20 * time.Millisecond) // polling sshd's log, bounded by the deadline
-	}
-	return nil
-}
-
-// penaltiesOff turns off OpenSSH >= 9.8's PerSourcePenalties, which would
-// refuse our connections for a while after the refusals this test provokes
-// (older sshd refuses the unknown option).
-func penaltiesOff(t *testing.T, sshBin string) string {
-	out, _ := exec.Command(sshBin, "-V").CombinedOutput()
-	m := regexp.MustCompile(`OpenSSH_(\d+)\.(\d+)`).FindStringSubmatch(string(out))
-	if m == nil {
-		t.Fatalf("ssh -V: unexpected %q", out)
-	}
-	major, _ := strconv.Atoi(m[1])
-	minor, _ := strconv.Atoi(m[2])
-	if major > 9 || (major == 9 && minor >= 8) {
-		return "PerSourcePenalties no\n"
-	}
-	return ""
 }
 
 // writePrivateKey writes a new Ed25519 private key (OpenSSH format, 0600)
@@ -281,13 +135,13 @@ func (x *e2e) login(t *testing.T, key, kh string) (string, bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, x.ssh, "-F", "/dev/null",
+	cmd := exec.CommandContext(ctx, x.tools.SSH, "-F", "/dev/null",
 		"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
 		"-o", "UserKnownHostsFile="+kh, "-o", "GlobalKnownHostsFile=/dev/null",
 		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
 		"-o", "CertificateFile="+key+"-cert.pub", "-i", key,
 		"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-		"-p", strconv.Itoa(x.port), "root@127.0.0.1", "true")
+		"-p", strconv.Itoa(x.sshd.Port), "root@127.0.0.1", "true")
 	out, err := cmd.CombinedOutput()
 	return string(out), err == nil
 }
@@ -378,11 +232,11 @@ func TestEndToEndOpenSSH(t *testing.T) {
 	})
 	t.Run("ssh-keygen -L shows what the role allows", func(t *testing.T) {
 		key, c := x.userKey(t, "alice", "eng", &pb.SSHSignItem{})
-		out, err := exec.Command(x.keygen, "-L", "-f", key+"-cert.pub").CombinedOutput()
+		out, err := exec.Command(x.tools.Keygen, "-L", "-f", key+"-cert.pub").CombinedOutput()
 		if err != nil {
 			t.Fatalf("ssh-keygen -L: %v: %s", err, out)
 		}
-		got := parseKeygenL(string(out))
+		got := sshtest.ParseKeygenL(string(out))
 		from := time.Unix(int64(c.ValidAfter), 0).Format("2006-01-02T15:04:05")
 		to := time.Unix(int64(c.ValidBefore), 0).Format("2006-01-02T15:04:05")
 		want := map[string]string{
@@ -424,31 +278,4 @@ func TestEndToEndOpenSSH(t *testing.T) {
 		must(t, oldKey, false)
 		must(t, newKey, true)
 	})
-}
-
-var keygenLine = regexp.MustCompile(`^\s+([A-Za-z ]+):\s?(.*)$`)
-
-// parseKeygenL turns `ssh-keygen -L` output into field → value; list fields
-// (principals, options, extensions) are joined with commas.
-func parseKeygenL(out string) map[string]string {
-	m := map[string]string{}
-	var list string
-	for _, line := range strings.Split(out, "\n") {
-		if sm := keygenLine.FindStringSubmatch(line); sm != nil && !strings.HasPrefix(line, "                ") {
-			list = ""
-			if sm[2] == "" {
-				list = sm[1]
-				continue
-			}
-			m[sm[1]] = sm[2]
-			continue
-		}
-		if v := strings.TrimSpace(line); list != "" && v != "" {
-			if m[list] != "" {
-				m[list] += ","
-			}
-			m[list] += v
-		}
-	}
-	return m
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/hsm/softhsm"
 	"github.com/hsmgate/hsmgate/internal/devtls"
+	"github.com/hsmgate/hsmgate/internal/syncbuf"
 )
 
 // serverConfig makes a SoftHSM token, TLS files and a config file naming
@@ -131,7 +132,7 @@ func TestServerEndToEnd(t *testing.T) {
 		t.Fatalf("init: exit %d: %s", code, errOut)
 	}
 	cmd := hsmgateCmd(context.Background(), env, "server", "--config", cfg)
-	stderr := &lockedBuffer{}
+	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -9,10 +9,11 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hsmgate/hsmgate/internal/syncbuf"
 )
 
 // The test binary doubles as the hsmgate binary: with HSMGATE_TEST_MAIN=1 it
@@ -65,28 +66,10 @@ func run(t *testing.T, env []string, args ...string) (stdout, stderr string, cod
 	return out.String(), errb.String(), code
 }
 
-// lockedBuffer collects a process's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // devProcess is a running `hsmgate dev`.
 type devProcess struct {
 	cmd     *exec.Cmd
-	stderr  *lockedBuffer
+	stderr  *syncbuf.Buffer
 	exports map[string]string
 	lines   []string // stdout up to the end of the how-to
 	stopped bool
@@ -103,7 +86,7 @@ func startDev(t *testing.T, state string) *devProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &devProcess{cmd: cmd, stderr: &lockedBuffer{}, exports: map[string]string{}}
+	p := &devProcess{cmd: cmd, stderr: &syncbuf.Buffer{}, exports: map[string]string{}}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -6,12 +6,10 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/internal/sshtest"
 	"github.com/hsmgate/hsmgate/sshca"
 )
 
@@ -198,20 +197,19 @@ func (x *sshE2E) checkRotation(t *testing.T) {
 
 // sshE2E is a `hsmgate dev` and an sshd on 127.0.0.1 configured from it.
 type sshE2E struct {
-	env         []string // hsmgate client environment
-	base        string   // https://HSMGATE_HTTP_ADDR
-	http        *http.Client
-	dir         string
-	port        int
-	ssh, keygen string
-	hostKey     string
-	log         *lockedBuffer // sshd's
+	env     []string // hsmgate client environment
+	base    string   // https://HSMGATE_HTTP_ADDR
+	http    *http.Client
+	dir     string
+	tools   sshtest.Tools
+	hostKey string
+	sshd    *sshtest.SSHD
 }
 
 func startSSHE2E(t *testing.T) *sshE2E {
-	sshBin, sshdBin, keygen := requireOpenSSHTools(t)
+	tools := sshtest.Require(t)
 	dev := startDev(t, filepath.Join(t.TempDir(), "state"))
-	x := &sshE2E{env: dev.env(), dir: t.TempDir(), ssh: sshBin, keygen: keygen, log: &lockedBuffer{}}
+	x := &sshE2E{env: dev.env(), dir: t.TempDir(), tools: tools}
 	x.base = "https://" + dev.exports[client.EnvHTTPAddr]
 	pem, err := os.ReadFile(dev.exports[client.EnvCACert])
 	if err != nil {
@@ -269,130 +267,8 @@ func startSSHE2E(t *testing.T) *sshE2E {
 		}
 	}
 
-	extra := sshdPenaltiesOff(t, sshBin)
-	for attempt := 1; ; attempt++ {
-		x.port = freeLocalPort(t)
-		err := x.startSSHD(t, sshdBin, extra)
-		if err == nil {
-			break
-		}
-		if attempt == 3 {
-			t.Fatalf("sshd: %v\n%s", err, x.log.String())
-		}
-	}
+	x.sshd = sshtest.Start(t, x.tools, x.dir, x.hostKey)
 	return x
-}
-
-// requireOpenSSHTools returns the paths of ssh, sshd and ssh-keygen; like the
-// sshca tests it fails in CI when one is missing or when not root (sshd must
-// setuid), and skips elsewhere.
-func requireOpenSSHTools(t *testing.T) (sshBin, sshdBin, keygen string) {
-	t.Helper()
-	miss := func(format string, a ...any) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf(format, a...)
-		}
-		t.Skipf(format, a...)
-	}
-	var err error
-	if sshBin, err = exec.LookPath("ssh"); err != nil {
-		miss("ssh not installed (Debian openssh-client)")
-	}
-	if keygen, err = exec.LookPath("ssh-keygen"); err != nil {
-		miss("ssh-keygen not installed (Debian openssh-client)")
-	}
-	sshdBin = "/usr/sbin/sshd"
-	if _, err := os.Stat(sshdBin); err != nil {
-		miss("sshd not installed (Debian openssh-server)")
-	}
-	if os.Geteuid() != 0 {
-		miss("the sshd end-to-end test must run as root")
-	}
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		miss("cannot create /run/sshd: %v", err)
-	}
-	return sshBin, sshdBin, keygen
-}
-
-// startSSHD runs sshd on x.port and waits for its own "listening" line (so
-// that another process on the port is not mistaken for it); an error if it
-// exits first or does not listen within 20s.
-func (x *sshE2E) startSSHD(t *testing.T, sshdBin, extra string) error {
-	cfg := filepath.Join(x.dir, "sshd_config")
-	writeTestFile(t, cfg, []byte(fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %[4]s
-HostCertificate %[4]s-cert.pub
-TrustedUserCAKeys %[2]s/trusted_user_ca_keys
-AuthorizedPrincipalsFile %[2]s/principals/%%u
-AuthorizedKeysFile none
-RevokedKeys %[2]s/revoked.krl
-PidFile %[2]s/sshd.pid
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-LogLevel VERBOSE
-%[3]s`, x.port, x.dir, extra, x.hostKey)), 0o644)
-	cmd := exec.Command(sshdBin, "-D", "-e", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = x.log, x.log
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", x.log.String())
-		}
-	})
-	want := fmt.Sprintf("Server listening on 127.0.0.1 port %d", x.port)
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(x.log.String(), want) {
-		select {
-		case <-exited:
-			return fmt.Errorf("sshd exited before listening on %d", x.port)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("sshd did not listen on %d within 20s", x.port)
-		}
-		time.Sleep(20 * time.Millisecond) // polling sshd's log, bounded by the deadline
-	}
-	return nil
-}
-
-// sshdPenaltiesOff turns off OpenSSH >= 9.8's PerSourcePenalties, which
-// would refuse our connections for a while after the refusals this test
-// provokes (older sshd refuses the unknown option).
-func sshdPenaltiesOff(t *testing.T, sshBin string) string {
-	out, _ := exec.Command(sshBin, "-V").CombinedOutput()
-	m := regexp.MustCompile(`OpenSSH_(\d+)\.(\d+)`).FindStringSubmatch(string(out))
-	if m == nil {
-		t.Fatalf("ssh -V: unexpected %q", out)
-	}
-	major, _ := strconv.Atoi(m[1])
-	minor, _ := strconv.Atoi(m[2])
-	if major > 9 || (major == 9 && minor >= 8) {
-		return "PerSourcePenalties no\n"
-	}
-	return ""
-}
-
-func freeLocalPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func writeTestFile(t *testing.T, path string, data []byte, mode os.FileMode) {
@@ -457,7 +333,7 @@ func (x *sshE2E) trustedKeys(t *testing.T) int {
 func (x *sshE2E) newKey(t *testing.T, name string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
-	if out, err := exec.Command(x.keygen, "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path).CombinedOutput(); err != nil {
+	if out, err := exec.Command(x.tools.Keygen, "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v: %s", err, out)
 	}
 	return path
@@ -507,8 +383,8 @@ func (x *sshE2E) login(t *testing.T, key, kh string, command ...string) (string,
 		"-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
 		"-o", "CertificateFile=" + key + "-cert.pub", "-i", key,
 		"-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
-		"-p", strconv.Itoa(x.port), "root@127.0.0.1"}
-	out, err := exec.CommandContext(ctx, x.ssh, append(args, command...)...).CombinedOutput()
+		"-p", strconv.Itoa(x.sshd.Port), "root@127.0.0.1"}
+	out, err := exec.CommandContext(ctx, x.tools.SSH, append(args, command...)...).CombinedOutput()
 	return string(out), err == nil
 }
 
@@ -516,7 +392,7 @@ func (x *sshE2E) login(t *testing.T, key, kh string, command ...string) (string,
 // that sshd accepted certificate c; it returns ssh's output.
 func (x *sshE2E) mustLogin(t *testing.T, key string, c *ssh.Certificate, command ...string) string {
 	t.Helper()
-	from := len(x.log.String())
+	from := len(x.sshd.Log.String())
 	out, ok := x.login(t, key, filepath.Join(x.dir, "known_hosts"), command...)
 	if !ok {
 		t.Fatalf("login with %s: refused, want success; ssh output: %s", filepath.Base(key), out)
@@ -529,15 +405,15 @@ func (x *sshE2E) mustLogin(t *testing.T, key string, c *ssh.Certificate, command
 // that sshd logged reason for the attempt.
 func (x *sshE2E) mustRefuse(t *testing.T, key, reason string) {
 	t.Helper()
-	from := len(x.log.String())
+	from := len(x.sshd.Log.String())
 	if out, ok := x.login(t, key, filepath.Join(x.dir, "known_hosts"), "true"); ok {
 		t.Fatalf("login with %s: success, want refusal; ssh output: %s", filepath.Base(key), out)
 	}
 	if reason != "" {
 		x.waitLog(t, from, reason)
 	}
-	if strings.Contains(x.log.String()[from:], "Accepted certificate") {
-		t.Errorf("sshd accepted a certificate during a refused login:\n%s", x.log.String()[from:])
+	if strings.Contains(x.sshd.Log.String()[from:], "Accepted certificate") {
+		t.Errorf("sshd accepted a certificate during a refused login:\n%s", x.sshd.Log.String()[from:])
 	}
 }
 
@@ -546,44 +422,23 @@ func (x *sshE2E) mustRefuse(t *testing.T, key, reason string) {
 func (x *sshE2E) waitLog(t *testing.T, from int, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if strings.Contains(x.log.String()[from:], want) {
+		if strings.Contains(x.sshd.Log.String()[from:], want) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sshd did not log %q; its log for the attempt:\n%s", want, x.log.String()[from:])
+			t.Fatalf("sshd did not log %q; its log for the attempt:\n%s", want, x.sshd.Log.String()[from:])
 		}
 		time.Sleep(20 * time.Millisecond) // polling the log, bounded by the deadline
 	}
 }
 
-var sshKeygenField = regexp.MustCompile(`^\s+([A-Za-z ]+):\s?(.*)$`)
-
 // keygenL runs `ssh-keygen -L -f cert` and returns field → value; list
 // fields (principals, options, extensions) are joined with commas.
 func (x *sshE2E) keygenL(t *testing.T, cert string) map[string]string {
 	t.Helper()
-	out, err := exec.Command(x.keygen, "-L", "-f", cert).CombinedOutput()
+	out, err := exec.Command(x.tools.Keygen, "-L", "-f", cert).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ssh-keygen -L: %v: %s", err, out)
 	}
-	m := map[string]string{}
-	var list string
-	for _, line := range strings.Split(string(out), "\n") {
-		if sm := sshKeygenField.FindStringSubmatch(line); sm != nil && !strings.HasPrefix(line, "                ") {
-			list = ""
-			if sm[2] == "" {
-				list = sm[1]
-				continue
-			}
-			m[sm[1]] = sm[2]
-			continue
-		}
-		if v := strings.TrimSpace(line); list != "" && v != "" {
-			if m[list] != "" {
-				m[list] += ","
-			}
-			m[list] += v
-		}
-	}
-	return m
+	return sshtest.ParseKeygenL(string(out))
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/syncbuf"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
@@ -34,18 +34,6 @@ type switchAuditor struct{ cur atomic.Pointer[audit.Log] }
 
 func (s *switchAuditor) Write(e *audit.Entry) error { return s.cur.Load().Write(e) }
 func (s *switchAuditor) HMAC(v string) string       { return s.cur.Load().HMAC(v) }
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) Bytes() []byte { l.mu.Lock(); defer l.mu.Unlock(); return bytes.Clone(l.b.Bytes()) }
 
 // TestTransitThroughAuth runs the real transit service (SoftHSM KEK, bbolt
 // store) behind the interceptor and a real audit log:
@@ -69,7 +57,7 @@ func TestTransitThroughAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	logs := &lockedBuf{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	eng, err := transit.New(transit.Config{Store: store, KEK: kek, Logger: logger})
 	if err != nil {

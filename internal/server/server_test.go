@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
@@ -29,6 +28,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/hsmgate/hsmgate/internal/devtls"
+	"github.com/hsmgate/hsmgate/internal/syncbuf"
 	"github.com/hsmgate/hsmgate/keystore"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -82,24 +82,6 @@ func clientCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn 
 	return pair
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // fakeSystem is a SystemService whose GetStatus runs fn.
 type fakeSystem struct {
 	hsmgatev1.UnimplementedSystemServiceServer
@@ -126,7 +108,7 @@ var testStreamDesc = grpc.ServiceDesc{
 type harness struct {
 	srv    *Server
 	pki    pki
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -134,7 +116,7 @@ type harness struct {
 // start serves a Server on loopback; setup registers services before Serve.
 func start(t *testing.T, p pki, mod func(*Config), setup func(*Server)) *harness {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg := Config{
 		GRPCAddr: "127.0.0.1:0",
 		HTTPAddr: "127.0.0.1:0",
