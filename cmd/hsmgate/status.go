@@ -29,14 +29,12 @@ output, or use --json and check hsm.reachable / store.reachable). Needs the
 	cf := addClientFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cc, err := cf.dial()
-		if err != nil {
+		var resp *hsmgatev1.GetStatusResponse
+		err := call(cmd, cf, hsmgatev1.NewSystemServiceClient, func(ctx context.Context, c hsmgatev1.SystemServiceClient) error {
+			var err error
+			resp, err = c.GetStatus(ctx, &hsmgatev1.GetStatusRequest{})
 			return err
-		}
-		defer cc.Close()
-		ctx, cancel := context.WithTimeout(cmd.Context(), cf.timeout)
-		defer cancel()
-		resp, err := hsmgatev1.NewSystemServiceClient(cc).GetStatus(ctx, &hsmgatev1.GetStatusRequest{})
+		})
 		if err != nil {
 			return fmt.Errorf("status: %w", err)
 		}
