@@ -22,21 +22,31 @@ run() {
 }
 
 ONLY="$*"
-# Target: wrapped Encrypt at batch 1000 >= 70% of the transport limit (and the chart over batch sizes).
-run encrypt-wrapped-sweep transit-encrypt --sweep 1,10,100,1000 --duration 10s
+# Each target is measured in three separate runs (-r1..-r3): on this shared 2-core machine a
+# single 3-5 s limit moves by 10-25% from run to run, so a target counts as met when the median
+# of the three ratios meets it. Limits run 5 s each here (--limit-duration).
+L="--limit-duration 5s"
+for r in 1 2 3; do
+	# Target: wrapped Encrypt at batch 1000 >= 70% of the transport limit.
+	run encrypt-wrapped-b1000-r$r transit-encrypt --batch 1000 --duration 10s $L
+	# Targets: hsm-residency Encrypt and ECDSA P-256 Sign at batch 100 >= 80% of the HSM limit.
+	run encrypt-hsm-b100-r$r transit-encrypt --residency hsm --batch 100 --duration 10s $L
+	run sign-hsm-p256-b100-r$r transit-sign --residency hsm --key-type ecdsa-p256 --batch 100 --duration 10s $L
+	# Target: ssh-sign >= 80% of the HSM limit at batch >= 16.
+	run ssh-sign-p256-r$r ssh-sign --key-type ecdsa-p256 --sweep 16,64,256 --concurrency 16 --duration 10s $L
+done
 # Target: wrapped Encrypt, batch 1, concurrency 1: p99 <= 1 ms.
-run encrypt-wrapped-b1-c1 transit-encrypt --batch 1 --concurrency 1 --duration 10s
-# Targets: hsm-residency Encrypt and ECDSA P-256 Sign at batch 100 >= 80% of the HSM limit.
-run encrypt-hsm-b100 transit-encrypt --residency hsm --batch 100 --duration 10s
-run sign-hsm-p256-b100 transit-sign --residency hsm --key-type ecdsa-p256 --batch 100 --duration 10s
-# The other transit scenarios, for the record.
-run decrypt-wrapped-sweep transit-decrypt --sweep 1,10,100,1000 --duration 5s
-run hmac-wrapped-b100 transit-hmac --batch 100 --duration 5s
-run sign-wrapped-p256-b100 transit-sign --key-type ecdsa-p256 --batch 100 --duration 5s
-# Target: ssh-sign >= 80% of the HSM limit at batch >= 16.
-run ssh-sign-p256 ssh-sign --key-type ecdsa-p256 --sweep 16,64 --concurrency 8 --duration 10s
-run ssh-sign-ed25519 ssh-sign --key-type ed25519 --sweep 16,64 --concurrency 8 --duration 10s
-# Target: pki-sign >= 70% of the HSM limit.
-run pki-sign-p256 pki-sign --key-type ecdsa-p256 --concurrency 8 --duration 10s
+run encrypt-wrapped-b1-c1 transit-encrypt --batch 1 --concurrency 1 --duration 10s $L
+# The chart over batch sizes, and the other transit scenarios, for the record.
+run encrypt-wrapped-sweep transit-encrypt --sweep 1,10,100,1000 --duration 10s $L
+run decrypt-wrapped-sweep transit-decrypt --sweep 1,10,100,1000 --duration 5s $L
+run hmac-wrapped-b100 transit-hmac --batch 100 --duration 5s $L
+run sign-wrapped-p256-b100 transit-sign --key-type ecdsa-p256 --batch 100 --duration 5s $L
+# ssh-sign with the other CA key types.
+run ssh-sign-ed25519 ssh-sign --key-type ed25519 --sweep 16,64,256 --concurrency 16 --duration 10s $L
+# Target: pki-sign >= 70% of the HSM limit, per issuer key type.
+for kt in ecdsa-p256 ecdsa-p384 ed25519 rsa-3072 rsa-4096; do
+	run pki-sign-$kt pki-sign --key-type $kt --concurrency 8 --duration 10s $L
+done
 # Target: 5 minutes hold throughput and RSS within 10% (per-minute windows).
-run soak-encrypt-wrapped-5m transit-encrypt --batch 100 --duration 5m --interval 1m --warmup 10s
+run soak-encrypt-wrapped-5m transit-encrypt --batch 100 --duration 5m --interval 1m --warmup 10s $L
