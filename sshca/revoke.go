@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hsmgate/hsmgate/keystore"
@@ -177,12 +178,23 @@ func (e *Engine) findIssued(ctx context.Context, serial uint64) (*pb.SSHIssuedCe
 			}
 			for _, c := range b.GetCerts() {
 				if c.GetSerial() == serial {
-					return c, nil
+					return issuedRecord(b, c), nil
 				}
 			}
 		}
 	}
 	return nil, fmt.Errorf("%w: %d was not issued by a CA here within %v (name the CA to revoke it anyway)", ErrSerialNotFound, serial, horizon)
+}
+
+// issuedRecord is the whole record of one certificate of batch b: the
+// batch's common fields merged with the certificate's own.
+func issuedRecord(b *pb.SSHIssuedBatch, c *pb.SSHIssuedCert) *pb.SSHIssuedCert {
+	out := &pb.SSHIssuedCert{}
+	if b.GetCommon() != nil {
+		proto.Merge(out, b.GetCommon())
+	}
+	proto.Merge(out, c)
+	return out
 }
 
 // KRL returns the current KRL, its version and generation time. The bytes

@@ -1,6 +1,7 @@
 package sshca
 
 import (
+	"bytes"
 	"context"
 	"crypto/elliptic"
 	"errors"
@@ -183,6 +184,11 @@ func TestSignPolicy(t *testing.T) {
 		}
 		if rec.GetIdentity() != "alice" || rec.GetRequestId() != "req-1" || rec.GetRole() != "eng" || rec.GetKeyId() != c.KeyId {
 			t.Errorf("issuance record: %v", rec)
+		}
+		// The request's shared fields (stored once per batch) and the certificate's own, merged.
+		if rec.GetCa() != "users" || rec.GetCaVersion() != 1 || !bytes.Equal(rec.GetCaPublicKey(), c.SignatureKey.Marshal()) ||
+			rec.GetPublicKeyFingerprint() != ssh.FingerprintSHA256(c.Key) || rec.GetValidBefore().AsTime().Unix() != int64(c.ValidBefore) {
+			t.Errorf("issuance record CA, key and validity: %v", rec)
 		}
 	})
 

@@ -44,11 +44,16 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	now := e.now()
 	results := make([]*pb.SSHSignResult, len(items))
 	certs := make([]*ssh.Certificate, len(items))
+	// Each certificate's serial and nonce, drawn in one read.
+	rnd := make([]byte, randPerCert*len(items))
+	if _, err := io.ReadFull(e.rand, rnd); err != nil {
+		return nil, fmt.Errorf("sshca: random serials and nonces: %w", err)
+	}
 	for i, it := range items {
 		results[i] = &pb.SSHSignResult{Reference: it.GetReference()}
 		c, err := p.certificate(it, now)
 		if err == nil {
-			err = e.fillIdentity(c, iss.role, iss.ca, caller)
+			err = e.fillIdentity(c, iss.role, iss.ca, caller, rnd[i*randPerCert:(i+1)*randPerCert])
 		}
 		switch {
 		case err == nil:
@@ -114,9 +119,15 @@ func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now tim
 			n++
 		}
 	}
-	batch := &pb.SSHIssuedBatch{Certs: make([]*pb.SSHIssuedCert, 0, n)}
-	caBlob := iss.signer.PublicKey().Marshal()
-	issueTime := timestamppb.New(now)
+	batch := &pb.SSHIssuedBatch{
+		Certs: make([]*pb.SSHIssuedCert, 0, n),
+		Common: &pb.SSHIssuedCert{
+			Ca: iss.ca.GetName(), CaVersion: iss.key.GetVersion(), CaPublicKey: iss.signer.PublicKey().Marshal(),
+			CertType: iss.role.GetCertType(), Role: iss.role.GetName(),
+			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
+		},
+	}
+	recs := make([]pb.SSHIssuedCert, n)
 	for i, c := range certs {
 		if c == nil {
 			continue
@@ -127,13 +138,11 @@ func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now tim
 		r.ValidAfter = timestamppb.New(time.Unix(int64(c.ValidAfter), 0))
 		r.ValidBefore = timestamppb.New(time.Unix(int64(c.ValidBefore), 0))
 		r.Ca, r.CaVersion = iss.ca.GetName(), iss.key.GetVersion()
-		batch.Certs = append(batch.Certs, &pb.SSHIssuedCert{
-			Serial: c.Serial, Ca: iss.ca.GetName(), CaVersion: iss.key.GetVersion(), CaPublicKey: caBlob,
-			KeyId: c.KeyId, Principals: c.ValidPrincipals, CertType: iss.role.GetCertType(),
-			ValidAfter: r.ValidAfter, ValidBefore: r.ValidBefore,
-			PublicKeyFingerprint: ssh.FingerprintSHA256(c.Key), Role: iss.role.GetName(),
-			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: issueTime,
-		})
+		rec := &recs[len(batch.Certs)]
+		rec.Serial, rec.KeyId, rec.Principals = c.Serial, c.KeyId, c.ValidPrincipals
+		rec.ValidAfter, rec.ValidBefore = r.ValidAfter, r.ValidBefore
+		rec.PublicKeyFingerprint = ssh.FingerprintSHA256(c.Key)
+		batch.Certs = append(batch.Certs, rec)
 	}
 	if len(batch.Certs) == 0 {
 		return nil
@@ -153,13 +162,21 @@ func issuedKey(t time.Time, firstSerial uint64) string {
 	return fmt.Sprintf("%s%s/%020d-%016x", prefixIssued, t.UTC().Format(time.DateOnly), t.UnixNano(), firstSerial)
 }
 
-// fillIdentity sets the serial and key ID of c.
-func (e *Engine) fillIdentity(c *ssh.Certificate, role *pb.SSHRole, ca *pb.SSHCA, caller Caller) error {
-	serial, err := randomSerial(e.rand)
-	if err != nil {
-		return err
+// randPerCert is the random bytes a certificate takes: an 8-byte serial and
+// a 32-byte nonce.
+const randPerCert = 8 + 32
+
+// fillIdentity sets the serial, nonce and key ID of c from rnd (randPerCert
+// random bytes; a zero serial is drawn again).
+func (e *Engine) fillIdentity(c *ssh.Certificate, role *pb.SSHRole, ca *pb.SSHCA, caller Caller, rnd []byte) error {
+	serial := binary.BigEndian.Uint64(rnd[:8])
+	if serial == 0 {
+		var err error
+		if serial, err = randomSerial(e.rand); err != nil {
+			return err
+		}
 	}
-	c.Serial = serial
+	c.Serial, c.Nonce = serial, rnd[8:randPerCert]
 	id, err := expandKeyID(role.GetKeyIdFormat(), keyIDVars{
 		identity: caller.Name, requestID: caller.RequestID, role: role.GetName(), ca: ca.GetName(),
 		principals: strings.Join(c.ValidPrincipals, ","), serial: serial,

@@ -126,7 +126,8 @@ func appendMpint(out, mag []byte) []byte {
 // signCert signs c with signer, whose public key in wire form is caBlob, and
 // returns the certificate's authorized_keys line without the trailing
 // newline. It does what ssh.Certificate.SignCert does for a
-// MultiAlgorithmSigner (nonce, signature key, the signer's first algorithm)
+// MultiAlgorithmSigner (nonce unless c has a 32-byte one, signature key,
+// the signer's first algorithm)
 // and then ssh.MarshalAuthorizedKey, but marshals the certificate once,
 // without reflection: the wire form is the signed bytes plus the signature.
 func signCert(rand io.Reader, signer ssh.MultiAlgorithmSigner, caBlob []byte, c *ssh.Certificate) (string, error) {
@@ -138,9 +139,11 @@ func signCert(rand io.Reader, signer ssh.MultiAlgorithmSigner, caBlob []byte, c 
 	if _, ok := pub.(*ssh.Certificate); ok {
 		return "", errors.New("sshca: a certificate cannot sign certificates")
 	}
-	c.Nonce = make([]byte, 32)
-	if _, err := io.ReadFull(rand, c.Nonce); err != nil {
-		return "", fmt.Errorf("sshca: nonce: %w", err)
+	if len(c.Nonce) != 32 { // the caller may have drawn it (with others, in one read)
+		c.Nonce = make([]byte, 32)
+		if _, err := io.ReadFull(rand, c.Nonce); err != nil {
+			return "", fmt.Errorf("sshca: nonce: %w", err)
+		}
 	}
 	c.SignatureKey = pub
 	tbs := marshalTBS(c, caBlob)

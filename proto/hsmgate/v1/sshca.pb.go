@@ -2280,8 +2280,13 @@ func (x *SSHIssuedCert) GetIssueTime() *timestamppb.Timestamp {
 
 // SSHIssuedBatch is the store record of one signing request.
 type SSHIssuedBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Certs         []*SSHIssuedCert       `protobuf:"bytes,1,rep,name=certs,proto3" json:"certs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Per certificate: serial, key_id, principals, validity and fingerprint.
+	Certs []*SSHIssuedCert `protobuf:"bytes,1,rep,name=certs,proto3" json:"certs,omitempty"`
+	// The fields every certificate of the request shares (CA, CA version and
+	// public key, type, role, identity, request id, issue time), once; a
+	// certificate's record is common merged with its entry in certs.
+	Common        *SSHIssuedCert `protobuf:"bytes,2,opt,name=common,proto3" json:"common,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2319,6 +2324,13 @@ func (*SSHIssuedBatch) Descriptor() ([]byte, []int) {
 func (x *SSHIssuedBatch) GetCerts() []*SSHIssuedCert {
 	if x != nil {
 		return x.Certs
+	}
+	return nil
+}
+
+func (x *SSHIssuedBatch) GetCommon() *SSHIssuedCert {
+	if x != nil {
+		return x.Common
 	}
 	return nil
 }
@@ -2998,9 +3010,10 @@ const file_hsmgate_v1_sshca_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\r \x01(\tR\trequestId\x129\n" +
 	"\n" +
-	"issue_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\"A\n" +
+	"issue_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\"t\n" +
 	"\x0eSSHIssuedBatch\x12/\n" +
-	"\x05certs\x18\x01 \x03(\v2\x19.hsmgate.v1.SSHIssuedCertR\x05certs\"\xdb\x02\n" +
+	"\x05certs\x18\x01 \x03(\v2\x19.hsmgate.v1.SSHIssuedCertR\x05certs\x121\n" +
+	"\x06common\x18\x02 \x01(\v2\x19.hsmgate.v1.SSHIssuedCertR\x06common\"\xdb\x02\n" +
 	"\rSSHRevocation\x12\x18\n" +
 	"\x06serial\x18\x01 \x01(\x04H\x00R\x06serial\x12\x17\n" +
 	"\x06key_id\x18\x02 \x01(\tH\x00R\x05keyId\x12\x1f\n" +
@@ -3197,46 +3210,47 @@ var file_hsmgate_v1_sshca_proto_depIdxs = []int32{
 	48, // 47: hsmgate.v1.SSHIssuedCert.valid_before:type_name -> google.protobuf.Timestamp
 	48, // 48: hsmgate.v1.SSHIssuedCert.issue_time:type_name -> google.protobuf.Timestamp
 	36, // 49: hsmgate.v1.SSHIssuedBatch.certs:type_name -> hsmgate.v1.SSHIssuedCert
-	48, // 50: hsmgate.v1.SSHRevocation.revoke_time:type_name -> google.protobuf.Timestamp
-	48, // 51: hsmgate.v1.SSHRevocation.expire_time:type_name -> google.protobuf.Timestamp
-	48, // 52: hsmgate.v1.SSHRevocationList.update_time:type_name -> google.protobuf.Timestamp
-	38, // 53: hsmgate.v1.SSHRevocationList.revocations:type_name -> hsmgate.v1.SSHRevocation
-	48, // 54: hsmgate.v1.GetKRLResponse.generate_time:type_name -> google.protobuf.Timestamp
-	5,  // 55: hsmgate.v1.SSHCAService.CreateSSHCA:input_type -> hsmgate.v1.CreateSSHCARequest
-	7,  // 56: hsmgate.v1.SSHCAService.GetSSHCA:input_type -> hsmgate.v1.GetSSHCARequest
-	9,  // 57: hsmgate.v1.SSHCAService.ListSSHCAs:input_type -> hsmgate.v1.ListSSHCAsRequest
-	11, // 58: hsmgate.v1.SSHCAService.RotateSSHCA:input_type -> hsmgate.v1.RotateSSHCARequest
-	13, // 59: hsmgate.v1.SSHCAService.RetireSSHCAKey:input_type -> hsmgate.v1.RetireSSHCAKeyRequest
-	15, // 60: hsmgate.v1.SSHCAService.ListSSHCAPublicKeys:input_type -> hsmgate.v1.ListSSHCAPublicKeysRequest
-	20, // 61: hsmgate.v1.SSHCAService.CreateSSHRole:input_type -> hsmgate.v1.CreateSSHRoleRequest
-	22, // 62: hsmgate.v1.SSHCAService.GetSSHRole:input_type -> hsmgate.v1.GetSSHRoleRequest
-	24, // 63: hsmgate.v1.SSHCAService.UpdateSSHRole:input_type -> hsmgate.v1.UpdateSSHRoleRequest
-	26, // 64: hsmgate.v1.SSHCAService.DeleteSSHRole:input_type -> hsmgate.v1.DeleteSSHRoleRequest
-	28, // 65: hsmgate.v1.SSHCAService.ListSSHRoles:input_type -> hsmgate.v1.ListSSHRolesRequest
-	32, // 66: hsmgate.v1.SSHCAService.SignUserKey:input_type -> hsmgate.v1.SignUserKeyRequest
-	34, // 67: hsmgate.v1.SSHCAService.SignHostKey:input_type -> hsmgate.v1.SignHostKeyRequest
-	40, // 68: hsmgate.v1.SSHCAService.RevokeSSH:input_type -> hsmgate.v1.RevokeSSHRequest
-	42, // 69: hsmgate.v1.SSHCAService.GetKRL:input_type -> hsmgate.v1.GetKRLRequest
-	6,  // 70: hsmgate.v1.SSHCAService.CreateSSHCA:output_type -> hsmgate.v1.CreateSSHCAResponse
-	8,  // 71: hsmgate.v1.SSHCAService.GetSSHCA:output_type -> hsmgate.v1.GetSSHCAResponse
-	10, // 72: hsmgate.v1.SSHCAService.ListSSHCAs:output_type -> hsmgate.v1.ListSSHCAsResponse
-	12, // 73: hsmgate.v1.SSHCAService.RotateSSHCA:output_type -> hsmgate.v1.RotateSSHCAResponse
-	14, // 74: hsmgate.v1.SSHCAService.RetireSSHCAKey:output_type -> hsmgate.v1.RetireSSHCAKeyResponse
-	17, // 75: hsmgate.v1.SSHCAService.ListSSHCAPublicKeys:output_type -> hsmgate.v1.ListSSHCAPublicKeysResponse
-	21, // 76: hsmgate.v1.SSHCAService.CreateSSHRole:output_type -> hsmgate.v1.CreateSSHRoleResponse
-	23, // 77: hsmgate.v1.SSHCAService.GetSSHRole:output_type -> hsmgate.v1.GetSSHRoleResponse
-	25, // 78: hsmgate.v1.SSHCAService.UpdateSSHRole:output_type -> hsmgate.v1.UpdateSSHRoleResponse
-	27, // 79: hsmgate.v1.SSHCAService.DeleteSSHRole:output_type -> hsmgate.v1.DeleteSSHRoleResponse
-	29, // 80: hsmgate.v1.SSHCAService.ListSSHRoles:output_type -> hsmgate.v1.ListSSHRolesResponse
-	33, // 81: hsmgate.v1.SSHCAService.SignUserKey:output_type -> hsmgate.v1.SignUserKeyResponse
-	35, // 82: hsmgate.v1.SSHCAService.SignHostKey:output_type -> hsmgate.v1.SignHostKeyResponse
-	41, // 83: hsmgate.v1.SSHCAService.RevokeSSH:output_type -> hsmgate.v1.RevokeSSHResponse
-	43, // 84: hsmgate.v1.SSHCAService.GetKRL:output_type -> hsmgate.v1.GetKRLResponse
-	70, // [70:85] is the sub-list for method output_type
-	55, // [55:70] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	36, // 50: hsmgate.v1.SSHIssuedBatch.common:type_name -> hsmgate.v1.SSHIssuedCert
+	48, // 51: hsmgate.v1.SSHRevocation.revoke_time:type_name -> google.protobuf.Timestamp
+	48, // 52: hsmgate.v1.SSHRevocation.expire_time:type_name -> google.protobuf.Timestamp
+	48, // 53: hsmgate.v1.SSHRevocationList.update_time:type_name -> google.protobuf.Timestamp
+	38, // 54: hsmgate.v1.SSHRevocationList.revocations:type_name -> hsmgate.v1.SSHRevocation
+	48, // 55: hsmgate.v1.GetKRLResponse.generate_time:type_name -> google.protobuf.Timestamp
+	5,  // 56: hsmgate.v1.SSHCAService.CreateSSHCA:input_type -> hsmgate.v1.CreateSSHCARequest
+	7,  // 57: hsmgate.v1.SSHCAService.GetSSHCA:input_type -> hsmgate.v1.GetSSHCARequest
+	9,  // 58: hsmgate.v1.SSHCAService.ListSSHCAs:input_type -> hsmgate.v1.ListSSHCAsRequest
+	11, // 59: hsmgate.v1.SSHCAService.RotateSSHCA:input_type -> hsmgate.v1.RotateSSHCARequest
+	13, // 60: hsmgate.v1.SSHCAService.RetireSSHCAKey:input_type -> hsmgate.v1.RetireSSHCAKeyRequest
+	15, // 61: hsmgate.v1.SSHCAService.ListSSHCAPublicKeys:input_type -> hsmgate.v1.ListSSHCAPublicKeysRequest
+	20, // 62: hsmgate.v1.SSHCAService.CreateSSHRole:input_type -> hsmgate.v1.CreateSSHRoleRequest
+	22, // 63: hsmgate.v1.SSHCAService.GetSSHRole:input_type -> hsmgate.v1.GetSSHRoleRequest
+	24, // 64: hsmgate.v1.SSHCAService.UpdateSSHRole:input_type -> hsmgate.v1.UpdateSSHRoleRequest
+	26, // 65: hsmgate.v1.SSHCAService.DeleteSSHRole:input_type -> hsmgate.v1.DeleteSSHRoleRequest
+	28, // 66: hsmgate.v1.SSHCAService.ListSSHRoles:input_type -> hsmgate.v1.ListSSHRolesRequest
+	32, // 67: hsmgate.v1.SSHCAService.SignUserKey:input_type -> hsmgate.v1.SignUserKeyRequest
+	34, // 68: hsmgate.v1.SSHCAService.SignHostKey:input_type -> hsmgate.v1.SignHostKeyRequest
+	40, // 69: hsmgate.v1.SSHCAService.RevokeSSH:input_type -> hsmgate.v1.RevokeSSHRequest
+	42, // 70: hsmgate.v1.SSHCAService.GetKRL:input_type -> hsmgate.v1.GetKRLRequest
+	6,  // 71: hsmgate.v1.SSHCAService.CreateSSHCA:output_type -> hsmgate.v1.CreateSSHCAResponse
+	8,  // 72: hsmgate.v1.SSHCAService.GetSSHCA:output_type -> hsmgate.v1.GetSSHCAResponse
+	10, // 73: hsmgate.v1.SSHCAService.ListSSHCAs:output_type -> hsmgate.v1.ListSSHCAsResponse
+	12, // 74: hsmgate.v1.SSHCAService.RotateSSHCA:output_type -> hsmgate.v1.RotateSSHCAResponse
+	14, // 75: hsmgate.v1.SSHCAService.RetireSSHCAKey:output_type -> hsmgate.v1.RetireSSHCAKeyResponse
+	17, // 76: hsmgate.v1.SSHCAService.ListSSHCAPublicKeys:output_type -> hsmgate.v1.ListSSHCAPublicKeysResponse
+	21, // 77: hsmgate.v1.SSHCAService.CreateSSHRole:output_type -> hsmgate.v1.CreateSSHRoleResponse
+	23, // 78: hsmgate.v1.SSHCAService.GetSSHRole:output_type -> hsmgate.v1.GetSSHRoleResponse
+	25, // 79: hsmgate.v1.SSHCAService.UpdateSSHRole:output_type -> hsmgate.v1.UpdateSSHRoleResponse
+	27, // 80: hsmgate.v1.SSHCAService.DeleteSSHRole:output_type -> hsmgate.v1.DeleteSSHRoleResponse
+	29, // 81: hsmgate.v1.SSHCAService.ListSSHRoles:output_type -> hsmgate.v1.ListSSHRolesResponse
+	33, // 82: hsmgate.v1.SSHCAService.SignUserKey:output_type -> hsmgate.v1.SignUserKeyResponse
+	35, // 83: hsmgate.v1.SSHCAService.SignHostKey:output_type -> hsmgate.v1.SignHostKeyResponse
+	41, // 84: hsmgate.v1.SSHCAService.RevokeSSH:output_type -> hsmgate.v1.RevokeSSHResponse
+	43, // 85: hsmgate.v1.SSHCAService.GetKRL:output_type -> hsmgate.v1.GetKRLResponse
+	71, // [71:86] is the sub-list for method output_type
+	56, // [56:71] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_sshca_proto_init() }
