@@ -34,6 +34,7 @@ for r in 1 2 3; do
 	run sign-hsm-p256-b100-r$r transit-sign --residency hsm --key-type ecdsa-p256 --batch 100 --duration 10s $L
 	# Target: ssh-sign >= 80% of the HSM limit at batch >= 16.
 	run ssh-sign-p256-r$r ssh-sign --key-type ecdsa-p256 --sweep 16,64,256 --concurrency 16 --duration 10s $L
+	run ssh-sign-ed25519-r$r ssh-sign --key-type ed25519 --sweep 16,64,256 --concurrency 16 --duration 10s $L
 done
 # Target: wrapped Encrypt, batch 1, concurrency 1: p99 <= 1 ms.
 run encrypt-wrapped-b1-c1 transit-encrypt --batch 1 --concurrency 1 --duration 10s $L
@@ -42,11 +43,9 @@ run encrypt-wrapped-sweep transit-encrypt --sweep 1,10,100,1000 --duration 10s $
 run decrypt-wrapped-sweep transit-decrypt --sweep 1,10,100,1000 --duration 5s $L
 run hmac-wrapped-b100 transit-hmac --batch 100 --duration 5s $L
 run sign-wrapped-p256-b100 transit-sign --key-type ecdsa-p256 --batch 100 --duration 5s $L
-# ssh-sign with the other CA key types.
-run ssh-sign-ed25519 ssh-sign --key-type ed25519 --sweep 16,64,256 --concurrency 16 --duration 10s $L
 # Target: pki-sign >= 70% of the HSM limit, per issuer key type.
 for kt in ecdsa-p256 ecdsa-p384 ed25519 rsa-3072 rsa-4096; do
 	run pki-sign-$kt pki-sign --key-type $kt --concurrency 8 --duration 10s $L
 done
 # Target: 5 minutes hold throughput and RSS within 10% (per-minute windows).
-run soak-encrypt-wrapped-5m transit-encrypt --batch 100 --duration 5m --interval 1m --warmup 10s $L
+run soak-encrypt-wrapped-5m-r1 transit-encrypt --batch 100 --duration 5m --interval 1m --warmup 10s $L
