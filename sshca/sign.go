@@ -223,19 +223,21 @@ func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, c
 		mu   sync.Mutex
 		ferr error
 	)
+	var failed atomic.Bool // once set, the other workers stop: the batch fails whole
 	fail := func(err error) {
 		mu.Lock()
 		if ferr == nil {
 			ferr = err
 		}
 		mu.Unlock()
+		failed.Store(true)
 	}
 	work := func() {
 		defer wg.Done()
 		defer func() { <-e.slots }()
 		for {
 			i := int(next.Add(1)) - 1
-			if i >= len(certs) {
+			if i >= len(certs) || failed.Load() {
 				return
 			}
 			c := certs[i]
