@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"errors"
+	"math/big"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -194,6 +195,22 @@ func TestSigners(t *testing.T) {
 						}
 					})
 				}
+				t.Run("raw r||s", func(t *testing.T) {
+					size := (pub.Curve.Params().N.BitLen() + 7) / 8
+					for range 20 { // r or s with leading zero bytes stay full length
+						raw, err := s.SignRawContext(ctx, d256[:], crypto.SHA256)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if len(raw) != 2*size {
+							t.Fatalf("got %d bytes, want %d", len(raw), 2*size)
+						}
+						r, ss := new(big.Int).SetBytes(raw[:size]), new(big.Int).SetBytes(raw[size:])
+						if !ecdsa.Verify(pub, d256[:], r, ss) {
+							t.Fatalf("ecdsa.Verify of r||s: got false, want true")
+						}
+					}
+				})
 			case *rsa.PublicKey:
 				if pub.N.BitLen() != 2048 {
 					t.Fatalf("modulus: got %d bits, want 2048", pub.N.BitLen())

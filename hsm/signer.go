@@ -137,6 +137,21 @@ func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 // accept). ErrInvalidInput if the digest's length does not match the hash,
 // ErrUnsupported for a hash or option the key type cannot use.
 func (s *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	sig, err := s.SignRawContext(ctx, digest, opts)
+	if err != nil {
+		return nil, err
+	}
+	if s.kt == ECDSAP256 || s.kt == ECDSAP384 {
+		return ecdsaDER(sig)
+	}
+	return sig, nil
+}
+
+// SignRawContext is SignContext, except that an ECDSA signature is what the
+// token gives (CKM_ECDSA): r and s, each as long as the curve's order,
+// concatenated; for callers that want neither ASN.1 nor big integers
+// (SSH's mpint pair). Other key types sign as with SignContext.
+func (s *Signer) SignRawContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	mech, input, err := s.mechanism(digest, opts)
 	if err != nil {
 		return nil, fmt.Errorf("hsm: sign with %q: %w", s.label, err)
@@ -156,8 +171,8 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte, opts crypto.Sig
 	if err != nil {
 		return nil, fmt.Errorf("hsm: sign with %q: %w", s.label, err)
 	}
-	if s.kt == ECDSAP256 || s.kt == ECDSAP384 {
-		return ecdsaDER(sig)
+	if (s.kt == ECDSAP256 || s.kt == ECDSAP384) && (len(sig) == 0 || len(sig)%2 != 0) {
+		return nil, fmt.Errorf("hsm: sign with %q: ECDSA signature of %d bytes", s.label, len(sig))
 	}
 	return sig, nil
 }

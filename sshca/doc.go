@@ -60,6 +60,12 @@
 // without naming its CA finds the CA key in these records, newest day first,
 // over the longest max_ttl of the current roles.
 //
+// Signing reads its role and CA from memory: the engine keeps those it has
+// used and drops one whenever it changes, at once for its own writes and,
+// for other replicas' writes, when the store's Watch delivers the change
+// (milliseconds; while the Watch is down nothing is kept). So a request does
+// not read the store (with etcd, two round trips) unless something changed.
+//
 // # Revocation
 //
 // Revocations (by serial, key ID, public key or SHA-256 fingerprint) are

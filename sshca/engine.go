@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,6 +152,8 @@ type Engine struct {
 	signers map[string]crypto.Signer // by HSM label
 
 	krl atomic.Pointer[krlSnapshot]
+
+	cache objCache // roles and CAs for signing
 }
 
 // New returns an engine and makes sure the revocation record (and so an
@@ -192,7 +195,17 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := e.ensureRevocationList(ctx); err != nil {
 		return nil, err
 	}
+	if err := e.cache.start(e.store, e.log); err != nil {
+		return nil, fmt.Errorf("sshca: watch roles and CAs: %w", err)
+	}
 	return e, nil
+}
+
+// Close stops the engine's watch of the store. The store and the HSM stay
+// open (they belong to the caller).
+func (e *Engine) Close() error {
+	e.cache.stop()
+	return nil
 }
 
 // Store keys.
@@ -220,5 +233,19 @@ func (e *Engine) putProto(ctx context.Context, key string, m proto.Message, expe
 	if err != nil {
 		return 0, fmt.Errorf("sshca: encode %s: %w", key, err)
 	}
-	return e.store.Put(ctx, key, b, expect)
+	rev, err := e.store.Put(ctx, key, b, expect)
+	e.dropCached(key)
+	return rev, err
+}
+
+// dropCached forgets a role or CA this engine just wrote: its next use
+// reads what was written, without waiting for the Watch (an unconditional
+// drop: after a failed write too, when the store may have changed).
+func (e *Engine) dropCached(key string) {
+	for _, p := range watchedPrefixes {
+		if strings.HasPrefix(key, p) {
+			e.cache.drop(key)
+			return
+		}
+	}
 }

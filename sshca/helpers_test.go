@@ -16,7 +16,9 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/keystore"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -67,6 +69,8 @@ type testEnv struct {
 	e      *Engine
 	clock  *fakeClock
 	caller *testCaller
+	store  keystore.Store
+	hsm    *hsm.Module
 }
 
 // newEnv returns an engine over a fresh SoftHSM token and bbolt file, with a
@@ -79,16 +83,27 @@ func newEnv(t testing.TB) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return newEnvOn(t, st, m)
+}
+
+// newEnvOn is newEnv over a given store and token: engines made on the same
+// ones act as the replicas of one deployment.
+func newEnvOn(t testing.TB, st keystore.Store, m *hsm.Module) *testEnv {
+	t.Helper()
 	env := &testEnv{
 		clock:  &fakeClock{t: time.Now().Truncate(time.Second)},
 		caller: &testCaller{c: Caller{Name: "alice", RequestID: "req-1", Metadata: map[string]string{"team": "infra"}}},
+		store:  st,
+		hsm:    m,
 	}
+	var err error
 	env.e, err = New(context.Background(), Config{
 		Store: st, Keys: HSMKeys(m), Caller: env.caller.get, Now: env.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { env.e.Close() })
 	return env
 }
 

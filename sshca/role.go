@@ -302,6 +302,7 @@ func (e *Engine) DeleteRole(ctx context.Context, name string) error {
 		return fmt.Errorf("%w: role name %q", ErrInvalid, name)
 	}
 	err := e.store.Delete(ctx, prefixRoles+name, keystore.AnyRevision)
+	e.dropCached(prefixRoles + name)
 	if errors.Is(err, keystore.ErrNotFound) {
 		return fmt.Errorf("%w: %q", ErrRoleNotFound, name)
 	}

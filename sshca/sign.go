@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hsmgate/hsmgate/internal/errs"
@@ -84,17 +85,24 @@ type issuer struct {
 
 // issuerFor loads a role of type ct, its CA and the CA's active signer.
 func (e *Engine) issuerFor(ctx context.Context, ct pb.SSHCertType, roleName string) (*issuer, error) {
-	role, _, err := e.getRole(ctx, roleName)
+	m, err := e.cache.get(prefixRoles+roleName, func() (proto.Message, error) {
+		r, _, err := e.getRole(ctx, roleName)
+		return r, err
+	})
 	if err != nil {
 		return nil, err
 	}
+	role := m.(*pb.SSHRole) // shared with other requests: read only
 	if role.GetCertType() != ct {
 		return nil, fmt.Errorf("%w: role %q issues %v certificates", ErrWrongType, roleName, role.GetCertType())
 	}
-	ca, _, err := e.getCA(ctx, role.GetCa())
-	if err != nil {
+	if m, err = e.cache.get(prefixCAs+role.GetCa(), func() (proto.Message, error) {
+		ca, _, err := e.getCA(ctx, role.GetCa())
+		return ca, err
+	}); err != nil {
 		return nil, fmt.Errorf("role %q: %w", roleName, err)
 	}
+	ca := m.(*pb.SSHCA) // shared: e.view below returns a copy
 	if ca.GetCertType() != ct {
 		return nil, fmt.Errorf("%w: CA %q issues %v certificates", ErrWrongType, ca.GetName(), ca.GetCertType())
 	}
@@ -235,6 +243,7 @@ func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, c
 	work := func() {
 		defer wg.Done()
 		defer func() { <-e.slots }()
+		var memo tuplesMemo
 		for {
 			i := int(next.Add(1)) - 1
 			if i >= len(certs) || failed.Load() {
@@ -248,7 +257,7 @@ func (e *Engine) signAll(ctx context.Context, signer ssh.MultiAlgorithmSigner, c
 				fail(err)
 				return
 			}
-			line, err := signCert(e.rand, signer, caBlob, c)
+			line, err := signCert(e.rand, signer, caBlob, c, &memo)
 			if err != nil {
 				fail(err)
 				return
@@ -459,7 +468,7 @@ func (p *policy) principals(req []string) ([]string, error) {
 // extensions returns the requested extensions (each allowed) or the role's defaults.
 func (p *policy) extensions(req map[string]string) (map[string]string, error) {
 	if len(req) == 0 {
-		return maps.Clone(p.role.GetDefaultExtensions()), nil
+		return p.role.GetDefaultExtensions(), nil // shared: never changed
 	}
 	out := make(map[string]string, len(req))
 	for name, v := range req {
@@ -477,6 +486,12 @@ func (p *policy) extensions(req map[string]string) (map[string]string, error) {
 // criticalOptions returns the role's forced options plus the requested ones
 // the role allows; a request cannot change a forced option.
 func (p *policy) criticalOptions(req map[string]string) (map[string]string, error) {
+	if len(req) == 0 {
+		if len(p.role.GetCriticalOptions()) == 0 {
+			return nil, nil
+		}
+		return p.role.GetCriticalOptions(), nil // shared: never changed
+	}
 	out := maps.Clone(p.role.GetCriticalOptions())
 	if out == nil {
 		out = map[string]string{}

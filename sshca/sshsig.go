@@ -1,6 +1,7 @@
 package sshca
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,7 +11,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"reflect"
 	"slices"
+	"unsafe"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
@@ -25,6 +28,14 @@ type ecdsaSigner struct {
 	cs   crypto.Signer
 	pub  ssh.PublicKey
 	hash crypto.Hash
+	// raw, if set, signs a digest and returns r||s (each as long as the
+	// curve's order): the HSM's own form, which skips the DER round trip.
+	raw func(digest []byte, h crypto.Hash) ([]byte, error)
+}
+
+// rawSigner is a signer that gives ECDSA signatures as r||s (*hsm.Signer).
+type rawSigner interface {
+	SignRawContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
 }
 
 var _ ssh.AlgorithmSigner = (*ecdsaSigner)(nil)
@@ -45,7 +56,13 @@ func newECDSASigner(cs crypto.Signer, pk *ecdsa.PublicKey) (*ecdsaSigner, error)
 	default:
 		return nil, fmt.Errorf("unsupported ECDSA curve %s", pk.Curve.Params().Name)
 	}
-	return &ecdsaSigner{cs: cs, pub: pub, hash: h}, nil
+	es := &ecdsaSigner{cs: cs, pub: pub, hash: h}
+	if b, ok := cs.(boundSigner); ok {
+		if rs, ok := b.contextSigner.(rawSigner); ok {
+			es.raw = func(digest []byte, h crypto.Hash) ([]byte, error) { return rs.SignRawContext(b.ctx, digest, h) }
+		}
+	}
+	return es, nil
 }
 
 func (s *ecdsaSigner) PublicKey() ssh.PublicKey { return s.pub }
@@ -62,15 +79,47 @@ func (s *ecdsaSigner) SignWithAlgorithm(rand io.Reader, data []byte, alg string)
 	}
 	h := s.hash.New()
 	h.Write(data)
-	der, err := s.cs.Sign(rand, h.Sum(nil), s.hash)
-	if err != nil {
-		return nil, err
-	}
-	blob, err := sshECDSASignature(der)
-	if err != nil {
-		return nil, err
+	var blob []byte
+	if s.raw != nil {
+		rs, err := s.raw(h.Sum(nil), s.hash)
+		if err != nil {
+			return nil, err
+		}
+		if blob, err = sshECDSARawSignature(rs); err != nil {
+			return nil, err
+		}
+	} else {
+		der, err := s.cs.Sign(rand, h.Sum(nil), s.hash)
+		if err != nil {
+			return nil, err
+		}
+		if blob, err = sshECDSASignature(der); err != nil {
+			return nil, err
+		}
 	}
 	return &ssh.Signature{Format: s.pub.Type(), Blob: blob}, nil
+}
+
+// sshECDSARawSignature turns r||s (two halves of equal length, big-endian)
+// into the SSH signature blob; r and s must not be zero.
+func sshECDSARawSignature(raw []byte) ([]byte, error) {
+	if len(raw) == 0 || len(raw)%2 != 0 {
+		return nil, fmt.Errorf("sshca: ECDSA signature of %d bytes", len(raw))
+	}
+	r, s := trimZeros(raw[:len(raw)/2]), trimZeros(raw[len(raw)/2:])
+	if len(r) == 0 || len(s) == 0 {
+		return nil, errors.New("sshca: zero ECDSA signature integer")
+	}
+	out := make([]byte, 0, 8+2+len(r)+len(s))
+	out = appendMpint(out, r)
+	return appendMpint(out, s), nil
+}
+
+func trimZeros(b []byte) []byte {
+	for len(b) > 0 && b[0] == 0 {
+		b = b[1:]
+	}
+	return b
 }
 
 // sshECDSASignature turns an ASN.1 ECDSA-Sig-Value into the SSH signature
@@ -101,10 +150,7 @@ func positiveInt(b []byte) ([]byte, error) {
 	if len(b) == 0 || b[0]&0x80 != 0 || (len(b) > 1 && b[0] == 0 && b[1]&0x80 == 0) {
 		return nil, errors.New("sshca: malformed ECDSA signature integer")
 	}
-	for len(b) > 0 && b[0] == 0 {
-		b = b[1:]
-	}
-	if len(b) == 0 {
+	if b = trimZeros(b); len(b) == 0 {
 		return nil, errors.New("sshca: zero ECDSA signature integer")
 	}
 	return b, nil
@@ -130,7 +176,11 @@ func appendMpint(out, mag []byte) []byte {
 // the signer's first algorithm)
 // and then ssh.MarshalAuthorizedKey, but marshals the certificate once,
 // without reflection: the wire form is the signed bytes plus the signature.
-func signCert(rand io.Reader, signer ssh.MultiAlgorithmSigner, caBlob []byte, c *ssh.Certificate) (string, error) {
+//
+// memo, if not nil, keeps the encoding of the options and extensions of the
+// previous certificate for the next one (the certificates of a request
+// usually share the role's); it belongs to one goroutine.
+func signCert(rand io.Reader, signer ssh.MultiAlgorithmSigner, caBlob []byte, c *ssh.Certificate, memo *tuplesMemo) (string, error) {
 	algs := signer.Algorithms()
 	if len(algs) == 0 {
 		return "", errors.New("sshca: the CA signer has no signature algorithm")
@@ -146,7 +196,8 @@ func signCert(rand io.Reader, signer ssh.MultiAlgorithmSigner, caBlob []byte, c 
 		}
 	}
 	c.SignatureKey = pub
-	tbs := marshalTBS(c, caBlob)
+	typ := c.Type()
+	tbs := marshalTBS(c, typ, caBlob, memo)
 	sig, err := signer.SignWithAlgorithm(rand, tbs, algs[0])
 	if err != nil {
 		return "", err
@@ -159,16 +210,21 @@ func signCert(rand io.Reader, signer ssh.MultiAlgorithmSigner, caBlob []byte, c 
 	wire = appendString(wire, sig.Format)
 	wire = appendString(wire, string(sig.Blob))
 	wire = append(wire, sig.Rest...)
-	return authorizedKeyLine(c.Type(), wire), nil
+	return authorizedKeyLine(typ, wire), nil
 }
 
 // marshalTBS is the part of c a CA signs (PROTOCOL.certkeys): everything up
 // to, without, the signature; what ssh.Certificate.Marshal writes before it.
-func marshalTBS(c *ssh.Certificate, caBlob []byte) []byte {
+// typ is c.Type().
+func marshalTBS(c *ssh.Certificate, typ string, caBlob []byte, memo *tuplesMemo) []byte {
+	if memo == nil {
+		memo = new(tuplesMemo)
+	}
+	opts, exts := memo.options.encode(c.CriticalOptions), memo.extensions.encode(c.Extensions)
 	key := c.Key.Marshal()
 	keyRest := key[4+binary.BigEndian.Uint32(key):] // drop the key type name
-	b := make([]byte, 0, 256+len(key)+len(caBlob)+len(c.KeyId))
-	b = appendString(b, c.Type())
+	b := make([]byte, 0, 128+len(typ)+len(key)+len(caBlob)+len(c.KeyId)+len(opts)+len(exts)+16*len(c.ValidPrincipals))
+	b = appendString(b, typ)
 	b = appendString(b, string(c.Nonce))
 	b = append(b, keyRest...)
 	b = binary.BigEndian.AppendUint64(b, c.Serial)
@@ -182,10 +238,32 @@ func marshalTBS(c *ssh.Certificate, caBlob []byte) []byte {
 	})
 	b = binary.BigEndian.AppendUint64(b, c.ValidAfter)
 	b = binary.BigEndian.AppendUint64(b, c.ValidBefore)
-	b = appendLengthPrefixed(b, func(b []byte) []byte { return appendTuples(b, c.CriticalOptions) })
-	b = appendLengthPrefixed(b, func(b []byte) []byte { return appendTuples(b, c.Extensions) })
+	b = appendString(b, string(opts))
+	b = appendString(b, string(exts))
 	b = appendString(b, string(c.Reserved))
 	return appendString(b, string(caBlob))
+}
+
+// tuplesMemo keeps the wire form of the last critical options and
+// extensions maps encoded, by map identity: a map reaching a certificate is
+// never changed afterwards.
+type tuplesMemo struct{ options, extensions tuplesWire }
+
+type tuplesWire struct {
+	p    unsafe.Pointer // the map's identity (and a reference keeping it alive)
+	wire []byte
+}
+
+// encode returns the tuples of m (sorted by name) in wire form, without the
+// outer length.
+func (t *tuplesWire) encode(m map[string]string) []byte {
+	if len(m) == 0 {
+		return nil
+	}
+	if p := reflect.ValueOf(m).UnsafePointer(); p != t.p || t.wire == nil {
+		t.p, t.wire = p, appendTuples(nil, m)
+	}
+	return t.wire
 }
 
 // appendTuples writes options or extensions sorted by name; a non-empty
@@ -217,12 +295,13 @@ func appendLengthPrefixed(b []byte, f func([]byte) []byte) []byte {
 	return b
 }
 
-// authorizedKeyLine formats "TYPE BASE64" in one allocation.
+// authorizedKeyLine formats "TYPE BASE64" in one allocation (the string
+// takes the buffer, as strings.Builder does: nothing else refers to it).
 func authorizedKeyLine(typ string, wire []byte) string {
 	enc := base64.StdEncoding
 	b := make([]byte, len(typ)+1+enc.EncodedLen(len(wire)))
 	copy(b, typ)
 	b[len(typ)] = ' '
 	enc.Encode(b[len(typ)+1:], wire)
-	return string(b)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }

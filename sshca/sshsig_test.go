@@ -1,15 +1,20 @@
 package sshca
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
+	"math/big"
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -49,16 +54,26 @@ func TestSignCertWire(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for range 50 { // ECDSA: r and s with and without a high bit
+			// One memo across certificates whose maps are shared, fresh, or
+			// none, in turn: a stale encoding would not match.
+			sharedExt := map[string]string{"permit-pty": "", "permit-X11-forwarding": "", "z-custom@example.com": "v"}
+			sharedOpts := map[string]string{"source-address": "10.0.0.0/8", "force-command": "/bin/true", "verify-required": ""}
+			var memo tuplesMemo
+			for i := range 50 { // ECDSA: r and s with and without a high bit
+				ext, opts := sharedExt, sharedOpts
+				switch i % 3 {
+				case 1:
+					ext = map[string]string{"permit-pty": "", "x@example.com": fmt.Sprint(i)}
+					opts = map[string]string{"force-command": fmt.Sprint("/bin/echo ", i)}
+				case 2:
+					ext, opts = nil, nil
+				}
 				c := &ssh.Certificate{
 					Key: subjPub, Serial: 7, CertType: ssh.UserCert, KeyId: "k",
 					ValidPrincipals: []string{"alice", "bob"}, ValidAfter: 1, ValidBefore: 1 << 40,
-					Permissions: ssh.Permissions{
-						Extensions:      map[string]string{"permit-pty": "", "permit-X11-forwarding": "", "z-custom@example.com": "v"},
-						CriticalOptions: map[string]string{"source-address": "10.0.0.0/8", "force-command": "/bin/true", "verify-required": ""},
-					},
+					Permissions: ssh.Permissions{Extensions: ext, CriticalOptions: opts},
 				}
-				line, err := signCert(rand.Reader, signer, signer.PublicKey().Marshal(), c)
+				line, err := signCert(rand.Reader, signer, signer.PublicKey().Marshal(), c, &memo)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -79,6 +94,35 @@ func TestSignCertWire(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSSHECDSARawSignature checks the r||s conversion against the DER one,
+// for values with leading zero bytes and high bits, and refuses zero and
+// odd lengths.
+func TestSSHECDSARawSignature(t *testing.T) {
+	for _, v := range [][2][]byte{
+		{{0, 0, 0x81, 1}, {0x7f, 2, 3, 4}},
+		{{0x80, 0, 0, 0}, {0, 0, 0, 1}},
+		{{1, 2, 3, 4}, {0xff, 0xff, 0xff, 0xff}},
+	} {
+		r, s := new(big.Int).SetBytes(v[0]), new(big.Int).SetBytes(v[1])
+		var b cryptobyte.Builder
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1BigInt(r); b.AddASN1BigInt(s) })
+		der := b.BytesOrPanic()
+		want, err := sshECDSASignature(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := sshECDSARawSignature(append(append([]byte{}, v[0]...), v[1]...))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("r||s %x %x: got %x, %v, want %x", v[0], v[1], got, err, want)
+		}
+	}
+	for name, raw := range map[string][]byte{"empty": {}, "odd": {1, 2, 3}, "zero r": {0, 0, 1, 2}, "zero s": {1, 2, 0, 0}} {
+		if b, err := sshECDSARawSignature(raw); err == nil {
+			t.Fatalf("%s: got %x, want an error", name, b)
+		}
 	}
 }
 

@@ -38,6 +38,7 @@ func sshTestClient(t *testing.T) hsmgatev1.SSHCAServiceClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e.Close() })
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
 	hsmgatev1.RegisterSSHCAServiceServer(srv, sshca.NewService(e))
