@@ -149,6 +149,13 @@ func prepareDevState(ctx context.Context, dir string, f *devFlags, log *slog.Log
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev: state directory: %w", err)
 	}
+	// MkdirAll leaves an existing directory's mode alone, and the PINs and
+	// the root token live here.
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("dev: state directory: %w", err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("dev: state directory %s is open to other users (mode %#o): run `chmod 700 %s` or choose another with --state", dir, fi.Mode().Perm(), dir)
+	}
 	lib, err := softhsm.Library()
 	if err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
@@ -162,13 +169,11 @@ func prepareDevState(ctx context.Context, dir string, f *devFlags, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	conf, err := softhsm.InitToken(ctx, filepath.Join(dir, devDirSoftHSM), devTokenLabel, soPIN, userPIN)
-	if err != nil {
+	// In process (the PINs stay off command lines); it also sets
+	// SOFTHSM2_CONF, which SoftHSM reads once per process, at the first
+	// hsm.Open.
+	if _, err := softhsm.InitTokenInProcess(filepath.Join(dir, devDirSoftHSM), devTokenLabel, soPIN, userPIN); err != nil {
 		return nil, fmt.Errorf("dev: %w", err)
-	}
-	// SoftHSM reads this once per process, at the first hsm.Open.
-	if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
-		return nil, err
 	}
 	tlsFiles, newCA, err := devtls.Ensure(filepath.Join(dir, devDirTLS), devtls.DefaultHosts, time.Now())
 	if err != nil {

@@ -164,36 +164,5 @@ func Slot(t testing.TB, label string) (*pkcs11.Ctx, uint) {
 }
 
 func initToken(label string) error {
-	p := proc.p
-	slots, err := p.GetSlotList(false)
-	if err != nil {
-		return err
-	}
-	free, found := uint(0), false
-	for _, id := range slots {
-		ti, err := p.GetTokenInfo(id)
-		if err == nil && ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
-			free, found = id, true
-			break
-		}
-	}
-	if !found {
-		return fmt.Errorf("no free slot")
-	}
-	if err := p.InitToken(free, SOPIN, label); err != nil {
-		return fmt.Errorf("C_InitToken: %w", err)
-	}
-	s, err := p.OpenSession(free, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-	if err != nil {
-		return err
-	}
-	defer p.CloseSession(s)
-	if err := p.Login(s, pkcs11.CKU_SO, SOPIN); err != nil {
-		return fmt.Errorf("SO login: %w", err)
-	}
-	defer p.Logout(s)
-	if err := p.InitPIN(s, UserPIN); err != nil {
-		return fmt.Errorf("C_InitPIN: %w", err)
-	}
-	return nil
+	return softhsm.InitTokenOn(proc.p, label, SOPIN, UserPIN)
 }

@@ -20,6 +20,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/miekg/pkcs11"
 )
 
 // ErrNotInstalled: SoftHSM2 (the library or softhsm2-util) is not installed.
@@ -75,12 +77,99 @@ func WriteConfig(dir string) (string, error) {
 	return conf, nil
 }
 
-// InitToken makes sure that the SoftHSM configuration under dir (see
-// WriteConfig) holds a token labelled label, initialising one with
-// `softhsm2-util --init-token --free` if not, and returns the configuration's
-// path. It is idempotent: a token with that label already there is kept (its
-// PINs are not checked). The PINs reach softhsm2-util as arguments, visible
-// to local users in the process list for a moment: for dev mode only.
+// InitTokenInProcess makes sure that the SoftHSM configuration under dir
+// (see WriteConfig) holds a token labelled label, making one through this
+// process's PKCS#11 calls if not (the PINs never appear on a command line),
+// sets SOFTHSM2_CONF to the configuration and returns its path. It is
+// idempotent: a token with that label already there is kept (its PINs are
+// not checked). SoftHSM reads SOFTHSM2_CONF once, when a process first
+// initialises it, so this must run before anything else in the process
+// opens SoftHSM; the library is finalised again before it returns, and a
+// later hsm.Open sees the token.
+func InitTokenInProcess(dir, label, soPIN, userPIN string) (confPath string, err error) {
+	if label == "" || soPIN == "" || userPIN == "" {
+		return "", errors.New("softhsm: init token: label and PINs are required")
+	}
+	lib, err := Library()
+	if err != nil {
+		return "", err
+	}
+	conf, err := WriteConfig(dir)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
+		return "", err
+	}
+	p := pkcs11.New(lib)
+	if p == nil {
+		return "", fmt.Errorf("softhsm: cannot load %s", lib)
+	}
+	defer p.Destroy()
+	if err := p.Initialize(); err != nil {
+		if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+			return "", errors.New("softhsm: init token: SoftHSM is already open in this process (with a configuration that cannot change)")
+		}
+		return "", fmt.Errorf("softhsm: initialise %s: %w", lib, err)
+	}
+	defer p.Finalize()
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		return "", fmt.Errorf("softhsm: slots: %w", err)
+	}
+	for _, id := range slots {
+		ti, err := p.GetTokenInfo(id)
+		if err == nil && ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0 && strings.TrimRight(ti.Label, " ") == label {
+			return conf, nil
+		}
+	}
+	if err := InitTokenOn(p, label, soPIN, userPIN); err != nil {
+		return "", fmt.Errorf("softhsm: init token %q: %w", label, err)
+	}
+	return conf, nil
+}
+
+// InitTokenOn makes a token labelled label in the first free slot of an
+// initialised PKCS#11 context (C_InitToken, then C_InitPIN as the SO).
+func InitTokenOn(p *pkcs11.Ctx, label, soPIN, userPIN string) error {
+	slots, err := p.GetSlotList(false)
+	if err != nil {
+		return err
+	}
+	free, found := uint(0), false
+	for _, id := range slots {
+		ti, err := p.GetTokenInfo(id)
+		if err == nil && ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
+			free, found = id, true
+			break
+		}
+	}
+	if !found {
+		return errors.New("no free slot")
+	}
+	if err := p.InitToken(free, soPIN, label); err != nil {
+		return fmt.Errorf("C_InitToken: %w", err)
+	}
+	s, err := p.OpenSession(free, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return err
+	}
+	defer p.CloseSession(s)
+	if err := p.Login(s, pkcs11.CKU_SO, soPIN); err != nil {
+		return fmt.Errorf("SO login: %w", err)
+	}
+	defer p.Logout(s)
+	if err := p.InitPIN(s, userPIN); err != nil {
+		return fmt.Errorf("C_InitPIN: %w", err)
+	}
+	return nil
+}
+
+// InitToken is InitTokenInProcess done by `softhsm2-util --init-token
+// --free`, for a token that another process will open (tests that start a
+// server): it leaves this process's SoftHSM alone. The PINs reach
+// softhsm2-util as arguments, visible to local users in the process list for
+// a moment: for test PINs only.
 func InitToken(ctx context.Context, dir, label, soPIN, userPIN string) (confPath string, err error) {
 	if label == "" || soPIN == "" || userPIN == "" {
 		return "", errors.New("softhsm: init token: label and PINs are required")

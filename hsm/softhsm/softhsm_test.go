@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/softhsm"
 )
 
@@ -84,4 +86,48 @@ func TestInitToken(t *testing.T) {
 			t.Fatal("InitToken without an SO PIN: got nil, want an error")
 		}
 	})
+}
+
+// TestInitTokenInProcess makes a token through this process's PKCS#11 calls
+// (as `hsmgate dev` does, keeping the PINs off command lines), then opens
+// it with hsm.Open, which initialises SoftHSM again in the same process.
+func TestInitTokenInProcess(t *testing.T) {
+	requireSoftHSM(t)
+	t.Setenv("SOFTHSM2_CONF", "") // restored afterwards
+	dir := t.TempDir()
+	conf, err := softhsm.InitTokenInProcess(dir, "dev", "so-pin-1", "user-pin-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := os.Getenv("SOFTHSM2_CONF"); got != conf {
+		t.Fatalf("SOFTHSM2_CONF: got %q, want %q", got, conf)
+	}
+	if _, err := softhsm.InitTokenInProcess(dir, "dev", "so-pin-1", "user-pin-1"); err != nil {
+		t.Fatalf("second call: %v", err)
+	}
+	if es, err := os.ReadDir(filepath.Join(dir, "tokens")); err != nil || len(es) != 1 {
+		t.Fatalf("tokens after two calls: got %d (%v), want 1", len(es), err)
+	}
+	lib, err := softhsm.Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(pin string) (*hsm.Module, error) {
+		return hsm.Open(context.Background(), hsm.Config{Library: lib, TokenLabel: "dev", PIN: pin, WaitTimeout: 10 * time.Second})
+	}
+	if m, err := open("wrong-pin"); err == nil {
+		m.Close()
+		t.Fatal("hsm.Open with a wrong user PIN: got nil, want an error")
+	}
+	m, err := open("user-pin-1")
+	if err != nil {
+		t.Fatalf("hsm.Open with the user PIN: %v", err)
+	}
+	defer m.Close()
+	if _, err := softhsm.InitTokenInProcess(dir, "other", "so-pin-1", "user-pin-1"); err == nil || !strings.Contains(err.Error(), "already open") {
+		t.Fatalf("while SoftHSM is open in the process: got %v, want an error saying so", err)
+	}
+	if _, err := softhsm.InitTokenInProcess(t.TempDir(), "x", "", "p"); err == nil {
+		t.Fatal("without an SO PIN: got nil, want an error")
+	}
 }
