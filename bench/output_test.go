@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -137,5 +138,16 @@ func TestTable(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table has no %q:\n%s", want, b.String())
 		}
+	}
+	if strings.Contains(b.String(), "paired") {
+		t.Errorf("a paired section without a paired measurement:\n%s", b.String())
+	}
+	r.Points[2].Paired = &Paired{Rounds: 5, Slice: 1000, HSMConcurrency: 16, ItemsPerS: 41000, HSMItemsPerS: 50000, Ratio: Ratio(41000, 50000)}
+	b.Reset()
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "(c=16) in turns, 5 rounds of 1.0s") || !regexp.MustCompile(`(?m)^ *100 +41000 +50000 +82% *$`).MatchString(b.String()) {
+		t.Errorf("paired section missing or wrong:\n%s", b.String())
 	}
 }

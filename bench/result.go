@@ -77,6 +77,22 @@ type Point struct {
 	Transport  *Limit   `json:"transport_limit,omitempty"`
 	Ratio      Ratios   `json:"ratio"`
 	Windows    []Window `json:"windows,omitempty"`
+	// Paired is the scenario and the HSM limit measured in turns (--paired).
+	Paired *Paired `json:"paired,omitempty"`
+}
+
+// Paired is a batch size's scenario and the HSM limit (at the concurrency
+// that won the limit) run in turns: Rounds rounds of Slice each, the order
+// alternating. The separate measurements above run tens of seconds apart;
+// these see the same machine, so their ratio is the steadier one where the
+// machine's speed moves (a shared VM).
+type Paired struct {
+	Rounds         int     `json:"rounds"`
+	Slice          Millis  `json:"slice_ms"`
+	HSMConcurrency int     `json:"hsm_concurrency"`
+	ItemsPerS      float64 `json:"items_per_s"`
+	HSMItemsPerS   float64 `json:"hsm_items_per_s"`
+	Ratio          float64 `json:"ratio"`
 }
 
 // WriteJSON writes r indented.

@@ -119,8 +119,20 @@ func (p *Params) Check() error {
 	if p.LimitDur <= 0 {
 		p.LimitDur = min(p.Duration, ms(DefaultLimitDur))
 	}
+	if p.Paired < 0 || p.Paired > 100 {
+		return fmt.Errorf("bench: --paired %d: want 0..100 rounds", p.Paired)
+	}
+	if p.Paired > 0 && p.PairSlice <= 0 {
+		p.PairSlice = ms(DefaultPairSlice)
+	}
 	return nil
 }
+
+// DefaultPairSlice is how long the scenario and the HSM limit each run in
+// one round of a paired measurement (plus pairWarmup each).
+const DefaultPairSlice = time.Second
+
+const pairWarmup = 250 * time.Millisecond
 
 func (p Params) dur(m Millis) time.Duration { return time.Duration(float64(m) * 1e6) }
 
@@ -253,14 +265,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		pt := &r.Points[i]
 		rq := reqs[i]
 		interval := p.dur(p.Interval)
-		m, err := load{Label: fmt.Sprintf("%s b=%d", p.Scenario, pt.Batch), Concurrency: p.Concurrency,
-			Warmup: p.dur(p.Warmup), Duration: p.dur(p.Duration), Interval: interval, Progress: o.Progress, Proc: o.Proc,
-		}.run(ctx, func(ctx context.Context, wk int) (int, error) {
+		scenarioOp := func(ctx context.Context, wk int) (int, error) {
 			if _, err := rq.Call(ctx, o.Env.Conns[wk%len(o.Env.Conns)]); err != nil {
 				return 0, err
 			}
 			return pt.Batch, nil
-		})
+		}
+		m, err := load{Label: fmt.Sprintf("%s b=%d", p.Scenario, pt.Batch), Concurrency: p.Concurrency,
+			Warmup: p.dur(p.Warmup), Duration: p.dur(p.Duration), Interval: interval, Progress: o.Progress, Proc: o.Proc,
+		}.run(ctx, scenarioOp)
 		if err != nil {
 			return nil, err
 		}
@@ -276,6 +289,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		_, pt.PeakRSS, _ = o.Proc.Mem()
 		pt.Windows = m.Windows
 		r.ratios(pt)
+		if p.Paired > 0 && w.HSM != nil && r.HSM != nil {
+			if pt.Paired, err = paired(ctx, p, pt.Batch, r.HSM.Concurrency, o.Progress, scenarioOp, w.HSM); err != nil {
+				return nil, err
+			}
+		}
 		logf("bench: %s batch %d: %.0f items/s, p99 %.3f ms", p.Scenario, pt.Batch, pt.ItemsPerS, pt.Latency.P99)
 	}
 	r.Host.LoadEnd = loadAvg()
@@ -294,4 +312,55 @@ func loadAvg() [3]float64 {
 		l[i], _ = strconv.ParseFloat(f[i], 64)
 	}
 	return l
+}
+
+// paired runs the scenario (op) and the HSM limit (at concurrency hsmConc)
+// in turns, p.Paired rounds of p.PairSlice each, alternating which goes
+// first, and returns their rates and ratio: both then see the same machine,
+// whose speed on a shared VM moves by tens of percent within seconds.
+func paired(ctx context.Context, p Params, batch, hsmConc int, progress io.Writer, op op, hsm itemOp) (*Paired, error) {
+	slice := p.dur(p.PairSlice)
+	var sItems, hItems uint64
+	var sTime, hTime time.Duration
+	scenario := func(k int) error {
+		m, err := load{Label: fmt.Sprintf("paired %d/%d b=%d: scenario", k+1, p.Paired, batch), Concurrency: p.Concurrency,
+			Warmup: pairWarmup, Duration: slice, Progress: progress}.run(ctx, op)
+		if err != nil {
+			return err
+		}
+		sItems, sTime = sItems+m.Items, sTime+m.Elapsed
+		return nil
+	}
+	limit := func(k int) error {
+		m, err := load{Label: fmt.Sprintf("paired %d/%d b=%d: HSM limit", k+1, p.Paired, batch), Concurrency: hsmConc,
+			Warmup: pairWarmup, Duration: slice, Progress: progress}.run(ctx, func(ctx context.Context, _ int) (int, error) {
+			return 1, hsm(ctx)
+		})
+		if err != nil {
+			return err
+		}
+		hItems, hTime = hItems+m.Items, hTime+m.Elapsed
+		return nil
+	}
+	for k := range p.Paired {
+		first, second := scenario, limit
+		if k%2 == 1 {
+			first, second = limit, scenario
+		}
+		if err := first(k); err != nil {
+			return nil, err
+		}
+		if err := second(k); err != nil {
+			return nil, err
+		}
+	}
+	pr := &Paired{Rounds: p.Paired, Slice: p.PairSlice, HSMConcurrency: hsmConc}
+	if sTime > 0 {
+		pr.ItemsPerS = float64(sItems) / sTime.Seconds()
+	}
+	if hTime > 0 {
+		pr.HSMItemsPerS = float64(hItems) / hTime.Seconds()
+	}
+	pr.Ratio = Ratio(pr.ItemsPerS, pr.HSMItemsPerS)
+	return pr, nil
 }

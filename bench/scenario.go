@@ -41,6 +41,10 @@ type Params struct {
 	Interval    Millis `json:"interval_ms"`
 	// Echo is the transport limit's kind: EchoMessages (default) or EchoBytes.
 	Echo string `json:"echo"`
+	// Paired is the number of rounds in which the scenario and the HSM limit
+	// run in turns, PairSlice each, after each batch size's measurement (0: none).
+	Paired    int    `json:"paired_rounds,omitempty"`
+	PairSlice Millis `json:"pair_slice_ms,omitempty"`
 }
 
 // request is one prepared RPC of a batch size: the request message, a

@@ -56,6 +56,19 @@ func (r *Result) WriteTable(out io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if pts := pairedPoints(r.Points); len(pts) > 0 {
+		pr := pts[0].Paired
+		fmt.Fprintf(&b, "\npaired: the scenario and the HSM limit (c=%d) in turns, %d rounds of %.1fs each:\n",
+			pr.HSMConcurrency, pr.Rounds, float64(pr.Slice)/1000)
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "batch\titems/s\tHSM items/s\t/HSM\t")
+		for _, pt := range pts {
+			fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%s\t\n", pt.Batch, pt.Paired.ItemsPerS, pt.Paired.HSMItemsPerS, pct(pt.Paired.Ratio))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	for _, pt := range r.Points {
 		if len(pt.Windows) < 2 {
 			continue
@@ -94,4 +107,15 @@ func spread(lo, hi float64) float64 {
 		return 0
 	}
 	return (hi/lo - 1) * 100
+}
+
+// pairedPoints are the points with a paired measurement.
+func pairedPoints(pts []Point) []Point {
+	var out []Point
+	for _, pt := range pts {
+		if pt.Paired != nil {
+			out = append(out, pt)
+		}
+	}
+	return out
 }

@@ -33,6 +33,8 @@ type benchFlags struct {
 	duration    time.Duration
 	warmup      time.Duration
 	limitDur    time.Duration
+	paired      int
+	pairSlice   time.Duration
 	interval    time.Duration
 	jsonOut     string
 	svgOut      string
@@ -100,6 +102,8 @@ Scenarios:
 	fl.DurationVar(&f.warmup, "warmup", 2*time.Second, "unmeasured time before each measurement")
 	fl.DurationVar(&f.limitDur, "limit-duration", 0, "measured time of each limit (default min(--duration, 3s))")
 	fl.DurationVar(&f.interval, "interval", 0, "throughput and RSS sample interval (default 1m, or --duration/5 when shorter than 2m)")
+	fl.IntVar(&f.paired, "paired", 0, "after each batch size, run it and the HSM limit in turns for this many rounds (of --pair-slice each): a ratio both measured on the same machine state")
+	fl.DurationVar(&f.pairSlice, "pair-slice", bench.DefaultPairSlice, "with --paired: measured time of each turn")
 	fl.StringVar(&f.jsonOut, "json", "", "write the result as JSON to this file")
 	fl.StringVar(&f.svgOut, "svg", "", "write the chart here (default: the --json path with .svg)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the scenario's measured phases (not the limits) here")
@@ -114,6 +118,10 @@ func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) e
 		Scenario: scenario, Residency: f.residency, KeyType: f.keyType, Batch: f.batch, Payload: f.payload,
 		Concurrency: f.concurrency, Connections: f.connections, Echo: f.echo,
 		Duration: millis(f.duration), Warmup: millis(f.warmup), LimitDur: millis(f.limitDur), Interval: millis(f.interval),
+		Paired: f.paired,
+	}
+	if f.paired > 0 {
+		p.PairSlice = millis(f.pairSlice)
 	}
 	if f.sweep != "" {
 		sw, err := bench.ParseSweep(f.sweep)

@@ -18,7 +18,8 @@ func TestBenchSmoke(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "out.json")
 	stdout, stderr, code := run(t, nil, "bench", "transit-encrypt", "--sweep", "1,10",
-		"--duration", "600ms", "--warmup", "100ms", "--limit-duration", "300ms", "--concurrency", "2", "--json", jsonPath)
+		"--duration", "600ms", "--warmup", "100ms", "--limit-duration", "300ms", "--concurrency", "2",
+		"--paired", "2", "--pair-slice", "200ms", "--json", jsonPath)
 	if code != 0 {
 		t.Fatalf("hsmgate bench: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -52,6 +53,13 @@ func TestBenchSmoke(t *testing.T) {
 		if p.Items != p.Requests*uint64(p.Batch) {
 			t.Errorf("batch %d: %d items in %d requests", p.Batch, p.Items, p.Requests)
 		}
+		if pr := p.Paired; pr == nil || pr.Rounds != 2 || pr.Slice != 200 || pr.HSMConcurrency != r.HSM.Concurrency ||
+			pr.ItemsPerS <= 0 || pr.HSMItemsPerS <= 0 || pr.Ratio != bench.Ratio(pr.ItemsPerS, pr.HSMItemsPerS) {
+			t.Errorf("batch %d: paired %+v, want 2 rounds of 200 ms at the HSM limit's concurrency, both rates measured", p.Batch, pr)
+		}
+	}
+	if !strings.Contains(stdout, "paired: the scenario and the HSM limit") {
+		t.Errorf("table has no paired section:\n%s", stdout)
 	}
 	if !strings.Contains(r.Security, "auth ON") || !r.Host.InProcess {
 		t.Errorf("security %q, in process %v: want auth ON, in process", r.Security, r.Host.InProcess)

@@ -189,3 +189,23 @@ func TestStatusWithoutServer(t *testing.T) {
 		t.Errorf("status against nothing: exit %d, stderr %q; want exit 1 and Unavailable", code, errOut)
 	}
 }
+
+// TestDevRefusesAnOpenStateDir: the state directory holds the PINs and the
+// root token, so one that other users can read is refused, not used.
+func TestDevRefusesAnOpenStateDir(t *testing.T) {
+	requireSoftHSM(t)
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(state, 0o755); err != nil { // whatever the umask
+		t.Fatal(err)
+	}
+	_, stderr, code := run(t, nil, "dev", "--state", state, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(stderr, "chmod 700 "+state) {
+		t.Fatalf("dev with a 0755 state directory: exit %d, stderr:\n%s\nwant a failure naming chmod 700", code, stderr)
+	}
+	if es, err := os.ReadDir(state); err != nil || len(es) != 0 {
+		t.Fatalf("state directory after the refusal: %d entries (%v), want none written", len(es), err)
+	}
+}
