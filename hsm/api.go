@@ -55,4 +55,7 @@ const (
 	RSA3072   KeyType = "rsa-3072"
 	RSA4096   KeyType = "rsa-4096"
 	Ed25519   KeyType = "ed25519"
+	// HMAC keys: generic secrets of 32 and 64 bytes, for Module.MAC.
+	HMACSHA256 KeyType = "hmac-sha256"
+	HMACSHA512 KeyType = "hmac-sha512"
 )

@@ -21,18 +21,26 @@ import (
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 )
 
-// readValue reads CKA_VALUE of a secret key through a second context.
-func readValue(t *testing.T, m *hsm.Module, label string) []byte {
+// userSession opens a logged-in session on m's token through a second
+// context, closed when the test ends.
+func userSession(t *testing.T, m *hsm.Module) (*pkcs11.Ctx, pkcs11.SessionHandle) {
 	t.Helper()
 	p, slot := hsmtest.Slot(t, m.TokenLabel())
 	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.CloseSession(s)
+	t.Cleanup(func() { p.CloseSession(s) })
 	if err := p.Login(s, pkcs11.CKU_USER, hsmtest.UserPIN); err != nil && err != pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
 		t.Fatal(err)
 	}
+	return p, s
+}
+
+// readValue reads CKA_VALUE of a secret key through a second context.
+func readValue(t *testing.T, m *hsm.Module, label string) []byte {
+	t.Helper()
+	p, s := userSession(t, m)
 	h := findOne(t, p, s, label, pkcs11.CKO_SECRET_KEY)
 	a, err := p.GetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)})
 	if err != nil {

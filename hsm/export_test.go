@@ -1,6 +1,10 @@
 package hsm
 
-import "context"
+import (
+	"context"
+
+	"github.com/miekg/pkcs11"
+)
 
 // GenerateExtractableAES makes an AES-256 data key whose value can be read,
 // so that tests can compare the HSM's GCM with Go's. Tests only.
@@ -18,4 +22,22 @@ func Hold(ctx context.Context, m *Module) (release func(), err error) {
 		return nil, err
 	}
 	return func() { m.release(s) }, nil
+}
+
+// ImportHMACKey makes a generic secret with a known value (signing only),
+// so that tests can check the HSM's HMAC against published vectors. Tests only.
+func ImportHMACKey(ctx context.Context, m *Module, label string, key []byte) error {
+	return m.create(ctx, label, func(m *Module, s *session, label string, id []byte) error {
+		_, err := m.p.CreateObject(s.h, []*pkcs11.Attribute{
+			attr(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+			attr(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_GENERIC_SECRET),
+			attr(pkcs11.CKA_VALUE, key),
+			attr(pkcs11.CKA_LABEL, label),
+			attr(pkcs11.CKA_ID, id),
+			attr(pkcs11.CKA_TOKEN, true),
+			attr(pkcs11.CKA_PRIVATE, true),
+			attr(pkcs11.CKA_SIGN, true),
+		})
+		return err
+	})
 }

@@ -29,15 +29,7 @@ func TestKEK(t *testing.T) {
 		}
 	})
 	t.Run("value is not readable and key not extractable", func(t *testing.T) {
-		p, slot := hsmtest.Slot(t, m.TokenLabel())
-		s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.CloseSession(s)
-		if err := p.Login(s, pkcs11.CKU_USER, hsmtest.UserPIN); err != nil && err != pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
-			t.Fatal(err)
-		}
+		p, s := userSession(t, m)
 		if _, err := kek.Wrap(ctx, []byte("make sure a session copy exists")); err != nil {
 			t.Fatal(err)
 		}

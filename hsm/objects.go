@@ -194,6 +194,12 @@ var generators = map[KeyType]func(m *Module, s *session, label string, id []byte
 	RSA3072:   func(m *Module, s *session, label string, id []byte) error { return m.genRSA(s, label, id, 3072) },
 	RSA4096:   func(m *Module, s *session, label string, id []byte) error { return m.genRSA(s, label, id, 4096) },
 	Ed25519:   func(m *Module, s *session, label string, id []byte) error { return m.genEd25519(s, label, id) },
+	HMACSHA256: func(m *Module, s *session, label string, id []byte) error {
+		return m.genHMAC(s, label, id, 32, false)
+	},
+	HMACSHA512: func(m *Module, s *session, label string, id []byte) error {
+		return m.genHMAC(s, label, id, 64, false)
+	},
 }
 
 type aesUse int

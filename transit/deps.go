@@ -38,6 +38,12 @@ type Signer interface {
 	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
 }
 
+// MAC is an HSM-resident HMAC key.
+type MAC interface {
+	// SumContext returns the HMAC of msg.
+	SumContext(ctx context.Context, msg []byte) ([]byte, error)
+}
+
 // HSM is the slice of the HSM module that transit uses. The adapter in
 // transit/transithsm wraps *hsm.Module. Errors carry internal/errs kinds
 // (Unavailable when the HSM is away, NotFound for a missing label).
@@ -51,6 +57,8 @@ type HSM interface {
 	AEAD(ctx context.Context, label string) (AEAD, error)
 	// Signer returns the private key with this label.
 	Signer(ctx context.Context, label string) (Signer, error)
+	// MAC returns the HMAC key ("hmac-sha256", "hmac-sha512") with this label, for hash h.
+	MAC(ctx context.Context, label string, h crypto.Hash) (MAC, error)
 	// Random returns n bytes from the HSM's RNG.
 	Random(ctx context.Context, n int) ([]byte, error)
 }

@@ -18,6 +18,11 @@ func TestInternalFaults(t *testing.T) {
 	f.create("w", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, wrapped)
 	f.create("h", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, inHSM)
 	f.create("s", pb.TransitKeyType_TRANSIT_KEY_TYPE_ECDSA_P256, inHSM)
+	f.create("m", pb.TransitKeyType_TRANSIT_KEY_TYPE_HMAC_SHA256, inHSM)
+	mac, err := f.e.ComputeHmac(ctx, &pb.ComputeHmacRequest{Name: "m", Items: []*pb.HmacItem{{Input: []byte("x")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctW := f.encrypt("w", []byte("w"), nil, nil)
 	ctH := f.encrypt("h", []byte("h"), nil, nil)
 	f.mod.Close() // the HSM goes away
@@ -26,12 +31,16 @@ func TestInternalFaults(t *testing.T) {
 		t.Fatalf("wrapped key in memory without the HSM: %q %v", got, c)
 	}
 	items := []*pb.EncryptItem{{Plaintext: []byte("a")}, {Plaintext: []byte("b")}}
-	_, err := f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "h", Items: items})
+	_, err = f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "h", Items: items})
 	wantCode(t, "hsm encrypt with the HSM away", err, codes.Unavailable)
 	_, err = f.e.Decrypt(ctx, &pb.DecryptRequest{Name: "h", Items: []*pb.DecryptItem{{Ciphertext: ctH}}})
 	wantCode(t, "hsm decrypt with the HSM away", err, codes.Unavailable)
 	_, err = f.e.SignData(ctx, &pb.SignDataRequest{Name: "s", Items: []*pb.SignItem{{Input: []byte("x")}}})
 	wantCode(t, "hsm sign with the HSM away", err, codes.Unavailable)
+	_, err = f.e.ComputeHmac(ctx, &pb.ComputeHmacRequest{Name: "m", Items: []*pb.HmacItem{{Input: []byte("x")}, {Input: []byte("y")}}})
+	wantCode(t, "hsm hmac with the HSM away", err, codes.Unavailable)
+	_, err = f.e.VerifyHmac(ctx, &pb.VerifyHmacRequest{Name: "m", Items: []*pb.VerifyHmacItem{{Input: []byte("x"), Hmac: mac.Results[0].Hmac}}})
+	wantCode(t, "hsm hmac verify with the HSM away", err, codes.Unavailable)
 	_, err = f.e.RotateKey(ctx, "w")
 	wantCode(t, "rotate with the HSM away", err, codes.Unavailable)
 	_, err = f.e.GenerateRandom(ctx, 16)

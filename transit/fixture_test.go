@@ -2,6 +2,7 @@ package transit
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"os"
@@ -232,6 +233,13 @@ func (a moduleHSM) AEAD(ctx context.Context, label string) (AEAD, error) {
 }
 func (a moduleHSM) Signer(ctx context.Context, label string) (Signer, error) {
 	x, err := a.m.Signer(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+func (a moduleHSM) MAC(ctx context.Context, label string, h crypto.Hash) (MAC, error) {
+	x, err := a.m.MAC(ctx, label, h)
 	if err != nil {
 		return nil, err
 	}

@@ -35,8 +35,8 @@ const DefaultAESGCMMaxEncryptions = 1<<32 - 1<<20
 var keyTypes = map[pb.TransitKeyType]typeInfo{
 	pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM:         {name: "aes256-gcm", kind: kindAEAD, keyLen: 32, nonceSize: 12, hsmType: "aes256", defaultMax: DefaultAESGCMMaxEncryptions},
 	pb.TransitKeyType_TRANSIT_KEY_TYPE_XCHACHA20_POLY1305: {name: "xchacha20-poly1305", kind: kindAEAD, keyLen: 32, nonceSize: 24},
-	pb.TransitKeyType_TRANSIT_KEY_TYPE_HMAC_SHA256:        {name: "hmac-sha256", kind: kindHMAC, keyLen: 32, hash: crypto.SHA256},
-	pb.TransitKeyType_TRANSIT_KEY_TYPE_HMAC_SHA512:        {name: "hmac-sha512", kind: kindHMAC, keyLen: 64, hash: crypto.SHA512},
+	pb.TransitKeyType_TRANSIT_KEY_TYPE_HMAC_SHA256:        {name: "hmac-sha256", kind: kindHMAC, keyLen: 32, hsmType: "hmac-sha256", hash: crypto.SHA256},
+	pb.TransitKeyType_TRANSIT_KEY_TYPE_HMAC_SHA512:        {name: "hmac-sha512", kind: kindHMAC, keyLen: 64, hsmType: "hmac-sha512", hash: crypto.SHA512},
 	pb.TransitKeyType_TRANSIT_KEY_TYPE_ECDSA_P256:         {name: "ecdsa-p256", kind: kindSign, hsmType: "ecdsa-p256", hash: crypto.SHA256},
 	pb.TransitKeyType_TRANSIT_KEY_TYPE_ECDSA_P384:         {name: "ecdsa-p384", kind: kindSign, hsmType: "ecdsa-p384", hash: crypto.SHA384},
 	pb.TransitKeyType_TRANSIT_KEY_TYPE_ED25519:            {name: "ed25519", kind: kindSign, hsmType: "ed25519"},

@@ -53,6 +53,7 @@ type version struct {
 	haead   AEAD        // hsm AES-GCM
 	priv    crypto.Signer
 	hsigner Signer
+	hmac    MAC // hsm HMAC
 	pub     crypto.PublicKey
 	pkcs8   secret
 	macs    *sync.Pool // of hash.Hash keyed with key (hmac types)
@@ -112,7 +113,7 @@ func (e *Engine) build(ctx context.Context, rec *pb.TransitKeyRecord, rev int64,
 }
 
 func (v *version) copyMaterial(o *version) {
-	v.loaded, v.key, v.aead, v.haead, v.priv, v.hsigner, v.pkcs8, v.macs = true, o.key, o.aead, o.haead, o.priv, o.hsigner, o.pkcs8, o.macs
+	v.loaded, v.key, v.aead, v.haead, v.priv, v.hsigner, v.hmac, v.pkcs8, v.macs = true, o.key, o.aead, o.haead, o.priv, o.hsigner, o.hmac, o.pkcs8, o.macs
 	if o.pub != nil {
 		v.pub = o.pub
 	}
@@ -150,6 +151,12 @@ func (e *Engine) loadMaterial(ctx context.Context, rec *pb.TransitKeyRecord, vr 
 			if v.pub == nil {
 				v.pub = s.Public()
 			}
+		case kindHMAC:
+			c, err := e.cfg.HSM.MAC(ctx, vr.GetHsmLabel(), ti.hash)
+			if err != nil {
+				return fmt.Errorf("transit: key %q v%d: hsm key: %w", name, n, err)
+			}
+			v.hmac = c
 		default:
 			return fmt.Errorf("transit: key %q: type %s cannot be hsm-resident", name, ti.name)
 		}
@@ -382,14 +389,22 @@ func (e *Engine) destroyHSM(label string) {
 	}
 }
 
-// hmacOf computes the MAC of msg with v's pooled hash.
-func (v *version) hmacOf(dst, msg []byte) []byte {
+// hmacOf computes the MAC of msg: with v's pooled hash, or by the HSM for
+// an hsm-resident key (whose failure is a fault, not the item's mistake).
+func (v *version) hmacOf(ctx context.Context, dst, msg []byte) ([]byte, error) {
+	if v.hmac != nil {
+		sum, err := v.hmac.SumContext(ctx, msg)
+		if err != nil {
+			return nil, fmt.Errorf("transit: hsm hmac: %w", asFault(err))
+		}
+		return append(dst, sum...), nil
+	}
 	h := v.macs.Get().(hash.Hash)
 	h.Reset()
 	h.Write(msg)
 	dst = h.Sum(dst)
 	v.macs.Put(h)
-	return dst
+	return dst, nil
 }
 
 var errNoMaterial = errors.New("transit: version material not loaded")

@@ -202,14 +202,23 @@ func (e *Engine) ComputeHmac(ctx context.Context, req *pb.ComputeHmacRequest) (*
 	slab := make([]byte, len(items)*size)
 	res := make([]pb.HmacResult, len(items))
 	out := make([]*pb.HmacResult, len(items))
+	var f faults
 	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			r := &res[i]
 			out[i] = r
 			r.Reference = items[i].GetReference()
-			r.Hmac, r.KeyVersion = v.hmacOf(slab[i*size:i*size:(i+1)*size], items[i].GetInput()), v.n
+			mac, err := v.hmacOf(ctx, slab[i*size:i*size:(i+1)*size], items[i].GetInput())
+			if err != nil {
+				f.set(err) // only the HSM fails here: the whole call fails
+				return
+			}
+			r.Hmac, r.KeyVersion = mac, v.n
 		}
 	})
+	if f.err != nil {
+		return nil, f.err
+	}
 	count(st, opHMAC, out, func(r *pb.HmacResult) bool { return false })
 	return &pb.ComputeHmacResponse{Results: out}, nil
 }
@@ -223,6 +232,7 @@ func (e *Engine) VerifyHmac(ctx context.Context, req *pb.VerifyHmacRequest) (*pb
 	items := req.GetItems()
 	res := make([]pb.VerifyHmacResult, len(items))
 	out := make([]*pb.VerifyHmacResult, len(items))
+	var f faults
 	e.parallel(ctx, st, len(items), func(lo, hi int) {
 		var buf []byte
 		for i := lo; i < hi; i++ {
@@ -234,10 +244,16 @@ func (e *Engine) VerifyHmac(ctx context.Context, req *pb.VerifyHmacRequest) (*pb
 				r.Error = errs.GRPCStatus(err).Proto()
 				continue
 			}
-			buf = v.hmacOf(buf[:0], it.GetInput())
+			if buf, err = v.hmacOf(ctx, buf[:0], it.GetInput()); err != nil {
+				f.set(err)
+				return
+			}
 			r.Valid = hmac.Equal(buf, it.GetHmac())
 		}
 	})
+	if f.err != nil {
+		return nil, f.err
+	}
 	count(st, opVerifyHMAC, out, func(r *pb.VerifyHmacResult) bool { return r.Error != nil })
 	return &pb.VerifyHmacResponse{Results: out}, nil
 }

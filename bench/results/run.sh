@@ -43,6 +43,7 @@ run encrypt-wrapped-b1-c1 transit-encrypt --batch 1 --concurrency 1 --duration 1
 run encrypt-wrapped-sweep transit-encrypt --sweep 1,10,100,1000 --duration 10s $L
 run decrypt-wrapped-sweep transit-decrypt --sweep 1,10,100,1000 --duration 5s $L
 run hmac-wrapped-b100 transit-hmac --batch 100 --duration 5s $L
+run hmac-hsm-b100 transit-hmac --residency hsm --batch 100 --duration 10s $L --paired 6
 run sign-wrapped-p256-b100 transit-sign --key-type ecdsa-p256 --batch 100 --duration 5s $L
 # Target: pki-sign >= 70% of the HSM limit, per issuer key type.
 for kt in ecdsa-p256 ecdsa-p384 ed25519 rsa-3072 rsa-4096; do

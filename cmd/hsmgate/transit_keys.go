@@ -162,8 +162,8 @@ func newTransitKeysCreateCmd() *cobra.Command {
 		Long: `Create a key with version 1. NAME is 1-128 characters of [A-Za-z0-9_.-], not
 starting with "." or "-". Residency "wrapped" (default) keeps the material
 wrapped under the HSM's KEK and uses it in server memory; "hsm" keeps each
-version as a non-extractable HSM object (aes256-gcm, ecdsa-*, ed25519,
-rsa-*; not derived, convergent or exportable). Needs the "create" capability
+version as a non-extractable HSM object (aes256-gcm, hmac-*, ecdsa-*,
+ed25519, rsa-*; not derived, convergent or exportable). Needs the "create" capability
 on transit/keys/NAME.`,
 		Example: `  hsmgate transit keys create k1
   hsmgate transit keys create signer --type ed25519 --residency hsm

@@ -4,6 +4,7 @@ package transithsm
 
 import (
 	"context"
+	"crypto"
 
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/transit"
@@ -36,6 +37,14 @@ func (a Module) AEAD(ctx context.Context, label string) (transit.AEAD, error) {
 
 func (a Module) Signer(ctx context.Context, label string) (transit.Signer, error) {
 	x, err := a.M.Signer(ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+func (a Module) MAC(ctx context.Context, label string, h crypto.Hash) (transit.MAC, error) {
+	x, err := a.M.MAC(ctx, label, h)
 	if err != nil {
 		return nil, err
 	}

@@ -33,9 +33,9 @@ const (
 	TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM TransitKeyType = 1
 	// XChaCha20-Poly1305 (192-bit random nonces). wrapped residency only.
 	TransitKeyType_TRANSIT_KEY_TYPE_XCHACHA20_POLY1305 TransitKeyType = 2
-	// HMAC-SHA-256, 32-byte key. wrapped residency only.
+	// HMAC-SHA-256, 32-byte key.
 	TransitKeyType_TRANSIT_KEY_TYPE_HMAC_SHA256 TransitKeyType = 3
-	// HMAC-SHA-512, 64-byte key. wrapped residency only.
+	// HMAC-SHA-512, 64-byte key.
 	TransitKeyType_TRANSIT_KEY_TYPE_HMAC_SHA512 TransitKeyType = 4
 	TransitKeyType_TRANSIT_KEY_TYPE_ECDSA_P256  TransitKeyType = 5
 	TransitKeyType_TRANSIT_KEY_TYPE_ECDSA_P384  TransitKeyType = 6

@@ -56,12 +56,12 @@ const (
 // generated from the HSM's RNG, stored only wrapped under the deployment KEK,
 // unwrapped once into server memory and used with Go's crypto). `hsm`
 // residency (one non-extractable HSM object per version, every operation a
-// PKCS#11 call) is available for aes256-gcm, ecdsa-p256, ecdsa-p384, ed25519
-// and rsa-2048/3072/4096. It is refused (InvalidArgument) for:
+// PKCS#11 call) is available for aes256-gcm, hmac-sha256 and hmac-sha512
+// (generic secrets of 32 and 64 bytes, CKM_SHA256_HMAC / CKM_SHA512_HMAC),
+// ecdsa-p256, ecdsa-p384, ed25519 and rsa-2048/3072/4096. It is refused
+// (InvalidArgument) for:
 //   - xchacha20-poly1305: PKCS#11 has no standard XChaCha20-Poly1305
 //     mechanism and SoftHSM2 implements none;
-//   - hmac-sha256/hmac-sha512: the HSM layer exposes no generic-secret HMAC
-//     keys yet (CKM_SHA256_HMAC exists in SoftHSM2 but is not wired);
 //   - derived and convergent keys: derivation runs HKDF over the version
 //     key's bytes, which a non-extractable HSM key never reveals;
 //   - exportable keys: an HSM key cannot leave the HSM.
@@ -409,12 +409,12 @@ type TransitService_DecryptStreamClient = grpc.BidiStreamingClient[DecryptStream
 // generated from the HSM's RNG, stored only wrapped under the deployment KEK,
 // unwrapped once into server memory and used with Go's crypto). `hsm`
 // residency (one non-extractable HSM object per version, every operation a
-// PKCS#11 call) is available for aes256-gcm, ecdsa-p256, ecdsa-p384, ed25519
-// and rsa-2048/3072/4096. It is refused (InvalidArgument) for:
+// PKCS#11 call) is available for aes256-gcm, hmac-sha256 and hmac-sha512
+// (generic secrets of 32 and 64 bytes, CKM_SHA256_HMAC / CKM_SHA512_HMAC),
+// ecdsa-p256, ecdsa-p384, ed25519 and rsa-2048/3072/4096. It is refused
+// (InvalidArgument) for:
 //   - xchacha20-poly1305: PKCS#11 has no standard XChaCha20-Poly1305
 //     mechanism and SoftHSM2 implements none;
-//   - hmac-sha256/hmac-sha512: the HSM layer exposes no generic-secret HMAC
-//     keys yet (CKM_SHA256_HMAC exists in SoftHSM2 but is not wired);
 //   - derived and convergent keys: derivation runs HKDF over the version
 //     key's bytes, which a non-extractable HSM key never reveals;
 //   - exportable keys: an HSM key cannot leave the HSM.
