@@ -18,13 +18,10 @@ type MAC struct {
 	mech  uint
 }
 
-// macKeyLen is the key length of each HMAC key type: the hash's output
-// length, as RFC 2104 recommends.
-var macKeyLen = map[crypto.Hash]int{crypto.SHA256: 32, crypto.SHA512: 64}
-
 // MAC returns the HMAC key with this label for the hash h (SHA-256 or
 // SHA-512). ErrKeyNotFound if absent; ErrUnsupported for another hash, or
-// if the key is not a generic secret of the hash's length that can sign.
+// if the key is not a generic secret of the hash's output length (what
+// RFC 2104 recommends, and what GenerateKey makes) that can sign.
 func (m *Module) MAC(ctx context.Context, label string, h crypto.Hash) (*MAC, error) {
 	mac := &MAC{m: m, label: label, hash: h}
 	switch h {
@@ -46,8 +43,8 @@ func (m *Module) MAC(ctx context.Context, label string, h crypto.Hash) (*MAC, er
 		if err != nil {
 			return err
 		}
-		if ulong(a[0].Value) != pkcs11.CKK_GENERIC_SECRET || int(ulong(a[1].Value)) != macKeyLen[h] || !boolAttr(a[2].Value) {
-			return fmt.Errorf("not a %d-byte HMAC key: %w", macKeyLen[h], ErrUnsupported)
+		if ulong(a[0].Value) != pkcs11.CKK_GENERIC_SECRET || int(ulong(a[1].Value)) != h.Size() || !boolAttr(a[2].Value) {
+			return fmt.Errorf("not a %d-byte HMAC key: %w", h.Size(), ErrUnsupported)
 		}
 		return nil
 	})
@@ -56,9 +53,6 @@ func (m *Module) MAC(ctx context.Context, label string, h crypto.Hash) (*MAC, er
 	}
 	return mac, nil
 }
-
-// Hash is the MAC's hash.
-func (c *MAC) Hash() crypto.Hash { return c.hash }
 
 // SumContext returns the HMAC of msg.
 func (c *MAC) SumContext(ctx context.Context, msg []byte) ([]byte, error) {
