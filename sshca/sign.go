@@ -65,7 +65,7 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 			return nil, err
 		}
 	}
-	lines, err := e.signAll(ctx, iss.signer, iss.signer.PublicKey().Marshal(), certs)
+	lines, err := e.signAll(ctx, iss.signer, iss.caBlob, certs)
 	if err != nil {
 		return nil, fmt.Errorf("sshca: sign with CA %q version %d: %w", iss.ca.GetName(), iss.key.GetVersion(), err)
 	}
@@ -81,6 +81,7 @@ type issuer struct {
 	ca     *pb.SSHCA
 	key    *pb.SSHCAKey
 	signer ssh.MultiAlgorithmSigner
+	caBlob []byte // the signer's public key in wire form
 }
 
 // issuerFor loads a role of type ct, its CA and the CA's active signer.
@@ -115,7 +116,7 @@ func (e *Engine) issuerFor(ctx context.Context, ct pb.SSHCertType, roleName stri
 	if err != nil {
 		return nil, err
 	}
-	return &issuer{role: role, ca: ca, key: active, signer: signer}, nil
+	return &issuer{role: role, ca: ca, key: active, signer: signer, caBlob: signer.PublicKey().Marshal()}, nil
 }
 
 // record fills the results of the signed certificates and writes one
@@ -130,7 +131,7 @@ func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now tim
 	batch := &pb.SSHIssuedBatch{
 		Certs: make([]*pb.SSHIssuedCert, 0, n),
 		Common: &pb.SSHIssuedCert{
-			Ca: iss.ca.GetName(), CaVersion: iss.key.GetVersion(), CaPublicKey: iss.signer.PublicKey().Marshal(),
+			Ca: iss.ca.GetName(), CaVersion: iss.key.GetVersion(), CaPublicKey: iss.caBlob,
 			CertType: iss.role.GetCertType(), Role: iss.role.GetName(),
 			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
 		},
