@@ -18,17 +18,23 @@
 //   - Every certificate (leaves, intermediates, cross-signs) is first signed
 //     by a "linting" copy of its issuer (same subject and key identifier, a
 //     throwaway in-process key of the same type, as Boulder does) and checked
-//     with zlint using a filtered registry: RFC 5280 lints by default, plus
-//     the CA/B Baseline Requirements for roles with server_flag, or the
-//     role's own lint_sources and lint_exclude. Any error or fatal finding
-//     refuses issuance (ErrLint, InvalidArgument, naming the lints). The real
-//     certificate's TBSCertificate must equal the linted one byte for byte.
-//   - Linting defaults: CA/B BR lints need certificate policies, so a role
-//     linted with CABF_BR and no policy_identifiers gets 2.23.140.1.2.1
-//     (domain validated). The BR do not allow Ed25519, so roles of an
-//     Ed25519 issuer default to RFC 5280 lints only, and an Ed25519 leaf key
-//     under BR lints is refused. The BR also want plain-HTTP AIA and CRL
-//     URLs: with an https BaseURL, put HTTPSURLLints in Config.LintExclude.
+//     with zlint using a filtered registry chosen by the role's lint
+//     profile (or its own lint_sources) minus its lint_exclude. Any error or
+//     fatal finding refuses issuance (ErrLint, InvalidArgument, naming the
+//     lints). The real certificate's TBSCertificate must equal the linted one
+//     byte for byte.
+//   - Lint profiles: "internal" (the default) lints with RFC 5280, RFC 5480,
+//     RFC 5891 and zlint's community lints: structure and encodings, not the
+//     public web's rules, so cluster-local names (svc.cluster.local),
+//     private TLDs (.internal, .test, .local), private IPs and Ed25519 keys
+//     are issued, and no certificate policy is added (issuers carry none
+//     either). "public" adds the CA/B Forum Baseline Requirements for
+//     server certificates and the S/MIME BR for email protection; those
+//     need certificate policies, so such roles with no policy_identifiers
+//     get 2.23.140.1.2.1 (domain validated), and they refuse Ed25519 under
+//     every issuer. The BR also want plain-HTTP AIA and CRL URLs: with an
+//     https BaseURL, put HTTPSURLLints in Config.LintExclude. Issuer
+//     certificates are linted with the internal set.
 //   - Key usage defaults to digitalSignature, plus keyEncipherment for RSA
 //     keys of server certificates; keyEncipherment never for non-RSA keys,
 //     keyAgreement never for RSA or Ed25519.

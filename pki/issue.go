@@ -172,7 +172,7 @@ func (s *Service) issue(ctx context.Context, r *request) (*issued, error) {
 	if err != nil {
 		return nil, err
 	}
-	lo := roleLintOptions(r.role, iss.rec.KeyType)
+	lo := roleLintOptions(r.role)
 	lo.exclude = append(slices.Clone(lo.exclude), s.cfg.LintExclude...)
 	tmpl.Policies = rolePolicies(r.role, lo)
 	for range maxSerialAttempts {

@@ -31,7 +31,7 @@ const (
 
 var (
 	oidOCSPNoCheck = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
-	caLint         = lintOptions{sources: []string{"RFC5280"}}
+	caLint         = lintOptions{sources: internalLintSources}
 )
 
 // reserveIssuer writes a pending record so that a concurrent create of the

@@ -9,15 +9,15 @@ import (
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// TestLeafKeyTypes issues every leaf key type under a server role (RFC 5280
-// + CA/B BR lints) and a client role (RFC 5280 only).
+// TestLeafKeyTypes issues every leaf key type under a server role of the
+// public profile (CA/B BR lints) and a client role of the internal profile.
 func TestLeafKeyTypes(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.root(t, "root", KeyECDSAP256)
 	all := []string{KeyECDSAP256, KeyECDSAP384, KeyRSA2048, KeyRSA3072, KeyEd25519}
 	server := webRole("server")
-	server.ClientFlag, server.AllowedKeyTypes = false, all
+	server.ClientFlag, server.AllowedKeyTypes, server.LintProfile = false, all, ProfilePublic
 	e.role(t, server)
 	client := webRole("client")
 	client.ServerFlag, client.AllowedKeyTypes = false, all

@@ -152,7 +152,14 @@ func normalizeRole(in *pb.Role) (*pb.Role, error) {
 			return nil, fmt.Errorf("%w: policy identifier %q", ErrInvalid, p)
 		}
 	}
-	if _, err := roleLintOptions(r, "").registry(); err != nil {
+	switch r.LintProfile {
+	case "":
+		r.LintProfile = ProfileInternal
+	case ProfileInternal, ProfilePublic:
+	default:
+		return nil, fmt.Errorf("%w: lint_profile %q (want %q or %q)", ErrInvalid, r.LintProfile, ProfileInternal, ProfilePublic)
+	}
+	if _, err := roleLintOptions(r).registry(); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -197,14 +204,37 @@ func parseOID(s string) (asn1.ObjectIdentifier, error) {
 	return oid, nil
 }
 
-// roleLintOptions selects the lints for a role's certificates from an
-// issuer with key type issuerKT ("" when unknown).
-func roleLintOptions(r *pb.Role, issuerKT string) lintOptions {
+// Lint profiles of a role (Role.lint_profile).
+const (
+	// ProfileInternal: RFC 5280 and the structural lints. Private names
+	// (.local, .internal, .test, cluster.local) and private IPs are what an
+	// internal CA is for; nothing here is checked against the public TLDs.
+	ProfileInternal = "internal"
+	// ProfilePublic adds the CA/Browser Forum's Baseline Requirements (server
+	// certificates) and S/MIME BR (email protection).
+	ProfilePublic = "public"
+)
+
+// internalLintSources are the structural lint sets: the certificate profile
+// (RFC 5280), algorithm encodings (RFC 5480) and IDNs (RFC 5891), plus
+// zlint's community lints (encoding mistakes, whitespace, lengths).
+var internalLintSources = []string{"RFC5280", "RFC5480", "RFC5891", "Community"}
+
+// roleLintOptions selects the lints for a role's certificates: the role's
+// lint_sources when set, else its profile's. The issuer's key type plays no
+// part: an Ed25519 leaf or issuer meets the same gate under every issuer.
+func roleLintOptions(r *pb.Role) lintOptions {
 	srcs := r.LintSources
 	if len(srcs) == 0 {
-		srcs = []string{"RFC5280"}
-		if r.ServerFlag && issuerKT != KeyEd25519 {
-			srcs = append(srcs, "CABF_BR")
+		srcs = internalLintSources
+		if r.LintProfile == ProfilePublic {
+			srcs = slices.Clone(srcs)
+			if r.ServerFlag || slices.Contains(r.ExtKeyUsage, "server_auth") {
+				srcs = append(srcs, "CABF_BR")
+			}
+			if slices.Contains(r.ExtKeyUsage, "email_protection") {
+				srcs = append(srcs, "CABF_SMIME_BR")
+			}
 		}
 	}
 	return lintOptions{sources: srcs, exclude: r.LintExclude}

@@ -20,7 +20,7 @@ type pkiRoleFlags struct {
 	csrExts, lintSources, lintExclude, orgs, policies  []string
 	bare, sub, glob, wildcard, localhost, anyName, ips bool
 	server, client, requireCN, noStore                 bool
-	keyType                                            string
+	keyType, lintProfile                               string
 	ttl, maxTTL, backdate                              time.Duration
 }
 
@@ -48,7 +48,8 @@ func pkiAddRoleFlags(fs *pflag.FlagSet, f *pkiRoleFlags) {
 	fs.BoolVar(&f.requireCN, "require-cn", true, "require a common name")
 	fs.BoolVar(&f.noStore, "no-store", false, "do not keep issued certificates (serial and expiry are still recorded)")
 	fs.StringArrayVar(&f.csrExts, "allowed-csr-extension", nil, "CSR extension OID that Sign may copy (repeatable)")
-	fs.StringArrayVar(&f.lintSources, "lint-source", nil, "zlint source: RFC5280, CABF_BR, ... (repeatable; default RFC5280, plus CABF_BR with --server)")
+	fs.StringVar(&f.lintProfile, "lint-profile", "internal", "internal (RFC 5280 and structural lints: private names and IPs allowed) or public (adds the CA/Browser Forum sets)")
+	fs.StringArrayVar(&f.lintSources, "lint-source", nil, "zlint source: RFC5280, CABF_BR, ... (repeatable; replaces the profile's sources)")
 	fs.StringArrayVar(&f.lintExclude, "lint-exclude", nil, "zlint lint to skip (repeatable)")
 	fs.StringArrayVar(&f.orgs, "org", nil, "subject organization of issued certificates (repeatable)")
 	fs.StringArrayVar(&f.policies, "policy", nil, "certificate policy OID (repeatable)")
@@ -84,6 +85,7 @@ func (f *pkiRoleFlags) apply(fs *pflag.FlagSet, r *hsmgatev1.Role, all bool) {
 	set("require-cn", func() { r.RequireCn = f.requireCN })
 	set("no-store", func() { r.NoStore = f.noStore })
 	set("allowed-csr-extension", func() { r.AllowedCsrExtensions = f.csrExts })
+	set("lint-profile", func() { r.LintProfile = f.lintProfile })
 	set("lint-source", func() { r.LintSources = f.lintSources })
 	set("lint-exclude", func() { r.LintExclude = f.lintExclude })
 	set("org", func() { r.Organization = f.orgs })

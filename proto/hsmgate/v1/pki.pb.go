@@ -1419,18 +1419,26 @@ type Role struct {
 	// CSR extensions (dotted OIDs) that Sign may copy; KU, EKU, basic
 	// constraints, SAN, name constraints, AIA, CRL DP and key ids never are.
 	AllowedCsrExtensions []string `protobuf:"bytes,24,rep,name=allowed_csr_extensions,json=allowedCsrExtensions,proto3" json:"allowed_csr_extensions,omitempty"`
-	// zlint sources to lint with (default RFC5280, plus CABF_BR with
-	// server_flag unless the issuer is Ed25519, which the BR do not allow).
+	// zlint sources to lint with; when set, they replace the lint profile's
+	// sources (RFC5280, RFC5480, RFC5891, Community, CABF_BR, CABF_SMIME_BR, ...).
 	LintSources []string `protobuf:"bytes,25,rep,name=lint_sources,json=lintSources,proto3" json:"lint_sources,omitempty"`
 	// zlint lint names to skip.
 	LintExclude []string `protobuf:"bytes,26,rep,name=lint_exclude,json=lintExclude,proto3" json:"lint_exclude,omitempty"`
 	// Subject organization put into issued certificates.
 	Organization []string `protobuf:"bytes,27,rep,name=organization,proto3" json:"organization,omitempty"`
-	// Certificate policy OIDs put into issued certificates (default, when the
-	// CA/B BR lints apply: 2.23.140.1.2.1, domain validated).
+	// Certificate policy OIDs put into issued certificates (default: none for
+	// the internal profile; 2.23.140.1.2.1, domain validated, when the CA/B BR
+	// lints apply).
 	PolicyIdentifiers []string `protobuf:"bytes,28,rep,name=policy_identifiers,json=policyIdentifiers,proto3" json:"policy_identifiers,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Lint profile: "internal" (the default: RFC 5280 and the structural
+	// lints; private TLDs such as .local, .internal, .test and cluster.local,
+	// and private IP addresses are allowed) or "public" (adds the CA/Browser
+	// Forum Baseline Requirements for server certificates and the S/MIME BR for
+	// email protection, which refuse such names and Ed25519). Whatever the
+	// profile, a certificate with an error under its lint set is never issued.
+	LintProfile   string `protobuf:"bytes,29,opt,name=lint_profile,json=lintProfile,proto3" json:"lint_profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Role) Reset() {
@@ -1657,6 +1665,13 @@ func (x *Role) GetPolicyIdentifiers() []string {
 		return x.PolicyIdentifiers
 	}
 	return nil
+}
+
+func (x *Role) GetLintProfile() string {
+	if x != nil {
+		return x.LintProfile
+	}
+	return ""
 }
 
 // CreateRoleRequest carries the role.
@@ -3233,7 +3248,7 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vdestroy_key\x18\x02 \x01(\bR\n" +
 	"destroyKey\"\x16\n" +
-	"\x14DeleteIssuerResponse\"\xea\b\n" +
+	"\x14DeleteIssuerResponse\"\x8d\t\n" +
 	"\x04Role\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12'\n" +
@@ -3266,7 +3281,8 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\flint_sources\x18\x19 \x03(\tR\vlintSources\x12!\n" +
 	"\flint_exclude\x18\x1a \x03(\tR\vlintExclude\x12\"\n" +
 	"\forganization\x18\x1b \x03(\tR\forganization\x12-\n" +
-	"\x12policy_identifiers\x18\x1c \x03(\tR\x11policyIdentifiers\"9\n" +
+	"\x12policy_identifiers\x18\x1c \x03(\tR\x11policyIdentifiers\x12!\n" +
+	"\flint_profile\x18\x1d \x01(\tR\vlintProfile\"9\n" +
 	"\x11CreateRoleRequest\x12$\n" +
 	"\x04role\x18\x01 \x01(\v2\x10.hsmgate.v1.RoleR\x04role\":\n" +
 	"\x12CreateRoleResponse\x12$\n" +
