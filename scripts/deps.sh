@@ -20,6 +20,7 @@ DEV_PACKAGES=(softhsm2 gcc libc6-dev)
 
 BUF_VERSION=v1.75.0
 GRPCURL_VERSION=v1.9.4
+SOPS_VERSION=v3.13.3   # the Vault door's SOPS end-to-end test
 
 packages=("${TEST_PACKAGES[@]}")
 want_buf=1
@@ -38,14 +39,20 @@ if ((${#missing[@]})); then
 	echo "deps: installing ${missing[*]}" >&2
 	sudo=""
 	if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+	# Wait for another apt (unattended upgrades, a second shell) instead of failing.
+	apt=($sudo apt-get -o DPkg::Lock::Timeout=300 -qq)
+	"${apt[@]}" update >&2
+	DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y "${missing[@]}" >/dev/null
 fi
 
 gobin="$(go env GOPATH)/bin"
 if ((want_buf)) && ! "$gobin/buf" --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
 	echo "deps: installing buf $BUF_VERSION" >&2
 	go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
+fi
+if ((want_buf)) && ! "$gobin/sops" --version --disable-version-check 2>/dev/null | grep -q "${SOPS_VERSION#v}"; then
+	echo "deps: installing sops $SOPS_VERSION into $gobin (a few minutes the first time)" >&2
+	go install "github.com/getsops/sops/v3/cmd/sops@$SOPS_VERSION"
 fi
 if [[ ! -x "$gobin/grpcurl" ]]; then
 	echo "deps: installing grpcurl $GRPCURL_VERSION into $gobin" >&2

@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what is missing
 # (scripts/deps.sh), then go vet, buf lint and the generated-code freshness
-# check, then every test with the race detector.
+# check, every test with the race detector (the README test among them), and
+# a fixed number of fuzz inputs per fuzz target. One line per phase, with its time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 export PATH="$PATH:$(go env GOPATH)/bin"
 
-scripts/deps.sh
-go vet ./...
-scripts/check-proto.sh
-go test -race -count=1 -timeout 20m ./...
-scripts/fuzz.sh
+phase() {
+	local name="$1" t0=$SECONDS
+	shift
+	echo "test: $name ..."
+	"$@"
+	echo "test: $name ok ($((SECONDS - t0))s)"
+}
+
+phase deps scripts/deps.sh
+phase vet go vet ./...
+phase proto scripts/check-proto.sh
+phase "go test" go test -race -count=1 -timeout 20m ./...
+phase fuzz scripts/fuzz.sh
