@@ -84,6 +84,11 @@ type Config struct {
 	DeltaCRLOnRevoke bool
 	// OCSPValidity is the span between an OCSP response's thisUpdate and nextUpdate (default 1h).
 	OCSPValidity time.Duration
+	// OCSPResponderValidity is the lifetime of a delegated OCSP responder's
+	// certificate (default 7 days; it carries id-pkix-ocsp-nocheck, so
+	// relying parties cannot check its revocation: keep it short). Maintain
+	// renews it, with the same HSM key, once a third of it is left.
+	OCSPResponderValidity time.Duration
 	// LintExclude names zlint lints skipped for every certificate, on top of
 	// each role's lint_exclude (e.g. HTTPSURLLints when BaseURL is https).
 	LintExclude []string
@@ -115,6 +120,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.OCSPValidity <= 0 {
 		c.OCSPValidity = time.Hour
+	}
+	if c.OCSPResponderValidity <= 0 {
+		c.OCSPResponderValidity = 7 * 24 * time.Hour
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -255,9 +255,11 @@ func (s *Service) signCA(ctx context.Context, parent *issuerRT, tmpl *x509.Certi
 	if tmpl.NotAfter.After(parent.cert.NotAfter) {
 		tmpl.NotAfter = parent.cert.NotAfter
 	}
-	tmpl.OCSPServer = []string{s.cfg.BaseURL + "/pki/ocsp"}
 	tmpl.IssuingCertificateURL = []string{s.issuerURL(parent.rec.Name, "der")}
-	tmpl.CRLDistributionPoints = []string{s.issuerURL(parent.rec.Name, "crl")}
+	if role != roleOCSPResponder {
+		tmpl.OCSPServer = []string{s.cfg.BaseURL + "/pki/ocsp"}
+		tmpl.CRLDistributionPoints = []string{s.issuerURL(parent.rec.Name, "crl")}
+	}
 	for range maxSerialAttempts {
 		serial, err := s.randomSerial()
 		if err != nil {
@@ -462,16 +464,25 @@ func (s *Service) CrossSignIssuer(ctx context.Context, req *pb.CrossSignIssuerRe
 	}
 }
 
-// makeOCSPResponder makes a delegated OCSP responder key in the HSM
-// (ECDSA P-256) and its certificate, signed by the issuer.
+// roleOCSPResponder marks the certificate records of delegated OCSP responders.
+const roleOCSPResponder = "ocsp-responder"
+
+// makeOCSPResponder gives the issuer a delegated OCSP responder: a key in
+// the HSM (ECDSA P-256, made on first use and kept across renewals) and a
+// short-lived certificate for it (Config.OCSPResponderValidity), signed by
+// the issuer, with no CRL distribution point (id-pkix-ocsp-nocheck: nobody
+// checks a responder's revocation).
 func (s *Service) makeOCSPResponder(ctx context.Context, name string) (*pb.Issuer, error) {
 	iss, err := s.loadIssuer(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	label := iss.rec.KeyLabel + "-ocsp"
-	if err := s.cfg.Keys.GenerateKey(ctx, label, hsm.ECDSAP256); err != nil {
-		return nil, fmt.Errorf("pki: issuer %q: OCSP key: %w", name, err)
+	label := iss.rec.OcspKeyLabel
+	if label == "" {
+		label = iss.rec.KeyLabel + "-ocsp"
+		if err := s.cfg.Keys.GenerateKey(ctx, label, hsm.ECDSAP256); err != nil {
+			return nil, fmt.Errorf("pki: issuer %q: OCSP key: %w", name, err)
+		}
 	}
 	signer, err := s.cfg.Keys.Signer(ctx, label)
 	if err != nil {
@@ -481,13 +492,13 @@ func (s *Service) makeOCSPResponder(ctx context.Context, name string) (*pb.Issue
 	tmpl := &x509.Certificate{
 		Subject:               pkix.Name{CommonName: iss.cert.Subject.CommonName + " OCSP responder"},
 		NotBefore:             now.Add(-DefaultBackdate),
-		NotAfter:              iss.cert.NotAfter,
+		NotAfter:              now.Add(s.cfg.OCSPResponderValidity),
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
 		ExtraExtensions:       []pkix.Extension{{Id: oidOCSPNoCheck, Value: []byte{0x05, 0x00}}},
 	}
-	cert, err := s.signCA(ctx, iss, tmpl, signer.Public(), "ocsp-responder")
+	cert, err := s.signCA(ctx, iss, tmpl, signer.Public(), roleOCSPResponder)
 	if err != nil {
 		return nil, err
 	}
@@ -500,4 +511,18 @@ func (s *Service) makeOCSPResponder(ctx context.Context, name string) (*pb.Issue
 		return nil, err
 	}
 	return rec, nil
+}
+
+// responderDue reports whether the issuer's delegated OCSP certificate has
+// a third or less of its lifetime left (or cannot be read).
+func (s *Service) responderDue(rec *pb.Issuer) bool {
+	if len(rec.OcspCertificate) == 0 {
+		return false
+	}
+	c, err := x509.ParseCertificate(rec.OcspCertificate)
+	if err != nil {
+		return true
+	}
+	left := c.NotAfter.Sub(s.cfg.Now())
+	return left <= c.NotAfter.Sub(c.NotBefore)/3
 }

@@ -114,7 +114,7 @@ func (s *Service) DeleteIssuer(ctx context.Context, req *pb.DeleteIssuerRequest)
 		if err := proto.Unmarshal(e.Value, c); err != nil {
 			return nil, fmt.Errorf("pki: decode %s: %v", e.Key, err)
 		}
-		if c.Issuer == rec.Name && c.Role != "ocsp-responder" && c.NotAfter.AsTime().After(now) {
+		if c.Issuer == rec.Name && c.Role != roleOCSPResponder && c.NotAfter.AsTime().After(now) {
 			return nil, fmt.Errorf("%w: %q issued %s, valid until %s", ErrInUse, rec.Name, c.Serial, c.NotAfter.AsTime())
 		}
 	}

@@ -49,7 +49,9 @@ func (s *Service) OCSPResponse(ctx context.Context, req *ocsp.Request) ([]byte, 
 	if iss == nil {
 		return ocsp.UnauthorizedErrorResponse, nil
 	}
-	now := s.cfg.Now().UTC().Truncate(time.Minute)
+	// Seconds, as the response encodes them: thisUpdate is then never
+	// before a revocation (also recorded in seconds) that it reports.
+	now := s.cfg.Now().UTC().Truncate(time.Second)
 	tmpl := ocsp.Response{
 		SerialNumber: req.SerialNumber, Status: ocsp.Unknown, IssuerHash: req.HashAlgorithm,
 		ThisUpdate: now, NextUpdate: now.Add(s.cfg.OCSPValidity),

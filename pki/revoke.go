@@ -171,7 +171,9 @@ func freshestCRL(url string) pkix.Extension {
 }
 
 // Maintain rebuilds each unexpired issuer's CRLs that are past half their
-// validity (so they are always replaced before nextUpdate). Run calls it.
+// validity (so they are always replaced before nextUpdate), and renews
+// delegated OCSP responder certificates with a third of their life left.
+// Run calls it.
 func (s *Service) Maintain(ctx context.Context) error {
 	recs, err := s.listIssuerRecords(ctx)
 	if err != nil {
@@ -182,6 +184,11 @@ func (s *Service) Maintain(ctx context.Context) error {
 	for _, r := range recs {
 		if r.State != pb.IssuerState_ISSUER_STATE_ACTIVE || !now.Before(r.NotAfter.AsTime()) {
 			continue
+		}
+		if s.responderDue(r) {
+			if _, err := s.makeOCSPResponder(ctx, r.Name); err != nil {
+				errs = append(errs, fmt.Errorf("pki: renew OCSP responder of %q: %w", r.Name, err))
+			}
 		}
 		st, _, err := s.crlState(ctx, r.Name)
 		if err != nil {

@@ -37,6 +37,83 @@ func httpGet(t testing.TB, url string) []byte {
 	return b
 }
 
+// opensslOCSPTime reads a "Name: Dec  5 06:01:02 2026 GMT" line of openssl ocsp's output.
+func opensslOCSPTime(t testing.TB, out, name string) time.Time {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+": "); ok {
+			tm, err := time.Parse("Jan _2 15:04:05 2006 MST", strings.TrimSpace(v))
+			if err != nil {
+				t.Fatalf("openssl ocsp %s %q: %v", name, v, err)
+			}
+			return tm
+		}
+	}
+	t.Fatalf("openssl ocsp output has no %q line:\n%s", name, out)
+	return time.Time{}
+}
+
+// TestOCSPResponderRenewed: the delegated responder certificate is renewed
+// by Maintain once a third of its life is left, with the same HSM key, and
+// responses keep verifying.
+func TestOCSPResponderRenewed(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.DelegatedOCSP = true })
+	ctx := context.Background()
+	e.root(t, "root", KeyECDSAP256)
+	e.role(t, webRole("web"))
+	resp, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := e.svc.getIssuerRecord(ctx, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := parseCert(t, before.OcspCertificate)
+	e.clock.Advance(3 * 24 * time.Hour)
+	if err := e.svc.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if mid, _, _ := e.svc.getIssuerRecord(ctx, "root"); !bytes.Equal(mid.OcspCertificate, before.OcspCertificate) {
+		t.Fatalf("responder renewed with more than a third of its life left")
+	}
+	e.clock.Advance(2 * 24 * time.Hour)
+	if err := e.svc.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, _, err := e.svc.getIssuerRecord(ctx, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := parseCert(t, after.OcspCertificate)
+	if !renewed.NotAfter.After(old.NotAfter) {
+		t.Fatalf("responder NotAfter %s, want after %s", renewed.NotAfter, old.NotAfter)
+	}
+	if after.OcspKeyLabel != before.OcspKeyLabel || !renewed.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(old.PublicKey) {
+		t.Errorf("renewal changed the responder key (label %q -> %q)", before.OcspKeyLabel, after.OcspKeyLabel)
+	}
+	leaf := parseCert(t, resp.Certificate)
+	reqDER, err := ocsp.CreateRequest(leaf, parseCert(t, after.Certificate), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := parseOCSPRequest(reqDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := e.svc.OCSPResponse(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ocsp.ParseResponseForCert(der, leaf, parseCert(t, after.Certificate))
+	if err != nil {
+		t.Fatalf("response after renewal: %v", err)
+	}
+	if r.Certificate == nil || !bytes.Equal(r.Certificate.Raw, renewed.Raw) || r.Status != ocsp.Good {
+		t.Errorf("response signed by %v, status %d; want the renewed responder, good", r.Certificate != nil, r.Status)
+	}
+}
+
 // TestOCSPAndCRLWithOpenSSL checks, with openssl against our HTTP handler on
 // loopback, that OCSP says good and then revoked after Revoke, that the CRL
 // parses and that verify -crl_check refuses the revoked certificate. Per
@@ -80,13 +157,23 @@ func TestOCSPAndCRLWithOpenSSL(t *testing.T) {
 			interPEM := writeFile(t, dir, "inter.pem", pemCerts(inter.Certificate))
 			chainPEM := writeFile(t, dir, "chain.pem", pemCerts(inter.Certificate, root.Certificate))
 			leafPEM := writeFile(t, dir, "leaf.pem", pemCerts(resp.Certificate))
-			ocspCheck := func(want string) {
+			if len(inter.OcspCertificate) > 0 {
+				oc := parseCert(t, inter.OcspCertificate)
+				if life := oc.NotAfter.Sub(oc.NotBefore); life > 8*24*time.Hour {
+					t.Errorf("delegated OCSP certificate lives %s, want days", life)
+				}
+				if len(oc.CRLDistributionPoints) > 0 || len(oc.OCSPServer) > 0 {
+					t.Errorf("delegated OCSP certificate has CDP %v / OCSP %v, want none (it is ocsp-nocheck)", oc.CRLDistributionPoints, oc.OCSPServer)
+				}
+			}
+			ocspCheck := func(want string) string {
 				t.Helper()
 				out, err := openssl(t, "ocsp", "-issuer", interPEM, "-cert", leafPEM, "-url", e.srv.URL+"/pki/ocsp",
 					"-CAfile", chainPEM, "-no_nonce")
 				if err != nil || !strings.Contains(out, "leaf.pem: "+want) || !strings.Contains(out, "Response verify OK") {
 					t.Fatalf("openssl ocsp: want %q and a verified response; err %v\n%s", want, err, out)
 				}
+				return out
 			}
 			ocspCheck("good")
 			crlCheck := func(wantRevoked bool) {
@@ -109,7 +196,11 @@ func TestOCSPAndCRLWithOpenSSL(t *testing.T) {
 			if _, err := e.svc.Revoke(ctx, &pb.RevokeRequest{Serial: resp.Serial, Reason: 1}); err != nil {
 				t.Fatalf("Revoke: %v", err)
 			}
-			ocspCheck("revoked")
+			out := ocspCheck("revoked")
+			this, revoked := opensslOCSPTime(t, out, "This Update"), opensslOCSPTime(t, out, "Revocation Time")
+			if this.Before(revoked) {
+				t.Errorf("openssl ocsp: This Update %s before Revocation Time %s", this, revoked)
+			}
 			crlCheck(true)
 
 			// GET form (RFC 6960 A.1) answers the same, read with Go.
@@ -124,6 +215,9 @@ func TestOCSPAndCRLWithOpenSSL(t *testing.T) {
 			}
 			if r.Status != ocsp.Revoked || r.RevocationReason != ocsp.KeyCompromise {
 				t.Errorf("OCSP GET status %d reason %d, want revoked, keyCompromise", r.Status, r.RevocationReason)
+			}
+			if r.ThisUpdate.Before(r.RevokedAt) {
+				t.Errorf("OCSP thisUpdate %s before the revocation %s", r.ThisUpdate, r.RevokedAt)
 			}
 		})
 	}
