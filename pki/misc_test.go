@@ -225,3 +225,47 @@ func TestNoStoreRole(t *testing.T) {
 		t.Errorf("Revoke of an unstored certificate: %v", err)
 	}
 }
+
+// TestCertificateStatus: get and list say valid, expired or revoked from the
+// clock and the revocation (an expired certificate is not "valid").
+func TestCertificateStatus(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.root(t, "root", KeyECDSAP256)
+	e.role(t, webRole("web"))
+	issue := func() string {
+		r, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com", Ttl: durationpb.New(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Serial
+	}
+	live, revoked := issue(), issue()
+	if _, err := e.svc.Revoke(ctx, &pb.RevokeRequest{Serial: revoked}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, want map[string]pb.CertificateStatus) {
+		t.Helper()
+		for serial, w := range want {
+			r, err := e.svc.GetCertificate(ctx, &pb.GetCertificateRequest{Serial: serial})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Certificate.Status; got != w {
+				t.Errorf("%s: GetCertificate(%s) status %v, want %v", when, serial, got, w)
+			}
+		}
+		l, err := e.svc.ListCertificates(ctx, &pb.ListCertificatesRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range l.Certificates {
+			if w, ok := want[rec.Serial]; ok && rec.Status != w {
+				t.Errorf("%s: ListCertificates %s status %v, want %v", when, rec.Serial, rec.Status, w)
+			}
+		}
+	}
+	check("now", map[string]pb.CertificateStatus{live: pb.CertificateStatus_CERTIFICATE_STATUS_VALID, revoked: pb.CertificateStatus_CERTIFICATE_STATUS_REVOKED})
+	e.clock.Advance(2 * time.Hour)
+	check("after expiry", map[string]pb.CertificateStatus{live: pb.CertificateStatus_CERTIFICATE_STATUS_EXPIRED, revoked: pb.CertificateStatus_CERTIFICATE_STATUS_REVOKED})
+}

@@ -67,7 +67,19 @@ func (s *Service) GetCertificate(ctx context.Context, req *pb.GetCertificateRequ
 	if err != nil {
 		return nil, err
 	}
+	rec.Status = s.certStatus(rec)
 	return &pb.GetCertificateResponse{Certificate: rec}, nil
+}
+
+// certStatus is a record's status now: revoked, else expired or valid by the clock.
+func (s *Service) certStatus(rec *pb.CertificateRecord) pb.CertificateStatus {
+	switch {
+	case rec.Revoked:
+		return pb.CertificateStatus_CERTIFICATE_STATUS_REVOKED
+	case !s.cfg.Now().Before(rec.NotAfter.AsTime()):
+		return pb.CertificateStatus_CERTIFICATE_STATUS_EXPIRED
+	}
+	return pb.CertificateStatus_CERTIFICATE_STATUS_VALID
 }
 
 // ListCertificates pages through records in serial order, without their DER.
@@ -98,7 +110,7 @@ func (s *Service) ListCertificates(ctx context.Context, req *pb.ListCertificates
 			out.NextPageToken = out.Certificates[size-1].Serial
 			break
 		}
-		rec.Certificate = nil
+		rec.Certificate, rec.Status = nil, s.certStatus(rec)
 		out.Certificates = append(out.Certificates, rec)
 	}
 	return out, nil

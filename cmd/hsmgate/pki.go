@@ -530,9 +530,9 @@ func newPKICertCmd() *cobra.Command {
 				return fmt.Errorf("pki cert get: %w", err)
 			}
 			rec := r.GetCertificate()
-			state := "valid"
+			state := pkiCertStatus(rec)
 			if rec.GetRevoked() {
-				state = "revoked " + rec.GetRevocationTime().AsTime().Format(time.RFC3339)
+				state += " " + rec.GetRevocationTime().AsTime().Format(time.RFC3339)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "serial %s issuer %s role %s expires %s %s\n", rec.GetSerial(), rec.GetIssuer(), rec.GetRole(),
 				rec.GetNotAfter().AsTime().Format(time.RFC3339), state)
@@ -558,10 +558,7 @@ func newPKICertCmd() *cobra.Command {
 					return fmt.Errorf("pki cert list: %w", err)
 				}
 				for _, rec := range r.GetCertificates() {
-					state := "valid"
-					if rec.GetRevoked() {
-						state = "revoked"
-					}
+					state := pkiCertStatus(rec)
 					fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\t%s\t%s\t%s\t%s\n", rec.GetSerial(), rec.GetIssuer(), rec.GetRole(),
 						rec.GetNotAfter().AsTime().Format(time.RFC3339), state, rec.GetCommonName())
 				}
@@ -591,6 +588,15 @@ func newPKITidyCmd() *cobra.Command {
 		})
 	}
 	return cmd
+}
+
+// pkiCertStatus names the status the server computed: valid, expired or revoked.
+func pkiCertStatus(rec *hsmgatev1.CertificateRecord) string {
+	s := strings.ToLower(strings.TrimPrefix(rec.GetStatus().String(), "CERTIFICATE_STATUS_"))
+	if s == "unspecified" { // a server from before the status field
+		s = "unknown"
+	}
+	return s
 }
 
 // pkiIsNotFound reports a NotFound status.

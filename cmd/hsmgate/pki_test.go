@@ -148,7 +148,7 @@ func TestPKICLI(t *testing.T) {
 	if out := mustRun("revoke", serial, "--reason", "keyCompromise"); !strings.Contains(out, "revoked at") {
 		t.Errorf("revoke: %s", out)
 	}
-	if out := mustRun("cert", "list", "--revoked"); !strings.Contains(out, serial) {
-		t.Errorf("cert list --revoked lacks %s:\n%s", serial, out)
+	if out := mustRun("cert", "list", "--revoked"); !strings.Contains(out, serial) || !strings.Contains(out, "\trevoked\t") {
+		t.Errorf("cert list --revoked lacks %s as revoked:\n%s", serial, out)
 	}
 }

@@ -76,6 +76,63 @@ func (IssuerState) EnumDescriptor() ([]byte, []int) {
 	return file_hsmgate_v1_pki_proto_rawDescGZIP(), []int{0}
 }
 
+// CertificateStatus is an issued certificate's state at a given time.
+type CertificateStatus int32
+
+const (
+	// Not computed (a stored record).
+	CertificateStatus_CERTIFICATE_STATUS_UNSPECIFIED CertificateStatus = 0
+	// Unexpired and not revoked.
+	CertificateStatus_CERTIFICATE_STATUS_VALID CertificateStatus = 1
+	// Past its NotAfter (and not revoked).
+	CertificateStatus_CERTIFICATE_STATUS_EXPIRED CertificateStatus = 2
+	// Revoked (whether or not it has expired since).
+	CertificateStatus_CERTIFICATE_STATUS_REVOKED CertificateStatus = 3
+)
+
+// Enum value maps for CertificateStatus.
+var (
+	CertificateStatus_name = map[int32]string{
+		0: "CERTIFICATE_STATUS_UNSPECIFIED",
+		1: "CERTIFICATE_STATUS_VALID",
+		2: "CERTIFICATE_STATUS_EXPIRED",
+		3: "CERTIFICATE_STATUS_REVOKED",
+	}
+	CertificateStatus_value = map[string]int32{
+		"CERTIFICATE_STATUS_UNSPECIFIED": 0,
+		"CERTIFICATE_STATUS_VALID":       1,
+		"CERTIFICATE_STATUS_EXPIRED":     2,
+		"CERTIFICATE_STATUS_REVOKED":     3,
+	}
+)
+
+func (x CertificateStatus) Enum() *CertificateStatus {
+	p := new(CertificateStatus)
+	*p = x
+	return p
+}
+
+func (x CertificateStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CertificateStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_hsmgate_v1_pki_proto_enumTypes[1].Descriptor()
+}
+
+func (CertificateStatus) Type() protoreflect.EnumType {
+	return &file_hsmgate_v1_pki_proto_enumTypes[1]
+}
+
+func (x CertificateStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CertificateStatus.Descriptor instead.
+func (CertificateStatus) EnumDescriptor() ([]byte, []int) {
+	return file_hsmgate_v1_pki_proto_rawDescGZIP(), []int{1}
+}
+
 // Issuer is a CA certificate whose key is in the HSM. It is also the stored record.
 type Issuer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2613,7 +2670,10 @@ type CertificateRecord struct {
 	// Common name.
 	CommonName string `protobuf:"bytes,9,opt,name=common_name,json=commonName,proto3" json:"common_name,omitempty"`
 	// Issuance time.
-	IssueTime     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=issue_time,json=issueTime,proto3" json:"issue_time,omitempty"`
+	IssueTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=issue_time,json=issueTime,proto3" json:"issue_time,omitempty"`
+	// Status at the time of the answer, from the clock and the revocation
+	// (set by GetCertificate and ListCertificates; never stored).
+	Status        CertificateStatus `protobuf:"varint,11,opt,name=status,proto3,enum=hsmgate.v1.CertificateStatus" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2716,6 +2776,13 @@ func (x *CertificateRecord) GetIssueTime() *timestamppb.Timestamp {
 		return x.IssueTime
 	}
 	return nil
+}
+
+func (x *CertificateRecord) GetStatus() CertificateStatus {
+	if x != nil {
+		return x.Status
+	}
+	return CertificateStatus_CERTIFICATE_STATUS_UNSPECIFIED
 }
 
 // GetCertificateRequest names a certificate.
@@ -3337,7 +3404,7 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\x05R\x06reason\"U\n" +
 	"\x0eRevokeResponse\x12C\n" +
-	"\x0frevocation_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0erevocationTime\"\x9a\x03\n" +
+	"\x0frevocation_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0erevocationTime\"\xd1\x03\n" +
 	"\x11CertificateRecord\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x16\n" +
 	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x12\n" +
@@ -3351,7 +3418,8 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"commonName\x129\n" +
 	"\n" +
 	"issue_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\"/\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tissueTime\x125\n" +
+	"\x06status\x18\v \x01(\x0e2\x1d.hsmgate.v1.CertificateStatusR\x06status\"/\n" +
 	"\x15GetCertificateRequest\x12\x16\n" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\"Y\n" +
 	"\x16GetCertificateResponse\x12?\n" +
@@ -3383,7 +3451,12 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\vIssuerState\x12\x1c\n" +
 	"\x18ISSUER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ISSUER_STATE_PENDING\x10\x01\x12\x17\n" +
-	"\x13ISSUER_STATE_ACTIVE\x10\x022\x94\f\n" +
+	"\x13ISSUER_STATE_ACTIVE\x10\x02*\x95\x01\n" +
+	"\x11CertificateStatus\x12\"\n" +
+	"\x1eCERTIFICATE_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18CERTIFICATE_STATUS_VALID\x10\x01\x12\x1e\n" +
+	"\x1aCERTIFICATE_STATUS_EXPIRED\x10\x02\x12\x1e\n" +
+	"\x1aCERTIFICATE_STATUS_REVOKED\x10\x032\x94\f\n" +
 	"\n" +
 	"PKIService\x12]\n" +
 	"\x10CreateRootIssuer\x12#.hsmgate.v1.CreateRootIssuerRequest\x1a$.hsmgate.v1.CreateRootIssuerResponse\x12u\n" +
@@ -3424,141 +3497,143 @@ func file_hsmgate_v1_pki_proto_rawDescGZIP() []byte {
 	return file_hsmgate_v1_pki_proto_rawDescData
 }
 
-var file_hsmgate_v1_pki_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_hsmgate_v1_pki_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_hsmgate_v1_pki_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_hsmgate_v1_pki_proto_goTypes = []any{
 	(IssuerState)(0),                         // 0: hsmgate.v1.IssuerState
-	(*Issuer)(nil),                           // 1: hsmgate.v1.Issuer
-	(*NameConstraints)(nil),                  // 2: hsmgate.v1.NameConstraints
-	(*Subject)(nil),                          // 3: hsmgate.v1.Subject
-	(*CreateRootIssuerRequest)(nil),          // 4: hsmgate.v1.CreateRootIssuerRequest
-	(*CreateRootIssuerResponse)(nil),         // 5: hsmgate.v1.CreateRootIssuerResponse
-	(*CreateIntermediateIssuerRequest)(nil),  // 6: hsmgate.v1.CreateIntermediateIssuerRequest
-	(*CreateIntermediateIssuerResponse)(nil), // 7: hsmgate.v1.CreateIntermediateIssuerResponse
-	(*ImportIssuerCertificateRequest)(nil),   // 8: hsmgate.v1.ImportIssuerCertificateRequest
-	(*ImportIssuerCertificateResponse)(nil),  // 9: hsmgate.v1.ImportIssuerCertificateResponse
-	(*CrossSignIssuerRequest)(nil),           // 10: hsmgate.v1.CrossSignIssuerRequest
-	(*CrossSignIssuerResponse)(nil),          // 11: hsmgate.v1.CrossSignIssuerResponse
-	(*GetIssuerRequest)(nil),                 // 12: hsmgate.v1.GetIssuerRequest
-	(*GetIssuerResponse)(nil),                // 13: hsmgate.v1.GetIssuerResponse
-	(*ListIssuersRequest)(nil),               // 14: hsmgate.v1.ListIssuersRequest
-	(*ListIssuersResponse)(nil),              // 15: hsmgate.v1.ListIssuersResponse
-	(*UpdateIssuerRequest)(nil),              // 16: hsmgate.v1.UpdateIssuerRequest
-	(*UpdateIssuerResponse)(nil),             // 17: hsmgate.v1.UpdateIssuerResponse
-	(*DeleteIssuerRequest)(nil),              // 18: hsmgate.v1.DeleteIssuerRequest
-	(*DeleteIssuerResponse)(nil),             // 19: hsmgate.v1.DeleteIssuerResponse
-	(*Role)(nil),                             // 20: hsmgate.v1.Role
-	(*CreateRoleRequest)(nil),                // 21: hsmgate.v1.CreateRoleRequest
-	(*CreateRoleResponse)(nil),               // 22: hsmgate.v1.CreateRoleResponse
-	(*GetRoleRequest)(nil),                   // 23: hsmgate.v1.GetRoleRequest
-	(*GetRoleResponse)(nil),                  // 24: hsmgate.v1.GetRoleResponse
-	(*ListRolesRequest)(nil),                 // 25: hsmgate.v1.ListRolesRequest
-	(*ListRolesResponse)(nil),                // 26: hsmgate.v1.ListRolesResponse
-	(*UpdateRoleRequest)(nil),                // 27: hsmgate.v1.UpdateRoleRequest
-	(*UpdateRoleResponse)(nil),               // 28: hsmgate.v1.UpdateRoleResponse
-	(*DeleteRoleRequest)(nil),                // 29: hsmgate.v1.DeleteRoleRequest
-	(*DeleteRoleResponse)(nil),               // 30: hsmgate.v1.DeleteRoleResponse
-	(*IssueRequest)(nil),                     // 31: hsmgate.v1.IssueRequest
-	(*IssueResponse)(nil),                    // 32: hsmgate.v1.IssueResponse
-	(*SignRequest)(nil),                      // 33: hsmgate.v1.SignRequest
-	(*SignResponse)(nil),                     // 34: hsmgate.v1.SignResponse
-	(*RevokeRequest)(nil),                    // 35: hsmgate.v1.RevokeRequest
-	(*RevokeResponse)(nil),                   // 36: hsmgate.v1.RevokeResponse
-	(*CertificateRecord)(nil),                // 37: hsmgate.v1.CertificateRecord
-	(*GetCertificateRequest)(nil),            // 38: hsmgate.v1.GetCertificateRequest
-	(*GetCertificateResponse)(nil),           // 39: hsmgate.v1.GetCertificateResponse
-	(*ListCertificatesRequest)(nil),          // 40: hsmgate.v1.ListCertificatesRequest
-	(*ListCertificatesResponse)(nil),         // 41: hsmgate.v1.ListCertificatesResponse
-	(*TidyRequest)(nil),                      // 42: hsmgate.v1.TidyRequest
-	(*TidyResponse)(nil),                     // 43: hsmgate.v1.TidyResponse
-	(*CRLState)(nil),                         // 44: hsmgate.v1.CRLState
-	(*timestamppb.Timestamp)(nil),            // 45: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),              // 46: google.protobuf.Duration
+	(CertificateStatus)(0),                   // 1: hsmgate.v1.CertificateStatus
+	(*Issuer)(nil),                           // 2: hsmgate.v1.Issuer
+	(*NameConstraints)(nil),                  // 3: hsmgate.v1.NameConstraints
+	(*Subject)(nil),                          // 4: hsmgate.v1.Subject
+	(*CreateRootIssuerRequest)(nil),          // 5: hsmgate.v1.CreateRootIssuerRequest
+	(*CreateRootIssuerResponse)(nil),         // 6: hsmgate.v1.CreateRootIssuerResponse
+	(*CreateIntermediateIssuerRequest)(nil),  // 7: hsmgate.v1.CreateIntermediateIssuerRequest
+	(*CreateIntermediateIssuerResponse)(nil), // 8: hsmgate.v1.CreateIntermediateIssuerResponse
+	(*ImportIssuerCertificateRequest)(nil),   // 9: hsmgate.v1.ImportIssuerCertificateRequest
+	(*ImportIssuerCertificateResponse)(nil),  // 10: hsmgate.v1.ImportIssuerCertificateResponse
+	(*CrossSignIssuerRequest)(nil),           // 11: hsmgate.v1.CrossSignIssuerRequest
+	(*CrossSignIssuerResponse)(nil),          // 12: hsmgate.v1.CrossSignIssuerResponse
+	(*GetIssuerRequest)(nil),                 // 13: hsmgate.v1.GetIssuerRequest
+	(*GetIssuerResponse)(nil),                // 14: hsmgate.v1.GetIssuerResponse
+	(*ListIssuersRequest)(nil),               // 15: hsmgate.v1.ListIssuersRequest
+	(*ListIssuersResponse)(nil),              // 16: hsmgate.v1.ListIssuersResponse
+	(*UpdateIssuerRequest)(nil),              // 17: hsmgate.v1.UpdateIssuerRequest
+	(*UpdateIssuerResponse)(nil),             // 18: hsmgate.v1.UpdateIssuerResponse
+	(*DeleteIssuerRequest)(nil),              // 19: hsmgate.v1.DeleteIssuerRequest
+	(*DeleteIssuerResponse)(nil),             // 20: hsmgate.v1.DeleteIssuerResponse
+	(*Role)(nil),                             // 21: hsmgate.v1.Role
+	(*CreateRoleRequest)(nil),                // 22: hsmgate.v1.CreateRoleRequest
+	(*CreateRoleResponse)(nil),               // 23: hsmgate.v1.CreateRoleResponse
+	(*GetRoleRequest)(nil),                   // 24: hsmgate.v1.GetRoleRequest
+	(*GetRoleResponse)(nil),                  // 25: hsmgate.v1.GetRoleResponse
+	(*ListRolesRequest)(nil),                 // 26: hsmgate.v1.ListRolesRequest
+	(*ListRolesResponse)(nil),                // 27: hsmgate.v1.ListRolesResponse
+	(*UpdateRoleRequest)(nil),                // 28: hsmgate.v1.UpdateRoleRequest
+	(*UpdateRoleResponse)(nil),               // 29: hsmgate.v1.UpdateRoleResponse
+	(*DeleteRoleRequest)(nil),                // 30: hsmgate.v1.DeleteRoleRequest
+	(*DeleteRoleResponse)(nil),               // 31: hsmgate.v1.DeleteRoleResponse
+	(*IssueRequest)(nil),                     // 32: hsmgate.v1.IssueRequest
+	(*IssueResponse)(nil),                    // 33: hsmgate.v1.IssueResponse
+	(*SignRequest)(nil),                      // 34: hsmgate.v1.SignRequest
+	(*SignResponse)(nil),                     // 35: hsmgate.v1.SignResponse
+	(*RevokeRequest)(nil),                    // 36: hsmgate.v1.RevokeRequest
+	(*RevokeResponse)(nil),                   // 37: hsmgate.v1.RevokeResponse
+	(*CertificateRecord)(nil),                // 38: hsmgate.v1.CertificateRecord
+	(*GetCertificateRequest)(nil),            // 39: hsmgate.v1.GetCertificateRequest
+	(*GetCertificateResponse)(nil),           // 40: hsmgate.v1.GetCertificateResponse
+	(*ListCertificatesRequest)(nil),          // 41: hsmgate.v1.ListCertificatesRequest
+	(*ListCertificatesResponse)(nil),         // 42: hsmgate.v1.ListCertificatesResponse
+	(*TidyRequest)(nil),                      // 43: hsmgate.v1.TidyRequest
+	(*TidyResponse)(nil),                     // 44: hsmgate.v1.TidyResponse
+	(*CRLState)(nil),                         // 45: hsmgate.v1.CRLState
+	(*timestamppb.Timestamp)(nil),            // 46: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),              // 47: google.protobuf.Duration
 }
 var file_hsmgate_v1_pki_proto_depIdxs = []int32{
 	0,  // 0: hsmgate.v1.Issuer.state:type_name -> hsmgate.v1.IssuerState
-	45, // 1: hsmgate.v1.Issuer.not_before:type_name -> google.protobuf.Timestamp
-	45, // 2: hsmgate.v1.Issuer.not_after:type_name -> google.protobuf.Timestamp
-	45, // 3: hsmgate.v1.Issuer.create_time:type_name -> google.protobuf.Timestamp
-	3,  // 4: hsmgate.v1.CreateRootIssuerRequest.subject:type_name -> hsmgate.v1.Subject
-	46, // 5: hsmgate.v1.CreateRootIssuerRequest.ttl:type_name -> google.protobuf.Duration
-	1,  // 6: hsmgate.v1.CreateRootIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
-	3,  // 7: hsmgate.v1.CreateIntermediateIssuerRequest.subject:type_name -> hsmgate.v1.Subject
-	46, // 8: hsmgate.v1.CreateIntermediateIssuerRequest.ttl:type_name -> google.protobuf.Duration
-	2,  // 9: hsmgate.v1.CreateIntermediateIssuerRequest.name_constraints:type_name -> hsmgate.v1.NameConstraints
-	1,  // 10: hsmgate.v1.CreateIntermediateIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
-	1,  // 11: hsmgate.v1.ImportIssuerCertificateResponse.issuer:type_name -> hsmgate.v1.Issuer
-	46, // 12: hsmgate.v1.CrossSignIssuerRequest.ttl:type_name -> google.protobuf.Duration
-	1,  // 13: hsmgate.v1.CrossSignIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
-	1,  // 14: hsmgate.v1.GetIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
-	1,  // 15: hsmgate.v1.ListIssuersResponse.issuers:type_name -> hsmgate.v1.Issuer
-	1,  // 16: hsmgate.v1.UpdateIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
-	46, // 17: hsmgate.v1.Role.ttl:type_name -> google.protobuf.Duration
-	46, // 18: hsmgate.v1.Role.max_ttl:type_name -> google.protobuf.Duration
-	46, // 19: hsmgate.v1.Role.not_before_backdate:type_name -> google.protobuf.Duration
-	20, // 20: hsmgate.v1.CreateRoleRequest.role:type_name -> hsmgate.v1.Role
-	20, // 21: hsmgate.v1.CreateRoleResponse.role:type_name -> hsmgate.v1.Role
-	20, // 22: hsmgate.v1.GetRoleResponse.role:type_name -> hsmgate.v1.Role
-	20, // 23: hsmgate.v1.ListRolesResponse.roles:type_name -> hsmgate.v1.Role
-	20, // 24: hsmgate.v1.UpdateRoleRequest.role:type_name -> hsmgate.v1.Role
-	20, // 25: hsmgate.v1.UpdateRoleResponse.role:type_name -> hsmgate.v1.Role
-	46, // 26: hsmgate.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
-	45, // 27: hsmgate.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
-	46, // 28: hsmgate.v1.SignRequest.ttl:type_name -> google.protobuf.Duration
-	45, // 29: hsmgate.v1.SignResponse.not_after:type_name -> google.protobuf.Timestamp
-	45, // 30: hsmgate.v1.RevokeResponse.revocation_time:type_name -> google.protobuf.Timestamp
-	45, // 31: hsmgate.v1.CertificateRecord.not_after:type_name -> google.protobuf.Timestamp
-	45, // 32: hsmgate.v1.CertificateRecord.revocation_time:type_name -> google.protobuf.Timestamp
-	45, // 33: hsmgate.v1.CertificateRecord.issue_time:type_name -> google.protobuf.Timestamp
-	37, // 34: hsmgate.v1.GetCertificateResponse.certificate:type_name -> hsmgate.v1.CertificateRecord
-	37, // 35: hsmgate.v1.ListCertificatesResponse.certificates:type_name -> hsmgate.v1.CertificateRecord
-	46, // 36: hsmgate.v1.TidyRequest.safety_buffer:type_name -> google.protobuf.Duration
-	45, // 37: hsmgate.v1.CRLState.base_time:type_name -> google.protobuf.Timestamp
-	45, // 38: hsmgate.v1.CRLState.full_next_update:type_name -> google.protobuf.Timestamp
-	45, // 39: hsmgate.v1.CRLState.delta_next_update:type_name -> google.protobuf.Timestamp
-	4,  // 40: hsmgate.v1.PKIService.CreateRootIssuer:input_type -> hsmgate.v1.CreateRootIssuerRequest
-	6,  // 41: hsmgate.v1.PKIService.CreateIntermediateIssuer:input_type -> hsmgate.v1.CreateIntermediateIssuerRequest
-	8,  // 42: hsmgate.v1.PKIService.ImportIssuerCertificate:input_type -> hsmgate.v1.ImportIssuerCertificateRequest
-	10, // 43: hsmgate.v1.PKIService.CrossSignIssuer:input_type -> hsmgate.v1.CrossSignIssuerRequest
-	12, // 44: hsmgate.v1.PKIService.GetIssuer:input_type -> hsmgate.v1.GetIssuerRequest
-	14, // 45: hsmgate.v1.PKIService.ListIssuers:input_type -> hsmgate.v1.ListIssuersRequest
-	16, // 46: hsmgate.v1.PKIService.UpdateIssuer:input_type -> hsmgate.v1.UpdateIssuerRequest
-	18, // 47: hsmgate.v1.PKIService.DeleteIssuer:input_type -> hsmgate.v1.DeleteIssuerRequest
-	21, // 48: hsmgate.v1.PKIService.CreateRole:input_type -> hsmgate.v1.CreateRoleRequest
-	23, // 49: hsmgate.v1.PKIService.GetRole:input_type -> hsmgate.v1.GetRoleRequest
-	25, // 50: hsmgate.v1.PKIService.ListRoles:input_type -> hsmgate.v1.ListRolesRequest
-	27, // 51: hsmgate.v1.PKIService.UpdateRole:input_type -> hsmgate.v1.UpdateRoleRequest
-	29, // 52: hsmgate.v1.PKIService.DeleteRole:input_type -> hsmgate.v1.DeleteRoleRequest
-	31, // 53: hsmgate.v1.PKIService.Issue:input_type -> hsmgate.v1.IssueRequest
-	33, // 54: hsmgate.v1.PKIService.Sign:input_type -> hsmgate.v1.SignRequest
-	35, // 55: hsmgate.v1.PKIService.Revoke:input_type -> hsmgate.v1.RevokeRequest
-	38, // 56: hsmgate.v1.PKIService.GetCertificate:input_type -> hsmgate.v1.GetCertificateRequest
-	40, // 57: hsmgate.v1.PKIService.ListCertificates:input_type -> hsmgate.v1.ListCertificatesRequest
-	42, // 58: hsmgate.v1.PKIService.Tidy:input_type -> hsmgate.v1.TidyRequest
-	5,  // 59: hsmgate.v1.PKIService.CreateRootIssuer:output_type -> hsmgate.v1.CreateRootIssuerResponse
-	7,  // 60: hsmgate.v1.PKIService.CreateIntermediateIssuer:output_type -> hsmgate.v1.CreateIntermediateIssuerResponse
-	9,  // 61: hsmgate.v1.PKIService.ImportIssuerCertificate:output_type -> hsmgate.v1.ImportIssuerCertificateResponse
-	11, // 62: hsmgate.v1.PKIService.CrossSignIssuer:output_type -> hsmgate.v1.CrossSignIssuerResponse
-	13, // 63: hsmgate.v1.PKIService.GetIssuer:output_type -> hsmgate.v1.GetIssuerResponse
-	15, // 64: hsmgate.v1.PKIService.ListIssuers:output_type -> hsmgate.v1.ListIssuersResponse
-	17, // 65: hsmgate.v1.PKIService.UpdateIssuer:output_type -> hsmgate.v1.UpdateIssuerResponse
-	19, // 66: hsmgate.v1.PKIService.DeleteIssuer:output_type -> hsmgate.v1.DeleteIssuerResponse
-	22, // 67: hsmgate.v1.PKIService.CreateRole:output_type -> hsmgate.v1.CreateRoleResponse
-	24, // 68: hsmgate.v1.PKIService.GetRole:output_type -> hsmgate.v1.GetRoleResponse
-	26, // 69: hsmgate.v1.PKIService.ListRoles:output_type -> hsmgate.v1.ListRolesResponse
-	28, // 70: hsmgate.v1.PKIService.UpdateRole:output_type -> hsmgate.v1.UpdateRoleResponse
-	30, // 71: hsmgate.v1.PKIService.DeleteRole:output_type -> hsmgate.v1.DeleteRoleResponse
-	32, // 72: hsmgate.v1.PKIService.Issue:output_type -> hsmgate.v1.IssueResponse
-	34, // 73: hsmgate.v1.PKIService.Sign:output_type -> hsmgate.v1.SignResponse
-	36, // 74: hsmgate.v1.PKIService.Revoke:output_type -> hsmgate.v1.RevokeResponse
-	39, // 75: hsmgate.v1.PKIService.GetCertificate:output_type -> hsmgate.v1.GetCertificateResponse
-	41, // 76: hsmgate.v1.PKIService.ListCertificates:output_type -> hsmgate.v1.ListCertificatesResponse
-	43, // 77: hsmgate.v1.PKIService.Tidy:output_type -> hsmgate.v1.TidyResponse
-	59, // [59:78] is the sub-list for method output_type
-	40, // [40:59] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	46, // 1: hsmgate.v1.Issuer.not_before:type_name -> google.protobuf.Timestamp
+	46, // 2: hsmgate.v1.Issuer.not_after:type_name -> google.protobuf.Timestamp
+	46, // 3: hsmgate.v1.Issuer.create_time:type_name -> google.protobuf.Timestamp
+	4,  // 4: hsmgate.v1.CreateRootIssuerRequest.subject:type_name -> hsmgate.v1.Subject
+	47, // 5: hsmgate.v1.CreateRootIssuerRequest.ttl:type_name -> google.protobuf.Duration
+	2,  // 6: hsmgate.v1.CreateRootIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
+	4,  // 7: hsmgate.v1.CreateIntermediateIssuerRequest.subject:type_name -> hsmgate.v1.Subject
+	47, // 8: hsmgate.v1.CreateIntermediateIssuerRequest.ttl:type_name -> google.protobuf.Duration
+	3,  // 9: hsmgate.v1.CreateIntermediateIssuerRequest.name_constraints:type_name -> hsmgate.v1.NameConstraints
+	2,  // 10: hsmgate.v1.CreateIntermediateIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
+	2,  // 11: hsmgate.v1.ImportIssuerCertificateResponse.issuer:type_name -> hsmgate.v1.Issuer
+	47, // 12: hsmgate.v1.CrossSignIssuerRequest.ttl:type_name -> google.protobuf.Duration
+	2,  // 13: hsmgate.v1.CrossSignIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
+	2,  // 14: hsmgate.v1.GetIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
+	2,  // 15: hsmgate.v1.ListIssuersResponse.issuers:type_name -> hsmgate.v1.Issuer
+	2,  // 16: hsmgate.v1.UpdateIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
+	47, // 17: hsmgate.v1.Role.ttl:type_name -> google.protobuf.Duration
+	47, // 18: hsmgate.v1.Role.max_ttl:type_name -> google.protobuf.Duration
+	47, // 19: hsmgate.v1.Role.not_before_backdate:type_name -> google.protobuf.Duration
+	21, // 20: hsmgate.v1.CreateRoleRequest.role:type_name -> hsmgate.v1.Role
+	21, // 21: hsmgate.v1.CreateRoleResponse.role:type_name -> hsmgate.v1.Role
+	21, // 22: hsmgate.v1.GetRoleResponse.role:type_name -> hsmgate.v1.Role
+	21, // 23: hsmgate.v1.ListRolesResponse.roles:type_name -> hsmgate.v1.Role
+	21, // 24: hsmgate.v1.UpdateRoleRequest.role:type_name -> hsmgate.v1.Role
+	21, // 25: hsmgate.v1.UpdateRoleResponse.role:type_name -> hsmgate.v1.Role
+	47, // 26: hsmgate.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
+	46, // 27: hsmgate.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
+	47, // 28: hsmgate.v1.SignRequest.ttl:type_name -> google.protobuf.Duration
+	46, // 29: hsmgate.v1.SignResponse.not_after:type_name -> google.protobuf.Timestamp
+	46, // 30: hsmgate.v1.RevokeResponse.revocation_time:type_name -> google.protobuf.Timestamp
+	46, // 31: hsmgate.v1.CertificateRecord.not_after:type_name -> google.protobuf.Timestamp
+	46, // 32: hsmgate.v1.CertificateRecord.revocation_time:type_name -> google.protobuf.Timestamp
+	46, // 33: hsmgate.v1.CertificateRecord.issue_time:type_name -> google.protobuf.Timestamp
+	1,  // 34: hsmgate.v1.CertificateRecord.status:type_name -> hsmgate.v1.CertificateStatus
+	38, // 35: hsmgate.v1.GetCertificateResponse.certificate:type_name -> hsmgate.v1.CertificateRecord
+	38, // 36: hsmgate.v1.ListCertificatesResponse.certificates:type_name -> hsmgate.v1.CertificateRecord
+	47, // 37: hsmgate.v1.TidyRequest.safety_buffer:type_name -> google.protobuf.Duration
+	46, // 38: hsmgate.v1.CRLState.base_time:type_name -> google.protobuf.Timestamp
+	46, // 39: hsmgate.v1.CRLState.full_next_update:type_name -> google.protobuf.Timestamp
+	46, // 40: hsmgate.v1.CRLState.delta_next_update:type_name -> google.protobuf.Timestamp
+	5,  // 41: hsmgate.v1.PKIService.CreateRootIssuer:input_type -> hsmgate.v1.CreateRootIssuerRequest
+	7,  // 42: hsmgate.v1.PKIService.CreateIntermediateIssuer:input_type -> hsmgate.v1.CreateIntermediateIssuerRequest
+	9,  // 43: hsmgate.v1.PKIService.ImportIssuerCertificate:input_type -> hsmgate.v1.ImportIssuerCertificateRequest
+	11, // 44: hsmgate.v1.PKIService.CrossSignIssuer:input_type -> hsmgate.v1.CrossSignIssuerRequest
+	13, // 45: hsmgate.v1.PKIService.GetIssuer:input_type -> hsmgate.v1.GetIssuerRequest
+	15, // 46: hsmgate.v1.PKIService.ListIssuers:input_type -> hsmgate.v1.ListIssuersRequest
+	17, // 47: hsmgate.v1.PKIService.UpdateIssuer:input_type -> hsmgate.v1.UpdateIssuerRequest
+	19, // 48: hsmgate.v1.PKIService.DeleteIssuer:input_type -> hsmgate.v1.DeleteIssuerRequest
+	22, // 49: hsmgate.v1.PKIService.CreateRole:input_type -> hsmgate.v1.CreateRoleRequest
+	24, // 50: hsmgate.v1.PKIService.GetRole:input_type -> hsmgate.v1.GetRoleRequest
+	26, // 51: hsmgate.v1.PKIService.ListRoles:input_type -> hsmgate.v1.ListRolesRequest
+	28, // 52: hsmgate.v1.PKIService.UpdateRole:input_type -> hsmgate.v1.UpdateRoleRequest
+	30, // 53: hsmgate.v1.PKIService.DeleteRole:input_type -> hsmgate.v1.DeleteRoleRequest
+	32, // 54: hsmgate.v1.PKIService.Issue:input_type -> hsmgate.v1.IssueRequest
+	34, // 55: hsmgate.v1.PKIService.Sign:input_type -> hsmgate.v1.SignRequest
+	36, // 56: hsmgate.v1.PKIService.Revoke:input_type -> hsmgate.v1.RevokeRequest
+	39, // 57: hsmgate.v1.PKIService.GetCertificate:input_type -> hsmgate.v1.GetCertificateRequest
+	41, // 58: hsmgate.v1.PKIService.ListCertificates:input_type -> hsmgate.v1.ListCertificatesRequest
+	43, // 59: hsmgate.v1.PKIService.Tidy:input_type -> hsmgate.v1.TidyRequest
+	6,  // 60: hsmgate.v1.PKIService.CreateRootIssuer:output_type -> hsmgate.v1.CreateRootIssuerResponse
+	8,  // 61: hsmgate.v1.PKIService.CreateIntermediateIssuer:output_type -> hsmgate.v1.CreateIntermediateIssuerResponse
+	10, // 62: hsmgate.v1.PKIService.ImportIssuerCertificate:output_type -> hsmgate.v1.ImportIssuerCertificateResponse
+	12, // 63: hsmgate.v1.PKIService.CrossSignIssuer:output_type -> hsmgate.v1.CrossSignIssuerResponse
+	14, // 64: hsmgate.v1.PKIService.GetIssuer:output_type -> hsmgate.v1.GetIssuerResponse
+	16, // 65: hsmgate.v1.PKIService.ListIssuers:output_type -> hsmgate.v1.ListIssuersResponse
+	18, // 66: hsmgate.v1.PKIService.UpdateIssuer:output_type -> hsmgate.v1.UpdateIssuerResponse
+	20, // 67: hsmgate.v1.PKIService.DeleteIssuer:output_type -> hsmgate.v1.DeleteIssuerResponse
+	23, // 68: hsmgate.v1.PKIService.CreateRole:output_type -> hsmgate.v1.CreateRoleResponse
+	25, // 69: hsmgate.v1.PKIService.GetRole:output_type -> hsmgate.v1.GetRoleResponse
+	27, // 70: hsmgate.v1.PKIService.ListRoles:output_type -> hsmgate.v1.ListRolesResponse
+	29, // 71: hsmgate.v1.PKIService.UpdateRole:output_type -> hsmgate.v1.UpdateRoleResponse
+	31, // 72: hsmgate.v1.PKIService.DeleteRole:output_type -> hsmgate.v1.DeleteRoleResponse
+	33, // 73: hsmgate.v1.PKIService.Issue:output_type -> hsmgate.v1.IssueResponse
+	35, // 74: hsmgate.v1.PKIService.Sign:output_type -> hsmgate.v1.SignResponse
+	37, // 75: hsmgate.v1.PKIService.Revoke:output_type -> hsmgate.v1.RevokeResponse
+	40, // 76: hsmgate.v1.PKIService.GetCertificate:output_type -> hsmgate.v1.GetCertificateResponse
+	42, // 77: hsmgate.v1.PKIService.ListCertificates:output_type -> hsmgate.v1.ListCertificatesResponse
+	44, // 78: hsmgate.v1.PKIService.Tidy:output_type -> hsmgate.v1.TidyResponse
+	60, // [60:79] is the sub-list for method output_type
+	41, // [41:60] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_pki_proto_init() }
@@ -3572,7 +3647,7 @@ func file_hsmgate_v1_pki_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmgate_v1_pki_proto_rawDesc), len(file_hsmgate_v1_pki_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
