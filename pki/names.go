@@ -8,6 +8,8 @@ import (
 	"path"
 	"strings"
 
+	"golang.org/x/net/idna"
+
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -36,6 +38,9 @@ func checkDNSSyntax(n string) (wildcard bool, err error) {
 				return false, fmt.Errorf("%w: DNS name %q: bad character %q", ErrNotAllowed, n, c)
 			}
 		}
+		if err := checkALabel(l); err != nil {
+			return false, fmt.Errorf("%w: DNS name %q: %v", ErrNotAllowed, n, err)
+		}
 	}
 	if _, err := netip.ParseAddr(n); err == nil {
 		return false, fmt.Errorf("%w: %q is an IP address, not a DNS name", ErrNotAllowed, n)
@@ -45,6 +50,27 @@ func checkDNSSyntax(n string) (wildcard bool, err error) {
 		return false, fmt.Errorf("%w: DNS name %q: all-numeric top-level label", ErrNotAllowed, n)
 	}
 	return wildcard, nil
+}
+
+// checkALabel refuses labels with "--" in the third and fourth positions
+// (reserved, RFC 5891 4.2.3.1) unless they are IDNA2008 A-labels: "xn--"
+// and a Punycode string that decodes to a valid U-label and encodes back
+// to the same label.
+func checkALabel(l string) error {
+	if len(l) < 4 || l[2:4] != "--" {
+		return nil
+	}
+	if !strings.HasPrefix(l, "xn--") {
+		return fmt.Errorf("label %q: reserved (\"--\" in positions 3-4 without xn--)", l)
+	}
+	u, err := idna.Registration.ToUnicode(l)
+	if err != nil {
+		return fmt.Errorf("label %q: not an IDNA2008 A-label: %v", l, err)
+	}
+	if a, err := idna.Registration.ToASCII(u); err != nil || a != l {
+		return fmt.Errorf("label %q: not an IDNA2008 A-label (does not round-trip)", l)
+	}
+	return nil
 }
 
 // globMatch matches a DNS name against a glob whose '*' matches within one label.

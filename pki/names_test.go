@@ -32,6 +32,9 @@ func randLabel(r *rand.Rand) string {
 		b[i] = labelChars[r.IntN(len(labelChars))]
 	}
 	b[0], b[n-1] = 'a'+byte(r.IntN(26)), '0'+byte(r.IntN(10))
+	if n >= 4 && b[2] == '-' && b[3] == '-' {
+		b[2] = 'a' // "--" in positions 3-4 is reserved for A-labels
+	}
 	return string(b)
 }
 
@@ -178,4 +181,33 @@ func FuzzDNSNameChecks(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestALabels: labels with "--" in positions 3-4 pass only as valid IDNA2008
+// A-labels.
+func TestALabels(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{
+		{"xn--bcher-kva.example.com", true}, // bücher
+		{"www.xn--mnchen-3ya.de", true},     // münchen
+		{"xn--a.example.com", false},
+		{"xn--a", false},
+		{"xn--.example.com", false},
+		{"xn--zca.example.com", true}, // "ß": valid in IDNA2008 (not mapped to "ss")
+		{"ab--cd.example.com", false},
+		{"xn--bcher-kva-.example.com", false},
+		{"a--b.example.com", true}, // "--" elsewhere is fine
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := checkDNSSyntax(normalizeDNS(c.name))
+			if (err == nil) != c.ok {
+				t.Errorf("checkDNSSyntax(%q) = %v, want ok %v", c.name, err, c.ok)
+			}
+			if err != nil && !errors.Is(err, ErrNotAllowed) {
+				t.Errorf("err %v, want ErrNotAllowed", err)
+			}
+		})
+	}
 }
