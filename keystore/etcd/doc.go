@@ -34,9 +34,14 @@
 //
 // # Errors
 //
-// A deadline (the caller's, or Config.RequestTimeout when the caller set
-// none), an unreachable member or cluster, a lost leader, a NOSPACE alarm, or
-// a closed store give keystore.ErrUnavailable; the caller's own cancellation
+// Every call is bounded by Config.RequestTimeout (default 2 s), or by the
+// caller's deadline when that is sooner: a frozen member or a cluster without
+// quorum costs a call no more than that, whatever deadline the caller gave.
+// Keepalive pings drop a member's connection that stops answering, so calls
+// move to the healthy members; the client also re-reads the member list
+// (AutoSyncInterval) and refuses members of an older cluster version.
+// A deadline, an unreachable member or cluster, a lost leader, a NOSPACE
+// alarm, or a closed store give keystore.ErrUnavailable; the caller's own cancellation
 // gives context.Canceled. etcd's error text is kept, but never its gRPC
 // status (it is formatted with %v), so the server's one mapping of domain
 // errors to codes decides what a client sees. Keys are 1..keystore.MaxKeySize

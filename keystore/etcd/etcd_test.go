@@ -262,3 +262,90 @@ func TestNewFailsWhenUnreachable(t *testing.T) {
 		t.Fatalf("New on a closed port: got %v, want ErrUnavailable", err)
 	}
 }
+
+// TestFrozenMemberAndQuorumLossAreBounded: with one member frozen (its
+// connections open, nothing answered, as under SIGSTOP) and then with the
+// quorum lost, no store call waits for the caller's long deadline: each
+// returns within the store's own timeout, with success or ErrUnavailable.
+func TestFrozenMemberAndQuorumLossAreBounded(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	var proxies []*etcdtest.Freezer
+	var eps []string
+	for i := range c.Members {
+		p := c.Freezable(t, i)
+		proxies, eps = append(proxies, p), append(eps, p.Endpoint)
+	}
+	const timeout = time.Second
+	s := newStore(t, etcd.Config{
+		Endpoints: eps, Prefix: "/frozen/", RequestTimeout: timeout,
+		AutoSyncInterval: -1, // the proxies are the only way in
+	})
+	f := c.Follower()
+
+	// call runs op with a caller deadline far beyond the store's timeout
+	// and fails the test if that deadline, not the store, ended it.
+	var longest time.Duration
+	call := func(what string, op func(ctx context.Context) error) error {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		start := time.Now()
+		err := op(ctx)
+		longest = max(longest, time.Since(start))
+		if ctx.Err() != nil {
+			t.Fatalf("%s waited for the caller's deadline: %v", what, err)
+		}
+		if err != nil && !errors.Is(err, keystore.ErrUnavailable) {
+			t.Fatalf("%s: %v, want success or ErrUnavailable", what, err)
+		}
+		return err
+	}
+	put := func(ctx context.Context) error {
+		_, err := s.Put(ctx, "k", []byte("v"), keystore.AnyRevision)
+		return err
+	}
+	get := func(ctx context.Context) error {
+		_, err := s.Get(ctx, "k")
+		return err
+	}
+	if err := call("put", put); err != nil {
+		t.Fatal(err)
+	}
+
+	proxies[f].Freeze()
+	// Calls that reach the frozen member fail at the store's timeout; once
+	// keepalive drops its connection, calls go to the others only.
+	failed, streak := 0, 0
+	for i := 0; streak < 20; i++ {
+		if i == 400 {
+			t.Fatalf("no run of 20 successful calls in 400 with member m%d frozen (%d failed)", f, failed)
+		}
+		op, what := put, "put"
+		if i%2 == 1 {
+			op, what = get, "get"
+		}
+		if err := call(what, op); err != nil {
+			failed, streak = failed+1, 0
+			continue
+		}
+		streak++
+	}
+	t.Logf("member m%d frozen: %d calls failed with ErrUnavailable before calls moved to the others; longest call %s (timeout %s)",
+		f, failed, longest.Round(time.Millisecond), timeout)
+
+	// Quorum lost: the two other members stop and m<f> answers again, but
+	// alone; calls fail fast, not hang.
+	longest = 0
+	for i := range c.Members {
+		if i != f {
+			c.Stop(i)
+		}
+	}
+	proxies[f].Thaw()
+	for i := range 5 {
+		if err := call(fmt.Sprintf("put %d without quorum", i), put); err == nil {
+			t.Fatalf("put %d succeeded without quorum", i)
+		}
+	}
+	t.Logf("quorum lost: longest call %s (timeout %s)", longest.Round(time.Millisecond), timeout)
+}

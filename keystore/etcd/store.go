@@ -21,10 +21,13 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultDialTimeout    = 5 * time.Second
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultMaxValueSize   = 1 << 20 // etcd's own request limit is 1.5 MiB by default
-	DefaultWatchBuffer    = 1024
+	DefaultDialTimeout      = 5 * time.Second
+	DefaultRequestTimeout   = 2 * time.Second
+	DefaultKeepAliveTime    = 10 * time.Second // gRPC's floor for client keepalive pings
+	DefaultKeepAliveTimeout = 3 * time.Second
+	DefaultAutoSyncInterval = time.Minute
+	DefaultMaxValueSize     = 1 << 20 // etcd's own request limit is 1.5 MiB by default
+	DefaultWatchBuffer      = 1024
 )
 
 // Config configures New.
@@ -35,10 +38,20 @@ type Config struct {
 	// DialTimeout bounds connecting (and the first authentication) to a
 	// member (default DefaultDialTimeout).
 	DialTimeout time.Duration
-	// RequestTimeout bounds each call whose ctx has no deadline, so that a
-	// cluster without quorum fails calls with ErrUnavailable instead of
-	// hanging (default DefaultRequestTimeout).
+	// RequestTimeout bounds every call, whatever the caller's deadline, so
+	// that a frozen member or a cluster without quorum costs a call at most
+	// this long and fails it with ErrUnavailable instead of hanging until
+	// the caller's deadline (default DefaultRequestTimeout).
 	RequestTimeout time.Duration
+	// KeepAliveTime and KeepAliveTimeout: the client pings each member's
+	// connection this often and drops it when no answer comes in time, so
+	// that calls move off a member that froze or was cut off (defaults
+	// DefaultKeepAliveTime, DefaultKeepAliveTimeout).
+	KeepAliveTime, KeepAliveTimeout time.Duration
+	// AutoSyncInterval: how often the client refreshes its endpoints from
+	// the cluster's member list (default DefaultAutoSyncInterval; negative:
+	// never, e.g. behind a proxy or a load balancer that is the only way in).
+	AutoSyncInterval time.Duration
 	// TLS, when set, is used for client connections (and client certificates).
 	TLS *tls.Config
 	// Username and Password, when set, authenticate to etcd.
@@ -59,6 +72,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.KeepAliveTime <= 0 {
+		c.KeepAliveTime = DefaultKeepAliveTime
+	}
+	if c.KeepAliveTimeout <= 0 {
+		c.KeepAliveTimeout = DefaultKeepAliveTimeout
+	}
+	switch {
+	case c.AutoSyncInterval == 0:
+		c.AutoSyncInterval = DefaultAutoSyncInterval
+	case c.AutoSyncInterval < 0:
+		c.AutoSyncInterval = 0 // clientv3: 0 disables
 	}
 	if c.MaxValueSize <= 0 {
 		c.MaxValueSize = DefaultMaxValueSize
@@ -97,6 +122,15 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		Username:    cfg.Username,
 		Password:    cfg.Password,
 		Logger:      zap.NewNop(),
+		// A member that stops answering is dropped after the keepalive
+		// timeout; the balancer sends calls to the others meanwhile.
+		DialKeepAliveTime:    cfg.KeepAliveTime,
+		DialKeepAliveTimeout: cfg.KeepAliveTimeout,
+		PermitWithoutStream:  true,
+		AutoSyncInterval:     cfg.AutoSyncInterval,
+		// Not RejectOldCluster: clientv3's check fails New when any one
+		// endpoint is down (a replica could not start during a member's
+		// outage); checkVersions does it for the members that answer.
 		// Room for the largest value plus the key and the prefix.
 		MaxCallSendMsgSize: cfg.MaxValueSize + 64<<10,
 	})
@@ -105,11 +139,54 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, classify(op, err)
 	}
 	s := &Store{cli: cli, cfg: cfg, prefix: cfg.Prefix}
-	if err := s.ping(ctx, op); err != nil {
+	// The first call also connects: allow the dial timeout on top.
+	if err := s.ping(ctx, op, cfg.DialTimeout+cfg.RequestTimeout); err != nil {
+		_ = cli.Close()
+		return nil, err
+	}
+	if err := s.checkVersions(ctx); err != nil {
 		_ = cli.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// MinServerVersion is the oldest etcd (major.minor) a store talks to: the
+// client's own minor version and the one before, as clientv3 allows.
+var MinServerVersion = [2]int{3, 6}
+
+// checkVersions refuses a cluster any of whose answering members runs an
+// etcd older than MinServerVersion (a stray endpoint of an old cluster, or a
+// downgrade). Members that do not answer within RequestTimeout are skipped.
+func (s *Store) checkVersions(ctx context.Context) error {
+	eps := s.cli.Endpoints()
+	errc := make(chan error, len(eps))
+	for _, ep := range eps {
+		go func() {
+			sctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+			defer cancel()
+			st, err := s.cli.Status(sctx, ep)
+			if err != nil {
+				errc <- nil
+				return
+			}
+			var major, minor int
+			if _, err := fmt.Sscanf(st.Version, "%d.%d", &major, &minor); err != nil {
+				errc <- fmt.Errorf("keystore/etcd: member %s: version %q: %v", ep, st.Version, err)
+				return
+			}
+			if major < MinServerVersion[0] || major == MinServerVersion[0] && minor < MinServerVersion[1] {
+				errc <- fmt.Errorf("keystore/etcd: member %s runs etcd %s, older than %d.%d", ep, st.Version, MinServerVersion[0], MinServerVersion[1])
+				return
+			}
+			errc <- nil
+		}()
+	}
+	var errs []error
+	for range eps {
+		errs = append(errs, <-errc)
+	}
+	return errors.Join(errs...)
 }
 
 // Backend returns "etcd".
@@ -118,11 +195,9 @@ func (s *Store) Backend() string { return "etcd" }
 // Client returns the underlying etcd client (for tests and diagnostics).
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
-// ctx applies RequestTimeout when the caller gave no deadline.
+// ctx bounds a call by RequestTimeout, or by the caller's deadline when
+// that is sooner.
 func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
 	return context.WithTimeout(ctx, s.cfg.RequestTimeout)
 }
 
@@ -386,18 +461,18 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 // RequestTimeout. Any failure, refused credentials included, is
 // ErrUnavailable: the store cannot be used.
 func (s *Store) Ping(ctx context.Context) error {
-	err := s.ping(ctx, "ping")
+	err := s.ping(ctx, "ping", s.cfg.RequestTimeout)
 	if err != nil && !errors.Is(err, keystore.ErrUnavailable) && !errors.Is(err, context.Canceled) {
 		err = fmt.Errorf("%w: %w", keystore.ErrUnavailable, err)
 	}
 	return err
 }
 
-func (s *Store) ping(ctx context.Context, op string) error {
+func (s *Store) ping(ctx context.Context, op string, timeout time.Duration) error {
 	if err := s.check(ctx, op); err != nil {
 		return err
 	}
-	rctx, cancel := s.ctx(ctx)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if _, err := s.cli.Get(rctx, s.prefix+"health", clientv3.WithCountOnly()); err != nil {
 		return s.mapErr(ctx, op, err)
