@@ -52,7 +52,7 @@ func (e *Engine) Revoke(ctx context.Context, req *pb.RevokeSSHRequest) (uint64, 
 	if err != nil {
 		return 0, fmt.Errorf("sshca: caller: %w", err)
 	}
-	r := &pb.SSHRevocation{Reason: req.GetReason(), Identity: caller.Name, RevokeTime: timestamppb.New(e.now())}
+	r := &pb.SSHRevocation{Reason: req.GetReason(), Identity: caller.label(), RevokeTime: timestamppb.New(e.now())}
 	var caKeys [][]byte
 	if req.GetCa() != "" {
 		ca, _, err := e.getCA(ctx, req.GetCa())

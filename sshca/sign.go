@@ -133,7 +133,7 @@ func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now tim
 		Common: &pb.SSHIssuedCert{
 			Ca: iss.ca.GetName(), CaVersion: iss.key.GetVersion(), CaPublicKey: iss.caBlob,
 			CertType: iss.role.GetCertType(), Role: iss.role.GetName(),
-			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
+			Identity: caller.label(), RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
 		},
 	}
 	recs := make([]pb.SSHIssuedCert, n)
@@ -187,7 +187,7 @@ func (e *Engine) fillIdentity(c *ssh.Certificate, role *pb.SSHRole, ca *pb.SSHCA
 	}
 	c.Serial, c.Nonce = serial, rnd[8:randPerCert]
 	id, err := expandKeyID(role.GetKeyIdFormat(), keyIDVars{
-		identity: caller.Name, requestID: caller.RequestID, role: role.GetName(), ca: ca.GetName(),
+		identity: caller.label(), requestID: caller.RequestID, role: role.GetName(), ca: ca.GetName(),
 		principals: strings.Join(c.ValidPrincipals, ","), serial: serial,
 	})
 	if err != nil {

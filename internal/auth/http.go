@@ -40,8 +40,8 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 		}
 		c.remote = r.RemoteAddr
 		fail := func(resource string, err error) {
-			_ = i.logResponse(c, resource, 1, err)
-			writeHTTPError(w, err)
+			i.auditRefusal(c, resource, 1, err)
+			writeHTTPError(w, i.status(c, err))
 		}
 		id, err := i.o.Authenticator.FromHTTP(r)
 		if err != nil {
@@ -61,7 +61,7 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			return
 		}
 		if err := i.logRequest(c, resource, 1); err != nil {
-			writeHTTPError(w, err)
+			writeHTTPError(w, i.status(c, err))
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}

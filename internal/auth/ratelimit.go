@@ -80,7 +80,7 @@ func (r *RateLimiter) Allow(id *Identity, resource string) error {
 		return nil
 	}
 	if l := r.identityLimit(id); !l.unlimited() && id != nil {
-		if !r.take("id:"+string(id.Kind)+":"+id.Name, l) {
+		if !r.take(id.RateKey(), l) {
 			return fmt.Errorf("%w: identity %q", ErrRateLimited, id.Name)
 		}
 	}
