@@ -41,6 +41,10 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	if err != nil {
 		return nil, fmt.Errorf("sshca: caller: %w", err)
 	}
+	denied, err := e.deniedSubjectKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
 	p := newPolicy(iss.role, caller)
 	now := e.now()
 	results := make([]*pb.SSHSignResult, len(items))
@@ -53,6 +57,9 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	for i, it := range items {
 		results[i] = &pb.SSHSignResult{Reference: it.GetReference()}
 		c, err := p.certificate(it, now)
+		if err == nil {
+			err = denied.check(c.Key)
+		}
 		if err == nil {
 			err = e.fillIdentity(c, iss.role, iss.ca, caller, rnd[i*randPerCert:(i+1)*randPerCert])
 		}
