@@ -82,7 +82,9 @@ func (x *identityEnv) sign(t *testing.T, secret, reqID string, principals ...str
 	req := &pb.SignUserKeyRequest{Role: "eng", Items: []*pb.SSHSignItem{{PublicKey: key, Principals: principals}}}
 	resp, err := x.unary(metadata.NewIncomingContext(context.Background(), md), req,
 		&grpc.UnaryServerInfo{FullMethod: "/hsmgate.v1.SSHCAService/SignUserKey"},
-		func(ctx context.Context, req any) (any, error) { return x.svc.SignUserKey(ctx, req.(*pb.SignUserKeyRequest)) })
+		func(ctx context.Context, req any) (any, error) {
+			return x.svc.SignUserKey(ctx, req.(*pb.SignUserKeyRequest))
+		})
 	if err != nil {
 		t.Fatalf("SignUserKey: %v", err)
 	}
