@@ -459,6 +459,7 @@ func TestSignFailsWholeCallWhenNotRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e2.Close() })
 	_, key := ed25519Key(t)
 	res, err := NewService(e2).SignUserKey(context.Background(), &pb.SignUserKeyRequest{Role: "eng", Items: []*pb.SSHSignItem{{PublicKey: key}}})
 	if errs.Code(err) != codes.Unavailable || res != nil {
