@@ -39,6 +39,7 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			c.reqID = v
 		}
 		c.remote = r.RemoteAddr
+		w.Header().Set("X-Request-Id", c.reqID)
 		fail := func(resource string, err error) {
 			i.auditRefusal(c, resource, 1, err)
 			writeHTTPError(w, i.status(c, err))

@@ -255,3 +255,35 @@ func TestValidRequestID(t *testing.T) {
 		}
 	}
 }
+
+// The HTTP door applies the same check: a hostile X-Request-Id is replaced,
+// a valid one kept, and the id used is returned in the response.
+func TestHTTPRequestID(t *testing.T) {
+	a, _ := newAuth(t, Config{})
+	ic, err := a.Interceptor(Table{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := a.Tokens.Create(context.Background(), rootID, TokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen string
+	h := ic.HTTP(HTTPRule{AuthenticatedOnly: true, Path: "sys/x"}, http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		seen, _ = RequestID(r.Context())
+	}))
+	for _, tc := range []struct{ sent string }{{`x" evil ` + strings.Repeat("z", 150)}, {"req-7"}} {
+		r := httptest.NewRequest("GET", "/x", nil)
+		r.Header.Set("Authorization", "Bearer "+secret)
+		r.Header.Set("X-Request-Id", tc.sent)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		got := w.Header().Get("X-Request-Id")
+		if !validRequestID(got) || got != seen {
+			t.Errorf("sent %.20q: got header %q, handler saw %q; want one valid id", tc.sent, got, seen)
+		}
+		if valid := validRequestID(tc.sent); valid != (got == tc.sent) {
+			t.Errorf("sent %.20q: got %q", tc.sent, got)
+		}
+	}
+}
