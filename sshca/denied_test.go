@@ -3,6 +3,8 @@ package sshca
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -116,5 +118,29 @@ func TestCAAndRevokedKeysAreNeverSubjectKeys(t *testing.T) {
 				t.Run(path, func(t *testing.T) { refused(t, sign, key) })
 			}
 		})
+	}
+}
+
+// Errors quote the caller's input truncated: a 100 KB principal, role name
+// or fingerprint is not echoed back (nor logged) whole.
+func TestErrorsTruncateEchoedInput(t *testing.T) {
+	env := newEnv(t)
+	ctx := context.Background()
+	env.createCA(t, "users", userCT, pb.SSHKeyType_SSH_KEY_TYPE_ED25519)
+	env.createRole(t, &pb.SSHRole{Name: "eng", Ca: "users", AllowedPrincipals: []string{"alice"}})
+	huge := strings.Repeat("p", 100<<10)
+	_, key := ed25519Key(t)
+	res, err := env.e.Sign(ctx, userCT, "eng", []*pb.SSHSignItem{{PublicKey: key, Principals: []string{huge}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err2 := env.e.Revoke(ctx, &pb.RevokeSSHRequest{Target: &pb.RevokeSSHRequest_Sha256Fingerprint{Sha256Fingerprint: huge}})
+	_, err3 := env.e.GetRole(ctx, huge)
+	for name, msg := range map[string]string{
+		"principal": res[0].GetError().GetMessage(), "fingerprint": fmt.Sprint(err2), "role name": fmt.Sprint(err3),
+	} {
+		if msg == "" || len(msg) > 512 {
+			t.Errorf("%s: got a message of %d bytes, want a short refusal", name, len(msg))
+		}
 	}
 }

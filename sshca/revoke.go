@@ -100,7 +100,7 @@ func (e *Engine) Revoke(ctx context.Context, req *pb.RevokeSSHRequest) (uint64, 
 	case *pb.RevokeSSHRequest_Sha256Fingerprint:
 		sum, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(strings.TrimPrefix(t.Sha256Fingerprint, "SHA256:"), "="))
 		if err != nil || len(sum) != 32 {
-			return 0, invalid("fingerprint %q: want SHA256:<base64 of 32 bytes>", t.Sha256Fingerprint)
+			return 0, invalid("fingerprint %.64q: want SHA256:<base64 of 32 bytes>", t.Sha256Fingerprint)
 		}
 		if err := e.checkRevokeTarget(ctx, [32]byte(sum)); err != nil {
 			return 0, err
