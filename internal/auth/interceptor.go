@@ -229,7 +229,7 @@ func (i *Interceptor) authorize(ctx context.Context, id *Identity, rule Rule, re
 			return fmt.Errorf("auth: read policies: %w", err)
 		}
 		if !ok {
-			return fmt.Errorf("%w: %s on %q", ErrPermissionDenied, rule.Capability, resource)
+			return fmt.Errorf("%w: %s on %.160q", ErrPermissionDenied, rule.Capability, resource)
 		}
 	}
 	return nil

@@ -38,7 +38,7 @@ func AuthTable() Table {
 			return "", fmt.Errorf("unexpected %T", m)
 		}
 		if !ValidName(name) {
-			return "", fmt.Errorf("%w: policy name %q", ErrInvalid, name)
+			return "", fmt.Errorf("%w: policy name %.64q", ErrInvalid, name)
 		}
 		return "auth/policies/" + name, nil
 	}

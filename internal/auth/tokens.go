@@ -190,7 +190,7 @@ func (t *Tokens) Create(ctx context.Context, creator *Identity, req TokenRequest
 	}
 	for _, p := range req.Policies {
 		if !ValidName(p) {
-			return "", nil, fmt.Errorf("%w: policy name %q", ErrInvalid, p)
+			return "", nil, fmt.Errorf("%w: policy name %.64q", ErrInvalid, p)
 		}
 	}
 	if req.TTL < 0 || req.MaxTTL < 0 || len(req.DisplayName) > 256 {
@@ -299,7 +299,7 @@ func checkGrant(creator *Identity, req TokenRequest) error {
 	}
 	for _, p := range req.Policies {
 		if !have[p] {
-			return fmt.Errorf("%w: cannot grant policy %q that the caller does not hold", ErrPermissionDenied, p)
+			return fmt.Errorf("%w: cannot grant policy %.64q that the caller does not hold", ErrPermissionDenied, p)
 		}
 	}
 	return nil
