@@ -14,10 +14,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hsmgate/hsmgate/internal/errs"
 	"github.com/hsmgate/hsmgate/keystore"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/sshca/krl"
@@ -349,11 +349,11 @@ func TestService(t *testing.T) {
 	svc := NewService(env.e)
 	ctx := context.Background()
 	_, err := svc.SignUserKey(ctx, &pb.SignUserKeyRequest{Role: "missing"})
-	if got := status.Code(err); got != codes.NotFound {
+	if got := errs.Code(err); got != codes.NotFound {
 		t.Errorf("missing role: got %v, want NotFound", got)
 	}
 	_, err = svc.CreateSSHCA(ctx, &pb.CreateSSHCARequest{Name: "x"})
-	if got := status.Code(err); got != codes.InvalidArgument {
+	if got := errs.Code(err); got != codes.InvalidArgument {
 		t.Errorf("CA without type: got %v, want InvalidArgument", got)
 	}
 	if _, err := svc.CreateSSHCA(ctx, &pb.CreateSSHCARequest{Name: "hosts", CertType: hostCT}); err != nil {
@@ -459,9 +459,10 @@ func TestSignFailsWholeCallWhenNotRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e2.Close() })
 	_, key := ed25519Key(t)
 	res, err := NewService(e2).SignUserKey(context.Background(), &pb.SignUserKeyRequest{Role: "eng", Items: []*pb.SSHSignItem{{PublicKey: key}}})
-	if status.Code(err) != codes.Unavailable || res != nil {
+	if errs.Code(err) != codes.Unavailable || res != nil {
 		t.Errorf("got %v, %v; want Unavailable and no certificate", res, err)
 	}
 }

@@ -3,6 +3,7 @@ package sshca
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,20 +21,25 @@ import (
 // served stale. Cached messages are shared: callers must not change them.
 type objCache struct {
 	mu    sync.Mutex
-	m     map[string]proto.Message
-	epoch uint64 // bumped by every drop: a load that straddles one is not kept
-	live  bool   // the Watch runs: entries may be kept
+	m     map[string]any // decoded messages, and the derived deniedKeys
+	epoch uint64         // bumped by every drop: a load that straddles one is not kept
+	live  bool           // the Watch runs: entries may be kept
 
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-// watchedPrefixes are the store prefixes whose entries objCache keeps.
-var watchedPrefixes = []string{prefixRoles, prefixCAs}
+// watchedPrefixes are the store prefixes whose entries objCache keeps (the
+// revocation record only through the derived deniedKeys).
+var watchedPrefixes = []string{prefixRoles, prefixCAs, keyKRL}
+
+// cacheDenied is the objCache key of the deniedKeys set, derived from every
+// CA and the revocation record: dropped whenever one of them changes.
+const cacheDenied = "\x00denied-subject-keys"
 
 // start begins watching the store; the watches end with stop.
 func (c *objCache) start(store keystore.Store, log *slog.Logger) error {
-	c.m = map[string]proto.Message{}
+	c.m = map[string]any{}
 	ctx, cancel := context.WithCancel(context.Background())
 	chans := make([]<-chan keystore.Event, len(watchedPrefixes))
 	for i, p := range watchedPrefixes {
@@ -108,12 +114,25 @@ func (c *objCache) drop(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.m, key)
+	if strings.HasPrefix(key, prefixCAs) || key == keyKRL {
+		delete(c.m, cacheDenied)
+	}
 	c.epoch++
 }
 
 // get returns key's message from the cache, or the one load reads, which
 // it keeps if no change was seen meanwhile.
 func (c *objCache) get(key string, load func() (proto.Message, error)) (proto.Message, error) {
+	m, err := c.getAny(key, func() (any, error) { return load() })
+	if err != nil {
+		return nil, err
+	}
+	pm, _ := m.(proto.Message)
+	return pm, nil
+}
+
+// getAny is get for any value.
+func (c *objCache) getAny(key string, load func() (any, error)) (any, error) {
 	c.mu.Lock()
 	m, ok := c.m[key]
 	epoch, live := c.epoch, c.live

@@ -91,7 +91,7 @@ func TestSignFollowsRoleAndCAChanges(t *testing.T) {
 // TestObjCacheKeepsNothingAcrossAChange: a load that a change overtook is
 // not kept, and nothing is kept while the Watch is down.
 func TestObjCacheKeepsNothingAcrossAChange(t *testing.T) {
-	c := &objCache{m: map[string]proto.Message{}, live: true}
+	c := &objCache{m: map[string]any{}, live: true}
 	loads := 0
 	load := func(v string) func() (proto.Message, error) {
 		return func() (proto.Message, error) {

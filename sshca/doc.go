@@ -29,8 +29,13 @@
 //   - Principals: a request's principals, or the role's default principals
 //     when it names none, must each match an allowed pattern. Patterns are
 //     literals, `*` wildcards, and templates {{identity.name}} and
-//     {{identity.metadata.<key>}} filled from the caller's identity (the
-//     substituted text is always literal, never a wildcard). A certificate
+//     {{identity.metadata.<key>}} filled from the caller's vouched identity
+//     (auth.Identity.Entity and EntityMetadata: a certificate subject, a JWT
+//     claim, or the entity an administrator bound to a token, which its
+//     children inherit), never from a token's display name or free metadata,
+//     which whoever minted the token chose. The substituted text is always
+//     literal, never a wildcard; a token bound to no entity fills no
+//     template. A certificate
 //     with no principals is never issued: OpenSSH treats an empty list as
 //     "any principal" (CVE-2024-7594 is the same mistake in Vault).
 //   - TTL: a request longer than max_ttl is refused, not clamped; valid_after
@@ -45,11 +50,23 @@
 //   - Subject keys: allowed families with a minimum size; by default
 //     ed25519, ecdsa >= 256, rsa >= 3072, sk-ecdsa and sk-ed25519 (FIDO
 //     keys). DSA and RSA below 2048 bits are never accepted; a certificate
-//     is not accepted as the key to certify.
+//     is not accepted as the key to certify. The public key of any CA here
+//     (every CA, every version, whatever its state) and any key revoked by
+//     key or fingerprint are never certified, on the user and host paths
+//     alike (InvalidArgument for the item): a certificate for a CA key,
+//     revoked by key, would put the CA key in the KRL and switch the whole
+//     CA off in sshd. For the same reason a CA key cannot be revoked by key
+//     or fingerprint (rotate and retire it instead). The set of refused keys
+//     is kept in memory and dropped whenever a CA or the revocation record
+//     changes, like the roles and CAs below.
 //   - Key ID: a template over {{identity.name}}, {{request_id}}, {{role}},
 //     {{ca}}, {{serial}} and {{principals}}; by default
 //     "{{identity.name}}:{{role}}:{{request_id}}", so that the audit log and
-//     a key ID revocation can name a person or a request.
+//     a key ID revocation can name a person or a request. In a key ID,
+//     {{identity.name}} is the vouched name, or "token-<accessor prefix>"
+//     for a token bound to none; {{request_id}} is the id the auth
+//     interceptor validated and audited (auth.RequestID), never the raw
+//     x-request-id header.
 //
 // Serial numbers are random, 64-bit and nonzero (a collision needs about
 // 2^32 certificates; none is checked for, as that would cost a store write

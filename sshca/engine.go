@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hsmgate/hsmgate/hsm"
@@ -80,29 +79,50 @@ func (h hsmKeys) DestroyKey(ctx context.Context, label string) error {
 // HSMKeys adapts an HSM module to KeyStore.
 func HSMKeys(m *hsm.Module) KeyStore { return hsmKeys{m} }
 
-// Caller is who asks for a certificate: the identity whose name and metadata
-// fill principal templates, and the request id that goes into the key ID.
+// Caller is who asks for a certificate: the vouched identity whose name and
+// metadata fill principal templates, and the request id that goes into the
+// key ID.
 type Caller struct {
-	Name      string
-	Metadata  map[string]string
+	// Name and Metadata: what an administrator or identity provider vouches
+	// for (auth.Identity.Entity and EntityMetadata), never a token's display
+	// name or free metadata. Empty when nothing is vouched: then templates
+	// naming them allow nothing.
+	Name     string
+	Metadata map[string]string
+	// Label names the caller in key IDs and issuance records when Name is
+	// empty (e.g. "token-<accessor prefix>"); it never fills a principal.
+	Label string
+	// RequestID: the request's id as the auth interceptor validated it.
 	RequestID string
+}
+
+// label is what {{identity.name}} gives in a key ID and what the issuance
+// record names.
+func (c Caller) label() string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.Label
 }
 
 // CallerFunc tells who is calling. It returns an error only for an internal fault.
 type CallerFunc func(ctx context.Context) (Caller, error)
 
-// DefaultCaller takes the identity from auth.FromContext and the request id
-// from the incoming gRPC metadata "x-request-id", or makes a random one.
+// DefaultCaller takes the vouched identity from auth.FromContext and the
+// request id the auth interceptor chose and validated (auth.RequestID);
+// without one (no interceptor), a random id.
 func DefaultCaller(ctx context.Context) (Caller, error) {
 	var c Caller
 	if id, ok := auth.FromContext(ctx); ok {
-		c.Name, c.Metadata = id.Name, id.Metadata
-	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("x-request-id"); len(v) > 0 {
-			c.RequestID = v[0]
+		c.Name, c.Metadata = id.Entity, id.EntityMetadata
+		if c.Name == "" {
+			c.Label = string(id.Kind)
+			if len(id.Accessor) >= 12 {
+				c.Label = "token-" + id.Accessor[:12]
+			}
 		}
 	}
+	c.RequestID, _ = auth.RequestID(ctx)
 	if c.RequestID == "" {
 		var b [8]byte
 		if _, err := rand.Read(b[:]); err != nil {

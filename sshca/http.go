@@ -86,7 +86,7 @@ func (e *Engine) serveKnownHosts(w http.ResponseWriter, r *http.Request) {
 		hosts = "*"
 	}
 	if strings.ContainsAny(hosts, " \t\r\n#@") {
-		e.httpError(w, invalid("hosts pattern %q", hosts))
+		e.httpError(w, invalid("hosts pattern %.64q", hosts))
 		return
 	}
 	s, err := e.keyLines(r.Context(), r.URL.Query().Get("ca"), pb.SSHCertType_SSH_CERT_TYPE_HOST, "@cert-authority "+hosts+" ")

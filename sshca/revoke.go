@@ -3,6 +3,7 @@ package sshca
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -52,7 +53,7 @@ func (e *Engine) Revoke(ctx context.Context, req *pb.RevokeSSHRequest) (uint64, 
 	if err != nil {
 		return 0, fmt.Errorf("sshca: caller: %w", err)
 	}
-	r := &pb.SSHRevocation{Reason: req.GetReason(), Identity: caller.Name, RevokeTime: timestamppb.New(e.now())}
+	r := &pb.SSHRevocation{Reason: req.GetReason(), Identity: caller.label(), RevokeTime: timestamppb.New(e.now())}
 	var caKeys [][]byte
 	if req.GetCa() != "" {
 		ca, _, err := e.getCA(ctx, req.GetCa())
@@ -92,11 +93,17 @@ func (e *Engine) Revoke(ctx context.Context, req *pb.RevokeSSHRequest) (uint64, 
 		if c, ok := key.(*ssh.Certificate); ok {
 			key = c.Key
 		}
+		if err := e.checkRevokeTarget(ctx, sha256.Sum256(key.Marshal())); err != nil {
+			return 0, err
+		}
 		r.Target = &pb.SSHRevocation_PublicKey{PublicKey: key.Marshal()}
 	case *pb.RevokeSSHRequest_Sha256Fingerprint:
 		sum, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(strings.TrimPrefix(t.Sha256Fingerprint, "SHA256:"), "="))
 		if err != nil || len(sum) != 32 {
-			return 0, invalid("fingerprint %q: want SHA256:<base64 of 32 bytes>", t.Sha256Fingerprint)
+			return 0, invalid("fingerprint %.64q: want SHA256:<base64 of 32 bytes>", t.Sha256Fingerprint)
+		}
+		if err := e.checkRevokeTarget(ctx, [32]byte(sum)); err != nil {
+			return 0, err
 		}
 		r.Target = &pb.SSHRevocation_Sha256{Sha256: sum}
 	default:

@@ -65,20 +65,20 @@ func defaultKeyTypes() []*pb.SSHKeyTypeRule {
 func (e *Engine) normalizeRole(ctx context.Context, in *pb.SSHRole) (*pb.SSHRole, error) {
 	r := proto.Clone(in).(*pb.SSHRole)
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: role %q: %s", ErrInvalid, r.GetName(), fmt.Sprintf(format, a...))
+		return fmt.Errorf("%w: role %.64q: %s", ErrInvalid, r.GetName(), fmt.Sprintf(format, a...))
 	}
 	if !ValidName(r.GetName()) {
-		return nil, fmt.Errorf("%w: role name %q", ErrInvalid, r.GetName())
+		return nil, fmt.Errorf("%w: role name %.64q", ErrInvalid, r.GetName())
 	}
 	ca, _, err := e.getCA(ctx, r.GetCa())
 	if err != nil {
-		return nil, fmt.Errorf("role %q: %w", r.GetName(), err)
+		return nil, fmt.Errorf("role %.64q: %w", r.GetName(), err)
 	}
 	if r.CertType == pb.SSHCertType_SSH_CERT_TYPE_UNSPECIFIED {
 		r.CertType = ca.GetCertType()
 	}
 	if r.GetCertType() != ca.GetCertType() {
-		return nil, fmt.Errorf("%w: role %q is %v but CA %q is %v", ErrWrongType, r.GetName(), r.GetCertType(), ca.GetName(), ca.GetCertType())
+		return nil, fmt.Errorf("%w: role %.64q is %v but CA %.64q is %v", ErrWrongType, r.GetName(), r.GetCertType(), ca.GetName(), ca.GetCertType())
 	}
 	host := r.GetCertType() == pb.SSHCertType_SSH_CERT_TYPE_HOST
 	if len(r.GetAllowedPrincipals()) == 0 {
@@ -86,12 +86,12 @@ func (e *Engine) normalizeRole(ctx context.Context, in *pb.SSHRole) (*pb.SSHRole
 	}
 	for _, p := range r.GetAllowedPrincipals() {
 		if _, err := parsePattern(p, true); err != nil {
-			return nil, bad("allowed principal %q: %v", p, err)
+			return nil, bad("allowed principal %.64q: %v", p, err)
 		}
 	}
 	for _, p := range r.GetDefaultPrincipals() {
 		if _, err := parsePattern(p, false); err != nil {
-			return nil, bad("default principal %q: %v", p, err)
+			return nil, bad("default principal %.64q: %v", p, err)
 		}
 	}
 	if err := normalizeTTLs(r, host); err != nil {
@@ -121,14 +121,14 @@ func normalizeOptions(r *pb.SSHRole, host bool) error {
 	}
 	for _, x := range r.GetAllowedExtensions() {
 		if x == "" || strings.ContainsAny(x, " \t\r\n") {
-			return fmt.Errorf("extension name %q", x)
+			return fmt.Errorf("extension name %.64q", x)
 		}
 	}
 	slices.Sort(r.AllowedExtensions)
 	r.AllowedExtensions = slices.Compact(r.AllowedExtensions)
 	for name, v := range r.GetDefaultExtensions() {
 		if !slices.Contains(r.GetAllowedExtensions(), name) {
-			return fmt.Errorf("default extension %q is not in allowed_extensions", name)
+			return fmt.Errorf("default extension %.64q is not in allowed_extensions", name)
 		}
 		if err := checkExtension(name, v); err != nil {
 			return err
@@ -136,7 +136,7 @@ func normalizeOptions(r *pb.SSHRole, host bool) error {
 	}
 	for _, o := range r.GetAllowedCriticalOptions() {
 		if !slices.Contains(criticalOptions, o) {
-			return fmt.Errorf("critical option %q (allowed: %s)", o, strings.Join(criticalOptions, ", "))
+			return fmt.Errorf("critical option %.64q (allowed: %s)", o, strings.Join(criticalOptions, ", "))
 		}
 	}
 	slices.Sort(r.AllowedCriticalOptions)
@@ -190,17 +190,17 @@ func normalizeKeyTypes(r *pb.SSHRole) error {
 	for _, kt := range r.GetAllowedKeyTypes() {
 		f, ok := keyFamilies[kt.GetType()]
 		if !ok {
-			return fmt.Errorf("key type %q (allowed: ed25519, ecdsa, rsa, sk-ecdsa, sk-ed25519)", kt.GetType())
+			return fmt.Errorf("key type %.64q (allowed: ed25519, ecdsa, rsa, sk-ecdsa, sk-ed25519)", kt.GetType())
 		}
 		if seen[kt.GetType()] {
-			return fmt.Errorf("key type %q listed twice", kt.GetType())
+			return fmt.Errorf("key type %.64q listed twice", kt.GetType())
 		}
 		seen[kt.GetType()] = true
 		if kt.GetMinBits() == 0 {
 			kt.MinBits = f.def
 		}
 		if kt.GetMinBits() < f.floor {
-			return fmt.Errorf("key type %q: min_bits %d below %d", kt.GetType(), kt.GetMinBits(), f.floor)
+			return fmt.Errorf("key type %.64q: min_bits %d below %d", kt.GetType(), kt.GetMinBits(), f.floor)
 		}
 	}
 	return nil
@@ -209,7 +209,7 @@ func normalizeKeyTypes(r *pb.SSHRole) error {
 // checkExtension validates one extension value.
 func checkExtension(name, value string) error {
 	if slices.Contains(standardExtensions, name) && value != "" {
-		return fmt.Errorf("extension %q takes no value", name)
+		return fmt.Errorf("extension %.64q takes no value", name)
 	}
 	return nil
 }
@@ -219,7 +219,7 @@ func checkCriticalOption(name, value string) error {
 	switch name {
 	case optForceCommand:
 		if strings.TrimSpace(value) == "" || strings.ContainsAny(value, "\x00\n\r") {
-			return fmt.Errorf("force-command %q", value)
+			return fmt.Errorf("force-command %.64q", value)
 		}
 	case optSourceAddress:
 		if value == "" {
@@ -228,7 +228,7 @@ func checkCriticalOption(name, value string) error {
 		for _, a := range strings.Split(value, ",") {
 			if _, err := netip.ParsePrefix(a); err != nil {
 				if _, err := netip.ParseAddr(a); err != nil {
-					return fmt.Errorf("source-address %q: %q is not an address or CIDR", value, a)
+					return fmt.Errorf("source-address %.64q: %.64q is not an address or CIDR", value, a)
 				}
 			}
 		}
@@ -237,7 +237,7 @@ func checkCriticalOption(name, value string) error {
 			return errors.New("verify-required takes no value")
 		}
 	default:
-		return fmt.Errorf("critical option %q (allowed: %s)", name, strings.Join(criticalOptions, ", "))
+		return fmt.Errorf("critical option %.64q (allowed: %s)", name, strings.Join(criticalOptions, ", "))
 	}
 	return nil
 }
@@ -252,9 +252,9 @@ func (e *Engine) CreateRole(ctx context.Context, in *pb.SSHRole) (*pb.SSHRole, e
 	}
 	if _, err := e.putProto(ctx, prefixRoles+r.GetName(), r, keystore.MustNotExist); err != nil {
 		if errors.Is(err, keystore.ErrConflict) {
-			return nil, fmt.Errorf("%w: role %q", ErrExists, r.GetName())
+			return nil, fmt.Errorf("%w: role %.64q", ErrExists, r.GetName())
 		}
-		return nil, fmt.Errorf("sshca: create role %q: %w", r.GetName(), err)
+		return nil, fmt.Errorf("sshca: create role %.64q: %w", r.GetName(), err)
 	}
 	return r, nil
 }
@@ -270,22 +270,22 @@ func (e *Engine) UpdateRole(ctx context.Context, in *pb.SSHRole) (*pb.SSHRole, e
 		return nil, err
 	}
 	if _, err := e.putProto(ctx, prefixRoles+r.GetName(), r, rev); err != nil {
-		return nil, fmt.Errorf("sshca: update role %q: %w", r.GetName(), err)
+		return nil, fmt.Errorf("sshca: update role %.64q: %w", r.GetName(), err)
 	}
 	return r, nil
 }
 
 func (e *Engine) getRole(ctx context.Context, name string) (*pb.SSHRole, int64, error) {
 	if !ValidName(name) {
-		return nil, 0, fmt.Errorf("%w: role name %q", ErrInvalid, name)
+		return nil, 0, fmt.Errorf("%w: role name %.64q", ErrInvalid, name)
 	}
 	r := &pb.SSHRole{}
 	rev, err := e.getProto(ctx, prefixRoles+name, r)
 	if errors.Is(err, keystore.ErrNotFound) {
-		return nil, 0, fmt.Errorf("%w: %q", ErrRoleNotFound, name)
+		return nil, 0, fmt.Errorf("%w: %.64q", ErrRoleNotFound, name)
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("sshca: role %q: %w", name, err)
+		return nil, 0, fmt.Errorf("sshca: role %.64q: %w", name, err)
 	}
 	return r, rev, nil
 }
@@ -299,15 +299,15 @@ func (e *Engine) GetRole(ctx context.Context, name string) (*pb.SSHRole, error) 
 // DeleteRole deletes a role; ErrRoleNotFound if absent.
 func (e *Engine) DeleteRole(ctx context.Context, name string) error {
 	if !ValidName(name) {
-		return fmt.Errorf("%w: role name %q", ErrInvalid, name)
+		return fmt.Errorf("%w: role name %.64q", ErrInvalid, name)
 	}
 	err := e.store.Delete(ctx, prefixRoles+name, keystore.AnyRevision)
 	e.dropCached(prefixRoles + name)
 	if errors.Is(err, keystore.ErrNotFound) {
-		return fmt.Errorf("%w: %q", ErrRoleNotFound, name)
+		return fmt.Errorf("%w: %.64q", ErrRoleNotFound, name)
 	}
 	if err != nil {
-		return fmt.Errorf("sshca: delete role %q: %w", name, err)
+		return fmt.Errorf("sshca: delete role %.64q: %w", name, err)
 	}
 	return nil
 }

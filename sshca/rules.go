@@ -31,7 +31,7 @@ func AuthTable() auth.Table {
 			return "", fmt.Errorf("sshca: unexpected %T", m)
 		}
 		if !ValidName(name) {
-			return "", fmt.Errorf("%w: CA name %q", ErrInvalid, name)
+			return "", fmt.Errorf("%w: CA name %.64q", ErrInvalid, name)
 		}
 		return "ssh/cas/" + name, nil
 	}
@@ -54,7 +54,7 @@ func AuthTable() auth.Table {
 			return "", fmt.Errorf("sshca: unexpected %T", m)
 		}
 		if !ValidName(name) {
-			return "", fmt.Errorf("%w: role name %q", ErrInvalid, name)
+			return "", fmt.Errorf("%w: role name %.64q", ErrInvalid, name)
 		}
 		return "ssh/roles/" + name, nil
 	}
@@ -67,7 +67,7 @@ func AuthTable() auth.Table {
 			return "ssh/krl", nil
 		}
 		if !ValidName(r.GetCa()) {
-			return "", fmt.Errorf("%w: CA name %q", ErrInvalid, r.GetCa())
+			return "", fmt.Errorf("%w: CA name %.64q", ErrInvalid, r.GetCa())
 		}
 		return "ssh/cas/" + r.GetCa(), nil
 	}

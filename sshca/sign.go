@@ -41,6 +41,10 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	if err != nil {
 		return nil, fmt.Errorf("sshca: caller: %w", err)
 	}
+	denied, err := e.deniedSubjectKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
 	p := newPolicy(iss.role, caller)
 	now := e.now()
 	results := make([]*pb.SSHSignResult, len(items))
@@ -53,6 +57,9 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	for i, it := range items {
 		results[i] = &pb.SSHSignResult{Reference: it.GetReference()}
 		c, err := p.certificate(it, now)
+		if err == nil {
+			err = denied.check(c.Key)
+		}
 		if err == nil {
 			err = e.fillIdentity(c, iss.role, iss.ca, caller, rnd[i*randPerCert:(i+1)*randPerCert])
 		}
@@ -67,7 +74,7 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	}
 	lines, err := e.signAll(ctx, iss.signer, iss.caBlob, certs)
 	if err != nil {
-		return nil, fmt.Errorf("sshca: sign with CA %q version %d: %w", iss.ca.GetName(), iss.key.GetVersion(), err)
+		return nil, fmt.Errorf("sshca: sign with CA %.64q version %d: %w", iss.ca.GetName(), iss.key.GetVersion(), err)
 	}
 	if err := e.record(ctx, iss, caller, now, certs, lines, results); err != nil {
 		return nil, err
@@ -95,22 +102,22 @@ func (e *Engine) issuerFor(ctx context.Context, ct pb.SSHCertType, roleName stri
 	}
 	role := m.(*pb.SSHRole) // shared with other requests: read only
 	if role.GetCertType() != ct {
-		return nil, fmt.Errorf("%w: role %q issues %v certificates", ErrWrongType, roleName, role.GetCertType())
+		return nil, fmt.Errorf("%w: role %.64q issues %v certificates", ErrWrongType, roleName, role.GetCertType())
 	}
 	if m, err = e.cache.get(prefixCAs+role.GetCa(), func() (proto.Message, error) {
 		ca, _, err := e.getCA(ctx, role.GetCa())
 		return ca, err
 	}); err != nil {
-		return nil, fmt.Errorf("role %q: %w", roleName, err)
+		return nil, fmt.Errorf("role %.64q: %w", roleName, err)
 	}
 	ca := m.(*pb.SSHCA) // shared: e.view below returns a copy
 	if ca.GetCertType() != ct {
-		return nil, fmt.Errorf("%w: CA %q issues %v certificates", ErrWrongType, ca.GetName(), ca.GetCertType())
+		return nil, fmt.Errorf("%w: CA %.64q issues %v certificates", ErrWrongType, ca.GetName(), ca.GetCertType())
 	}
 	ca = e.view(ca)
 	active := activeKey(ca)
 	if active == nil {
-		return nil, fmt.Errorf("%w: CA %q has no active key", ErrState, ca.GetName())
+		return nil, fmt.Errorf("%w: CA %.64q has no active key", ErrState, ca.GetName())
 	}
 	signer, err := e.signerFor(ctx, ca, active.GetHsmLabel())
 	if err != nil {
@@ -133,7 +140,7 @@ func (e *Engine) record(ctx context.Context, iss *issuer, caller Caller, now tim
 		Common: &pb.SSHIssuedCert{
 			Ca: iss.ca.GetName(), CaVersion: iss.key.GetVersion(), CaPublicKey: iss.caBlob,
 			CertType: iss.role.GetCertType(), Role: iss.role.GetName(),
-			Identity: caller.Name, RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
+			Identity: caller.label(), RequestId: caller.RequestID, IssueTime: timestamppb.New(now),
 		},
 	}
 	recs := make([]pb.SSHIssuedCert, n)
@@ -187,7 +194,7 @@ func (e *Engine) fillIdentity(c *ssh.Certificate, role *pb.SSHRole, ca *pb.SSHCA
 	}
 	c.Serial, c.Nonce = serial, rnd[8:randPerCert]
 	id, err := expandKeyID(role.GetKeyIdFormat(), keyIDVars{
-		identity: caller.Name, requestID: caller.RequestID, role: role.GetName(), ca: ca.GetName(),
+		identity: caller.label(), requestID: caller.RequestID, role: role.GetName(), ca: ca.GetName(),
 		principals: strings.Join(c.ValidPrincipals, ","), serial: serial,
 	})
 	if err != nil {
@@ -393,7 +400,7 @@ func (p *policy) subjectKey(s string) (ssh.PublicKey, error) {
 		}
 		return marshaledKey{PublicKey: key, wire: key.Marshal()}, nil
 	}
-	return nil, notAllowed("key type %s not allowed by role %q", family, p.role.GetName())
+	return nil, notAllowed("key type %s not allowed by role %.64q", family, p.role.GetName())
 }
 
 // marshaledKey is a subject key with its wire form computed once: the
@@ -457,10 +464,10 @@ func (p *policy) principals(req []string) ([]string, error) {
 	out = slices.Compact(out)
 	for _, pr := range out {
 		if err := validPrincipal(pr); err != nil {
-			return nil, invalid("principal %q: %v", pr, err)
+			return nil, invalid("principal %.64q: %v", pr, err)
 		}
 		if !slices.ContainsFunc(p.allowed, func(t []token) bool { return match(t, pr) }) {
-			return nil, notAllowed("principal %q not allowed by role %q", pr, p.role.GetName())
+			return nil, notAllowed("principal %.64q not allowed by role %.64q", pr, p.role.GetName())
 		}
 	}
 	return out, nil
@@ -474,7 +481,7 @@ func (p *policy) extensions(req map[string]string) (map[string]string, error) {
 	out := make(map[string]string, len(req))
 	for name, v := range req {
 		if !slices.Contains(p.role.GetAllowedExtensions(), name) {
-			return nil, notAllowed("extension %q not allowed by role %q", name, p.role.GetName())
+			return nil, notAllowed("extension %.64q not allowed by role %.64q", name, p.role.GetName())
 		}
 		if err := checkExtension(name, v); err != nil {
 			return nil, invalid("%v", err)
@@ -500,12 +507,12 @@ func (p *policy) criticalOptions(req map[string]string) (map[string]string, erro
 	for name, v := range req {
 		if forced, ok := p.role.GetCriticalOptions()[name]; ok {
 			if v != forced {
-				return nil, notAllowed("critical option %q is fixed by role %q", name, p.role.GetName())
+				return nil, notAllowed("critical option %.64q is fixed by role %.64q", name, p.role.GetName())
 			}
 			continue
 		}
 		if !slices.Contains(p.role.GetAllowedCriticalOptions(), name) {
-			return nil, notAllowed("critical option %q not allowed by role %q", name, p.role.GetName())
+			return nil, notAllowed("critical option %.64q not allowed by role %.64q", name, p.role.GetName())
 		}
 		if err := checkCriticalOption(name, v); err != nil {
 			return nil, invalid("%v", err)

@@ -51,6 +51,7 @@ func TestSignConcurrencyIsEngineWide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { e.Close() })
 	const requests, items = 8, 16
 	var wg sync.WaitGroup
 	errc := make(chan error, requests)

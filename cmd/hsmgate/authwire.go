@@ -82,6 +82,10 @@ func wireAuth(ctx context.Context, d *deps) error {
 	if err != nil {
 		return err
 	}
+	// hsmgate_auth_refusals_total and the sampled-audit counter.
+	if err := d.Server.Metrics().Register(ic); err != nil {
+		return fmt.Errorf("auth: metrics: %w", err)
+	}
 	httpGate.Set(ic)
 	return d.Server.Use(ic.Unary(), ic.Stream())
 }

@@ -44,6 +44,8 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 		meta       []string
 		secretOnly bool
 		orphan     bool
+		entity     string
+		entityMeta []string
 	)
 	cmd := &cobra.Command{
 		Use:     "create",
@@ -62,16 +64,19 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 	fs.StringArrayVar(&meta, "meta", nil, "metadata key=value (repeatable)")
 	fs.BoolVar(&secretOnly, "secret-only", false, "print only the token")
 	fs.BoolVar(&orphan, "orphan", false, "do not make the token a child of the caller's token (root only)")
+	fs.StringVar(&entity, "entity", "", "vouched identity for SSH principals and rate limits (root, or admin on auth/entities/<name>; default: the caller's)")
+	fs.StringArrayVar(&entityMeta, "entity-meta", nil, "vouched metadata key=value, with --entity (repeatable)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		md := map[string]string{}
-		for _, kv := range meta {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				return fmt.Errorf("token create: --meta %q: want key=value", kv)
-			}
-			md[k] = v
+		md, err := keyValues("--meta", meta)
+		if err != nil {
+			return err
 		}
-		req := &hsmgatev1.CreateTokenRequest{DisplayName: name, Policies: policies, Renewable: renewable, Root: root, Metadata: md, Orphan: orphan}
+		emd, err := keyValues("--entity-meta", entityMeta)
+		if err != nil {
+			return err
+		}
+		req := &hsmgatev1.CreateTokenRequest{DisplayName: name, Policies: policies, Renewable: renewable, Root: root, Metadata: md, Orphan: orphan,
+			Entity: entity, EntityMetadata: emd}
 		if ttl > 0 {
 			req.Ttl = durationpb.New(ttl)
 		}
@@ -95,6 +100,19 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 		})
 	}
 	return cmd
+}
+
+// keyValues parses repeated key=value flags.
+func keyValues(flag string, kvs []string) (map[string]string, error) {
+	md := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("token create: %s %q: want key=value", flag, kv)
+		}
+		md[k] = v
+	}
+	return md, nil
 }
 
 func printTokenInfo(w io.Writer, t *hsmgatev1.TokenInfo) error {
@@ -121,6 +139,15 @@ func printTokenInfo(w io.Writer, t *hsmgatev1.TokenInfo) error {
 	_, err := fmt.Fprintf(w, "accessor:     %s\ndisplay name: %s\npolicies:     %s\nroot:         %v\nrenewable:    %v\ncreated:      %s by %s\nexpires:      %s\nmax expiry:   %s\nmetadata:     %s\n",
 		t.GetAccessor(), t.GetDisplayName(), strings.Join(t.GetPolicies(), ","), t.GetRoot(), t.GetRenewable(),
 		t.GetCreateTime().AsTime().UTC().Format(time.RFC3339), t.GetCreatedBy(), exp, maxExp, strings.Join(md, ","))
+	if err != nil || t.GetEntity() == "" {
+		return err
+	}
+	var emd []string
+	for k, v := range t.GetEntityMetadata() {
+		emd = append(emd, k+"="+v)
+	}
+	sort.Strings(emd)
+	_, err = fmt.Fprintf(w, "entity:       %s\nentity meta:  %s\n", t.GetEntity(), strings.Join(emd, ","))
 	return err
 }
 

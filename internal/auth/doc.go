@@ -27,6 +27,30 @@
 // its descendants (root callers may create orphans, which are not tied). Token records are cached and the cache is
 // invalidated by Watch, so a revocation on one replica reaches the others.
 //
+// # Vouched identity
+//
+// An Identity has two kinds of fields. Name and Metadata describe the caller
+// to people (audit lines, LookupSelf): for a token they are its display name
+// and metadata, which whoever created the token chose, so they decide
+// nothing. Entity and EntityMetadata are what an administrator or an identity
+// provider vouches for: a certificate's subject and facts (the client CA
+// vouches), a JWT's claims (the issuer vouches), or the entity bound to a
+// token. Only those fill SSH principal templates ({{identity.name}},
+// {{identity.metadata.*}}) and key rate-limit buckets.
+//
+// A token's entity and entity metadata are set at creation by a root caller,
+// or by a caller holding admin on auth/entities/<entity> (vouching is an
+// administrator's act); otherwise a token inherits its creator's (a token
+// made by an mTLS or JWT identity carries that subject), and a child can
+// never shed or change what it inherited. A token bound to no entity fills
+// no template.
+//
+// Rate limits are per vouched identity: the entity when there is one (every
+// token bound to it shares the bucket), else the token's lineage: a token
+// made by a non-root token keeps its creator's lineage, so minting children
+// never multiplies the limit, while tokens made by root start their own (two
+// unrelated tokens with the same display name never share a bucket).
+//
 // JWTs are verified with go-oidc against a JWKS from a file or a URL: issuer,
 // audience, expiry and signature are checked; a configurable claim (e.g.
 // "preferred_username" or "email") names the identity, and a groups claim maps to
@@ -63,7 +87,24 @@
 // authorise, rate limit, write the audit request line (fail closed: the handler
 // never runs when it cannot be written, the caller gets Unavailable), run the
 // handler, write the audit response line (if that fails, the caller gets
-// Unavailable rather than the result). Refusals are audited too.
+// Unavailable rather than the result). Refusals are audited too, with one
+// exception: unauthenticated and rate-limited refusals, which any network
+// peer can cause in bulk, are counted (hsmgate_auth_refusals_total{reason})
+// and sampled: at most Options.RefusalAuditRate lines per second of each
+// (default 10), the next line written carrying extra.suppressed, the number
+// left out since the previous one. So a flood of refused requests cannot fill
+// the disk, which would stop the (fail-closed) service.
+//
+// The request id is chosen here, in one place: the caller's x-request-id
+// (HTTP X-Request-Id) when it is 1 to 64 characters of [A-Za-z0-9._-], else a
+// random one. It is returned in the x-request-id header, written in the audit
+// lines, added to the server's call log line, and given to handlers by
+// RequestID (the SSH CA puts it in key IDs); nothing reads the raw header.
+//
+// Errors reach the client as a status mapped by errs.GRPCStatus. An Internal
+// error is logged by the interceptor, once, with its cause, the method and the
+// request id; the client only sees "internal error". Handlers therefore
+// return domain errors, not statuses they made (which would lose the cause).
 //
 // Interceptor.HTTP applies the same steps to an HTTP handler (credentials
 // from Authorization: Bearer, X-Vault-Token or the client certificate);

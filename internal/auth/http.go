@@ -39,9 +39,10 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			c.reqID = v
 		}
 		c.remote = r.RemoteAddr
+		w.Header().Set("X-Request-Id", c.reqID)
 		fail := func(resource string, err error) {
-			_ = i.logResponse(c, resource, 1, err)
-			writeHTTPError(w, err)
+			i.auditRefusal(c, resource, 1, err)
+			writeHTTPError(w, i.status(c, err))
 		}
 		id, err := i.o.Authenticator.FromHTTP(r)
 		if err != nil {
@@ -61,7 +62,7 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			return
 		}
 		if err := i.logRequest(c, resource, 1); err != nil {
-			writeHTTPError(w, err)
+			writeHTTPError(w, i.status(c, err))
 			return
 		}
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}

@@ -17,18 +17,52 @@ const (
 )
 
 // Identity is an authenticated caller.
+//
+// Name and Metadata describe the caller for people (audit lines, LookupSelf);
+// for a token they are its display name and free metadata, which whoever
+// created the token chose. Entity and EntityMetadata are what an
+// administrator or an identity provider vouches for: the certificate's
+// subject, the JWT's claims, or the entity an administrator bound to a token
+// (inherited by its children). Only the vouched fields may decide anything:
+// SSH principals, rate-limit buckets.
 type Identity struct {
 	// Name: the URI SAN or CN of a certificate, the display name of a token
-	// ("token-<accessor prefix>" when it has none), or the configured claim of a JWT.
-	// The SSH CA may use it as a principal.
+	// ("token-<accessor prefix>" when it has none), or the configured claim of
+	// a JWT. Informational: never a principal.
 	Name string
 	Kind Kind
 	// Policies bound to the identity (ignored for root).
 	Policies []string
-	// Metadata: JWT claims mapped to strings, certificate facts, token metadata.
+	// Metadata: JWT claims mapped to strings, certificate facts, token
+	// metadata. Informational, like Name.
 	Metadata map[string]string
 	// Accessor of the token for token and root identities; empty otherwise.
 	Accessor string
+	// Entity: the vouched name (certificate subject, JWT claim, or the entity
+	// bound to a token); empty for a token bound to none.
+	Entity string
+	// EntityMetadata: vouched facts (certificate facts, JWT claims, a token's
+	// entity metadata).
+	EntityMetadata map[string]string
+	// Lineage: for tokens, the accessor of the first token of the lineage
+	// (a child made by a non-root token shares its parent's).
+	Lineage string
+}
+
+// RateKey is the key of the identity's rate-limit bucket: its vouched entity
+// when it has one (every token bound to an entity shares that entity's
+// bucket), else its token lineage (a token and the children it made share
+// one bucket), else kind and name.
+func (id *Identity) RateKey() string {
+	switch {
+	case id.Entity != "":
+		return "entity:" + id.Entity
+	case id.Lineage != "":
+		return "lineage:" + id.Lineage
+	case id.Accessor != "":
+		return "lineage:" + id.Accessor
+	}
+	return "id:" + string(id.Kind) + ":" + id.Name
 }
 
 // Root reports whether the identity bypasses policy.

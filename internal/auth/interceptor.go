@@ -6,12 +6,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hsmgate/hsmgate/internal/audit"
@@ -38,12 +42,25 @@ type Options struct {
 	Limiter *RateLimiter
 	// Audit may be nil only in tests.
 	Audit Auditor
+	// Logger receives every Internal error with its cause and request id;
+	// nil: slog.Default().
+	Logger *slog.Logger
+	// RefusalAuditRate bounds the audit lines written for unauthenticated
+	// and rate-limited refusals: at most this many per second for each of
+	// the two (bursts as large), the rest counted and reported in the next
+	// line written; 0: DefaultRefusalAuditRate.
+	RefusalAuditRate int
 }
+
+// DefaultRefusalAuditRate is the default Options.RefusalAuditRate.
+const DefaultRefusalAuditRate = 10
 
 // Interceptor authenticates, authorises, rate limits and audits every RPC.
 type Interceptor struct {
 	o   Options
 	now func() time.Time
+	log *slog.Logger
+	ref *refusals
 }
 
 // NewInterceptor checks o and returns the interceptor.
@@ -56,7 +73,15 @@ func NewInterceptor(o Options) (*Interceptor, error) {
 			return nil, fmt.Errorf("auth: rule for %s: %w", m, err)
 		}
 	}
-	return &Interceptor{o: o, now: time.Now}, nil
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	rate := o.RefusalAuditRate
+	if rate <= 0 {
+		rate = DefaultRefusalAuditRate
+	}
+	return &Interceptor{o: o, now: time.Now, log: log, ref: newRefusals(rate)}, nil
 }
 
 // call is the state of one request.
@@ -86,12 +111,21 @@ func (i *Interceptor) newCall(ctx context.Context, method string) *call {
 	return c
 }
 
+// MaxRequestIDLen bounds a caller's request id.
+const MaxRequestIDLen = 64
+
+// validRequestID is the one check of a caller's request id (gRPC
+// "x-request-id", HTTP X-Request-Id): 1 to MaxRequestIDLen characters of
+// [A-Za-z0-9._-], so that it can go as it is into audit lines, logs and SSH
+// key IDs (whose default template separates fields with ':'). Anything else
+// is replaced by a random id; RequestID returns the id that was kept.
 func validRequestID(s string) bool {
-	if s == "" || len(s) > 128 {
+	if s == "" || len(s) > MaxRequestIDLen {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if s[i] < 0x21 || s[i] > 0x7e || s[i] == '"' || s[i] == '\\' {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
 			return false
 		}
 	}
@@ -136,7 +170,46 @@ func (i *Interceptor) logResponse(c *call, resource string, items int, err error
 
 // refuse audits a refused request and returns its error as a status.
 func (i *Interceptor) refuse(c *call, resource string, items int, err error) error {
-	_ = i.logResponse(c, resource, items, err) // the refusal stands either way
+	i.auditRefusal(c, resource, items, err)
+	return i.status(c, err)
+}
+
+// auditRefusal writes the response line of a refused request (its failure
+// changes nothing: the refusal stands). Unauthenticated and rate-limited
+// refusals, which anyone can cause in bulk, are counted and sampled (see
+// refusals); the others are written one by one.
+func (i *Interceptor) auditRefusal(c *call, resource string, items int, err error) {
+	if i.o.Audit == nil {
+		return
+	}
+	extra, ok := i.ref.sample(errs.Code(err), i.now())
+	if !ok {
+		return
+	}
+	e := i.entry(c, "response", resource, items)
+	e.Code = errs.Code(err).String()
+	e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+	e.Extra = extra
+	_ = i.o.Audit.Write(e)
+}
+
+// status returns err as a gRPC status for the client. An Internal error is
+// logged here, once, with its cause and the request id; the client sees
+// only "internal error". (A bare status error is not logged: it is the
+// recovery interceptor's, which logged the panic, or was logged below.)
+func (i *Interceptor) status(c *call, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errs.Code(err) == codes.Internal {
+		if _, bare := err.(interface{ GRPCStatus() *status.Status }); !bare {
+			attrs := []any{"grpc.method", c.method, "request_id", c.reqID, "error", err.Error()}
+			if c.id != nil {
+				attrs = append(attrs, "identity", c.id.Name, "kind", string(c.id.Kind))
+			}
+			i.log.Error("internal error", attrs...)
+		}
+	}
 	return errs.ToGRPC(err)
 }
 
@@ -156,7 +229,7 @@ func (i *Interceptor) authorize(ctx context.Context, id *Identity, rule Rule, re
 			return fmt.Errorf("auth: read policies: %w", err)
 		}
 		if !ok {
-			return fmt.Errorf("%w: %s on %q", ErrPermissionDenied, rule.Capability, resource)
+			return fmt.Errorf("%w: %s on %.160q", ErrPermissionDenied, rule.Capability, resource)
 		}
 	}
 	return nil
@@ -182,6 +255,7 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 		}
 		c := i.newCall(ctx, info.FullMethod)
 		_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", c.reqID))
+		logging.AddFields(ctx, logging.Fields{"request_id", c.reqID}) // the server's call log line
 		msg, _ := req.(proto.Message)
 		items := audit.ItemCount(msg)
 		if !ok {
@@ -200,13 +274,14 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 			return nil, i.refuse(c, resource, items, err)
 		}
 		if err := i.logRequest(c, resource, items); err != nil {
-			return nil, errs.ToGRPC(err) // fail closed: the handler never runs
+			return nil, i.status(c, err) // fail closed: the handler never runs
 		}
 		resp, herr := handler(withCall(ctx, id, c.reqID), req)
 		if err := i.logResponse(c, resource, items, herr); err != nil {
-			return nil, errs.ToGRPC(err) // no unaudited result leaves
+			_ = i.status(c, herr)        // its cause is logged all the same
+			return nil, i.status(c, err) // no unaudited result leaves
 		}
-		return resp, errs.ToGRPC(herr)
+		return resp, i.status(c, herr)
 	}
 }
 
@@ -222,6 +297,7 @@ func (i *Interceptor) Stream() grpc.StreamServerInterceptor {
 		ctx := ss.Context()
 		c := i.newCall(ctx, info.FullMethod)
 		_ = ss.SetHeader(metadata.Pairs("x-request-id", c.reqID))
+		logging.AddFields(ctx, logging.Fields{"request_id", c.reqID})
 		if !ok {
 			return i.refuse(c, "", 0, ErrNoRule)
 		}
@@ -241,9 +317,9 @@ func (i *Interceptor) Stream() grpc.StreamServerInterceptor {
 		}
 		herr := handler(srv, w)
 		if err := i.logResponse(c, *w.resource.Load(), int(w.items.Load()), herr); err != nil && herr == nil {
-			return errs.ToGRPC(err)
+			return i.status(c, err)
 		}
-		return errs.ToGRPC(herr)
+		return i.status(c, herr)
 	}
 }
 
@@ -267,19 +343,17 @@ func (s *stream) RecvMsg(m any) error {
 	n := audit.ItemCount(msg)
 	resource, err := resourceOf(s.rule, msg)
 	if err != nil {
-		return errs.ToGRPC(err)
+		return s.i.status(s.c, err)
 	}
 	if s.rule.Resource != nil {
 		if err := s.i.admit(s.ctx, s.c.id, s.rule, resource); err != nil {
-			_ = s.i.logResponse(s.c, resource, n, err)
-			return errs.ToGRPC(err)
+			return s.i.refuse(s.c, resource, n, err)
 		}
 	} else if err := s.i.o.Limiter.Allow(s.c.id, resource); err != nil {
-		_ = s.i.logResponse(s.c, resource, n, err)
-		return errs.ToGRPC(err)
+		return s.i.refuse(s.c, resource, n, err)
 	}
 	if err := s.i.logRequest(s.c, resource, n); err != nil {
-		return errs.ToGRPC(err)
+		return s.i.status(s.c, err)
 	}
 	s.items.Add(int64(n))
 	s.resource.Store(&resource)

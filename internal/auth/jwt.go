@@ -124,7 +124,10 @@ func (v *JWTVerifier) Authenticate(ctx context.Context, raw string) (*Identity, 
 	if name == "" {
 		return nil, fmt.Errorf("%w: jwt has no %q claim", ErrUnauthenticated, v.cfg.UsernameClaim)
 	}
-	id := &Identity{Name: name, Kind: KindJWT, Metadata: map[string]string{"sub": tok.Subject, "iss": tok.Issuer}}
+	// The issuer vouches for every claim: Entity and EntityMetadata are the
+	// same as Name and Metadata (the same map, filled below).
+	md := map[string]string{"sub": tok.Subject, "iss": tok.Issuer}
+	id := &Identity{Name: name, Kind: KindJWT, Metadata: md, Entity: name, EntityMetadata: md}
 	seen := map[string]bool{}
 	add := func(ps []string) {
 		for _, p := range ps {

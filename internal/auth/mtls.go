@@ -52,10 +52,12 @@ func (c MTLSConfig) CertIdentity(leaf *x509.Certificate) (*Identity, error) {
 	if name == "" {
 		return nil, fmt.Errorf("%w: client certificate has neither a URI SAN nor a CN", ErrUnauthenticated)
 	}
-	id := &Identity{Name: name, Kind: KindMTLS, Metadata: map[string]string{
+	// The CA vouches for the subject and its facts.
+	md := map[string]string{
 		"cert_serial": leaf.SerialNumber.Text(16),
 		"cert_issuer": leaf.Issuer.String(),
-	}}
+	}
+	id := &Identity{Name: name, Kind: KindMTLS, Metadata: md, Entity: name, EntityMetadata: md}
 	for _, m := range c.Mappings {
 		if Match(m.Match, name) {
 			id.Policies = m.Policies

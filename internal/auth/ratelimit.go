@@ -80,15 +80,15 @@ func (r *RateLimiter) Allow(id *Identity, resource string) error {
 		return nil
 	}
 	if l := r.identityLimit(id); !l.unlimited() && id != nil {
-		if !r.take("id:"+string(id.Kind)+":"+id.Name, l) {
-			return fmt.Errorf("%w: identity %q", ErrRateLimited, id.Name)
+		if !r.take(id.RateKey(), l) {
+			return fmt.Errorf("%w: identity %.64q", ErrRateLimited, id.Name)
 		}
 	}
 	if resource != "" {
 		for _, rl := range r.cfg.Resources {
 			if Match(rl.Match, resource) {
 				if !rl.unlimited() && !r.take("res:"+resource, rl.Limit) {
-					return fmt.Errorf("%w: resource %q", ErrRateLimited, resource)
+					return fmt.Errorf("%w: resource %.160q", ErrRateLimited, resource)
 				}
 				break
 			}

@@ -38,7 +38,7 @@ func AuthTable() Table {
 			return "", fmt.Errorf("unexpected %T", m)
 		}
 		if !ValidName(name) {
-			return "", fmt.Errorf("%w: policy name %q", ErrInvalid, name)
+			return "", fmt.Errorf("%w: policy name %.64q", ErrInvalid, name)
 		}
 		return "auth/policies/" + name, nil
 	}
@@ -122,16 +122,27 @@ func (s *Service) CreateToken(ctx context.Context, req *hsmgatev1.CreateTokenReq
 	if err != nil {
 		return nil, err
 	}
-	secret, info, err := s.tokens.Create(ctx, id, TokenRequest{
-		DisplayName: req.GetDisplayName(),
-		Policies:    req.GetPolicies(),
-		TTL:         req.GetTtl().AsDuration(),
-		MaxTTL:      req.GetMaxTtl().AsDuration(),
-		Renewable:   req.GetRenewable(),
-		Root:        req.GetRoot(),
-		Metadata:    req.GetMetadata(),
-		Orphan:      req.GetOrphan(),
-	})
+	tr := TokenRequest{
+		DisplayName:    req.GetDisplayName(),
+		Policies:       req.GetPolicies(),
+		TTL:            req.GetTtl().AsDuration(),
+		MaxTTL:         req.GetMaxTtl().AsDuration(),
+		Renewable:      req.GetRenewable(),
+		Root:           req.GetRoot(),
+		Metadata:       req.GetMetadata(),
+		Orphan:         req.GetOrphan(),
+		Entity:         req.GetEntity(),
+		EntityMetadata: req.GetEntityMetadata(),
+	}
+	if tr.Entity != "" && !id.Root() {
+		// Binding an entity is vouching for it: an administrator's act.
+		ok, err := s.policies.Allowed(ctx, id.Policies, CapAdmin, EntityResource(tr.Entity))
+		if err != nil {
+			return nil, fmt.Errorf("auth: read policies: %w", err)
+		}
+		tr.EntityAdmin = ok
+	}
+	secret, info, err := s.tokens.Create(ctx, id, tr)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -124,6 +125,57 @@ type TokenRequest struct {
 	Metadata    map[string]string
 	// Orphan: do not record the creator's token as parent (root creators only).
 	Orphan bool
+	// Entity and EntityMetadata bind the token to a vouched identity (see
+	// Identity.Entity). Empty: the token inherits the creator's. Setting them
+	// needs a root creator, or EntityAdmin.
+	Entity         string
+	EntityMetadata map[string]string
+	// EntityAdmin: the caller was found to hold admin on
+	// auth/entities/<Entity> (Service.CreateToken checks it).
+	EntityAdmin bool
+}
+
+// Bounds of a token's entity fields.
+const (
+	maxEntityLen      = 256
+	maxEntityMetadata = 64
+	maxEntityMetaKey  = 128
+	maxEntityMetaVal  = 1024
+)
+
+// EntityResource is the resource whose admin capability lets a non-root
+// caller bind tokens to entity.
+func EntityResource(entity string) string { return "auth/entities/" + entity }
+
+// checkEntity validates the entity fields of a request.
+func checkEntity(req TokenRequest) error {
+	if req.Entity == "" {
+		if len(req.EntityMetadata) > 0 {
+			return fmt.Errorf("%w: entity metadata needs an entity", ErrInvalid)
+		}
+		return nil
+	}
+	if len(req.Entity) > maxEntityLen || !printableNoSpace(req.Entity) || strings.Contains(req.Entity, "*") {
+		return fmt.Errorf("%w: entity must be 1-%d printable characters without spaces or '*'", ErrInvalid, maxEntityLen)
+	}
+	if len(req.EntityMetadata) > maxEntityMetadata {
+		return fmt.Errorf("%w: more than %d entity metadata entries", ErrInvalid, maxEntityMetadata)
+	}
+	for k, v := range req.EntityMetadata {
+		if k == "" || len(k) > maxEntityMetaKey || !printableNoSpace(k) || len(v) > maxEntityMetaVal || strings.ContainsFunc(v, unicode.IsControl) {
+			return fmt.Errorf("%w: entity metadata key %.32q: keys 1-%d printable characters, values up to %d without control characters", ErrInvalid, k, maxEntityMetaKey, maxEntityMetaVal)
+		}
+	}
+	return nil
+}
+
+func printableNoSpace(s string) bool {
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Create makes a token on behalf of creator and returns its secret (to be shown
@@ -133,9 +185,12 @@ func (t *Tokens) Create(ctx context.Context, creator *Identity, req TokenRequest
 	if err := checkGrant(creator, req); err != nil {
 		return "", nil, err
 	}
+	if err := checkEntity(req); err != nil {
+		return "", nil, err
+	}
 	for _, p := range req.Policies {
 		if !ValidName(p) {
-			return "", nil, fmt.Errorf("%w: policy name %q", ErrInvalid, p)
+			return "", nil, fmt.Errorf("%w: policy name %.64q", ErrInvalid, p)
 		}
 	}
 	if req.TTL < 0 || req.MaxTTL < 0 || len(req.DisplayName) > 256 {
@@ -157,6 +212,23 @@ func (t *Tokens) Create(ctx context.Context, creator *Identity, req TokenRequest
 	}
 	if creator != nil {
 		info.CreatedBy = creator.Name
+	}
+	// The vouched identity: the one the request binds (checked by
+	// checkGrant), else the creator's, which a child can never shed.
+	switch {
+	case req.Entity != "":
+		info.Entity, info.EntityMetadata = req.Entity, req.EntityMetadata
+	case creator != nil:
+		info.Entity, info.EntityMetadata = creator.Entity, creator.EntityMetadata
+	}
+	// The lineage: a token made by a non-root token stays in its creator's
+	// (one rate-limit bucket for a token and every token it mints).
+	info.Lineage = info.GetAccessor()
+	if creator != nil && creator.Accessor != "" && !creator.Root() {
+		info.Lineage = creator.Lineage
+		if info.Lineage == "" {
+			info.Lineage = creator.Accessor
+		}
 	}
 	maxTTL := t.cfg.MaxTTL
 	if req.MaxTTL > 0 && req.MaxTTL < maxTTL {
@@ -216,6 +288,9 @@ func checkGrant(creator *Identity, req TokenRequest) error {
 	if req.Root || req.Orphan {
 		return fmt.Errorf("%w: only a root identity can create a root or orphan token", ErrPermissionDenied)
 	}
+	if (req.Entity != "" || len(req.EntityMetadata) > 0) && !req.EntityAdmin {
+		return fmt.Errorf("%w: binding a token to an entity needs a root identity or admin on %s", ErrPermissionDenied, EntityResource(req.Entity))
+	}
 	have := map[string]bool{}
 	if creator != nil {
 		for _, p := range creator.Policies {
@@ -224,7 +299,7 @@ func checkGrant(creator *Identity, req TokenRequest) error {
 	}
 	for _, p := range req.Policies {
 		if !have[p] {
-			return fmt.Errorf("%w: cannot grant policy %q that the caller does not hold", ErrPermissionDenied, p)
+			return fmt.Errorf("%w: cannot grant policy %.64q that the caller does not hold", ErrPermissionDenied, p)
 		}
 	}
 	return nil
@@ -307,7 +382,13 @@ func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, er
 	if t.expired(info) {
 		return nil, fmt.Errorf("%w: token expired", ErrUnauthenticated)
 	}
-	id := &Identity{Name: info.GetDisplayName(), Kind: KindToken, Policies: info.GetPolicies(), Metadata: info.GetMetadata(), Accessor: acc}
+	id := &Identity{
+		Name: info.GetDisplayName(), Kind: KindToken, Policies: info.GetPolicies(), Metadata: info.GetMetadata(), Accessor: acc,
+		Entity: info.GetEntity(), EntityMetadata: info.GetEntityMetadata(), Lineage: info.GetLineage(),
+	}
+	if id.Lineage == "" { // a record from before lineages
+		id.Lineage = acc
+	}
 	if id.Name == "" {
 		id.Name = "token-" + acc[:12]
 	}

@@ -581,7 +581,17 @@ type TokenInfo struct {
 	Metadata map[string]string `protobuf:"bytes,11,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Accessor of the token that created this one; revoking a token revokes its
 	// descendants. Empty for orphans (made by a non-token identity, or with orphan).
-	Parent        string `protobuf:"bytes,12,opt,name=parent,proto3" json:"parent,omitempty"`
+	Parent string `protobuf:"bytes,12,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Vouched identity: the entity an administrator bound to the token (or the
+	// mTLS subject or JWT claim of the identity that created it). Only this, never
+	// display_name or metadata, fills SSH principal templates and keys rate limits.
+	// Set by a root caller or one with admin on auth/entities/<entity>; children inherit it.
+	Entity string `protobuf:"bytes,13,opt,name=entity,proto3" json:"entity,omitempty"`
+	// Vouched metadata ({{identity.metadata.<key>}}); set and inherited with entity.
+	EntityMetadata map[string]string `protobuf:"bytes,14,rep,name=entity_metadata,json=entityMetadata,proto3" json:"entity_metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Accessor of the first token of this token's lineage (itself when created
+	// by a root, mTLS or JWT identity): tokens of one lineage share a rate-limit bucket.
+	Lineage       string `protobuf:"bytes,15,opt,name=lineage,proto3" json:"lineage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,6 +710,27 @@ func (x *TokenInfo) GetParent() string {
 	return ""
 }
 
+func (x *TokenInfo) GetEntity() string {
+	if x != nil {
+		return x.Entity
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetEntityMetadata() map[string]string {
+	if x != nil {
+		return x.EntityMetadata
+	}
+	return nil
+}
+
+func (x *TokenInfo) GetLineage() string {
+	if x != nil {
+		return x.Lineage
+	}
+	return ""
+}
+
 // CreateTokenRequest describes the token to make.
 type CreateTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -718,9 +749,14 @@ type CreateTokenRequest struct {
 	// Free-form metadata.
 	Metadata map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Make a token that does not die with the caller's token (root callers only).
-	Orphan        bool `protobuf:"varint,8,opt,name=orphan,proto3" json:"orphan,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Orphan bool `protobuf:"varint,8,opt,name=orphan,proto3" json:"orphan,omitempty"`
+	// Vouched entity (see TokenInfo.entity): root callers, or admin on
+	// auth/entities/<entity>; empty inherits the caller's.
+	Entity string `protobuf:"bytes,9,opt,name=entity,proto3" json:"entity,omitempty"`
+	// Vouched metadata, set with entity.
+	EntityMetadata map[string]string `protobuf:"bytes,10,rep,name=entity_metadata,json=entityMetadata,proto3" json:"entity_metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateTokenRequest) Reset() {
@@ -807,6 +843,20 @@ func (x *CreateTokenRequest) GetOrphan() bool {
 		return x.Orphan
 	}
 	return false
+}
+
+func (x *CreateTokenRequest) GetEntity() string {
+	if x != nil {
+		return x.Entity
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetEntityMetadata() map[string]string {
+	if x != nil {
+		return x.EntityMetadata
+	}
+	return nil
 }
 
 // CreateTokenResponse carries the secret, shown this once.
@@ -1583,7 +1633,7 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\x05names\x18\x01 \x03(\tR\x05names\")\n" +
 	"\x13DeletePolicyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14DeletePolicyResponse\"\xb8\x04\n" +
+	"\x14DeletePolicyResponse\"\x81\x06\n" +
 	"\tTokenInfo\x12\x1a\n" +
 	"\baccessor\x18\x01 \x01(\tR\baccessor\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1a\n" +
@@ -1600,10 +1650,16 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"created_by\x18\n" +
 	" \x01(\tR\tcreatedBy\x12?\n" +
 	"\bmetadata\x18\v \x03(\v2#.hsmgate.v1.TokenInfo.MetadataEntryR\bmetadata\x12\x16\n" +
-	"\x06parent\x18\f \x01(\tR\x06parent\x1a;\n" +
+	"\x06parent\x18\f \x01(\tR\x06parent\x12\x16\n" +
+	"\x06entity\x18\r \x01(\tR\x06entity\x12R\n" +
+	"\x0fentity_metadata\x18\x0e \x03(\v2).hsmgate.v1.TokenInfo.EntityMetadataEntryR\x0eentityMetadata\x12\x18\n" +
+	"\alineage\x18\x0f \x01(\tR\alineage\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13EntityMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x04\n" +
 	"\x12CreateTokenRequest\x12!\n" +
 	"\fdisplay_name\x18\x01 \x01(\tR\vdisplayName\x12\x1a\n" +
 	"\bpolicies\x18\x02 \x03(\tR\bpolicies\x12+\n" +
@@ -1612,8 +1668,14 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\trenewable\x18\x05 \x01(\bR\trenewable\x12\x12\n" +
 	"\x04root\x18\x06 \x01(\bR\x04root\x12H\n" +
 	"\bmetadata\x18\a \x03(\v2,.hsmgate.v1.CreateTokenRequest.MetadataEntryR\bmetadata\x12\x16\n" +
-	"\x06orphan\x18\b \x01(\bR\x06orphan\x1a;\n" +
+	"\x06orphan\x18\b \x01(\bR\x06orphan\x12\x16\n" +
+	"\x06entity\x18\t \x01(\tR\x06entity\x12[\n" +
+	"\x0fentity_metadata\x18\n" +
+	" \x03(\v22.hsmgate.v1.CreateTokenRequest.EntityMetadataEntryR\x0eentityMetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13EntityMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
@@ -1691,7 +1753,7 @@ func file_hsmgate_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_hsmgate_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hsmgate_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_hsmgate_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_hsmgate_v1_auth_proto_goTypes = []any{
 	(PolicyEffect)(0),             // 0: hsmgate.v1.PolicyEffect
 	(*PolicyRule)(nil),            // 1: hsmgate.v1.PolicyRule
@@ -1723,65 +1785,69 @@ var file_hsmgate_v1_auth_proto_goTypes = []any{
 	(*RevokeSelfResponse)(nil),    // 27: hsmgate.v1.RevokeSelfResponse
 	(*TokenRecord)(nil),           // 28: hsmgate.v1.TokenRecord
 	nil,                           // 29: hsmgate.v1.TokenInfo.MetadataEntry
-	nil,                           // 30: hsmgate.v1.CreateTokenRequest.MetadataEntry
-	nil,                           // 31: hsmgate.v1.LookupSelfResponse.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	nil,                           // 30: hsmgate.v1.TokenInfo.EntityMetadataEntry
+	nil,                           // 31: hsmgate.v1.CreateTokenRequest.MetadataEntry
+	nil,                           // 32: hsmgate.v1.CreateTokenRequest.EntityMetadataEntry
+	nil,                           // 33: hsmgate.v1.LookupSelfResponse.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
 }
 var file_hsmgate_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: hsmgate.v1.PolicyRule.effect:type_name -> hsmgate.v1.PolicyEffect
 	1,  // 1: hsmgate.v1.Policy.rules:type_name -> hsmgate.v1.PolicyRule
-	32, // 2: hsmgate.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
+	34, // 2: hsmgate.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 3: hsmgate.v1.WritePolicyRequest.policy:type_name -> hsmgate.v1.Policy
 	2,  // 4: hsmgate.v1.WritePolicyResponse.policy:type_name -> hsmgate.v1.Policy
 	2,  // 5: hsmgate.v1.ReadPolicyResponse.policy:type_name -> hsmgate.v1.Policy
-	32, // 6: hsmgate.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
-	32, // 7: hsmgate.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
-	32, // 8: hsmgate.v1.TokenInfo.max_expire_time:type_name -> google.protobuf.Timestamp
-	33, // 9: hsmgate.v1.TokenInfo.ttl:type_name -> google.protobuf.Duration
+	34, // 6: hsmgate.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	34, // 7: hsmgate.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	34, // 8: hsmgate.v1.TokenInfo.max_expire_time:type_name -> google.protobuf.Timestamp
+	35, // 9: hsmgate.v1.TokenInfo.ttl:type_name -> google.protobuf.Duration
 	29, // 10: hsmgate.v1.TokenInfo.metadata:type_name -> hsmgate.v1.TokenInfo.MetadataEntry
-	33, // 11: hsmgate.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	33, // 12: hsmgate.v1.CreateTokenRequest.max_ttl:type_name -> google.protobuf.Duration
-	30, // 13: hsmgate.v1.CreateTokenRequest.metadata:type_name -> hsmgate.v1.CreateTokenRequest.MetadataEntry
-	11, // 14: hsmgate.v1.CreateTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
-	11, // 15: hsmgate.v1.ListTokensResponse.tokens:type_name -> hsmgate.v1.TokenInfo
-	11, // 16: hsmgate.v1.LookupTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
-	11, // 17: hsmgate.v1.LookupSelfResponse.token:type_name -> hsmgate.v1.TokenInfo
-	31, // 18: hsmgate.v1.LookupSelfResponse.metadata:type_name -> hsmgate.v1.LookupSelfResponse.MetadataEntry
-	33, // 19: hsmgate.v1.RenewTokenRequest.increment:type_name -> google.protobuf.Duration
-	11, // 20: hsmgate.v1.RenewTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
-	33, // 21: hsmgate.v1.RenewSelfRequest.increment:type_name -> google.protobuf.Duration
-	11, // 22: hsmgate.v1.RenewSelfResponse.info:type_name -> hsmgate.v1.TokenInfo
-	11, // 23: hsmgate.v1.TokenRecord.info:type_name -> hsmgate.v1.TokenInfo
-	3,  // 24: hsmgate.v1.AuthService.WritePolicy:input_type -> hsmgate.v1.WritePolicyRequest
-	5,  // 25: hsmgate.v1.AuthService.ReadPolicy:input_type -> hsmgate.v1.ReadPolicyRequest
-	7,  // 26: hsmgate.v1.AuthService.ListPolicies:input_type -> hsmgate.v1.ListPoliciesRequest
-	9,  // 27: hsmgate.v1.AuthService.DeletePolicy:input_type -> hsmgate.v1.DeletePolicyRequest
-	12, // 28: hsmgate.v1.AuthService.CreateToken:input_type -> hsmgate.v1.CreateTokenRequest
-	14, // 29: hsmgate.v1.AuthService.ListTokens:input_type -> hsmgate.v1.ListTokensRequest
-	16, // 30: hsmgate.v1.AuthService.LookupToken:input_type -> hsmgate.v1.LookupTokenRequest
-	18, // 31: hsmgate.v1.AuthService.LookupSelf:input_type -> hsmgate.v1.LookupSelfRequest
-	20, // 32: hsmgate.v1.AuthService.RenewToken:input_type -> hsmgate.v1.RenewTokenRequest
-	22, // 33: hsmgate.v1.AuthService.RenewSelf:input_type -> hsmgate.v1.RenewSelfRequest
-	24, // 34: hsmgate.v1.AuthService.RevokeToken:input_type -> hsmgate.v1.RevokeTokenRequest
-	26, // 35: hsmgate.v1.AuthService.RevokeSelf:input_type -> hsmgate.v1.RevokeSelfRequest
-	4,  // 36: hsmgate.v1.AuthService.WritePolicy:output_type -> hsmgate.v1.WritePolicyResponse
-	6,  // 37: hsmgate.v1.AuthService.ReadPolicy:output_type -> hsmgate.v1.ReadPolicyResponse
-	8,  // 38: hsmgate.v1.AuthService.ListPolicies:output_type -> hsmgate.v1.ListPoliciesResponse
-	10, // 39: hsmgate.v1.AuthService.DeletePolicy:output_type -> hsmgate.v1.DeletePolicyResponse
-	13, // 40: hsmgate.v1.AuthService.CreateToken:output_type -> hsmgate.v1.CreateTokenResponse
-	15, // 41: hsmgate.v1.AuthService.ListTokens:output_type -> hsmgate.v1.ListTokensResponse
-	17, // 42: hsmgate.v1.AuthService.LookupToken:output_type -> hsmgate.v1.LookupTokenResponse
-	19, // 43: hsmgate.v1.AuthService.LookupSelf:output_type -> hsmgate.v1.LookupSelfResponse
-	21, // 44: hsmgate.v1.AuthService.RenewToken:output_type -> hsmgate.v1.RenewTokenResponse
-	23, // 45: hsmgate.v1.AuthService.RenewSelf:output_type -> hsmgate.v1.RenewSelfResponse
-	25, // 46: hsmgate.v1.AuthService.RevokeToken:output_type -> hsmgate.v1.RevokeTokenResponse
-	27, // 47: hsmgate.v1.AuthService.RevokeSelf:output_type -> hsmgate.v1.RevokeSelfResponse
-	36, // [36:48] is the sub-list for method output_type
-	24, // [24:36] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	30, // 11: hsmgate.v1.TokenInfo.entity_metadata:type_name -> hsmgate.v1.TokenInfo.EntityMetadataEntry
+	35, // 12: hsmgate.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	35, // 13: hsmgate.v1.CreateTokenRequest.max_ttl:type_name -> google.protobuf.Duration
+	31, // 14: hsmgate.v1.CreateTokenRequest.metadata:type_name -> hsmgate.v1.CreateTokenRequest.MetadataEntry
+	32, // 15: hsmgate.v1.CreateTokenRequest.entity_metadata:type_name -> hsmgate.v1.CreateTokenRequest.EntityMetadataEntry
+	11, // 16: hsmgate.v1.CreateTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
+	11, // 17: hsmgate.v1.ListTokensResponse.tokens:type_name -> hsmgate.v1.TokenInfo
+	11, // 18: hsmgate.v1.LookupTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
+	11, // 19: hsmgate.v1.LookupSelfResponse.token:type_name -> hsmgate.v1.TokenInfo
+	33, // 20: hsmgate.v1.LookupSelfResponse.metadata:type_name -> hsmgate.v1.LookupSelfResponse.MetadataEntry
+	35, // 21: hsmgate.v1.RenewTokenRequest.increment:type_name -> google.protobuf.Duration
+	11, // 22: hsmgate.v1.RenewTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
+	35, // 23: hsmgate.v1.RenewSelfRequest.increment:type_name -> google.protobuf.Duration
+	11, // 24: hsmgate.v1.RenewSelfResponse.info:type_name -> hsmgate.v1.TokenInfo
+	11, // 25: hsmgate.v1.TokenRecord.info:type_name -> hsmgate.v1.TokenInfo
+	3,  // 26: hsmgate.v1.AuthService.WritePolicy:input_type -> hsmgate.v1.WritePolicyRequest
+	5,  // 27: hsmgate.v1.AuthService.ReadPolicy:input_type -> hsmgate.v1.ReadPolicyRequest
+	7,  // 28: hsmgate.v1.AuthService.ListPolicies:input_type -> hsmgate.v1.ListPoliciesRequest
+	9,  // 29: hsmgate.v1.AuthService.DeletePolicy:input_type -> hsmgate.v1.DeletePolicyRequest
+	12, // 30: hsmgate.v1.AuthService.CreateToken:input_type -> hsmgate.v1.CreateTokenRequest
+	14, // 31: hsmgate.v1.AuthService.ListTokens:input_type -> hsmgate.v1.ListTokensRequest
+	16, // 32: hsmgate.v1.AuthService.LookupToken:input_type -> hsmgate.v1.LookupTokenRequest
+	18, // 33: hsmgate.v1.AuthService.LookupSelf:input_type -> hsmgate.v1.LookupSelfRequest
+	20, // 34: hsmgate.v1.AuthService.RenewToken:input_type -> hsmgate.v1.RenewTokenRequest
+	22, // 35: hsmgate.v1.AuthService.RenewSelf:input_type -> hsmgate.v1.RenewSelfRequest
+	24, // 36: hsmgate.v1.AuthService.RevokeToken:input_type -> hsmgate.v1.RevokeTokenRequest
+	26, // 37: hsmgate.v1.AuthService.RevokeSelf:input_type -> hsmgate.v1.RevokeSelfRequest
+	4,  // 38: hsmgate.v1.AuthService.WritePolicy:output_type -> hsmgate.v1.WritePolicyResponse
+	6,  // 39: hsmgate.v1.AuthService.ReadPolicy:output_type -> hsmgate.v1.ReadPolicyResponse
+	8,  // 40: hsmgate.v1.AuthService.ListPolicies:output_type -> hsmgate.v1.ListPoliciesResponse
+	10, // 41: hsmgate.v1.AuthService.DeletePolicy:output_type -> hsmgate.v1.DeletePolicyResponse
+	13, // 42: hsmgate.v1.AuthService.CreateToken:output_type -> hsmgate.v1.CreateTokenResponse
+	15, // 43: hsmgate.v1.AuthService.ListTokens:output_type -> hsmgate.v1.ListTokensResponse
+	17, // 44: hsmgate.v1.AuthService.LookupToken:output_type -> hsmgate.v1.LookupTokenResponse
+	19, // 45: hsmgate.v1.AuthService.LookupSelf:output_type -> hsmgate.v1.LookupSelfResponse
+	21, // 46: hsmgate.v1.AuthService.RenewToken:output_type -> hsmgate.v1.RenewTokenResponse
+	23, // 47: hsmgate.v1.AuthService.RenewSelf:output_type -> hsmgate.v1.RenewSelfResponse
+	25, // 48: hsmgate.v1.AuthService.RevokeToken:output_type -> hsmgate.v1.RevokeTokenResponse
+	27, // 49: hsmgate.v1.AuthService.RevokeSelf:output_type -> hsmgate.v1.RevokeSelfResponse
+	38, // [38:50] is the sub-list for method output_type
+	26, // [26:38] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_auth_proto_init() }
@@ -1795,7 +1861,7 @@ func file_hsmgate_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmgate_v1_auth_proto_rawDesc), len(file_hsmgate_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
