@@ -181,7 +181,7 @@ func TestBackupAttacks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := k.Versions[0].Reserved; got < limit {
+		if got := k.Versions[0].GetReserved(); got < limit {
 			t.Fatalf("restored v1 reserved %d, want %d (the count before the delete, not the backup's)", got, limit)
 		}
 		_, err = f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "cnt", KeyVersion: 1, Items: []*pb.EncryptItem{{}}})
@@ -267,8 +267,8 @@ func TestBackupSealed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if k.Versions[0].Reserved < renamedUsage {
-			t.Fatalf("copy's v1 reserved %d, want >= 2^32", k.Versions[0].Reserved)
+		if k.Versions[0].GetReserved() < renamedUsage {
+			t.Fatalf("copy's v1 reserved %d, want >= 2^32", k.Versions[0].GetReserved())
 		}
 		if got, c := f.decrypt("s-copy", ct, nil, nil); c != codes.OK || string(got) != "hello" {
 			t.Fatalf("copy decrypts %q %v", got, c)
@@ -290,7 +290,7 @@ func TestBackupSealed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := o.Versions[0].Reserved; r == 0 || r >= renamedUsage {
+		if r := o.Versions[0].GetReserved(); r == 0 || r >= renamedUsage {
 			t.Fatalf("original's v1 reserved %d after restore", r)
 		}
 	})
@@ -333,7 +333,7 @@ func FuzzRestoreBackup(f *testing.F) {
 		}
 		if k.Name != want.Name || k.Exportable != want.Exportable || k.MaxEncryptionsPerVersion != want.MaxEncryptionsPerVersion ||
 			k.LatestVersion != want.LatestVersion || k.AllowRestoreRename != want.AllowRestoreRename ||
-			k.Versions[0].Reserved < want.Versions[0].Reserved {
+			k.Versions[0].GetReserved() < want.Versions[0].GetReserved() {
 			t.Fatalf("restored %v from %x, want the backed-up key %v", k, b, want)
 		}
 		if err := fx.e.DeleteKey(ctx, k.Name); err != nil {

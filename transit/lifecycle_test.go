@@ -88,8 +88,8 @@ func TestImportExportBackupRestore(t *testing.T) {
 			t.Fatalf("restored %s: latest %d name %s", name, k.LatestVersion, k.Name)
 		}
 		for i, v := range k.Versions {
-			if v.Reserved < before.Versions[i].Reserved {
-				t.Fatalf("restored v%d count %d < %d before backup", v.Version, v.Reserved, before.Versions[i].Reserved)
+			if v.GetReserved() < before.Versions[i].GetReserved() {
+				t.Fatalf("restored v%d count %d < %d before backup", v.Version, v.GetReserved(), before.Versions[i].GetReserved())
 			}
 		}
 		for want, ct := range map[string][]byte{"v1": ct1, "v2": ct2} {

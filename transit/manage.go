@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hsmgate/hsmgate/internal/auth"
@@ -215,9 +216,12 @@ func (e *Engine) render(st *keyState, counts map[uint32]uint64) *pb.TransitKey {
 		CreateTime: rec.GetCreateTime(), UpdateTime: rec.GetUpdateTime(), AllowRestoreRename: rec.GetAllowRestoreRename(),
 	}
 	for _, vr := range rec.GetVersions() {
-		n := counts[vr.GetVersion()]
-		kv := &pb.TransitKeyVersion{Version: vr.GetVersion(), State: vr.GetState(), CreateTime: vr.GetCreateTime(),
-			Reserved: n, Used: n - min(n, e.unspent(rec.GetName(), keyID(rec), vr.GetVersion()))}
+		kv := &pb.TransitKeyVersion{Version: vr.GetVersion(), State: vr.GetState(), CreateTime: vr.GetCreateTime()}
+		if st.ti.kind == kindAEAD {
+			n := counts[vr.GetVersion()]
+			kv.Reserved = proto.Uint64(n)
+			kv.Used = proto.Uint64(n - min(n, e.unspent(rec.GetName(), keyID(rec), vr.GetVersion())))
+		}
 		if len(vr.GetPublicKey()) > 0 {
 			kv.PublicKeyPem = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: vr.GetPublicKey()}))
 		}

@@ -197,15 +197,15 @@ func TestUsageSmallBlocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := k.Versions[0]; got.Reserved != 10 || got.Used != 1 {
-		t.Fatalf("after 1 encryption: reserved %d used %d, want 10 and 1", got.Reserved, got.Used)
+	if got := k.Versions[0]; got.GetReserved() != 10 || got.GetUsed() != 1 {
+		t.Fatalf("after 1 encryption: reserved %d used %d, want 10 and 1", got.GetReserved(), got.GetUsed())
 	}
 	kb, err := b.GetKey(ctx, "sb")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := kb.Versions[0]; got.Reserved != 10 || got.Used != 10 {
-		t.Fatalf("seen from another replica: reserved %d used %d, want 10 and 10 (its blocks unknown there)", got.Reserved, got.Used)
+	if got := kb.Versions[0]; got.GetReserved() != 10 || got.GetUsed() != 10 {
+		t.Fatalf("seen from another replica: reserved %d used %d, want 10 and 10 (its blocks unknown there)", got.GetReserved(), got.GetUsed())
 	}
 	// Two replicas in turns: v1 serves (nearly) its whole limit.
 	perVersion := map[uint32]int{1: 1}
@@ -233,9 +233,9 @@ func TestUsageSmallBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := k.Versions[len(k.Versions)-1]
-	if got.Reserved != uint64(perVersion[latest.Version]) || got.Used != got.Reserved {
+	if got.GetReserved() != uint64(perVersion[latest.Version]) || got.GetUsed() != got.GetReserved() {
 		t.Fatalf("v%d after both engines closed: reserved %d used %d, want %d encryptions done (was reserved %d)",
-			latest.Version, got.Reserved, got.Used, perVersion[latest.Version], latest.Reserved)
+			latest.Version, got.GetReserved(), got.GetUsed(), perVersion[latest.Version], latest.GetReserved())
 	}
 }
 

@@ -43,7 +43,7 @@ func TestUsageLimitRotation(t *testing.T) {
 		t.Fatalf("v1 used %d times, want 7", perVersion[1])
 	}
 	k, _ := f.e.GetKey(ctx, "k")
-	if c := k.Versions[0].Reserved; c != 7 {
+	if c := k.Versions[0].GetReserved(); c != 7 {
 		t.Fatalf("v1 reserved %d after 7 encryptions with blocks of 1, want 7", c)
 	}
 	f.reopen()
@@ -58,8 +58,8 @@ func TestUsageLimitRotation(t *testing.T) {
 	}
 	k, _ = f.e.GetKey(ctx, "k")
 	for _, v := range k.Versions {
-		if v.Reserved < perVersion[v.Version] || v.Reserved > 10 {
-			t.Fatalf("v%d count %d, used %d: undercount or over limit", v.Version, v.Reserved, perVersion[v.Version])
+		if v.GetReserved() < perVersion[v.Version] || v.GetReserved() > 10 {
+			t.Fatalf("v%d count %d, used %d: undercount or over limit", v.Version, v.GetReserved(), perVersion[v.Version])
 		}
 	}
 	// A batch larger than what is left rotates before it runs.
@@ -258,8 +258,8 @@ func TestUsageConcurrent(t *testing.T) {
 	}
 	k, _ := f.e.GetKey(ctx, "c")
 	for _, v := range k.Versions {
-		if v.Reserved < perVersion[v.Version] {
-			t.Fatalf("v%d stored count %d below %d encryptions", v.Version, v.Reserved, perVersion[v.Version])
+		if v.GetReserved() < perVersion[v.Version] {
+			t.Fatalf("v%d stored count %d below %d encryptions", v.Version, v.GetReserved(), perVersion[v.Version])
 		}
 	}
 	if k.LatestVersion < workers*rounds*batch/limit {

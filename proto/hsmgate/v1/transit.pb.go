@@ -330,13 +330,16 @@ type TransitKeyVersion struct {
 	EncryptionCount uint64 `protobuf:"varint,4,opt,name=encryption_count,json=encryptionCount,proto3" json:"encryption_count,omitempty"`
 	// Public key (PEM, PKIX) of asymmetric versions.
 	PublicKeyPem string `protobuf:"bytes,5,opt,name=public_key_pem,json=publicKeyPem,proto3" json:"public_key_pem,omitempty"`
-	// Encryption keys: encryptions reserved in the store by every replica (an
-	// upper bound of the encryptions done; blocks are reserved ahead of use).
-	Reserved uint64 `protobuf:"varint,6,opt,name=reserved,proto3" json:"reserved,omitempty"`
-	// Encryption keys: reserved minus what the answering replica's own live
-	// reservations have not spent yet. Exact when no other replica holds an
-	// unspent block; otherwise an upper bound of the encryptions done.
-	Used          uint64 `protobuf:"varint,7,opt,name=used,proto3" json:"used,omitempty"`
+	// Encryption keys (absent for others): encryptions reserved in the store
+	// by every replica, an upper bound of the encryptions done (blocks are
+	// reserved ahead of use; a replica gives its unspent rest back on
+	// shutdown, a crashed one's rest stays counted).
+	Reserved *uint64 `protobuf:"varint,6,opt,name=reserved,proto3,oneof" json:"reserved,omitempty"`
+	// Encryption keys (absent for others): reserved minus what the answering
+	// replica's own live blocks have not spent yet. Exact when no other
+	// replica holds an unspent block; otherwise still an upper bound of the
+	// encryptions done (other replicas' unspent blocks count as used).
+	Used          *uint64 `protobuf:"varint,7,opt,name=used,proto3,oneof" json:"used,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -408,15 +411,15 @@ func (x *TransitKeyVersion) GetPublicKeyPem() string {
 }
 
 func (x *TransitKeyVersion) GetReserved() uint64 {
-	if x != nil {
-		return x.Reserved
+	if x != nil && x.Reserved != nil {
+		return *x.Reserved
 	}
 	return 0
 }
 
 func (x *TransitKeyVersion) GetUsed() uint64 {
-	if x != nil {
-		return x.Used
+	if x != nil && x.Used != nil {
+		return *x.Used
 	}
 	return 0
 }
@@ -4925,16 +4928,18 @@ var File_hsmgate_v1_transit_proto protoreflect.FileDescriptor
 const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\n" +
 	"\x18hsmgate/v1/transit.proto\x12\n" +
-	"hsmgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xa6\x02\n" +
+	"hsmgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc6\x02\n" +
 	"\x11TransitKeyVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1f.hsmgate.v1.TransitVersionStateR\x05state\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12-\n" +
 	"\x10encryption_count\x18\x04 \x01(\x04B\x02\x18\x01R\x0fencryptionCount\x12$\n" +
-	"\x0epublic_key_pem\x18\x05 \x01(\tR\fpublicKeyPem\x12\x1a\n" +
-	"\breserved\x18\x06 \x01(\x04R\breserved\x12\x12\n" +
-	"\x04used\x18\a \x01(\x04R\x04used\"\xaf\x06\n" +
+	"\x0epublic_key_pem\x18\x05 \x01(\tR\fpublicKeyPem\x12\x1f\n" +
+	"\breserved\x18\x06 \x01(\x04H\x00R\breserved\x88\x01\x01\x12\x17\n" +
+	"\x04used\x18\a \x01(\x04H\x01R\x04used\x88\x01\x01B\v\n" +
+	"\t_reservedB\a\n" +
+	"\x05_used\"\xaf\x06\n" +
 	"\n" +
 	"TransitKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
@@ -5586,6 +5591,7 @@ func file_hsmgate_v1_transit_proto_init() {
 	if File_hsmgate_v1_transit_proto != nil {
 		return
 	}
+	file_hsmgate_v1_transit_proto_msgTypes[0].OneofWrappers = []any{}
 	file_hsmgate_v1_transit_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
