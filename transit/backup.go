@@ -45,10 +45,12 @@ import (
 // backup, so it cannot be added). It carries exportable as it was (no
 // restore can set it). Usage counters are raised to at least the backup's,
 // never lowered (counters outlive their key, under its key_id). A renamed
-// copy gets a new key_id and its copied aes256-gcm versions are counted at
-// 2^32, above any limit: the copy never encrypts with the same material
-// under a second, independent counter; its first encryption rotates to
-// fresh material (an imported copy must import a new version first).
+// copy gets a new key_id and its copied versions of an encryption key are
+// counted at 2^32, the highest limit aes256-gcm accepts: the copy never
+// encrypts with the same material under a second, independent counter; its
+// first encryption rotates to fresh material (an imported copy must import
+// a new version first). (xchacha20-poly1305 without a limit has no nonce
+// bound to protect: its counts are informational.)
 //
 // Backups made before sealing (a bare TransitKeyBackup, whose fields
 // nothing authenticates) are refused with ErrInvalid: accepting them would
@@ -65,8 +67,9 @@ const (
 	maxBackupSize = 32 << 20
 	// maxWrappedBackupKey bounds the wrapped body key (KWP of the block).
 	maxWrappedBackupKey = 2 * backupKeyBlock
-	// renamedUsage is what a renamed copy's copied aes256-gcm versions are
-	// counted at: 2^32, the highest max_encryptions_per_version allowed.
+	// renamedUsage is what a renamed copy's copied versions of an encryption
+	// key are counted at: 2^32, the highest max_encryptions_per_version
+	// aes256-gcm allows.
 	renamedUsage = 1 << 32
 )
 
@@ -267,7 +270,7 @@ func (e *Engine) RestoreKey(ctx context.Context, backup []byte, newName string) 
 		if rec.KeyId, err = e.newKeyID(); err != nil {
 			return nil, err
 		}
-		if ti := keyTypes[rec.GetType()]; ti.kind == kindAEAD && ti.nonceSize == 12 {
+		if keyTypes[rec.GetType()].kind == kindAEAD {
 			for v := range counts {
 				counts[v] = max(counts[v], renamedUsage)
 			}

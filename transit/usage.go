@@ -215,6 +215,7 @@ func (u *usageCounter) release(ctx context.Context) error {
 			return fmt.Errorf("transit: return usage of %q v%d: %w", u.name, u.v, err)
 		}
 		u.reserved.Store(cur - rest)
+		u.e.metrics.reserved.WithLabelValues(u.name, strconv.FormatUint(uint64(u.v), 10)).Set(float64(cur - rest))
 		return nil
 	}
 	return fmt.Errorf("%w: usage of key %q v%d", ErrConflict, u.name, u.v)

@@ -97,7 +97,7 @@ func TestCreateRaceKeepsUsage(t *testing.T) {
 func TestCreateRaceManyReplicas(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	const limit, engines, perEngine = 20, 4, 150
+	const limit, engines, perEngine = 48, 4, 240
 	es := []*Engine{f.e}
 	for range engines - 1 {
 		es = append(es, newEngine(t, f))

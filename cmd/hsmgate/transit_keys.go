@@ -530,8 +530,8 @@ func newTransitKeysRestoreCmd() *cobra.Command {
 stdin) under the backup's name, which must be free. Usage counts are
 restored and never lowered. --name restores under another name only if the
 key was created with --allow-restore-rename; such a copy decrypts what the
-original encrypted, but its aes256-gcm versions never encrypt again there
-(the copy's first encryption rotates to fresh material). Needs the "create"
+original encrypted, but the copied versions of an encryption key never
+encrypt again there (the copy's first encryption rotates to fresh material). Needs the "create"
 capability on transit/keys/<name>.`,
 		Example: `  hsmgate transit keys restore --in k1.backup
   hsmgate transit keys backup k1 | hsmgate transit keys restore --name k1-copy   # needs --allow-restore-rename on k1`,

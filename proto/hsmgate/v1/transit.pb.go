@@ -1844,8 +1844,9 @@ type RestoreKeyRequest struct {
 	Backup []byte                 `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
 	// Empty or the backup's own name: restore under that name. Another name
 	// only if the key was created with allow_restore_rename; such a copy never
-	// encrypts with the copied aes256-gcm versions (they would get a second
-	// usage counter): its first encryption rotates to fresh material.
+	// encrypts with the copied versions of an encryption key (they would get a
+	// second usage counter; they are counted at 2^32 there): its first
+	// encryption rotates to fresh material.
 	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
