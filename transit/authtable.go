@@ -65,10 +65,7 @@ func AuthTable() auth.Table {
 			r := m.(*pb.RestoreKeyRequest)
 			name := r.GetName()
 			if name == "" {
-				var b pb.TransitKeyBackup
-				if err := proto.Unmarshal(r.GetBackup(), &b); err == nil {
-					name = b.GetKey().GetName()
-				}
+				name = BackupName(r.GetBackup())
 			}
 			return key(func(proto.Message) string { return name })(m)
 		}},

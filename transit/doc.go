@@ -77,16 +77,46 @@
 //
 // # Usage counting
 //
-// Encryption keys count encryptions per version by reserving blocks
-// (Config.UsageBlock, default 65536) in "transit/usage/<name>/<version>"
-// by compare-and-swap: one store write per block, an atomic add per batch.
-// The stored value is an upper bound of the encryptions done by all
-// processes; a restart wastes the rest of a block and never reuses it.
-// When a version cannot give a batch its count under
-// max_encryptions_per_version (aes256-gcm default 2^32 - 2^20, below NIST
-// SP 800-38D's 2^32 random-nonce limit), the key rotates (once, whichever
-// process gets there first) and the batch uses the new version; reserving
-// the last block of a version starts that rotation in the background.
+// Encryption keys count encryptions per version by reserving blocks in
+// "transit/usage/<name>/<key_id hex>/<version>" by compare-and-swap: one
+// store write per block, an atomic add per batch. A block is
+// Config.UsageBlock (default 65536), but at most max_encryptions_per_version/16
+// (at least 1), so that a small limit is shared by the replicas in small
+// blocks instead of being taken whole by the first. The stored value
+// ("reserved" in the API) is an upper bound of the encryptions done by all
+// processes: Close gives the unspent rest of this process's blocks back, a
+// crash wastes it, nothing ever reuses it. "used" is reserved minus what
+// the answering process's own blocks have not spent: exact when no other
+// replica holds an unspent block, else still an upper bound. When a version
+// cannot give a batch its count under max_encryptions_per_version
+// (aes256-gcm default 2^32 - 2^20, below NIST SP 800-38D's 2^32
+// random-nonce limit), the key rotates (once, whichever process gets there
+// first) and the batch uses the new version; reserving the last block of a
+// version starts that rotation in the background.
+//
+// Counters belong to a key's material, not to its name: key_id (16 random
+// bytes made at creation, kept by backups) names them. CreateKey touches no
+// counter before its must-not-exist write (a losing concurrent create once
+// deleted the winner's), a new key of a reused name starts at zero, and
+// counters outlive DeleteKey and TrimKey so that restoring a backup finds
+// and keeps them (the larger of the stored and the backed-up value).
+//
+// # Backups
+//
+// BackupKey seals the whole key (record, flags, limits, versions with their
+// KEK-wrapped material, usage counts) with AES-256-GCM under a per-backup
+// key that is KWP-wrapped by the KEK inside the HSM; RestoreKey refuses
+// anything that does not authenticate, so a backup cannot gain exportable,
+// lift its limit or lose its counters. A backup restores under its own name;
+// under another only if the key was created with allow_restore_rename, and
+// then the copy never encrypts with the copied aes256-gcm versions. Backups
+// of earlier, unsealed versions are refused. backup.go has the format.
+//
+// # Commits
+//
+// A write that committed is reported as done: if the new snapshot cannot be
+// built afterwards (HSM away), the cause is logged with the request ID and
+// the key reloads on its next use.
 //
 // # Errors
 //

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/keystore"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -170,12 +171,21 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// Close stops the watch. The store and HSM stay open (they belong to the caller).
+// Close stops the watch and gives the unspent rest of this process's usage
+// blocks back to the store (bounded by closeTimeout; what cannot be given
+// back stays counted). The store and HSM stay open (they belong to the
+// caller). Call it once, after the last request.
 func (e *Engine) Close() error {
 	e.cancel()
 	<-e.done
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	e.releaseUsage(ctx)
 	return nil
 }
+
+// closeTimeout bounds the store writes of Close.
+const closeTimeout = 5 * time.Second
 
 // watch applies changes made by any process to cached keys. A cut-off watch
 // is restarted and, once it is back, the whole cache dropped (keys reload on
@@ -353,12 +363,7 @@ func (e *Engine) update(ctx context.Context, name string, fn func(rec *pb.Transi
 			var newRev int64
 			newRev, err = e.putRecord(ctx, rec, rev)
 			if err == nil {
-				st, err := e.build(ctx, rec, newRev, e.cached(name))
-				if err != nil {
-					return nil, err
-				}
-				e.install(name, st)
-				return st, nil
+				return e.committed(ctx, rec, newRev, e.cached(name)), nil
 			}
 		}
 		for _, u := range undo {
@@ -372,6 +377,27 @@ func (e *Engine) update(ctx context.Context, name string, fn func(rec *pb.Transi
 }
 
 var errNoChange = errors.New("transit: no change")
+
+// committed installs and returns the snapshot of a record this process has
+// just written. The write stands whatever happens here: if the snapshot
+// cannot be built (the HSM or the KEK away for a moment), the cause is
+// logged with the request ID, the cached snapshot is dropped so that the key
+// reloads on its next use, and a snapshot without material is returned for
+// the caller to describe. A committed write never reports failure.
+func (e *Engine) committed(ctx context.Context, rec *pb.TransitKeyRecord, rev int64, prev *keyState) *keyState {
+	name := rec.GetName()
+	st, err := e.build(ctx, rec, rev, prev)
+	if err == nil {
+		e.install(name, st)
+		return st
+	}
+	reqID, _ := auth.RequestID(ctx)
+	e.log.Error("transit: key written, but its new snapshot did not load; it reloads on next use",
+		"key", name, "revision", rev, "request_id", reqID, "err", err)
+	e.epoch.Add(1)
+	e.cache.Delete(name)
+	return &keyState{rec: rec, rev: rev, ti: keyTypes[rec.GetType()]}
+}
 
 func (e *Engine) putRecord(ctx context.Context, rec *pb.TransitKeyRecord, expect int64) (int64, error) {
 	b, err := proto.Marshal(rec)

@@ -58,7 +58,7 @@ func TestImportExportBackupRestore(t *testing.T) {
 	wantCode(t, "wrapped for another key", err, codes.InvalidArgument)
 
 	// Backup / restore.
-	f.create("b", pb.TransitKeyType_TRANSIT_KEY_TYPE_XCHACHA20_POLY1305, wrapped, func(r *pb.CreateKeyRequest) { r.DeletionAllowed = true })
+	f.create("b", pb.TransitKeyType_TRANSIT_KEY_TYPE_XCHACHA20_POLY1305, wrapped, func(r *pb.CreateKeyRequest) { r.DeletionAllowed, r.AllowRestoreRename = true, true })
 	ct1 := f.encrypt("b", []byte("v1"), nil, nil)
 	if _, err := f.e.RotateKey(ctx, "b"); err != nil {
 		t.Fatal(err)
@@ -88,8 +88,8 @@ func TestImportExportBackupRestore(t *testing.T) {
 			t.Fatalf("restored %s: latest %d name %s", name, k.LatestVersion, k.Name)
 		}
 		for i, v := range k.Versions {
-			if v.EncryptionCount < before.Versions[i].EncryptionCount {
-				t.Fatalf("restored v%d count %d < %d before backup", v.Version, v.EncryptionCount, before.Versions[i].EncryptionCount)
+			if v.GetReserved() < before.Versions[i].GetReserved() {
+				t.Fatalf("restored v%d count %d < %d before backup", v.Version, v.GetReserved(), before.Versions[i].GetReserved())
 			}
 		}
 		for want, ct := range map[string][]byte{"v1": ct1, "v2": ct2} {

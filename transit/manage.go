@@ -7,12 +7,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/keystore"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -24,6 +27,7 @@ type keyOptions struct {
 	residency                       pb.TransitResidency
 	derived, convergent, exportable bool
 	deletionAllowed, imported       bool
+	allowRename                     bool
 	autoRotate                      *durationpb.Duration
 	maxEncryptions                  uint64
 }
@@ -86,18 +90,31 @@ func checkPeriod(d *durationpb.Duration) error {
 	return nil
 }
 
-func (e *Engine) newRecord(o *keyOptions) *pb.TransitKeyRecord {
+func (e *Engine) newRecord(o *keyOptions) (*pb.TransitKeyRecord, error) {
+	id, err := e.newKeyID()
+	if err != nil {
+		return nil, err
+	}
 	now := ts(e.clock.Now())
 	rec := &pb.TransitKeyRecord{
 		Name: o.name, Type: o.typ, Residency: o.residency, Derived: o.derived, Convergent: o.convergent,
 		Exportable: o.exportable, DeletionAllowed: o.deletionAllowed, Imported: o.imported,
 		MinDecryptionVersion: 1, MinAvailableVersion: 1, MaxEncryptionsPerVersion: o.maxEncryptions,
-		CreateTime: now, UpdateTime: now,
+		CreateTime: now, UpdateTime: now, AllowRestoreRename: o.allowRename, KeyId: id,
 	}
 	if o.autoRotate.AsDuration() > 0 {
 		rec.AutoRotatePeriod = o.autoRotate
 	}
-	return rec
+	return rec, nil
+}
+
+// newKeyID returns a random 16-byte key_id (from Config.Rand).
+func (e *Engine) newKeyID() ([]byte, error) {
+	id := make([]byte, 16)
+	if _, err := io.ReadFull(e.rand, id); err != nil {
+		return nil, fmt.Errorf("transit: random key id: %w", err)
+	}
+	return id, nil
 }
 
 // create stores a new record with one version (raw: imported material).
@@ -110,13 +127,18 @@ func (e *Engine) create(ctx context.Context, o *keyOptions, raw []byte) (*keySta
 	} else if !errors.Is(err, keystore.ErrNotFound) {
 		return nil, fmt.Errorf("transit: create %q: %w", o.name, err)
 	}
-	rec := e.newRecord(o)
+	rec, err := e.newRecord(o)
+	if err != nil {
+		return nil, err
+	}
 	vr, undo, err := e.newVersion(ctx, rec, 1, raw)
 	if err != nil {
 		return nil, err
 	}
 	rec.Versions, rec.LatestVersion, rec.LastRotateTime = []*pb.TransitKeyVersionRecord{vr}, 1, rec.CreateTime
-	e.deleteUsage(ctx, o.name, 0) // leftovers of an earlier key of this name
+	// No usage counter is touched before the must-not-exist write: this
+	// key's counters live under its own fresh key_id, so an earlier key of
+	// this name, or a concurrent create that wins, keeps its counters.
 	rev, err := e.putRecord(ctx, rec, keystore.MustNotExist)
 	if err != nil {
 		undo()
@@ -125,12 +147,7 @@ func (e *Engine) create(ctx context.Context, o *keyOptions, raw []byte) (*keySta
 		}
 		return nil, err
 	}
-	st, err := e.build(ctx, rec, rev, nil)
-	if err != nil {
-		return nil, err
-	}
-	e.install(o.name, st)
-	return st, nil
+	return e.committed(ctx, rec, rev, nil), nil
 }
 
 // CreateKey makes a new key with version 1. ErrKeyExists if the name is
@@ -140,11 +157,12 @@ func (e *Engine) CreateKey(ctx context.Context, req *pb.CreateKeyRequest) (*pb.T
 		name: req.GetName(), typ: req.GetType(), residency: req.GetResidency(), derived: req.GetDerived(),
 		convergent: req.GetConvergent(), exportable: req.GetExportable(), deletionAllowed: req.GetDeletionAllowed(),
 		autoRotate: req.GetAutoRotatePeriod(), maxEncryptions: req.GetMaxEncryptionsPerVersion(),
+		allowRename: req.GetAllowRestoreRename(),
 	}, nil)
 	if err != nil {
 		return nil, err
 	}
-	return e.describe(ctx, st)
+	return e.describeCommitted(ctx, st), nil
 }
 
 // GetKey returns a key's metadata with per-version state and counts.
@@ -159,8 +177,35 @@ func (e *Engine) GetKey(ctx context.Context, name string) (*pb.TransitKey, error
 	return e.describe(ctx, &keyState{rec: rec, rev: rev, ti: keyTypes[rec.GetType()]})
 }
 
-// describe renders a snapshot as the API's TransitKey.
+// describe renders a snapshot as the API's TransitKey, with each version's
+// usage read from the store.
 func (e *Engine) describe(ctx context.Context, st *keyState) (*pb.TransitKey, error) {
+	var counts map[uint32]uint64
+	if st.ti.kind == kindAEAD {
+		var err error
+		if counts, err = e.usageCounts(ctx, st.rec.GetName(), keyID(st.rec)); err != nil {
+			return nil, err
+		}
+	}
+	return e.render(st, counts), nil
+}
+
+// describeCommitted is describe after a write that committed: it cannot
+// fail. If the usage counts cannot be read, it logs why and leaves them out
+// (reserved and used 0); the write is reported as done, which it is.
+func (e *Engine) describeCommitted(ctx context.Context, st *keyState) *pb.TransitKey {
+	k, err := e.describe(ctx, st)
+	if err == nil {
+		return k
+	}
+	reqID, _ := auth.RequestID(ctx)
+	e.log.Warn("transit: key written; its usage counts could not be read for the answer",
+		"key", st.rec.GetName(), "request_id", reqID, "err", err)
+	return e.render(st, nil)
+}
+
+// render builds the TransitKey of a snapshot and its stored usage counts.
+func (e *Engine) render(st *keyState, counts map[uint32]uint64) *pb.TransitKey {
 	rec := st.rec
 	k := &pb.TransitKey{
 		Name: rec.GetName(), Type: rec.GetType(), Residency: rec.GetResidency(), Derived: rec.GetDerived(),
@@ -168,24 +213,21 @@ func (e *Engine) describe(ctx context.Context, st *keyState) (*pb.TransitKey, er
 		Imported: rec.GetImported(), LatestVersion: rec.GetLatestVersion(),
 		MinDecryptionVersion: rec.GetMinDecryptionVersion(), MinEncryptionVersion: rec.GetMinEncryptionVersion(),
 		AutoRotatePeriod: rec.GetAutoRotatePeriod(), MaxEncryptionsPerVersion: rec.GetMaxEncryptionsPerVersion(),
-		CreateTime: rec.GetCreateTime(), UpdateTime: rec.GetUpdateTime(),
-	}
-	var counts map[uint32]uint64
-	if st.ti.kind == kindAEAD {
-		var err error
-		if counts, err = e.usageCounts(ctx, rec.GetName()); err != nil {
-			return nil, err
-		}
+		CreateTime: rec.GetCreateTime(), UpdateTime: rec.GetUpdateTime(), AllowRestoreRename: rec.GetAllowRestoreRename(),
 	}
 	for _, vr := range rec.GetVersions() {
-		kv := &pb.TransitKeyVersion{Version: vr.GetVersion(), State: vr.GetState(), CreateTime: vr.GetCreateTime(),
-			EncryptionCount: counts[vr.GetVersion()]}
+		kv := &pb.TransitKeyVersion{Version: vr.GetVersion(), State: vr.GetState(), CreateTime: vr.GetCreateTime()}
+		if st.ti.kind == kindAEAD {
+			n := counts[vr.GetVersion()]
+			kv.Reserved = proto.Uint64(n)
+			kv.Used = proto.Uint64(n - min(n, e.unspent(rec.GetName(), keyID(rec), vr.GetVersion())))
+		}
 		if len(vr.GetPublicKey()) > 0 {
 			kv.PublicKeyPem = string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: vr.GetPublicKey()}))
 		}
 		k.Versions = append(k.Versions, kv)
 	}
-	return k, nil
+	return k
 }
 
 // ListKeys returns key names in order after pageToken, at most pageSize
@@ -250,7 +292,7 @@ func (e *Engine) RotateKey(ctx context.Context, name string) (*pb.TransitKey, er
 		return nil, err
 	}
 	e.metrics.rotations.WithLabelValues(name, "rpc").Inc()
-	return e.describe(ctx, st)
+	return e.describeCommitted(ctx, st), nil
 }
 
 // UpdateKeyConfig changes the settings present in req, with Vault's rules:
@@ -319,7 +361,7 @@ func (e *Engine) UpdateKeyConfig(ctx context.Context, req *pb.UpdateKeyConfigReq
 	if err != nil {
 		return nil, err
 	}
-	return e.describe(ctx, st)
+	return e.describeCommitted(ctx, st), nil
 }
 
 // SetVersionEnabled disables or enables one version. The latest version
@@ -354,7 +396,7 @@ func (e *Engine) SetVersionEnabled(ctx context.Context, name string, n uint32, e
 	if err != nil {
 		return nil, err
 	}
-	return e.describe(ctx, st)
+	return e.describeCommitted(ctx, st), nil
 }
 
 // TrimKey destroys every version below minAvailable: wrapped blobs are
@@ -395,8 +437,9 @@ func (e *Engine) TrimKey(ctx context.Context, name string, minAvailable uint32) 
 	for _, l := range labels {
 		e.destroyHSM(l)
 	}
-	e.deleteUsage(ctx, name, minAvailable)
-	return e.describe(ctx, st)
+	// The trimmed versions' usage counters stay: a backup from before the
+	// trim may bring their material back, and must find its count.
+	return e.describeCommitted(ctx, st), nil
 }
 
 // DeleteKey removes a key whose deletion_allowed is set (ErrNotAllowed
@@ -427,7 +470,9 @@ func (e *Engine) DeleteKey(ctx context.Context, name string) error {
 		for _, vr := range rec.GetVersions() {
 			e.destroyHSM(vr.GetHsmLabel())
 		}
-		e.deleteUsage(ctx, name, 0)
+		// The usage counters stay (under this key's key_id): restoring a
+		// backup of this key must find them, or it would count from the
+		// backup's older values. A new key of this name has another key_id.
 		return nil
 	}
 	return fmt.Errorf("%w: key %q", ErrConflict, name)

@@ -86,7 +86,7 @@ func (e *Engine) build(ctx context.Context, rec *pb.TransitKeyRecord, rev int64,
 		v := &version{n: n, state: vr.GetState(), created: vr.GetCreateTime().AsTime(),
 			wrapped: vr.GetWrappedMaterial(), hsmLabel: vr.GetHsmLabel()}
 		if ti.kind == kindAEAD {
-			v.usage = e.usageCounter(rec.GetName(), n)
+			v.usage = e.usageCounter(rec.GetName(), keyID(rec), n)
 		}
 		if len(vr.GetPublicKey()) > 0 {
 			pub, err := x509.ParsePKIXPublicKey(vr.GetPublicKey())

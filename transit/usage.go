@@ -2,6 +2,7 @@ package transit
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -17,13 +18,15 @@ import (
 
 // usageCounter counts one version's encryptions in this process. It
 // reserves blocks of the count in the store by compare-and-swap on
-// UsagePrefix+name+"/"+version, so the stored value is always at least the
-// number of encryptions done by every process: a crash or restart wastes the
-// rest of a block, never reuses it. Taking from a reserved block is one
-// atomic add; the mutex is taken only to reserve the next block.
+// usagePath(name, key id, version), so the stored value is always at least
+// the number of encryptions done by every process: a crash wastes the rest
+// of a block, never reuses it; Close gives the rest back. Taking from a
+// reserved block is one atomic add; the mutex is taken only to reserve the
+// next block or to release one.
 type usageCounter struct {
 	e    *Engine
 	name string
+	id   string // hex key_id; "" for keys made before key_id
 	v    uint32
 	key  string
 
@@ -37,22 +40,55 @@ type usageBlock struct {
 	used atomic.Uint64
 }
 
+// unspent returns what this process has reserved in b but not used.
+func (b *usageBlock) unspent() uint64 {
+	if b == nil {
+		return 0
+	}
+	return b.size - min(b.used.Load(), b.size)
+}
+
 type usageKey struct {
-	name string
-	v    uint32
+	name, id string
+	v        uint32
 }
 
-func usagePath(name string, v uint32) string {
-	return UsagePrefix + name + "/" + strconv.FormatUint(uint64(v), 10)
+// usagePrefix is where a key's counters live: UsagePrefix + name + "/" +
+// hex(key_id) + "/" (UsagePrefix + name + "/" for keys without key_id). A
+// counter belongs to one key's material, not to its name: a new key of a
+// deleted key's name starts at zero, and a restored key finds its own.
+func usagePrefix(name, id string) string {
+	if id == "" {
+		return UsagePrefix + name + "/"
+	}
+	return UsagePrefix + name + "/" + id + "/"
 }
 
-func (e *Engine) usageCounter(name string, v uint32) *usageCounter {
-	k := usageKey{name, v}
+func usagePath(name, id string, v uint32) string {
+	return usagePrefix(name, id) + strconv.FormatUint(uint64(v), 10)
+}
+
+func keyID(rec *pb.TransitKeyRecord) string { return hex.EncodeToString(rec.GetKeyId()) }
+
+func (e *Engine) usageCounter(name, id string, v uint32) *usageCounter {
+	k := usageKey{name, id, v}
 	if c, ok := e.usage.Load(k); ok {
 		return c.(*usageCounter)
 	}
-	c, _ := e.usage.LoadOrStore(k, &usageCounter{e: e, name: name, v: v, key: usagePath(name, v)})
+	c, _ := e.usage.LoadOrStore(k, &usageCounter{e: e, name: name, id: id, v: v, key: usagePath(name, id, v)})
 	return c.(*usageCounter)
+}
+
+// blockSize is how many encryptions one reservation takes: Config.UsageBlock,
+// but at most limit/16 (at least 1) so that a small limit is shared in small
+// blocks by several replicas instead of being taken whole by the first; and
+// at least n, the batch being served.
+func (e *Engine) blockSize(n, limit uint64) uint64 {
+	size := e.cfg.UsageBlock
+	if limit > 0 {
+		size = min(size, max(limit/16, 1))
+	}
+	return max(size, n)
 }
 
 func (e *Engine) forgetUsage(name string) {
@@ -89,7 +125,7 @@ func (u *usageCounter) refill(ctx context.Context, old *usageBlock, n, limit uin
 		if err != nil {
 			return err
 		}
-		size := max(u.e.cfg.UsageBlock, n)
+		size := u.e.blockSize(n, limit)
 		if limit > 0 {
 			if cur >= limit || limit-cur < n {
 				return fmt.Errorf("%w: key %q v%d reached %d encryptions", ErrUsageExhausted, u.name, u.v, limit)
@@ -135,15 +171,87 @@ func (e *Engine) readUsage(ctx context.Context, key string) (uint64, int64, erro
 	return r.GetReserved(), ent.Revision, nil
 }
 
+// release gives the unspent rest of this process's block back to the
+// store (Close calls it): the block is closed first, so no encryption can
+// take from it afterwards, then its rest is subtracted by compare-and-swap.
+// The stored value stays an upper bound: it is the sum of the blocks handed
+// out, minus what their holders gave back unused.
+func (u *usageCounter) release(ctx context.Context) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	b := u.blk.Swap(nil)
+	if b == nil {
+		return nil
+	}
+	var rest uint64
+	for {
+		used := b.used.Load()
+		if used >= b.size {
+			return nil
+		}
+		// Past the end: every later take from b fails and goes to refill.
+		if b.used.CompareAndSwap(used, b.size+1) {
+			rest = b.size - used
+			break
+		}
+	}
+	for range maxCASRetries {
+		cur, rev, err := u.e.readUsage(ctx, u.key)
+		if err != nil {
+			return err
+		}
+		if rev == keystore.MustNotExist || cur < rest {
+			return nil // not ours to lower
+		}
+		val, err := proto.Marshal(&pb.TransitUsageRecord{Reserved: cur - rest})
+		if err != nil {
+			return err
+		}
+		_, err = u.e.store.Put(ctx, u.key, val, rev)
+		if errors.Is(err, keystore.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("transit: return usage of %q v%d: %w", u.name, u.v, err)
+		}
+		u.reserved.Store(cur - rest)
+		u.e.metrics.reserved.WithLabelValues(u.name, strconv.FormatUint(uint64(u.v), 10)).Set(float64(cur - rest))
+		return nil
+	}
+	return fmt.Errorf("%w: usage of key %q v%d", ErrConflict, u.name, u.v)
+}
+
+// releaseUsage returns every counter's unspent block (Close).
+func (e *Engine) releaseUsage(ctx context.Context) {
+	e.usage.Range(func(_, c any) bool {
+		u := c.(*usageCounter)
+		if err := u.release(ctx); err != nil {
+			e.log.Warn("transit: could not return an unused usage block; it stays counted", "key", u.name, "version", u.v, "err", err)
+		}
+		return true
+	})
+}
+
+// unspent is what this process has reserved for a version and not used.
+func (e *Engine) unspent(name, id string, v uint32) uint64 {
+	c, ok := e.usage.Load(usageKey{name, id, v})
+	if !ok {
+		return 0
+	}
+	return c.(*usageCounter).blk.Load().unspent()
+}
+
 // usageCounts reads every version's stored reservation of a key.
-func (e *Engine) usageCounts(ctx context.Context, name string) (map[uint32]uint64, error) {
-	ents, err := e.store.List(ctx, UsagePrefix+name+"/")
+func (e *Engine) usageCounts(ctx context.Context, name, id string) (map[uint32]uint64, error) {
+	prefix := usagePrefix(name, id)
+	ents, err := e.store.List(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("transit: list usage of %q: %w", name, err)
 	}
 	out := make(map[uint32]uint64, len(ents))
 	for _, ent := range ents {
-		v, err := strconv.ParseUint(strings.TrimPrefix(ent.Key, UsagePrefix+name+"/"), 10, 32)
+		// Under a legacy prefix, other key ids' counters have a '/' more: skipped.
+		v, err := strconv.ParseUint(strings.TrimPrefix(ent.Key, prefix), 10, 32)
 		if err != nil {
 			continue
 		}
@@ -155,19 +263,32 @@ func (e *Engine) usageCounts(ctx context.Context, name string) (map[uint32]uint6
 	return out, nil
 }
 
-// deleteUsage removes stored counters of the given versions (all if nil).
-func (e *Engine) deleteUsage(ctx context.Context, name string, below uint32) {
-	ents, err := e.store.List(ctx, UsagePrefix+name+"/")
-	if err != nil {
-		return
-	}
-	for _, ent := range ents {
-		v, err := strconv.ParseUint(strings.TrimPrefix(ent.Key, UsagePrefix+name+"/"), 10, 32)
-		if err != nil || (below > 0 && uint32(v) >= below) {
+// raiseUsage sets a version's stored reservation to at least n (never
+// lower), by compare-and-swap.
+func (e *Engine) raiseUsage(ctx context.Context, name, id string, v uint32, n uint64) error {
+	key := usagePath(name, id, v)
+	for range maxCASRetries {
+		cur, rev, err := e.readUsage(ctx, key)
+		if err != nil {
+			return err
+		}
+		if rev != keystore.MustNotExist && cur >= n {
+			return nil
+		}
+		val, err := proto.Marshal(&pb.TransitUsageRecord{Reserved: n})
+		if err != nil {
+			return err
+		}
+		_, err = e.store.Put(ctx, key, val, rev)
+		if errors.Is(err, keystore.ErrConflict) {
 			continue
 		}
-		_ = e.store.Delete(ctx, ent.Key, keystore.AnyRevision)
+		if err != nil {
+			return fmt.Errorf("transit: write usage of %q v%d: %w", name, v, err)
+		}
+		return nil
 	}
+	return fmt.Errorf("%w: usage of key %q v%d", ErrConflict, name, v)
 }
 
 // rotateForUsage rotates name if its latest version is still from: the

@@ -22,10 +22,10 @@ func latestOf(t testing.TB, e *Engine, name string) uint32 {
 	return k.LatestVersion
 }
 
-// TestUsageLimitRotation: with max 10 encryptions per version and blocks
-// of 4, the key rotates itself before any version exceeds 10, the counts
-// survive a restart (reopened engine on the same bbolt file) and never
-// undercount: the stored count is at least the encryptions done.
+// TestUsageLimitRotation: with max 10 encryptions per version (blocks of
+// max(10/16, 1) = 1), the key rotates itself before any version exceeds 10,
+// the counts survive a restart (reopened engine on the same bbolt file) and
+// never undercount: the stored count is at least the encryptions done.
 func TestUsageLimitRotation(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.UsageBlock = 4 })
 	ctx := context.Background()
@@ -43,23 +43,23 @@ func TestUsageLimitRotation(t *testing.T) {
 		t.Fatalf("v1 used %d times, want 7", perVersion[1])
 	}
 	k, _ := f.e.GetKey(ctx, "k")
-	if c := k.Versions[0].EncryptionCount; c < 7 || c > 8 {
-		t.Fatalf("v1 count %d after 7 encryptions with blocks of 4, want 8", c)
+	if c := k.Versions[0].GetReserved(); c != 7 {
+		t.Fatalf("v1 reserved %d after 7 encryptions with blocks of 1, want 7", c)
 	}
-	f.reopen() // the rest of the block (1) is wasted, never reused
+	f.reopen()
 	enc(6)
 	for v, n := range perVersion {
 		if n > 10 {
 			t.Fatalf("v%d used %d times, over the limit 10", v, n)
 		}
 	}
-	if perVersion[1] > 9 || perVersion[2] == 0 {
-		t.Fatalf("after restart: per version %v; want v1 <= 9 (a block wasted) and v2 used", perVersion)
+	if perVersion[1] != 10 || perVersion[2] != 3 {
+		t.Fatalf("after restart: per version %v; want v1 10 (nothing wasted) and v2 3", perVersion)
 	}
 	k, _ = f.e.GetKey(ctx, "k")
 	for _, v := range k.Versions {
-		if v.EncryptionCount < perVersion[v.Version] || v.EncryptionCount > 10 {
-			t.Fatalf("v%d count %d, used %d: undercount or over limit", v.Version, v.EncryptionCount, perVersion[v.Version])
+		if v.GetReserved() < perVersion[v.Version] || v.GetReserved() > 10 {
+			t.Fatalf("v%d count %d, used %d: undercount or over limit", v.Version, v.GetReserved(), perVersion[v.Version])
 		}
 	}
 	// A batch larger than what is left rotates before it runs.
@@ -258,8 +258,8 @@ func TestUsageConcurrent(t *testing.T) {
 	}
 	k, _ := f.e.GetKey(ctx, "c")
 	for _, v := range k.Versions {
-		if v.EncryptionCount < perVersion[v.Version] {
-			t.Fatalf("v%d stored count %d below %d encryptions", v.Version, v.EncryptionCount, perVersion[v.Version])
+		if v.GetReserved() < perVersion[v.Version] {
+			t.Fatalf("v%d stored count %d below %d encryptions", v.Version, v.GetReserved(), perVersion[v.Version])
 		}
 	}
 	if k.LatestVersion < workers*rounds*batch/limit {

@@ -77,7 +77,8 @@ func printTransitKey(w io.Writer, k *hsmgatev1.TransitKey) error {
 		on   bool
 		name string
 	}{{k.GetDerived(), "derived"}, {k.GetConvergent(), "convergent"}, {k.GetExportable(), "exportable"},
-		{k.GetDeletionAllowed(), "deletion-allowed"}, {k.GetImported(), "imported"}} {
+		{k.GetDeletionAllowed(), "deletion-allowed"}, {k.GetImported(), "imported"},
+		{k.GetAllowRestoreRename(), "allow-restore-rename"}} {
 		if f.on {
 			flags = append(flags, f.name)
 		}
@@ -99,9 +100,14 @@ func printTransitKey(w io.Writer, k *hsmgatev1.TransitKey) error {
 	fmt.Fprintf(&b, "updated:                  %s\n", transitTime(k.GetUpdateTime()))
 	fmt.Fprintf(&b, "versions:\n")
 	for _, v := range k.GetVersions() {
-		fmt.Fprintf(&b, "  v%-4d %-9s %s  encryptions %d\n", v.GetVersion(),
-			transitEnumName(v.GetState().String(), "TRANSIT_VERSION_STATE_"),
-			transitTime(v.GetCreateTime()), v.GetEncryptionCount())
+		fmt.Fprintf(&b, "  v%-4d %-9s %s", v.GetVersion(),
+			transitEnumName(v.GetState().String(), "TRANSIT_VERSION_STATE_"), transitTime(v.GetCreateTime()))
+		// Encryption keys: reserved (store, all replicas) and used (reserved
+		// less the answering replica's unspent blocks); see TransitKeyVersion.
+		if v.Reserved != nil {
+			fmt.Fprintf(&b, "  reserved %d  used %d", v.GetReserved(), v.GetUsed())
+		}
+		b.WriteString("\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -123,6 +129,7 @@ type transitKeyFlags struct {
 	deletionAllowed bool
 	autoRotate      time.Duration
 	maxEncryptions  uint64
+	allowRename     bool
 	json            bool
 }
 
@@ -135,6 +142,7 @@ func (f *transitKeyFlags) add(cmd *cobra.Command, def string) {
 	fs.BoolVar(&f.deletionAllowed, "deletion-allowed", false, "allow deleting the key")
 	fs.DurationVar(&f.autoRotate, "auto-rotate-period", 0, "rotate automatically this often (at least 1h; 0: never)")
 	fs.Uint64Var(&f.maxEncryptions, "max-encryptions", 0, "rotate before a version has done this many encryptions (0: the type's default; aes256-gcm 2^32-2^20)")
+	fs.BoolVar(&f.allowRename, "allow-restore-rename", false, "allow restoring backups of this key under another name (only at creation)")
 	fs.BoolVar(&f.json, "json", false, "print the response as JSON")
 }
 
@@ -185,7 +193,7 @@ on transit/keys/NAME.`,
 		}
 		req := &hsmgatev1.CreateKeyRequest{Name: args[0], Type: t, Residency: r, Derived: f.derived, Convergent: f.convergent,
 			Exportable: f.exportable, DeletionAllowed: f.deletionAllowed, AutoRotatePeriod: transitDuration(f.autoRotate),
-			MaxEncryptionsPerVersion: f.maxEncryptions}
+			MaxEncryptionsPerVersion: f.maxEncryptions, AllowRestoreRename: f.allowRename}
 		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
 			resp, err := c.CreateKey(ctx, req)
 			if err != nil {
@@ -489,13 +497,13 @@ func transitPrintExport(w io.Writer, resp *hsmgatev1.ExportKeyResponse) error {
 func newTransitKeysBackupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup NAME",
-		Short: "Print a backup of a key (material wrapped under the KEK), as base64",
-		Long: `Print a backup of the key as one base64 line: its settings, versions and
-encryption counts, the material wrapped under the deployment's KEK (so it
-restores only where that KEK is). Needs the "export" capability on
-transit/keys/NAME.`,
+		Short: "Print a sealed backup of a key, as base64",
+		Long: `Print a backup of the key as one base64 line: its settings, versions, usage
+counts and material, sealed as a whole under a key that only the
+deployment's KEK opens (so it restores only where that KEK is, and any edit
+makes it unusable). Needs the "export" capability on transit/keys/NAME.`,
 		Example: `  hsmgate transit keys backup k1 > k1.backup
-  hsmgate transit keys restore --in k1.backup --name k1-copy`,
+  hsmgate transit keys restore --in k1.backup`,
 		Args: cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
@@ -517,16 +525,20 @@ func newTransitKeysRestoreCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "restore [--in FILE] [--name NAME]",
-		Short: "Recreate a key from a backup (under its own or a new name)",
+		Short: "Recreate a key from a backup (under its own name)",
 		Long: `Recreate a key from the output of "keys backup" (base64, read from --in or
-stdin), under the backup's name or --name; the name must be free. Needs the
-"create" capability on transit/keys/<name>.`,
+stdin) under the backup's name, which must be free. Usage counts are
+restored and never lowered. --name restores under another name only if the
+key was created with --allow-restore-rename; such a copy decrypts what the
+original encrypted, but the copied versions of an encryption key never
+encrypt again there (the copy's first encryption rotates to fresh material). Needs the "create"
+capability on transit/keys/<name>.`,
 		Example: `  hsmgate transit keys restore --in k1.backup
-  hsmgate transit keys backup k1 | hsmgate transit keys restore --name k1-copy`,
+  hsmgate transit keys backup k1 | hsmgate transit keys restore --name k1-copy   # needs --allow-restore-rename on k1`,
 		Args: cobra.NoArgs,
 	}
 	cmd.Flags().StringVar(&in, "in", "", `backup file ("-" or absent: stdin)`)
-	cmd.Flags().StringVar(&name, "name", "", "restore under this name (default: the backup's)")
+	cmd.Flags().StringVar(&name, "name", "", "restore under this name (default: the backup's; another name needs a key created with --allow-restore-rename)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON")
 	cf := addClientFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -633,7 +645,7 @@ capability on transit/keys/NAME.`,
 			resp, err := c.ImportKey(ctx, &hsmgatev1.ImportKeyRequest{Name: args[0], Type: t, WrappedMaterial: wrapped,
 				NewVersion: newVersion, Derived: f.derived, Convergent: f.convergent, Exportable: f.exportable,
 				DeletionAllowed: f.deletionAllowed, AutoRotatePeriod: transitDuration(f.autoRotate),
-				MaxEncryptionsPerVersion: f.maxEncryptions})
+				MaxEncryptionsPerVersion: f.maxEncryptions, AllowRestoreRename: f.allowRename})
 			if err != nil {
 				return transitRPCError("keys import", err)
 			}

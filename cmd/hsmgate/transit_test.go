@@ -204,13 +204,25 @@ func TestTransitCLI(t *testing.T) {
 		if k := key.GetKey(); k.GetLatestVersion() != 2 || len(k.GetVersions()) != 2 || k.GetType() != hsmgatev1.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM {
 			t.Errorf("keys show --json: got %v", k)
 		}
+		// Usage: reserved and used, in JSON and in text; never "encryptions".
+		for _, v := range key.GetKey().GetVersions() {
+			if v.Reserved == nil || v.Used == nil || v.GetUsed() > v.GetReserved() {
+				t.Errorf("keys show --json v%d: reserved %v used %v, want both, used <= reserved", v.GetVersion(), v.Reserved, v.Used)
+			}
+		}
+		if !strings.Contains(out, `"reserved"`) || !strings.Contains(out, `"used"`) {
+			t.Errorf("keys show --json: no reserved/used fields:\n%s", out)
+		}
+		if out := hg("transit", "keys", "show", "k1"); !strings.Contains(out, " reserved ") || !strings.Contains(out, " used ") || strings.Contains(out, "encryptions ") {
+			t.Errorf("keys show: want reserved and used per version, not encryptions:\n%s", out)
+		}
 		if got := hg("transit", "keys", "list"); got != "k1\nm1\ns1\n" {
 			t.Errorf("keys list: got %q, want k1 m1 s1", got)
 		}
 	})
 
 	t.Run("key lifecycle", func(t *testing.T) {
-		hg("transit", "keys", "create", "e1", "--exportable", "--deletion-allowed")
+		hg("transit", "keys", "create", "e1", "--exportable", "--deletion-allowed", "--allow-restore-rename")
 		ct := ciphertext(hg("transit", "encrypt", "e1", "--in", pt), "1")
 		exp := strings.Fields(hg("transit", "keys", "export", "e1"))
 		if key, err := base64.StdEncoding.DecodeString(exp[len(exp)-1]); len(exp) != 2 || exp[0] != "v1" || err != nil || len(key) != 32 {

@@ -323,11 +323,23 @@ type TransitKeyVersion struct {
 	Version    uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	State      TransitVersionState    `protobuf:"varint,2,opt,name=state,proto3,enum=hsmgate.v1.TransitVersionState" json:"state,omitempty"`
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	// Encryptions counted for this version: an upper bound (blocks reserved in
-	// the store; a restart may waste at most one block per process).
+	// Deprecated: always 0. It showed the reserved count under a name that
+	// read as encryptions done; see reserved and used.
+	//
+	// Deprecated: Marked as deprecated in hsmgate/v1/transit.proto.
 	EncryptionCount uint64 `protobuf:"varint,4,opt,name=encryption_count,json=encryptionCount,proto3" json:"encryption_count,omitempty"`
 	// Public key (PEM, PKIX) of asymmetric versions.
-	PublicKeyPem  string `protobuf:"bytes,5,opt,name=public_key_pem,json=publicKeyPem,proto3" json:"public_key_pem,omitempty"`
+	PublicKeyPem string `protobuf:"bytes,5,opt,name=public_key_pem,json=publicKeyPem,proto3" json:"public_key_pem,omitempty"`
+	// Encryption keys (absent for others): encryptions reserved in the store
+	// by every replica, an upper bound of the encryptions done (blocks are
+	// reserved ahead of use; a replica gives its unspent rest back on
+	// shutdown, a crashed one's rest stays counted).
+	Reserved *uint64 `protobuf:"varint,6,opt,name=reserved,proto3,oneof" json:"reserved,omitempty"`
+	// Encryption keys (absent for others): reserved minus what the answering
+	// replica's own live blocks have not spent yet. Exact when no other
+	// replica holds an unspent block; otherwise still an upper bound of the
+	// encryptions done (other replicas' unspent blocks count as used).
+	Used          *uint64 `protobuf:"varint,7,opt,name=used,proto3,oneof" json:"used,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,6 +395,7 @@ func (x *TransitKeyVersion) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in hsmgate/v1/transit.proto.
 func (x *TransitKeyVersion) GetEncryptionCount() uint64 {
 	if x != nil {
 		return x.EncryptionCount
@@ -395,6 +408,20 @@ func (x *TransitKeyVersion) GetPublicKeyPem() string {
 		return x.PublicKeyPem
 	}
 	return ""
+}
+
+func (x *TransitKeyVersion) GetReserved() uint64 {
+	if x != nil && x.Reserved != nil {
+		return *x.Reserved
+	}
+	return 0
+}
+
+func (x *TransitKeyVersion) GetUsed() uint64 {
+	if x != nil && x.Used != nil {
+		return *x.Used
+	}
+	return 0
 }
 
 // TransitKey is a key's metadata.
@@ -419,8 +446,11 @@ type TransitKey struct {
 	CreateTime               *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime               *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	Versions                 []*TransitKeyVersion   `protobuf:"bytes,16,rep,name=versions,proto3" json:"versions,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// A backup of this key may be restored under another name (set at
+	// creation only; see RestoreKeyRequest).
+	AllowRestoreRename bool `protobuf:"varint,17,opt,name=allow_restore_rename,json=allowRestoreRename,proto3" json:"allow_restore_rename,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TransitKey) Reset() {
@@ -565,6 +595,13 @@ func (x *TransitKey) GetVersions() []*TransitKeyVersion {
 	return nil
 }
 
+func (x *TransitKey) GetAllowRestoreRename() bool {
+	if x != nil {
+		return x.AllowRestoreRename
+	}
+	return false
+}
+
 // CreateKeyRequest names and configures a new key.
 type CreateKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -581,8 +618,11 @@ type CreateKeyRequest struct {
 	AutoRotatePeriod *durationpb.Duration `protobuf:"bytes,8,opt,name=auto_rotate_period,json=autoRotatePeriod,proto3" json:"auto_rotate_period,omitempty"`
 	// Zero: the type's default.
 	MaxEncryptionsPerVersion uint64 `protobuf:"varint,9,opt,name=max_encryptions_per_version,json=maxEncryptionsPerVersion,proto3" json:"max_encryptions_per_version,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// Allow restoring this key's backups under another name. Only at
+	// creation: no later call can set it.
+	AllowRestoreRename bool `protobuf:"varint,10,opt,name=allow_restore_rename,json=allowRestoreRename,proto3" json:"allow_restore_rename,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *CreateKeyRequest) Reset() {
@@ -676,6 +716,13 @@ func (x *CreateKeyRequest) GetMaxEncryptionsPerVersion() uint64 {
 		return x.MaxEncryptionsPerVersion
 	}
 	return 0
+}
+
+func (x *CreateKeyRequest) GetAllowRestoreRename() bool {
+	if x != nil {
+		return x.AllowRestoreRename
+	}
+	return false
 }
 
 // CreateKeyResponse returns the new key.
@@ -1743,8 +1790,10 @@ func (x *BackupKeyRequest) GetName() string {
 	return ""
 }
 
-// BackupKeyResponse holds an opaque backup (a TransitKeyRecord; material
-// wrapped under the KEK whose label it records).
+// BackupKeyResponse holds an opaque, sealed backup: "HGTB\x01" then a
+// TransitSealedBackup whose body (every field of the key: policy, versions,
+// usage counters, wrapped material) is AES-256-GCM under a per-backup key
+// wrapped by the KEK. Editing any byte makes RestoreKey refuse it.
 type BackupKeyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Backup        []byte                 `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
@@ -1789,11 +1838,15 @@ func (x *BackupKeyResponse) GetBackup() []byte {
 	return nil
 }
 
-// RestoreKeyRequest restores a backup.
+// RestoreKeyRequest restores a backup. The key must not exist.
 type RestoreKeyRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Backup []byte                 `protobuf:"bytes,1,opt,name=backup,proto3" json:"backup,omitempty"`
-	// Empty: the backup's own name.
+	// Empty or the backup's own name: restore under that name. Another name
+	// only if the key was created with allow_restore_rename; such a copy never
+	// encrypts with the copied versions of an encryption key (they would get a
+	// second usage counter; they are counted at 2^32 there): its first
+	// encryption rotates to fresh material.
 	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1991,8 +2044,10 @@ type ImportKeyRequest struct {
 	DeletionAllowed          bool                 `protobuf:"varint,8,opt,name=deletion_allowed,json=deletionAllowed,proto3" json:"deletion_allowed,omitempty"`
 	AutoRotatePeriod         *durationpb.Duration `protobuf:"bytes,9,opt,name=auto_rotate_period,json=autoRotatePeriod,proto3" json:"auto_rotate_period,omitempty"`
 	MaxEncryptionsPerVersion uint64               `protobuf:"varint,10,opt,name=max_encryptions_per_version,json=maxEncryptionsPerVersion,proto3" json:"max_encryptions_per_version,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	// As CreateKeyRequest.allow_restore_rename.
+	AllowRestoreRename bool `protobuf:"varint,11,opt,name=allow_restore_rename,json=allowRestoreRename,proto3" json:"allow_restore_rename,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ImportKeyRequest) Reset() {
@@ -2093,6 +2148,13 @@ func (x *ImportKeyRequest) GetMaxEncryptionsPerVersion() uint64 {
 		return x.MaxEncryptionsPerVersion
 	}
 	return 0
+}
+
+func (x *ImportKeyRequest) GetAllowRestoreRename() bool {
+	if x != nil {
+		return x.AllowRestoreRename
+	}
+	return false
 }
 
 // ImportKeyResponse returns the key.
@@ -4391,8 +4453,12 @@ type TransitKeyRecord struct {
 	UpdateTime               *timestamppb.Timestamp     `protobuf:"bytes,16,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	LastRotateTime           *timestamppb.Timestamp     `protobuf:"bytes,17,opt,name=last_rotate_time,json=lastRotateTime,proto3" json:"last_rotate_time,omitempty"`
 	Versions                 []*TransitKeyVersionRecord `protobuf:"bytes,18,rep,name=versions,proto3" json:"versions,omitempty"`
-	unknownFields            protoimpl.UnknownFields
-	sizeCache                protoimpl.SizeCache
+	AllowRestoreRename       bool                       `protobuf:"varint,19,opt,name=allow_restore_rename,json=allowRestoreRename,proto3" json:"allow_restore_rename,omitempty"`
+	// Random at creation; names the key's usage counters, so that a new key
+	// of a reused name starts at zero and a restored one finds its own.
+	KeyId         []byte `protobuf:"bytes,20,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TransitKeyRecord) Reset() {
@@ -4551,6 +4617,20 @@ func (x *TransitKeyRecord) GetVersions() []*TransitKeyVersionRecord {
 	return nil
 }
 
+func (x *TransitKeyRecord) GetAllowRestoreRename() bool {
+	if x != nil {
+		return x.AllowRestoreRename
+	}
+	return false
+}
+
+func (x *TransitKeyRecord) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
+}
+
 // TransitKeyVersionRecord is one stored version.
 type TransitKeyVersionRecord struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -4648,8 +4728,10 @@ func (x *TransitKeyVersionRecord) GetPublicKey() []byte {
 	return nil
 }
 
-// TransitUsageRecord is stored at "transit/usage/<name>/<version>": the
+// TransitUsageRecord is stored at "transit/usage/<name>/<key_id hex>/<version>"
+// ("transit/usage/<name>/<version>" for keys made before key_id): the
 // encryptions reserved so far for one version (blocks reserved by CAS).
+// Counters outlive their key, so that a restore never lowers them.
 type TransitUsageRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reserved      uint64                 `protobuf:"varint,1,opt,name=reserved,proto3" json:"reserved,omitempty"`
@@ -4694,13 +4776,14 @@ func (x *TransitUsageRecord) GetReserved() uint64 {
 	return 0
 }
 
-// TransitKeyBackup is the content of BackupKeyResponse.backup: the key's
-// record (material wrapped under the KEK it names) and each version's
-// reserved encryption count, so a restore never undercounts.
+// TransitKeyBackup is the sealed body of a backup: the key's record
+// (material wrapped under the KEK it names) and each version's reserved
+// encryption count, so a restore never undercounts.
 type TransitKeyBackup struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	Key                 *TransitKeyRecord      `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	EncryptionsReserved map[uint32]uint64      `protobuf:"bytes,2,rep,name=encryptions_reserved,json=encryptionsReserved,proto3" json:"encryptions_reserved,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	BackupTime          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=backup_time,json=backupTime,proto3" json:"backup_time,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -4749,19 +4832,115 @@ func (x *TransitKeyBackup) GetEncryptionsReserved() map[uint32]uint64 {
 	return nil
 }
 
+func (x *TransitKeyBackup) GetBackupTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BackupTime
+	}
+	return nil
+}
+
+// TransitSealedBackup is BackupKeyResponse.backup after its 5-byte magic.
+// Fields 1-4 are in clear and authenticated (they are the AAD of sealed).
+type TransitSealedBackup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's name (the RestoreKey authorisation resource when no new name
+	// is given; checked against the sealed record).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Label of the KEK that wrapped wrapped_key.
+	KekLabel string `protobuf:"bytes,2,opt,name=kek_label,json=kekLabel,proto3" json:"kek_label,omitempty"`
+	// KWP under the KEK of a 1088-byte block: a domain prefix, the 32-byte
+	// body key, zero padding (no transit key material has this form).
+	WrappedKey []byte `protobuf:"bytes,3,opt,name=wrapped_key,json=wrappedKey,proto3" json:"wrapped_key,omitempty"`
+	// The 12-byte AES-GCM nonce.
+	Nonce []byte `protobuf:"bytes,4,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// AES-256-GCM(body key, nonce, TransitKeyBackup, AAD).
+	Sealed        []byte `protobuf:"bytes,5,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransitSealedBackup) Reset() {
+	*x = TransitSealedBackup{}
+	mi := &file_hsmgate_v1_transit_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransitSealedBackup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransitSealedBackup) ProtoMessage() {}
+
+func (x *TransitSealedBackup) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_transit_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransitSealedBackup.ProtoReflect.Descriptor instead.
+func (*TransitSealedBackup) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_transit_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *TransitSealedBackup) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TransitSealedBackup) GetKekLabel() string {
+	if x != nil {
+		return x.KekLabel
+	}
+	return ""
+}
+
+func (x *TransitSealedBackup) GetWrappedKey() []byte {
+	if x != nil {
+		return x.WrappedKey
+	}
+	return nil
+}
+
+func (x *TransitSealedBackup) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *TransitSealedBackup) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
 var File_hsmgate_v1_transit_proto protoreflect.FileDescriptor
 
 const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\n" +
 	"\x18hsmgate/v1/transit.proto\x12\n" +
-	"hsmgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xf2\x01\n" +
+	"hsmgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc6\x02\n" +
 	"\x11TransitKeyVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1f.hsmgate.v1.TransitVersionStateR\x05state\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12)\n" +
-	"\x10encryption_count\x18\x04 \x01(\x04R\x0fencryptionCount\x12$\n" +
-	"\x0epublic_key_pem\x18\x05 \x01(\tR\fpublicKeyPem\"\xfd\x05\n" +
+	"createTime\x12-\n" +
+	"\x10encryption_count\x18\x04 \x01(\x04B\x02\x18\x01R\x0fencryptionCount\x12$\n" +
+	"\x0epublic_key_pem\x18\x05 \x01(\tR\fpublicKeyPem\x12\x1f\n" +
+	"\breserved\x18\x06 \x01(\x04H\x00R\breserved\x88\x01\x01\x12\x17\n" +
+	"\x04used\x18\a \x01(\x04H\x01R\x04used\x88\x01\x01B\v\n" +
+	"\t_reservedB\a\n" +
+	"\x05_used\"\xaf\x06\n" +
 	"\n" +
 	"TransitKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
@@ -4786,7 +4965,8 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x129\n" +
-	"\bversions\x18\x10 \x03(\v2\x1d.hsmgate.v1.TransitKeyVersionR\bversions\"\x9f\x03\n" +
+	"\bversions\x18\x10 \x03(\v2\x1d.hsmgate.v1.TransitKeyVersionR\bversions\x120\n" +
+	"\x14allow_restore_rename\x18\x11 \x01(\bR\x12allowRestoreRename\"\xd1\x03\n" +
 	"\x10CreateKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1a.hsmgate.v1.TransitKeyTypeR\x04type\x12:\n" +
@@ -4800,7 +4980,9 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"exportable\x12)\n" +
 	"\x10deletion_allowed\x18\a \x01(\bR\x0fdeletionAllowed\x12G\n" +
 	"\x12auto_rotate_period\x18\b \x01(\v2\x19.google.protobuf.DurationR\x10autoRotatePeriod\x12=\n" +
-	"\x1bmax_encryptions_per_version\x18\t \x01(\x04R\x18maxEncryptionsPerVersion\"=\n" +
+	"\x1bmax_encryptions_per_version\x18\t \x01(\x04R\x18maxEncryptionsPerVersion\x120\n" +
+	"\x14allow_restore_rename\x18\n" +
+	" \x01(\bR\x12allowRestoreRename\"=\n" +
 	"\x11CreateKeyResponse\x12(\n" +
 	"\x03key\x18\x01 \x01(\v2\x16.hsmgate.v1.TransitKeyR\x03key\"#\n" +
 	"\rGetKeyRequest\x12\x12\n" +
@@ -4874,7 +5056,7 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\v2\x16.hsmgate.v1.TransitKeyR\x03key\"\x17\n" +
 	"\x15GetWrappingKeyRequest\">\n" +
 	"\x16GetWrappingKeyResponse\x12$\n" +
-	"\x0epublic_key_pem\x18\x01 \x01(\tR\fpublicKeyPem\"\xaf\x03\n" +
+	"\x0epublic_key_pem\x18\x01 \x01(\tR\fpublicKeyPem\"\xe1\x03\n" +
 	"\x10ImportKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1a.hsmgate.v1.TransitKeyTypeR\x04type\x12)\n" +
@@ -4891,7 +5073,8 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\x10deletion_allowed\x18\b \x01(\bR\x0fdeletionAllowed\x12G\n" +
 	"\x12auto_rotate_period\x18\t \x01(\v2\x19.google.protobuf.DurationR\x10autoRotatePeriod\x12=\n" +
 	"\x1bmax_encryptions_per_version\x18\n" +
-	" \x01(\x04R\x18maxEncryptionsPerVersion\"=\n" +
+	" \x01(\x04R\x18maxEncryptionsPerVersion\x120\n" +
+	"\x14allow_restore_rename\x18\v \x01(\bR\x12allowRestoreRename\"=\n" +
 	"\x11ImportKeyResponse\x12(\n" +
 	"\x03key\x18\x01 \x01(\v2\x16.hsmgate.v1.TransitKeyR\x03key\"\x8c\x01\n" +
 	"\vEncryptItem\x12\x1c\n" +
@@ -5059,7 +5242,7 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\x14DecryptStreamRequest\x124\n" +
 	"\arequest\x18\x01 \x01(\v2\x1a.hsmgate.v1.DecryptRequestR\arequest\"P\n" +
 	"\x15DecryptStreamResponse\x127\n" +
-	"\bresponse\x18\x01 \x01(\v2\x1b.hsmgate.v1.DecryptResponseR\bresponse\"\x83\a\n" +
+	"\bresponse\x18\x01 \x01(\v2\x1b.hsmgate.v1.DecryptResponseR\bresponse\"\xcc\a\n" +
 	"\x10TransitKeyRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1a.hsmgate.v1.TransitKeyTypeR\x04type\x12:\n" +
@@ -5085,7 +5268,9 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12D\n" +
 	"\x10last_rotate_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastRotateTime\x12?\n" +
-	"\bversions\x18\x12 \x03(\v2#.hsmgate.v1.TransitKeyVersionRecordR\bversions\"\xab\x02\n" +
+	"\bversions\x18\x12 \x03(\v2#.hsmgate.v1.TransitKeyVersionRecordR\bversions\x120\n" +
+	"\x14allow_restore_rename\x18\x13 \x01(\bR\x12allowRestoreRename\x12\x15\n" +
+	"\x06key_id\x18\x14 \x01(\fR\x05keyId\"\xab\x02\n" +
 	"\x17TransitKeyVersionRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x125\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1f.hsmgate.v1.TransitVersionStateR\x05state\x12;\n" +
@@ -5097,13 +5282,22 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\n" +
 	"public_key\x18\a \x01(\fR\tpublicKey\"0\n" +
 	"\x12TransitUsageRecord\x12\x1a\n" +
-	"\breserved\x18\x01 \x01(\x04R\breserved\"\xf4\x01\n" +
+	"\breserved\x18\x01 \x01(\x04R\breserved\"\xb1\x02\n" +
 	"\x10TransitKeyBackup\x12.\n" +
 	"\x03key\x18\x01 \x01(\v2\x1c.hsmgate.v1.TransitKeyRecordR\x03key\x12h\n" +
-	"\x14encryptions_reserved\x18\x02 \x03(\v25.hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntryR\x13encryptionsReserved\x1aF\n" +
+	"\x14encryptions_reserved\x18\x02 \x03(\v25.hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntryR\x13encryptionsReserved\x12;\n" +
+	"\vbackup_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"backupTime\x1aF\n" +
 	"\x18EncryptionsReservedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01*\xfd\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x95\x01\n" +
+	"\x13TransitSealedBackup\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tkek_label\x18\x02 \x01(\tR\bkekLabel\x12\x1f\n" +
+	"\vwrapped_key\x18\x03 \x01(\fR\n" +
+	"wrappedKey\x12\x14\n" +
+	"\x05nonce\x18\x04 \x01(\fR\x05nonce\x12\x16\n" +
+	"\x06sealed\x18\x05 \x01(\fR\x06sealed*\xfd\x02\n" +
 	"\x0eTransitKeyType\x12 \n" +
 	"\x1cTRANSIT_KEY_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bTRANSIT_KEY_TYPE_AES256_GCM\x10\x01\x12'\n" +
@@ -5180,7 +5374,7 @@ func file_hsmgate_v1_transit_proto_rawDescGZIP() []byte {
 }
 
 var file_hsmgate_v1_transit_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_hsmgate_v1_transit_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_hsmgate_v1_transit_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_hsmgate_v1_transit_proto_goTypes = []any{
 	(TransitKeyType)(0),               // 0: hsmgate.v1.TransitKeyType
 	(TransitResidency)(0),             // 1: hsmgate.v1.TransitResidency
@@ -5260,26 +5454,27 @@ var file_hsmgate_v1_transit_proto_goTypes = []any{
 	(*TransitKeyVersionRecord)(nil),   // 75: hsmgate.v1.TransitKeyVersionRecord
 	(*TransitUsageRecord)(nil),        // 76: hsmgate.v1.TransitUsageRecord
 	(*TransitKeyBackup)(nil),          // 77: hsmgate.v1.TransitKeyBackup
-	nil,                               // 78: hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntry
-	(*timestamppb.Timestamp)(nil),     // 79: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),       // 80: google.protobuf.Duration
-	(*status.Status)(nil),             // 81: google.rpc.Status
+	(*TransitSealedBackup)(nil),       // 78: hsmgate.v1.TransitSealedBackup
+	nil,                               // 79: hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntry
+	(*timestamppb.Timestamp)(nil),     // 80: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),       // 81: google.protobuf.Duration
+	(*status.Status)(nil),             // 82: google.rpc.Status
 }
 var file_hsmgate_v1_transit_proto_depIdxs = []int32{
 	2,  // 0: hsmgate.v1.TransitKeyVersion.state:type_name -> hsmgate.v1.TransitVersionState
-	79, // 1: hsmgate.v1.TransitKeyVersion.create_time:type_name -> google.protobuf.Timestamp
+	80, // 1: hsmgate.v1.TransitKeyVersion.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: hsmgate.v1.TransitKey.type:type_name -> hsmgate.v1.TransitKeyType
 	1,  // 3: hsmgate.v1.TransitKey.residency:type_name -> hsmgate.v1.TransitResidency
-	80, // 4: hsmgate.v1.TransitKey.auto_rotate_period:type_name -> google.protobuf.Duration
-	79, // 5: hsmgate.v1.TransitKey.create_time:type_name -> google.protobuf.Timestamp
-	79, // 6: hsmgate.v1.TransitKey.update_time:type_name -> google.protobuf.Timestamp
+	81, // 4: hsmgate.v1.TransitKey.auto_rotate_period:type_name -> google.protobuf.Duration
+	80, // 5: hsmgate.v1.TransitKey.create_time:type_name -> google.protobuf.Timestamp
+	80, // 6: hsmgate.v1.TransitKey.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 7: hsmgate.v1.TransitKey.versions:type_name -> hsmgate.v1.TransitKeyVersion
 	0,  // 8: hsmgate.v1.CreateKeyRequest.type:type_name -> hsmgate.v1.TransitKeyType
 	1,  // 9: hsmgate.v1.CreateKeyRequest.residency:type_name -> hsmgate.v1.TransitResidency
-	80, // 10: hsmgate.v1.CreateKeyRequest.auto_rotate_period:type_name -> google.protobuf.Duration
+	81, // 10: hsmgate.v1.CreateKeyRequest.auto_rotate_period:type_name -> google.protobuf.Duration
 	6,  // 11: hsmgate.v1.CreateKeyResponse.key:type_name -> hsmgate.v1.TransitKey
 	6,  // 12: hsmgate.v1.GetKeyResponse.key:type_name -> hsmgate.v1.TransitKey
-	80, // 13: hsmgate.v1.UpdateKeyConfigRequest.auto_rotate_period:type_name -> google.protobuf.Duration
+	81, // 13: hsmgate.v1.UpdateKeyConfigRequest.auto_rotate_period:type_name -> google.protobuf.Duration
 	6,  // 14: hsmgate.v1.UpdateKeyConfigResponse.key:type_name -> hsmgate.v1.TransitKey
 	6,  // 15: hsmgate.v1.RotateKeyResponse.key:type_name -> hsmgate.v1.TransitKey
 	6,  // 16: hsmgate.v1.DisableKeyVersionResponse.key:type_name -> hsmgate.v1.TransitKey
@@ -5289,35 +5484,35 @@ var file_hsmgate_v1_transit_proto_depIdxs = []int32{
 	26, // 20: hsmgate.v1.ExportKeyResponse.versions:type_name -> hsmgate.v1.ExportedKeyVersion
 	6,  // 21: hsmgate.v1.RestoreKeyResponse.key:type_name -> hsmgate.v1.TransitKey
 	0,  // 22: hsmgate.v1.ImportKeyRequest.type:type_name -> hsmgate.v1.TransitKeyType
-	80, // 23: hsmgate.v1.ImportKeyRequest.auto_rotate_period:type_name -> google.protobuf.Duration
+	81, // 23: hsmgate.v1.ImportKeyRequest.auto_rotate_period:type_name -> google.protobuf.Duration
 	6,  // 24: hsmgate.v1.ImportKeyResponse.key:type_name -> hsmgate.v1.TransitKey
 	36, // 25: hsmgate.v1.EncryptRequest.items:type_name -> hsmgate.v1.EncryptItem
-	81, // 26: hsmgate.v1.EncryptResult.error:type_name -> google.rpc.Status
+	82, // 26: hsmgate.v1.EncryptResult.error:type_name -> google.rpc.Status
 	38, // 27: hsmgate.v1.EncryptResponse.results:type_name -> hsmgate.v1.EncryptResult
 	40, // 28: hsmgate.v1.DecryptRequest.items:type_name -> hsmgate.v1.DecryptItem
-	81, // 29: hsmgate.v1.DecryptResult.error:type_name -> google.rpc.Status
+	82, // 29: hsmgate.v1.DecryptResult.error:type_name -> google.rpc.Status
 	42, // 30: hsmgate.v1.DecryptResponse.results:type_name -> hsmgate.v1.DecryptResult
 	44, // 31: hsmgate.v1.RewrapRequest.items:type_name -> hsmgate.v1.RewrapItem
-	81, // 32: hsmgate.v1.RewrapResult.error:type_name -> google.rpc.Status
+	82, // 32: hsmgate.v1.RewrapResult.error:type_name -> google.rpc.Status
 	46, // 33: hsmgate.v1.RewrapResponse.results:type_name -> hsmgate.v1.RewrapResult
 	48, // 34: hsmgate.v1.GenerateDataKeyRequest.items:type_name -> hsmgate.v1.DataKeyItem
-	81, // 35: hsmgate.v1.DataKeyResult.error:type_name -> google.rpc.Status
+	82, // 35: hsmgate.v1.DataKeyResult.error:type_name -> google.rpc.Status
 	50, // 36: hsmgate.v1.GenerateDataKeyResponse.results:type_name -> hsmgate.v1.DataKeyResult
 	3,  // 37: hsmgate.v1.SignDataRequest.hash_algorithm:type_name -> hsmgate.v1.TransitHashAlgorithm
 	4,  // 38: hsmgate.v1.SignDataRequest.signature_algorithm:type_name -> hsmgate.v1.TransitSignatureAlgorithm
 	52, // 39: hsmgate.v1.SignDataRequest.items:type_name -> hsmgate.v1.SignItem
-	81, // 40: hsmgate.v1.SignResult.error:type_name -> google.rpc.Status
+	82, // 40: hsmgate.v1.SignResult.error:type_name -> google.rpc.Status
 	54, // 41: hsmgate.v1.SignDataResponse.results:type_name -> hsmgate.v1.SignResult
 	3,  // 42: hsmgate.v1.VerifySignatureRequest.hash_algorithm:type_name -> hsmgate.v1.TransitHashAlgorithm
 	4,  // 43: hsmgate.v1.VerifySignatureRequest.signature_algorithm:type_name -> hsmgate.v1.TransitSignatureAlgorithm
 	56, // 44: hsmgate.v1.VerifySignatureRequest.items:type_name -> hsmgate.v1.VerifyItem
-	81, // 45: hsmgate.v1.VerifyResult.error:type_name -> google.rpc.Status
+	82, // 45: hsmgate.v1.VerifyResult.error:type_name -> google.rpc.Status
 	58, // 46: hsmgate.v1.VerifySignatureResponse.results:type_name -> hsmgate.v1.VerifyResult
 	60, // 47: hsmgate.v1.ComputeHmacRequest.items:type_name -> hsmgate.v1.HmacItem
-	81, // 48: hsmgate.v1.HmacResult.error:type_name -> google.rpc.Status
+	82, // 48: hsmgate.v1.HmacResult.error:type_name -> google.rpc.Status
 	62, // 49: hsmgate.v1.ComputeHmacResponse.results:type_name -> hsmgate.v1.HmacResult
 	64, // 50: hsmgate.v1.VerifyHmacRequest.items:type_name -> hsmgate.v1.VerifyHmacItem
-	81, // 51: hsmgate.v1.VerifyHmacResult.error:type_name -> google.rpc.Status
+	82, // 51: hsmgate.v1.VerifyHmacResult.error:type_name -> google.rpc.Status
 	66, // 52: hsmgate.v1.VerifyHmacResponse.results:type_name -> hsmgate.v1.VerifyHmacResult
 	37, // 53: hsmgate.v1.EncryptStreamRequest.request:type_name -> hsmgate.v1.EncryptRequest
 	39, // 54: hsmgate.v1.EncryptStreamResponse.response:type_name -> hsmgate.v1.EncryptResponse
@@ -5325,70 +5520,71 @@ var file_hsmgate_v1_transit_proto_depIdxs = []int32{
 	43, // 56: hsmgate.v1.DecryptStreamResponse.response:type_name -> hsmgate.v1.DecryptResponse
 	0,  // 57: hsmgate.v1.TransitKeyRecord.type:type_name -> hsmgate.v1.TransitKeyType
 	1,  // 58: hsmgate.v1.TransitKeyRecord.residency:type_name -> hsmgate.v1.TransitResidency
-	80, // 59: hsmgate.v1.TransitKeyRecord.auto_rotate_period:type_name -> google.protobuf.Duration
-	79, // 60: hsmgate.v1.TransitKeyRecord.create_time:type_name -> google.protobuf.Timestamp
-	79, // 61: hsmgate.v1.TransitKeyRecord.update_time:type_name -> google.protobuf.Timestamp
-	79, // 62: hsmgate.v1.TransitKeyRecord.last_rotate_time:type_name -> google.protobuf.Timestamp
+	81, // 59: hsmgate.v1.TransitKeyRecord.auto_rotate_period:type_name -> google.protobuf.Duration
+	80, // 60: hsmgate.v1.TransitKeyRecord.create_time:type_name -> google.protobuf.Timestamp
+	80, // 61: hsmgate.v1.TransitKeyRecord.update_time:type_name -> google.protobuf.Timestamp
+	80, // 62: hsmgate.v1.TransitKeyRecord.last_rotate_time:type_name -> google.protobuf.Timestamp
 	75, // 63: hsmgate.v1.TransitKeyRecord.versions:type_name -> hsmgate.v1.TransitKeyVersionRecord
 	2,  // 64: hsmgate.v1.TransitKeyVersionRecord.state:type_name -> hsmgate.v1.TransitVersionState
-	79, // 65: hsmgate.v1.TransitKeyVersionRecord.create_time:type_name -> google.protobuf.Timestamp
+	80, // 65: hsmgate.v1.TransitKeyVersionRecord.create_time:type_name -> google.protobuf.Timestamp
 	74, // 66: hsmgate.v1.TransitKeyBackup.key:type_name -> hsmgate.v1.TransitKeyRecord
-	78, // 67: hsmgate.v1.TransitKeyBackup.encryptions_reserved:type_name -> hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntry
-	7,  // 68: hsmgate.v1.TransitService.CreateKey:input_type -> hsmgate.v1.CreateKeyRequest
-	9,  // 69: hsmgate.v1.TransitService.GetKey:input_type -> hsmgate.v1.GetKeyRequest
-	11, // 70: hsmgate.v1.TransitService.ListKeys:input_type -> hsmgate.v1.ListKeysRequest
-	13, // 71: hsmgate.v1.TransitService.UpdateKeyConfig:input_type -> hsmgate.v1.UpdateKeyConfigRequest
-	15, // 72: hsmgate.v1.TransitService.RotateKey:input_type -> hsmgate.v1.RotateKeyRequest
-	17, // 73: hsmgate.v1.TransitService.DisableKeyVersion:input_type -> hsmgate.v1.DisableKeyVersionRequest
-	19, // 74: hsmgate.v1.TransitService.EnableKeyVersion:input_type -> hsmgate.v1.EnableKeyVersionRequest
-	21, // 75: hsmgate.v1.TransitService.TrimKey:input_type -> hsmgate.v1.TrimKeyRequest
-	23, // 76: hsmgate.v1.TransitService.DeleteKey:input_type -> hsmgate.v1.DeleteKeyRequest
-	25, // 77: hsmgate.v1.TransitService.ExportKey:input_type -> hsmgate.v1.ExportKeyRequest
-	28, // 78: hsmgate.v1.TransitService.BackupKey:input_type -> hsmgate.v1.BackupKeyRequest
-	30, // 79: hsmgate.v1.TransitService.RestoreKey:input_type -> hsmgate.v1.RestoreKeyRequest
-	32, // 80: hsmgate.v1.TransitService.GetWrappingKey:input_type -> hsmgate.v1.GetWrappingKeyRequest
-	34, // 81: hsmgate.v1.TransitService.ImportKey:input_type -> hsmgate.v1.ImportKeyRequest
-	37, // 82: hsmgate.v1.TransitService.Encrypt:input_type -> hsmgate.v1.EncryptRequest
-	41, // 83: hsmgate.v1.TransitService.Decrypt:input_type -> hsmgate.v1.DecryptRequest
-	45, // 84: hsmgate.v1.TransitService.Rewrap:input_type -> hsmgate.v1.RewrapRequest
-	49, // 85: hsmgate.v1.TransitService.GenerateDataKey:input_type -> hsmgate.v1.GenerateDataKeyRequest
-	53, // 86: hsmgate.v1.TransitService.SignData:input_type -> hsmgate.v1.SignDataRequest
-	57, // 87: hsmgate.v1.TransitService.VerifySignature:input_type -> hsmgate.v1.VerifySignatureRequest
-	61, // 88: hsmgate.v1.TransitService.ComputeHmac:input_type -> hsmgate.v1.ComputeHmacRequest
-	65, // 89: hsmgate.v1.TransitService.VerifyHmac:input_type -> hsmgate.v1.VerifyHmacRequest
-	68, // 90: hsmgate.v1.TransitService.GenerateRandom:input_type -> hsmgate.v1.GenerateRandomRequest
-	70, // 91: hsmgate.v1.TransitService.EncryptStream:input_type -> hsmgate.v1.EncryptStreamRequest
-	72, // 92: hsmgate.v1.TransitService.DecryptStream:input_type -> hsmgate.v1.DecryptStreamRequest
-	8,  // 93: hsmgate.v1.TransitService.CreateKey:output_type -> hsmgate.v1.CreateKeyResponse
-	10, // 94: hsmgate.v1.TransitService.GetKey:output_type -> hsmgate.v1.GetKeyResponse
-	12, // 95: hsmgate.v1.TransitService.ListKeys:output_type -> hsmgate.v1.ListKeysResponse
-	14, // 96: hsmgate.v1.TransitService.UpdateKeyConfig:output_type -> hsmgate.v1.UpdateKeyConfigResponse
-	16, // 97: hsmgate.v1.TransitService.RotateKey:output_type -> hsmgate.v1.RotateKeyResponse
-	18, // 98: hsmgate.v1.TransitService.DisableKeyVersion:output_type -> hsmgate.v1.DisableKeyVersionResponse
-	20, // 99: hsmgate.v1.TransitService.EnableKeyVersion:output_type -> hsmgate.v1.EnableKeyVersionResponse
-	22, // 100: hsmgate.v1.TransitService.TrimKey:output_type -> hsmgate.v1.TrimKeyResponse
-	24, // 101: hsmgate.v1.TransitService.DeleteKey:output_type -> hsmgate.v1.DeleteKeyResponse
-	27, // 102: hsmgate.v1.TransitService.ExportKey:output_type -> hsmgate.v1.ExportKeyResponse
-	29, // 103: hsmgate.v1.TransitService.BackupKey:output_type -> hsmgate.v1.BackupKeyResponse
-	31, // 104: hsmgate.v1.TransitService.RestoreKey:output_type -> hsmgate.v1.RestoreKeyResponse
-	33, // 105: hsmgate.v1.TransitService.GetWrappingKey:output_type -> hsmgate.v1.GetWrappingKeyResponse
-	35, // 106: hsmgate.v1.TransitService.ImportKey:output_type -> hsmgate.v1.ImportKeyResponse
-	39, // 107: hsmgate.v1.TransitService.Encrypt:output_type -> hsmgate.v1.EncryptResponse
-	43, // 108: hsmgate.v1.TransitService.Decrypt:output_type -> hsmgate.v1.DecryptResponse
-	47, // 109: hsmgate.v1.TransitService.Rewrap:output_type -> hsmgate.v1.RewrapResponse
-	51, // 110: hsmgate.v1.TransitService.GenerateDataKey:output_type -> hsmgate.v1.GenerateDataKeyResponse
-	55, // 111: hsmgate.v1.TransitService.SignData:output_type -> hsmgate.v1.SignDataResponse
-	59, // 112: hsmgate.v1.TransitService.VerifySignature:output_type -> hsmgate.v1.VerifySignatureResponse
-	63, // 113: hsmgate.v1.TransitService.ComputeHmac:output_type -> hsmgate.v1.ComputeHmacResponse
-	67, // 114: hsmgate.v1.TransitService.VerifyHmac:output_type -> hsmgate.v1.VerifyHmacResponse
-	69, // 115: hsmgate.v1.TransitService.GenerateRandom:output_type -> hsmgate.v1.GenerateRandomResponse
-	71, // 116: hsmgate.v1.TransitService.EncryptStream:output_type -> hsmgate.v1.EncryptStreamResponse
-	73, // 117: hsmgate.v1.TransitService.DecryptStream:output_type -> hsmgate.v1.DecryptStreamResponse
-	93, // [93:118] is the sub-list for method output_type
-	68, // [68:93] is the sub-list for method input_type
-	68, // [68:68] is the sub-list for extension type_name
-	68, // [68:68] is the sub-list for extension extendee
-	0,  // [0:68] is the sub-list for field type_name
+	79, // 67: hsmgate.v1.TransitKeyBackup.encryptions_reserved:type_name -> hsmgate.v1.TransitKeyBackup.EncryptionsReservedEntry
+	80, // 68: hsmgate.v1.TransitKeyBackup.backup_time:type_name -> google.protobuf.Timestamp
+	7,  // 69: hsmgate.v1.TransitService.CreateKey:input_type -> hsmgate.v1.CreateKeyRequest
+	9,  // 70: hsmgate.v1.TransitService.GetKey:input_type -> hsmgate.v1.GetKeyRequest
+	11, // 71: hsmgate.v1.TransitService.ListKeys:input_type -> hsmgate.v1.ListKeysRequest
+	13, // 72: hsmgate.v1.TransitService.UpdateKeyConfig:input_type -> hsmgate.v1.UpdateKeyConfigRequest
+	15, // 73: hsmgate.v1.TransitService.RotateKey:input_type -> hsmgate.v1.RotateKeyRequest
+	17, // 74: hsmgate.v1.TransitService.DisableKeyVersion:input_type -> hsmgate.v1.DisableKeyVersionRequest
+	19, // 75: hsmgate.v1.TransitService.EnableKeyVersion:input_type -> hsmgate.v1.EnableKeyVersionRequest
+	21, // 76: hsmgate.v1.TransitService.TrimKey:input_type -> hsmgate.v1.TrimKeyRequest
+	23, // 77: hsmgate.v1.TransitService.DeleteKey:input_type -> hsmgate.v1.DeleteKeyRequest
+	25, // 78: hsmgate.v1.TransitService.ExportKey:input_type -> hsmgate.v1.ExportKeyRequest
+	28, // 79: hsmgate.v1.TransitService.BackupKey:input_type -> hsmgate.v1.BackupKeyRequest
+	30, // 80: hsmgate.v1.TransitService.RestoreKey:input_type -> hsmgate.v1.RestoreKeyRequest
+	32, // 81: hsmgate.v1.TransitService.GetWrappingKey:input_type -> hsmgate.v1.GetWrappingKeyRequest
+	34, // 82: hsmgate.v1.TransitService.ImportKey:input_type -> hsmgate.v1.ImportKeyRequest
+	37, // 83: hsmgate.v1.TransitService.Encrypt:input_type -> hsmgate.v1.EncryptRequest
+	41, // 84: hsmgate.v1.TransitService.Decrypt:input_type -> hsmgate.v1.DecryptRequest
+	45, // 85: hsmgate.v1.TransitService.Rewrap:input_type -> hsmgate.v1.RewrapRequest
+	49, // 86: hsmgate.v1.TransitService.GenerateDataKey:input_type -> hsmgate.v1.GenerateDataKeyRequest
+	53, // 87: hsmgate.v1.TransitService.SignData:input_type -> hsmgate.v1.SignDataRequest
+	57, // 88: hsmgate.v1.TransitService.VerifySignature:input_type -> hsmgate.v1.VerifySignatureRequest
+	61, // 89: hsmgate.v1.TransitService.ComputeHmac:input_type -> hsmgate.v1.ComputeHmacRequest
+	65, // 90: hsmgate.v1.TransitService.VerifyHmac:input_type -> hsmgate.v1.VerifyHmacRequest
+	68, // 91: hsmgate.v1.TransitService.GenerateRandom:input_type -> hsmgate.v1.GenerateRandomRequest
+	70, // 92: hsmgate.v1.TransitService.EncryptStream:input_type -> hsmgate.v1.EncryptStreamRequest
+	72, // 93: hsmgate.v1.TransitService.DecryptStream:input_type -> hsmgate.v1.DecryptStreamRequest
+	8,  // 94: hsmgate.v1.TransitService.CreateKey:output_type -> hsmgate.v1.CreateKeyResponse
+	10, // 95: hsmgate.v1.TransitService.GetKey:output_type -> hsmgate.v1.GetKeyResponse
+	12, // 96: hsmgate.v1.TransitService.ListKeys:output_type -> hsmgate.v1.ListKeysResponse
+	14, // 97: hsmgate.v1.TransitService.UpdateKeyConfig:output_type -> hsmgate.v1.UpdateKeyConfigResponse
+	16, // 98: hsmgate.v1.TransitService.RotateKey:output_type -> hsmgate.v1.RotateKeyResponse
+	18, // 99: hsmgate.v1.TransitService.DisableKeyVersion:output_type -> hsmgate.v1.DisableKeyVersionResponse
+	20, // 100: hsmgate.v1.TransitService.EnableKeyVersion:output_type -> hsmgate.v1.EnableKeyVersionResponse
+	22, // 101: hsmgate.v1.TransitService.TrimKey:output_type -> hsmgate.v1.TrimKeyResponse
+	24, // 102: hsmgate.v1.TransitService.DeleteKey:output_type -> hsmgate.v1.DeleteKeyResponse
+	27, // 103: hsmgate.v1.TransitService.ExportKey:output_type -> hsmgate.v1.ExportKeyResponse
+	29, // 104: hsmgate.v1.TransitService.BackupKey:output_type -> hsmgate.v1.BackupKeyResponse
+	31, // 105: hsmgate.v1.TransitService.RestoreKey:output_type -> hsmgate.v1.RestoreKeyResponse
+	33, // 106: hsmgate.v1.TransitService.GetWrappingKey:output_type -> hsmgate.v1.GetWrappingKeyResponse
+	35, // 107: hsmgate.v1.TransitService.ImportKey:output_type -> hsmgate.v1.ImportKeyResponse
+	39, // 108: hsmgate.v1.TransitService.Encrypt:output_type -> hsmgate.v1.EncryptResponse
+	43, // 109: hsmgate.v1.TransitService.Decrypt:output_type -> hsmgate.v1.DecryptResponse
+	47, // 110: hsmgate.v1.TransitService.Rewrap:output_type -> hsmgate.v1.RewrapResponse
+	51, // 111: hsmgate.v1.TransitService.GenerateDataKey:output_type -> hsmgate.v1.GenerateDataKeyResponse
+	55, // 112: hsmgate.v1.TransitService.SignData:output_type -> hsmgate.v1.SignDataResponse
+	59, // 113: hsmgate.v1.TransitService.VerifySignature:output_type -> hsmgate.v1.VerifySignatureResponse
+	63, // 114: hsmgate.v1.TransitService.ComputeHmac:output_type -> hsmgate.v1.ComputeHmacResponse
+	67, // 115: hsmgate.v1.TransitService.VerifyHmac:output_type -> hsmgate.v1.VerifyHmacResponse
+	69, // 116: hsmgate.v1.TransitService.GenerateRandom:output_type -> hsmgate.v1.GenerateRandomResponse
+	71, // 117: hsmgate.v1.TransitService.EncryptStream:output_type -> hsmgate.v1.EncryptStreamResponse
+	73, // 118: hsmgate.v1.TransitService.DecryptStream:output_type -> hsmgate.v1.DecryptStreamResponse
+	94, // [94:119] is the sub-list for method output_type
+	69, // [69:94] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_transit_proto_init() }
@@ -5396,6 +5592,7 @@ func file_hsmgate_v1_transit_proto_init() {
 	if File_hsmgate_v1_transit_proto != nil {
 		return
 	}
+	file_hsmgate_v1_transit_proto_msgTypes[0].OneofWrappers = []any{}
 	file_hsmgate_v1_transit_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5403,7 +5600,7 @@ func file_hsmgate_v1_transit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmgate_v1_transit_proto_rawDesc), len(file_hsmgate_v1_transit_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   74,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
