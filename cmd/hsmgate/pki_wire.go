@@ -4,17 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/hsmgate/hsmgate/pki"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
-
-// EnvPKIBaseURL overrides the public base URL that issued certificates'
-// AIA (OCSP, CA issuers) and CRL distribution point URLs start with.
-const EnvPKIBaseURL = "HSMGATE_PKI_BASE_URL"
 
 // setupPKI is the PKI engine's service hook: the CA over the process's HSM
 // and store, its gRPC service, its public HTTP endpoints under /pki/ (CA
@@ -29,11 +24,11 @@ func setupPKI(ctx context.Context, d *deps) error {
 	}
 	cfg := pki.Config{Store: d.Store, Keys: pki.HSMKeys(d.HSM), BaseURL: base, Logger: d.Log}
 	if strings.HasPrefix(base, "https://") {
-		// The CA/B BR lints want plain-HTTP AIA and CRL URLs; with only the
-		// HTTPS listener, skip them (a plain-HTTP front can be named with
-		// HSMGATE_PKI_BASE_URL=http://...).
+		// The CA/B BR lints (public profile) want plain-HTTP AIA and CRL
+		// URLs; with only the HTTPS listener, skip them (name a plain-HTTP
+		// front with pki.base_url: http://...).
 		cfg.LintExclude = pki.HTTPSURLLints
-		d.Log.Info("pki: AIA and CRL URLs are https; set "+EnvPKIBaseURL+" to an http:// front for them", "base_url", base)
+		d.Log.Info("pki: AIA and CRL URLs are https; set pki.base_url to an http:// front for them", "base_url", base)
 	}
 	svc, err := pki.New(cfg)
 	if err != nil {
@@ -47,18 +42,18 @@ func setupPKI(ctx context.Context, d *deps) error {
 	return d.AddRules(pki.AuthTable())
 }
 
-// pkiBaseURL is $HSMGATE_PKI_BASE_URL, else https:// and the HTTP
-// listener's address (an unspecified host becomes localhost).
+// pkiBaseURL is pki.base_url, else https:// and the HTTP listener's address
+// (an unspecified host becomes localhost: one machine only).
 func pkiBaseURL(d *deps) (string, error) {
-	if u := os.Getenv(EnvPKIBaseURL); u != "" {
-		return u, nil
+	if d.Config != nil && d.Config.PKI.BaseURL != "" {
+		return d.Config.PKI.BaseURL, nil
 	}
 	if err := d.Server.Listen(); err != nil {
 		return "", err
 	}
 	addr := d.Server.HTTPAddr()
 	if addr == "" {
-		return "", fmt.Errorf("pki: no HTTP listener for CRL and OCSP: set %s to where they are served", EnvPKIBaseURL)
+		return "", fmt.Errorf("pki: no HTTP listener for CRL and OCSP: set pki.base_url to where they are served")
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {

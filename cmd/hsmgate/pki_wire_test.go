@@ -17,6 +17,7 @@ import (
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
@@ -25,8 +26,16 @@ import (
 
 // TestSetupPKI runs the service hook on a real server (TLS, no auth
 // interceptor): a root made over gRPC is served on /pki/ca over HTTPS, and
-// issued certificates point at the HTTP listener.
+// issued certificates point at pki.base_url, or the HTTP listener without it.
 func TestSetupPKI(t *testing.T) {
+	for _, base := range []string{"", "http://ca.example.internal"} {
+		t.Run("base_url="+base, func(t *testing.T) { testSetupPKI(t, base) })
+	}
+}
+
+// testSetupPKI: with pki.base_url empty, certificates name the HTTP
+// listener; with it set, they name it.
+func testSetupPKI(t *testing.T, base string) {
 	dir := t.TempDir()
 	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
 	if err != nil {
@@ -44,13 +53,17 @@ func TestSetupPKI(t *testing.T) {
 	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{}}
+	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{},
+		Config: &config.Config{PKI: config.PKI{BaseURL: base}}}
 	if err := setupPKI(ctx, d); err != nil {
 		t.Fatalf("setupPKI: %v", err)
 	}
 	defer d.close()
 	if _, ok := d.Rules["/hsmgate.v1.PKIService/Issue"]; !ok {
 		t.Errorf("PKI rules not added")
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
@@ -73,7 +86,11 @@ func TestSetupPKI(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaf, _ := x509.ParseCertificate(is.GetCertificate())
-	if want := "https://" + srv.HTTPAddr() + "/pki/ocsp"; len(leaf.OCSPServer) != 1 || leaf.OCSPServer[0] != want {
+	want := "https://" + srv.HTTPAddr() + "/pki/ocsp"
+	if base != "" {
+		want = base + "/pki/ocsp"
+	}
+	if len(leaf.OCSPServer) != 1 || leaf.OCSPServer[0] != want {
 		t.Errorf("OCSP URL %v, want %s", leaf.OCSPServer, want)
 	}
 	if _, err := c.GetRole(ctx, &hsmgatev1.GetRoleRequest{Name: "nope"}); err == nil || !strings.Contains(err.Error(), "NotFound") {

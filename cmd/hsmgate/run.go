@@ -59,10 +59,11 @@ func openStore(ctx context.Context, c *config.Config) (keystore.Store, error) {
 	case config.BackendEtcd:
 		e := c.Store.Etcd
 		cfg := ketcd.Config{
-			Endpoints:   e.Endpoints,
-			DialTimeout: e.DialTimeout,
-			Prefix:      e.Prefix,
-			Username:    e.Username,
+			Endpoints:      e.Endpoints,
+			DialTimeout:    e.DialTimeout,
+			RequestTimeout: e.RequestTimeout,
+			Prefix:         e.Prefix,
+			Username:       e.Username,
 		}
 		if e.PasswordEnv != "" || e.PasswordFile != "" {
 			pw, err := resolveSecret("etcd password", e.PasswordEnv, e.PasswordFile)

@@ -35,6 +35,7 @@ const (
 	DefaultWaitTimeout          = 10 * time.Second
 	DefaultEtcdPrefix           = "/hsmgate/"
 	DefaultEtcdDialTimeout      = 5 * time.Second
+	DefaultEtcdRequestTimeout   = 2 * time.Second
 	DefaultMaxRecvBytes         = 4 << 20
 	DefaultMaxSendBytes         = 16 << 20
 	DefaultMaxConcurrentStreams = 256
@@ -65,6 +66,7 @@ type Config struct {
 	Log      Log
 	Auth     Auth
 	Audit    Audit
+	PKI      PKI
 }
 
 // Listen holds listener addresses (host:port; port 0 picks a free one).
@@ -101,15 +103,17 @@ type Store struct {
 
 // Etcd configures the etcd backend.
 type Etcd struct {
-	Endpoints    []string
-	Prefix       string
-	DialTimeout  time.Duration
-	Username     string
-	PasswordEnv  string
-	PasswordFile string
-	CAFile       string
-	CertFile     string
-	KeyFile      string
+	Endpoints   []string
+	Prefix      string
+	DialTimeout time.Duration
+	// RequestTimeout bounds every store call (store.etcd.request_timeout).
+	RequestTimeout time.Duration
+	Username       string
+	PasswordEnv    string
+	PasswordFile   string
+	CAFile         string
+	CertFile       string
+	KeyFile        string
 }
 
 // Limits bound what one client can ask of the server.
@@ -226,15 +230,16 @@ func (f File) toConfig(dir string) (*Config, error) {
 			Backend: or(f.Store.Backend, BackendBbolt),
 			Path:    abs(f.Store.Path),
 			Etcd: Etcd{
-				Endpoints:    f.Store.Etcd.Endpoints,
-				Prefix:       or(f.Store.Etcd.Prefix, DefaultEtcdPrefix),
-				DialTimeout:  orDur(f.Store.Etcd.DialTimeout, DefaultEtcdDialTimeout),
-				Username:     f.Store.Etcd.Username,
-				PasswordEnv:  f.Store.Etcd.PasswordEnv,
-				PasswordFile: abs(f.Store.Etcd.PasswordFile),
-				CAFile:       abs(f.Store.Etcd.TLS.CA),
-				CertFile:     abs(f.Store.Etcd.TLS.Cert),
-				KeyFile:      abs(f.Store.Etcd.TLS.Key),
+				Endpoints:      f.Store.Etcd.Endpoints,
+				Prefix:         or(f.Store.Etcd.Prefix, DefaultEtcdPrefix),
+				DialTimeout:    orDur(f.Store.Etcd.DialTimeout, DefaultEtcdDialTimeout),
+				RequestTimeout: orDur(f.Store.Etcd.RequestTimeout, DefaultEtcdRequestTimeout),
+				Username:       f.Store.Etcd.Username,
+				PasswordEnv:    f.Store.Etcd.PasswordEnv,
+				PasswordFile:   abs(f.Store.Etcd.PasswordFile),
+				CAFile:         abs(f.Store.Etcd.TLS.CA),
+				CertFile:       abs(f.Store.Etcd.TLS.Cert),
+				KeyFile:        abs(f.Store.Etcd.TLS.Key),
 			},
 		},
 		Limits: Limits{
@@ -247,6 +252,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 		},
 		Shutdown: Shutdown{Drain: f.Shutdown.Drain, Timeout: orDur(f.Shutdown.Timeout, DefaultShutdownTimeout)},
 		Log:      Log{Format: or(f.Log.Format, "text")},
+		PKI:      f.PKI.toPKI(),
 	}
 	if c.Listen.HTTP == HTTPOff {
 		c.Listen.HTTP = ""
@@ -361,6 +367,7 @@ func (c *Config) Validate() error {
 	default:
 		bad("store.backend", "%q: want %q or %q", c.Store.Backend, BackendBbolt, BackendEtcd)
 	}
+	c.validatePKI(bad)
 
 	l := c.Limits
 	if l.MaxRecvBytes < 1024 || l.MaxRecvBytes > 256<<20 {
@@ -426,6 +433,9 @@ func (c *Config) validateEtcd(bad func(string, string, ...any), checkFile func(s
 	}
 	if e.DialTimeout <= 0 {
 		bad("store.etcd.dial_timeout", "must be positive")
+	}
+	if e.RequestTimeout <= 0 {
+		bad("store.etcd.request_timeout", "must be positive")
 	}
 	if e.PasswordEnv != "" && !validEnvName(e.PasswordEnv) {
 		bad("store.etcd.password_env", "%q is not an environment variable name", e.PasswordEnv)

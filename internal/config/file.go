@@ -19,6 +19,7 @@ type File struct {
 	Log      LogFile      `yaml:"log"`
 	Auth     AuthFile     `yaml:"auth"`
 	Audit    AuditFile    `yaml:"audit"`
+	PKI      PKIFile      `yaml:"pki"`
 }
 
 // ListenFile is the `listen` section: host:port of each listener.
@@ -68,7 +69,11 @@ type EtcdFile struct {
 	Endpoints   []string      `yaml:"endpoints"`    // host:port or https://host:port
 	Prefix      string        `yaml:"prefix"`       // default "/hsmgate/"
 	DialTimeout time.Duration `yaml:"dial_timeout"` // default 5s
-	Username    string        `yaml:"username"`
+	// RequestTimeout bounds every store call, whatever the caller's
+	// deadline: a frozen member or a lost quorum costs a call at most
+	// this (default 2s).
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	Username       string        `yaml:"username"`
 	// The etcd password, by reference only (like the HSM PIN).
 	PasswordEnv  string      `yaml:"password_env"`
 	PasswordFile string      `yaml:"password_file"`
