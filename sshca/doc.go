@@ -28,7 +28,9 @@
 //
 //   - Principals: a request's principals, or the role's default principals
 //     when it names none, must each match an allowed pattern. Patterns are
-//     literals, `*` wildcards, and templates {{identity.name}} and
+//     literals, wildcards (`*` matches within one DNS label, as PKI's globs
+//     do: "*.example.com" is not "a.b.example.com"; `**` matches across
+//     labels, for a role that means it), and templates {{identity.name}} and
 //     {{identity.metadata.<key>}} filled from the caller's vouched identity
 //     (auth.Identity.Entity and EntityMetadata: a certificate subject, a JWT
 //     claim, or the entity an administrator bound to a token, which its

@@ -339,11 +339,23 @@ func TestTemplates(t *testing.T) {
 		{"*.example.com", Caller{}, "web1.example.com", true},
 		{"*.example.com", Caller{}, "example.com", false},
 		{"*.example.com", Caller{}, "evil.com.example.org", false},
+		// `*` stays within one label, as PKI's globs; `**` crosses labels.
+		{"*.example.com", Caller{}, "a.b.example.com", false},
+		{"*.example.com", Caller{}, ".example.com", true}, // an empty label is the principal check's business
+		{"**.example.com", Caller{}, "a.b.example.com", true},
+		{"**.example.com", Caller{}, "evil.example.com.attacker.net", false},
+		{"web-*", Caller{}, "web-1.prod", false},
+		{"web-**", Caller{}, "web-1.prod", true},
+		{"db*.*.internal", Caller{}, "db1.eu.internal", true},
+		{"db*.*.internal", Caller{}, "db1.eu.x.internal", false},
 		{"{{identity.name}}", Caller{Name: "a*"}, "ab", false},
 		{"{{identity.name}}", Caller{}, "", false},
 		{"{{identity.metadata.team}}-*", Caller{Metadata: map[string]string{"team": "db"}}, "db-ro", true},
 		{"*a*a*a*a*a*a*a*a*a*a*b", Caller{}, strings.Repeat("a", 255), false}, // linear, not exponential
 		{"*a*a*a*a*a*a*a*a*a*a*b", Caller{}, strings.Repeat("a", 250) + "b", true},
+	}
+	if _, err := parsePattern("a***b", true); err == nil {
+		t.Errorf(`parsePattern("a***b"): no error, want one (* or ** only)`)
 	}
 	for _, tc := range tests {
 		t.Run(tc.pattern+"/"+tc.in[:min(len(tc.in), 20)], func(t *testing.T) {
@@ -364,7 +376,7 @@ func TestTemplates(t *testing.T) {
 // pattern without wildcards matches exactly its own expansion; an expanded
 // identity value is always literal.
 func FuzzPattern(f *testing.F) {
-	for _, s := range []string{"{{identity.name}}", "*.example.com", "team-{{identity.metadata.team}}-*", "{{", "}}", "a{{identity.name}}b"} {
+	for _, s := range []string{"{{identity.name}}", "*.example.com", "**.example.com", "team-{{identity.metadata.team}}-*", "{{", "}}", "a{{identity.name}}b", "***"} {
 		f.Add(s, "alice")
 	}
 	f.Fuzz(func(t *testing.T, pattern, name string) {
@@ -378,7 +390,7 @@ func FuzzPattern(f *testing.F) {
 		}
 		wild := false
 		for _, tk := range x {
-			wild = wild || tk.kind == tokWild
+			wild = wild || tk.kind == tokWild || tk.kind == tokWildAny
 		}
 		if !wild && !match(x, literal(x)) {
 			t.Fatalf("%q does not match its own expansion %q", pattern, literal(x))

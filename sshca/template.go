@@ -9,16 +9,19 @@ import (
 )
 
 // A pattern is an allowed or default principal after parsing: literal text,
-// `*` wildcards and identity variables.
+// wildcards and identity variables. `*` matches within one DNS label (no
+// '.'), as PKI's globs do: "*.example.com" matches "web.example.com", not
+// "a.b.example.com". `**` matches across labels, for roles that mean it.
 type token struct {
-	kind int // tokLiteral, tokWild, tokVar
+	kind int // tokLiteral, tokWild, tokWildAny, tokVar
 	text string
 }
 
 const (
 	tokLiteral = iota
-	tokWild
+	tokWild    // `*`: any run of characters other than '.'
 	tokVar
+	tokWildAny // `**`: any run of characters
 )
 
 // parseTemplate splits s into literal text and {{var}} references. vars
@@ -83,7 +86,14 @@ func parsePattern(s string, wild bool) ([]token, error) {
 				if !wild {
 					return nil, errors.New("wildcard not allowed here")
 				}
-				out = append(out, token{tokWild, ""})
+				switch n := len(out); {
+				case n > 0 && out[n-1].kind == tokWild:
+					out[n-1].kind = tokWildAny // "**"
+				case n > 0 && out[n-1].kind == tokWildAny:
+					return nil, errors.New("*** is not a wildcard (use * within a label, ** across labels)")
+				default:
+					out = append(out, token{tokWild, ""})
+				}
 				continue
 			}
 			if err := checkPrincipalChars(part); err != nil {
@@ -168,42 +178,45 @@ func literal(toks []token) string {
 	return b.String()
 }
 
-// match reports whether s matches the expanded pattern toks, in
-// O(len(pattern) * len(s)) whatever the number of wildcards (the classic
-// greedy match with backtracking to the last wildcard).
+// match reports whether s matches the expanded pattern toks: `*` matches
+// any run without '.', `**` any run. Dynamic programming over the pattern's
+// characters and s, O(len(pattern) * len(s)) whatever the wildcards.
 func match(toks []token, s string) bool {
-	const wild = -1
+	const (
+		wild    = -1
+		wildAny = -2
+	)
 	var p []int
 	for _, t := range toks {
-		if t.kind == tokWild {
+		switch t.kind {
+		case tokWild:
 			p = append(p, wild)
-			continue
-		}
-		for i := 0; i < len(t.text); i++ {
-			p = append(p, int(t.text[i]))
-		}
-	}
-	pi, si := 0, 0
-	star, mark := -1, 0
-	for si < len(s) {
-		switch {
-		case pi < len(p) && p[pi] != wild && p[pi] == int(s[si]):
-			pi++
-			si++
-		case pi < len(p) && p[pi] == wild:
-			star, mark = pi, si
-			pi++
-		case star >= 0:
-			mark++
-			pi, si = star+1, mark
+		case tokWildAny:
+			p = append(p, wildAny)
 		default:
-			return false
+			for i := 0; i < len(t.text); i++ {
+				p = append(p, int(t.text[i]))
+			}
 		}
 	}
-	for pi < len(p) && p[pi] == wild {
-		pi++
+	// prev[j]: p[:i] matches s[:j]; cur: p[:i+1].
+	prev, cur := make([]bool, len(s)+1), make([]bool, len(s)+1)
+	prev[0] = true
+	for _, c := range p {
+		cur[0] = prev[0] && c < 0
+		for j := 1; j <= len(s); j++ {
+			switch c {
+			case wildAny:
+				cur[j] = prev[j] || cur[j-1]
+			case wild:
+				cur[j] = prev[j] || (cur[j-1] && s[j-1] != '.')
+			default:
+				cur[j] = prev[j-1] && c == int(s[j-1])
+			}
+		}
+		prev, cur = cur, prev
 	}
-	return pi == len(p)
+	return prev[len(s)]
 }
 
 // keyIDVars are the values a key ID template may use.

@@ -57,7 +57,7 @@ type signOptions struct {
 func addSignFlags(cmd *cobra.Command, o *signOptions, host bool) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&o.principals, "principal", nil, "principal to request (repeatable; default: the role's default principals)")
-	fs.DurationVar(&o.ttl, "ttl", 0, "certificate lifetime (default: the role's default_ttl)")
+	fs.DurationVar(&o.ttl, "ttl", 0, "certificate lifetime, positive (default: the role's default_ttl)")
 	fs.StringVarP(&o.output, "output", "o", "", "certificate file (default: KEY-cert.pub next to the key)")
 	if !host {
 		fs.StringArrayVar(&o.extensions, "extension", nil, "extension NAME or NAME=VALUE to request (repeatable; default: the role's default extensions)")
@@ -192,7 +192,10 @@ func sshSign(ctx context.Context, c hsmgatev1.SSHCAServiceClient, ct hsmgatev1.S
 		Extensions:      exts,
 		CriticalOptions: opts,
 	}
-	if o.ttl > 0 {
+	switch {
+	case o.ttl < 0:
+		return fmt.Errorf("--ttl %s: a certificate lifetime must be positive", o.ttl)
+	case o.ttl > 0:
 		item.Ttl = durationpb.New(o.ttl)
 	}
 	var res *hsmgatev1.SSHSignResult

@@ -104,6 +104,11 @@ func TestSSHSignWritesCertificate(t *testing.T) {
 	if err := sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Errorf("principal root: got %v, want a refusal", err)
 	}
+	// A negative lifetime is refused, not silently the role's default.
+	o = &signOptions{role: "default", principals: []string{"deploy"}, ttl: -time.Hour}
+	if err := sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "positive") {
+		t.Errorf("--ttl -1h: got %v, want a refusal", err)
+	}
 
 	// Revoke by key file and describe the KRL.
 	ro := &revokeOptions{keyFile: filepath.Join(dir, "id_ed25519-cert.pub")}

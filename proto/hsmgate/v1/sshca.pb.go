@@ -1129,9 +1129,11 @@ type SSHRole struct {
 	// CA that signs for the role; its type must equal cert_type.
 	Ca       string      `protobuf:"bytes,2,opt,name=ca,proto3" json:"ca,omitempty"`
 	CertType SSHCertType `protobuf:"varint,3,opt,name=cert_type,json=certType,proto3,enum=hsmgate.v1.SSHCertType" json:"cert_type,omitempty"`
-	// Principals a request may ask for: literals, `*` wildcards (host roles
-	// only, e.g. "*.example.com"), and templates {{identity.name}} and
-	// {{identity.metadata.<key>}} filled from the caller's identity.
+	// Principals a request may ask for: literals, wildcards (host roles
+	// only: `*` within one label, e.g. "*.example.com" matches
+	// "web.example.com" but not "a.b.example.com"; `**` across labels), and
+	// templates {{identity.name}} and {{identity.metadata.<key>}} filled from
+	// the caller's vouched identity.
 	AllowedPrincipals []string `protobuf:"bytes,4,rep,name=allowed_principals,json=allowedPrincipals,proto3" json:"allowed_principals,omitempty"`
 	// Principals used when a request names none (templates allowed); each
 	// must also be allowed.
