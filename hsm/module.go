@@ -248,4 +248,3 @@ func (m *Module) findSlot() (uint, error) {
 	}
 	return 0, fmt.Errorf("hsm: token %q not found: %w", m.cfg.TokenLabel, ErrUnavailable)
 }
-
