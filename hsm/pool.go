@@ -191,7 +191,7 @@ func (m *Module) wait(ctx context.Context) error {
 // after frees a place in the pool, having run pending maintenance first.
 func (m *Module) after() {
 	if m.maint.Load() {
-		m.maintain()
+		m.maintain(false)
 	}
 	<-m.sem
 }
@@ -235,14 +235,17 @@ func (m *Module) release(s *session) {
 // sessions that could not be closed wait for a slot reset. Errors wrap
 // ErrUnavailable.
 func (m *Module) openSession(ctx context.Context) (*session, error) {
-	m.sessMu.Lock()
-	orphans := m.orphans
-	m.sessMu.Unlock()
-	if orphans >= m.cfg.MaxSessions {
-		return nil, fmt.Errorf("hsm: %d sessions could not be closed and wait for a slot reset: %w", orphans, ErrUnavailable)
-	}
 	if err := m.bo.wait(ctx); err != nil {
 		return nil, err
+	}
+	if n := m.orphanCount(); n >= m.cfg.MaxSessions {
+		// As many sessions as the pool holds could not be closed: reset
+		// the slot before opening more (an attempt, under the backoff).
+		m.maintain(true)
+		if n = m.orphanCount(); n >= m.cfg.MaxSessions {
+			m.bo.fail()
+			return nil, fmt.Errorf("hsm: %d sessions could not be closed and wait for a slot reset: %w", n, ErrUnavailable)
+		}
 	}
 	s, err := m.openLoggedIn()
 	if err != nil {
@@ -250,6 +253,12 @@ func (m *Module) openSession(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+func (m *Module) orphanCount() int {
+	m.sessMu.Lock()
+	defer m.sessMu.Unlock()
+	return m.orphans
 }
 
 // openLoggedIn opens and logs in a session on the current slot. If the
@@ -356,13 +365,14 @@ func (m *Module) refindSlot(old uint) (uint, error) {
 // reset closes sessions in use), so maintain first takes every place of the
 // pool, waiting at most maxExclusiveWait (a call hanging in the library keeps
 // it from ever getting them). Failed attempts are spaced out like
-// reconnects. The caller holds one place.
-func (m *Module) maintain() {
+// reconnects, unless now is set (the caller waited for the reconnect
+// backoff already). The caller holds one place.
+func (m *Module) maintain(now bool) {
 	if !m.maintMu.TryLock() {
 		return // another goroutine is at it
 	}
 	defer m.maintMu.Unlock()
-	if !m.maint.Load() || time.Now().Before(m.maintNext) {
+	if !m.maint.Load() || (!now && time.Now().Before(m.maintNext)) {
 		return
 	}
 	m.maint.Store(false)
