@@ -50,13 +50,13 @@ var _ hsm.PKCS11 = (*Ctx)(nil)
 // Wrap puts the layer over p.
 func Wrap(p hsm.PKCS11) *Ctx {
 	return &Ctx{
-		p:      p,
+		p:       p,
 		faults:  make(map[string]pkcs11.Error),
 		counted: make(map[string]countedFault),
 		before:  make(map[string]func()),
-		hangs:  make(map[string]*Hang),
-		calls:  make(map[string]int),
-		open:   make(map[pkcs11.SessionHandle]uint),
+		hangs:   make(map[string]*Hang),
+		calls:   make(map[string]int),
+		open:    make(map[pkcs11.SessionHandle]uint),
 	}
 }
 
