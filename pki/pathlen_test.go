@@ -136,7 +136,7 @@ func TestNameConstraintsNarrowDown(t *testing.T) {
 		{"other IP range", &pb.NameConstraints{PermittedIpRanges: []string{"192.168.0.0/16"}}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			name := strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(c.name)
+			name := strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(strings.ToLower(c.name))
 			_, err := e.createIntermediate(name, "nc", 0, c.nc)
 			if c.ok && err != nil {
 				t.Fatalf("got %v, want nil", err)
