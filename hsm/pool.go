@@ -54,7 +54,7 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 			return err
 		default:
 		}
-		return fmt.Errorf("hsm: no answer from the HSM: %w: %w", ErrUnavailable, ctx.Err())
+		return fmt.Errorf("hsm: gave up waiting for the HSM: %w: %w", ErrUnavailable, ctx.Err())
 	}
 }
 
