@@ -47,15 +47,18 @@ func (b *backoff) fail() {
 	b.mu.Unlock()
 }
 
-// ok records a success: the next fault is retried at once.
-func (b *backoff) ok() {
+// ok records a success: the next fault is retried at once. It reports
+// whether this success ended a run of failures.
+func (b *backoff) ok() (recovered bool) {
 	if !b.bad.Load() {
-		return
+		return false
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	recovered = b.fails > 0
 	b.fails, b.next = 0, time.Time{}
 	b.bad.Store(false)
-	b.mu.Unlock()
+	return recovered
 }
 
 // failing reports whether the last reconnect failed.

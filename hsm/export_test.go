@@ -59,3 +59,17 @@ func ImportHMACKey(ctx context.Context, m *Module, label string, key []byte) err
 		return err
 	})
 }
+
+// Maintain runs pending maintenance (closing a failed key-copy session,
+// resetting the slot) now, waiting for a maintenance already running, and
+// reports whether some is still pending.
+func Maintain(ctx context.Context, m *Module) (pending bool, err error) {
+	if err := m.take(ctx); err != nil {
+		return false, err
+	}
+	defer func() { <-m.sem }()
+	m.maintMu.Lock() // waits for one that is running
+	defer m.maintMu.Unlock()
+	m.maintainLocked(true)
+	return m.maint.Load(), nil
+}

@@ -70,8 +70,8 @@ func (f *fixture) busy(goroutines, n int, timeout time.Duration) int {
 }
 
 // settle makes calls, one at a time and without a deadline, until every kind
-// has worked once: the Module is back, and pending clean-up (slot reset,
-// closing a failed key-copy session) had an idle pool to run in.
+// has worked once (the Module is back), then runs the pending clean-up
+// (slot reset, closing a failed key-copy session) and checks that it is done.
 func (f *fixture) settle(t *testing.T) {
 	t.Helper()
 	for name, op := range f.ops() {
@@ -84,6 +84,9 @@ func (f *fixture) settle(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s after the fault: got %v, want nil", name, err)
 		}
+	}
+	if pending, err := hsm.Maintain(ctx, f.m); pending || err != nil {
+		t.Fatalf("clean-up after the fault: got pending=%v, %v; want nothing left", pending, err)
 	}
 }
 
@@ -103,7 +106,7 @@ func TestFlapsDoNotLeakSessions(t *testing.T) {
 	before := fc.LibrarySessions(slot)
 	for range 30 {
 		fc.Fail(pkcs11.CKR_DEVICE_REMOVED)
-		f.busy(maxSessions, 2, 20*time.Millisecond)
+		f.busy(maxSessions, 1, 20*time.Millisecond)
 		fc.Heal()
 		f.busy(maxSessions, 1, time.Minute)
 	}

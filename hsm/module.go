@@ -41,6 +41,7 @@ type Module struct {
 
 	bo        backoff
 	maint     atomic.Bool // orphans or retired keepers wait for maintain
+	recovered atomic.Bool // a call worked after failures: maintain at once
 	maintMu   sync.Mutex  // one maintain at a time; guards maintNext
 	maintNext time.Time
 	maintFail int

@@ -67,7 +67,7 @@ func (m *Module) work(ctx context.Context, op func(*session) error) error {
 	err = m.run(s, op)
 	switch {
 	case err == nil:
-		m.bo.ok()
+		m.succeeded()
 		m.release(s)
 		return nil
 	case errors.Is(err, errTokenGone):
@@ -104,7 +104,7 @@ func (m *Module) work(ctx context.Context, op func(*session) error) error {
 	err = m.run(s, op)
 	switch {
 	case err == nil:
-		m.bo.ok()
+		m.succeeded()
 	case errors.Is(err, errTokenGone):
 		m.release(s)
 		return unavailable("after recovery", err)
@@ -188,10 +188,19 @@ func (m *Module) wait(ctx context.Context) error {
 	}
 }
 
+// succeeded records a call that worked: reconnects need no more backoff,
+// and pending maintenance is due at once if this ends a run of failures
+// (the device is back).
+func (m *Module) succeeded() {
+	if m.bo.ok() {
+		m.recovered.Store(true)
+	}
+}
+
 // after frees a place in the pool, having run pending maintenance first.
 func (m *Module) after() {
 	if m.maint.Load() {
-		m.maintain(false)
+		m.maintain(m.recovered.Swap(false))
 	}
 	<-m.sem
 }
@@ -369,9 +378,17 @@ func (m *Module) refindSlot(old uint) (uint, error) {
 // backoff already). The caller holds one place.
 func (m *Module) maintain(now bool) {
 	if !m.maintMu.TryLock() {
+		if now {
+			m.recovered.Store(true) // for the next caller, should this attempt fail
+		}
 		return // another goroutine is at it
 	}
 	defer m.maintMu.Unlock()
+	m.maintainLocked(now)
+}
+
+// maintainLocked is maintain, with maintMu held.
+func (m *Module) maintainLocked(now bool) {
 	if !m.maint.Load() || (!now && time.Now().Before(m.maintNext)) {
 		return
 	}
