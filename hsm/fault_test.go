@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -341,5 +342,45 @@ func TestHangLeavesOtherSessions(t *testing.T) {
 	<-h.Entered()
 	if _, err := f.m.Random(ctx, 8); err != nil {
 		t.Fatalf("Random while one call hangs: got %v, want nil", err)
+	}
+}
+
+// TestFaultsUnderLoad injects dead-session faults into calls of every kind
+// while goroutines keep the pool busy: sessions are closed while other
+// goroutines run calls with the shared key copies (SoftHSM 2.6.1 crashes if
+// a session closes under a call on it, or objects in use go away), every
+// call either works or answers ErrUnavailable, and the sessions in the
+// library stay bounded.
+func TestFaultsUnderLoad(t *testing.T) {
+	const maxSessions = 4
+	f, fc, slot := faulty(t, func(c *hsm.Config) {
+		c.MaxSessions = maxSessions
+		c.ReconnectBackoff, c.MaxReconnectBackoff = time.Millisecond, 10*time.Millisecond
+	})
+	fns := []string{"Sign", "Encrypt", "Decrypt", "GenerateRandom", "WrapKey", "UnwrapKey", "GetSessionInfo"}
+	rvs := []uint{pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_SESSION_CLOSED}
+	var wg sync.WaitGroup
+	errc := make(chan error, 8*20*len(f.ops()))
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				fc.FailN(rvs[(g+i)%len(rvs)], 1, fns[(g*7+i)%len(fns)])
+				for name, op := range f.ops() {
+					if err := op(ctx); err != nil && !errors.Is(err, hsm.ErrUnavailable) {
+						errc <- fmt.Errorf("%s: %w", name, err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Errorf("call under injected faults: got %v, want nil or ErrUnavailable", err)
+	}
+	fc.Heal()
+	f.settle(t)
+	if n := fc.LibrarySessions(slot); n > maxSessions+1 {
+		t.Errorf("sessions in the library after the faults: got %d, want at most %d", n, maxSessions+1)
 	}
 }
