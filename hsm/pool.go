@@ -22,12 +22,15 @@ const maxExclusiveWait = time.Second
 // (opened under the reconnect backoff). If that fails too, or ctx ends first,
 // the error wraps ErrUnavailable.
 //
-// The work runs on a goroutine of its own when ctx can end, so that a call
-// that hangs in the library does not hold the caller past ctx: the caller
-// gets ErrUnavailable (and ctx's error), and the goroutine gives the session
-// back to the pool when the library returns. The session keeps its place in
-// the pool until then, so a hanging HSM can take at most MaxSessions calls
-// with it.
+// When ctx has a deadline the work runs on a goroutine of its own, so that a
+// call that hangs in the library does not hold the caller past it: the
+// caller gets ErrUnavailable (and ctx's error) when ctx ends, and the
+// goroutine gives the session back to the pool when the library returns.
+// The session keeps its place in the pool until then, so a hanging HSM can
+// take at most MaxSessions calls with it. Without a deadline the work runs
+// on the caller's goroutine (the hand-off costs a few microseconds per call,
+// as much as a cheap PKCS#11 call), and a call that hangs holds its caller,
+// cancellation or not, until the library returns.
 func (m *Module) do(ctx context.Context, op func(*session) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("hsm: %w", err)
@@ -35,7 +38,7 @@ func (m *Module) do(ctx context.Context, op func(*session) error) error {
 	if err := m.take(ctx); err != nil {
 		return err
 	}
-	if ctx.Done() == nil {
+	if _, ok := ctx.Deadline(); !ok {
 		err := m.work(ctx, op)
 		m.after()
 		return err
