@@ -169,9 +169,11 @@ func (m *Module) create(ctx context.Context, label string, gen func(m *Module, s
 	if _, err := rand.Read(id); err != nil {
 		return err
 	}
-	m.genMu.Lock()
-	defer m.genMu.Unlock()
 	return m.do(ctx, func(s *session) error {
+		// Locked in the operation, not around do: a call abandoned at its
+		// deadline keeps the lock until the library returns.
+		m.genMu.Lock()
+		defer m.genMu.Unlock()
 		taken, err := m.labelTaken(s, label)
 		if err != nil {
 			return err
