@@ -36,12 +36,20 @@ type Config struct {
 	MaxSessions int           // size of the session pool; default 8
 	WaitTimeout time.Duration // longest wait for a pooled session when ctx has no deadline; default 10s
 	Logger      *slog.Logger  // nil: slog.Default()
+
+	// Reconnects after a fault back off exponentially with jitter, from
+	// ReconnectBackoff (default 50ms) up to MaxReconnectBackoff (default 5s).
+	ReconnectBackoff    time.Duration
+	MaxReconnectBackoff time.Duration
 }
 
 // Defaults of Config.
 const (
 	DefaultMaxSessions = 8
 	DefaultWaitTimeout = 10 * time.Second
+
+	DefaultReconnectBackoff    = 50 * time.Millisecond
+	DefaultMaxReconnectBackoff = 5 * time.Second
 )
 
 // KeyType names a key type the HSM can generate.

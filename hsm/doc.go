@@ -19,57 +19,97 @@
 //
 // The library is loaded and C_Initialize'd once per path per process
 // (CKR_CRYPTOKI_ALREADY_INITIALIZED is tolerated) and finalised only by
-// Finalize, at process exit. A Module finds its token by label and keeps at
-// most Config.MaxSessions read-write sessions, opened lazily and logged in as
-// the user. Waiting for a free session honours ctx; without a deadline in
-// ctx the wait is bounded by Config.WaitTimeout and ends in ErrUnavailable.
-// A PKCS#11 call itself cannot be interrupted once made.
+// Finalize, at process exit. All calls go through the PKCS11 interface (the
+// part of *pkcs11.Ctx used here), where tests put hsm/hsmfault to inject
+// faults. A Module finds its token by label and keeps at most
+// Config.MaxSessions read-write pool sessions, opened lazily and logged in as
+// the user, plus one "keeper" session that holds the key copies (below).
+// Waiting for a free session honours ctx; without a deadline in ctx the
+// wait is bounded by Config.WaitTimeout and ends in ErrUnavailable. A
+// PKCS#11 call itself cannot be interrupted, so when ctx has a deadline the
+// work runs on a goroutine of its own: the caller returns when ctx ends
+// (ErrUnavailable wrapping ctx's error), and the goroutine puts the session
+// back when the library returns. A hung call keeps its place in the pool;
+// a pool full of hung calls answers waiters by their deadline. (Without a
+// deadline the call runs on the caller's goroutine, which saves the
+// hand-off, a few microseconds; a hang then holds the caller.)
 //
 // A failed call is handled by what failed:
 //
-//   - lost login (CKR_USER_NOT_LOGGED_IN, or a session found in the public
-//     state, e.g. after a C_Logout from another context): the token is logged
-//     in again through that session (which is alive and stays in the pool)
-//     and the operation retried once;
+//   - lost login (CKR_USER_NOT_LOGGED_IN, or a key search that finds
+//     nothing in a session found in the public state, e.g. after a C_Logout
+//     from another context): the token is logged in again through that
+//     session (which is alive and stays in the pool) and the operation
+//     retried once; if logging in fails, or the retry finds the login lost
+//     again, the answer is ErrUnavailable. A search that finds nothing in a
+//     logged-in session is repeated once before ErrKeyNotFound, since the
+//     token may have been logged in again between the search and the check
+//     of the session's state: a key that exists never reads as not found;
 //   - token not answering C_GetTokenInfo while the session still works (what
 //     SoftHSM does when a token's directory goes away): the session stays in
 //     the pool, the token is looked up again by label and, if found, the
 //     operation retried once;
 //   - dead session or token (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
 //     CKR_TOKEN_NOT_PRESENT, CKR_DEVICE_REMOVED, CKR_DEVICE_ERROR, ...): the
-//     session is never returned to the pool;
-//     every session of the pool's current generation is presumed dead and
-//     dropped (never closed: its handle number may already belong to a new
-//     session), the token is looked up again by
-//     label (it may come back in another slot), a new session is opened and
-//     logged in, and the operation retried once.
+//     session is closed (C_CloseSession; "handle invalid" means that it was
+//     gone already), never returned to the pool; the keeper is checked
+//     (C_GetSessionInfo) and retired if it does not answer; a new session is
+//     opened (the token looked up again by label if its slot is gone: it may
+//     come back in another slot) and logged in, and the operation retried
+//     once. Other pool sessions are not presumed dead: each is closed and
+//     replaced when a call finds it dead;
+//   - CKR_OPERATION_ACTIVE (an operation left behind): the session is closed.
 //
-// If the retry fails too, or the token cannot be found or logged in to, the
-// error wraps ErrUnavailable; the next call tries again, so the Module works
-// again as soon as the token is back, without being reopened. Before a lookup
-// answers ErrKeyNotFound it checks that the session is logged in and that
-// the token answers, so that a token that went away reads as ErrUnavailable
-// and not as a missing key.
+// A session whose C_CloseSession fails stays registered as unclosed, and the
+// slot is reset (C_CloseAllSessions, which also closes the pool's and the
+// keeper's sessions; the pool then starts afresh) as soon as the Module can
+// take every place of its pool, so that no session is in use; while
+// MaxSessions sessions wait for that reset, no new session is opened and
+// calls answer ErrUnavailable. So the sessions of a Module in the library
+// number at most 2*MaxSessions+2 (pool, unclosed, keeper and a failed
+// keeper), and MaxSessions+1 once the device answers again.
 //
-// The Module never calls C_CloseAllSessions and closes sessions only in
-// Close: SoftHSM 2.6.1 crashes (SIGSEGV) when sessions are closed under a
-// thread that is inside a call on them (seen here; softhsm/SoftHSMv2 #688,
-// #464), and closing a session also destroys the key copies it made (below).
-// The tests close sessions from outside only between rounds of calls.
+// Reconnects (opening a session after a fault, and slot resets) back off:
+// the first reconnect after a healthy period is immediate (one fault costs
+// one retry), each one that fails doubles the wait, from
+// Config.ReconnectBackoff up to Config.MaxReconnectBackoff, with jitter (a
+// random wait in [d/2, d]), and a call that succeeds clears it. Callers that
+// arrive while a wait runs make one attempt between them; a caller whose ctx
+// ends before the attempt is due gets ErrUnavailable at once; one without a
+// deadline waits. If the retry fails too, or the token cannot be found or
+// logged in to, the error wraps ErrUnavailable; the Module works again as
+// soon as the token is back, without being reopened. Before a lookup answers
+// ErrKeyNotFound it checks that the session is logged in and that the token
+// answers, so that a token that went away reads as ErrUnavailable and not as
+// a missing key.
+//
+// Closing a session must never destroy objects that another thread is
+// using, nor a session that another thread is inside a call on: SoftHSM
+// 2.6.1 crashes (SIGSEGV) then (seen here; softhsm/SoftHSMv2 #688, #464).
+// Pool sessions therefore own no long-lived objects (the key copies are the
+// keeper's), a session is closed only by the goroutine that holds it, and
+// the keeper is closed, and the slot reset, only while the Module holds every
+// place of its pool. Each session handle is registered when opened and
+// unregistered when closed, and opens and closes are serialised, so that a
+// handle number that the library gave out again (after closing a session
+// behind our back) is never closed or used for the old session. A slot
+// reset closes every session of the process on that slot: one Module per
+// token per process.
 //
 // Objects are found by label, CKA_CLASS and CKA_TOKEN=true. The handle cached
 // for a key is that of a session-object copy of it (C_CopyObject with
-// CKA_TOKEN=false; sensitivity and non-extractability are kept, and the
-// tests check it for the KEK), because SoftHSM re-reads a token object's file
-// on each use: measured here, AES-GCM on a copy is about 2.5x faster and
-// ECDSA about 1.3x. A copy lives as long as the pooled session that made it;
-// handles are cached per pool generation, the cache is cleared on recovery
-// and on re-login, and a handle that turns stale (CKR_OBJECT_HANDLE_INVALID,
-// CKR_KEY_HANDLE_INVALID) is forgotten and the operation retried once with
-// the object found and copied afresh. DestroyKey removes the token objects
-// and this process's copies; a key destroyed by another process stays
-// usable here through its copy until the session that holds it goes, so
-// callers retire a key version in the key store before destroying its object.
+// CKA_TOKEN=false, made in the keeper session; sensitivity and
+// non-extractability are kept, and the tests check it for the KEK), because
+// SoftHSM re-reads a token object's file on each use: measured here, AES-GCM
+// on a copy is about 2.5x faster and ECDSA about 1.3x. The cache is cleared
+// when the keeper is retired or the slot reset and on re-login, and a handle
+// that turns stale (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID) is
+// forgotten and the operation retried once with the object found and copied
+// afresh; while no keeper can be had the token object is used directly.
+// DestroyKey removes the token objects and this process's copies; a key
+// destroyed by another process stays usable here through its copy until the
+// keeper goes, so callers retire a key version in the key store before
+// destroying its object.
 //
 // # SoftHSM
 //

@@ -31,10 +31,9 @@ func rvOf(err error) (uint, bool) {
 	return 0, false
 }
 
-// sessionDead reports whether err means that the session (and, as far as we
-// can tell, every session on the slot) is gone: it must be dropped, never
-// reused and never closed (its handle number may already belong to a new
-// session).
+// sessionDead reports whether err means that the session is gone or not to
+// be trusted (the device or token may have gone with it): it is closed (see
+// Module.discard) and never reused, and the call retried once on a new one.
 func sessionDead(err error) bool {
 	rv, ok := rvOf(err)
 	if !ok {

@@ -17,11 +17,29 @@ func GenerateExtractableAES(ctx context.Context, m *Module, label string) error 
 // Hold takes a session from the pool and keeps it until release is called,
 // so that tests can fill the pool.
 func Hold(ctx context.Context, m *Module) (release func(), err error) {
-	s, err := m.acquire(ctx)
-	if err != nil {
+	if err := m.take(ctx); err != nil {
 		return nil, err
 	}
-	return func() { m.release(s) }, nil
+	s, err := m.session(ctx)
+	if err != nil {
+		<-m.sem
+		return nil, err
+	}
+	return func() { m.release(s); <-m.sem }, nil
+}
+
+// OpenWith opens a Module that sees the library through wrap (a
+// fault-injecting layer, hsm/hsmfault).
+func OpenWith(ctx context.Context, cfg Config, wrap func(PKCS11) PKCS11) (*Module, error) {
+	return open(ctx, cfg, wrap)
+}
+
+// Registered is the number of sessions the Module has opened and not closed
+// (the pool's, the keeper's, and those that wait for a slot reset).
+func Registered(m *Module) int {
+	m.sessMu.Lock()
+	defer m.sessMu.Unlock()
+	return len(m.open)
 }
 
 // ImportHMACKey makes a generic secret with a known value (signing only),
@@ -40,4 +58,18 @@ func ImportHMACKey(ctx context.Context, m *Module, label string, key []byte) err
 		})
 		return err
 	})
+}
+
+// Maintain runs pending maintenance (closing a failed key-copy session,
+// resetting the slot) now, waiting for a maintenance already running, and
+// reports whether some is still pending.
+func Maintain(ctx context.Context, m *Module) (pending bool, err error) {
+	if err := m.take(ctx); err != nil {
+		return false, err
+	}
+	defer func() { <-m.sem }()
+	m.maintMu.Lock() // waits for one that is running
+	defer m.maintMu.Unlock()
+	m.maintainLocked(true)
+	return m.maint.Load(), nil
 }

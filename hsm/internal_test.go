@@ -2,12 +2,15 @@ package hsm
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"math/big"
 	"testing"
+	"time"
 )
 
 func FuzzUnpad8(f *testing.F) {
@@ -83,4 +86,43 @@ func TestECDSADER(t *testing.T) {
 			t.Fatal("got nil error, want one")
 		}
 	})
+}
+
+func TestBackoffDelay(t *testing.T) {
+	b := &backoff{base: 50 * time.Millisecond, max: 5 * time.Second}
+	for n := 1; n <= 70; n++ {
+		d := b.max
+		if n <= 7 {
+			d = b.base << (n - 1)
+		}
+		for range 20 {
+			if got := b.delay(n); got < d/2 || got > d {
+				t.Fatalf("delay after %d failures: got %v, want within [%v, %v]", n, got, d/2, d)
+			}
+		}
+	}
+}
+
+func TestBackoffWait(t *testing.T) {
+	b := &backoff{base: time.Hour, max: time.Hour}
+	if err := b.wait(context.Background()); err != nil {
+		t.Fatalf("wait while healthy: got %v, want nil", err)
+	}
+	b.fail()
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.wait(c); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("wait with a deadline before the attempt is due: got %v, want ErrUnavailable", err)
+	}
+	c2, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if err := b.wait(c2); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait with a cancelled ctx: got %v, want ErrUnavailable and Canceled", err)
+	}
+	if !b.ok() || b.failing() {
+		t.Fatalf("ok after a failure: want recovered and not failing")
+	}
+	if err := b.wait(c); err != nil {
+		t.Fatalf("wait after ok: got %v, want nil", err)
+	}
 }

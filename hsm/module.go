@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/pkcs11"
@@ -16,7 +17,7 @@ import (
 // Module is an open PKCS#11 token with a logged-in, bounded session pool.
 // It is safe for concurrent use.
 type Module struct {
-	p   *pkcs11.Ctx
+	p   PKCS11
 	cfg Config
 	log *slog.Logger
 
@@ -27,16 +28,31 @@ type Module struct {
 
 	mu      sync.Mutex // guards the fields below
 	slot    uint
-	gen     uint64 // bumped when every session is presumed dead (recovery)
 	closed  bool
-	handles map[handleKey]pkcs11.ObjectHandle
+	handles map[handleKey]pkcs11.ObjectHandle // session-object copies, held by keeper
+	keeper  *session                          // owns the copies; nil until one is needed
+	retired []*session                        // keepers that failed, closed by maintain
+
+	keepMu sync.Mutex // serialises the calls made on the keeper session
+
+	sessMu  sync.Mutex // serialises C_OpenSession, C_CloseSession and C_CloseAllSessions; guards the fields below
+	open    map[pkcs11.SessionHandle]*session
+	orphans int // sessions of open whose close failed: they wait for a slot reset
+
+	bo        backoff
+	maint     atomic.Bool // orphans or retired keepers wait for maintain
+	recovered atomic.Bool // a call worked after failures: maintain at once
+	maintMu   sync.Mutex  // one maintain at a time; guards maintNext
+	maintNext time.Time
+	maintFail int
 }
 
 // session is one logged-in PKCS#11 session, held by one goroutine at a time.
 type session struct {
-	h    pkcs11.SessionHandle
-	gen  uint64
-	used []handleKey // objects found during the current operation
+	h      pkcs11.SessionHandle
+	used   []handleKey // objects found during the current operation
+	gone   atomic.Bool // closed (by us or by a slot reset) or its number reused: never use again
+	orphan bool        // its close failed; guarded by Module.sessMu
 }
 
 type handleKey struct {
@@ -50,6 +66,12 @@ type handleKey struct {
 // error wraps ErrUnavailable when the library cannot be loaded or the token
 // cannot be found or logged in to (a wrong PIN included).
 func Open(ctx context.Context, cfg Config) (*Module, error) {
+	return open(ctx, cfg, nil)
+}
+
+// open is Open with the library seen through wrap (tests put a
+// fault-injecting layer there); wrap nil is the library itself.
+func open(ctx context.Context, cfg Config, wrap func(PKCS11) PKCS11) (*Module, error) {
 	if cfg.Library == "" || cfg.TokenLabel == "" {
 		return nil, errors.New("hsm: open: Library and TokenLabel are required")
 	}
@@ -59,15 +81,26 @@ func Open(ctx context.Context, cfg Config) (*Module, error) {
 	if cfg.WaitTimeout <= 0 {
 		cfg.WaitTimeout = DefaultWaitTimeout
 	}
+	if cfg.ReconnectBackoff <= 0 {
+		cfg.ReconnectBackoff = DefaultReconnectBackoff
+	}
+	if cfg.MaxReconnectBackoff <= 0 {
+		cfg.MaxReconnectBackoff = DefaultMaxReconnectBackoff
+	}
+	cfg.MaxReconnectBackoff = max(cfg.MaxReconnectBackoff, cfg.ReconnectBackoff)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("hsm: open: %w", err)
 	}
-	p, err := loadLibrary(cfg.Library)
+	lib, err := loadLibrary(cfg.Library)
 	if err != nil {
 		return nil, err
+	}
+	var p PKCS11 = lib
+	if wrap != nil {
+		p = wrap(p)
 	}
 	m := &Module{
 		p:       p,
@@ -76,13 +109,15 @@ func Open(ctx context.Context, cfg Config) (*Module, error) {
 		sem:     make(chan struct{}, cfg.MaxSessions),
 		idle:    make(chan *session, cfg.MaxSessions),
 		handles: make(map[handleKey]pkcs11.ObjectHandle),
+		open:    make(map[pkcs11.SessionHandle]*session),
+		bo:      backoff{base: cfg.ReconnectBackoff, max: cfg.MaxReconnectBackoff},
 	}
 	slot, err := m.findSlot()
 	if err != nil {
 		return nil, err
 	}
 	m.slot = slot
-	s, err := m.openSession()
+	s, err := m.openLoggedIn()
 	if err != nil {
 		return nil, fmt.Errorf("hsm: open token %q: %w", cfg.TokenLabel, err)
 	}
@@ -90,27 +125,46 @@ func Open(ctx context.Context, cfg Config) (*Module, error) {
 	return m, nil
 }
 
-// Close closes the pool's idle sessions; sessions in use are closed when
-// they come back. Call it once the Module's users are done: closing a
-// session destroys the session copies of keys it holds. Calls after Close
-// fail with ErrUnavailable. Close is idempotent. The library itself is finalised only by Finalize at process exit.
+// Close closes the pool's idle sessions, the session that holds the key
+// copies, and (once more) any session whose close failed before; sessions in
+// use are closed when they come back. Call it once the Module's users are
+// done: closing the copies' session destroys the copies. Calls after Close
+// fail with ErrUnavailable. Close is idempotent. The library itself is
+// finalised only by Finalize at process exit.
 func (m *Module) Close() error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return nil
 	}
 	m.closed = true
+	keepers := append(m.retired, m.keeper)
+	m.keeper, m.retired = nil, nil
+	clear(m.handles)
+	m.mu.Unlock()
 	for {
 		select {
 		case s := <-m.idle:
-			if s.gen == m.gen {
-				_ = m.p.CloseSession(s.h)
-			}
+			m.discard(s)
+			continue
 		default:
-			return nil
+		}
+		break
+	}
+	for _, k := range keepers {
+		if k != nil {
+			m.discard(k)
 		}
 	}
+	m.sessMu.Lock()
+	for h, s := range m.open {
+		if s.orphan && m.p.CloseSession(h) == nil {
+			delete(m.open, h)
+			m.orphans--
+		}
+	}
+	m.sessMu.Unlock()
+	return nil
 }
 
 // TokenLabel is the label of the token in use.
@@ -194,256 +248,4 @@ func (m *Module) findSlot() (uint, error) {
 		}
 	}
 	return 0, fmt.Errorf("hsm: token %q not found: %w", m.cfg.TokenLabel, ErrUnavailable)
-}
-
-// openSession opens and logs in a session on the current slot. If the slot
-// is gone it looks the token up by label once. Errors wrap ErrUnavailable.
-func (m *Module) openSession() (*session, error) {
-	m.mu.Lock()
-	slot, gen := m.slot, m.gen
-	m.mu.Unlock()
-	const flags = pkcs11.CKF_SERIAL_SESSION | pkcs11.CKF_RW_SESSION
-	h, err := m.p.OpenSession(slot, flags)
-	if err != nil && sessionDead(err) {
-		slot, err = m.refindSlot(slot)
-		if err != nil {
-			return nil, err
-		}
-		h, err = m.p.OpenSession(slot, flags)
-	}
-	if err != nil {
-		return nil, unavailable("open session", err)
-	}
-	if err := m.login(h); err != nil {
-		_ = m.p.CloseSession(h)
-		return nil, err
-	}
-	return &session{h: h, gen: gen}, nil
-}
-
-// login logs the token in through h; "already logged in" is success.
-func (m *Module) login(h pkcs11.SessionHandle) error {
-	err := m.p.Login(h, pkcs11.CKU_USER, m.cfg.PIN)
-	if err != nil && !isRV(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
-		return unavailable("log in", err)
-	}
-	return nil
-}
-
-// refindSlot looks the token up again if the slot is still old.
-func (m *Module) refindSlot(old uint) (uint, error) {
-	slot, err := m.findSlot()
-	if err != nil {
-		return 0, err
-	}
-	m.mu.Lock()
-	if m.slot == old {
-		m.slot = slot
-	}
-	m.mu.Unlock()
-	return slot, nil
-}
-
-// acquire takes a session from the pool, opening one if none is idle. It
-// waits for a free place while the pool is full, until ctx is done or, when
-// ctx has no deadline, for at most Config.WaitTimeout (ErrUnavailable).
-func (m *Module) acquire(ctx context.Context) (*session, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("hsm: %w", err)
-	}
-	select {
-	case m.sem <- struct{}{}:
-	default:
-		if err := m.wait(ctx); err != nil {
-			return nil, err
-		}
-	}
-	m.mu.Lock()
-	closed, gen := m.closed, m.gen
-	m.mu.Unlock()
-	if closed {
-		<-m.sem
-		return nil, errClosed
-	}
-	for {
-		select {
-		case s := <-m.idle:
-			if s.gen != gen {
-				continue // from before a recovery: dead, dropped without a close
-			}
-			return s, nil
-		default:
-			s, err := m.openSession()
-			if err != nil {
-				<-m.sem
-				return nil, err
-			}
-			return s, nil
-		}
-	}
-}
-
-func (m *Module) wait(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("hsm: waiting for a session: %w", err)
-	}
-	var timeout <-chan time.Time
-	if _, ok := ctx.Deadline(); !ok {
-		t := time.NewTimer(m.cfg.WaitTimeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	select {
-	case m.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("hsm: waiting for a session: %w", ctx.Err())
-	case <-timeout:
-		return fmt.Errorf("hsm: no session free after %v: %w", m.cfg.WaitTimeout, ErrUnavailable)
-	}
-}
-
-// release returns a healthy session to the pool and frees its place.
-func (m *Module) release(s *session) {
-	m.mu.Lock()
-	switch {
-	case s.gen != m.gen:
-		// dead since a recovery: drop
-	case m.closed:
-		_ = m.p.CloseSession(s.h)
-	default:
-		m.idle <- s // never blocks: at most MaxSessions sessions exist
-	}
-	m.mu.Unlock()
-	<-m.sem
-}
-
-// drop forgets a session without returning it to the pool, and without
-// closing it, and frees its place. Sessions are closed only by Close: closing
-// one also destroys the session-object copies it made, which other
-// goroutines may be using at that moment, and SoftHSM 2.6.1 does not survive
-// objects or sessions going away under a running call.
-func (m *Module) drop(*session) { <-m.sem }
-
-// do runs op on a pooled session. Stale object handles are re-found once.
-// If the session lost its login, the token is logged in again and op
-// retried once on it. If the token stops answering, it is looked up again
-// by label and op retried once if it is found. If the session is dead, it
-// is not returned to the pool, every session of the current generation is
-// presumed dead (C_CloseAllSessions, token removal), the token is re-found
-// by label, a new session is opened and logged in, and op is retried once.
-// If that fails too the error wraps ErrUnavailable.
-func (m *Module) do(ctx context.Context, op func(*session) error) error {
-	s, err := m.acquire(ctx)
-	if err != nil {
-		return err
-	}
-	err = m.run(s, op)
-	switch {
-	case errors.Is(err, errTokenGone):
-		// The session still works (dropping it would leak it), the token
-		// does not: look for the token again, and retry once if it is back.
-		m.release(s)
-		m.mu.Lock()
-		slot := m.slot
-		m.mu.Unlock()
-		if _, ferr := m.refindSlot(slot); ferr != nil {
-			return ferr
-		}
-		if s, err = m.acquire(ctx); err != nil {
-			return err
-		}
-	case err == nil || (!loggedOut(err) && !sessionDead(err)):
-		if isRV(err, pkcs11.CKR_OPERATION_ACTIVE) {
-			m.drop(s) // an operation left behind: not worth keeping
-		} else {
-			m.release(s)
-		}
-		return err
-	case loggedOut(err):
-		m.log.Warn("hsm session lost its login; logging in again", "error", err)
-		if lerr := m.login(s.h); lerr != nil {
-			m.release(s) // alive: it will try to log in again when next used
-			return lerr
-		}
-		m.forgetHandles()
-	default:
-		// Dropped without a close, keeping its place in the pool for the retry.
-		if err := m.newGeneration(s.gen, err); err != nil {
-			<-m.sem
-			return err
-		}
-		if s, err = m.openSession(); err != nil {
-			<-m.sem
-			return err
-		}
-	}
-	err = m.run(s, op)
-	switch {
-	case errors.Is(err, errTokenGone):
-		m.release(s)
-		return unavailable("after recovery", err)
-	case sessionDead(err):
-		m.drop(s)
-		return unavailable("after recovery", err)
-	case loggedOut(err):
-		m.release(s)
-		return unavailable("after recovery", err)
-	}
-	m.release(s)
-	return err
-}
-
-// run calls op, and once more after forgetting cached handles if a handle
-// was stale.
-func (m *Module) run(s *session, op func(*session) error) error {
-	s.used = s.used[:0]
-	err := op(s)
-	if err != nil && staleHandle(err) {
-		m.mu.Lock()
-		for _, k := range s.used {
-			delete(m.handles, k)
-		}
-		m.mu.Unlock()
-		s.used = s.used[:0]
-		err = op(s)
-	}
-	return err
-}
-
-// newGeneration marks every session of generation gen as dead (if nobody
-// did it already, and then logs cause once): idle ones are dropped by acquire, busy ones by release.
-// It then looks the token up again by label, since a token that comes back
-// may come back in another slot.
-func (m *Module) newGeneration(gen uint64, cause error) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.gen == gen {
-		m.log.Warn("hsm sessions lost; reopening", "error", cause)
-		m.gen++
-		clear(m.handles)
-	}
-	slot, err := m.findSlot()
-	if err != nil {
-		return err
-	}
-	m.slot = slot
-	return nil
-}
-
-func (m *Module) forgetHandles() {
-	m.mu.Lock()
-	clear(m.handles)
-	m.mu.Unlock()
-}
-
-// forget drops the cached handles of one label.
-func (m *Module) forget(label string) {
-	m.mu.Lock()
-	for k := range m.handles {
-		if k.label == label {
-			delete(m.handles, k)
-		}
-	}
-	m.mu.Unlock()
 }

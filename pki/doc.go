@@ -77,6 +77,15 @@
 //     calls scale the same way.
 //   - Name constraints on an issuer (or above it) are enforced at issuance:
 //     a name they exclude is refused even if the role allows it.
+//   - A CA certificate (intermediate, cross-signature, imported
+//     intermediate) is checked against the CAs above it before it is made
+//     (FailedPrecondition, ErrParentConstraint): every pathLenConstraint
+//     above must allow one more CA level (self-issued certificates not
+//     counted, RFC 5280 6.1.4), a path length asked for must fit, and an
+//     unlimited one is lowered to what the chain allows; its permitted name
+//     subtrees must lie inside those of every CA above and outside their
+//     excluded ones. Intermediates get pathlen:0 unless max_path_len says
+//     otherwise.
 //
 // # Wiring
 //

@@ -205,12 +205,17 @@ func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIn
 		return nil, err
 	}
 	var parent *issuerRT
+	tmpl := caTemplate(req.GetSubject(), s.cfg.Now().UTC().Truncate(time.Second), ttl, req.GetMaxPathLen(), true)
+	nc.apply(tmpl)
 	if req.GetParent() != "" {
 		if parent, err = s.loadIssuer(ctx, req.GetParent()); err != nil {
 			return nil, err
 		}
 		if err := s.checkCanSign(parent); err != nil {
 			return nil, err
+		}
+		if err := fitCAUnder(tmpl, parent.constraintCAs()); err != nil {
+			return nil, fmt.Errorf("pki: intermediate %q under %q: %w", req.GetName(), parent.rec.Name, err)
 		}
 	}
 	rec, rev, signer, err := s.reserveIssuer(ctx, req.GetName(), kt, req.GetSubject())
@@ -229,8 +234,6 @@ func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIn
 		}
 		return &pb.CreateIntermediateIssuerResponse{Issuer: s.present(ctx, rec), Csr: csrDER}, nil
 	}
-	tmpl := caTemplate(req.GetSubject(), s.cfg.Now().UTC().Truncate(time.Second), ttl, req.GetMaxPathLen(), true)
-	nc.apply(tmpl)
 	cert, err := s.signCA(ctx, parent, tmpl, signer.Public(), "")
 	if err != nil {
 		s.abandonIssuer(ctx, rec, true)
@@ -249,6 +252,9 @@ func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIn
 // parent's validity, with the parent's AIA and CRL URLs, and records it
 // under the parent so that it can be revoked.
 func (s *Service) signCA(ctx context.Context, parent *issuerRT, tmpl *x509.Certificate, pub crypto.PublicKey, role string) (*x509.Certificate, error) {
+	if err := fitCAUnder(tmpl, parent.constraintCAs()); err != nil {
+		return nil, fmt.Errorf("pki: CA certificate under %q: %w", parent.rec.Name, err)
+	}
 	if tmpl.NotBefore.Before(parent.cert.NotBefore) {
 		tmpl.NotBefore = parent.cert.NotBefore
 	}
@@ -361,6 +367,9 @@ func (s *Service) ImportIssuerCertificate(ctx context.Context, req *pb.ImportIss
 			return nil, fmt.Errorf("%w: chain certificate %d did not sign the one before it: %v", ErrInvalid, i+1, err)
 		}
 		chain = append(chain, c.Raw)
+	}
+	if err := checkCAChain(cert, certs[1:]); err != nil {
+		return nil, fmt.Errorf("pki: import %q: %w", rec.Name, err)
 	}
 	out, err := s.activate(ctx, rec, rev, cert, chain, req.GetMakeDefault())
 	if err != nil {

@@ -35,6 +35,9 @@ var (
 	ErrNotAllowed = errs.New(errs.InvalidArgument, "pki: not allowed by role")
 	// ErrLint: the certificate would have an error-level zlint finding.
 	ErrLint = errs.New(errs.InvalidArgument, "pki: certificate failed lint")
+	// ErrParentConstraint: the CAs above do not allow this CA certificate
+	// (path length or name constraints).
+	ErrParentConstraint = errs.New(errs.FailedPrecondition, "pki: not allowed by the constraints of the CAs above")
 	// ErrInUse: the issuer still has unexpired certificates, or is the default.
 	ErrInUse = errs.New(errs.FailedPrecondition, "pki: issuer in use")
 )

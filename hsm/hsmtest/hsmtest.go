@@ -166,3 +166,19 @@ func Slot(t testing.TB, label string) (*pkcs11.Ctx, uint) {
 func initToken(label string) error {
 	return softhsm.InitTokenOn(proc.p, label, SOPIN, UserPIN)
 }
+
+// Logout logs the token with this label out from outside the Module (a
+// second PKCS#11 context on the same library, as another part of the
+// process could): every session of the process on the token loses its login.
+func Logout(t testing.TB, label string) {
+	t.Helper()
+	p, slot := Slot(t, label)
+	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatalf("hsmtest: open session: %v", err)
+	}
+	defer p.CloseSession(s)
+	if err := p.Logout(s); err != nil {
+		t.Fatalf("hsmtest: C_Logout: %v", err)
+	}
+}
