@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -63,8 +64,31 @@ type Config struct {
 
 // Door serves the Vault-compatible HTTP API under /v1/.
 type Door struct {
-	cfg Config
-	log *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	logins  atomic.Pointer[Logins]
+	auditor atomic.Pointer[Auditor]
+}
+
+// SetLogins installs the auth methods behind auth/<method>/login (they may
+// be built after the door, with the auth wiring).
+func (d *Door) SetLogins(l Logins) { d.logins.Store(&l) }
+
+// SetAuditor installs the audit log that login lines go to.
+func (d *Door) SetAuditor(a Auditor) { d.auditor.Store(&a) }
+
+func (d *Door) loginsOf() Logins {
+	if p := d.logins.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (d *Door) auditorOf() Auditor {
+	if p := d.auditor.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // New checks cfg and returns the door.
@@ -104,7 +128,14 @@ func New(cfg Config) (*Door, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Door{cfg: cfg, log: cfg.Logger}, nil
+	d := &Door{cfg: cfg, log: cfg.Logger}
+	if cfg.Logins != nil {
+		d.SetLogins(cfg.Logins)
+	}
+	if cfg.Auditor != nil {
+		d.SetAuditor(cfg.Auditor)
+	}
+	return d, nil
 }
 
 // Patterns are the http.ServeMux patterns to register the door under: all of

@@ -196,7 +196,8 @@ func (d *Door) revokeSelf(w http.ResponseWriter, c *call, f *fields, _ []string)
 // login serves auth/<method>/login.
 func (d *Door) login(method string) handler {
 	return func(w http.ResponseWriter, c *call, f *fields, _ []string) error {
-		if d.cfg.Logins == nil {
+		logins := d.loginsOf()
+		if logins == nil {
 			return errNoMethod
 		}
 		ctx := c.r.Context()
@@ -211,13 +212,13 @@ func (d *Door) login(method string) handler {
 				return err
 			}
 			remote, _ := netip.ParseAddrPort(c.r.RemoteAddr)
-			l, err = d.cfg.Logins.AppRole(ctx, roleID, secretID, remote.Addr().Unmap())
+			l, err = logins.AppRole(ctx, roleID, secretID, remote.Addr().Unmap())
 		case "kubernetes":
 			role, jwt := f.String("role"), f.String("jwt")
 			if err := f.done(); err != nil {
 				return err
 			}
-			l, err = d.cfg.Logins.Kubernetes(ctx, role, jwt)
+			l, err = logins.Kubernetes(ctx, role, jwt)
 		case "cert":
 			name := f.String("name")
 			if err := f.done(); err != nil {
@@ -230,7 +231,7 @@ func (d *Door) login(method string) handler {
 			if len(chain) == 0 {
 				err = errs.New(errs.Unauthenticated, "vaultdoor: cert login needs a client certificate")
 			} else {
-				l, err = d.cfg.Logins.Cert(ctx, chain, name)
+				l, err = logins.Cert(ctx, chain, name)
 			}
 		}
 		if err == nil && (l == nil || l.Token == "") {
@@ -252,7 +253,8 @@ func (d *Door) login(method string) handler {
 // auditLogin writes one line per login attempt (the token never appears;
 // its accessor only HMAC'd).
 func (d *Door) auditLogin(c *call, method string, l *Login, err error) {
-	if d.cfg.Auditor == nil {
+	a := d.auditorOf()
+	if a == nil {
 		return
 	}
 	e := &audit.Entry{
@@ -260,9 +262,9 @@ func (d *Door) auditLogin(c *call, method string, l *Login, err error) {
 		Method: "vault auth/" + method + "/login", Resource: "auth/" + method, Items: 1, Code: errs.Code(err).String(),
 	}
 	if l != nil && err == nil {
-		e.Identity = &audit.Identity{Name: l.Name, Kind: "token", Policies: l.Policies, Accessor: d.cfg.Auditor.HMAC(l.Accessor)}
+		e.Identity = &audit.Identity{Name: l.Name, Kind: "token", Policies: l.Policies, Accessor: a.HMAC(l.Accessor)}
 	}
-	if werr := d.cfg.Auditor.Write(e); werr != nil {
+	if werr := a.Write(e); werr != nil {
 		d.log.Error("vaultdoor: audit login", "request_id", c.reqID, "error", werr)
 	}
 }
