@@ -457,7 +457,6 @@ func (d *Door) pkiRevoke(w http.ResponseWriter, c *call, f *fields, _ []string) 
 	return nil
 }
 
-
 // issuerResource carries the issuer name to the door's rule.
 func issuerResource(issuer string) *wrapperspb.StringValue {
 	return wrapperspb.String(issuerName(issuer))
