@@ -51,6 +51,7 @@ type env struct {
 	store     keystore.Store
 	hsm       *hsm.Module
 	pki       *pki.Service
+	ssh       pb.SSHCAServiceServer
 	auditPath string
 	logins    *testLogins
 	rootCtx   context.Context // carries a root identity, for direct setup calls
@@ -153,7 +154,8 @@ func newEnv(t *testing.T) *env {
 	}
 	pb.RegisterTransitServiceServer(srv, transit.NewService(te, transit.ServiceConfig{}))
 	pb.RegisterPKIServiceServer(srv, ps)
-	pb.RegisterSSHCAServiceServer(srv, sshca.NewService(se))
+	ssvc := sshca.NewService(se)
+	pb.RegisterSSHCAServiceServer(srv, ssvc)
 	pb.RegisterAuthServiceServer(srv, a.Service)
 	srv.HandleHTTP("GET /v1/ssh/", se.HTTPHandler())
 	table, err := auth.Merge(auth.PublicTable(), auth.AuthTable(), transit.AuthTable(), pki.AuthTable(), sshca.AuthTable(), vaultdoor.AuthTable())
@@ -209,7 +211,7 @@ func newEnv(t *testing.T) *env {
 	pool.AppendCertsFromPEM(caPEM)
 	rootCtx := auth.WithIdentity(ctx, &auth.Identity{Name: "test-root", Kind: auth.KindRoot})
 	e := &env{t: t, url: "https://" + srv.HTTPAddr(), caFile: files.CACert, caPool: pool, root: root, auth: a,
-		store: st, hsm: m, pki: ps, auditPath: auditPath, logins: logins, rootCtx: rootCtx}
+		store: st, hsm: m, pki: ps, ssh: ssvc, auditPath: auditPath, logins: logins, rootCtx: rootCtx}
 	if _, err := ps.CreateRootIssuer(rootCtx, &pb.CreateRootIssuerRequest{Name: "root", KeyType: "ecdsa-p256",
 		Subject: &pb.Subject{CommonName: "hsmgate test root"}, Ttl: durationpb.New(10 * 365 * 24 * time.Hour)}); err != nil {
 		t.Fatal(err)
@@ -303,3 +305,6 @@ func (e *env) auditLines() []map[string]any {
 	}
 	return out
 }
+
+// sshService is the registered SSH CA service, for setup calls.
+func (e *env) sshService() pb.SSHCAServiceServer { return e.ssh }
