@@ -179,9 +179,7 @@ func (f *fields) List(name string) []string {
 	if err := json.Unmarshal(v, &arr); err != nil {
 		s, ok := f.scalar(name)
 		if !ok {
-			f.err = nil
-			f.fail(name, "a string or a list of strings")
-			return nil
+			return nil // scalar recorded the error
 		}
 		arr = strings.Split(s, ",")
 	}
