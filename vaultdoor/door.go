@@ -154,7 +154,6 @@ type endpoint struct {
 	methods map[string]handler // "GET", "POST" (PUT too), "DELETE", "LIST"
 	public  bool
 	args    []string
-	raw     bool // the handler reads the body itself (or none)
 }
 
 func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -195,7 +194,7 @@ func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.token = tok
 	}
 	f := &fields{m: map[string]json.RawMessage{}, used: map[string]bool{}}
-	if method == http.MethodPost && !ep.raw {
+	if method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, d.cfg.MaxBodyBytes)
 		var err error
 		if f, err = readFields(r, d.cfg.MaxBodyBytes); err != nil {

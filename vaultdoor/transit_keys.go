@@ -1,11 +1,11 @@
 package vaultdoor
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hsmgate/hsmgate/internal/errs"
@@ -171,7 +171,7 @@ func (d *Door) transitCreateKey(w http.ResponseWriter, c *call, f *fields, args 
 		req.Type = t
 	}
 	out, err := d.invoke(c.r.Context(), c, pb.TransitService_CreateKey_FullMethodName, req, nil)
-	if errors.Is(err, errs.AlreadyExists) || errs.Code(err) == errs.AlreadyExists.Code() {
+	if errs.Code(err) == codes.AlreadyExists {
 		if rerr := d.transitReadKey(w, c, nil, args); rerr == nil {
 			return nil
 		}
