@@ -45,6 +45,7 @@ type env struct {
 	t         *testing.T
 	url       string // https://127.0.0.1:PORT
 	caFile    string
+	caKeyFile string
 	caPool    *x509.CertPool
 	root      string // a root token
 	auth      *auth.Auth
@@ -65,6 +66,8 @@ type testLogins struct {
 	secretID string
 	policies []string
 	ttl      time.Duration
+	// certRoots are the cert method's trust anchors (nil: none).
+	certRoots *x509.CertPool
 }
 
 func (l *testLogins) mint(ctx context.Context, name string) (*vaultdoor.Login, error) {
@@ -88,16 +91,37 @@ func (l *testLogins) AppRole(ctx context.Context, roleID, secretID string, _ net
 	return l.mint(ctx, "approle-cert-manager")
 }
 
-func (l *testLogins) Kubernetes(context.Context, string, string) (*vaultdoor.Login, error) {
-	return nil, errs.New(errs.PermissionDenied, "test kubernetes: not configured")
+// Kubernetes accepts one fixed role and JWT (the real method verifies the
+// JWT against the cluster's keys; here only the door's plumbing is tested).
+func (l *testLogins) Kubernetes(ctx context.Context, role, jwt string) (*vaultdoor.Login, error) {
+	if role != "cert-manager" || subtle.ConstantTimeCompare([]byte(jwt), []byte("test.service-account.jwt")) != 1 {
+		return nil, errs.New(errs.PermissionDenied, "test kubernetes: invalid role or JWT")
+	}
+	return l.mint(ctx, "kubernetes-cert-manager")
 }
 
-func (l *testLogins) Cert(context.Context, []*x509.Certificate, string) (*vaultdoor.Login, error) {
-	return nil, errs.New(errs.PermissionDenied, "test cert: not configured")
+// Cert accepts a chain whose leaf the trust anchors verify for client auth.
+func (l *testLogins) Cert(ctx context.Context, chain []*x509.Certificate, name string) (*vaultdoor.Login, error) {
+	if l.certRoots == nil || len(chain) == 0 {
+		return nil, errs.New(errs.PermissionDenied, "test cert: no trust anchors")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: l.certRoots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, errs.New(errs.PermissionDenied, "test cert: untrusted certificate")
+	}
+	return l.mint(ctx, "cert-"+chain[0].Subject.CommonName)
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts the server; opts change the auth config (rate limits).
+func newEnv(t *testing.T, opts ...func(*auth.Config)) *env {
 	t.Helper()
+	var acfg auth.Config
+	for _, o := range opts {
+		o(&acfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	dir := t.TempDir()
 	m := hsmtest.Module(t)
@@ -126,7 +150,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := auth.New(ctx, auth.Config{}, st)
+	a, err := auth.New(ctx, acfg, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +172,13 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CertFile: files.Cert, KeyFile: files.Key, Logger: log})
+	caPEM, err := os.ReadFile(files.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CertFile: files.Cert, KeyFile: files.Key, ClientCAFile: files.CACert, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +192,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logins := &testLogins{tokens: a.Tokens, roleID: "role-id-1", secretID: "secret-id-1", policies: []string{"cert-manager"}, ttl: time.Hour}
+	logins := &testLogins{tokens: a.Tokens, roleID: "role-id-1", secretID: "secret-id-1", policies: []string{"cert-manager"}, ttl: time.Hour, certRoots: pool}
 	door, err := vaultdoor.New(vaultdoor.Config{
 		Registry: srv, Logins: logins, Auditor: al, Logger: log, Version: "test",
 		Health: func(ctx context.Context) error {
@@ -203,14 +233,8 @@ func newEnv(t *testing.T) *env {
 		_ = al.Close()
 		_ = st.Close()
 	})
-	caPEM, err := os.ReadFile(files.CACert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 	rootCtx := auth.WithIdentity(ctx, &auth.Identity{Name: "test-root", Kind: auth.KindRoot})
-	e := &env{t: t, url: "https://" + srv.HTTPAddr(), caFile: files.CACert, caPool: pool, root: root, auth: a,
+	e := &env{t: t, url: "https://" + srv.HTTPAddr(), caFile: files.CACert, caKeyFile: files.CAKey, caPool: pool, root: root, auth: a,
 		store: st, hsm: m, pki: ps, ssh: ssvc, auditPath: auditPath, logins: logins, rootCtx: rootCtx}
 	if _, err := ps.CreateRootIssuer(rootCtx, &pb.CreateRootIssuerRequest{Name: "root", KeyType: "ecdsa-p256",
 		Subject: &pb.Subject{CommonName: "hsmgate test root"}, Ttl: durationpb.New(10 * 365 * 24 * time.Hour)}); err != nil {
