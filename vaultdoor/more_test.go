@@ -66,7 +66,11 @@ func TestKubernetesAndCertLogin(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var out struct{ Auth struct{ ClientToken string `json:"client_token"` } }
+		var out struct {
+			Auth struct {
+				ClientToken string `json:"client_token"`
+			}
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || !strings.HasPrefix(out.Auth.ClientToken, "hgs.") {
 			t.Fatalf("cert login: %d %v %+v", resp.StatusCode, err, out)
 		}
