@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -300,6 +301,21 @@ func TestCertManagerVaultIssuer(t *testing.T) {
 		}
 		if len(chain) != 3 {
 			t.Errorf("chain: got %d, want 3", len(chain))
+		}
+		if ca.MaxPathLen > 0 || ca.MaxPathLenZero {
+			t.Errorf("path length: got %d (zero %v), want unlimited", ca.MaxPathLen, ca.MaxPathLenZero)
+		}
+		for _, mpl := range []any{0, "0"} {
+			code, body := e.do("POST", "/v1/pki/root/sign-intermediate", tok, map[string]any{
+				"csr": string(csrPEM(t, "leaf-only CA", nil, nil)), "max_path_length": mpl, "format": "der",
+			})
+			var r struct{ Data struct{ Certificate string } }
+			_ = json.Unmarshal(body, &r)
+			der, _ := base64.StdEncoding.DecodeString(r.Data.Certificate)
+			x, err := x509.ParseCertificate(der)
+			if code != 200 || err != nil || !x.IsCA || x.MaxPathLen != 0 || !x.MaxPathLenZero {
+				t.Errorf("max_path_length %v: %d %v %.200s", mpl, code, err, body)
+			}
 		}
 	})
 

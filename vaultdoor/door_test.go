@@ -243,6 +243,19 @@ func TestTransport(t *testing.T) {
 				t.Errorf("envelope lacks %q: %s", k, body)
 			}
 		}
+		var reqID string
+		_ = json.Unmarshal(env["request_id"], &reqID)
+		lines := e.auditLines()
+		req, resp := lines[len(lines)-2], lines[len(lines)-1]
+		for _, l := range []map[string]any{req, resp} {
+			if l["method"] != "/hsmgate.v1.TransitService/Encrypt" || l["request_id"] != reqID ||
+				l["resource"] != "transit/keys/k" || !strings.HasSuffix(l["remote"].(string), "via vault POST /v1/transit/encrypt/k") {
+				t.Errorf("audit line %v: want the Encrypt RPC on transit/keys/k via the door, request id %s", l, reqID)
+			}
+		}
+		if req["type"] != "request" || resp["type"] != "response" || resp["code"] != "OK" {
+			t.Errorf("audit lines: %v %v", req, resp)
+		}
 		if string(env["lease_id"]) != `""` || string(env["renewable"]) != "false" || string(env["lease_duration"]) != "0" || string(env["warnings"]) != "null" {
 			t.Errorf("envelope: %s", body)
 		}

@@ -2,7 +2,6 @@ package vaultdoor
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net/http"
 	"runtime/debug"
@@ -67,12 +66,10 @@ func (c *call) incoming(ctx context.Context) context.Context {
 	ctx = metadata.NewIncomingContext(ctx, md)
 	p := &peer.Peer{Addr: doorAddr{remote: c.r.RemoteAddr, op: c.r.Method + " " + c.r.URL.Path}}
 	if c.r.TLS != nil {
-		p.AuthInfo = credentials.TLSInfo{State: tlsState(c.r.TLS)}
+		p.AuthInfo = credentials.TLSInfo{State: *c.r.TLS}
 	}
 	return peer.NewContext(ctx, p)
 }
-
-func tlsState(s *tls.ConnectionState) tls.ConnectionState { return *s }
 
 // invoke runs the RPC method ("/hsmgate.v1.TransitService/Encrypt") with
 // req through the gRPC server's interceptors (the RPC's capability rule,

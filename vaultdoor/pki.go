@@ -385,8 +385,11 @@ func (d *Door) pkiSignIntermediate(w http.ResponseWriter, c *call, f *fields, ar
 	if err != nil {
 		return err
 	}
-	maxPath := f.Int("max_path_length", 16)
-	unlimited := !f.Has("max_path_length")
+	// max_path_length: absent or -1 (Vault's default) is no limit.
+	unlimited, maxPath := true, int64(0)
+	if v, ok := f.scalar("max_path_length"); ok && v != "-1" {
+		unlimited, maxPath = false, f.Int("max_path_length", 16)
+	}
 	_ = f.Bool("use_csr_values")
 	if err := f.done(); err != nil {
 		return err
