@@ -139,10 +139,12 @@ func New(cfg Config) (*Door, error) {
 }
 
 // Patterns are the http.ServeMux patterns to register the door under: all of
-// /v1/, and the SSH CA's public key beside the SSH engine's own GET /v1/ssh/
-// endpoints.
+// /v1/, and, beside the SSH engine's own GET /v1/ssh/ endpoints (more
+// specific than /v1/), the SSH CA's public key and GET on ssh/sign/ (405 in
+// Vault's shape).
 func (d *Door) Patterns() []string {
-	return []string{"/v1/", "GET /v1/" + d.cfg.SSHMount + "/public_key"}
+	ssh := "GET /v1/" + d.cfg.SSHMount + "/"
+	return []string{"/v1/", ssh + "public_key", ssh + "sign/"}
 }
 
 // handler serves one matched endpoint.

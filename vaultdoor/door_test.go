@@ -206,6 +206,7 @@ func TestTransport(t *testing.T) {
 		{"wrong method on encrypt", "GET", "/v1/transit/encrypt/k", nil, 405},
 		{"wrong method on sign", "DELETE", "/v1/pki/sign/web", nil, 405},
 		{"wrong method on health", "POST", "/v1/sys/health", nil, 405},
+		{"wrong method on ssh sign", "GET", "/v1/ssh/sign/eng", nil, 405},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
