@@ -120,4 +120,10 @@ func TestBounds(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("two X-Vault-Token headers: got %d, want 403", resp.StatusCode)
 	}
+	// A client asking for response wrapping must not get the secret unwrapped.
+	c := e.vaultClient(e.root)
+	c.SetWrappingLookupFunc(func(string, string) string { return "5m" })
+	if _, err := c.Logical().Write("transit/datakey/plaintext/k", nil); err == nil || !strings.Contains(err.Error(), "Code: 400") {
+		t.Errorf("wrapped request: got %v, want 400", err)
+	}
 }

@@ -187,6 +187,12 @@ func (d *Door) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, http.StatusMethodNotAllowed, "unsupported operation")
 		return
 	}
+	if r.Header.Get("X-Vault-Wrap-TTL") != "" {
+		// Answering unwrapped to a client that asked for a wrapping token
+		// would hand the secret to whoever holds the response.
+		writeErrors(w, http.StatusBadRequest, "response wrapping is not supported")
+		return
+	}
 	if !ep.public {
 		tok, err := tokenOf(r)
 		if err != nil {
