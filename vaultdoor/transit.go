@@ -81,18 +81,19 @@ func b64(f *fields, name string) ([]byte, error) {
 type batch struct {
 	items   []*fields
 	isBatch bool
-	errs    []error // per item: a parse error, or nil
-	partial int     // partial_failure_response_code
+	partial int // partial_failure_response_code (0: none)
 }
 
 func (d *Door) readBatch(f *fields) *batch {
 	b := &batch{partial: int(f.Int("partial_failure_response_code", 599))}
+	if b.partial != 0 && b.partial < 200 {
+		f.fail("partial_failure_response_code", "an HTTP status from 200 to 599")
+	}
 	if f.Has("batch_input") {
 		b.items, b.isBatch = f.Objects("batch_input", d.cfg.MaxBatchItems), true
 	} else {
 		b.items = []*fields{f}
 	}
-	b.errs = make([]error, len(b.items))
 	return b
 }
 
