@@ -210,6 +210,18 @@ func devEnv(grpcAddr, httpAddr, caCert, token string) string {
 	} {
 		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
 	}
+	if httpAddr == "" {
+		return b.String()
+	}
+	// Vault clients (vault/api, sops, the vault CLI) use the Vault-compatible
+	// door on the HTTPS listener.
+	for _, kv := range [][2]string{
+		{"VAULT_ADDR", "https://" + httpAddr},
+		{"VAULT_TOKEN", token},
+		{"VAULT_CACERT", caCert},
+	} {
+		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+	}
 	return b.String()
 }
 

@@ -7,6 +7,7 @@ func init() {
 	registerService("transit", setupTransit)
 	registerService("pki", setupPKI)
 	registerService("sshca", setupSSHCA)
+	registerService("vaultdoor", setupVaultDoor)
 	addCommand(func(*globals) *cobra.Command { return newTransitCmd() })
 	addCommand(func(*globals) *cobra.Command { return newPKICmd() })
 	addCommand(func(*globals) *cobra.Command { return newSSHCmd() })

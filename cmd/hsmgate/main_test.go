@@ -75,7 +75,7 @@ type devProcess struct {
 	stopped bool
 }
 
-var exportLine = regexp.MustCompile(`^export (HSMGATE_[A-Z_]+)=(\S+)$`)
+var exportLine = regexp.MustCompile(`^export ((?:HSMGATE|VAULT)_[A-Z_]+)=(\S+)$`)
 
 // startDev starts `hsmgate dev` on free ports and reads its stdout up to the
 // end of the how-to.
