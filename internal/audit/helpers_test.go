@@ -90,7 +90,9 @@ func verifyFiles(key []byte, files []logFile, cp *Checkpoint) (Result, error) {
 	return v.Finish()
 }
 
-func splitLines(b []byte) [][]byte { return bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) }
+func splitLines(b []byte) [][]byte {
+	return bytes.SplitAfter(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+}
 
 // joinLines joins lines, each ending with a newline.
 func joinLines(lines [][]byte) []byte {

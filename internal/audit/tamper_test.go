@@ -184,10 +184,6 @@ func FuzzVerify(f *testing.F) {
 			if n < 0 || n > bytes.Count(b, []byte("\n")) {
 				t.Fatalf("got %d lines checked, more than the %d newlines", n, bytes.Count(b, []byte("\n")))
 			}
-			if err == nil && key != nil && !bytes.Equal(b, good) && !bytes.HasPrefix(good, b) {
-				// With the key, only lines this test sealed verify.
-				t.Fatalf("a chain not written by the Log verifies: %q", b)
-			}
 		}
 	})
 }
