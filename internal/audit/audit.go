@@ -58,10 +58,13 @@ package audit
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -163,12 +166,13 @@ type Log struct {
 	stdout io.Writer
 	cpPath string
 
-	mu     sync.Mutex
-	f      *os.File
-	fi     os.FileInfo // of f, to notice the path naming another file
-	size   int64
-	head   head
-	broken error
+	mu       sync.Mutex
+	f        *os.File
+	fi       os.FileInfo // of f, to notice the path naming another file
+	size     int64
+	head     head
+	broken   error
+	chainMAC hash.Hash // under mu
 
 	pubMu     sync.Mutex // serialises publish
 	published atomic.Pointer[Checkpoint]
@@ -208,6 +212,7 @@ func OpenWith(cfg Config, hmacKey []byte, o Options) (*Log, error) {
 	if l.now == nil {
 		l.now = time.Now
 	}
+	l.chainMAC = hmac.New(sha256.New, k.chain)
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
@@ -278,7 +283,7 @@ func (l *Log) usable() error {
 // checks that the path still names the file: a line written into a deleted
 // or replaced file fails its request, and every later one.
 func (l *Log) writeLine(body []byte, seq uint64) error {
-	line, sum := seal(l.keys.chain, body)
+	line, sum := sealWith(l.chainMAC, body)
 	n, err := l.f.Write(append(line, '\n'))
 	if err == nil && l.cfg.Fsync {
 		err = l.f.Sync()

@@ -49,16 +49,28 @@ func openRegular(path string, create bool) (*os.File, os.FileInfo, error) {
 // errReplaced: the path no longer names the open file.
 var errReplaced = errors.New("the audit file was deleted, renamed or replaced while open")
 
-// samePath checks that path still names the file open as fi.
+// samePath checks that path still names the file open as fi (device and
+// inode; one stat(2) per call, no allocation).
 func samePath(path string, fi os.FileInfo) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+	want, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("no inode for %s", path)
+	}
+	var st syscall.Stat_t
+	for {
+		err := syscall.Stat(path, &st)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.ENOENT {
 			return errReplaced
 		}
-		return err
+		if err != nil {
+			return &os.PathError{Op: "stat", Path: path, Err: err}
+		}
+		break
 	}
-	if !os.SameFile(st, fi) {
+	if st.Dev != want.Dev || st.Ino != want.Ino {
 		return errReplaced
 	}
 	return nil

@@ -3,8 +3,10 @@ package audit
 import (
 	"bytes"
 	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"hash"
 	"time"
 )
 
@@ -62,15 +64,23 @@ type fields struct {
 }
 
 // seal appends the mac member to body (a JSON object) and returns the line
-// and its mac.
+// (with room for a newline) and its mac.
 func seal(key, body []byte) ([]byte, string) {
-	sum := hex.EncodeToString(mac(key, body))
-	line := make([]byte, 0, len(body)+macTail-1)
+	return sealWith(hmac.New(sha256.New, key), body)
+}
+
+// sealWith is seal with a reusable HMAC (reset here).
+func sealWith(m hash.Hash, body []byte) ([]byte, string) {
+	m.Reset()
+	m.Write(body)
+	var sum [sha256.Size]byte
+	line := make([]byte, 0, len(body)+macTail)
 	line = append(line, body[:len(body)-1]...)
 	line = append(line, macPrefix...)
-	line = append(line, sum...)
+	line = hex.AppendEncode(line, m.Sum(sum[:0]))
+	hx := string(line[len(line)-macHexLen:])
 	line = append(line, macSuffix...)
-	return line, sum
+	return line, hx
 }
 
 // unseal splits a line into the MAC'd body and the mac. ok is false when the
