@@ -58,6 +58,13 @@ func TestRetention(t *testing.T) {
 		if r.FirstSeq <= 1 {
 			t.Errorf("got first seq %d, want the chain to start mid-way", r.FirstSeq)
 		}
+		total := 0
+		for _, f := range files {
+			total += len(f.data)
+		}
+		if total > 3*1500 {
+			t.Errorf("got %d bytes on disk, want at most (max_files+1) x max_size = %d", total, 3*1500)
+		}
 	})
 	t.Run("max_age", func(t *testing.T) {
 		path := dirPath(t)
