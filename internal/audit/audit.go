@@ -34,7 +34,10 @@
 // rotated file, after a crash mid-rotation). A log that is missing, shorter
 // than the checkpoint, of another chain, or whose last line fails its MAC
 // refuses to open: the operator decides (move the checkpoint aside to start a
-// new chain on purpose).
+// new chain on purpose). A file of the old, unkeyed format (before the chain
+// was keyed) is rotated out and a new chain begins; Verify does not read the
+// old format. A failed header write (a full disk just as the file rotates)
+// is retried by the next Write.
 //
 // # Retention
 //
@@ -172,7 +175,8 @@ type Log struct {
 	size     int64
 	head     head
 	broken   error
-	chainMAC hash.Hash // under mu
+	chainMAC hash.Hash      // under mu
+	pending  *pendingHeader // the current file still lacks its header
 
 	pubMu     sync.Mutex // serialises publish
 	published atomic.Pointer[Checkpoint]
@@ -248,6 +252,11 @@ func (l *Log) Write(e *Entry) error {
 	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {
 		return err
+	}
+	if l.pending != nil {
+		if err := l.writeHeader(); err != nil {
+			return err
+		}
 	}
 	if e.Time.IsZero() {
 		e.Time = l.now().UTC()
@@ -372,15 +381,31 @@ func (l *Log) startFile(prevFile string, prevTorn int) error {
 		return l.fail(fmt.Errorf("audit: new file: %w", ErrUnavailable), err)
 	}
 	l.f, l.fi, l.size = f, fi, 0
+	l.pending = &pendingHeader{prevFile: prevFile, prevTorn: prevTorn}
+	return l.writeHeader()
+}
+
+// pendingHeader is the header a new file still needs.
+type pendingHeader struct {
+	prevFile string
+	prevTorn int
+}
+
+// writeHeader writes the pending header of a new file. When the write fails
+// (a full disk) the header stays pending: the request fails, and the next
+// Write tries again, as after any failed write.
+func (l *Log) writeHeader() error {
+	p := l.pending
 	h := header{Time: l.now().UTC(), Seq: l.head.seq + 1, Type: TypeHeader, Format: FormatV2,
-		ChainID: l.head.chainID, PrevFile: prevFile, PrevSeq: l.head.seq, PrevTorn: prevTorn, Prev: l.head.hash}
+		ChainID: l.head.chainID, PrevFile: p.prevFile, PrevSeq: l.head.seq, PrevTorn: p.prevTorn, Prev: l.head.hash}
 	body, err := json.Marshal(h)
 	if err != nil {
 		return l.fail(fmt.Errorf("audit: header: %w", ErrUnavailable), err)
 	}
 	if err := l.writeLine(body, h.Seq); err != nil {
-		return l.fail(err, err)
+		return err
 	}
+	l.pending = nil
 	return nil
 }
 

@@ -232,6 +232,36 @@ func TestTornTail(t *testing.T) {
 	}
 }
 
+// TestUpgrade: a file of the old, unkeyed format is rotated out on Open and a
+// new keyed chain begins; a file holding only a partial header (a crash
+// just after a rotation) is started again, linked to the newest rotated file.
+func TestUpgrade(t *testing.T) {
+	t.Run("old format", func(t *testing.T) {
+		path := dirPath(t)
+		old := "{\"seq\":1,\"type\":\"request\",\"prev\":\"\"}\n{\"seq\":2,\"type\":\"response\",\"prev\":\"ab\"}\n"
+		os.WriteFile(path, []byte(old), 0o600)
+		files, cp := makeLog(t, path, Config{}, testKey, 2)
+		if len(files) != 2 || string(files[0].data) != old {
+			t.Fatalf("got %d files, want the old one kept as rotated and a new one", len(files))
+		}
+		if r, err := verifyFiles(testKey, files[1:], cp); err != nil || r.FirstSeq != 1 || r.LastSeq != 3 {
+			t.Errorf("new chain: got %+v, %v, want seq 1..3", r, err)
+		}
+	})
+	t.Run("partial header", func(t *testing.T) {
+		path := dirPath(t)
+		makeLog(t, path, Config{}, testKey, 3)
+		if err := os.Rename(path, rotatedName(path, time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(path, []byte(`{"time":"2026-`), 0o600)
+		files, cp := makeLog(t, path, Config{}, testKey, 2)
+		if r, err := verifyFiles(testKey, files, cp); err != nil || r.LastSeq != 7 {
+			t.Errorf("got %+v, %v, want seq 1..7 over both files", r, err)
+		}
+	})
+}
+
 func TestHMAC(t *testing.T) {
 	path := dirPath(t)
 	l1 := openLog(t, path)

@@ -112,8 +112,20 @@ func (l *Log) findStart() (start, error) {
 			f.Close()
 			return s, fmt.Errorf("audit: read %s: %w: %v", l.cfg.Path, ErrUnavailable, err)
 		}
+		if t.first == nil {
+			// Only a partial first line: a crash while the header of a new
+			// file was written. Nothing was recorded in it; start it again
+			// after the newest rotated file.
+			l.log.Warn("audit: dropping a partial header left by a crash", "path", l.cfg.Path, "bytes", t.torn)
+			err := f.Truncate(0)
+			f.Close()
+			if err != nil {
+				return s, fmt.Errorf("audit: truncate %s: %w: %v", l.cfg.Path, ErrUnavailable, err)
+			}
+			break
+		}
 		s.f, s.size = f, fi.Size()
-		if _, _, ok := unseal(t.first); !ok && t.first != nil {
+		if _, _, ok := unseal(t.first); !ok {
 			// The old, unkeyed format: rotate it out; a new chain begins.
 			s.rotate, s.genesis, s.legacy = true, true, l.cfg.Path
 			return s, nil

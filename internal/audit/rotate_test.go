@@ -118,20 +118,85 @@ func TestRetention(t *testing.T) {
 // partial line is cut off, and the chain still verifies.
 func TestWriteFailsClosed(t *testing.T) {
 	if dir := os.Getenv("AUDIT_FSIZE_CHILD"); dir != "" {
-		fsizeChild(t, dir)
+		switch os.Getenv("AUDIT_FSIZE_MODE") {
+		case "rotation":
+			fsizeRotationChild(t, dir)
+		default:
+			fsizeChild(t, dir)
+		}
 		return
 	}
-	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestWriteFailsClosed$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "AUDIT_FSIZE_CHILD="+dir)
-	out, err := cmd.CombinedOutput()
+	for _, mode := range []string{"write", "rotation"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(os.Args[0], "-test.run=^TestWriteFailsClosed$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "AUDIT_FSIZE_CHILD="+dir, "AUDIT_FSIZE_MODE="+mode)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			path := filepath.Join(dir, "audit.log")
+			var cp *Checkpoint
+			if mode == "rotation" {
+				if cp, err = ReadCheckpoint(CheckpointPath(path)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := verifyFiles(testKey, readFiles(t, path), cp); err != nil {
+				t.Errorf("after the failed writes: %v", err)
+			}
+		})
+	}
+}
+
+// setFileLimit sets RLIMIT_FSIZE's soft limit (0: back to the hard limit).
+func setFileLimit(t *testing.T, n uint64) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	rl.Cur = rl.Max
+	if n > 0 {
+		rl.Cur = n
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &rl); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fsizeRotationChild: the disk fills just as the file rotates, so the new
+// file's header cannot be written. The request fails; once space is back,
+// the next write puts the header first and the chain goes on.
+func fsizeRotationChild(t *testing.T, dir string) {
+	signal.Ignore(syscall.SIGXFSZ)
+	path := filepath.Join(dir, "audit.log")
+	l, err := Open(Config{Path: path, CheckpointInterval: -1, MaxBytes: 1200}, testKey)
 	if err != nil {
-		t.Fatalf("child: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	files := readFiles(t, filepath.Join(dir, "audit.log"))
-	if _, err := verifyFiles(testKey, files, nil); err != nil {
-		t.Errorf("after the failed writes: %v", err)
+	names := func() int { n, _, _ := rotatedFiles(path); return len(n) }
+	for names() == 0 {
+		if err := l.Write(entry(0)); err != nil {
+			t.Fatal(err)
+		}
 	}
+	setFileLimit(t, 100)
+	if err := l.Rotate(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Rotate while the header cannot be written: got %v, want ErrUnavailable", err)
+	}
+	if err := l.Write(entry(2)); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Write while the header cannot be written: got %v, want ErrUnavailable", err)
+	}
+	if names() != 2 {
+		t.Fatalf("got %d rotated files, want 2 (the rotation happened)", names())
+	}
+	setFileLimit(t, 0)
+	for i := range 3 {
+		if err := l.Write(entry(i)); err != nil {
+			t.Fatalf("Write once space is back: %v", err)
+		}
+	}
+	l.Close()
 }
 
 func fsizeChild(t *testing.T, dir string) {
@@ -142,14 +207,7 @@ func fsizeChild(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	const limit = 4000
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &rl); err != nil {
-		t.Fatal(err)
-	}
-	rl.Cur = limit
-	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &rl); err != nil {
-		t.Fatal(err)
-	}
+	setFileLimit(t, limit)
 	var werr error
 	for i := 0; i < 100 && werr == nil; i++ {
 		werr = l.Write(entry(i))
