@@ -232,14 +232,11 @@ func runAuditVerify(out io.Writer, f *auditVerifyFlags, files []string) error {
 }
 
 func verifyOne(v *audit.Verifier, name string) error {
-	fh, err := os.Open(name)
+	fh, err := audit.OpenRegular(name)
 	if err != nil {
 		return fmt.Errorf("audit verify: %w", err)
 	}
 	defer fh.Close()
-	if st, err := fh.Stat(); err != nil || !st.Mode().IsRegular() {
-		return fmt.Errorf("audit verify: %s is not a regular file", name)
-	}
 	if _, err := v.Verify(name, fh); err != nil {
 		return fmt.Errorf("audit verify: %w", err)
 	}

@@ -133,6 +133,30 @@ func TestNonRegularRefused(t *testing.T) {
 	if st, err := os.Lstat(fifo); err != nil || st.Mode().Type() != os.ModeNamedPipe {
 		t.Errorf("the FIFO was replaced: %v", err)
 	}
+	t.Run("checkpoint is a fifo", func(t *testing.T) {
+		path := dirPath(t)
+		if err := syscall.Mkfifo(CheckpointPath(path), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := Open(Config{Path: path, CheckpointInterval: -1}, testKey)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrTampered) {
+				t.Errorf("got %v, want ErrTampered", err)
+			}
+		case <-time.After(time.Minute): // a hang guard
+			t.Fatal("Open hangs on a FIFO checkpoint")
+		}
+	})
+	t.Run("verified file is a fifo", func(t *testing.T) {
+		if _, err := OpenRegular(fifo); err == nil {
+			t.Errorf("OpenRegular(fifo): got nil error")
+		}
+	})
 }
 
 // TestRestart: reopening continues seq and the chain in the same file; a log

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -77,7 +76,7 @@ func ParseHead(s string) (uint64, string, error) {
 // ReadCheckpoint reads and parses a checkpoint file (not its MAC or signature:
 // see VerifyCheckpoint).
 func ReadCheckpoint(path string) (*Checkpoint, error) {
-	b, err := os.ReadFile(path)
+	b, err := readSmallRegular(path, 64<<10)
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoint: %w", err)
 	}

@@ -124,21 +124,51 @@ func readTail(f *os.File, size int64) (tail, error) {
 // readTailPath opens path read-only (refusing non-regular files) and reads
 // its tail.
 func readTailPath(path string) (tail, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return tail{}, err
-	}
-	if !st.Mode().IsRegular() {
-		return tail{}, fmt.Errorf("%s is not a regular file", path)
-	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := OpenRegular(path)
 	if err != nil {
 		return tail{}, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return tail{}, err
+	}
 	t, err := readTail(f, st.Size())
 	t.name = filepath.Base(path)
 	return t, err
+}
+
+// OpenRegular opens path for reading, refusing anything but a regular file
+// without blocking (a FIFO with no writer would block a plain open).
+func OpenRegular(path string) (*os.File, error) {
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, st.Mode().Type())
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	return f, nil
+}
+
+// readSmallRegular reads a regular file of at most limit bytes.
+func readSmallRegular(path string, limit int64) ([]byte, error) {
+	f, err := OpenRegular(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, err
 }
 
 // rotatedFiles lists the rotated files of path, oldest first, with the time
