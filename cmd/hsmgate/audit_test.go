@@ -8,13 +8,21 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/audit"
+	"github.com/hsmgate/hsmgate/internal/client"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
 // TestAuditVerifyCmd: `audit verify` checks the keyed chain across rotated
@@ -178,4 +186,61 @@ func rewrite(t *testing.T, path string, edit func([]string) []string) func() {
 	}
 	os.WriteFile(path, []byte(strings.Join(edit(ls), "")), 0o600)
 	return func() { os.WriteFile(path, orig, 0o600) }
+}
+
+// TestAuditDeletedUnderLoad: with requests in flight from several clients,
+// deleting the audit log makes every request that starts after the deletion
+// fail (none is answered without a record), and the server counts the
+// requests answered before it.
+func TestAuditDeletedUnderLoad(t *testing.T) {
+	requireSoftHSM(t)
+	state := filepath.Join(t.TempDir(), "state")
+	dev := startDev(t, state)
+	cc, err := client.Dial(client.Config{Addr: dev.exports["HSMGATE_ADDR"], CACert: dev.exports["HSMGATE_CACERT"], Token: dev.exports["HSMGATE_TOKEN"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sys := hsmgatev1.NewSystemServiceClient(cc)
+	var deleted atomic.Bool
+	var before, answeredAfter, failedAfter, inFlightFailed atomic.Int64
+	var wg sync.WaitGroup
+	ctx := context.Background()
+	for range 4 {
+		wg.Go(func() {
+			for after := 0; after < 20; {
+				started := deleted.Load()
+				if started {
+					after++
+				}
+				_, err := sys.GetStatus(ctx, &hsmgatev1.GetStatusRequest{})
+				switch {
+				case !started && err == nil:
+					before.Add(1)
+				case started && err == nil:
+					answeredAfter.Add(1)
+				case started:
+					failedAfter.Add(1)
+					if status.Code(err) != codes.Unavailable {
+						t.Errorf("after the deletion: got %v, want Unavailable", err)
+					}
+				default: // in flight while the file was deleted: either outcome
+					inFlightFailed.Add(1)
+				}
+			}
+		})
+	}
+	for before.Load() < 200 {
+		runtime.Gosched()
+	}
+	if err := os.Remove(filepath.Join(state, "audit.log")); err != nil {
+		t.Fatal(err)
+	}
+	deleted.Store(true)
+	wg.Wait()
+	t.Logf("answered before the deletion: %d; in flight and failed: %d; started after it: %d answered, %d failed",
+		before.Load(), inFlightFailed.Load(), answeredAfter.Load(), failedAfter.Load())
+	if answeredAfter.Load() != 0 {
+		t.Errorf("got %d requests answered after the audit log was deleted, want 0", answeredAfter.Load())
+	}
 }
