@@ -15,11 +15,12 @@ import (
 //
 // value keeps the raw deployment key: Log.HMAC(s) = HMAC-SHA256(key, s), as
 // before the chain was keyed, so identifiers HMAC'd in older lines still
-// match. The chain and checkpoint keys come from HKDF-SHA256 with the
-// deployment key as input keying material (Extract: HMAC(salt, key)) and a
-// label per use, so the deployment key is never the HMAC key over anything a
-// caller chooses on their path: no value HMAC, whatever s is, equals a chain
-// MAC or reveals the chain key, and the reverse.
+// match. The chain and checkpoint keys come from HKDF-SHA256 (RFC 5869) with
+// the deployment key as input keying material: Extract computes
+// HMAC(salt, key), with the key as the message, never as the HMAC key, and
+// Expand takes a label per use. So no value HMAC, whatever s a caller passes,
+// is or reveals a chain key, a chain MAC or a checkpoint MAC, and the chain
+// and checkpoint keys are independent of each other.
 type keys struct {
 	value      []byte
 	chain      []byte
