@@ -350,6 +350,9 @@ func (l *Log) rotate(prevTorn int) error {
 	if err := samePath(l.cfg.Path, l.fi); err != nil {
 		return l.fail(fmt.Errorf("audit: %w: the log file was deleted or replaced", ErrUnavailable), err)
 	}
+	if l.pending != nil {
+		return l.writeHeader() // the current file is new and empty: no second rotation
+	}
 	l.f.Close()
 	l.f = nil
 	dst := rotatedName(l.cfg.Path, l.now())

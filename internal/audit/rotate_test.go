@@ -187,6 +187,9 @@ func fsizeRotationChild(t *testing.T, dir string) {
 	if err := l.Write(entry(2)); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Write while the header cannot be written: got %v, want ErrUnavailable", err)
 	}
+	if err := l.Rotate(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Rotate again while the header cannot be written: got %v, want ErrUnavailable", err)
+	}
 	if names() != 2 {
 		t.Fatalf("got %d rotated files, want 2 (the rotation happened)", names())
 	}
