@@ -62,11 +62,10 @@ func wireAuth(ctx context.Context, d *deps) error {
 				return err
 			}
 		}
-		l, err := audit.Open(acfg, key)
+		l, err := openAuditLog(ctx, d, acfg, key) // cmd/hsmgate/audit.go
 		if err != nil {
 			return err
 		}
-		d.OnClose(l.Close)
 		auditor = l
 	} else {
 		return fmt.Errorf("audit.path is required with this store: every request is audited, and fails when it cannot be")

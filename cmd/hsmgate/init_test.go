@@ -69,7 +69,9 @@ func TestInitIdempotent(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("init #%d: exit %d: %s", i+1, code, errOut)
 		}
-		if line := fmt.Sprintf("KEK %q in token %q: %s\n", "hsmgate-kek", "init-test", want); out != line {
+		line := fmt.Sprintf("KEK %q in token %q: %s\n", "hsmgate-kek", "init-test", want) +
+			fmt.Sprintf("audit checkpoint key %q in token %q: %s\n", "hsmgate-audit-checkpoint", "init-test", want)
+		if out != line {
 			t.Errorf("init #%d: got %q, want %q", i+1, out, line)
 		}
 	}

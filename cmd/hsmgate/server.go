@@ -88,8 +88,9 @@ func newInitCmd(g *globals) *cobra.Command {
 		Short: "Create the key-encryption key (KEK) in the configured HSM token (idempotent)",
 		Long: `Create the deployment's key-encryption key in the configured HSM token: an
 AES-256 key that never leaves the HSM (non-extractable, wrap/unwrap only),
-found by hsm.kek_label. Running it again finds the existing key and changes
-nothing. Prints whether the KEK was created or already existed.`,
+found by hsm.kek_label; and the key that signs audit checkpoints (ECDSA
+P-256, label hsmgate-audit-checkpoint). Running it again finds the existing
+keys and changes nothing. Prints whether each was created or already existed.`,
 		Example: `  HSMGATE_HSM_PIN=... hsmgate init --config /etc/hsmgate/hsmgate.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -119,6 +120,8 @@ func initKEK(ctx context.Context, g *globals, c *config.Config, log *slog.Logger
 		what = "created"
 	}
 	log.Info("KEK ready", "label", c.HSM.KEKLabel, "token", m.TokenLabel(), "created", created)
-	_, err = fmt.Fprintf(g.stdout, "KEK %q in token %q: %s\n", c.HSM.KEKLabel, m.TokenLabel(), what)
-	return err
+	if _, err = fmt.Fprintf(g.stdout, "KEK %q in token %q: %s\n", c.HSM.KEKLabel, m.TokenLabel(), what); err != nil {
+		return err
+	}
+	return initAuditKey(ctx, g, m) // cmd/hsmgate/audit.go
 }

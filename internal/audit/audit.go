@@ -14,18 +14,37 @@
 //
 // # The chain
 //
-// Each line carries "seq" (1, 2, 3... across files) and "prev", the hex SHA-256
-// of the exact bytes of the previous line (without its newline); the first line
-// of the first file has prev "". When the file would grow past MaxBytes it is
-// renamed to <path>.<UTC time> and a new file begins, whose first line carries the
-// hash of the last line of the rotated-out file, so the chain spans rotations.
-// Verify (and `hsmgate audit verify FILE...`, files in order) reports the first
-// changed, inserted, missing or reordered line by number.
+// Each line carries "seq" (1, 2, 3... across files and restarts), "prev" (the
+// previous line's mac; "" at the very start) and, last, "mac": HMAC-SHA256 of
+// the line without its mac, under a chain key derived from the deployment key
+// (HKDF, see keys). Without the key nobody can edit, insert or re-chain a line,
+// the last one included. Every file begins with a header line (type "header")
+// that names the previous file, its last seq and the chain's random id, and is
+// chained like any other line: deleting a file's first lines, leaving a file
+// out or swapping in a file of another chain shows.
 //
-// The chain is unkeyed: it shows any edit or deletion unless the attacker
-// rewrites every later line too, and it cannot show a truncated tail by itself.
-// Ship the log off the host (or record the last hash that Verify returns) to
-// close those gaps.
+// Deleting the last lines, or cutting the tail, leaves a shorter valid chain;
+// the checkpoint closes that gap. Every CheckpointInterval and at Close the Log
+// writes the head (seq, hash) to CheckpointPath(path), MAC'd and, with a
+// Signer, signed by an HSM key; logs it; and exposes it (Head, Checkpoint) for
+// metrics. `hsmgate audit verify FILE... --checkpoint F` (or --head SEQ:HASH
+// from the server log) fails if the chain does not reach it.
+//
+// On Open the chain resumes from the last line of the file (or of the newest
+// rotated file, after a crash mid-rotation). A log that is missing, shorter
+// than the checkpoint, of another chain, or whose last line fails its MAC
+// refuses to open: the operator decides (move the checkpoint aside to start a
+// new chain on purpose). A file of the old, unkeyed format (before the chain
+// was keyed) is rotated out and a new chain begins; Verify does not read the
+// old format. A failed header write (a full disk just as the file rotates)
+// is retried by the next Write.
+//
+// # Retention
+//
+// When the file would grow past MaxBytes it is renamed to <path>.<UTC time>
+// and a new file begins with a header. Rotated files beyond MaxFiles, or
+// rotated out more than MaxAge ago, are deleted; the remaining files still
+// verify (the first one starts mid-chain, at its header).
 //
 // # Fail closed
 //
@@ -33,19 +52,28 @@
 // when Fsync is set); the auth interceptor then answers Unavailable without
 // running the handler. After a failed write the file is truncated back to its
 // last whole line; if even that fails, the Log refuses every later write.
+// After every write, and on every checkpoint tick, the Log checks that the
+// path still names the open file: once the file is deleted, renamed away or
+// replaced, every later write fails (as on a full disk) until an operator
+// restarts the server. Only regular files are opened: a FIFO, a device or a
+// socket (or a symlink to one) is refused, without blocking on the open.
 package audit
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"hash"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -57,6 +85,10 @@ import (
 // ErrUnavailable: the audit log cannot be written; requests must fail.
 var ErrUnavailable = errs.New(errs.Unavailable, "audit: log unavailable")
 
+// ErrTampered: on Open, the log does not continue the chain the checkpoint
+// (or its own header) promises: deleted, cut, replaced or edited.
+var ErrTampered = errs.New(errs.FailedPrecondition, "audit: log does not continue its chain")
+
 // Config is the audit section of the server config.
 type Config struct {
 	// Path of the log file (required).
@@ -66,13 +98,32 @@ type Config struct {
 	// MaxBytes rotates the file before it would grow past this size
 	// (default 100 MiB; negative: never).
 	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxFiles keeps at most this many rotated files (default 10; negative:
+	// no limit); MaxAge deletes rotated files older than this (0: no limit).
+	MaxFiles int           `yaml:"max_files"`
+	MaxAge   time.Duration `yaml:"max_age"`
 	// Fsync makes every line durable before the request goes on (slower).
 	Fsync bool `yaml:"fsync"`
+	// CheckpointInterval is how often the head is published (default 10s;
+	// negative: only at Close).
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// HMACKeyFile holds the per-deployment HMAC key (at least 32 bytes, raw);
 	// HMACKeyEnv names an environment variable holding it in hex (default
 	// HSMGATE_AUDIT_HMAC_KEY). The server reads it with LoadHMACKey.
 	HMACKeyFile string `yaml:"hmac_key_file"`
 	HMACKeyEnv  string `yaml:"hmac_key_env"`
+}
+
+// Options are the Log's collaborators.
+type Options struct {
+	// Signer signs checkpoints (nil: checkpoints carry only a MAC).
+	Signer Signer
+	// SignerLabel names Signer's key in checkpoints.
+	SignerLabel string
+	// Logger receives checkpoints and failures (nil: discarded).
+	Logger *slog.Logger
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
 }
 
 // Identity is who made a request, as logged.
@@ -101,217 +152,147 @@ type Entry struct {
 	Prev      string            `json:"prev"`
 }
 
+// head is the chain's position.
+type head struct {
+	seq     uint64
+	hash    string
+	chainID string
+}
+
 // Log is an open audit log. Safe for concurrent use; lines are serialised.
 type Log struct {
 	cfg    Config
-	key    []byte
+	opts   Options
+	keys   keys
 	now    func() time.Time
+	log    *slog.Logger
 	stdout io.Writer
+	cpPath string
 
-	mu     sync.Mutex
-	f      *os.File
-	size   int64
-	prev   string
-	seq    uint64
-	broken error
+	mu       sync.Mutex
+	f        *os.File
+	fi       os.FileInfo // of f, to notice the path naming another file
+	size     int64
+	head     head
+	broken   error
+	chainMAC hash.Hash      // under mu
+	pending  *pendingHeader // the current file still lacks its header
+
+	pubMu     sync.Mutex // serialises publish
+	published atomic.Pointer[Checkpoint]
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
-// LoadHMACKey reads the HMAC key from cfg.HMACKeyFile or, when unset, from the
-// environment variable cfg.HMACKeyEnv (default HSMGATE_AUDIT_HMAC_KEY, hex).
-// It must be at least 32 bytes.
-func LoadHMACKey(cfg Config) ([]byte, error) {
-	env := cfg.HMACKeyEnv
-	if env == "" {
-		env = "HSMGATE_AUDIT_HMAC_KEY"
-	}
-	var key []byte
-	switch {
-	case cfg.HMACKeyFile != "":
-		b, err := os.ReadFile(cfg.HMACKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("audit: hmac key: %w", err)
-		}
-		key = b
-	case os.Getenv(env) != "":
-		b, err := hex.DecodeString(os.Getenv(env))
-		if err != nil {
-			return nil, fmt.Errorf("audit: $%s is not hex", env)
-		}
-		key = b
-	default:
-		return nil, fmt.Errorf("audit: no hmac key (hmac_key_file, or $%s)", env)
-	}
-	if len(key) < 32 {
-		return nil, fmt.Errorf("audit: hmac key shorter than 32 bytes")
-	}
-	return key, nil
-}
+// Open opens (or creates) the log at cfg.Path and continues its chain, with
+// no checkpoint signer and no logger. hmacKey (at least 32 bytes) keys the
+// chain and HMAC; the Log keeps a copy.
+func Open(cfg Config, hmacKey []byte) (*Log, error) { return OpenWith(cfg, hmacKey, Options{}) }
 
-// LoadOrCreateKeyFile returns the key in path, first writing 32 random bytes
-// there (mode 0600) if the file does not exist. For `hsmgate dev`; production
-// keys are provisioned like any other secret.
-func LoadOrCreateKeyFile(path string) ([]byte, error) {
-	key, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		key = make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("audit: hmac key: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("audit: hmac key: %w", err)
-		}
-		_, werr := f.Write(key)
-		if cerr := f.Close(); werr == nil {
-			werr = cerr
-		}
-		if werr != nil {
-			os.Remove(path)
-			return nil, fmt.Errorf("audit: hmac key: %w", werr)
-		}
-		return key, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("audit: hmac key: %w", err)
-	}
-	if len(key) < 32 {
-		return nil, fmt.Errorf("audit: hmac key in %s shorter than 32 bytes", path)
-	}
-	return key, nil
-}
-
-// Open opens (or creates) the log at cfg.Path and continues its chain. hmacKey
-// (at least 32 bytes) keys HMAC; the Log keeps a copy.
-func Open(cfg Config, hmacKey []byte) (*Log, error) {
+// OpenWith is Open with a checkpoint signer, a logger and a clock. It fails
+// with ErrUnavailable when the file cannot be opened (or is not a regular
+// file), and ErrTampered when it does not continue its chain (see the package
+// doc).
+func OpenWith(cfg Config, hmacKey []byte, o Options) (*Log, error) {
 	if cfg.Path == "" {
 		return nil, fmt.Errorf("audit: path is required")
 	}
-	if len(hmacKey) < 32 {
-		return nil, fmt.Errorf("audit: hmac key shorter than 32 bytes")
+	k, err := deriveKeys(hmacKey)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.MaxBytes == 0 {
 		cfg.MaxBytes = 100 << 20
 	}
-	l := &Log{cfg: cfg, key: append([]byte(nil), hmacKey...), now: time.Now}
+	if cfg.MaxFiles == 0 {
+		cfg.MaxFiles = 10
+	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = 10 * time.Second
+	}
+	l := &Log{cfg: cfg, opts: o, keys: k, now: o.Now, log: o.Logger, cpPath: CheckpointPath(cfg.Path),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	l.chainMAC = hmac.New(sha256.New, k.chain)
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
 	if cfg.Stdout {
 		l.stdout = os.Stdout
 	}
-	if err := l.open(); err != nil {
+	if err := l.resume(); err != nil {
 		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	l.publish(ctx)
+	cancel()
+	if cfg.CheckpointInterval > 0 {
+		go l.publisher(cfg.CheckpointInterval)
+	} else {
+		close(l.done)
 	}
 	return l, nil
 }
 
-// open opens the file and recovers seq and prev from its last line. A file
-// whose last line is torn (no newline) is rotated out, left for Verify to show.
-func (l *Log) open() error {
-	f, err := os.OpenFile(l.cfg.Path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("audit: open: %w: %v", ErrUnavailable, err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("audit: stat: %w: %v", ErrUnavailable, err)
-	}
-	l.f, l.size = f, st.Size()
-	if l.size == 0 {
-		return nil
-	}
-	last, torn, err := lastLine(f, l.size)
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("audit: read last line: %w: %v", ErrUnavailable, err)
-	}
-	if last != nil {
-		var r struct {
-			Seq uint64 `json:"seq"`
-		}
-		if err := json.Unmarshal(last, &r); err != nil {
-			torn = true
-		} else {
-			l.seq, l.prev = r.Seq, hashLine(last)
-		}
-	}
-	if torn {
-		return l.rotate()
-	}
-	return nil
-}
-
-// lastLine returns the last complete line of f (nil if none) and whether
-// bytes follow it without a newline.
-func lastLine(f *os.File, size int64) ([]byte, bool, error) {
-	const chunk = 1 << 20
-	off := max(size-chunk, 0)
-	buf := make([]byte, size-off)
-	if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
-		return nil, false, err
-	}
-	torn := buf[len(buf)-1] != '\n'
-	end := len(buf)
-	if !torn {
-		end--
-	} else {
-		for end > 0 && buf[end-1] != '\n' {
-			end--
-		}
-		if end == 0 {
-			return nil, true, nil
-		}
-		end--
-	}
-	start := end
-	for start > 0 && buf[start-1] != '\n' {
-		start--
-	}
-	if start == 0 && off > 0 {
-		return nil, true, fmt.Errorf("last line longer than %d bytes", chunk)
-	}
-	return buf[start:end], torn, nil
-}
-
-func hashLine(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
-}
-
 // HMAC returns "hmac-sha256:" and the hex HMAC of s under the deployment key.
 func (l *Log) HMAC(s string) string {
-	m := hmac.New(sha256.New, l.key)
-	m.Write([]byte(s))
-	return "hmac-sha256:" + hex.EncodeToString(m.Sum(nil))
+	return "hmac-sha256:" + hex.EncodeToString(mac(l.keys.value, []byte(s)))
 }
 
 // Write appends e as one chained line. It fills e.Time (if zero), e.Seq and
 // e.Prev. An error wraps ErrUnavailable: the caller must fail the request.
 func (l *Log) Write(e *Entry) error {
+	if e.Type == TypeHeader {
+		return fmt.Errorf("audit: %w: entry type %q is reserved", ErrUnavailable, e.Type)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return err
+	}
+	if l.pending != nil {
+		if err := l.writeHeader(); err != nil {
+			return err
+		}
+	}
+	if e.Time.IsZero() {
+		e.Time = l.now().UTC()
+	}
+	e.Seq, e.Prev = l.head.seq+1, l.head.hash
+	body, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("audit: encode: %w: %v", ErrUnavailable, err)
+	}
+	if l.cfg.MaxBytes > 0 && l.size > 0 && l.size+int64(len(body)+macTail) > l.cfg.MaxBytes {
+		if err := l.rotate(0); err != nil {
+			return err
+		}
+		e.Seq, e.Prev = l.head.seq+1, l.head.hash
+		if body, err = json.Marshal(e); err != nil {
+			return fmt.Errorf("audit: encode: %w: %v", ErrUnavailable, err)
+		}
+	}
+	return l.writeLine(body, e.Seq)
+}
+
+func (l *Log) usable() error {
 	if l.broken != nil {
 		return l.broken
 	}
 	if l.f == nil {
 		return fmt.Errorf("audit: %w: closed", ErrUnavailable)
 	}
-	if e.Time.IsZero() {
-		e.Time = l.now().UTC()
-	}
-	if l.cfg.MaxBytes > 0 && l.size > 0 && l.size+512 > l.cfg.MaxBytes {
-		if err := l.rotate(); err != nil {
-			return err
-		}
-	}
-	e.Seq, e.Prev = l.seq+1, l.prev
-	line, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("audit: encode: %w: %v", ErrUnavailable, err)
-	}
-	if l.cfg.MaxBytes > 0 && l.size > 0 && l.size+int64(len(line))+1 > l.cfg.MaxBytes {
-		if err := l.rotate(); err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+// writeLine seals body, appends it and moves the head. After the write it
+// checks that the path still names the file: a line written into a deleted
+// or replaced file fails its request, and every later one.
+func (l *Log) writeLine(body []byte, seq uint64) error {
+	line, sum := sealWith(l.chainMAC, body)
 	n, err := l.f.Write(append(line, '\n'))
 	if err == nil && l.cfg.Fsync {
 		err = l.f.Sync()
@@ -319,34 +300,115 @@ func (l *Log) Write(e *Entry) error {
 	if err != nil {
 		if n > 0 {
 			if terr := l.f.Truncate(l.size); terr != nil {
-				l.broken = fmt.Errorf("audit: %w: log left with a partial line: %v", ErrUnavailable, terr)
+				l.fail(fmt.Errorf("audit: %w: log left with a partial line", ErrUnavailable), terr)
 			}
 		}
-		return fmt.Errorf("audit: write: %w: %v", ErrUnavailable, err)
+		l.log.Error("audit write failed", "seq", seq, "error", err)
+		return fmt.Errorf("audit: write: %w", ErrUnavailable)
 	}
 	l.size += int64(n)
-	l.seq, l.prev = e.Seq, hashLine(line)
+	if err := samePath(l.cfg.Path, l.fi); err != nil {
+		return l.fail(fmt.Errorf("audit: %w: the log file was deleted or replaced", ErrUnavailable), err)
+	}
+	l.head.seq, l.head.hash = seq, sum
 	if l.stdout != nil {
 		l.stdout.Write(append(line, '\n')) // best effort: the file is the record
 	}
 	return nil
 }
 
-// rotate renames the current file away and starts a new one; the chain goes on.
-func (l *Log) rotate() error {
-	if l.f != nil {
-		l.f.Close()
-		l.f = nil
+// fail stops the Log for good (until a restart) and logs why, once. The
+// error returned to callers does not name the path.
+func (l *Log) fail(err, cause error) error {
+	if l.broken == nil {
+		l.broken = err
+		l.log.Error("audit log stopped: every request fails until an operator restarts the server",
+			"path", l.cfg.Path, "seq", l.head.seq, "cause", cause)
 	}
-	dst := l.cfg.Path + "." + l.now().UTC().Format("20060102T150405.000000000Z")
+	return l.broken
+}
+
+// Check reports whether the log can be written: nil, or the error every
+// Write returns. It also checks that the path still names the open file
+// (for readiness checks, and the checkpoint ticker while no request comes).
+func (l *Log) Check(context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return err
+	}
+	if err := samePath(l.cfg.Path, l.fi); err != nil {
+		return l.fail(fmt.Errorf("audit: %w: the log file was deleted or replaced", ErrUnavailable), err)
+	}
+	return nil
+}
+
+// rotate renames the current file away, starts a new one with a header and
+// deletes rotated files past the retention limits. prevTorn is the length of
+// a partial last line in the file rotated out. A failure stops the Log.
+func (l *Log) rotate(prevTorn int) error {
+	if err := samePath(l.cfg.Path, l.fi); err != nil {
+		return l.fail(fmt.Errorf("audit: %w: the log file was deleted or replaced", ErrUnavailable), err)
+	}
+	if l.pending != nil {
+		return l.writeHeader() // the current file is new and empty: no second rotation
+	}
+	l.f.Close()
+	l.f = nil
+	dst := rotatedName(l.cfg.Path, l.now())
 	if err := os.Rename(l.cfg.Path, dst); err != nil {
-		return fmt.Errorf("audit: rotate: %w: %v", ErrUnavailable, err)
+		return l.fail(fmt.Errorf("audit: rotate: %w", ErrUnavailable), err)
 	}
-	f, err := os.OpenFile(l.cfg.Path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err := l.startFile(filepath.Base(dst), prevTorn); err != nil {
+		return err
+	}
+	deleted, err := prune(l.cfg.Path, l.cfg.MaxFiles, l.cfg.MaxAge, l.now())
+	for _, d := range deleted {
+		l.log.Info("audit file deleted by retention", "file", d)
+	}
 	if err != nil {
-		return fmt.Errorf("audit: rotate: %w: %v", ErrUnavailable, err)
+		l.log.Warn("audit retention", "error", err)
 	}
-	l.f, l.size = f, 0
+	return nil
+}
+
+// startFile creates the file at the path (it must not exist, or be empty)
+// and writes its header, linked to prevFile.
+func (l *Log) startFile(prevFile string, prevTorn int) error {
+	f, fi, err := openRegular(l.cfg.Path, true)
+	if err == nil && fi.Size() != 0 {
+		f.Close()
+		err = fmt.Errorf("%s appeared while rotating", l.cfg.Path)
+	}
+	if err != nil {
+		return l.fail(fmt.Errorf("audit: new file: %w", ErrUnavailable), err)
+	}
+	l.f, l.fi, l.size = f, fi, 0
+	l.pending = &pendingHeader{prevFile: prevFile, prevTorn: prevTorn}
+	return l.writeHeader()
+}
+
+// pendingHeader is the header a new file still needs.
+type pendingHeader struct {
+	prevFile string
+	prevTorn int
+}
+
+// writeHeader writes the pending header of a new file. When the write fails
+// (a full disk) the header stays pending: the request fails, and the next
+// Write tries again, as after any failed write.
+func (l *Log) writeHeader() error {
+	p := l.pending
+	h := header{Time: l.now().UTC(), Seq: l.head.seq + 1, Type: TypeHeader, Format: FormatV2,
+		ChainID: l.head.chainID, PrevFile: p.prevFile, PrevSeq: l.head.seq, PrevTorn: p.prevTorn, Prev: l.head.hash}
+	body, err := json.Marshal(h)
+	if err != nil {
+		return l.fail(fmt.Errorf("audit: header: %w", ErrUnavailable), err)
+	}
+	if err := l.writeLine(body, h.Seq); err != nil {
+		return err
+	}
+	l.pending = nil
 	return nil
 }
 
@@ -354,29 +416,51 @@ func (l *Log) rotate() error {
 func (l *Log) Rotate() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		return fmt.Errorf("audit: %w: closed", ErrUnavailable)
+	if err := l.usable(); err != nil {
+		return err
 	}
-	return l.rotate()
+	return l.rotate(0)
 }
 
-// Close closes the file; later writes fail.
+// Close publishes a last checkpoint and closes the file; later writes fail.
 func (l *Log) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.stop)
+		<-l.done
+		l.mu.Lock()
+		if l.f != nil {
+			err = l.f.Close()
+			l.f = nil
+		}
+		l.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		l.publish(ctx)
+	})
+	return err
+}
+
+// Head returns the sequence number and hash (mac) of the last line written,
+// and the chain's id.
+func (l *Log) Head() (seq uint64, hash, chainID string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f == nil {
-		return nil
-	}
-	err := l.f.Close()
-	l.f = nil
-	return err
+	return l.head.seq, l.head.hash, l.head.chainID
 }
 
 // LastHash returns the sequence number and hash of the last line written.
 func (l *Log) LastHash() (uint64, string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.seq, l.prev
+	seq, hash, _ := l.Head()
+	return seq, hash
+}
+
+func newChainID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
 }
 
 // ItemCount returns the length of msg's repeated field named "items", or 1

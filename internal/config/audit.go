@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/hsmgate/hsmgate/internal/audit"
 )
@@ -10,18 +11,25 @@ import (
 //	audit:
 //	  path: /var/log/hsmgate/audit.log
 //	  stdout: false
-//	  max_bytes: 104857600          # rotate past 100 MiB (the chain continues)
+//	  max_size: 104857600           # rotate past 100 MiB (the chain continues; max_bytes is the old name)
+//	  max_files: 10                 # rotated files kept (-1: all)
+//	  max_age: 2160h                # rotated files older than this are deleted (0: no limit)
+//	  checkpoint_interval: 10s      # signed head written beside the log, logged, in metrics
 //	  fsync: false
 //	  hmac_key_file: /run/secrets/audit-hmac-key   # or hmac_key_env: HSMGATE_AUDIT_HMAC_KEY (hex)
 
 // AuditFile is the `audit` section of the file.
 type AuditFile struct {
-	Path        string `yaml:"path"`
-	Stdout      bool   `yaml:"stdout"`
-	MaxBytes    int64  `yaml:"max_bytes"`
-	Fsync       bool   `yaml:"fsync"`
-	HMACKeyFile string `yaml:"hmac_key_file"`
-	HMACKeyEnv  string `yaml:"hmac_key_env"`
+	Path               string        `yaml:"path"`
+	Stdout             bool          `yaml:"stdout"`
+	MaxBytes           int64         `yaml:"max_bytes"`
+	MaxSize            int64         `yaml:"max_size"`
+	MaxFiles           int           `yaml:"max_files"`
+	MaxAge             time.Duration `yaml:"max_age"`
+	Fsync              bool          `yaml:"fsync"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	HMACKeyFile        string        `yaml:"hmac_key_file"`
+	HMACKeyEnv         string        `yaml:"hmac_key_env"`
 }
 
 // Audit is the runtime form of AuditFile: what audit.Open and
@@ -33,13 +41,22 @@ type Audit struct {
 
 // toAudit converts and checks the audit section; dir resolves relative paths.
 func (f AuditFile) toAudit(dir string) (Audit, error) {
+	if f.MaxBytes != 0 && f.MaxSize != 0 {
+		return Audit{}, fmt.Errorf("audit: set max_size or max_bytes (its old name), not both")
+	}
+	if f.MaxAge < 0 {
+		return Audit{}, fmt.Errorf("audit: max_age must not be negative")
+	}
 	a := Audit{Config: audit.Config{
-		Path:        absPath(dir, f.Path),
-		Stdout:      f.Stdout,
-		MaxBytes:    f.MaxBytes,
-		Fsync:       f.Fsync,
-		HMACKeyFile: absPath(dir, f.HMACKeyFile),
-		HMACKeyEnv:  f.HMACKeyEnv,
+		Path:               absPath(dir, f.Path),
+		Stdout:             f.Stdout,
+		MaxBytes:           f.MaxBytes + f.MaxSize,
+		MaxFiles:           f.MaxFiles,
+		MaxAge:             f.MaxAge,
+		Fsync:              f.Fsync,
+		CheckpointInterval: f.CheckpointInterval,
+		HMACKeyFile:        absPath(dir, f.HMACKeyFile),
+		HMACKeyEnv:         f.HMACKeyEnv,
 	}}
 	return a, nil
 }
