@@ -76,8 +76,13 @@ func TestTransitThroughAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer good.Close()
-	bad, err := audit.Open(audit.Config{Path: "/dev/full", MaxBytes: -1}, bytes.Repeat([]byte{3}, 32))
+	// An audit log whose file is gone fails every write (as a full disk).
+	badPath := filepath.Join(dir, "bad-audit.log")
+	bad, err := audit.Open(audit.Config{Path: badPath, MaxBytes: -1}, bytes.Repeat([]byte{3}, 32))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(badPath); err != nil {
 		t.Fatal(err)
 	}
 	defer bad.Close()
