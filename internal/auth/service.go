@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
@@ -122,7 +123,7 @@ func (s *Service) CreateToken(ctx context.Context, req *hsmgatev1.CreateTokenReq
 	if err != nil {
 		return nil, err
 	}
-	secret, info, err := s.tokens.Create(ctx, id, TokenRequest{
+	tr := TokenRequest{
 		DisplayName: req.GetDisplayName(),
 		Policies:    req.GetPolicies(),
 		TTL:         req.GetTtl().AsDuration(),
@@ -131,7 +132,21 @@ func (s *Service) CreateToken(ctx context.Context, req *hsmgatev1.CreateTokenReq
 		Root:        req.GetRoot(),
 		Metadata:    req.GetMetadata(),
 		Orphan:      req.GetOrphan(),
-	})
+	}
+	// A token bound to a policy that does not exist grants nothing, most
+	// likely by a typo: refuse it. The grant check comes first, so that a
+	// caller learns nothing about policies it does not hold.
+	if err := checkGrant(id, tr); err != nil {
+		return nil, err
+	}
+	for _, name := range tr.Policies {
+		if _, err := s.policies.Get(ctx, name); errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: policy %q does not exist (write it first: hsmgate policy write %s FILE)", ErrInvalid, name, name)
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	secret, info, err := s.tokens.Create(ctx, id, tr)
 	if err != nil {
 		return nil, err
 	}
