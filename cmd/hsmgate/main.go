@@ -1,6 +1,8 @@
 // Command hsmgate is the one hsmgate binary: the server (`server`, `dev`,
 // `init`) and the client verbs (`status`, and the engines' verbs). It only
 // wires packages together; the work is done in internal/ and the engines.
+// How the parts fit (layers, key hierarchy, data flows, store schema, audit
+// chain, threat model): docs/architecture.md at the repository's top.
 package main
 
 import (
