@@ -145,6 +145,7 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 			return usageError{fmt.Errorf("%s: %w", a.flag, err)}
 		}
 	}
+	grpcWant, httpWant := f.grpcAddr, f.httpAddr
 	var err error
 	if f.grpcAddr, err = devListenAddr(g.stderr, "gRPC", f.grpcAddr, !f.grpcSet); err != nil {
 		return err
@@ -152,6 +153,7 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 	if f.httpAddr, err = devListenAddr(g.stderr, "HTTPS", f.httpAddr, !f.httpSet); err != nil {
 		return err
 	}
+	fellBack := f.grpcAddr != grpcWant || f.httpAddr != httpWant
 	st, err := prepareDevState(ctx, f.stateDir(), f, log)
 	if err != nil {
 		return err
@@ -170,6 +172,9 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 			return nil
 		},
 		listening: func(grpcAddr, httpAddr string) error {
+			if fellBack {
+				fmt.Fprintf(g.stderr, "hsmgate dev: serving gRPC on %s and HTTPS on %s (a default port was taken)\n", grpcAddr, httpAddr)
+			}
 			env := devEnv(grpcAddr, httpAddr, st.tls.CACert, st.rootToken)
 			envFile := filepath.Join(st.dir, devFileEnv)
 			if err := writeFileAtomic(envFile, []byte(env), 0o600); err != nil {
