@@ -330,7 +330,7 @@ func devHowTo(dir, envFile string) string {
 	q := shellQuote(envFile)
 	return `# hsmgate dev server: state in ` + dir + `
 # (SoftHSM token "` + devTokenLabel + `", bbolt store, dev CA, root token; development only).
-# In another shell:
+# In another shell, in this directory: eval "$(hsmgate dev --print-env)", or
 #   . ` + q + `
 #   hsmgate status                 # ./hsmgate after scripts/dev.sh, or: go run ./cmd/hsmgate status
 #   grpcurl -cacert "$HSMGATE_CACERT" "$HSMGATE_ADDR" grpc.health.v1.Health/Check
