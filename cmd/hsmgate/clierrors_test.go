@@ -137,3 +137,22 @@ func freeAddr(t *testing.T) string {
 	ln.Close()
 	return a
 }
+
+// TestDevPortTakenError: a port given with a flag that is taken is
+// reported as such, with the hint, and not as an engine's failure (it
+// used to start with a stray "pki:").
+func TestDevPortTakenError(t *testing.T) {
+	requireSoftHSM(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, errOut, code := run(t, nil, "dev", "--state", filepath.Join(t.TempDir(), "state"), "--grpc-addr", "127.0.0.1:0", "--http-addr", busy.Addr().String())
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	last := lines[len(lines)-1]
+	want := "hsmgate: dev: FailedPrecondition: cannot listen: server: listen HTTP: "
+	if code != 1 || !strings.HasPrefix(last, want) || !strings.Contains(last, "pick free ports") {
+		t.Errorf("got exit %d, last line %q; want exit 1 and %q... with the hint", code, last, want)
+	}
+}
