@@ -128,7 +128,7 @@ func defaultDevState() string {
 
 var (
 	errNoDev    = errs.New(errs.FailedPrecondition, "no hsmgate dev is running")
-	errDevInUse = errs.New(errs.FailedPrecondition, "address in use")
+	errDevInUse = errs.New(errs.FailedPrecondition, "cannot listen")
 )
 
 // devState is what a dev server runs from.
