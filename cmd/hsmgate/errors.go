@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 
@@ -39,7 +40,19 @@ func (e ranError) Unwrap() error { return e.error }
 
 // markRunErrors wraps the RunE of c and of every command under it, so that
 // formatError and exitCode can tell cobra's own errors from the commands'.
+//
+// A group of verbs (transit, pki keys, ...) that cobra would answer with its
+// help and exit 0 for a misspelled verb gets a RunE that refuses it.
 func markRunErrors(c *cobra.Command) {
+	if c.HasParent() && c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())}
+			}
+			return cmd.Help()
+		}
+	}
 	if run := c.RunE; run != nil {
 		c.RunE = func(cmd *cobra.Command, args []string) error {
 			if err := run(cmd, args); err != nil {

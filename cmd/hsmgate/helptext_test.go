@@ -219,8 +219,8 @@ func TestHelpExamplesParse(t *testing.T) {
 				if err != nil {
 					t.Fatalf("got %v, want a command", err)
 				}
-				if c == root {
-					t.Fatalf("got no command for %q", args)
+				if c == root || c.HasSubCommands() {
+					t.Fatalf("got no verb for %q (%s is a group)", args, c.CommandPath())
 				}
 				if err := c.ParseFlags(rest); err != nil {
 					t.Fatalf("flags: %v", err)
@@ -378,5 +378,27 @@ func TestFormatError(t *testing.T) {
 				t.Errorf("exit: got %d, want %d", got, tc.exit)
 			}
 		})
+	}
+}
+
+// TestUnknownVerbInGroup: a misspelled verb under a group fails as a usage
+// error instead of printing the group's help and exiting 0.
+func TestUnknownVerbInGroup(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		verb string
+	}{
+		{[]string{"transit", "encrytp"}, "encrytp"},
+		{[]string{"pki", "issuer", "bogus"}, "bogus"},
+		{[]string{"ssh", "role", "wirte", "x"}, "wirte"},
+	} {
+		_, _, err := execRoot(t, tc.args...)
+		if err == nil || exitCode(err) != 2 || !strings.Contains(err.Error(), fmt.Sprintf("unknown command %q", tc.verb)) {
+			t.Errorf("hsmgate %v: got %v, want a usage error naming %q", tc.args, err, tc.verb)
+		}
+	}
+	out, _, err := execRoot(t, "transit")
+	if err != nil || !strings.Contains(out, "Available Commands:") {
+		t.Errorf("hsmgate transit: got %v, %q; want its help", err, out)
 	}
 }
