@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -246,5 +247,50 @@ func TestDocLinksStayInRepo(t *testing.T) {
 	}
 	if mds < 3 {
 		t.Errorf("got %d Markdown files, want README.md, bench/README.md, docs/architecture.md and more", mds)
+	}
+}
+
+// TestReadmeOneForm: every command in the README's sh blocks (run or
+// skipped) calls the binary as ./hsmgate, which scripts/dev.sh builds, never
+// a bare hsmgate that is not on PATH; and each parses (see
+// TestHelpExamplesParse).
+func TestReadmeOneForm(t *testing.T) {
+	md, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := readmeBlocks(string(md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range blocks {
+		if b.lang != "sh" {
+			continue
+		}
+		cmds, err := shellCommands(b.text)
+		if err != nil {
+			t.Errorf("README.md:%d: %v", b.line, err)
+			continue
+		}
+		for _, ws := range cmds {
+			switch ws[0] {
+			case "hsmgate":
+				t.Errorf("README.md:%d: bare hsmgate in %q: write ./hsmgate", b.line, strings.Join(ws, " "))
+			case "./hsmgate":
+				n++
+				root := newRootCmd(io.Discard, io.Discard)
+				c, rest, err := root.Find(ws[1:])
+				if err == nil && c != root {
+					err = c.ParseFlags(rest)
+				}
+				if err != nil || c == root {
+					t.Errorf("README.md:%d: %q: got %v, want a command that parses", b.line, strings.Join(ws, " "), err)
+				}
+			}
+		}
+	}
+	if n < 30 {
+		t.Errorf("got %d ./hsmgate commands in the README, want its examples (30 or more)", n)
 	}
 }
