@@ -1,5 +1,5 @@
 // Package bench drives an hsmgate over gRPC and measures, in the same run,
-// the three limits that bound it (../shared/DESIGN.md, "Performance"):
+// the three limits that bound it (docs/architecture.md, "Performance"):
 //
 //   - the software limit: the same operation in process with Go's crypto,
 //     on the same number of goroutines;

@@ -2,6 +2,7 @@
 // bounded pool of logged-in sessions, and offers the deployment KEK (wrap and
 // unwrap with CKM_AES_KEY_WRAP_PAD), HSM-resident AES-256-GCM keys as
 // cipher.AEAD, ECDSA/RSA/Ed25519 keys as crypto.Signer, and the HSM's RNG.
+// How it fits with the rest (the key hierarchy): docs/architecture.md.
 //
 // # Binding
 //

@@ -2,6 +2,7 @@
 // with compare-and-swap and prefix watches, implemented by keystore/bbolt (the
 // embedded default) and keystore/etcd (the cluster backend). One conformance
 // suite, keystore/storetest, runs against both.
+// How it fits with the rest (the store schema: every key prefix and who writes it): docs/architecture.md.
 //
 // Values are opaque bytes (callers store marshalled protobuf messages). Secret
 // material inside a value is always wrapped by the caller before it gets here.

@@ -5,6 +5,7 @@
 // and delta CRLs, an OCSP responder (RFC 6960), and tidying of expired
 // records. Service implements hsmgatev1.PKIServiceServer; Handler serves the
 // public HTTP side (CA certificates and chains, CRLs, OCSP).
+// How it fits with the rest (the data flow of an issuance and the store schema): docs/architecture.md.
 //
 // # Choices
 //

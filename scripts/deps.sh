@@ -4,8 +4,12 @@
 # with `go install`). Safe to run again: it installs only what is missing.
 #
 #   scripts/deps.sh            # everything the test suite needs
-#   scripts/deps.sh --dev      # only what `hsmgate dev` and its how-to need (SoftHSM2, grpcurl)
+#   scripts/deps.sh --dev      # only what `hsmgate dev` and the README's examples need
+#
+# It says what it installs, one line each, on stderr, and waits (up to 5
+# minutes) for the apt lock when another apt holds it.
 set -euo pipefail
+export PATH="$PATH:/usr/local/go/bin"
 
 # Debian packages the tests use. Add yours here (one per line).
 TEST_PACKAGES=(
@@ -16,7 +20,8 @@ TEST_PACKAGES=(
 	gcc libc6-dev    # cgo (miekg/pkcs11)
 	ca-certificates git curl
 )
-DEV_PACKAGES=(softhsm2 gcc libc6-dev)
+# hsmgate dev, and the README's examples (curl, openssl, ssh-keygen).
+DEV_PACKAGES=(softhsm2 gcc libc6-dev curl openssl openssh-client ca-certificates)
 
 BUF_VERSION=v1.75.0
 GRPCURL_VERSION=v1.9.4
@@ -36,7 +41,7 @@ for p in "${packages[@]}"; do
 	fi
 done
 if ((${#missing[@]})); then
-	echo "deps: installing ${missing[*]}" >&2
+	echo "deps: installing ${missing[*]} (apt)" >&2
 	sudo=""
 	if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 	# Wait for another apt (unattended upgrades, a second shell) instead of failing.
@@ -47,7 +52,7 @@ fi
 
 gobin="$(go env GOPATH)/bin"
 if ((want_buf)) && ! "$gobin/buf" --version 2>/dev/null | grep -qx "${BUF_VERSION#v}"; then
-	echo "deps: installing buf $BUF_VERSION" >&2
+	echo "deps: installing buf $BUF_VERSION into $gobin (go install: compiles it, a few minutes the first time)" >&2
 	go install "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
 fi
 if ((want_buf)) && ! "$gobin/sops" --version --disable-version-check 2>/dev/null | grep -q "${SOPS_VERSION#v}"; then
@@ -55,6 +60,6 @@ if ((want_buf)) && ! "$gobin/sops" --version --disable-version-check 2>/dev/null
 	go install "github.com/getsops/sops/v3/cmd/sops@$SOPS_VERSION"
 fi
 if [[ ! -x "$gobin/grpcurl" ]]; then
-	echo "deps: installing grpcurl $GRPCURL_VERSION into $gobin" >&2
+	echo "deps: installing grpcurl $GRPCURL_VERSION into $gobin (go install: compiles it, a few minutes the first time)" >&2
 	go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 fi

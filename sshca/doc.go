@@ -1,6 +1,7 @@
 // Package sshca is hsmgate's SSH certificate authority: CA keys in the HSM,
 // roles that bound what a certificate may contain, user and host certificate
 // issuance, and revocation through an OpenSSH KRL (package sshca/krl).
+// How it fits with the rest (the store schema and the threat model): docs/architecture.md.
 //
 // # CAs
 //

@@ -3,6 +3,7 @@
 // random), rotation by RPC, by period and by usage, and batch hot paths.
 // The gRPC service (TransitService, service.go) and its RPC → capability
 // table (AuthTable) live here too.
+// How it fits with the rest (the key hierarchy and the data flow of an Encrypt): docs/architecture.md.
 //
 // # Wiring
 //

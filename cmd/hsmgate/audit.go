@@ -191,7 +191,7 @@ func newAuditKeyCmd(g *globals) *cobra.Command {
 			return pem.Encode(g.stdout, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
 		},
 	}
-	sf.add(cmd)
+	sf.add(cmd, false) // reads the config only: no listeners
 	return cmd
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
+	"github.com/hsmgate/hsmgate/internal/errs"
 )
 
 // Dev mode defaults.
@@ -49,12 +50,16 @@ type devFlags struct {
 	state    string
 	grpcAddr string
 	httpAddr string
+	// grpcSet and httpSet: the address was given with a flag; the default
+	// addresses fall back to free ports when taken, given ones do not.
+	grpcSet, httpSet bool
+	printEnv         bool
 }
 
 func newDevCmd(g *globals) *cobra.Command {
 	f := &devFlags{}
 	cmd := &cobra.Command{
-		Use:   "dev [--state DIR]",
+		Use:   "dev [--state DIR] [--print-env]",
 		Short: "Run a throwaway local server: SoftHSM token, bbolt store, dev CA and root token in one directory",
 		Long: `Run a development server on 127.0.0.1 with everything it needs, created on
 the first run and reused afterwards, under the state directory
@@ -69,25 +74,49 @@ the first run and reused afterwards, under the state directory
 
 and the KEK inside the token. It prints, on stdout, lines of exactly the form
 "export NAME=value" for HSMGATE_ADDR, HSMGATE_HTTP_ADDR, HSMGATE_CACERT and
-HSMGATE_TOKEN, then a short how-to as shell comments; logs go to stderr.
+HSMGATE_TOKEN, then a short how-to as shell comments; logs go to stderr. It
+serves until Ctrl-C.
+
+When a default port (` + devGRPCAddr + `, ` + devHTTPAddr + `) is taken, it serves on a
+free port instead and says so; an address given with --grpc-addr or
+--http-addr is used as given (port 0 picks a free port).
+
+--print-env prints the export lines of the dev server running on the state
+directory and exits at once, for eval in another shell; it fails when none
+runs there.
 
 Only loopback addresses are accepted. Not for production: the PINs, the CA key
 and the root token sit in plain files.`,
 		Example: `  hsmgate dev
+  eval "$(hsmgate dev --print-env)"      # in another shell, same directory
   hsmgate dev --state /tmp/hg --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.printEnv {
+				return printDevEnv(g.stdout, f.stateDir())
+			}
 			log, err := g.logger(slog.LevelInfo, "text")
 			if err != nil {
 				return err
 			}
+			f.grpcSet, f.httpSet = cmd.Flags().Changed("grpc-addr"), cmd.Flags().Changed("http-addr")
 			return runDev(cmd.Context(), g, f, log)
 		},
 	}
 	cmd.Flags().StringVar(&f.state, "state", "", "state directory (default ./"+devStateDir+", or $XDG_STATE_HOME/hsmgate/dev)")
 	cmd.Flags().StringVar(&f.grpcAddr, "grpc-addr", devGRPCAddr, "gRPC listen address (loopback only; port 0 picks a free port)")
 	cmd.Flags().StringVar(&f.httpAddr, "http-addr", devHTTPAddr, "HTTPS listen address (loopback only; port 0 picks a free port)")
+	cmd.Flags().BoolVar(&f.printEnv, "print-env", false, "print the export lines of the dev server running on --state, then exit")
+	cmd.MarkFlagsMutuallyExclusive("print-env", "grpc-addr")
+	cmd.MarkFlagsMutuallyExclusive("print-env", "http-addr")
 	return cmd
+}
+
+func (f *devFlags) stateDir() string {
+	if f.state != "" {
+		return f.state
+	}
+	return defaultDevState()
 }
 
 func defaultDevState() string {
@@ -96,6 +125,11 @@ func defaultDevState() string {
 	}
 	return devStateDir
 }
+
+var (
+	errNoDev    = errs.New(errs.FailedPrecondition, "no hsmgate dev is running")
+	errDevInUse = errs.New(errs.FailedPrecondition, "cannot listen")
+)
 
 // devState is what a dev server runs from.
 type devState struct {
@@ -111,11 +145,16 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 			return usageError{fmt.Errorf("%s: %w", a.flag, err)}
 		}
 	}
-	dir := f.state
-	if dir == "" {
-		dir = defaultDevState()
+	grpcWant, httpWant := f.grpcAddr, f.httpAddr
+	var err error
+	if f.grpcAddr, err = devListenAddr(g.stderr, "gRPC", f.grpcAddr, !f.grpcSet); err != nil {
+		return err
 	}
-	st, err := prepareDevState(ctx, dir, f, log)
+	if f.httpAddr, err = devListenAddr(g.stderr, "HTTPS", f.httpAddr, !f.httpSet); err != nil {
+		return err
+	}
+	fellBack := f.grpcAddr != grpcWant || f.httpAddr != httpWant
+	st, err := prepareDevState(ctx, f.stateDir(), f, log)
 	if err != nil {
 		return err
 	}
@@ -124,7 +163,18 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 		devRootToken: st.rootToken,
 		devStateDir:  st.dir,
 		allowNoAuth:  true,
+		storeOpened: func() error {
+			// This process now owns the state directory; the env file of
+			// an earlier run names old ports until listening rewrites it.
+			if err := os.Remove(filepath.Join(st.dir, devFileEnv)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			return nil
+		},
 		listening: func(grpcAddr, httpAddr string) error {
+			if fellBack {
+				fmt.Fprintf(g.stderr, "hsmgate dev: serving gRPC on %s and HTTPS on %s (a default port was taken)\n", grpcAddr, httpAddr)
+			}
 			env := devEnv(grpcAddr, httpAddr, st.tls.CACert, st.rootToken)
 			envFile := filepath.Join(st.dir, devFileEnv)
 			if err := writeFileAtomic(envFile, []byte(env), 0o600); err != nil {
@@ -135,9 +185,72 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 		},
 	})
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%w (is another hsmgate dev running? --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 pick free ports)", err)
+		return fmt.Errorf("%w: %w (is another hsmgate dev running? --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 pick free ports)", errDevInUse, err)
 	}
 	return err
+}
+
+// devListenAddr returns addr, or, when addr is a default that is taken,
+// a free port on its host, saying so on w.
+func devListenAddr(w io.Writer, what, addr string, isDefault bool) (string, error) {
+	if !isDefault {
+		return addr, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		// Free now; the server binds it a moment later.
+		return addr, ln.Close()
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return addr, nil // the server reports it
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	free := net.JoinHostPort(host, "0")
+	fmt.Fprintf(w, "hsmgate dev: %s is in use (another hsmgate dev?); serving %s on a free port instead: see the export lines\n", addr, what)
+	return free, nil
+}
+
+// printDevEnv prints the env file of the dev server running on dir. A dev
+// server holds the lock of its bbolt store while it runs, so a stale env file
+// (no server, or one still starting) is refused rather than printed.
+func printDevEnv(w io.Writer, dir string) error {
+	running, err := devServerRunning(filepath.Join(dir, devFileStore))
+	if err != nil {
+		return err
+	}
+	if !running {
+		return fmt.Errorf("%w on %s: start one (hsmgate dev --state %s) in another shell first", errNoDev, dir, shellQuote(dir))
+	}
+	env, err := os.ReadFile(filepath.Join(dir, devFileEnv))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: the one on %s has not written %s yet: try again once it prints its export lines", errNoDev, dir, devFileEnv)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(env)
+	return err
+}
+
+// devServerRunning reports whether a process holds the lock of the bbolt
+// file at path (bbolt takes an exclusive flock for as long as it is open).
+func devServerRunning(path string) (bool, error) {
+	fd, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer fd.Close()
+	switch err := syscall.Flock(int(fd.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); {
+	case err == nil:
+		return false, syscall.Flock(int(fd.Fd()), syscall.LOCK_UN)
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return true, nil
+	default:
+		return false, fmt.Errorf("lock %s: %w", path, err)
+	}
 }
 
 // prepareDevState creates or reuses everything under dir.
@@ -229,7 +342,7 @@ func devHowTo(dir, envFile string) string {
 	q := shellQuote(envFile)
 	return `# hsmgate dev server: state in ` + dir + `
 # (SoftHSM token "` + devTokenLabel + `", bbolt store, dev CA, root token; development only).
-# In another shell:
+# In another shell, in this directory: eval "$(hsmgate dev --print-env)", or
 #   . ` + q + `
 #   hsmgate status                 # ./hsmgate after scripts/dev.sh, or: go run ./cmd/hsmgate status
 #   grpcurl -cacert "$HSMGATE_CACERT" "$HSMGATE_ADDR" grpc.health.v1.Health/Check

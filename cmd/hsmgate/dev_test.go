@@ -186,7 +186,7 @@ func checkHealthGrpcurl(t *testing.T, dev *devProcess) {
 
 func TestStatusWithoutServer(t *testing.T) {
 	_, errOut, code := run(t, []string{"HSMGATE_ADDR=127.0.0.1:1"}, "status", "--timeout", "5s")
-	if code != 1 || !strings.Contains(errOut, "status: rpc error: code = Unavailable") {
+	if code != 1 || !strings.HasPrefix(errOut, "hsmgate: status: Unavailable: ") {
 		t.Errorf("status against nothing: exit %d, stderr %q; want exit 1 and Unavailable", code, errOut)
 	}
 }

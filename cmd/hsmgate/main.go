@@ -1,11 +1,12 @@
 // Command hsmgate is the one hsmgate binary: the server (`server`, `dev`,
 // `init`) and the client verbs (`status`, and the engines' verbs). It only
 // wires packages together; the work is done in internal/ and the engines.
+// How the parts fit (layers, key hierarchy, data flows, store schema, audit
+// chain, threat model): docs/architecture.md at the repository's top.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/version"
 )
 
@@ -28,22 +30,11 @@ func main() {
 		stop()
 	}()
 	root := newRootCmd(os.Stdout, os.Stderr)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "hsmgate:", err)
+	if cmd, err := root.ExecuteContextC(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, formatError(cmd, err))
 		stop()
 		os.Exit(exitCode(err))
 	}
-}
-
-// usageError marks a mistake on the command line (exit status 2).
-type usageError struct{ error }
-
-func exitCode(err error) int {
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
 }
 
 // globals are the flags every command has.
@@ -69,16 +60,36 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 
 Start a throwaway server with its own SoftHSM token, then point a shell at it:
 
-  hsmgate dev                  # serves; prints export lines, also kept in STATE/env
-  . .hsmgate-dev/env           # in another shell (the path hsmgate dev printed)
+  hsmgate dev                              # serves until Ctrl-C; prints export lines
+  eval "$(hsmgate dev --print-env)"        # in another shell, same directory
   hsmgate status
 
-Client verbs read HSMGATE_ADDR, HSMGATE_CACERT and HSMGATE_TOKEN (and, for
-mTLS, HSMGATE_CLIENT_CERT and HSMGATE_CLIENT_KEY); flags override them.`,
+Errors print one line, "hsmgate: <verb>: <Code>: <message>" (Code is a gRPC
+code name), and exit 1, or 2 for a mistake on the command line.
+
+Environment variables (flags override them):
+  HSMGATE_ADDR             gRPC address host:port of the server (default ` + client.DefaultAddr + `)
+  HSMGATE_HTTP_ADDR        HTTPS address host:port of /metrics, /readyz and the PKI endpoints
+  HSMGATE_CACERT           PEM CA of the server certificate (default: the system roots)
+  HSMGATE_TOKEN            bearer token
+  HSMGATE_CLIENT_CERT      PEM client certificate, for mTLS
+  HSMGATE_CLIENT_KEY       PEM key of HSMGATE_CLIENT_CERT
+  HSMGATE_TLS_SERVER_NAME  name to verify in the server certificate (default: the address's host)
+  HSMGATE_SSH_ROLE         role of "hsmgate ssh sign" without --role (default "default")
+  HSMGATE_PKI_BASE_URL     server, dev: base URL of the AIA, OCSP and CRL URLs in issued
+                           certificates (default https:// and the HTTPS address)
+  HSMGATE_AUDIT_HMAC_KEY   server: hex HMAC key of the audit log, the default of audit.hmac_key_env
+  HSMGATE_HSM_PIN          server, init: the HSM user PIN, by convention (the config's
+                           hsm.pin_env names the variable)
+  HSMGATE_ETCD_PASSWORD    server: the etcd password, by convention (store.etcd.password_env)
+  XDG_STATE_HOME           dev: the default state directory is $XDG_STATE_HOME/hsmgate/dev
+                           (else ./.hsmgate-dev)`,
 		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// `hsmgate --version` prints what `hsmgate version` prints.
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -88,6 +99,7 @@ mTLS, HSMGATE_CLIENT_CERT and HSMGATE_CLIENT_KEY); flags override them.`,
 	for _, fn := range subcommands {
 		root.AddCommand(fn(g))
 	}
+	markRunErrors(root)
 	return root
 }
 

@@ -81,7 +81,13 @@ var exportLine = regexp.MustCompile(`^export ((?:HSMGATE|VAULT)_[A-Z_]+)=(\S+)$`
 // end of the how-to.
 func startDev(t *testing.T, state string) *devProcess {
 	t.Helper()
-	cmd := hsmgateCmd(context.Background(), nil, "dev", "--state", state, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	return startDevCmd(t, hsmgateCmd(context.Background(), nil, "dev", "--state", state, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"))
+}
+
+// startDevCmd starts cmd, an `hsmgate dev`, and reads its stdout up to the
+// end of the how-to.
+func startDevCmd(t *testing.T, cmd *exec.Cmd) *devProcess {
+	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,8 @@ type runOptions struct {
 	devStateDir  string
 	// allowNoAuth lets the server run without the auth hook (dev only).
 	allowNoAuth bool
+	// storeOpened is called once the store is open (dev: its lock is held).
+	storeOpened func() error
 	// listening is called once the listeners are bound, before serving.
 	listening func(grpcAddr, httpAddr string) error
 }
@@ -172,12 +174,22 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 	}
 	d.Store = st
 	d.OnClose(st.Close)
+	if o.storeOpened != nil {
+		if err := o.storeOpened(); err != nil {
+			return err
+		}
+	}
 
 	srv, err := server.New(server.FromConfig(c, log))
 	if err != nil {
 		return err
 	}
 	d.Server = srv
+	// Bind before the hooks (some need the addresses), so that a taken port
+	// is reported as such, not as a hook's failure.
+	if err := srv.Listen(); err != nil {
+		return err
+	}
 	hsmgatev1RegisterSystem(srv, d)
 	if err := d.AddRules(server.SystemRules()); err != nil {
 		return err
@@ -201,9 +213,6 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 		return errors.New("auth is not wired into this build: refusing to serve without authentication (use `hsmgate dev` for a local server)")
 	}
 
-	if err := srv.Listen(); err != nil {
-		return err
-	}
 	if o.listening != nil {
 		if err := o.listening(srv.GRPCAddr(), srv.HTTPAddr()); err != nil {
 			return err

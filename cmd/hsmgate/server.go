@@ -17,10 +17,14 @@ type serverFlags struct {
 	httpAddr string
 }
 
-func (f *serverFlags) add(cmd *cobra.Command) {
+// add adds --config, and with listen the listen overrides (init listens on
+// nothing, so it has none).
+func (f *serverFlags) add(cmd *cobra.Command, listen bool) {
 	cmd.Flags().StringVarP(&f.config, "config", "c", "", "YAML config file (required; see internal/config/testdata/example.yaml)")
-	cmd.Flags().StringVar(&f.grpcAddr, "grpc-addr", "", "override listen.grpc (host:port)")
-	cmd.Flags().StringVar(&f.httpAddr, "http-addr", "", `override listen.http (host:port, or "off")`)
+	if listen {
+		cmd.Flags().StringVar(&f.grpcAddr, "grpc-addr", "", "override listen.grpc (host:port)")
+		cmd.Flags().StringVar(&f.httpAddr, "http-addr", "", `override listen.http (host:port, or "off")`)
+	}
 	_ = cmd.MarkFlagRequired("config")
 }
 
@@ -77,7 +81,7 @@ in-flight calls get shutdown.timeout to finish.`,
 			return runServer(cmd.Context(), c, log, runOptions{})
 		},
 	}
-	f.add(cmd)
+	f.add(cmd, true)
 	return cmd
 }
 
@@ -91,7 +95,7 @@ AES-256 key that never leaves the HSM (non-extractable, wrap/unwrap only),
 found by hsm.kek_label; and the key that signs audit checkpoints (ECDSA
 P-256, label hsmgate-audit-checkpoint). Running it again finds the existing
 keys and changes nothing. Prints whether each was created or already existed.`,
-		Example: `  HSMGATE_HSM_PIN=... hsmgate init --config /etc/hsmgate/hsmgate.yaml`,
+		Example: `  HSMGATE_HSM_PIN=$(cat /run/secrets/pin) hsmgate init --config /etc/hsmgate/hsmgate.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, log, err := f.loadWithLogger(g)
@@ -101,7 +105,7 @@ keys and changes nothing. Prints whether each was created or already existed.`,
 			return initKEK(cmd.Context(), g, c, log)
 		},
 	}
-	f.add(cmd)
+	f.add(cmd, false)
 	return cmd
 }
 

@@ -176,7 +176,7 @@ func sshSign(ctx context.Context, c hsmgatev1.SSHCAServiceClient, ct hsmgatev1.S
 	}
 	key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
 	if err != nil {
-		return fmt.Errorf("%s: not a public key: %w", file, err)
+		return usageError{fmt.Errorf("%s: not a public key: %w", file, err)}
 	}
 	exts, err := parseKV(o.extensions, false)
 	if err != nil {

@@ -341,7 +341,7 @@ func (o *revokeOptions) request() (*hsmgatev1.RevokeSSHRequest, error) {
 			return nil, err
 		}
 		if _, _, _, _, err := ssh.ParseAuthorizedKey(b); err != nil {
-			return nil, fmt.Errorf("%s: not a public key: %w", o.keyFile, err)
+			return nil, usageError{fmt.Errorf("%s: not a public key: %w", o.keyFile, err)}
 		}
 		req.Target = &hsmgatev1.RevokeSSHRequest_PublicKey{PublicKey: strings.TrimSpace(string(b))}
 	case o.fp != "":

@@ -58,21 +58,19 @@ func transitCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Contex
 	return call(cmd, cf, hsmgatev1.NewTransitServiceClient, fn)
 }
 
-// transitRPCError names the verb and the status code and message of a failed call.
+// transitRPCError names the verb of a failed call; the status stays in the
+// chain, for formatError.
 func transitRPCError(verb string, err error) error {
-	if s, ok := status.FromError(err); ok {
-		return fmt.Errorf("transit %s: %s: %s", verb, s.Code(), s.Message())
-	}
 	return fmt.Errorf("transit %s: %w", verb, err)
 }
 
-// transitItemError is the error of a failed item (nil when it succeeded).
+// transitItemError is the error of a failed item (nil when it succeeded), as
+// a status error.
 func transitItemError(verb string, st *spb.Status) error {
 	if st == nil || st.GetCode() == 0 {
 		return nil
 	}
-	s := status.FromProto(st)
-	return fmt.Errorf("transit %s: %s: %s", verb, s.Code(), s.Message())
+	return fmt.Errorf("transit %s: %w", verb, status.FromProto(st).Err())
 }
 
 // transitInput reads FILE, or stdin for "" and "-".

@@ -1,6 +1,7 @@
 // Package audit writes hsmgate's tamper-evident audit log: one JSON object per
 // line, in its own file (optionally copied to stdout), never mixed with the
 // error log.
+// How it fits with the rest (the audit chain within a request): docs/architecture.md.
 //
 // Every request leaves two lines: a "request" line written before the handler
 // runs and a "response" line after it, with the status code and latency (a

@@ -1,4 +1,5 @@
 // Package auth authenticates and authorises every hsmgate request.
+// How it fits with the rest (the threat model): docs/architecture.md.
 //
 // # Identities
 //

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -27,7 +27,8 @@ const (
 	maxPolicyDocLen = 1 << 20
 )
 
-// policyDoc is the file form of a policy, YAML or JSON:
+// ParsePolicyDocument parses a YAML (or JSON) policy document into a validated
+// policy named name. The file form is
 //
 //	rules:
 //	  - resource: transit/keys/payments-*
@@ -35,43 +36,208 @@ const (
 //	  - resource: transit/keys/payments-legacy
 //	    capabilities: [encrypt]
 //	    effect: deny
-type policyDoc struct {
-	Rules []struct {
-		Resource     string   `yaml:"resource" json:"resource"`
-		Capabilities []string `yaml:"capabilities" json:"capabilities"`
-		Effect       string   `yaml:"effect" json:"effect"`
-	} `yaml:"rules" json:"rules"`
-}
-
-// ParsePolicyDocument parses a YAML (or JSON) policy document into a validated
-// policy named name. Unknown fields, capabilities and effects are refused.
+//
+// Unknown fields, capabilities and effects are refused; every error names
+// the line and the field in words (ErrInvalid).
 func ParsePolicyDocument(name string, doc []byte) (*hsmgatev1.Policy, error) {
 	if len(doc) > maxPolicyDocLen {
 		return nil, fmt.Errorf("%w: policy document over %d bytes", ErrInvalid, maxPolicyDocLen)
 	}
-	var d policyDoc
-	dec := yaml.NewDecoder(strings.NewReader(string(doc)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&d); err != nil && !errors.Is(err, io.EOF) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(doc, &root); err != nil {
 		return nil, fmt.Errorf("%w: policy document: %v", ErrInvalid, err)
 	}
 	p := &hsmgatev1.Policy{Name: name}
-	for _, r := range d.Rules {
-		var eff hsmgatev1.PolicyEffect
-		switch strings.ToLower(r.Effect) {
-		case "", "allow":
-			eff = hsmgatev1.PolicyEffect_POLICY_EFFECT_ALLOW
-		case "deny":
-			eff = hsmgatev1.PolicyEffect_POLICY_EFFECT_DENY
-		default:
-			return nil, fmt.Errorf("%w: effect %q (want allow or deny)", ErrInvalid, r.Effect)
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		rules, err := parsePolicyTop(root.Content[0])
+		if err != nil {
+			return nil, err
 		}
-		p.Rules = append(p.Rules, &hsmgatev1.PolicyRule{Resource: r.Resource, Capabilities: r.Capabilities, Effect: eff})
+		p.Rules = rules
 	}
 	if err := ValidatePolicy(p); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// policyFieldError is an error about node n of a policy document.
+func policyFieldError(n *yaml.Node, format string, args ...any) error {
+	return fmt.Errorf("%w: policy document line %d: %s", ErrInvalid, n.Line, fmt.Sprintf(format, args...))
+}
+
+// yamlKindName names a node's kind for error messages.
+func yamlKindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	default:
+		if n.Tag == "!!null" {
+			return "nothing"
+		}
+		return fmt.Sprintf("the value %q", n.Value)
+	}
+}
+
+// policyFields walks mapping n, refusing aliases, keys that are not plain
+// words, fields given twice and fields not in known (what names the
+// mapping in errors), and calls fn with each key and value.
+func policyFields(n *yaml.Node, what string, known []string, fn func(key string, v *yaml.Node) error) error {
+	if n.Kind != yaml.MappingNode {
+		return policyFieldError(n, "%s must be a mapping of %s, not %s", what, strings.Join(known, ", "), yamlKindName(n))
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return policyFieldError(k, "%s: a field name must be a word, not %s", what, yamlKindName(k))
+		}
+		if !slices.Contains(known, k.Value) {
+			hint := ""
+			if s := closestWord(k.Value, known); s != "" {
+				hint = fmt.Sprintf("; did you mean %q?", s)
+			}
+			return policyFieldError(k, "unknown field %q in %s (want %s)%s", k.Value, what, strings.Join(known, ", "), hint)
+		}
+		if seen[k.Value] {
+			return policyFieldError(k, "field %q given twice in %s", k.Value, what)
+		}
+		seen[k.Value] = true
+		if v.Kind == yaml.AliasNode {
+			return policyFieldError(v, "field %q of %s: aliases (*name) are not allowed in a policy", k.Value, what)
+		}
+		if err := fn(k.Value, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+// parsePolicyTop reads the top mapping: rules.
+func parsePolicyTop(top *yaml.Node) ([]*hsmgatev1.PolicyRule, error) {
+	var rules []*hsmgatev1.PolicyRule
+	err := policyFields(top, "the policy", []string{"rules"}, func(_ string, v *yaml.Node) error {
+		if isNull(v) {
+			return nil
+		}
+		if v.Kind != yaml.SequenceNode {
+			return policyFieldError(v, "field \"rules\" must be a list of rules, not %s", yamlKindName(v))
+		}
+		if len(v.Content) > maxPolicyRules {
+			return policyFieldError(v, "field \"rules\" has more than %d rules", maxPolicyRules)
+		}
+		for i, rn := range v.Content {
+			r, err := parsePolicyRule(rn, i+1)
+			if err != nil {
+				return err
+			}
+			rules = append(rules, r)
+		}
+		return nil
+	})
+	return rules, err
+}
+
+// parsePolicyRule reads rule number i (from 1) and checks it.
+func parsePolicyRule(n *yaml.Node, i int) (*hsmgatev1.PolicyRule, error) {
+	what := fmt.Sprintf("rule %d", i)
+	r := &hsmgatev1.PolicyRule{Effect: hsmgatev1.PolicyEffect_POLICY_EFFECT_ALLOW}
+	scalar := func(field string, v *yaml.Node) (string, error) {
+		if v.Kind != yaml.ScalarNode {
+			return "", policyFieldError(v, "field %q of %s must be a single value, not %s", field, what, yamlKindName(v))
+		}
+		if isNull(v) {
+			return "", nil
+		}
+		return v.Value, nil
+	}
+	err := policyFields(n, what, []string{"resource", "capabilities", "effect"}, func(field string, v *yaml.Node) error {
+		switch field {
+		case "resource":
+			s, err := scalar(field, v)
+			r.Resource = s
+			return err
+		case "capabilities":
+			if isNull(v) {
+				return nil
+			}
+			if v.Kind != yaml.SequenceNode {
+				return policyFieldError(v, "field \"capabilities\" of %s must be a list such as [read, list], not %s", what, yamlKindName(v))
+			}
+			for _, c := range v.Content {
+				s, err := scalar(field, c)
+				if err != nil {
+					return err
+				}
+				if !Capability(s).Valid() {
+					return policyFieldError(c, "unknown capability %q in %s", s, what)
+				}
+				r.Capabilities = append(r.Capabilities, s)
+			}
+			return nil
+		default: // effect
+			s, err := scalar(field, v)
+			if err != nil {
+				return err
+			}
+			switch strings.ToLower(s) {
+			case "", "allow":
+			case "deny":
+				r.Effect = hsmgatev1.PolicyEffect_POLICY_EFFECT_DENY
+			default:
+				return policyFieldError(v, "effect %q of %s (want allow or deny)", s, what)
+			}
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := validateRule(r); err != nil {
+		return nil, policyFieldError(n, "%s: %v", what, err)
+	}
+	return r, nil
+}
+
+// closestWord is the word of words within two edits of s, if any.
+func closestWord(s string, words []string) string {
+	best, bestD := "", 3
+	for _, w := range words {
+		if d := editDistance(strings.ToLower(s), w); d < bestD {
+			best, bestD = w, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of two short strings.
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 64
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // FormatPolicyDocument renders p in the YAML form ParsePolicyDocument reads.
@@ -113,28 +279,37 @@ func ValidatePolicy(p *hsmgatev1.Policy) error {
 		return fmt.Errorf("%w: more than %d rules", ErrInvalid, maxPolicyRules)
 	}
 	for i, r := range p.GetRules() {
-		res := r.GetResource()
-		if res == "" || len(res) > maxResourceLen {
-			return fmt.Errorf("%w: rule %d: resource must be 1..%d bytes", ErrInvalid, i+1, maxResourceLen)
+		if err := validateRule(r); err != nil {
+			return fmt.Errorf("%w: rule %d: %v", ErrInvalid, i+1, err)
 		}
-		for j := 0; j < len(res); j++ {
-			if res[j] < 0x21 || res[j] > 0x7e {
-				return fmt.Errorf("%w: rule %d: resource has a space or non-printable byte", ErrInvalid, i+1)
-			}
+	}
+	return nil
+}
+
+// validateRule checks one rule: a printable resource, known capabilities
+// (at least one), a known effect.
+func validateRule(r *hsmgatev1.PolicyRule) error {
+	res := r.GetResource()
+	if res == "" || len(res) > maxResourceLen {
+		return fmt.Errorf("resource must be 1..%d bytes", maxResourceLen)
+	}
+	for j := 0; j < len(res); j++ {
+		if res[j] < 0x21 || res[j] > 0x7e {
+			return errors.New("resource has a space or non-printable byte")
 		}
-		if len(r.GetCapabilities()) == 0 {
-			return fmt.Errorf("%w: rule %d: no capabilities", ErrInvalid, i+1)
+	}
+	if len(r.GetCapabilities()) == 0 {
+		return errors.New("no capabilities")
+	}
+	for _, c := range r.GetCapabilities() {
+		if !Capability(c).Valid() {
+			return fmt.Errorf("unknown capability %q", c)
 		}
-		for _, c := range r.GetCapabilities() {
-			if !Capability(c).Valid() {
-				return fmt.Errorf("%w: rule %d: unknown capability %q", ErrInvalid, i+1, c)
-			}
-		}
-		switch r.GetEffect() {
-		case hsmgatev1.PolicyEffect_POLICY_EFFECT_UNSPECIFIED, hsmgatev1.PolicyEffect_POLICY_EFFECT_ALLOW, hsmgatev1.PolicyEffect_POLICY_EFFECT_DENY:
-		default:
-			return fmt.Errorf("%w: rule %d: unknown effect", ErrInvalid, i+1)
-		}
+	}
+	switch r.GetEffect() {
+	case hsmgatev1.PolicyEffect_POLICY_EFFECT_UNSPECIFIED, hsmgatev1.PolicyEffect_POLICY_EFFECT_ALLOW, hsmgatev1.PolicyEffect_POLICY_EFFECT_DENY:
+	default:
+		return errors.New("unknown effect")
 	}
 	return nil
 }

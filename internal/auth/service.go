@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
@@ -141,6 +142,19 @@ func (s *Service) CreateToken(ctx context.Context, req *hsmgatev1.CreateTokenReq
 			return nil, fmt.Errorf("auth: read policies: %w", err)
 		}
 		tr.EntityAdmin = ok
+	}
+	// A token bound to a policy that does not exist grants nothing, most
+	// likely by a typo: refuse it. The grant check comes first, so that a
+	// caller learns nothing about policies it does not hold.
+	if err := checkGrant(id, tr); err != nil {
+		return nil, err
+	}
+	for _, name := range tr.Policies {
+		if _, err := s.policies.Get(ctx, name); errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: policy %.64q does not exist (write it first: hsmgate policy write NAME FILE)", ErrInvalid, name)
+		} else if err != nil {
+			return nil, err
+		}
 	}
 	secret, info, err := s.tokens.Create(ctx, id, tr)
 	if err != nil {

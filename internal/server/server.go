@@ -2,6 +2,7 @@
 // for client certificates, for the auth layer) and an HTTPS listener beside it
 // for the protocols that are HTTP by nature (/metrics, /healthz, /readyz, and
 // whatever other packages add with HandleHTTP).
+// How it fits with the rest (the layers): docs/architecture.md.
 //
 // Every RPC passes through these interceptors, outermost first:
 //
