@@ -422,13 +422,17 @@ func TestAppRoleServiceAuthorisation(t *testing.T) {
 	}
 	svc := env.m.Service
 	resp, err := call(hsmgatev1.AuthMethodService_CreateSecretID_FullMethodName, &hsmgatev1.CreateSecretIDRequest{RoleName: "ci"},
-		func(ctx context.Context, r any) (any, error) { return svc.CreateSecretID(ctx, r.(*hsmgatev1.CreateSecretIDRequest)) })
+		func(ctx context.Context, r any) (any, error) {
+			return svc.CreateSecretID(ctx, r.(*hsmgatev1.CreateSecretIDRequest))
+		})
 	if err != nil {
 		t.Fatalf("CreateSecretID with create: %v", err)
 	}
 	secret := resp.(*hsmgatev1.CreateSecretIDResponse).GetSecretId()
 	resp, err = call(hsmgatev1.AuthMethodService_ListSecretIDs_FullMethodName, &hsmgatev1.ListSecretIDsRequest{RoleName: "ci"},
-		func(ctx context.Context, r any) (any, error) { return svc.ListSecretIDs(ctx, r.(*hsmgatev1.ListSecretIDsRequest)) })
+		func(ctx context.Context, r any) (any, error) {
+			return svc.ListSecretIDs(ctx, r.(*hsmgatev1.ListSecretIDsRequest))
+		})
 	if err != nil || len(resp.(*hsmgatev1.ListSecretIDsResponse).GetSecretIds()) != 1 {
 		t.Fatalf("ListSecretIDs with list: got %v, %v", resp, err)
 	}
