@@ -401,7 +401,7 @@ func (a *AppRoles) Login(ctx context.Context, roleID, secretID string, remote ne
 	if err != nil {
 		return nil, err
 	}
-	meta := map[string]string{"role_name": name, "secret_id_accessor": info.GetAccessor()}
+	meta := map[string]string{"secret_id_accessor": info.GetAccessor()}
 	for k, v := range info.GetMetadata() {
 		if _, taken := meta[k]; !taken {
 			meta[k] = v
@@ -410,7 +410,7 @@ func (a *AppRoles) Login(ctx context.Context, roleID, secretID string, remote ne
 	return issueLogin(ctx, a.tokens, grant{
 		method: "approle", role: name, entity: name,
 		policies: role.GetPolicies(), ttl: role.GetTokenTtl().AsDuration(), maxTTL: role.GetTokenMaxTtl().AsDuration(),
-		metadata: meta,
+		vouched: map[string]string{"role_name": name}, metadata: meta,
 	})
 }
 

@@ -166,6 +166,16 @@ func TestAppRoleLogin(t *testing.T) {
 	if l.Metadata["secret_id_accessor"] != info.GetAccessor() || l.Metadata["host"] != "build-1" || l.Metadata["role_name"] != "cert-manager" {
 		t.Errorf("metadata: got %v", l.Metadata)
 	}
+	t.Run("secret id metadata cannot override vouched facts", func(t *testing.T) {
+		s, _, err := env.m.AppRoles.CreateSecretID(ctx, "cert-manager", map[string]string{"role_name": "root"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := env.m.AppRoles.Login(ctx, role.GetRoleId(), s, loopback)
+		if err != nil || l.Metadata["role_name"] != "cert-manager" {
+			t.Errorf("got %v, %v, want role_name cert-manager", l, err)
+		}
+	})
 	t.Run("unlimited secret id logs in again", func(t *testing.T) {
 		if _, err := env.m.AppRoles.Login(ctx, role.GetRoleId(), secret, loopback); err != nil {
 			t.Errorf("second login: %v", err)

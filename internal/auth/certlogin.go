@@ -294,6 +294,6 @@ func (c *CertAuth) Login(ctx context.Context, chain []*x509.Certificate, role st
 	return issueLogin(ctx, c.tokens, grant{
 		method: "cert", role: r.GetName(), entity: truncate(entity, 250),
 		policies: r.GetPolicies(), ttl: r.GetTokenTtl().AsDuration(), maxTTL: r.GetTokenMaxTtl().AsDuration(),
-		metadata: meta,
+		vouched: meta,
 	})
 }

@@ -413,7 +413,7 @@ func (k *KubernetesAuth) Login(ctx context.Context, role, jwt string) (*Login, e
 	return issueLogin(ctx, k.tokens, grant{
 		method: "kubernetes", role: role, entity: saSubjectPrefix + ns + ":" + name,
 		policies: r.GetPolicies(), ttl: r.GetTokenTtl().AsDuration(), maxTTL: r.GetTokenMaxTtl().AsDuration(),
-		metadata: meta,
+		vouched: meta,
 	})
 }
 

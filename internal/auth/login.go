@@ -61,22 +61,41 @@ type grant struct {
 	method, role, entity string
 	policies             []string
 	ttl, maxTTL          time.Duration
-	metadata             map[string]string
+	// vouched: facts the method checked (the service account, the
+	// certificate, the role): with entity, the token's vouched identity.
+	vouched map[string]string
+	// metadata: informational facts (secret ID metadata, chosen by whoever
+	// could create the secret ID): token metadata only, never vouched.
+	metadata map[string]string
+}
+
+// entityMetadata is the vouched metadata of the login's token: the method's
+// checked facts, its name and the role.
+func (g grant) entityMetadata() map[string]string {
+	m := make(map[string]string, len(g.vouched)+2)
+	for k, v := range g.vouched {
+		m[k] = v
+	}
+	m[MetaAuthMethod] = g.method
+	m[MetaRole] = g.role
+	return m
 }
 
 // issueLogin makes the login's token. It is the one place where a method's
-// vouched identity enters a token: the token's identity name is the entity
-// (never a caller-chosen display name), and the metadata names the method and role.
+// vouched identity enters a token: the token's display name is the entity,
+// and its metadata holds the vouched facts (over any informational ones),
+// the method and the role.
 func issueLogin(ctx context.Context, tokens *Tokens, g grant) (*Login, error) {
 	if tokens == nil {
 		return nil, fmt.Errorf("%w: tokens are not enabled", ErrUnauthenticated)
 	}
-	meta := make(map[string]string, len(g.metadata)+2)
+	meta := make(map[string]string, len(g.metadata)+len(g.vouched)+2)
 	for k, v := range g.metadata {
 		meta[k] = v
 	}
-	meta[MetaAuthMethod] = g.method
-	meta[MetaRole] = g.role
+	for k, v := range g.entityMetadata() {
+		meta[k] = v
+	}
 	// The login method itself grants the role's policies: it acts as a root
 	// creator that makes an orphan (no parent token to bind to).
 	creator := &Identity{Name: "auth/" + g.method + "/" + g.role, Kind: KindRoot}
