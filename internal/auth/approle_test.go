@@ -167,10 +167,11 @@ func TestAppRoleLogin(t *testing.T) {
 		t.Errorf("metadata: got %v", l.Metadata)
 	}
 	t.Run("secret id metadata cannot override vouched facts", func(t *testing.T) {
-		s, _, err := env.m.AppRoles.CreateSecretID(ctx, "cert-manager", map[string]string{"role_name": "root"}, nil)
+		s, info, err := env.m.AppRoles.CreateSecretID(ctx, "cert-manager", map[string]string{"role_name": "root"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer env.m.AppRoles.DestroySecretID(ctx, "cert-manager", info.GetAccessor())
 		l, err := env.m.AppRoles.Login(ctx, role.GetRoleId(), s, loopback)
 		if err != nil || l.Metadata["role_name"] != "cert-manager" {
 			t.Errorf("got %v, %v, want role_name cert-manager", l, err)
