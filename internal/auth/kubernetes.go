@@ -383,7 +383,9 @@ func (k *KubernetesAuth) Login(ctx context.Context, role, jwt string) (*Login, e
 		if errors.As(err, &exp) {
 			return nil, fmt.Errorf("%w: jwt expired", ErrUnauthenticated)
 		}
-		return nil, fmt.Errorf("%w: jwt: %s", ErrUnauthenticated, truncate(err.Error(), 200))
+		// go-oidc's text may name the JWKS URL and why fetching it failed:
+		// not for an unauthenticated caller.
+		return nil, fmt.Errorf("%w: jwt is not valid here (signature, issuer or format)", ErrUnauthenticated)
 	}
 	want := c.GetAudiences()
 	if r.GetAudience() != "" {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,12 +150,28 @@ func TestKubernetesLogin(t *testing.T) {
 		b, _ := json.Marshal(good)
 		return "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + base64.RawURLEncoding.EncodeToString(b) + "."
 	}
+	hs256 := func() string {
+		// Algorithm confusion: HMAC keyed with the public key's bytes.
+		pub, _ := x509.MarshalPKIXPublicKey(&key.priv.PublicKey)
+		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: pub}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", key.kid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(good)
+		jws, err := s.Sign(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := jws.CompactSerialize()
+		return out
+	}
 	cases := []struct {
 		name, role, jwt string
 		want            codes.Code
 	}{
 		{"wrong signature", "cert-manager", rogue.sign(t, good), codes.Unauthenticated},
 		{"alg none", "cert-manager", noneAlg(), codes.Unauthenticated},
+		{"HS256 keyed with the public key", "cert-manager", hs256(), codes.Unauthenticated},
 		{"tampered payload", "cert-manager", tamper(key.sign(t, good), with(func(c map[string]any) { c["sub"] = "system:serviceaccount:kube-system:admin" })), codes.Unauthenticated},
 		{"wrong audience", "cert-manager", key.sign(t, with(func(c map[string]any) { c["aud"] = []string{"https://kubernetes.default.svc"} })), codes.Unauthenticated},
 		{"config audience on a role with its own", "own-aud", key.sign(t, saClaimsFor("team-a", "x", []string{"hsmgate"}, now)), codes.Unauthenticated},
@@ -242,6 +260,16 @@ func TestKubernetesJWKSURL(t *testing.T) {
 	if _, err := k.Login(ctx, "web", k1.sign(t, claims)); !errors.Is(err, ErrUnauthenticated) {
 		t.Errorf("login with the retired key: got %v, want ErrUnauthenticated", err)
 	}
+	t.Run("an unreachable key set is not described to the caller", func(t *testing.T) {
+		ts.Close()
+		if _, err := k.WriteConfig(ctx, &hsmgatev1.KubernetesAuthConfig{Issuer: testIssuer, JwksUrl: ts.URL + "/keys", JwksCaPem: caPEM, Audiences: []string{"hsmgate"}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := k.Login(ctx, "web", k2.sign(t, claims))
+		if !errors.Is(err, ErrUnauthenticated) || strings.Contains(err.Error(), "127.0.0.1") || strings.Contains(err.Error(), "/keys") {
+			t.Errorf("got %v, want ErrUnauthenticated without the URL", err)
+		}
+	})
 }
 
 func TestKubernetesConfigValidation(t *testing.T) {
