@@ -160,7 +160,7 @@ func newAppRoleWriteCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "write NAME",
-		Short: "Create or update an AppRole (a new one gets a random role_id)",
+		Short: "Create an AppRole, or replace its settings (a new one gets a random role_id; an existing one keeps its own)",
 		Args:  cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
