@@ -69,7 +69,7 @@ func (env *methodsEnv) checkLoginToken(t *testing.T, l *Login, wantName, wantMet
 	if err != nil {
 		t.Fatalf("Authenticate(login token): %v", err)
 	}
-	if id.Name != wantName || id.Kind != KindToken {
+	if id.Name != wantName || id.Kind != KindToken || l.Entity != wantName {
 		t.Errorf("identity: got %q (%s), want %q (token)", id.Name, id.Kind, wantName)
 	}
 	if strings.Join(id.Policies, ",") != strings.Join(wantPolicies, ",") || strings.Join(l.Policies, ",") != strings.Join(wantPolicies, ",") {

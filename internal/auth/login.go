@@ -37,6 +37,8 @@ type Login struct {
 	TTL       time.Duration
 	Renewable bool
 	Metadata  map[string]string
+	// Entity is the identity the method vouched for (the token's identity).
+	Entity string
 }
 
 // Metadata keys that every login token carries; a login's own metadata
@@ -111,7 +113,7 @@ func issueLogin(ctx context.Context, tokens *Tokens, g grant) (*Login, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: %s login: %w", g.method, err)
 	}
-	l := &Login{Token: secret, Accessor: info.GetAccessor(), Policies: info.GetPolicies(), Renewable: info.GetRenewable(), Metadata: info.GetMetadata()}
+	l := &Login{Token: secret, Accessor: info.GetAccessor(), Policies: info.GetPolicies(), Renewable: info.GetRenewable(), Metadata: info.GetMetadata(), Entity: g.entity}
 	if e := info.GetExpireTime(); e != nil {
 		l.TTL = e.AsTime().Sub(info.GetCreateTime().AsTime())
 	}
