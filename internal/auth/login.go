@@ -109,6 +109,9 @@ func issueLogin(ctx context.Context, tokens *Tokens, g grant) (*Login, error) {
 		Renewable:   true,
 		Metadata:    meta,
 		Orphan:      true,
+		// Merging h-identity (TokenRequest.Entity): add
+		//	Entity: g.entity, EntityMetadata: g.entityMetadata(),
+		// so that the vouched identity is the token's entity.
 	})
 	if err != nil {
 		return nil, fmt.Errorf("auth: %s login: %w", g.method, err)
