@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hsmgate/hsmgate/internal/errs"
 	"github.com/hsmgate/hsmgate/keystore"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -60,7 +61,12 @@ type AppRoleConfig struct {
 	Now func() time.Time
 	// Rand is the randomness of role IDs, secret IDs and accessors (default crypto/rand).
 	Rand io.Reader
+	// MaxSecretIDs bounds the live secret IDs of one role (default 10000).
+	MaxSecretIDs int
 }
+
+// ErrTooManySecretIDs: a role has as many live secret IDs as it may.
+var ErrTooManySecretIDs = errs.New(errs.ResourceExhausted, "auth: too many secret ids for the role")
 
 // AppRoles manages AppRoles and their secret IDs, and logs them in.
 type AppRoles struct {
@@ -69,6 +75,7 @@ type AppRoles struct {
 	roles  records[*hsmgatev1.AppRole]
 	now    func() time.Time
 	rand   io.Reader
+	max    int
 }
 
 // NewAppRoles returns the AppRole method over store, issuing tokens with tokens.
@@ -82,8 +89,11 @@ func NewAppRoles(cfg AppRoleConfig, store keystore.Store, tokens *Tokens) (*AppR
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
+	if cfg.MaxSecretIDs <= 0 {
+		cfg.MaxSecretIDs = 10000
+	}
 	return &AppRoles{
-		store: store, tokens: tokens, now: cfg.Now, rand: cfg.Rand,
+		store: store, tokens: tokens, now: cfg.Now, rand: cfg.Rand, max: cfg.MaxSecretIDs,
 		roles: records[*hsmgatev1.AppRole]{store: store, prefix: AppRolePrefix, what: "approle", newT: func() *hsmgatev1.AppRole { return &hsmgatev1.AppRole{} }},
 	}, nil
 }
@@ -244,6 +254,13 @@ func (a *AppRoles) CreateSecretID(ctx context.Context, roleName string, metadata
 	role, _, err := a.roles.get(ctx, roleName)
 	if err != nil {
 		return "", nil, err
+	}
+	live, err := a.ListSecretIDs(ctx, roleName)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(live) >= a.max {
+		return "", nil, fmt.Errorf("%w: %d live (destroy some, or let them expire)", ErrTooManySecretIDs, len(live))
 	}
 	sb, err := a.random(secretIDBytes)
 	if err != nil {

@@ -33,21 +33,23 @@ type methodsEnv struct {
 
 func newMethodsEnv(t *testing.T, certCfg CertAuthConfig) *methodsEnv {
 	t.Helper()
+	return newMethodsEnvWith(t, MethodsConfig{Cert: certCfg})
+}
+
+func newMethodsEnvWith(t *testing.T, cfg MethodsConfig) *methodsEnv {
+	t.Helper()
 	env := &methodsEnv{testEnv: startServer(t, "")}
 	env.store = env.a.Tokens.store
 	now := time.Now()
 	env.clock.Store(&now)
 	clock := func() time.Time { return *env.clock.Load() }
-	if certCfg.Now == nil {
-		certCfg.Now = clock
+	if cfg.Cert.Now == nil {
+		cfg.Cert.Now = clock
 	}
+	cfg.AppRole.Now, cfg.Kubernetes.Now = clock, clock
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	m, err := NewMethods(ctx, MethodsConfig{
-		AppRole:    AppRoleConfig{Now: clock},
-		Kubernetes: KubernetesConfig{Now: clock},
-		Cert:       certCfg,
-	}, env.store, env.a.Tokens)
+	m, err := NewMethods(ctx, cfg, env.store, env.a.Tokens)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,4 +476,23 @@ func TestAppRoleServiceAuthorisation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAppRoleSecretIDLimit: a role's live secret IDs are bounded.
+func TestAppRoleSecretIDLimit(t *testing.T) {
+	env := newMethodsEnvWith(t, MethodsConfig{AppRole: AppRoleConfig{MaxSecretIDs: 2}})
+	ctx := context.Background()
+	env.writeAppRole(t, &hsmgatev1.AppRole{Name: "r", SecretIdTtl: durationpb.New(time.Hour)})
+	env.secretID(t, "r")
+	_, info := env.secretID(t, "r")
+	if _, _, err := env.m.AppRoles.CreateSecretID(ctx, "r", nil, nil); errs.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("third secret id: got %v, want ResourceExhausted", err)
+	}
+	if err := env.m.AppRoles.DestroySecretID(ctx, "r", info.GetAccessor()); err != nil {
+		t.Fatal(err)
+	}
+	env.secretID(t, "r")
+	env.advance(2 * time.Hour) // expired ones do not count
+	env.secretID(t, "r")
+	env.secretID(t, "r")
 }
