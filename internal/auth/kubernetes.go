@@ -32,6 +32,9 @@ import (
 // ("sub": system:serviceaccount:<namespace>:<name>, cross-checked with the
 // "kubernetes.io" claim) must match the role's bound names and namespaces.
 //
+// A token without "exp" (the legacy, secret-based service-account tokens) is
+// refused, and so is one signed with an algorithm outside kubernetesAlgs.
+//
 // Not done here: a TokenReview call to the API server. Without it a token
 // stays valid until its expiry even if its pod or service account is deleted
 // (projected tokens live an hour by default, and are bound to their pod only
