@@ -86,5 +86,8 @@ func wireAuth(ctx context.Context, d *deps) error {
 		return fmt.Errorf("auth: metrics: %w", err)
 	}
 	httpGate.Set(ic)
+	if d.VaultDoor != nil {
+		d.VaultDoor.SetAuditor(auditor) // its login lines
+	}
 	return d.Server.Use(ic.Unary(), ic.Stream())
 }

@@ -8,12 +8,6 @@ import (
 	"github.com/hsmgate/hsmgate/vaultdoor"
 )
 
-// vaultDoor is the Vault-compatible door of this process (nil until
-// setupVaultDoor ran). The auth wiring gives it the audit log and the login
-// methods once they exist: vaultDoor.SetAuditor(auditor) and
-// vaultDoor.SetLogins(...).
-var vaultDoor *vaultdoor.Door
-
 // setupVaultDoor is the Vault-compatible door's hook: /v1/ on the HTTPS
 // listener, translating Vault's API onto the registered gRPC services
 // through the server's own interceptors (same rules, audit and rate
@@ -39,6 +33,9 @@ func setupVaultDoor(_ context.Context, d *deps) error {
 	for _, p := range door.Patterns() {
 		d.Server.HandleHTTP(p, door)
 	}
-	vaultDoor = door
+	// The login methods are looked up per request (another hook builds
+	// them); the auth hook gives the door the audit log (d.VaultDoor).
+	door.SetLogins(vaultLogins{d})
+	d.VaultDoor = door
 	return d.AddRules(vaultdoor.AuthTable())
 }

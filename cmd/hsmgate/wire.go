@@ -11,6 +11,7 @@ import (
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/keystore"
+	"github.com/hsmgate/hsmgate/vaultdoor"
 )
 
 // deps is what the process has opened, handed to every service hook.
@@ -32,6 +33,9 @@ type deps struct {
 	DevStateDir string
 	// Start is when the process started serving.
 	Start time.Time
+	// VaultDoor is the Vault-compatible door (nil until its hook ran); the
+	// auth hook gives it the audit log for its login lines.
+	VaultDoor *vaultdoor.Door
 
 	closers []func() error
 }

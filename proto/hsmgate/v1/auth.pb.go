@@ -1604,6 +1604,2130 @@ func (x *TokenRecord) GetInfo() *TokenInfo {
 	return nil
 }
 
+// AppRole is a named machine login: role_id + secret_id -> a token with the role's policies.
+type AppRole struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name: [a-z0-9][a-z0-9._-]*, at most 128 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// RoleID: random, made by the server on creation, kept on update (ignored on write).
+	RoleId string `protobuf:"bytes,2,opt,name=role_id,json=roleId,proto3" json:"role_id,omitempty"`
+	// Policies of the tokens it issues.
+	Policies []string `protobuf:"bytes,3,rep,name=policies,proto3" json:"policies,omitempty"`
+	// TTL of its tokens; zero means the server's default.
+	TokenTtl *durationpb.Duration `protobuf:"bytes,4,opt,name=token_ttl,json=tokenTtl,proto3" json:"token_ttl,omitempty"`
+	// Max TTL of its tokens from login, renewals included; zero means the server's maximum.
+	TokenMaxTtl *durationpb.Duration `protobuf:"bytes,5,opt,name=token_max_ttl,json=tokenMaxTtl,proto3" json:"token_max_ttl,omitempty"`
+	// Lifetime of a new secret ID; zero means it does not expire.
+	SecretIdTtl *durationpb.Duration `protobuf:"bytes,6,opt,name=secret_id_ttl,json=secretIdTtl,proto3" json:"secret_id_ttl,omitempty"`
+	// Logins a new secret ID allows; zero means unlimited.
+	SecretIdNumUses uint32 `protobuf:"varint,7,opt,name=secret_id_num_uses,json=secretIdNumUses,proto3" json:"secret_id_num_uses,omitempty"`
+	// CIDRs a login must come from (any secret ID); empty means anywhere.
+	BoundCidrs []string `protobuf:"bytes,8,rep,name=bound_cidrs,json=boundCidrs,proto3" json:"bound_cidrs,omitempty"`
+	// Last change (ignored on write).
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppRole) Reset() {
+	*x = AppRole{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppRole) ProtoMessage() {}
+
+func (x *AppRole) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppRole.ProtoReflect.Descriptor instead.
+func (*AppRole) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AppRole) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AppRole) GetRoleId() string {
+	if x != nil {
+		return x.RoleId
+	}
+	return ""
+}
+
+func (x *AppRole) GetPolicies() []string {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *AppRole) GetTokenTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TokenTtl
+	}
+	return nil
+}
+
+func (x *AppRole) GetTokenMaxTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TokenMaxTtl
+	}
+	return nil
+}
+
+func (x *AppRole) GetSecretIdTtl() *durationpb.Duration {
+	if x != nil {
+		return x.SecretIdTtl
+	}
+	return nil
+}
+
+func (x *AppRole) GetSecretIdNumUses() uint32 {
+	if x != nil {
+		return x.SecretIdNumUses
+	}
+	return 0
+}
+
+func (x *AppRole) GetBoundCidrs() []string {
+	if x != nil {
+		return x.BoundCidrs
+	}
+	return nil
+}
+
+func (x *AppRole) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// SecretIDInfo describes a secret ID; it never holds the secret.
+type SecretIDInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Accessor: random, names the secret ID for listing and destruction.
+	Accessor string `protobuf:"bytes,1,opt,name=accessor,proto3" json:"accessor,omitempty"`
+	// Free-form metadata given at creation; copied into the tokens it logs in.
+	Metadata map[string]string `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// CIDRs a login with it must come from (besides the role's); empty means anywhere.
+	Cidrs []string `protobuf:"bytes,3,rep,name=cidrs,proto3" json:"cidrs,omitempty"`
+	// Creation time.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Expiry; unset for none.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// Logins left; zero means unlimited (a limited secret ID is deleted by its last login).
+	UsesLeft      uint32 `protobuf:"varint,6,opt,name=uses_left,json=usesLeft,proto3" json:"uses_left,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretIDInfo) Reset() {
+	*x = SecretIDInfo{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretIDInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretIDInfo) ProtoMessage() {}
+
+func (x *SecretIDInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretIDInfo.ProtoReflect.Descriptor instead.
+func (*SecretIDInfo) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SecretIDInfo) GetAccessor() string {
+	if x != nil {
+		return x.Accessor
+	}
+	return ""
+}
+
+func (x *SecretIDInfo) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *SecretIDInfo) GetCidrs() []string {
+	if x != nil {
+		return x.Cidrs
+	}
+	return nil
+}
+
+func (x *SecretIDInfo) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *SecretIDInfo) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *SecretIDInfo) GetUsesLeft() uint32 {
+	if x != nil {
+		return x.UsesLeft
+	}
+	return 0
+}
+
+// SecretIDRecord is the stored form of a secret ID at
+// auth/approle/secret-ids/<role>/<hash>. Internal.
+type SecretIDRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The description.
+	Info *SecretIDInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	// Hex SHA-256 of the secret (domain-separated); also the key's last element.
+	Hash string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// The role_id of the role it was made for (a re-created role does not inherit it).
+	RoleId        string `protobuf:"bytes,3,opt,name=role_id,json=roleId,proto3" json:"role_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretIDRecord) Reset() {
+	*x = SecretIDRecord{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretIDRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretIDRecord) ProtoMessage() {}
+
+func (x *SecretIDRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretIDRecord.ProtoReflect.Descriptor instead.
+func (*SecretIDRecord) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SecretIDRecord) GetInfo() *SecretIDInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *SecretIDRecord) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *SecretIDRecord) GetRoleId() string {
+	if x != nil {
+		return x.RoleId
+	}
+	return ""
+}
+
+// WriteAppRoleRequest carries the role to write.
+type WriteAppRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role; role_id and update_time are ignored.
+	Role          *AppRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteAppRoleRequest) Reset() {
+	*x = WriteAppRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteAppRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteAppRoleRequest) ProtoMessage() {}
+
+func (x *WriteAppRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteAppRoleRequest.ProtoReflect.Descriptor instead.
+func (*WriteAppRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WriteAppRoleRequest) GetRole() *AppRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// WriteAppRoleResponse echoes the stored role.
+type WriteAppRoleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored role, with its role_id.
+	Role          *AppRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteAppRoleResponse) Reset() {
+	*x = WriteAppRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteAppRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteAppRoleResponse) ProtoMessage() {}
+
+func (x *WriteAppRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteAppRoleResponse.ProtoReflect.Descriptor instead.
+func (*WriteAppRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *WriteAppRoleResponse) GetRole() *AppRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// ReadAppRoleRequest names an AppRole.
+type ReadAppRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAppRoleRequest) Reset() {
+	*x = ReadAppRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAppRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAppRoleRequest) ProtoMessage() {}
+
+func (x *ReadAppRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAppRoleRequest.ProtoReflect.Descriptor instead.
+func (*ReadAppRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ReadAppRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ReadAppRoleResponse returns an AppRole.
+type ReadAppRoleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role.
+	Role          *AppRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadAppRoleResponse) Reset() {
+	*x = ReadAppRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadAppRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadAppRoleResponse) ProtoMessage() {}
+
+func (x *ReadAppRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadAppRoleResponse.ProtoReflect.Descriptor instead.
+func (*ReadAppRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ReadAppRoleResponse) GetRole() *AppRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// ListAppRolesRequest is empty.
+type ListAppRolesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppRolesRequest) Reset() {
+	*x = ListAppRolesRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppRolesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppRolesRequest) ProtoMessage() {}
+
+func (x *ListAppRolesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppRolesRequest.ProtoReflect.Descriptor instead.
+func (*ListAppRolesRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{35}
+}
+
+// ListAppRolesResponse lists AppRole names.
+type ListAppRolesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names, sorted.
+	Names         []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppRolesResponse) Reset() {
+	*x = ListAppRolesResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppRolesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppRolesResponse) ProtoMessage() {}
+
+func (x *ListAppRolesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppRolesResponse.ProtoReflect.Descriptor instead.
+func (*ListAppRolesResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ListAppRolesResponse) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+// DeleteAppRoleRequest names an AppRole.
+type DeleteAppRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAppRoleRequest) Reset() {
+	*x = DeleteAppRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAppRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAppRoleRequest) ProtoMessage() {}
+
+func (x *DeleteAppRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAppRoleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAppRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *DeleteAppRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteAppRoleResponse is empty.
+type DeleteAppRoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAppRoleResponse) Reset() {
+	*x = DeleteAppRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAppRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAppRoleResponse) ProtoMessage() {}
+
+func (x *DeleteAppRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAppRoleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAppRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{38}
+}
+
+// CreateSecretIDRequest describes the secret ID to make.
+type CreateSecretIDRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	RoleName string `protobuf:"bytes,1,opt,name=role_name,json=roleName,proto3" json:"role_name,omitempty"`
+	// Free-form metadata (at most 32 entries).
+	Metadata map[string]string `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// CIDRs a login with it must come from.
+	Cidrs         []string `protobuf:"bytes,3,rep,name=cidrs,proto3" json:"cidrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSecretIDRequest) Reset() {
+	*x = CreateSecretIDRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSecretIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSecretIDRequest) ProtoMessage() {}
+
+func (x *CreateSecretIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSecretIDRequest.ProtoReflect.Descriptor instead.
+func (*CreateSecretIDRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *CreateSecretIDRequest) GetRoleName() string {
+	if x != nil {
+		return x.RoleName
+	}
+	return ""
+}
+
+func (x *CreateSecretIDRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *CreateSecretIDRequest) GetCidrs() []string {
+	if x != nil {
+		return x.Cidrs
+	}
+	return nil
+}
+
+// CreateSecretIDResponse carries the secret, shown this once.
+type CreateSecretIDResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The secret ID. It is not stored.
+	SecretId string `protobuf:"bytes,1,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
+	// Its description.
+	Info          *SecretIDInfo `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSecretIDResponse) Reset() {
+	*x = CreateSecretIDResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSecretIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSecretIDResponse) ProtoMessage() {}
+
+func (x *CreateSecretIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSecretIDResponse.ProtoReflect.Descriptor instead.
+func (*CreateSecretIDResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CreateSecretIDResponse) GetSecretId() string {
+	if x != nil {
+		return x.SecretId
+	}
+	return ""
+}
+
+func (x *CreateSecretIDResponse) GetInfo() *SecretIDInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// ListSecretIDsRequest names an AppRole.
+type ListSecretIDsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	RoleName      string `protobuf:"bytes,1,opt,name=role_name,json=roleName,proto3" json:"role_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretIDsRequest) Reset() {
+	*x = ListSecretIDsRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretIDsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretIDsRequest) ProtoMessage() {}
+
+func (x *ListSecretIDsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretIDsRequest.ProtoReflect.Descriptor instead.
+func (*ListSecretIDsRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ListSecretIDsRequest) GetRoleName() string {
+	if x != nil {
+		return x.RoleName
+	}
+	return ""
+}
+
+// ListSecretIDsResponse lists live secret IDs, sorted by accessor.
+type ListSecretIDsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The secret IDs.
+	SecretIds     []*SecretIDInfo `protobuf:"bytes,1,rep,name=secret_ids,json=secretIds,proto3" json:"secret_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretIDsResponse) Reset() {
+	*x = ListSecretIDsResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretIDsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretIDsResponse) ProtoMessage() {}
+
+func (x *ListSecretIDsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretIDsResponse.ProtoReflect.Descriptor instead.
+func (*ListSecretIDsResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ListSecretIDsResponse) GetSecretIds() []*SecretIDInfo {
+	if x != nil {
+		return x.SecretIds
+	}
+	return nil
+}
+
+// DestroySecretIDRequest names a secret ID by accessor.
+type DestroySecretIDRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	RoleName string `protobuf:"bytes,1,opt,name=role_name,json=roleName,proto3" json:"role_name,omitempty"`
+	// Accessor.
+	Accessor      string `protobuf:"bytes,2,opt,name=accessor,proto3" json:"accessor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroySecretIDRequest) Reset() {
+	*x = DestroySecretIDRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroySecretIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroySecretIDRequest) ProtoMessage() {}
+
+func (x *DestroySecretIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroySecretIDRequest.ProtoReflect.Descriptor instead.
+func (*DestroySecretIDRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DestroySecretIDRequest) GetRoleName() string {
+	if x != nil {
+		return x.RoleName
+	}
+	return ""
+}
+
+func (x *DestroySecretIDRequest) GetAccessor() string {
+	if x != nil {
+		return x.Accessor
+	}
+	return ""
+}
+
+// DestroySecretIDResponse is empty.
+type DestroySecretIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DestroySecretIDResponse) Reset() {
+	*x = DestroySecretIDResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DestroySecretIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DestroySecretIDResponse) ProtoMessage() {}
+
+func (x *DestroySecretIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DestroySecretIDResponse.ProtoReflect.Descriptor instead.
+func (*DestroySecretIDResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{44}
+}
+
+// KubernetesAuthConfig says whose service-account tokens are trusted.
+// Exactly one of jwks and jwks_url is set.
+type KubernetesAuthConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Issuer: the exact "iss" of the cluster's service-account tokens
+	// (kubectl get --raw /.well-known/openid-configuration).
+	Issuer string `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// JWKS: the issuer's public keys as a JSON Web Key Set (kubectl get --raw /openid/v1/jwks).
+	Jwks string `protobuf:"bytes,2,opt,name=jwks,proto3" json:"jwks,omitempty"`
+	// JWKSURL: where to fetch the key set (cached, refetched on an unknown key id).
+	JwksUrl string `protobuf:"bytes,3,opt,name=jwks_url,json=jwksUrl,proto3" json:"jwks_url,omitempty"`
+	// JWKSCAPEM: CA certificates to verify jwks_url's TLS with (default: the system's).
+	JwksCaPem string `protobuf:"bytes,4,opt,name=jwks_ca_pem,json=jwksCaPem,proto3" json:"jwks_ca_pem,omitempty"`
+	// Audiences: a token must name one of these in "aud", unless its role names its own.
+	Audiences []string `protobuf:"bytes,5,rep,name=audiences,proto3" json:"audiences,omitempty"`
+	// Last change (ignored on write).
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KubernetesAuthConfig) Reset() {
+	*x = KubernetesAuthConfig{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KubernetesAuthConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KubernetesAuthConfig) ProtoMessage() {}
+
+func (x *KubernetesAuthConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KubernetesAuthConfig.ProtoReflect.Descriptor instead.
+func (*KubernetesAuthConfig) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *KubernetesAuthConfig) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *KubernetesAuthConfig) GetJwks() string {
+	if x != nil {
+		return x.Jwks
+	}
+	return ""
+}
+
+func (x *KubernetesAuthConfig) GetJwksUrl() string {
+	if x != nil {
+		return x.JwksUrl
+	}
+	return ""
+}
+
+func (x *KubernetesAuthConfig) GetJwksCaPem() string {
+	if x != nil {
+		return x.JwksCaPem
+	}
+	return ""
+}
+
+func (x *KubernetesAuthConfig) GetAudiences() []string {
+	if x != nil {
+		return x.Audiences
+	}
+	return nil
+}
+
+func (x *KubernetesAuthConfig) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// KubernetesRole binds service accounts to policies.
+type KubernetesRole struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name: [a-z0-9][a-z0-9._-]*, at most 128 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Service-account names allowed ("*" for any; globs allowed).
+	BoundServiceAccountNames []string `protobuf:"bytes,2,rep,name=bound_service_account_names,json=boundServiceAccountNames,proto3" json:"bound_service_account_names,omitempty"`
+	// Namespaces allowed ("*" for any; globs allowed).
+	BoundServiceAccountNamespaces []string `protobuf:"bytes,3,rep,name=bound_service_account_namespaces,json=boundServiceAccountNamespaces,proto3" json:"bound_service_account_namespaces,omitempty"`
+	// Audience required in "aud"; empty means one of the config's audiences.
+	Audience string `protobuf:"bytes,4,opt,name=audience,proto3" json:"audience,omitempty"`
+	// Policies of the tokens it issues.
+	Policies []string `protobuf:"bytes,5,rep,name=policies,proto3" json:"policies,omitempty"`
+	// TTL of its tokens; zero means the server's default.
+	TokenTtl *durationpb.Duration `protobuf:"bytes,6,opt,name=token_ttl,json=tokenTtl,proto3" json:"token_ttl,omitempty"`
+	// Max TTL of its tokens from login; zero means the server's maximum.
+	TokenMaxTtl *durationpb.Duration `protobuf:"bytes,7,opt,name=token_max_ttl,json=tokenMaxTtl,proto3" json:"token_max_ttl,omitempty"`
+	// Last change (ignored on write).
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KubernetesRole) Reset() {
+	*x = KubernetesRole{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KubernetesRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KubernetesRole) ProtoMessage() {}
+
+func (x *KubernetesRole) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KubernetesRole.ProtoReflect.Descriptor instead.
+func (*KubernetesRole) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *KubernetesRole) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KubernetesRole) GetBoundServiceAccountNames() []string {
+	if x != nil {
+		return x.BoundServiceAccountNames
+	}
+	return nil
+}
+
+func (x *KubernetesRole) GetBoundServiceAccountNamespaces() []string {
+	if x != nil {
+		return x.BoundServiceAccountNamespaces
+	}
+	return nil
+}
+
+func (x *KubernetesRole) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
+func (x *KubernetesRole) GetPolicies() []string {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *KubernetesRole) GetTokenTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TokenTtl
+	}
+	return nil
+}
+
+func (x *KubernetesRole) GetTokenMaxTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TokenMaxTtl
+	}
+	return nil
+}
+
+func (x *KubernetesRole) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// WriteKubernetesConfigRequest carries the configuration.
+type WriteKubernetesConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The configuration; update_time is ignored.
+	Config        *KubernetesAuthConfig `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteKubernetesConfigRequest) Reset() {
+	*x = WriteKubernetesConfigRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteKubernetesConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteKubernetesConfigRequest) ProtoMessage() {}
+
+func (x *WriteKubernetesConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteKubernetesConfigRequest.ProtoReflect.Descriptor instead.
+func (*WriteKubernetesConfigRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *WriteKubernetesConfigRequest) GetConfig() *KubernetesAuthConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// WriteKubernetesConfigResponse echoes the stored configuration.
+type WriteKubernetesConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored configuration.
+	Config        *KubernetesAuthConfig `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteKubernetesConfigResponse) Reset() {
+	*x = WriteKubernetesConfigResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteKubernetesConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteKubernetesConfigResponse) ProtoMessage() {}
+
+func (x *WriteKubernetesConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteKubernetesConfigResponse.ProtoReflect.Descriptor instead.
+func (*WriteKubernetesConfigResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *WriteKubernetesConfigResponse) GetConfig() *KubernetesAuthConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// ReadKubernetesConfigRequest is empty.
+type ReadKubernetesConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadKubernetesConfigRequest) Reset() {
+	*x = ReadKubernetesConfigRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadKubernetesConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadKubernetesConfigRequest) ProtoMessage() {}
+
+func (x *ReadKubernetesConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadKubernetesConfigRequest.ProtoReflect.Descriptor instead.
+func (*ReadKubernetesConfigRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{49}
+}
+
+// ReadKubernetesConfigResponse returns the configuration.
+type ReadKubernetesConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The configuration.
+	Config        *KubernetesAuthConfig `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadKubernetesConfigResponse) Reset() {
+	*x = ReadKubernetesConfigResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadKubernetesConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadKubernetesConfigResponse) ProtoMessage() {}
+
+func (x *ReadKubernetesConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadKubernetesConfigResponse.ProtoReflect.Descriptor instead.
+func (*ReadKubernetesConfigResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *ReadKubernetesConfigResponse) GetConfig() *KubernetesAuthConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// WriteKubernetesRoleRequest carries the role.
+type WriteKubernetesRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role; update_time is ignored.
+	Role          *KubernetesRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteKubernetesRoleRequest) Reset() {
+	*x = WriteKubernetesRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteKubernetesRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteKubernetesRoleRequest) ProtoMessage() {}
+
+func (x *WriteKubernetesRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteKubernetesRoleRequest.ProtoReflect.Descriptor instead.
+func (*WriteKubernetesRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *WriteKubernetesRoleRequest) GetRole() *KubernetesRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// WriteKubernetesRoleResponse echoes the stored role.
+type WriteKubernetesRoleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored role.
+	Role          *KubernetesRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteKubernetesRoleResponse) Reset() {
+	*x = WriteKubernetesRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteKubernetesRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteKubernetesRoleResponse) ProtoMessage() {}
+
+func (x *WriteKubernetesRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteKubernetesRoleResponse.ProtoReflect.Descriptor instead.
+func (*WriteKubernetesRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *WriteKubernetesRoleResponse) GetRole() *KubernetesRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// ReadKubernetesRoleRequest names a role.
+type ReadKubernetesRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadKubernetesRoleRequest) Reset() {
+	*x = ReadKubernetesRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadKubernetesRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadKubernetesRoleRequest) ProtoMessage() {}
+
+func (x *ReadKubernetesRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadKubernetesRoleRequest.ProtoReflect.Descriptor instead.
+func (*ReadKubernetesRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ReadKubernetesRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ReadKubernetesRoleResponse returns a role.
+type ReadKubernetesRoleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role.
+	Role          *KubernetesRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadKubernetesRoleResponse) Reset() {
+	*x = ReadKubernetesRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadKubernetesRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadKubernetesRoleResponse) ProtoMessage() {}
+
+func (x *ReadKubernetesRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadKubernetesRoleResponse.ProtoReflect.Descriptor instead.
+func (*ReadKubernetesRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ReadKubernetesRoleResponse) GetRole() *KubernetesRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// ListKubernetesRolesRequest is empty.
+type ListKubernetesRolesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKubernetesRolesRequest) Reset() {
+	*x = ListKubernetesRolesRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKubernetesRolesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKubernetesRolesRequest) ProtoMessage() {}
+
+func (x *ListKubernetesRolesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKubernetesRolesRequest.ProtoReflect.Descriptor instead.
+func (*ListKubernetesRolesRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{55}
+}
+
+// ListKubernetesRolesResponse lists role names.
+type ListKubernetesRolesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names, sorted.
+	Names         []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKubernetesRolesResponse) Reset() {
+	*x = ListKubernetesRolesResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKubernetesRolesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKubernetesRolesResponse) ProtoMessage() {}
+
+func (x *ListKubernetesRolesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKubernetesRolesResponse.ProtoReflect.Descriptor instead.
+func (*ListKubernetesRolesResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *ListKubernetesRolesResponse) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+// DeleteKubernetesRoleRequest names a role.
+type DeleteKubernetesRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteKubernetesRoleRequest) Reset() {
+	*x = DeleteKubernetesRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteKubernetesRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteKubernetesRoleRequest) ProtoMessage() {}
+
+func (x *DeleteKubernetesRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteKubernetesRoleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteKubernetesRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *DeleteKubernetesRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteKubernetesRoleResponse is empty.
+type DeleteKubernetesRoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteKubernetesRoleResponse) Reset() {
+	*x = DeleteKubernetesRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteKubernetesRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteKubernetesRoleResponse) ProtoMessage() {}
+
+func (x *DeleteKubernetesRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteKubernetesRoleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteKubernetesRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{58}
+}
+
+// CertRole binds client certificates (verified against the server's client CAs)
+// to policies. Each allowed_* list that is set must match (globs; '*' matches
+// any run of characters); at least one must be set.
+type CertRole struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name: [a-z0-9][a-z0-9._-]*, at most 128 characters.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Subject common names allowed.
+	AllowedCommonNames []string `protobuf:"bytes,2,rep,name=allowed_common_names,json=allowedCommonNames,proto3" json:"allowed_common_names,omitempty"`
+	// DNS SANs allowed (one of the certificate's must match).
+	AllowedDnsSans []string `protobuf:"bytes,3,rep,name=allowed_dns_sans,json=allowedDnsSans,proto3" json:"allowed_dns_sans,omitempty"`
+	// URI SANs allowed (one of the certificate's must match).
+	AllowedUriSans []string `protobuf:"bytes,4,rep,name=allowed_uri_sans,json=allowedUriSans,proto3" json:"allowed_uri_sans,omitempty"`
+	// PEM CA certificates, one of which must be in the verified chain; empty means any client CA.
+	CaPem string `protobuf:"bytes,5,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// Policies of the tokens it issues.
+	Policies []string `protobuf:"bytes,6,rep,name=policies,proto3" json:"policies,omitempty"`
+	// TTL of its tokens; zero means the server's default.
+	TokenTtl *durationpb.Duration `protobuf:"bytes,7,opt,name=token_ttl,json=tokenTtl,proto3" json:"token_ttl,omitempty"`
+	// Max TTL of its tokens from login; zero means the server's maximum.
+	TokenMaxTtl *durationpb.Duration `protobuf:"bytes,8,opt,name=token_max_ttl,json=tokenMaxTtl,proto3" json:"token_max_ttl,omitempty"`
+	// Last change (ignored on write).
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertRole) Reset() {
+	*x = CertRole{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertRole) ProtoMessage() {}
+
+func (x *CertRole) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertRole.ProtoReflect.Descriptor instead.
+func (*CertRole) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *CertRole) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CertRole) GetAllowedCommonNames() []string {
+	if x != nil {
+		return x.AllowedCommonNames
+	}
+	return nil
+}
+
+func (x *CertRole) GetAllowedDnsSans() []string {
+	if x != nil {
+		return x.AllowedDnsSans
+	}
+	return nil
+}
+
+func (x *CertRole) GetAllowedUriSans() []string {
+	if x != nil {
+		return x.AllowedUriSans
+	}
+	return nil
+}
+
+func (x *CertRole) GetCaPem() string {
+	if x != nil {
+		return x.CaPem
+	}
+	return ""
+}
+
+func (x *CertRole) GetPolicies() []string {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *CertRole) GetTokenTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TokenTtl
+	}
+	return nil
+}
+
+func (x *CertRole) GetTokenMaxTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TokenMaxTtl
+	}
+	return nil
+}
+
+func (x *CertRole) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// WriteCertRoleRequest carries the role.
+type WriteCertRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role; update_time is ignored.
+	Role          *CertRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteCertRoleRequest) Reset() {
+	*x = WriteCertRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteCertRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteCertRoleRequest) ProtoMessage() {}
+
+func (x *WriteCertRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteCertRoleRequest.ProtoReflect.Descriptor instead.
+func (*WriteCertRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *WriteCertRoleRequest) GetRole() *CertRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// WriteCertRoleResponse echoes the stored role.
+type WriteCertRoleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored role.
+	Role          *CertRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteCertRoleResponse) Reset() {
+	*x = WriteCertRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteCertRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteCertRoleResponse) ProtoMessage() {}
+
+func (x *WriteCertRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteCertRoleResponse.ProtoReflect.Descriptor instead.
+func (*WriteCertRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *WriteCertRoleResponse) GetRole() *CertRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// ReadCertRoleRequest names a role.
+type ReadCertRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadCertRoleRequest) Reset() {
+	*x = ReadCertRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadCertRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadCertRoleRequest) ProtoMessage() {}
+
+func (x *ReadCertRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadCertRoleRequest.ProtoReflect.Descriptor instead.
+func (*ReadCertRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ReadCertRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ReadCertRoleResponse returns a role.
+type ReadCertRoleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The role.
+	Role          *CertRole `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadCertRoleResponse) Reset() {
+	*x = ReadCertRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadCertRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadCertRoleResponse) ProtoMessage() {}
+
+func (x *ReadCertRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadCertRoleResponse.ProtoReflect.Descriptor instead.
+func (*ReadCertRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ReadCertRoleResponse) GetRole() *CertRole {
+	if x != nil {
+		return x.Role
+	}
+	return nil
+}
+
+// ListCertRolesRequest is empty.
+type ListCertRolesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCertRolesRequest) Reset() {
+	*x = ListCertRolesRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCertRolesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCertRolesRequest) ProtoMessage() {}
+
+func (x *ListCertRolesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCertRolesRequest.ProtoReflect.Descriptor instead.
+func (*ListCertRolesRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{64}
+}
+
+// ListCertRolesResponse lists role names.
+type ListCertRolesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names, sorted.
+	Names         []string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCertRolesResponse) Reset() {
+	*x = ListCertRolesResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCertRolesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCertRolesResponse) ProtoMessage() {}
+
+func (x *ListCertRolesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCertRolesResponse.ProtoReflect.Descriptor instead.
+func (*ListCertRolesResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ListCertRolesResponse) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+// DeleteCertRoleRequest names a role.
+type DeleteCertRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Role name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCertRoleRequest) Reset() {
+	*x = DeleteCertRoleRequest{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCertRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCertRoleRequest) ProtoMessage() {}
+
+func (x *DeleteCertRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCertRoleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteCertRoleRequest) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *DeleteCertRoleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// DeleteCertRoleResponse is empty.
+type DeleteCertRoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCertRoleResponse) Reset() {
+	*x = DeleteCertRoleResponse{}
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCertRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCertRoleResponse) ProtoMessage() {}
+
+func (x *DeleteCertRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_auth_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCertRoleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteCertRoleResponse) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_auth_proto_rawDescGZIP(), []int{67}
+}
+
 var File_hsmgate_v1_auth_proto protoreflect.FileDescriptor
 
 const file_hsmgate_v1_auth_proto_rawDesc = "" +
@@ -1713,7 +3837,132 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\x11RevokeSelfRequest\"\x14\n" +
 	"\x12RevokeSelfResponse\"8\n" +
 	"\vTokenRecord\x12)\n" +
-	"\x04info\x18\x01 \x01(\v2\x15.hsmgate.v1.TokenInfoR\x04info*^\n" +
+	"\x04info\x18\x01 \x01(\v2\x15.hsmgate.v1.TokenInfoR\x04info\"\x93\x03\n" +
+	"\aAppRole\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\arole_id\x18\x02 \x01(\tR\x06roleId\x12\x1a\n" +
+	"\bpolicies\x18\x03 \x03(\tR\bpolicies\x126\n" +
+	"\ttoken_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\btokenTtl\x12=\n" +
+	"\rtoken_max_ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vtokenMaxTtl\x12=\n" +
+	"\rsecret_id_ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vsecretIdTtl\x12+\n" +
+	"\x12secret_id_num_uses\x18\a \x01(\rR\x0fsecretIdNumUses\x12\x1f\n" +
+	"\vbound_cidrs\x18\b \x03(\tR\n" +
+	"boundCidrs\x12;\n" +
+	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"\xd8\x02\n" +
+	"\fSecretIDInfo\x12\x1a\n" +
+	"\baccessor\x18\x01 \x01(\tR\baccessor\x12B\n" +
+	"\bmetadata\x18\x02 \x03(\v2&.hsmgate.v1.SecretIDInfo.MetadataEntryR\bmetadata\x12\x14\n" +
+	"\x05cidrs\x18\x03 \x03(\tR\x05cidrs\x12;\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x1b\n" +
+	"\tuses_left\x18\x06 \x01(\rR\busesLeft\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\x0eSecretIDRecord\x12,\n" +
+	"\x04info\x18\x01 \x01(\v2\x18.hsmgate.v1.SecretIDInfoR\x04info\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x17\n" +
+	"\arole_id\x18\x03 \x01(\tR\x06roleId\">\n" +
+	"\x13WriteAppRoleRequest\x12'\n" +
+	"\x04role\x18\x01 \x01(\v2\x13.hsmgate.v1.AppRoleR\x04role\"?\n" +
+	"\x14WriteAppRoleResponse\x12'\n" +
+	"\x04role\x18\x01 \x01(\v2\x13.hsmgate.v1.AppRoleR\x04role\"(\n" +
+	"\x12ReadAppRoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\">\n" +
+	"\x13ReadAppRoleResponse\x12'\n" +
+	"\x04role\x18\x01 \x01(\v2\x13.hsmgate.v1.AppRoleR\x04role\"\x15\n" +
+	"\x13ListAppRolesRequest\",\n" +
+	"\x14ListAppRolesResponse\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"*\n" +
+	"\x14DeleteAppRoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
+	"\x15DeleteAppRoleResponse\"\xd4\x01\n" +
+	"\x15CreateSecretIDRequest\x12\x1b\n" +
+	"\trole_name\x18\x01 \x01(\tR\broleName\x12K\n" +
+	"\bmetadata\x18\x02 \x03(\v2/.hsmgate.v1.CreateSecretIDRequest.MetadataEntryR\bmetadata\x12\x14\n" +
+	"\x05cidrs\x18\x03 \x03(\tR\x05cidrs\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"c\n" +
+	"\x16CreateSecretIDResponse\x12\x1b\n" +
+	"\tsecret_id\x18\x01 \x01(\tR\bsecretId\x12,\n" +
+	"\x04info\x18\x02 \x01(\v2\x18.hsmgate.v1.SecretIDInfoR\x04info\"3\n" +
+	"\x14ListSecretIDsRequest\x12\x1b\n" +
+	"\trole_name\x18\x01 \x01(\tR\broleName\"P\n" +
+	"\x15ListSecretIDsResponse\x127\n" +
+	"\n" +
+	"secret_ids\x18\x01 \x03(\v2\x18.hsmgate.v1.SecretIDInfoR\tsecretIds\"Q\n" +
+	"\x16DestroySecretIDRequest\x12\x1b\n" +
+	"\trole_name\x18\x01 \x01(\tR\broleName\x12\x1a\n" +
+	"\baccessor\x18\x02 \x01(\tR\baccessor\"\x19\n" +
+	"\x17DestroySecretIDResponse\"\xd8\x01\n" +
+	"\x14KubernetesAuthConfig\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x12\n" +
+	"\x04jwks\x18\x02 \x01(\tR\x04jwks\x12\x19\n" +
+	"\bjwks_url\x18\x03 \x01(\tR\ajwksUrl\x12\x1e\n" +
+	"\vjwks_ca_pem\x18\x04 \x01(\tR\tjwksCaPem\x12\x1c\n" +
+	"\taudiences\x18\x05 \x03(\tR\taudiences\x12;\n" +
+	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"\x98\x03\n" +
+	"\x0eKubernetesRole\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12=\n" +
+	"\x1bbound_service_account_names\x18\x02 \x03(\tR\x18boundServiceAccountNames\x12G\n" +
+	" bound_service_account_namespaces\x18\x03 \x03(\tR\x1dboundServiceAccountNamespaces\x12\x1a\n" +
+	"\baudience\x18\x04 \x01(\tR\baudience\x12\x1a\n" +
+	"\bpolicies\x18\x05 \x03(\tR\bpolicies\x126\n" +
+	"\ttoken_ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\btokenTtl\x12=\n" +
+	"\rtoken_max_ttl\x18\a \x01(\v2\x19.google.protobuf.DurationR\vtokenMaxTtl\x12;\n" +
+	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"X\n" +
+	"\x1cWriteKubernetesConfigRequest\x128\n" +
+	"\x06config\x18\x01 \x01(\v2 .hsmgate.v1.KubernetesAuthConfigR\x06config\"Y\n" +
+	"\x1dWriteKubernetesConfigResponse\x128\n" +
+	"\x06config\x18\x01 \x01(\v2 .hsmgate.v1.KubernetesAuthConfigR\x06config\"\x1d\n" +
+	"\x1bReadKubernetesConfigRequest\"X\n" +
+	"\x1cReadKubernetesConfigResponse\x128\n" +
+	"\x06config\x18\x01 \x01(\v2 .hsmgate.v1.KubernetesAuthConfigR\x06config\"L\n" +
+	"\x1aWriteKubernetesRoleRequest\x12.\n" +
+	"\x04role\x18\x01 \x01(\v2\x1a.hsmgate.v1.KubernetesRoleR\x04role\"M\n" +
+	"\x1bWriteKubernetesRoleResponse\x12.\n" +
+	"\x04role\x18\x01 \x01(\v2\x1a.hsmgate.v1.KubernetesRoleR\x04role\"/\n" +
+	"\x19ReadKubernetesRoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"L\n" +
+	"\x1aReadKubernetesRoleResponse\x12.\n" +
+	"\x04role\x18\x01 \x01(\v2\x1a.hsmgate.v1.KubernetesRoleR\x04role\"\x1c\n" +
+	"\x1aListKubernetesRolesRequest\"3\n" +
+	"\x1bListKubernetesRolesResponse\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"1\n" +
+	"\x1bDeleteKubernetesRoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1e\n" +
+	"\x1cDeleteKubernetesRoleResponse\"\x8b\x03\n" +
+	"\bCertRole\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
+	"\x14allowed_common_names\x18\x02 \x03(\tR\x12allowedCommonNames\x12(\n" +
+	"\x10allowed_dns_sans\x18\x03 \x03(\tR\x0eallowedDnsSans\x12(\n" +
+	"\x10allowed_uri_sans\x18\x04 \x03(\tR\x0eallowedUriSans\x12\x15\n" +
+	"\x06ca_pem\x18\x05 \x01(\tR\x05caPem\x12\x1a\n" +
+	"\bpolicies\x18\x06 \x03(\tR\bpolicies\x126\n" +
+	"\ttoken_ttl\x18\a \x01(\v2\x19.google.protobuf.DurationR\btokenTtl\x12=\n" +
+	"\rtoken_max_ttl\x18\b \x01(\v2\x19.google.protobuf.DurationR\vtokenMaxTtl\x12;\n" +
+	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"@\n" +
+	"\x14WriteCertRoleRequest\x12(\n" +
+	"\x04role\x18\x01 \x01(\v2\x14.hsmgate.v1.CertRoleR\x04role\"A\n" +
+	"\x15WriteCertRoleResponse\x12(\n" +
+	"\x04role\x18\x01 \x01(\v2\x14.hsmgate.v1.CertRoleR\x04role\")\n" +
+	"\x13ReadCertRoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"@\n" +
+	"\x14ReadCertRoleResponse\x12(\n" +
+	"\x04role\x18\x01 \x01(\v2\x14.hsmgate.v1.CertRoleR\x04role\"\x16\n" +
+	"\x14ListCertRolesRequest\"-\n" +
+	"\x15ListCertRolesResponse\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"+\n" +
+	"\x15DeleteCertRoleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
+	"\x16DeleteCertRoleResponse*^\n" +
 	"\fPolicyEffect\x12\x1d\n" +
 	"\x19POLICY_EFFECT_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13POLICY_EFFECT_ALLOW\x10\x01\x12\x16\n" +
@@ -1735,7 +3984,25 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\tRenewSelf\x12\x1c.hsmgate.v1.RenewSelfRequest\x1a\x1d.hsmgate.v1.RenewSelfResponse\x12N\n" +
 	"\vRevokeToken\x12\x1e.hsmgate.v1.RevokeTokenRequest\x1a\x1f.hsmgate.v1.RevokeTokenResponse\x12K\n" +
 	"\n" +
-	"RevokeSelf\x12\x1d.hsmgate.v1.RevokeSelfRequest\x1a\x1e.hsmgate.v1.RevokeSelfResponseB\x9b\x01\n" +
+	"RevokeSelf\x12\x1d.hsmgate.v1.RevokeSelfRequest\x1a\x1e.hsmgate.v1.RevokeSelfResponse2\xbb\f\n" +
+	"\x11AuthMethodService\x12Q\n" +
+	"\fWriteAppRole\x12\x1f.hsmgate.v1.WriteAppRoleRequest\x1a .hsmgate.v1.WriteAppRoleResponse\x12N\n" +
+	"\vReadAppRole\x12\x1e.hsmgate.v1.ReadAppRoleRequest\x1a\x1f.hsmgate.v1.ReadAppRoleResponse\x12Q\n" +
+	"\fListAppRoles\x12\x1f.hsmgate.v1.ListAppRolesRequest\x1a .hsmgate.v1.ListAppRolesResponse\x12T\n" +
+	"\rDeleteAppRole\x12 .hsmgate.v1.DeleteAppRoleRequest\x1a!.hsmgate.v1.DeleteAppRoleResponse\x12W\n" +
+	"\x0eCreateSecretID\x12!.hsmgate.v1.CreateSecretIDRequest\x1a\".hsmgate.v1.CreateSecretIDResponse\x12T\n" +
+	"\rListSecretIDs\x12 .hsmgate.v1.ListSecretIDsRequest\x1a!.hsmgate.v1.ListSecretIDsResponse\x12Z\n" +
+	"\x0fDestroySecretID\x12\".hsmgate.v1.DestroySecretIDRequest\x1a#.hsmgate.v1.DestroySecretIDResponse\x12l\n" +
+	"\x15WriteKubernetesConfig\x12(.hsmgate.v1.WriteKubernetesConfigRequest\x1a).hsmgate.v1.WriteKubernetesConfigResponse\x12i\n" +
+	"\x14ReadKubernetesConfig\x12'.hsmgate.v1.ReadKubernetesConfigRequest\x1a(.hsmgate.v1.ReadKubernetesConfigResponse\x12f\n" +
+	"\x13WriteKubernetesRole\x12&.hsmgate.v1.WriteKubernetesRoleRequest\x1a'.hsmgate.v1.WriteKubernetesRoleResponse\x12c\n" +
+	"\x12ReadKubernetesRole\x12%.hsmgate.v1.ReadKubernetesRoleRequest\x1a&.hsmgate.v1.ReadKubernetesRoleResponse\x12f\n" +
+	"\x13ListKubernetesRoles\x12&.hsmgate.v1.ListKubernetesRolesRequest\x1a'.hsmgate.v1.ListKubernetesRolesResponse\x12i\n" +
+	"\x14DeleteKubernetesRole\x12'.hsmgate.v1.DeleteKubernetesRoleRequest\x1a(.hsmgate.v1.DeleteKubernetesRoleResponse\x12T\n" +
+	"\rWriteCertRole\x12 .hsmgate.v1.WriteCertRoleRequest\x1a!.hsmgate.v1.WriteCertRoleResponse\x12Q\n" +
+	"\fReadCertRole\x12\x1f.hsmgate.v1.ReadCertRoleRequest\x1a .hsmgate.v1.ReadCertRoleResponse\x12T\n" +
+	"\rListCertRoles\x12 .hsmgate.v1.ListCertRolesRequest\x1a!.hsmgate.v1.ListCertRolesResponse\x12W\n" +
+	"\x0eDeleteCertRole\x12!.hsmgate.v1.DeleteCertRoleRequest\x1a\".hsmgate.v1.DeleteCertRoleResponseB\x9b\x01\n" +
 	"\x0ecom.hsmgate.v1B\tAuthProtoP\x01Z5github.com/hsmgate/hsmgate/proto/hsmgate/v1;hsmgatev1\xa2\x02\x03HXX\xaa\x02\n" +
 	"Hsmgate.V1\xca\x02\n" +
 	"Hsmgate\\V1\xe2\x02\x16Hsmgate\\V1\\GPBMetadata\xea\x02\vHsmgate::V1b\x06proto3"
@@ -1753,101 +4020,207 @@ func file_hsmgate_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_hsmgate_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hsmgate_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_hsmgate_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_hsmgate_v1_auth_proto_goTypes = []any{
-	(PolicyEffect)(0),             // 0: hsmgate.v1.PolicyEffect
-	(*PolicyRule)(nil),            // 1: hsmgate.v1.PolicyRule
-	(*Policy)(nil),                // 2: hsmgate.v1.Policy
-	(*WritePolicyRequest)(nil),    // 3: hsmgate.v1.WritePolicyRequest
-	(*WritePolicyResponse)(nil),   // 4: hsmgate.v1.WritePolicyResponse
-	(*ReadPolicyRequest)(nil),     // 5: hsmgate.v1.ReadPolicyRequest
-	(*ReadPolicyResponse)(nil),    // 6: hsmgate.v1.ReadPolicyResponse
-	(*ListPoliciesRequest)(nil),   // 7: hsmgate.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),  // 8: hsmgate.v1.ListPoliciesResponse
-	(*DeletePolicyRequest)(nil),   // 9: hsmgate.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),  // 10: hsmgate.v1.DeletePolicyResponse
-	(*TokenInfo)(nil),             // 11: hsmgate.v1.TokenInfo
-	(*CreateTokenRequest)(nil),    // 12: hsmgate.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),   // 13: hsmgate.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),     // 14: hsmgate.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),    // 15: hsmgate.v1.ListTokensResponse
-	(*LookupTokenRequest)(nil),    // 16: hsmgate.v1.LookupTokenRequest
-	(*LookupTokenResponse)(nil),   // 17: hsmgate.v1.LookupTokenResponse
-	(*LookupSelfRequest)(nil),     // 18: hsmgate.v1.LookupSelfRequest
-	(*LookupSelfResponse)(nil),    // 19: hsmgate.v1.LookupSelfResponse
-	(*RenewTokenRequest)(nil),     // 20: hsmgate.v1.RenewTokenRequest
-	(*RenewTokenResponse)(nil),    // 21: hsmgate.v1.RenewTokenResponse
-	(*RenewSelfRequest)(nil),      // 22: hsmgate.v1.RenewSelfRequest
-	(*RenewSelfResponse)(nil),     // 23: hsmgate.v1.RenewSelfResponse
-	(*RevokeTokenRequest)(nil),    // 24: hsmgate.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 25: hsmgate.v1.RevokeTokenResponse
-	(*RevokeSelfRequest)(nil),     // 26: hsmgate.v1.RevokeSelfRequest
-	(*RevokeSelfResponse)(nil),    // 27: hsmgate.v1.RevokeSelfResponse
-	(*TokenRecord)(nil),           // 28: hsmgate.v1.TokenRecord
-	nil,                           // 29: hsmgate.v1.TokenInfo.MetadataEntry
-	nil,                           // 30: hsmgate.v1.TokenInfo.EntityMetadataEntry
-	nil,                           // 31: hsmgate.v1.CreateTokenRequest.MetadataEntry
-	nil,                           // 32: hsmgate.v1.CreateTokenRequest.EntityMetadataEntry
-	nil,                           // 33: hsmgate.v1.LookupSelfResponse.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
+	(PolicyEffect)(0),                     // 0: hsmgate.v1.PolicyEffect
+	(*PolicyRule)(nil),                    // 1: hsmgate.v1.PolicyRule
+	(*Policy)(nil),                        // 2: hsmgate.v1.Policy
+	(*WritePolicyRequest)(nil),            // 3: hsmgate.v1.WritePolicyRequest
+	(*WritePolicyResponse)(nil),           // 4: hsmgate.v1.WritePolicyResponse
+	(*ReadPolicyRequest)(nil),             // 5: hsmgate.v1.ReadPolicyRequest
+	(*ReadPolicyResponse)(nil),            // 6: hsmgate.v1.ReadPolicyResponse
+	(*ListPoliciesRequest)(nil),           // 7: hsmgate.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),          // 8: hsmgate.v1.ListPoliciesResponse
+	(*DeletePolicyRequest)(nil),           // 9: hsmgate.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),          // 10: hsmgate.v1.DeletePolicyResponse
+	(*TokenInfo)(nil),                     // 11: hsmgate.v1.TokenInfo
+	(*CreateTokenRequest)(nil),            // 12: hsmgate.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),           // 13: hsmgate.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),             // 14: hsmgate.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),            // 15: hsmgate.v1.ListTokensResponse
+	(*LookupTokenRequest)(nil),            // 16: hsmgate.v1.LookupTokenRequest
+	(*LookupTokenResponse)(nil),           // 17: hsmgate.v1.LookupTokenResponse
+	(*LookupSelfRequest)(nil),             // 18: hsmgate.v1.LookupSelfRequest
+	(*LookupSelfResponse)(nil),            // 19: hsmgate.v1.LookupSelfResponse
+	(*RenewTokenRequest)(nil),             // 20: hsmgate.v1.RenewTokenRequest
+	(*RenewTokenResponse)(nil),            // 21: hsmgate.v1.RenewTokenResponse
+	(*RenewSelfRequest)(nil),              // 22: hsmgate.v1.RenewSelfRequest
+	(*RenewSelfResponse)(nil),             // 23: hsmgate.v1.RenewSelfResponse
+	(*RevokeTokenRequest)(nil),            // 24: hsmgate.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),           // 25: hsmgate.v1.RevokeTokenResponse
+	(*RevokeSelfRequest)(nil),             // 26: hsmgate.v1.RevokeSelfRequest
+	(*RevokeSelfResponse)(nil),            // 27: hsmgate.v1.RevokeSelfResponse
+	(*TokenRecord)(nil),                   // 28: hsmgate.v1.TokenRecord
+	(*AppRole)(nil),                       // 29: hsmgate.v1.AppRole
+	(*SecretIDInfo)(nil),                  // 30: hsmgate.v1.SecretIDInfo
+	(*SecretIDRecord)(nil),                // 31: hsmgate.v1.SecretIDRecord
+	(*WriteAppRoleRequest)(nil),           // 32: hsmgate.v1.WriteAppRoleRequest
+	(*WriteAppRoleResponse)(nil),          // 33: hsmgate.v1.WriteAppRoleResponse
+	(*ReadAppRoleRequest)(nil),            // 34: hsmgate.v1.ReadAppRoleRequest
+	(*ReadAppRoleResponse)(nil),           // 35: hsmgate.v1.ReadAppRoleResponse
+	(*ListAppRolesRequest)(nil),           // 36: hsmgate.v1.ListAppRolesRequest
+	(*ListAppRolesResponse)(nil),          // 37: hsmgate.v1.ListAppRolesResponse
+	(*DeleteAppRoleRequest)(nil),          // 38: hsmgate.v1.DeleteAppRoleRequest
+	(*DeleteAppRoleResponse)(nil),         // 39: hsmgate.v1.DeleteAppRoleResponse
+	(*CreateSecretIDRequest)(nil),         // 40: hsmgate.v1.CreateSecretIDRequest
+	(*CreateSecretIDResponse)(nil),        // 41: hsmgate.v1.CreateSecretIDResponse
+	(*ListSecretIDsRequest)(nil),          // 42: hsmgate.v1.ListSecretIDsRequest
+	(*ListSecretIDsResponse)(nil),         // 43: hsmgate.v1.ListSecretIDsResponse
+	(*DestroySecretIDRequest)(nil),        // 44: hsmgate.v1.DestroySecretIDRequest
+	(*DestroySecretIDResponse)(nil),       // 45: hsmgate.v1.DestroySecretIDResponse
+	(*KubernetesAuthConfig)(nil),          // 46: hsmgate.v1.KubernetesAuthConfig
+	(*KubernetesRole)(nil),                // 47: hsmgate.v1.KubernetesRole
+	(*WriteKubernetesConfigRequest)(nil),  // 48: hsmgate.v1.WriteKubernetesConfigRequest
+	(*WriteKubernetesConfigResponse)(nil), // 49: hsmgate.v1.WriteKubernetesConfigResponse
+	(*ReadKubernetesConfigRequest)(nil),   // 50: hsmgate.v1.ReadKubernetesConfigRequest
+	(*ReadKubernetesConfigResponse)(nil),  // 51: hsmgate.v1.ReadKubernetesConfigResponse
+	(*WriteKubernetesRoleRequest)(nil),    // 52: hsmgate.v1.WriteKubernetesRoleRequest
+	(*WriteKubernetesRoleResponse)(nil),   // 53: hsmgate.v1.WriteKubernetesRoleResponse
+	(*ReadKubernetesRoleRequest)(nil),     // 54: hsmgate.v1.ReadKubernetesRoleRequest
+	(*ReadKubernetesRoleResponse)(nil),    // 55: hsmgate.v1.ReadKubernetesRoleResponse
+	(*ListKubernetesRolesRequest)(nil),    // 56: hsmgate.v1.ListKubernetesRolesRequest
+	(*ListKubernetesRolesResponse)(nil),   // 57: hsmgate.v1.ListKubernetesRolesResponse
+	(*DeleteKubernetesRoleRequest)(nil),   // 58: hsmgate.v1.DeleteKubernetesRoleRequest
+	(*DeleteKubernetesRoleResponse)(nil),  // 59: hsmgate.v1.DeleteKubernetesRoleResponse
+	(*CertRole)(nil),                      // 60: hsmgate.v1.CertRole
+	(*WriteCertRoleRequest)(nil),          // 61: hsmgate.v1.WriteCertRoleRequest
+	(*WriteCertRoleResponse)(nil),         // 62: hsmgate.v1.WriteCertRoleResponse
+	(*ReadCertRoleRequest)(nil),           // 63: hsmgate.v1.ReadCertRoleRequest
+	(*ReadCertRoleResponse)(nil),          // 64: hsmgate.v1.ReadCertRoleResponse
+	(*ListCertRolesRequest)(nil),          // 65: hsmgate.v1.ListCertRolesRequest
+	(*ListCertRolesResponse)(nil),         // 66: hsmgate.v1.ListCertRolesResponse
+	(*DeleteCertRoleRequest)(nil),         // 67: hsmgate.v1.DeleteCertRoleRequest
+	(*DeleteCertRoleResponse)(nil),        // 68: hsmgate.v1.DeleteCertRoleResponse
+	nil,                                   // 69: hsmgate.v1.TokenInfo.MetadataEntry
+	nil,                                   // 70: hsmgate.v1.TokenInfo.EntityMetadataEntry
+	nil,                                   // 71: hsmgate.v1.CreateTokenRequest.MetadataEntry
+	nil,                                   // 72: hsmgate.v1.CreateTokenRequest.EntityMetadataEntry
+	nil,                                   // 73: hsmgate.v1.LookupSelfResponse.MetadataEntry
+	nil,                                   // 74: hsmgate.v1.SecretIDInfo.MetadataEntry
+	nil,                                   // 75: hsmgate.v1.CreateSecretIDRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil),         // 76: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 77: google.protobuf.Duration
 }
 var file_hsmgate_v1_auth_proto_depIdxs = []int32{
 	0,  // 0: hsmgate.v1.PolicyRule.effect:type_name -> hsmgate.v1.PolicyEffect
 	1,  // 1: hsmgate.v1.Policy.rules:type_name -> hsmgate.v1.PolicyRule
-	34, // 2: hsmgate.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
+	76, // 2: hsmgate.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 3: hsmgate.v1.WritePolicyRequest.policy:type_name -> hsmgate.v1.Policy
 	2,  // 4: hsmgate.v1.WritePolicyResponse.policy:type_name -> hsmgate.v1.Policy
 	2,  // 5: hsmgate.v1.ReadPolicyResponse.policy:type_name -> hsmgate.v1.Policy
-	34, // 6: hsmgate.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
-	34, // 7: hsmgate.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
-	34, // 8: hsmgate.v1.TokenInfo.max_expire_time:type_name -> google.protobuf.Timestamp
-	35, // 9: hsmgate.v1.TokenInfo.ttl:type_name -> google.protobuf.Duration
-	29, // 10: hsmgate.v1.TokenInfo.metadata:type_name -> hsmgate.v1.TokenInfo.MetadataEntry
-	30, // 11: hsmgate.v1.TokenInfo.entity_metadata:type_name -> hsmgate.v1.TokenInfo.EntityMetadataEntry
-	35, // 12: hsmgate.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	35, // 13: hsmgate.v1.CreateTokenRequest.max_ttl:type_name -> google.protobuf.Duration
-	31, // 14: hsmgate.v1.CreateTokenRequest.metadata:type_name -> hsmgate.v1.CreateTokenRequest.MetadataEntry
-	32, // 15: hsmgate.v1.CreateTokenRequest.entity_metadata:type_name -> hsmgate.v1.CreateTokenRequest.EntityMetadataEntry
+	76, // 6: hsmgate.v1.TokenInfo.create_time:type_name -> google.protobuf.Timestamp
+	76, // 7: hsmgate.v1.TokenInfo.expire_time:type_name -> google.protobuf.Timestamp
+	76, // 8: hsmgate.v1.TokenInfo.max_expire_time:type_name -> google.protobuf.Timestamp
+	77, // 9: hsmgate.v1.TokenInfo.ttl:type_name -> google.protobuf.Duration
+	69, // 10: hsmgate.v1.TokenInfo.metadata:type_name -> hsmgate.v1.TokenInfo.MetadataEntry
+	70, // 11: hsmgate.v1.TokenInfo.entity_metadata:type_name -> hsmgate.v1.TokenInfo.EntityMetadataEntry
+	77, // 12: hsmgate.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	77, // 13: hsmgate.v1.CreateTokenRequest.max_ttl:type_name -> google.protobuf.Duration
+	71, // 14: hsmgate.v1.CreateTokenRequest.metadata:type_name -> hsmgate.v1.CreateTokenRequest.MetadataEntry
+	72, // 15: hsmgate.v1.CreateTokenRequest.entity_metadata:type_name -> hsmgate.v1.CreateTokenRequest.EntityMetadataEntry
 	11, // 16: hsmgate.v1.CreateTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
 	11, // 17: hsmgate.v1.ListTokensResponse.tokens:type_name -> hsmgate.v1.TokenInfo
 	11, // 18: hsmgate.v1.LookupTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
 	11, // 19: hsmgate.v1.LookupSelfResponse.token:type_name -> hsmgate.v1.TokenInfo
-	33, // 20: hsmgate.v1.LookupSelfResponse.metadata:type_name -> hsmgate.v1.LookupSelfResponse.MetadataEntry
-	35, // 21: hsmgate.v1.RenewTokenRequest.increment:type_name -> google.protobuf.Duration
+	73, // 20: hsmgate.v1.LookupSelfResponse.metadata:type_name -> hsmgate.v1.LookupSelfResponse.MetadataEntry
+	77, // 21: hsmgate.v1.RenewTokenRequest.increment:type_name -> google.protobuf.Duration
 	11, // 22: hsmgate.v1.RenewTokenResponse.info:type_name -> hsmgate.v1.TokenInfo
-	35, // 23: hsmgate.v1.RenewSelfRequest.increment:type_name -> google.protobuf.Duration
+	77, // 23: hsmgate.v1.RenewSelfRequest.increment:type_name -> google.protobuf.Duration
 	11, // 24: hsmgate.v1.RenewSelfResponse.info:type_name -> hsmgate.v1.TokenInfo
 	11, // 25: hsmgate.v1.TokenRecord.info:type_name -> hsmgate.v1.TokenInfo
-	3,  // 26: hsmgate.v1.AuthService.WritePolicy:input_type -> hsmgate.v1.WritePolicyRequest
-	5,  // 27: hsmgate.v1.AuthService.ReadPolicy:input_type -> hsmgate.v1.ReadPolicyRequest
-	7,  // 28: hsmgate.v1.AuthService.ListPolicies:input_type -> hsmgate.v1.ListPoliciesRequest
-	9,  // 29: hsmgate.v1.AuthService.DeletePolicy:input_type -> hsmgate.v1.DeletePolicyRequest
-	12, // 30: hsmgate.v1.AuthService.CreateToken:input_type -> hsmgate.v1.CreateTokenRequest
-	14, // 31: hsmgate.v1.AuthService.ListTokens:input_type -> hsmgate.v1.ListTokensRequest
-	16, // 32: hsmgate.v1.AuthService.LookupToken:input_type -> hsmgate.v1.LookupTokenRequest
-	18, // 33: hsmgate.v1.AuthService.LookupSelf:input_type -> hsmgate.v1.LookupSelfRequest
-	20, // 34: hsmgate.v1.AuthService.RenewToken:input_type -> hsmgate.v1.RenewTokenRequest
-	22, // 35: hsmgate.v1.AuthService.RenewSelf:input_type -> hsmgate.v1.RenewSelfRequest
-	24, // 36: hsmgate.v1.AuthService.RevokeToken:input_type -> hsmgate.v1.RevokeTokenRequest
-	26, // 37: hsmgate.v1.AuthService.RevokeSelf:input_type -> hsmgate.v1.RevokeSelfRequest
-	4,  // 38: hsmgate.v1.AuthService.WritePolicy:output_type -> hsmgate.v1.WritePolicyResponse
-	6,  // 39: hsmgate.v1.AuthService.ReadPolicy:output_type -> hsmgate.v1.ReadPolicyResponse
-	8,  // 40: hsmgate.v1.AuthService.ListPolicies:output_type -> hsmgate.v1.ListPoliciesResponse
-	10, // 41: hsmgate.v1.AuthService.DeletePolicy:output_type -> hsmgate.v1.DeletePolicyResponse
-	13, // 42: hsmgate.v1.AuthService.CreateToken:output_type -> hsmgate.v1.CreateTokenResponse
-	15, // 43: hsmgate.v1.AuthService.ListTokens:output_type -> hsmgate.v1.ListTokensResponse
-	17, // 44: hsmgate.v1.AuthService.LookupToken:output_type -> hsmgate.v1.LookupTokenResponse
-	19, // 45: hsmgate.v1.AuthService.LookupSelf:output_type -> hsmgate.v1.LookupSelfResponse
-	21, // 46: hsmgate.v1.AuthService.RenewToken:output_type -> hsmgate.v1.RenewTokenResponse
-	23, // 47: hsmgate.v1.AuthService.RenewSelf:output_type -> hsmgate.v1.RenewSelfResponse
-	25, // 48: hsmgate.v1.AuthService.RevokeToken:output_type -> hsmgate.v1.RevokeTokenResponse
-	27, // 49: hsmgate.v1.AuthService.RevokeSelf:output_type -> hsmgate.v1.RevokeSelfResponse
-	38, // [38:50] is the sub-list for method output_type
-	26, // [26:38] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	77, // 26: hsmgate.v1.AppRole.token_ttl:type_name -> google.protobuf.Duration
+	77, // 27: hsmgate.v1.AppRole.token_max_ttl:type_name -> google.protobuf.Duration
+	77, // 28: hsmgate.v1.AppRole.secret_id_ttl:type_name -> google.protobuf.Duration
+	76, // 29: hsmgate.v1.AppRole.update_time:type_name -> google.protobuf.Timestamp
+	74, // 30: hsmgate.v1.SecretIDInfo.metadata:type_name -> hsmgate.v1.SecretIDInfo.MetadataEntry
+	76, // 31: hsmgate.v1.SecretIDInfo.create_time:type_name -> google.protobuf.Timestamp
+	76, // 32: hsmgate.v1.SecretIDInfo.expire_time:type_name -> google.protobuf.Timestamp
+	30, // 33: hsmgate.v1.SecretIDRecord.info:type_name -> hsmgate.v1.SecretIDInfo
+	29, // 34: hsmgate.v1.WriteAppRoleRequest.role:type_name -> hsmgate.v1.AppRole
+	29, // 35: hsmgate.v1.WriteAppRoleResponse.role:type_name -> hsmgate.v1.AppRole
+	29, // 36: hsmgate.v1.ReadAppRoleResponse.role:type_name -> hsmgate.v1.AppRole
+	75, // 37: hsmgate.v1.CreateSecretIDRequest.metadata:type_name -> hsmgate.v1.CreateSecretIDRequest.MetadataEntry
+	30, // 38: hsmgate.v1.CreateSecretIDResponse.info:type_name -> hsmgate.v1.SecretIDInfo
+	30, // 39: hsmgate.v1.ListSecretIDsResponse.secret_ids:type_name -> hsmgate.v1.SecretIDInfo
+	76, // 40: hsmgate.v1.KubernetesAuthConfig.update_time:type_name -> google.protobuf.Timestamp
+	77, // 41: hsmgate.v1.KubernetesRole.token_ttl:type_name -> google.protobuf.Duration
+	77, // 42: hsmgate.v1.KubernetesRole.token_max_ttl:type_name -> google.protobuf.Duration
+	76, // 43: hsmgate.v1.KubernetesRole.update_time:type_name -> google.protobuf.Timestamp
+	46, // 44: hsmgate.v1.WriteKubernetesConfigRequest.config:type_name -> hsmgate.v1.KubernetesAuthConfig
+	46, // 45: hsmgate.v1.WriteKubernetesConfigResponse.config:type_name -> hsmgate.v1.KubernetesAuthConfig
+	46, // 46: hsmgate.v1.ReadKubernetesConfigResponse.config:type_name -> hsmgate.v1.KubernetesAuthConfig
+	47, // 47: hsmgate.v1.WriteKubernetesRoleRequest.role:type_name -> hsmgate.v1.KubernetesRole
+	47, // 48: hsmgate.v1.WriteKubernetesRoleResponse.role:type_name -> hsmgate.v1.KubernetesRole
+	47, // 49: hsmgate.v1.ReadKubernetesRoleResponse.role:type_name -> hsmgate.v1.KubernetesRole
+	77, // 50: hsmgate.v1.CertRole.token_ttl:type_name -> google.protobuf.Duration
+	77, // 51: hsmgate.v1.CertRole.token_max_ttl:type_name -> google.protobuf.Duration
+	76, // 52: hsmgate.v1.CertRole.update_time:type_name -> google.protobuf.Timestamp
+	60, // 53: hsmgate.v1.WriteCertRoleRequest.role:type_name -> hsmgate.v1.CertRole
+	60, // 54: hsmgate.v1.WriteCertRoleResponse.role:type_name -> hsmgate.v1.CertRole
+	60, // 55: hsmgate.v1.ReadCertRoleResponse.role:type_name -> hsmgate.v1.CertRole
+	3,  // 56: hsmgate.v1.AuthService.WritePolicy:input_type -> hsmgate.v1.WritePolicyRequest
+	5,  // 57: hsmgate.v1.AuthService.ReadPolicy:input_type -> hsmgate.v1.ReadPolicyRequest
+	7,  // 58: hsmgate.v1.AuthService.ListPolicies:input_type -> hsmgate.v1.ListPoliciesRequest
+	9,  // 59: hsmgate.v1.AuthService.DeletePolicy:input_type -> hsmgate.v1.DeletePolicyRequest
+	12, // 60: hsmgate.v1.AuthService.CreateToken:input_type -> hsmgate.v1.CreateTokenRequest
+	14, // 61: hsmgate.v1.AuthService.ListTokens:input_type -> hsmgate.v1.ListTokensRequest
+	16, // 62: hsmgate.v1.AuthService.LookupToken:input_type -> hsmgate.v1.LookupTokenRequest
+	18, // 63: hsmgate.v1.AuthService.LookupSelf:input_type -> hsmgate.v1.LookupSelfRequest
+	20, // 64: hsmgate.v1.AuthService.RenewToken:input_type -> hsmgate.v1.RenewTokenRequest
+	22, // 65: hsmgate.v1.AuthService.RenewSelf:input_type -> hsmgate.v1.RenewSelfRequest
+	24, // 66: hsmgate.v1.AuthService.RevokeToken:input_type -> hsmgate.v1.RevokeTokenRequest
+	26, // 67: hsmgate.v1.AuthService.RevokeSelf:input_type -> hsmgate.v1.RevokeSelfRequest
+	32, // 68: hsmgate.v1.AuthMethodService.WriteAppRole:input_type -> hsmgate.v1.WriteAppRoleRequest
+	34, // 69: hsmgate.v1.AuthMethodService.ReadAppRole:input_type -> hsmgate.v1.ReadAppRoleRequest
+	36, // 70: hsmgate.v1.AuthMethodService.ListAppRoles:input_type -> hsmgate.v1.ListAppRolesRequest
+	38, // 71: hsmgate.v1.AuthMethodService.DeleteAppRole:input_type -> hsmgate.v1.DeleteAppRoleRequest
+	40, // 72: hsmgate.v1.AuthMethodService.CreateSecretID:input_type -> hsmgate.v1.CreateSecretIDRequest
+	42, // 73: hsmgate.v1.AuthMethodService.ListSecretIDs:input_type -> hsmgate.v1.ListSecretIDsRequest
+	44, // 74: hsmgate.v1.AuthMethodService.DestroySecretID:input_type -> hsmgate.v1.DestroySecretIDRequest
+	48, // 75: hsmgate.v1.AuthMethodService.WriteKubernetesConfig:input_type -> hsmgate.v1.WriteKubernetesConfigRequest
+	50, // 76: hsmgate.v1.AuthMethodService.ReadKubernetesConfig:input_type -> hsmgate.v1.ReadKubernetesConfigRequest
+	52, // 77: hsmgate.v1.AuthMethodService.WriteKubernetesRole:input_type -> hsmgate.v1.WriteKubernetesRoleRequest
+	54, // 78: hsmgate.v1.AuthMethodService.ReadKubernetesRole:input_type -> hsmgate.v1.ReadKubernetesRoleRequest
+	56, // 79: hsmgate.v1.AuthMethodService.ListKubernetesRoles:input_type -> hsmgate.v1.ListKubernetesRolesRequest
+	58, // 80: hsmgate.v1.AuthMethodService.DeleteKubernetesRole:input_type -> hsmgate.v1.DeleteKubernetesRoleRequest
+	61, // 81: hsmgate.v1.AuthMethodService.WriteCertRole:input_type -> hsmgate.v1.WriteCertRoleRequest
+	63, // 82: hsmgate.v1.AuthMethodService.ReadCertRole:input_type -> hsmgate.v1.ReadCertRoleRequest
+	65, // 83: hsmgate.v1.AuthMethodService.ListCertRoles:input_type -> hsmgate.v1.ListCertRolesRequest
+	67, // 84: hsmgate.v1.AuthMethodService.DeleteCertRole:input_type -> hsmgate.v1.DeleteCertRoleRequest
+	4,  // 85: hsmgate.v1.AuthService.WritePolicy:output_type -> hsmgate.v1.WritePolicyResponse
+	6,  // 86: hsmgate.v1.AuthService.ReadPolicy:output_type -> hsmgate.v1.ReadPolicyResponse
+	8,  // 87: hsmgate.v1.AuthService.ListPolicies:output_type -> hsmgate.v1.ListPoliciesResponse
+	10, // 88: hsmgate.v1.AuthService.DeletePolicy:output_type -> hsmgate.v1.DeletePolicyResponse
+	13, // 89: hsmgate.v1.AuthService.CreateToken:output_type -> hsmgate.v1.CreateTokenResponse
+	15, // 90: hsmgate.v1.AuthService.ListTokens:output_type -> hsmgate.v1.ListTokensResponse
+	17, // 91: hsmgate.v1.AuthService.LookupToken:output_type -> hsmgate.v1.LookupTokenResponse
+	19, // 92: hsmgate.v1.AuthService.LookupSelf:output_type -> hsmgate.v1.LookupSelfResponse
+	21, // 93: hsmgate.v1.AuthService.RenewToken:output_type -> hsmgate.v1.RenewTokenResponse
+	23, // 94: hsmgate.v1.AuthService.RenewSelf:output_type -> hsmgate.v1.RenewSelfResponse
+	25, // 95: hsmgate.v1.AuthService.RevokeToken:output_type -> hsmgate.v1.RevokeTokenResponse
+	27, // 96: hsmgate.v1.AuthService.RevokeSelf:output_type -> hsmgate.v1.RevokeSelfResponse
+	33, // 97: hsmgate.v1.AuthMethodService.WriteAppRole:output_type -> hsmgate.v1.WriteAppRoleResponse
+	35, // 98: hsmgate.v1.AuthMethodService.ReadAppRole:output_type -> hsmgate.v1.ReadAppRoleResponse
+	37, // 99: hsmgate.v1.AuthMethodService.ListAppRoles:output_type -> hsmgate.v1.ListAppRolesResponse
+	39, // 100: hsmgate.v1.AuthMethodService.DeleteAppRole:output_type -> hsmgate.v1.DeleteAppRoleResponse
+	41, // 101: hsmgate.v1.AuthMethodService.CreateSecretID:output_type -> hsmgate.v1.CreateSecretIDResponse
+	43, // 102: hsmgate.v1.AuthMethodService.ListSecretIDs:output_type -> hsmgate.v1.ListSecretIDsResponse
+	45, // 103: hsmgate.v1.AuthMethodService.DestroySecretID:output_type -> hsmgate.v1.DestroySecretIDResponse
+	49, // 104: hsmgate.v1.AuthMethodService.WriteKubernetesConfig:output_type -> hsmgate.v1.WriteKubernetesConfigResponse
+	51, // 105: hsmgate.v1.AuthMethodService.ReadKubernetesConfig:output_type -> hsmgate.v1.ReadKubernetesConfigResponse
+	53, // 106: hsmgate.v1.AuthMethodService.WriteKubernetesRole:output_type -> hsmgate.v1.WriteKubernetesRoleResponse
+	55, // 107: hsmgate.v1.AuthMethodService.ReadKubernetesRole:output_type -> hsmgate.v1.ReadKubernetesRoleResponse
+	57, // 108: hsmgate.v1.AuthMethodService.ListKubernetesRoles:output_type -> hsmgate.v1.ListKubernetesRolesResponse
+	59, // 109: hsmgate.v1.AuthMethodService.DeleteKubernetesRole:output_type -> hsmgate.v1.DeleteKubernetesRoleResponse
+	62, // 110: hsmgate.v1.AuthMethodService.WriteCertRole:output_type -> hsmgate.v1.WriteCertRoleResponse
+	64, // 111: hsmgate.v1.AuthMethodService.ReadCertRole:output_type -> hsmgate.v1.ReadCertRoleResponse
+	66, // 112: hsmgate.v1.AuthMethodService.ListCertRoles:output_type -> hsmgate.v1.ListCertRolesResponse
+	68, // 113: hsmgate.v1.AuthMethodService.DeleteCertRole:output_type -> hsmgate.v1.DeleteCertRoleResponse
+	85, // [85:114] is the sub-list for method output_type
+	56, // [56:85] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_auth_proto_init() }
@@ -1861,9 +4234,9 @@ func file_hsmgate_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmgate_v1_auth_proto_rawDesc), len(file_hsmgate_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   33,
+			NumMessages:   75,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_hsmgate_v1_auth_proto_goTypes,
 		DependencyIndexes: file_hsmgate_v1_auth_proto_depIdxs,

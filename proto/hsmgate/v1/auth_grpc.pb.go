@@ -581,3 +581,783 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "hsmgate/v1/auth.proto",
 }
+
+const (
+	AuthMethodService_WriteAppRole_FullMethodName          = "/hsmgate.v1.AuthMethodService/WriteAppRole"
+	AuthMethodService_ReadAppRole_FullMethodName           = "/hsmgate.v1.AuthMethodService/ReadAppRole"
+	AuthMethodService_ListAppRoles_FullMethodName          = "/hsmgate.v1.AuthMethodService/ListAppRoles"
+	AuthMethodService_DeleteAppRole_FullMethodName         = "/hsmgate.v1.AuthMethodService/DeleteAppRole"
+	AuthMethodService_CreateSecretID_FullMethodName        = "/hsmgate.v1.AuthMethodService/CreateSecretID"
+	AuthMethodService_ListSecretIDs_FullMethodName         = "/hsmgate.v1.AuthMethodService/ListSecretIDs"
+	AuthMethodService_DestroySecretID_FullMethodName       = "/hsmgate.v1.AuthMethodService/DestroySecretID"
+	AuthMethodService_WriteKubernetesConfig_FullMethodName = "/hsmgate.v1.AuthMethodService/WriteKubernetesConfig"
+	AuthMethodService_ReadKubernetesConfig_FullMethodName  = "/hsmgate.v1.AuthMethodService/ReadKubernetesConfig"
+	AuthMethodService_WriteKubernetesRole_FullMethodName   = "/hsmgate.v1.AuthMethodService/WriteKubernetesRole"
+	AuthMethodService_ReadKubernetesRole_FullMethodName    = "/hsmgate.v1.AuthMethodService/ReadKubernetesRole"
+	AuthMethodService_ListKubernetesRoles_FullMethodName   = "/hsmgate.v1.AuthMethodService/ListKubernetesRoles"
+	AuthMethodService_DeleteKubernetesRole_FullMethodName  = "/hsmgate.v1.AuthMethodService/DeleteKubernetesRole"
+	AuthMethodService_WriteCertRole_FullMethodName         = "/hsmgate.v1.AuthMethodService/WriteCertRole"
+	AuthMethodService_ReadCertRole_FullMethodName          = "/hsmgate.v1.AuthMethodService/ReadCertRole"
+	AuthMethodService_ListCertRoles_FullMethodName         = "/hsmgate.v1.AuthMethodService/ListCertRoles"
+	AuthMethodService_DeleteCertRole_FullMethodName        = "/hsmgate.v1.AuthMethodService/DeleteCertRole"
+)
+
+// AuthMethodServiceClient is the client API for AuthMethodService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// AuthMethodService manages the login methods that turn a machine's own
+// credential into an ordinary hsmgate token: AppRole (role_id + secret_id),
+// Kubernetes service-account JWTs, and client certificates. The logins
+// themselves are served by the Vault-compatible HTTP door
+// (/v1/auth/<method>/login); these RPCs are their administration.
+//
+// Resources and capabilities (see internal/auth.AuthMethodTable):
+//
+//	WriteAppRole, DeleteAppRole: admin on auth/approle/roles/<name>
+//	ReadAppRole: read on auth/approle/roles/<name>; ListAppRoles: list on auth/approle/roles
+//	CreateSecretID: create, ListSecretIDs: list, DestroySecretID: delete
+//	  on auth/approle/roles/<name>/secret-id
+//	WriteKubernetesConfig: admin, ReadKubernetesConfig: read on auth/kubernetes/config
+//	Write/DeleteKubernetesRole: admin, ReadKubernetesRole: read on auth/kubernetes/roles/<name>;
+//	  ListKubernetesRoles: list on auth/kubernetes/roles
+//	Write/DeleteCertRole: admin, ReadCertRole: read on auth/cert/roles/<name>;
+//	  ListCertRoles: list on auth/cert/roles
+type AuthMethodServiceClient interface {
+	// WriteAppRole creates or updates an AppRole; its role_id is made on creation and kept.
+	WriteAppRole(ctx context.Context, in *WriteAppRoleRequest, opts ...grpc.CallOption) (*WriteAppRoleResponse, error)
+	// ReadAppRole returns an AppRole, role_id included.
+	ReadAppRole(ctx context.Context, in *ReadAppRoleRequest, opts ...grpc.CallOption) (*ReadAppRoleResponse, error)
+	// ListAppRoles returns the names of all AppRoles.
+	ListAppRoles(ctx context.Context, in *ListAppRolesRequest, opts ...grpc.CallOption) (*ListAppRolesResponse, error)
+	// DeleteAppRole removes an AppRole and every secret ID of it.
+	DeleteAppRole(ctx context.Context, in *DeleteAppRoleRequest, opts ...grpc.CallOption) (*DeleteAppRoleResponse, error)
+	// CreateSecretID makes a secret ID for an AppRole. The secret is returned once, here only.
+	CreateSecretID(ctx context.Context, in *CreateSecretIDRequest, opts ...grpc.CallOption) (*CreateSecretIDResponse, error)
+	// ListSecretIDs describes the live secret IDs of an AppRole (never the secrets).
+	ListSecretIDs(ctx context.Context, in *ListSecretIDsRequest, opts ...grpc.CallOption) (*ListSecretIDsResponse, error)
+	// DestroySecretID deletes a secret ID by its accessor.
+	DestroySecretID(ctx context.Context, in *DestroySecretIDRequest, opts ...grpc.CallOption) (*DestroySecretIDResponse, error)
+	// WriteKubernetesConfig sets the service-account token issuer and its keys.
+	WriteKubernetesConfig(ctx context.Context, in *WriteKubernetesConfigRequest, opts ...grpc.CallOption) (*WriteKubernetesConfigResponse, error)
+	// ReadKubernetesConfig returns the Kubernetes auth configuration.
+	ReadKubernetesConfig(ctx context.Context, in *ReadKubernetesConfigRequest, opts ...grpc.CallOption) (*ReadKubernetesConfigResponse, error)
+	// WriteKubernetesRole creates or replaces a Kubernetes role.
+	WriteKubernetesRole(ctx context.Context, in *WriteKubernetesRoleRequest, opts ...grpc.CallOption) (*WriteKubernetesRoleResponse, error)
+	// ReadKubernetesRole returns a Kubernetes role.
+	ReadKubernetesRole(ctx context.Context, in *ReadKubernetesRoleRequest, opts ...grpc.CallOption) (*ReadKubernetesRoleResponse, error)
+	// ListKubernetesRoles returns the names of all Kubernetes roles.
+	ListKubernetesRoles(ctx context.Context, in *ListKubernetesRolesRequest, opts ...grpc.CallOption) (*ListKubernetesRolesResponse, error)
+	// DeleteKubernetesRole removes a Kubernetes role.
+	DeleteKubernetesRole(ctx context.Context, in *DeleteKubernetesRoleRequest, opts ...grpc.CallOption) (*DeleteKubernetesRoleResponse, error)
+	// WriteCertRole creates or replaces a client-certificate role.
+	WriteCertRole(ctx context.Context, in *WriteCertRoleRequest, opts ...grpc.CallOption) (*WriteCertRoleResponse, error)
+	// ReadCertRole returns a client-certificate role.
+	ReadCertRole(ctx context.Context, in *ReadCertRoleRequest, opts ...grpc.CallOption) (*ReadCertRoleResponse, error)
+	// ListCertRoles returns the names of all client-certificate roles.
+	ListCertRoles(ctx context.Context, in *ListCertRolesRequest, opts ...grpc.CallOption) (*ListCertRolesResponse, error)
+	// DeleteCertRole removes a client-certificate role.
+	DeleteCertRole(ctx context.Context, in *DeleteCertRoleRequest, opts ...grpc.CallOption) (*DeleteCertRoleResponse, error)
+}
+
+type authMethodServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAuthMethodServiceClient(cc grpc.ClientConnInterface) AuthMethodServiceClient {
+	return &authMethodServiceClient{cc}
+}
+
+func (c *authMethodServiceClient) WriteAppRole(ctx context.Context, in *WriteAppRoleRequest, opts ...grpc.CallOption) (*WriteAppRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteAppRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_WriteAppRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) ReadAppRole(ctx context.Context, in *ReadAppRoleRequest, opts ...grpc.CallOption) (*ReadAppRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadAppRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_ReadAppRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) ListAppRoles(ctx context.Context, in *ListAppRolesRequest, opts ...grpc.CallOption) (*ListAppRolesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAppRolesResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_ListAppRoles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) DeleteAppRole(ctx context.Context, in *DeleteAppRoleRequest, opts ...grpc.CallOption) (*DeleteAppRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteAppRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_DeleteAppRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) CreateSecretID(ctx context.Context, in *CreateSecretIDRequest, opts ...grpc.CallOption) (*CreateSecretIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateSecretIDResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_CreateSecretID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) ListSecretIDs(ctx context.Context, in *ListSecretIDsRequest, opts ...grpc.CallOption) (*ListSecretIDsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSecretIDsResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_ListSecretIDs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) DestroySecretID(ctx context.Context, in *DestroySecretIDRequest, opts ...grpc.CallOption) (*DestroySecretIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DestroySecretIDResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_DestroySecretID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) WriteKubernetesConfig(ctx context.Context, in *WriteKubernetesConfigRequest, opts ...grpc.CallOption) (*WriteKubernetesConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteKubernetesConfigResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_WriteKubernetesConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) ReadKubernetesConfig(ctx context.Context, in *ReadKubernetesConfigRequest, opts ...grpc.CallOption) (*ReadKubernetesConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadKubernetesConfigResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_ReadKubernetesConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) WriteKubernetesRole(ctx context.Context, in *WriteKubernetesRoleRequest, opts ...grpc.CallOption) (*WriteKubernetesRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteKubernetesRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_WriteKubernetesRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) ReadKubernetesRole(ctx context.Context, in *ReadKubernetesRoleRequest, opts ...grpc.CallOption) (*ReadKubernetesRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadKubernetesRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_ReadKubernetesRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) ListKubernetesRoles(ctx context.Context, in *ListKubernetesRolesRequest, opts ...grpc.CallOption) (*ListKubernetesRolesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKubernetesRolesResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_ListKubernetesRoles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) DeleteKubernetesRole(ctx context.Context, in *DeleteKubernetesRoleRequest, opts ...grpc.CallOption) (*DeleteKubernetesRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteKubernetesRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_DeleteKubernetesRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) WriteCertRole(ctx context.Context, in *WriteCertRoleRequest, opts ...grpc.CallOption) (*WriteCertRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteCertRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_WriteCertRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) ReadCertRole(ctx context.Context, in *ReadCertRoleRequest, opts ...grpc.CallOption) (*ReadCertRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadCertRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_ReadCertRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) ListCertRoles(ctx context.Context, in *ListCertRolesRequest, opts ...grpc.CallOption) (*ListCertRolesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCertRolesResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_ListCertRoles_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authMethodServiceClient) DeleteCertRole(ctx context.Context, in *DeleteCertRoleRequest, opts ...grpc.CallOption) (*DeleteCertRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteCertRoleResponse)
+	err := c.cc.Invoke(ctx, AuthMethodService_DeleteCertRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AuthMethodServiceServer is the server API for AuthMethodService service.
+// All implementations must embed UnimplementedAuthMethodServiceServer
+// for forward compatibility.
+//
+// AuthMethodService manages the login methods that turn a machine's own
+// credential into an ordinary hsmgate token: AppRole (role_id + secret_id),
+// Kubernetes service-account JWTs, and client certificates. The logins
+// themselves are served by the Vault-compatible HTTP door
+// (/v1/auth/<method>/login); these RPCs are their administration.
+//
+// Resources and capabilities (see internal/auth.AuthMethodTable):
+//
+//	WriteAppRole, DeleteAppRole: admin on auth/approle/roles/<name>
+//	ReadAppRole: read on auth/approle/roles/<name>; ListAppRoles: list on auth/approle/roles
+//	CreateSecretID: create, ListSecretIDs: list, DestroySecretID: delete
+//	  on auth/approle/roles/<name>/secret-id
+//	WriteKubernetesConfig: admin, ReadKubernetesConfig: read on auth/kubernetes/config
+//	Write/DeleteKubernetesRole: admin, ReadKubernetesRole: read on auth/kubernetes/roles/<name>;
+//	  ListKubernetesRoles: list on auth/kubernetes/roles
+//	Write/DeleteCertRole: admin, ReadCertRole: read on auth/cert/roles/<name>;
+//	  ListCertRoles: list on auth/cert/roles
+type AuthMethodServiceServer interface {
+	// WriteAppRole creates or updates an AppRole; its role_id is made on creation and kept.
+	WriteAppRole(context.Context, *WriteAppRoleRequest) (*WriteAppRoleResponse, error)
+	// ReadAppRole returns an AppRole, role_id included.
+	ReadAppRole(context.Context, *ReadAppRoleRequest) (*ReadAppRoleResponse, error)
+	// ListAppRoles returns the names of all AppRoles.
+	ListAppRoles(context.Context, *ListAppRolesRequest) (*ListAppRolesResponse, error)
+	// DeleteAppRole removes an AppRole and every secret ID of it.
+	DeleteAppRole(context.Context, *DeleteAppRoleRequest) (*DeleteAppRoleResponse, error)
+	// CreateSecretID makes a secret ID for an AppRole. The secret is returned once, here only.
+	CreateSecretID(context.Context, *CreateSecretIDRequest) (*CreateSecretIDResponse, error)
+	// ListSecretIDs describes the live secret IDs of an AppRole (never the secrets).
+	ListSecretIDs(context.Context, *ListSecretIDsRequest) (*ListSecretIDsResponse, error)
+	// DestroySecretID deletes a secret ID by its accessor.
+	DestroySecretID(context.Context, *DestroySecretIDRequest) (*DestroySecretIDResponse, error)
+	// WriteKubernetesConfig sets the service-account token issuer and its keys.
+	WriteKubernetesConfig(context.Context, *WriteKubernetesConfigRequest) (*WriteKubernetesConfigResponse, error)
+	// ReadKubernetesConfig returns the Kubernetes auth configuration.
+	ReadKubernetesConfig(context.Context, *ReadKubernetesConfigRequest) (*ReadKubernetesConfigResponse, error)
+	// WriteKubernetesRole creates or replaces a Kubernetes role.
+	WriteKubernetesRole(context.Context, *WriteKubernetesRoleRequest) (*WriteKubernetesRoleResponse, error)
+	// ReadKubernetesRole returns a Kubernetes role.
+	ReadKubernetesRole(context.Context, *ReadKubernetesRoleRequest) (*ReadKubernetesRoleResponse, error)
+	// ListKubernetesRoles returns the names of all Kubernetes roles.
+	ListKubernetesRoles(context.Context, *ListKubernetesRolesRequest) (*ListKubernetesRolesResponse, error)
+	// DeleteKubernetesRole removes a Kubernetes role.
+	DeleteKubernetesRole(context.Context, *DeleteKubernetesRoleRequest) (*DeleteKubernetesRoleResponse, error)
+	// WriteCertRole creates or replaces a client-certificate role.
+	WriteCertRole(context.Context, *WriteCertRoleRequest) (*WriteCertRoleResponse, error)
+	// ReadCertRole returns a client-certificate role.
+	ReadCertRole(context.Context, *ReadCertRoleRequest) (*ReadCertRoleResponse, error)
+	// ListCertRoles returns the names of all client-certificate roles.
+	ListCertRoles(context.Context, *ListCertRolesRequest) (*ListCertRolesResponse, error)
+	// DeleteCertRole removes a client-certificate role.
+	DeleteCertRole(context.Context, *DeleteCertRoleRequest) (*DeleteCertRoleResponse, error)
+	mustEmbedUnimplementedAuthMethodServiceServer()
+}
+
+// UnimplementedAuthMethodServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAuthMethodServiceServer struct{}
+
+func (UnimplementedAuthMethodServiceServer) WriteAppRole(context.Context, *WriteAppRoleRequest) (*WriteAppRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WriteAppRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) ReadAppRole(context.Context, *ReadAppRoleRequest) (*ReadAppRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadAppRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) ListAppRoles(context.Context, *ListAppRolesRequest) (*ListAppRolesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAppRoles not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) DeleteAppRole(context.Context, *DeleteAppRoleRequest) (*DeleteAppRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteAppRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) CreateSecretID(context.Context, *CreateSecretIDRequest) (*CreateSecretIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateSecretID not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) ListSecretIDs(context.Context, *ListSecretIDsRequest) (*ListSecretIDsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSecretIDs not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) DestroySecretID(context.Context, *DestroySecretIDRequest) (*DestroySecretIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DestroySecretID not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) WriteKubernetesConfig(context.Context, *WriteKubernetesConfigRequest) (*WriteKubernetesConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WriteKubernetesConfig not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) ReadKubernetesConfig(context.Context, *ReadKubernetesConfigRequest) (*ReadKubernetesConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadKubernetesConfig not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) WriteKubernetesRole(context.Context, *WriteKubernetesRoleRequest) (*WriteKubernetesRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WriteKubernetesRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) ReadKubernetesRole(context.Context, *ReadKubernetesRoleRequest) (*ReadKubernetesRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadKubernetesRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) ListKubernetesRoles(context.Context, *ListKubernetesRolesRequest) (*ListKubernetesRolesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKubernetesRoles not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) DeleteKubernetesRole(context.Context, *DeleteKubernetesRoleRequest) (*DeleteKubernetesRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteKubernetesRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) WriteCertRole(context.Context, *WriteCertRoleRequest) (*WriteCertRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WriteCertRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) ReadCertRole(context.Context, *ReadCertRoleRequest) (*ReadCertRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadCertRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) ListCertRoles(context.Context, *ListCertRolesRequest) (*ListCertRolesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCertRoles not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) DeleteCertRole(context.Context, *DeleteCertRoleRequest) (*DeleteCertRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteCertRole not implemented")
+}
+func (UnimplementedAuthMethodServiceServer) mustEmbedUnimplementedAuthMethodServiceServer() {}
+func (UnimplementedAuthMethodServiceServer) testEmbeddedByValue()                           {}
+
+// UnsafeAuthMethodServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AuthMethodServiceServer will
+// result in compilation errors.
+type UnsafeAuthMethodServiceServer interface {
+	mustEmbedUnimplementedAuthMethodServiceServer()
+}
+
+func RegisterAuthMethodServiceServer(s grpc.ServiceRegistrar, srv AuthMethodServiceServer) {
+	// If the following call panics, it indicates UnimplementedAuthMethodServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&AuthMethodService_ServiceDesc, srv)
+}
+
+func _AuthMethodService_WriteAppRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WriteAppRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).WriteAppRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_WriteAppRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).WriteAppRole(ctx, req.(*WriteAppRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_ReadAppRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadAppRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).ReadAppRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_ReadAppRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).ReadAppRole(ctx, req.(*ReadAppRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_ListAppRoles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAppRolesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).ListAppRoles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_ListAppRoles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).ListAppRoles(ctx, req.(*ListAppRolesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_DeleteAppRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteAppRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).DeleteAppRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_DeleteAppRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).DeleteAppRole(ctx, req.(*DeleteAppRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_CreateSecretID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateSecretIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).CreateSecretID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_CreateSecretID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).CreateSecretID(ctx, req.(*CreateSecretIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_ListSecretIDs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSecretIDsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).ListSecretIDs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_ListSecretIDs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).ListSecretIDs(ctx, req.(*ListSecretIDsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_DestroySecretID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DestroySecretIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).DestroySecretID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_DestroySecretID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).DestroySecretID(ctx, req.(*DestroySecretIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_WriteKubernetesConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WriteKubernetesConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).WriteKubernetesConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_WriteKubernetesConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).WriteKubernetesConfig(ctx, req.(*WriteKubernetesConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_ReadKubernetesConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadKubernetesConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).ReadKubernetesConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_ReadKubernetesConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).ReadKubernetesConfig(ctx, req.(*ReadKubernetesConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_WriteKubernetesRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WriteKubernetesRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).WriteKubernetesRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_WriteKubernetesRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).WriteKubernetesRole(ctx, req.(*WriteKubernetesRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_ReadKubernetesRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadKubernetesRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).ReadKubernetesRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_ReadKubernetesRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).ReadKubernetesRole(ctx, req.(*ReadKubernetesRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_ListKubernetesRoles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKubernetesRolesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).ListKubernetesRoles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_ListKubernetesRoles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).ListKubernetesRoles(ctx, req.(*ListKubernetesRolesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_DeleteKubernetesRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteKubernetesRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).DeleteKubernetesRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_DeleteKubernetesRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).DeleteKubernetesRole(ctx, req.(*DeleteKubernetesRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_WriteCertRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WriteCertRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).WriteCertRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_WriteCertRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).WriteCertRole(ctx, req.(*WriteCertRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_ReadCertRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadCertRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).ReadCertRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_ReadCertRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).ReadCertRole(ctx, req.(*ReadCertRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_ListCertRoles_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCertRolesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).ListCertRoles(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_ListCertRoles_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).ListCertRoles(ctx, req.(*ListCertRolesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthMethodService_DeleteCertRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCertRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthMethodServiceServer).DeleteCertRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthMethodService_DeleteCertRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthMethodServiceServer).DeleteCertRole(ctx, req.(*DeleteCertRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// AuthMethodService_ServiceDesc is the grpc.ServiceDesc for AuthMethodService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var AuthMethodService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "hsmgate.v1.AuthMethodService",
+	HandlerType: (*AuthMethodServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "WriteAppRole",
+			Handler:    _AuthMethodService_WriteAppRole_Handler,
+		},
+		{
+			MethodName: "ReadAppRole",
+			Handler:    _AuthMethodService_ReadAppRole_Handler,
+		},
+		{
+			MethodName: "ListAppRoles",
+			Handler:    _AuthMethodService_ListAppRoles_Handler,
+		},
+		{
+			MethodName: "DeleteAppRole",
+			Handler:    _AuthMethodService_DeleteAppRole_Handler,
+		},
+		{
+			MethodName: "CreateSecretID",
+			Handler:    _AuthMethodService_CreateSecretID_Handler,
+		},
+		{
+			MethodName: "ListSecretIDs",
+			Handler:    _AuthMethodService_ListSecretIDs_Handler,
+		},
+		{
+			MethodName: "DestroySecretID",
+			Handler:    _AuthMethodService_DestroySecretID_Handler,
+		},
+		{
+			MethodName: "WriteKubernetesConfig",
+			Handler:    _AuthMethodService_WriteKubernetesConfig_Handler,
+		},
+		{
+			MethodName: "ReadKubernetesConfig",
+			Handler:    _AuthMethodService_ReadKubernetesConfig_Handler,
+		},
+		{
+			MethodName: "WriteKubernetesRole",
+			Handler:    _AuthMethodService_WriteKubernetesRole_Handler,
+		},
+		{
+			MethodName: "ReadKubernetesRole",
+			Handler:    _AuthMethodService_ReadKubernetesRole_Handler,
+		},
+		{
+			MethodName: "ListKubernetesRoles",
+			Handler:    _AuthMethodService_ListKubernetesRoles_Handler,
+		},
+		{
+			MethodName: "DeleteKubernetesRole",
+			Handler:    _AuthMethodService_DeleteKubernetesRole_Handler,
+		},
+		{
+			MethodName: "WriteCertRole",
+			Handler:    _AuthMethodService_WriteCertRole_Handler,
+		},
+		{
+			MethodName: "ReadCertRole",
+			Handler:    _AuthMethodService_ReadCertRole_Handler,
+		},
+		{
+			MethodName: "ListCertRoles",
+			Handler:    _AuthMethodService_ListCertRoles_Handler,
+		},
+		{
+			MethodName: "DeleteCertRole",
+			Handler:    _AuthMethodService_DeleteCertRole_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "hsmgate/v1/auth.proto",
+}

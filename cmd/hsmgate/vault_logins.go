@@ -1,5 +1,3 @@
-// Rename to vault_logins.go once h-authmethods (auth.Methods, authMethodsFor) is merged;
-// then add door.SetLogins(vaultLogins{d}) in setupVaultDoor (vault_wire.go).
 package main
 
 import (
@@ -30,7 +28,7 @@ func doorLogin(method string, l *auth.Login, err error) (*vaultdoor.Login, error
 		return nil, err
 	}
 	return &vaultdoor.Login{Token: l.Token, Accessor: l.Accessor, Policies: l.Policies, TTL: l.TTL,
-		Renewable: l.Renewable, Metadata: l.Metadata, Name: method + ":" + l.Metadata[auth.MetaRole]}, nil
+		Renewable: l.Renewable, Metadata: l.Metadata, Name: method + ":" + l.Entity}, nil
 }
 
 func (v vaultLogins) AppRole(ctx context.Context, roleID, secretID string, remote netip.Addr) (*vaultdoor.Login, error) {

@@ -1,4 +1,3 @@
-// Rename to vault_logins_test.go once h-authmethods is merged (checked on a merge: passes).
 package main
 
 import (
