@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"regexp"
 	"runtime"
 	"strings"
@@ -335,6 +336,25 @@ func (e *Engine) getRecord(ctx context.Context, name string) (*pb.TransitKeyReco
 // maxCASRetries bounds compare-and-swap retries on one key record.
 const maxCASRetries = 16
 
+// casBackoff waits before compare-and-swap attempt n (n >= 1) on a record
+// that other writers (other replicas, other goroutines) keep changing: a
+// random time up to 2^n ms, at most 100 ms, so that contenders spread out
+// instead of failing together. Attempt 0 does not wait.
+func casBackoff(ctx context.Context, n int) error {
+	if n == 0 {
+		return nil
+	}
+	d := time.Duration(mathrand.Int64N(int64(min(time.Millisecond<<n, 100*time.Millisecond))))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("transit: %w", ctx.Err())
+	case <-t.C:
+		return nil
+	}
+}
+
 // update applies fn to the key's record with compare-and-swap, retrying on
 // conflict, installs the new snapshot and returns it. fn may return
 // errNoChange to skip the write. undo, if fn set it, runs when a write is
@@ -343,7 +363,10 @@ func (e *Engine) update(ctx context.Context, name string, fn func(rec *pb.Transi
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	for range maxCASRetries {
+	for attempt := range maxCASRetries {
+		if err := casBackoff(ctx, attempt); err != nil {
+			return nil, err
+		}
 		rec, rev, err := e.getRecord(ctx, name)
 		if err != nil {
 			return nil, err

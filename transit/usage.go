@@ -120,7 +120,10 @@ func (u *usageCounter) refill(ctx context.Context, old *usageBlock, n, limit uin
 	if u.blk.Load() != old {
 		return nil // another goroutine reserved a block meanwhile
 	}
-	for range maxCASRetries {
+	for attempt := range maxCASRetries {
+		if err := casBackoff(ctx, attempt); err != nil {
+			return err
+		}
 		cur, rev, err := u.e.readUsage(ctx, u.key)
 		if err != nil {
 			return err
@@ -195,7 +198,10 @@ func (u *usageCounter) release(ctx context.Context) error {
 			break
 		}
 	}
-	for range maxCASRetries {
+	for attempt := range maxCASRetries {
+		if err := casBackoff(ctx, attempt); err != nil {
+			return err
+		}
 		cur, rev, err := u.e.readUsage(ctx, u.key)
 		if err != nil {
 			return err
@@ -267,7 +273,10 @@ func (e *Engine) usageCounts(ctx context.Context, name, id string) (map[uint32]u
 // lower), by compare-and-swap.
 func (e *Engine) raiseUsage(ctx context.Context, name, id string, v uint32, n uint64) error {
 	key := usagePath(name, id, v)
-	for range maxCASRetries {
+	for attempt := range maxCASRetries {
+		if err := casBackoff(ctx, attempt); err != nil {
+			return err
+		}
 		cur, rev, err := e.readUsage(ctx, key)
 		if err != nil {
 			return err
