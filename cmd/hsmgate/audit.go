@@ -196,6 +196,11 @@ func newAuditKeyCmd(g *globals) *cobra.Command {
 }
 
 func runAuditVerify(out io.Writer, f *auditVerifyFlags, files []string) error {
+	for _, name := range files { // a missing file first: it is the likelier mistake
+		if _, err := os.Stat(name); err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+	}
 	key, err := verifyKey(f, files)
 	if err != nil {
 		return usageError{fmt.Errorf("audit verify: %w", err)}
