@@ -24,6 +24,10 @@ const (
 	chartDir = "helm/hsmgate"
 	// helmInstall is how CI (scripts/deps.sh) installs the helm this test runs.
 	helmInstall = "go install helm.sh/helm/v3/cmd/helm@v3.22.0"
+	// kubeVersion is the Kubernetes version lint and template render for. A
+	// helm built by `go install` (no release ldflags) would assume v1.20,
+	// older than the chart's kubeVersion.
+	kubeVersion = "1.33.0"
 )
 
 // helmBin finds helm on PATH or where `go install` puts it. Without it the
@@ -79,7 +83,7 @@ func TestHelmLint(t *testing.T) {
 	t.Logf("helm %s", strings.TrimSpace(string(out)))
 	for _, values := range []string{"", "ci/multi-replica-values.yaml"} {
 		t.Run("values="+values, func(t *testing.T) {
-			args := []string{"lint", "--strict", chartDir}
+			args := []string{"lint", "--strict", "--kube-version", kubeVersion, chartDir}
 			if values != "" {
 				args = append(args, "-f", filepath.Join(chartDir, values))
 			}
@@ -155,7 +159,7 @@ func TestHelmTemplate(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			args := []string{"template", tc.release, chartDir, "--namespace", tc.namespace}
+			args := []string{"template", tc.release, chartDir, "--namespace", tc.namespace, "--kube-version", kubeVersion}
 			if tc.values != "" {
 				args = append(args, "-f", filepath.Join(chartDir, tc.values))
 			}
@@ -409,7 +413,7 @@ func TestHelmRefuses(t *testing.T) {
 		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"template", "hsmgate", chartDir, "--namespace", "hsmgate"}, tc.set...)
+			args := append([]string{"template", "hsmgate", chartDir, "--namespace", "hsmgate", "--kube-version", kubeVersion}, tc.set...)
 			_, stderr, err := runHelm(t, args...)
 			switch {
 			case tc.want == "" && err != nil:
