@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -424,5 +425,25 @@ func TestHelmRefuses(t *testing.T) {
 				t.Errorf("helm template %v: error %q does not name %s", tc.set, stderr, tc.want)
 			}
 		})
+	}
+}
+
+// TestHelmMatchesKustomize: with its default values, release hsmgate in
+// namespace hsmgate, the chart renders the same server config as
+// deploy/kubernetes (one design, two packagings: they must not drift).
+func TestHelmMatchesKustomize(t *testing.T) {
+	out, stderr, err := runHelm(t, "template", "hsmgate", chartDir, "--namespace", "hsmgate",
+		"--kube-version", kubeVersion, "--show-only", "templates/configmap.yaml")
+	if err != nil {
+		t.Fatalf("helm template: %v\n%s", err, stderr)
+	}
+	ds := decodeAll(t, out)
+	if len(ds) != 1 {
+		t.Fatalf("got %d documents, want the ConfigMap", len(ds))
+	}
+	fromHelm := parseConfig(t, []byte(str(get(ds[0], "data", "hsmgate.yaml"))))
+	fromKustomize := parseConfig(t, []byte(configMapConfig(t)))
+	if !reflect.DeepEqual(fromHelm, fromKustomize) {
+		t.Errorf("configs differ:\nhelm:      %+v\nkustomize: %+v", *fromHelm, *fromKustomize)
 	}
 }
