@@ -130,6 +130,7 @@ func TestExampleConfigs(t *testing.T) {
 			if c.HSM.PINEnv == "" && c.HSM.PINFile == "" {
 				t.Error("hsm: no PIN reference")
 			}
+			checkSharedBaseURL(t, c.PKI.BaseURL)
 		})
 	}
 	t.Run("kubernetes/configmap.yaml", func(t *testing.T) {
@@ -141,6 +142,10 @@ func TestExampleConfigs(t *testing.T) {
 		c := loadRerooted(t, f)
 		if c.Store.Backend != config.BackendEtcd {
 			t.Errorf("store.backend: got %q, want etcd (3 replicas)", c.Store.Backend)
+		}
+		checkSharedBaseURL(t, c.PKI.BaseURL)
+		if h := strings.ToLower(strings.TrimPrefix(c.PKI.BaseURL, "https://")); !strings.HasPrefix(h, "hsmgate.hsmgate.svc") {
+			t.Errorf("pki.base_url %q: want the Service's stable name, hsmgate.hsmgate.svc", c.PKI.BaseURL)
 		}
 	})
 }
