@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -127,6 +130,7 @@ func TestExampleConfigs(t *testing.T) {
 			if c.HSM.PINEnv == "" && c.HSM.PINFile == "" {
 				t.Error("hsm: no PIN reference")
 			}
+			checkSharedBaseURL(t, c.PKI.BaseURL)
 		})
 	}
 	t.Run("kubernetes/configmap.yaml", func(t *testing.T) {
@@ -138,6 +142,10 @@ func TestExampleConfigs(t *testing.T) {
 		c := loadRerooted(t, f)
 		if c.Store.Backend != config.BackendEtcd {
 			t.Errorf("store.backend: got %q, want etcd (3 replicas)", c.Store.Backend)
+		}
+		checkSharedBaseURL(t, c.PKI.BaseURL)
+		if h := strings.ToLower(strings.TrimPrefix(c.PKI.BaseURL, "https://")); !strings.HasPrefix(h, "hsmgate.hsmgate.svc") {
+			t.Errorf("pki.base_url %q: want the Service's stable name, hsmgate.hsmgate.svc", c.PKI.BaseURL)
 		}
 	})
 }
@@ -298,62 +306,97 @@ func TestPodSpecs(t *testing.T) {
 	for _, obj := range []struct{ kind, name string }{{"Deployment", "hsmgate"}, {"Job", "hsmgate-init"}} {
 		t.Run(obj.kind, func(t *testing.T) {
 			d := findObject(t, obj.kind, obj.name)
-			pod := get(d, "spec", "template", "spec")
 			if obj.kind == "Deployment" {
 				if r, _ := get(d, "spec", "replicas").(int); r != 3 {
 					t.Errorf("replicas: got %v, want 3", get(d, "spec", "replicas"))
 				}
 			}
-			if get(pod, "securityContext", "runAsNonRoot") != true {
-				t.Error("pod securityContext.runAsNonRoot: want true")
-			}
-			if got := get(pod, "securityContext", "seccompProfile", "type"); got != "RuntimeDefault" {
-				t.Errorf("pod seccompProfile: got %v, want RuntimeDefault", got)
-			}
-			all := append(list(get(pod, "initContainers")), list(get(pod, "containers"))...)
-			for _, ctr := range all {
-				name := str(get(ctr, "name"))
-				sc := get(ctr, "securityContext")
-				if get(sc, "readOnlyRootFilesystem") != true || get(sc, "allowPrivilegeEscalation") != false {
-					t.Errorf("container %s: want readOnlyRootFilesystem true and allowPrivilegeEscalation false", name)
-				}
-				if drop := list(get(sc, "capabilities", "drop")); len(drop) != 1 || drop[0] != "ALL" {
-					t.Errorf("container %s: capabilities.drop: got %v, want [ALL]", name, drop)
-				}
-				if get(ctr, "resources", "requests") == nil || get(ctr, "resources", "limits", "memory") == nil {
-					t.Errorf("container %s: want resource requests and a memory limit", name)
-				}
-			}
-			main := list(get(pod, "containers"))[0]
-			args := list(get(main, "args"))
-			if len(args) != 3 || args[1] != "--config" || args[2] != "/etc/hsmgate/config/hsmgate.yaml" {
-				t.Errorf("args: got %v, want [<verb> --config /etc/hsmgate/config/hsmgate.yaml]", args)
-			}
-			checkMounts(t, main, c, obj.kind == "Job")
-			checkEnv(t, main, c, obj.kind == "Job")
-			if obj.kind != "Deployment" {
-				return
-			}
-			for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"} {
-				h := get(main, probe, "httpGet")
-				if get(h, "path") != path || get(h, "scheme") != "HTTPS" || get(h, "port") != "https" {
-					t.Errorf("%s: got %v, want GET %s over HTTPS on port https", probe, h, path)
-				}
-				if !strings.Contains(routes, `"GET `+path+`"`) {
-					t.Errorf("%s: internal/server registers no %q route", probe, path)
-				}
-			}
-			ports := map[string]int{}
-			for _, p := range list(get(main, "ports")) {
-				n, _ := get(p, "containerPort").(int)
-				ports[str(get(p, "name"))] = n
-			}
-			for name, addr := range map[string]string{"grpc": c.Listen.GRPC, "https": c.Listen.HTTP} {
-				if want := ":" + fmt.Sprint(ports[name]); !strings.HasSuffix(addr, want) {
-					t.Errorf("port %s: containerPort %d does not match listen address %q", name, ports[name], addr)
-				}
-			}
+			checkPodSpec(t, d, c, routes)
 		})
+	}
+}
+
+// checkPodSpec checks the pod template of a Deployment (the server) or a Job
+// (hsmgate init) against the config it mounts: hardening, resources, args,
+// mounts, variables from Secrets and, for the server, probes and ports.
+func checkPodSpec(t *testing.T, d map[string]any, c *config.Config, routes string) {
+	t.Helper()
+	kind := str(d["kind"])
+	pod := get(d, "spec", "template", "spec")
+	if get(pod, "securityContext", "runAsNonRoot") != true {
+		t.Error("pod securityContext.runAsNonRoot: want true")
+	}
+	if got := get(pod, "securityContext", "seccompProfile", "type"); got != "RuntimeDefault" {
+		t.Errorf("pod seccompProfile: got %v, want RuntimeDefault", got)
+	}
+	if get(pod, "automountServiceAccountToken") != false {
+		t.Error("automountServiceAccountToken: want false (hsmgate does not call the Kubernetes API)")
+	}
+	all := append(list(get(pod, "initContainers")), list(get(pod, "containers"))...)
+	for _, ctr := range all {
+		name := str(get(ctr, "name"))
+		sc := get(ctr, "securityContext")
+		if get(sc, "readOnlyRootFilesystem") != true || get(sc, "allowPrivilegeEscalation") != false {
+			t.Errorf("container %s: want readOnlyRootFilesystem true and allowPrivilegeEscalation false", name)
+		}
+		if drop := list(get(sc, "capabilities", "drop")); len(drop) != 1 || drop[0] != "ALL" {
+			t.Errorf("container %s: capabilities.drop: got %v, want [ALL]", name, drop)
+		}
+		if get(ctr, "resources", "requests") == nil || get(ctr, "resources", "limits", "memory") == nil {
+			t.Errorf("container %s: want resource requests and a memory limit", name)
+		}
+	}
+	main := list(get(pod, "containers"))[0]
+	args := list(get(main, "args"))
+	wantVerb := map[string]string{"Deployment": "server", "Job": "init"}[kind]
+	if len(args) != 3 || args[0] != wantVerb || args[1] != "--config" || args[2] != "/etc/hsmgate/config/hsmgate.yaml" {
+		t.Errorf("args: got %v, want [%s --config /etc/hsmgate/config/hsmgate.yaml]", args, wantVerb)
+	}
+	checkMounts(t, main, c, kind == "Job")
+	checkEnv(t, main, c, kind == "Job")
+	checkVolumes(t, pod)
+	if kind != "Deployment" {
+		return
+	}
+	for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz", "startupProbe": "/healthz"} {
+		h := get(main, probe, "httpGet")
+		if get(h, "path") != path || get(h, "scheme") != "HTTPS" || get(h, "port") != "https" {
+			t.Errorf("%s: got %v, want GET %s over HTTPS on port https", probe, h, path)
+		}
+		if !strings.Contains(routes, `"GET `+path+`"`) {
+			t.Errorf("%s: internal/server registers no %q route", probe, path)
+		}
+	}
+	ports := map[string]int{}
+	for _, p := range list(get(main, "ports")) {
+		n, _ := get(p, "containerPort").(int)
+		ports[str(get(p, "name"))] = n
+	}
+	for name, addr := range map[string]string{"grpc": c.Listen.GRPC, "https": c.Listen.HTTP} {
+		if want := ":" + fmt.Sprint(ports[name]); !strings.HasSuffix(addr, want) {
+			t.Errorf("port %s: containerPort %d does not match listen address %q", name, ports[name], addr)
+		}
+	}
+	// The grace period covers the drain and the wait for in-flight calls.
+	grace, _ := get(pod, "terminationGracePeriodSeconds").(int)
+	if need := c.Shutdown.Drain + c.Shutdown.Timeout; time.Duration(grace)*time.Second <= need {
+		t.Errorf("terminationGracePeriodSeconds %d: want more than shutdown.drain + shutdown.timeout = %s", grace, need)
+	}
+}
+
+// checkVolumes: every volumeMount of every container names a volume of the pod.
+func checkVolumes(t *testing.T, pod any) {
+	t.Helper()
+	vols := map[string]bool{}
+	for _, v := range list(get(pod, "volumes")) {
+		vols[str(get(v, "name"))] = true
+	}
+	for _, ctr := range append(list(get(pod, "initContainers")), list(get(pod, "containers"))...) {
+		for _, m := range list(get(ctr, "volumeMounts")) {
+			if n := str(get(m, "name")); !vols[n] {
+				t.Errorf("container %s: volumeMount %q names no volume of the pod", get(ctr, "name"), n)
+			}
+		}
 	}
 }
 
@@ -455,46 +498,15 @@ func flagRegistered(t *testing.T, name string) bool {
 
 func TestSystemdUnit(t *testing.T) {
 	u := unit(t, "systemd/hsmgate.service")
-	for _, d := range []struct{ key, want string }{
-		{"User", "hsmgate"}, {"ProtectSystem", "strict"}, {"NoNewPrivileges", "yes"},
-		{"PrivateTmp", "yes"}, {"CapabilityBoundingSet", ""}, {"Restart", "on-failure"},
-		{"EnvironmentFile", "/etc/hsmgate/hsmgate.env"},
-	} {
-		if got := u[d.key]; len(got) != 1 || got[0] != d.want {
-			t.Errorf("%s=: got %q, want %q", d.key, got, d.want)
-		}
-	}
-	if len(u["LimitNOFILE"]) == 0 {
-		t.Error("LimitNOFILE=: missing")
+	checkHardening(t, u)
+	if got := u["EnvironmentFile"]; len(got) != 1 || got[0] != "/etc/hsmgate/hsmgate.env" {
+		t.Errorf("EnvironmentFile=: got %q, want %q", got, "/etc/hsmgate/hsmgate.env")
 	}
 
 	loadRerooted(t, "config/hsmgate.yaml")                  // valid (TestExampleConfigs says more)
 	c := parseConfig(t, mustRead(t, "config/hsmgate.yaml")) // paths as written
-	for _, key := range []string{"ExecStartPre", "ExecStart"} {
-		if len(u[key]) != 1 {
-			t.Fatalf("%s=: got %d lines, want 1", key, len(u[key]))
-		}
-		args := strings.Fields(strings.TrimLeft(u[key][0], "-+!@:"))
-		if len(args) < 2 || path.Base(args[0]) != "hsmgate" {
-			t.Fatalf("%s=%s: want hsmgate VERB ...", key, u[key][0])
-		}
-		wantVerb := map[string]string{"ExecStartPre": "init", "ExecStart": "server"}[key]
-		if args[1] != wantVerb {
-			t.Errorf("%s: verb %q, want %q", key, args[1], wantVerb)
-		}
-		for i, a := range args[2:] {
-			if !strings.HasPrefix(a, "--") {
-				continue
-			}
-			name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-			if !flagRegistered(t, name) {
-				t.Errorf("%s: flag --%s: not registered in cmd/hsmgate", key, name)
-			}
-			if name == "config" && (i+3 >= len(args) || args[i+3] != "/etc/hsmgate/hsmgate.yaml") {
-				t.Errorf("%s: --config: want /etc/hsmgate/hsmgate.yaml", key)
-			}
-		}
-	}
+	checkExec(t, u, "ExecStartPre", "init")
+	checkExec(t, u, "ExecStart", "server")
 
 	// The writable paths cover the store and the audit log.
 	rw := strings.Fields(strings.Join(u["ReadWritePaths"], " "))
@@ -503,21 +515,149 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("ReadWritePaths=%v: missing %s", rw, p)
 		}
 	}
-	// The audit key file is the credential the unit loads.
-	if c.Audit.HMACKeyFile != "" {
-		dir, name := filepath.Split(c.Audit.HMACKeyFile)
-		ok := dir == "/run/credentials/hsmgate.service/"
-		for _, lc := range u["LoadCredential"] {
-			ok = ok && strings.HasPrefix(lc, name+":")
-		}
-		if !ok || len(u["LoadCredential"]) == 0 {
-			t.Errorf("audit.hmac_key_file %s: not the LoadCredential= %v of the unit", c.Audit.HMACKeyFile, u["LoadCredential"])
-		}
-	}
+	checkCredentials(t, u, map[string]string{"audit.hmac_key_file": c.Audit.HMACKeyFile})
 	// The env example defines the PIN variable the config names.
 	env := string(mustRead(t, "systemd/hsmgate.env.example"))
 	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(c.HSM.PINEnv) + `=`).MatchString(env) {
 		t.Errorf("hsmgate.env.example: no %s= line (hsm.pin_env)", c.HSM.PINEnv)
+	}
+}
+
+// TestSystemdReplicas: the unit and config for N hosts sharing etcd and a
+// network HSM. Every host runs the same file: etcd store, a stable shared
+// pki.base_url, secrets as systemd credentials, no `hsmgate init` at start
+// (replicas starting together must not race to create the KEK).
+func TestSystemdReplicas(t *testing.T) {
+	const dir = "systemd/etcd-replica/"
+	u := unit(t, dir+"hsmgate.service")
+	checkHardening(t, u)
+	if len(u["ExecStartPre"]) != 0 {
+		t.Errorf("ExecStartPre=%q: want none (the KEK is created once, from one host)", u["ExecStartPre"])
+	}
+	checkExec(t, u, "ExecStart", "server")
+
+	loaded := loadRerooted(t, dir+"hsmgate.yaml")
+	c := parseConfig(t, mustRead(t, dir+"hsmgate.yaml")) // paths as written
+	if loaded.Store.Backend != config.BackendEtcd {
+		t.Errorf("store.backend: got %q, want etcd", loaded.Store.Backend)
+	}
+	if len(c.Store.Etcd.Endpoints) < 3 {
+		t.Errorf("store.etcd.endpoints: got %d, want every member of a 3+ member cluster", len(c.Store.Etcd.Endpoints))
+	}
+	if c.Store.Etcd.RequestTimeout <= 0 || c.Store.Etcd.RequestTimeout > 5*time.Second {
+		t.Errorf("store.etcd.request_timeout: got %s, want a bound of a few seconds", c.Store.Etcd.RequestTimeout)
+	}
+	checkSharedBaseURL(t, c.PKI.BaseURL)
+	if c.HSM.PINEnv != "" || c.Audit.HMACKeyEnv != "" {
+		t.Errorf("pin_env %q, hmac_key_env %q: want the secrets as credentials, not in the environment", c.HSM.PINEnv, c.Audit.HMACKeyEnv)
+	}
+	checkCredentials(t, u, map[string]string{"hsm.pin_file": c.HSM.PINFile, "audit.hmac_key_file": c.Audit.HMACKeyFile})
+	rw := strings.Fields(strings.Join(u["ReadWritePaths"], " "))
+	if !slices.Contains(rw, filepath.Dir(c.Audit.Path)) {
+		t.Errorf("ReadWritePaths=%v: missing %s", rw, filepath.Dir(c.Audit.Path))
+	}
+}
+
+// checkSharedBaseURL: pki.base_url is set, and names neither localhost nor a
+// loopback or unspecified address (every replica's certificates must point
+// relying parties at one reachable front).
+func checkSharedBaseURL(t *testing.T, base string) {
+	t.Helper()
+	u, err := url.Parse(base)
+	if base == "" || err != nil {
+		t.Errorf("pki.base_url %q: want the shared front's URL", base)
+		return
+	}
+	h := strings.ToLower(u.Hostname())
+	if ip := net.ParseIP(h); h == "localhost" || strings.HasSuffix(h, ".localhost") || (ip != nil && (ip.IsLoopback() || ip.IsUnspecified())) {
+		t.Errorf("pki.base_url %q: %s is no shared front", base, h)
+	}
+}
+
+// checkHardening: the sandbox directives every hsmgate unit keeps.
+func checkHardening(t *testing.T, u map[string][]string) {
+	t.Helper()
+	for _, d := range []struct{ key, want string }{
+		{"User", "hsmgate"}, {"ProtectSystem", "strict"}, {"NoNewPrivileges", "yes"},
+		{"PrivateTmp", "yes"}, {"CapabilityBoundingSet", ""}, {"Restart", "on-failure"},
+		{"LimitCORE", "0"}, {"ProtectHome", "yes"},
+	} {
+		if got := u[d.key]; len(got) != 1 || got[0] != d.want {
+			t.Errorf("%s=: got %q, want %q", d.key, got, d.want)
+		}
+	}
+	if len(u["LimitNOFILE"]) == 0 {
+		t.Error("LimitNOFILE=: missing")
+	}
+}
+
+// checkExec: the unit's key runs `hsmgate VERB --config /etc/hsmgate/hsmgate.yaml`
+// with flags cmd/hsmgate registers.
+func checkExec(t *testing.T, u map[string][]string, key, verb string) {
+	t.Helper()
+	if len(u[key]) != 1 {
+		t.Errorf("%s=: got %d lines, want 1", key, len(u[key]))
+		return
+	}
+	args := strings.Fields(strings.TrimLeft(u[key][0], "-+!@:"))
+	if len(args) < 2 || path.Base(args[0]) != "hsmgate" {
+		t.Errorf("%s=%s: want hsmgate VERB ...", key, u[key][0])
+		return
+	}
+	if args[1] != verb {
+		t.Errorf("%s: verb %q, want %q", key, args[1], verb)
+	}
+	hasConfig := false
+	for i, a := range args[2:] {
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !flagRegistered(t, name) {
+			t.Errorf("%s: flag --%s: not registered in cmd/hsmgate", key, name)
+		}
+		if name == "config" {
+			hasConfig = true
+			if i+3 >= len(args) || args[i+3] != "/etc/hsmgate/hsmgate.yaml" {
+				t.Errorf("%s: --config: want /etc/hsmgate/hsmgate.yaml", key)
+			}
+		}
+	}
+	if !hasConfig {
+		t.Errorf("%s: no --config", key)
+	}
+}
+
+// checkCredentials: each file (config field -> path as written) is a
+// credential the unit loads: /run/credentials/hsmgate.service/NAME with a
+// LoadCredential=NAME:... line.
+func checkCredentials(t *testing.T, u map[string][]string, files map[string]string) {
+	t.Helper()
+	loaded := map[string]bool{}
+	for _, lc := range u["LoadCredential"] {
+		name, src, ok := strings.Cut(lc, ":")
+		if !ok || !filepath.IsAbs(src) {
+			t.Errorf("LoadCredential=%s: want NAME:/absolute/path", lc)
+		}
+		loaded[name] = true
+	}
+	for field, p := range files {
+		if p == "" {
+			continue
+		}
+		dir, name := filepath.Split(p)
+		if dir != "/run/credentials/hsmgate.service/" || !loaded[name] {
+			t.Errorf("%s %s: not a LoadCredential= of the unit (have %v)", field, p, u["LoadCredential"])
+		}
+	}
+	for name := range loaded {
+		used := false
+		for _, p := range files {
+			used = used || filepath.Base(p) == name
+		}
+		if !used {
+			t.Errorf("LoadCredential=%s: no config field reads it", name)
+		}
 	}
 }
 
