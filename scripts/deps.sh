@@ -26,6 +26,7 @@ DEV_PACKAGES=(softhsm2 gcc libc6-dev curl openssl openssh-client ca-certificates
 BUF_VERSION=v1.75.0
 GRPCURL_VERSION=v1.9.4
 SOPS_VERSION=v3.13.3   # the Vault door's SOPS end-to-end test
+HELM_VERSION=v3.22.0   # helm lint / helm template of deploy/helm in deploy's tests
 
 packages=("${TEST_PACKAGES[@]}")
 want_buf=1
@@ -58,6 +59,10 @@ fi
 if ((want_buf)) && ! "$gobin/sops" --version --disable-version-check 2>/dev/null | grep -q "${SOPS_VERSION#v}"; then
 	echo "deps: installing sops $SOPS_VERSION into $gobin (a few minutes the first time)" >&2
 	go install "github.com/getsops/sops/v3/cmd/sops@$SOPS_VERSION"
+fi
+if ((want_buf)) && ! "$gobin/helm" version --short 2>/dev/null | grep -q "^v3\.22"; then
+	echo "deps: installing helm $HELM_VERSION into $gobin (go install: compiles it, ten minutes the first time)" >&2
+	go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
 if [[ ! -x "$gobin/grpcurl" ]]; then
 	echo "deps: installing grpcurl $GRPCURL_VERSION into $gobin (go install: compiles it, a few minutes the first time)" >&2
