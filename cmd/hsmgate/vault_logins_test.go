@@ -1,12 +1,19 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	vault "github.com/hashicorp/vault/api"
 )
 
@@ -49,5 +56,102 @@ func TestVaultDoorAppRoleLogin(t *testing.T) {
 	audit, _ := os.ReadFile(filepath.Join(dev.exports["HSMGATE_CACERT"], "..", "..", "audit.log"))
 	if !strings.Contains(string(audit), "vault auth/approle/login") || strings.Contains(string(audit), tok) {
 		t.Errorf("audit: login line missing or token present")
+	}
+}
+
+// TestVaultDoorKubernetesLogin: cert-manager's Kubernetes auth through the
+// door, with vault/api, against a dev server configured by the CLI with a
+// test key set: a service-account JWT signed by it logs in and its token
+// works; a JWT of another service account, or signed by another key, does not.
+func TestVaultDoorKubernetesLogin(t *testing.T) {
+	requireSoftHSM(t)
+	dir := t.TempDir()
+	dev := startDev(t, filepath.Join(dir, "state"))
+	env := dev.env()
+	mustRun := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := run(t, env, args...)
+		if code != 0 {
+			t.Fatalf("%v: %s", args, errOut)
+		}
+		return out
+	}
+	const issuer = "https://kubernetes.default.svc.cluster.local"
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwksFile := filepath.Join(dir, "jwks.json")
+	if err := os.WriteFile(jwksFile, jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "p.yaml")
+	os.WriteFile(pol, []byte("rules:\n  - resource: transit/random\n    capabilities: [read]\n"), 0o600)
+	mustRun("policy", "write", "rnd", pol)
+	mustRun("auth", "kubernetes", "config", "--issuer", issuer, "--jwks-file", jwksFile, "--audience", "hsmgate")
+	mustRun("auth", "kubernetes", "role", "write", "cert-manager", "--sa-name", "cert-manager", "--sa-namespace", "cert-manager", "--policy", "rnd")
+
+	saJWT := func(signer *ecdsa.PrivateKey, ns, name string) string {
+		t.Helper()
+		sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: signer}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		claims := map[string]any{
+			"iss": issuer, "sub": "system:serviceaccount:" + ns + ":" + name, "aud": []string{"hsmgate"},
+			"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(10 * time.Minute).Unix(),
+			"kubernetes.io": map[string]any{"namespace": ns, "serviceaccount": map[string]string{"name": name, "uid": "4b8e2c57-1b1a-4e0f-9c55-0c6c1f7f7a11"}},
+		}
+		tok, err := jwt.Signed(sig).Claims(claims).Serialize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	cfg := vault.DefaultConfig()
+	cfg.Address = dev.exports["VAULT_ADDR"]
+	if err := cfg.ConfigureTLS(&vault.TLSConfig{CACert: dev.exports["VAULT_CACERT"]}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := vault.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ClearToken()
+	s, err := c.Logical().Write("auth/kubernetes/login", map[string]any{"role": "cert-manager", "jwt": saJWT(key, "cert-manager", "cert-manager")})
+	if err != nil {
+		t.Fatalf("kubernetes login: %v", err)
+	}
+	tok, err := s.TokenID()
+	if err != nil || tok == "" {
+		t.Fatalf("login gave no token: %v", err)
+	}
+	if len(s.Auth.Policies) != 1 || s.Auth.Policies[0] != "rnd" || s.Auth.LeaseDuration <= 0 {
+		t.Errorf("login auth: policies %v, lease %d; want [rnd] and a lease", s.Auth.Policies, s.Auth.LeaseDuration)
+	}
+	c.SetToken(tok)
+	if r, err := c.Logical().Write("transit/random/8", nil); err != nil || r.Data["random_bytes"] == nil {
+		t.Fatalf("the login's token: %v %v", r, err)
+	}
+	if _, err := c.Logical().Write("transit/keys/x", nil); err == nil {
+		t.Errorf("the login's token created a key beyond its policy")
+	}
+	c.ClearToken()
+	for name, jwt := range map[string]string{
+		"another service account": saJWT(key, "default", "default"),
+		"another signing key":     saJWT(other, "cert-manager", "cert-manager"),
+	} {
+		if _, err := c.Logical().Write("auth/kubernetes/login", map[string]any{"role": "cert-manager", "jwt": jwt}); err == nil {
+			t.Errorf("%s: login accepted", name)
+		}
 	}
 }
