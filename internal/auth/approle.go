@@ -525,14 +525,5 @@ func (a *AppRoles) Tidy(ctx context.Context) (int, error) {
 
 // TidyEvery runs Tidy every interval until ctx is done.
 func (a *AppRoles) TidyEvery(ctx context.Context, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			_, _ = a.Tidy(ctx) // a store outage is retried at the next tick
-		}
-	}
+	every(ctx, interval, a.Tidy)
 }

@@ -511,6 +511,12 @@ func (t *Tokens) List(ctx context.Context) ([]*hsmgatev1.TokenInfo, error) {
 // TidyEvery runs Tidy every interval until ctx is done (several replicas may
 // run it at once: a record is deleted at the revision read).
 func (t *Tokens) TidyEvery(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, t.Tidy)
+}
+
+// every runs tidy every interval until ctx is done; a failed run (a store
+// outage) is retried at the next tick.
+func every(ctx context.Context, interval time.Duration, tidy func(context.Context) (int, error)) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -518,7 +524,7 @@ func (t *Tokens) TidyEvery(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			_, _ = t.Tidy(ctx) // a store outage is retried at the next tick
+			_, _ = tidy(ctx)
 		}
 	}
 }
