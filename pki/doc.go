@@ -60,7 +60,9 @@
 //     serving CRLs and OCSP; DeleteIssuer refuses while any unexpired
 //     certificate it issued is recorded.
 //   - CRLs: a revocation rebuilds the issuer's full CRL and a delta CRL
-//     (delta CRL indicator naming the full CRL's number, RFC 5280 5.2.4);
+//     (delta CRL indicator naming a full CRL's number, RFC 5280 5.2.4: the
+//     oldest full CRL still within its validity, since a relying party may
+//     hold any of them, and the delta lists every revocation since it);
 //     full and delta share one CRL number sequence kept in the store. Run
 //     (or Maintain, called by it) rebuilds both before their nextUpdate.
 //   - OCSP: responses are signed by the issuer's key, or by a delegated

@@ -103,15 +103,18 @@ func (s *Service) rebuildCRLs(ctx context.Context, issuer string, full bool) err
 				return err
 			}
 			st.Full, st.BaseNumber, st.BaseTime, st.FullNextUpdate = der, st.Number, ts(now), ts(now.Add(s.cfg.CRLValidity))
+			st.Bases = append(st.Bases, &pb.CRLBase{Number: st.Number, ThisUpdate: ts(now), NextUpdate: ts(now.Add(s.cfg.CRLValidity))})
 		}
+		base := deltaBase(st, now)
 		var delta []x509.RevocationListEntry
+		cutoff := base.GetThisUpdate().AsTime().Add(-deltaMargin)
 		for _, e := range entries {
-			if !e.RevocationTime.Before(st.BaseTime.AsTime()) {
+			if !e.RevocationTime.Before(cutoff) {
 				delta = append(delta, e)
 			}
 		}
 		st.Number++
-		ind, _ := asn1.Marshal(big.NewInt(st.BaseNumber))
+		ind, _ := asn1.Marshal(big.NewInt(base.GetNumber()))
 		der, err := s.signCRL(ctx, iss, st.Number, now, now.Add(s.cfg.DeltaCRLValidity), delta, []pkix.Extension{{Id: oidDeltaCRLIndicator, Critical: true, Value: ind}})
 		if err != nil {
 			return err
@@ -123,6 +126,29 @@ func (s *Service) rebuildCRLs(ctx context.Context, issuer string, full bool) err
 		}
 		return err
 	}
+}
+
+// deltaMargin widens a delta CRL back before its base's thisUpdate: a
+// revocation recorded while another replica built that full CRL may be
+// missing from it. Listing a serial the base already has is harmless.
+const deltaMargin = 5 * time.Minute
+
+// deltaBase is the full CRL delta CRLs are made against: the oldest one
+// still within its validity (a relying party may hold it), which it drops
+// from st.Bases once they are past their nextUpdate; the current full CRL
+// for a state from before the history was kept.
+func deltaBase(st *pb.CRLState, now time.Time) *pb.CRLBase {
+	live := st.Bases[:0]
+	for _, b := range st.Bases {
+		if b.GetNextUpdate().AsTime().After(now) {
+			live = append(live, b)
+		}
+	}
+	st.Bases = live
+	if len(live) == 0 {
+		return &pb.CRLBase{Number: st.BaseNumber, ThisUpdate: st.BaseTime}
+	}
+	return live[0]
 }
 
 func (s *Service) revokedEntries(ctx context.Context, issuer string) ([]x509.RevocationListEntry, error) {

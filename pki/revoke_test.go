@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -361,4 +362,74 @@ func TestCRLRefreshAndDelta(t *testing.T) {
 	if _, err := e.svc.GetCertificate(ctx, &pb.GetCertificateRequest{Serial: resp.Serial}); !errors.Is(err, ErrCertNotFound) {
 		t.Errorf("GetCertificate after Tidy: %v, want ErrCertNotFound", err)
 	}
+}
+
+// TestDeltaAppliesToEveryLiveBase: a relying party that holds an older,
+// still valid full CRL brings it up to date with the newest delta CRL
+// (openssl -use_deltas): deltas name the oldest live full CRL as their base
+// and list every revocation since, not only those since the newest full CRL.
+func TestDeltaAppliesToEveryLiveBase(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	root := e.root(t, "root", KeyECDSAP256)
+	e.role(t, webRole("web"))
+	issue := func() *pb.IssueResponse {
+		r, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, b := issue(), issue()
+	revoke := func(r *pb.IssueResponse) {
+		if _, err := e.svc.Revoke(ctx, &pb.RevokeRequest{Serial: r.Serial, Reason: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crl := func(delta bool) []byte {
+		der, err := e.svc.CRL(ctx, "root", delta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	revoke(a)
+	full1 := crl(false)
+	e.clock.Advance(time.Hour) // past the delta margin: b's revocation is after full1
+	revoke(b)
+	full2, delta2 := crl(false), crl(true)
+	n1 := mustParseCRL(t, full1).Number
+	if n2 := mustParseCRL(t, full2).Number; n2.Cmp(n1) <= 0 {
+		t.Fatalf("full CRL numbers %v then %v", n1, n2)
+	}
+	d := mustParseCRL(t, delta2)
+	for _, ext := range d.Extensions {
+		if ext.Id.Equal(oidDeltaCRLIndicator) {
+			var base *big.Int
+			if _, err := asn1.Unmarshal(ext.Value, &base); err != nil {
+				t.Fatal(err)
+			}
+			if base.Cmp(n1) != 0 {
+				t.Errorf("delta base %v, want %v (the oldest full CRL still valid)", base, n1)
+			}
+		}
+	}
+	dir := t.TempDir()
+	rootPEM := writeFile(t, dir, "root.pem", pemCerts(root.Certificate))
+	full1PEM := writeFile(t, dir, "full1.pem", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: full1}))
+	deltaPEM := writeFile(t, dir, "delta.pem", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: delta2}))
+	leafB := writeFile(t, dir, "b.pem", pemCerts(b.Certificate))
+	out, err := openssl(t, "verify", "-crl_check", "-use_deltas", "-CAfile", rootPEM, "-CRLfile", full1PEM, "-CRLfile", deltaPEM, leafB)
+	if err == nil || !strings.Contains(out, "certificate revoked") {
+		t.Fatalf("openssl verify with the older full CRL and the new delta: err %v, want b revoked\n%s", err, out)
+	}
+}
+
+func mustParseCRL(t testing.TB, der []byte) *x509.RevocationList {
+	t.Helper()
+	l, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

@@ -3125,8 +3125,13 @@ type CRLState struct {
 	FullNextUpdate *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=full_next_update,json=fullNextUpdate,proto3" json:"full_next_update,omitempty"`
 	// nextUpdate of the delta CRL.
 	DeltaNextUpdate *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=delta_next_update,json=deltaNextUpdate,proto3" json:"delta_next_update,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Full CRLs issued and not yet past their nextUpdate, oldest first: a
+	// relying party may still hold any of them. Delta CRLs name the oldest as
+	// their base and list every revocation since it, so that each of them can
+	// be brought up to date.
+	Bases         []*CRLBase `protobuf:"bytes,9,rep,name=bases,proto3" json:"bases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CRLState) Reset() {
@@ -3211,6 +3216,77 @@ func (x *CRLState) GetFullNextUpdate() *timestamppb.Timestamp {
 func (x *CRLState) GetDeltaNextUpdate() *timestamppb.Timestamp {
 	if x != nil {
 		return x.DeltaNextUpdate
+	}
+	return nil
+}
+
+func (x *CRLState) GetBases() []*CRLBase {
+	if x != nil {
+		return x.Bases
+	}
+	return nil
+}
+
+// CRLBase is a full CRL that delta CRLs may be applied to.
+type CRLBase struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CRL number.
+	Number int64 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	// thisUpdate.
+	ThisUpdate *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=this_update,json=thisUpdate,proto3" json:"this_update,omitempty"`
+	// nextUpdate.
+	NextUpdate    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=next_update,json=nextUpdate,proto3" json:"next_update,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CRLBase) Reset() {
+	*x = CRLBase{}
+	mi := &file_hsmgate_v1_pki_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CRLBase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CRLBase) ProtoMessage() {}
+
+func (x *CRLBase) ProtoReflect() protoreflect.Message {
+	mi := &file_hsmgate_v1_pki_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CRLBase.ProtoReflect.Descriptor instead.
+func (*CRLBase) Descriptor() ([]byte, []int) {
+	return file_hsmgate_v1_pki_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CRLBase) GetNumber() int64 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *CRLBase) GetThisUpdate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ThisUpdate
+	}
+	return nil
+}
+
+func (x *CRLBase) GetNextUpdate() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextUpdate
 	}
 	return nil
 }
@@ -3437,7 +3513,7 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\rsafety_buffer\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\fsafetyBuffer\"j\n" +
 	"\fTidyResponse\x121\n" +
 	"\x14certificates_removed\x18\x01 \x01(\x03R\x13certificatesRemoved\x12'\n" +
-	"\x0frevoked_removed\x18\x02 \x01(\x03R\x0erevokedRemoved\"\xcc\x02\n" +
+	"\x0frevoked_removed\x18\x02 \x01(\x03R\x0erevokedRemoved\"\xf7\x02\n" +
 	"\bCRLState\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x16\n" +
 	"\x06number\x18\x02 \x01(\x03R\x06number\x12\x1f\n" +
@@ -3447,7 +3523,14 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\x04full\x18\x05 \x01(\fR\x04full\x12\x14\n" +
 	"\x05delta\x18\x06 \x01(\fR\x05delta\x12D\n" +
 	"\x10full_next_update\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0efullNextUpdate\x12F\n" +
-	"\x11delta_next_update\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0fdeltaNextUpdate*^\n" +
+	"\x11delta_next_update\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0fdeltaNextUpdate\x12)\n" +
+	"\x05bases\x18\t \x03(\v2\x13.hsmgate.v1.CRLBaseR\x05bases\"\x9b\x01\n" +
+	"\aCRLBase\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x03R\x06number\x12;\n" +
+	"\vthis_update\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"thisUpdate\x12;\n" +
+	"\vnext_update\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"nextUpdate*^\n" +
 	"\vIssuerState\x12\x1c\n" +
 	"\x18ISSUER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ISSUER_STATE_PENDING\x10\x01\x12\x17\n" +
@@ -3498,7 +3581,7 @@ func file_hsmgate_v1_pki_proto_rawDescGZIP() []byte {
 }
 
 var file_hsmgate_v1_pki_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_hsmgate_v1_pki_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_hsmgate_v1_pki_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_hsmgate_v1_pki_proto_goTypes = []any{
 	(IssuerState)(0),                         // 0: hsmgate.v1.IssuerState
 	(CertificateStatus)(0),                   // 1: hsmgate.v1.CertificateStatus
@@ -3546,94 +3629,98 @@ var file_hsmgate_v1_pki_proto_goTypes = []any{
 	(*TidyRequest)(nil),                      // 43: hsmgate.v1.TidyRequest
 	(*TidyResponse)(nil),                     // 44: hsmgate.v1.TidyResponse
 	(*CRLState)(nil),                         // 45: hsmgate.v1.CRLState
-	(*timestamppb.Timestamp)(nil),            // 46: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),              // 47: google.protobuf.Duration
+	(*CRLBase)(nil),                          // 46: hsmgate.v1.CRLBase
+	(*timestamppb.Timestamp)(nil),            // 47: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),              // 48: google.protobuf.Duration
 }
 var file_hsmgate_v1_pki_proto_depIdxs = []int32{
 	0,  // 0: hsmgate.v1.Issuer.state:type_name -> hsmgate.v1.IssuerState
-	46, // 1: hsmgate.v1.Issuer.not_before:type_name -> google.protobuf.Timestamp
-	46, // 2: hsmgate.v1.Issuer.not_after:type_name -> google.protobuf.Timestamp
-	46, // 3: hsmgate.v1.Issuer.create_time:type_name -> google.protobuf.Timestamp
+	47, // 1: hsmgate.v1.Issuer.not_before:type_name -> google.protobuf.Timestamp
+	47, // 2: hsmgate.v1.Issuer.not_after:type_name -> google.protobuf.Timestamp
+	47, // 3: hsmgate.v1.Issuer.create_time:type_name -> google.protobuf.Timestamp
 	4,  // 4: hsmgate.v1.CreateRootIssuerRequest.subject:type_name -> hsmgate.v1.Subject
-	47, // 5: hsmgate.v1.CreateRootIssuerRequest.ttl:type_name -> google.protobuf.Duration
+	48, // 5: hsmgate.v1.CreateRootIssuerRequest.ttl:type_name -> google.protobuf.Duration
 	2,  // 6: hsmgate.v1.CreateRootIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
 	4,  // 7: hsmgate.v1.CreateIntermediateIssuerRequest.subject:type_name -> hsmgate.v1.Subject
-	47, // 8: hsmgate.v1.CreateIntermediateIssuerRequest.ttl:type_name -> google.protobuf.Duration
+	48, // 8: hsmgate.v1.CreateIntermediateIssuerRequest.ttl:type_name -> google.protobuf.Duration
 	3,  // 9: hsmgate.v1.CreateIntermediateIssuerRequest.name_constraints:type_name -> hsmgate.v1.NameConstraints
 	2,  // 10: hsmgate.v1.CreateIntermediateIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
 	2,  // 11: hsmgate.v1.ImportIssuerCertificateResponse.issuer:type_name -> hsmgate.v1.Issuer
-	47, // 12: hsmgate.v1.CrossSignIssuerRequest.ttl:type_name -> google.protobuf.Duration
+	48, // 12: hsmgate.v1.CrossSignIssuerRequest.ttl:type_name -> google.protobuf.Duration
 	2,  // 13: hsmgate.v1.CrossSignIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
 	2,  // 14: hsmgate.v1.GetIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
 	2,  // 15: hsmgate.v1.ListIssuersResponse.issuers:type_name -> hsmgate.v1.Issuer
 	2,  // 16: hsmgate.v1.UpdateIssuerResponse.issuer:type_name -> hsmgate.v1.Issuer
-	47, // 17: hsmgate.v1.Role.ttl:type_name -> google.protobuf.Duration
-	47, // 18: hsmgate.v1.Role.max_ttl:type_name -> google.protobuf.Duration
-	47, // 19: hsmgate.v1.Role.not_before_backdate:type_name -> google.protobuf.Duration
+	48, // 17: hsmgate.v1.Role.ttl:type_name -> google.protobuf.Duration
+	48, // 18: hsmgate.v1.Role.max_ttl:type_name -> google.protobuf.Duration
+	48, // 19: hsmgate.v1.Role.not_before_backdate:type_name -> google.protobuf.Duration
 	21, // 20: hsmgate.v1.CreateRoleRequest.role:type_name -> hsmgate.v1.Role
 	21, // 21: hsmgate.v1.CreateRoleResponse.role:type_name -> hsmgate.v1.Role
 	21, // 22: hsmgate.v1.GetRoleResponse.role:type_name -> hsmgate.v1.Role
 	21, // 23: hsmgate.v1.ListRolesResponse.roles:type_name -> hsmgate.v1.Role
 	21, // 24: hsmgate.v1.UpdateRoleRequest.role:type_name -> hsmgate.v1.Role
 	21, // 25: hsmgate.v1.UpdateRoleResponse.role:type_name -> hsmgate.v1.Role
-	47, // 26: hsmgate.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
-	46, // 27: hsmgate.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
-	47, // 28: hsmgate.v1.SignRequest.ttl:type_name -> google.protobuf.Duration
-	46, // 29: hsmgate.v1.SignResponse.not_after:type_name -> google.protobuf.Timestamp
-	46, // 30: hsmgate.v1.RevokeResponse.revocation_time:type_name -> google.protobuf.Timestamp
-	46, // 31: hsmgate.v1.CertificateRecord.not_after:type_name -> google.protobuf.Timestamp
-	46, // 32: hsmgate.v1.CertificateRecord.revocation_time:type_name -> google.protobuf.Timestamp
-	46, // 33: hsmgate.v1.CertificateRecord.issue_time:type_name -> google.protobuf.Timestamp
+	48, // 26: hsmgate.v1.IssueRequest.ttl:type_name -> google.protobuf.Duration
+	47, // 27: hsmgate.v1.IssueResponse.not_after:type_name -> google.protobuf.Timestamp
+	48, // 28: hsmgate.v1.SignRequest.ttl:type_name -> google.protobuf.Duration
+	47, // 29: hsmgate.v1.SignResponse.not_after:type_name -> google.protobuf.Timestamp
+	47, // 30: hsmgate.v1.RevokeResponse.revocation_time:type_name -> google.protobuf.Timestamp
+	47, // 31: hsmgate.v1.CertificateRecord.not_after:type_name -> google.protobuf.Timestamp
+	47, // 32: hsmgate.v1.CertificateRecord.revocation_time:type_name -> google.protobuf.Timestamp
+	47, // 33: hsmgate.v1.CertificateRecord.issue_time:type_name -> google.protobuf.Timestamp
 	1,  // 34: hsmgate.v1.CertificateRecord.status:type_name -> hsmgate.v1.CertificateStatus
 	38, // 35: hsmgate.v1.GetCertificateResponse.certificate:type_name -> hsmgate.v1.CertificateRecord
 	38, // 36: hsmgate.v1.ListCertificatesResponse.certificates:type_name -> hsmgate.v1.CertificateRecord
-	47, // 37: hsmgate.v1.TidyRequest.safety_buffer:type_name -> google.protobuf.Duration
-	46, // 38: hsmgate.v1.CRLState.base_time:type_name -> google.protobuf.Timestamp
-	46, // 39: hsmgate.v1.CRLState.full_next_update:type_name -> google.protobuf.Timestamp
-	46, // 40: hsmgate.v1.CRLState.delta_next_update:type_name -> google.protobuf.Timestamp
-	5,  // 41: hsmgate.v1.PKIService.CreateRootIssuer:input_type -> hsmgate.v1.CreateRootIssuerRequest
-	7,  // 42: hsmgate.v1.PKIService.CreateIntermediateIssuer:input_type -> hsmgate.v1.CreateIntermediateIssuerRequest
-	9,  // 43: hsmgate.v1.PKIService.ImportIssuerCertificate:input_type -> hsmgate.v1.ImportIssuerCertificateRequest
-	11, // 44: hsmgate.v1.PKIService.CrossSignIssuer:input_type -> hsmgate.v1.CrossSignIssuerRequest
-	13, // 45: hsmgate.v1.PKIService.GetIssuer:input_type -> hsmgate.v1.GetIssuerRequest
-	15, // 46: hsmgate.v1.PKIService.ListIssuers:input_type -> hsmgate.v1.ListIssuersRequest
-	17, // 47: hsmgate.v1.PKIService.UpdateIssuer:input_type -> hsmgate.v1.UpdateIssuerRequest
-	19, // 48: hsmgate.v1.PKIService.DeleteIssuer:input_type -> hsmgate.v1.DeleteIssuerRequest
-	22, // 49: hsmgate.v1.PKIService.CreateRole:input_type -> hsmgate.v1.CreateRoleRequest
-	24, // 50: hsmgate.v1.PKIService.GetRole:input_type -> hsmgate.v1.GetRoleRequest
-	26, // 51: hsmgate.v1.PKIService.ListRoles:input_type -> hsmgate.v1.ListRolesRequest
-	28, // 52: hsmgate.v1.PKIService.UpdateRole:input_type -> hsmgate.v1.UpdateRoleRequest
-	30, // 53: hsmgate.v1.PKIService.DeleteRole:input_type -> hsmgate.v1.DeleteRoleRequest
-	32, // 54: hsmgate.v1.PKIService.Issue:input_type -> hsmgate.v1.IssueRequest
-	34, // 55: hsmgate.v1.PKIService.Sign:input_type -> hsmgate.v1.SignRequest
-	36, // 56: hsmgate.v1.PKIService.Revoke:input_type -> hsmgate.v1.RevokeRequest
-	39, // 57: hsmgate.v1.PKIService.GetCertificate:input_type -> hsmgate.v1.GetCertificateRequest
-	41, // 58: hsmgate.v1.PKIService.ListCertificates:input_type -> hsmgate.v1.ListCertificatesRequest
-	43, // 59: hsmgate.v1.PKIService.Tidy:input_type -> hsmgate.v1.TidyRequest
-	6,  // 60: hsmgate.v1.PKIService.CreateRootIssuer:output_type -> hsmgate.v1.CreateRootIssuerResponse
-	8,  // 61: hsmgate.v1.PKIService.CreateIntermediateIssuer:output_type -> hsmgate.v1.CreateIntermediateIssuerResponse
-	10, // 62: hsmgate.v1.PKIService.ImportIssuerCertificate:output_type -> hsmgate.v1.ImportIssuerCertificateResponse
-	12, // 63: hsmgate.v1.PKIService.CrossSignIssuer:output_type -> hsmgate.v1.CrossSignIssuerResponse
-	14, // 64: hsmgate.v1.PKIService.GetIssuer:output_type -> hsmgate.v1.GetIssuerResponse
-	16, // 65: hsmgate.v1.PKIService.ListIssuers:output_type -> hsmgate.v1.ListIssuersResponse
-	18, // 66: hsmgate.v1.PKIService.UpdateIssuer:output_type -> hsmgate.v1.UpdateIssuerResponse
-	20, // 67: hsmgate.v1.PKIService.DeleteIssuer:output_type -> hsmgate.v1.DeleteIssuerResponse
-	23, // 68: hsmgate.v1.PKIService.CreateRole:output_type -> hsmgate.v1.CreateRoleResponse
-	25, // 69: hsmgate.v1.PKIService.GetRole:output_type -> hsmgate.v1.GetRoleResponse
-	27, // 70: hsmgate.v1.PKIService.ListRoles:output_type -> hsmgate.v1.ListRolesResponse
-	29, // 71: hsmgate.v1.PKIService.UpdateRole:output_type -> hsmgate.v1.UpdateRoleResponse
-	31, // 72: hsmgate.v1.PKIService.DeleteRole:output_type -> hsmgate.v1.DeleteRoleResponse
-	33, // 73: hsmgate.v1.PKIService.Issue:output_type -> hsmgate.v1.IssueResponse
-	35, // 74: hsmgate.v1.PKIService.Sign:output_type -> hsmgate.v1.SignResponse
-	37, // 75: hsmgate.v1.PKIService.Revoke:output_type -> hsmgate.v1.RevokeResponse
-	40, // 76: hsmgate.v1.PKIService.GetCertificate:output_type -> hsmgate.v1.GetCertificateResponse
-	42, // 77: hsmgate.v1.PKIService.ListCertificates:output_type -> hsmgate.v1.ListCertificatesResponse
-	44, // 78: hsmgate.v1.PKIService.Tidy:output_type -> hsmgate.v1.TidyResponse
-	60, // [60:79] is the sub-list for method output_type
-	41, // [41:60] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	48, // 37: hsmgate.v1.TidyRequest.safety_buffer:type_name -> google.protobuf.Duration
+	47, // 38: hsmgate.v1.CRLState.base_time:type_name -> google.protobuf.Timestamp
+	47, // 39: hsmgate.v1.CRLState.full_next_update:type_name -> google.protobuf.Timestamp
+	47, // 40: hsmgate.v1.CRLState.delta_next_update:type_name -> google.protobuf.Timestamp
+	46, // 41: hsmgate.v1.CRLState.bases:type_name -> hsmgate.v1.CRLBase
+	47, // 42: hsmgate.v1.CRLBase.this_update:type_name -> google.protobuf.Timestamp
+	47, // 43: hsmgate.v1.CRLBase.next_update:type_name -> google.protobuf.Timestamp
+	5,  // 44: hsmgate.v1.PKIService.CreateRootIssuer:input_type -> hsmgate.v1.CreateRootIssuerRequest
+	7,  // 45: hsmgate.v1.PKIService.CreateIntermediateIssuer:input_type -> hsmgate.v1.CreateIntermediateIssuerRequest
+	9,  // 46: hsmgate.v1.PKIService.ImportIssuerCertificate:input_type -> hsmgate.v1.ImportIssuerCertificateRequest
+	11, // 47: hsmgate.v1.PKIService.CrossSignIssuer:input_type -> hsmgate.v1.CrossSignIssuerRequest
+	13, // 48: hsmgate.v1.PKIService.GetIssuer:input_type -> hsmgate.v1.GetIssuerRequest
+	15, // 49: hsmgate.v1.PKIService.ListIssuers:input_type -> hsmgate.v1.ListIssuersRequest
+	17, // 50: hsmgate.v1.PKIService.UpdateIssuer:input_type -> hsmgate.v1.UpdateIssuerRequest
+	19, // 51: hsmgate.v1.PKIService.DeleteIssuer:input_type -> hsmgate.v1.DeleteIssuerRequest
+	22, // 52: hsmgate.v1.PKIService.CreateRole:input_type -> hsmgate.v1.CreateRoleRequest
+	24, // 53: hsmgate.v1.PKIService.GetRole:input_type -> hsmgate.v1.GetRoleRequest
+	26, // 54: hsmgate.v1.PKIService.ListRoles:input_type -> hsmgate.v1.ListRolesRequest
+	28, // 55: hsmgate.v1.PKIService.UpdateRole:input_type -> hsmgate.v1.UpdateRoleRequest
+	30, // 56: hsmgate.v1.PKIService.DeleteRole:input_type -> hsmgate.v1.DeleteRoleRequest
+	32, // 57: hsmgate.v1.PKIService.Issue:input_type -> hsmgate.v1.IssueRequest
+	34, // 58: hsmgate.v1.PKIService.Sign:input_type -> hsmgate.v1.SignRequest
+	36, // 59: hsmgate.v1.PKIService.Revoke:input_type -> hsmgate.v1.RevokeRequest
+	39, // 60: hsmgate.v1.PKIService.GetCertificate:input_type -> hsmgate.v1.GetCertificateRequest
+	41, // 61: hsmgate.v1.PKIService.ListCertificates:input_type -> hsmgate.v1.ListCertificatesRequest
+	43, // 62: hsmgate.v1.PKIService.Tidy:input_type -> hsmgate.v1.TidyRequest
+	6,  // 63: hsmgate.v1.PKIService.CreateRootIssuer:output_type -> hsmgate.v1.CreateRootIssuerResponse
+	8,  // 64: hsmgate.v1.PKIService.CreateIntermediateIssuer:output_type -> hsmgate.v1.CreateIntermediateIssuerResponse
+	10, // 65: hsmgate.v1.PKIService.ImportIssuerCertificate:output_type -> hsmgate.v1.ImportIssuerCertificateResponse
+	12, // 66: hsmgate.v1.PKIService.CrossSignIssuer:output_type -> hsmgate.v1.CrossSignIssuerResponse
+	14, // 67: hsmgate.v1.PKIService.GetIssuer:output_type -> hsmgate.v1.GetIssuerResponse
+	16, // 68: hsmgate.v1.PKIService.ListIssuers:output_type -> hsmgate.v1.ListIssuersResponse
+	18, // 69: hsmgate.v1.PKIService.UpdateIssuer:output_type -> hsmgate.v1.UpdateIssuerResponse
+	20, // 70: hsmgate.v1.PKIService.DeleteIssuer:output_type -> hsmgate.v1.DeleteIssuerResponse
+	23, // 71: hsmgate.v1.PKIService.CreateRole:output_type -> hsmgate.v1.CreateRoleResponse
+	25, // 72: hsmgate.v1.PKIService.GetRole:output_type -> hsmgate.v1.GetRoleResponse
+	27, // 73: hsmgate.v1.PKIService.ListRoles:output_type -> hsmgate.v1.ListRolesResponse
+	29, // 74: hsmgate.v1.PKIService.UpdateRole:output_type -> hsmgate.v1.UpdateRoleResponse
+	31, // 75: hsmgate.v1.PKIService.DeleteRole:output_type -> hsmgate.v1.DeleteRoleResponse
+	33, // 76: hsmgate.v1.PKIService.Issue:output_type -> hsmgate.v1.IssueResponse
+	35, // 77: hsmgate.v1.PKIService.Sign:output_type -> hsmgate.v1.SignResponse
+	37, // 78: hsmgate.v1.PKIService.Revoke:output_type -> hsmgate.v1.RevokeResponse
+	40, // 79: hsmgate.v1.PKIService.GetCertificate:output_type -> hsmgate.v1.GetCertificateResponse
+	42, // 80: hsmgate.v1.PKIService.ListCertificates:output_type -> hsmgate.v1.ListCertificatesResponse
+	44, // 81: hsmgate.v1.PKIService.Tidy:output_type -> hsmgate.v1.TidyResponse
+	63, // [63:82] is the sub-list for method output_type
+	44, // [44:63] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_pki_proto_init() }
@@ -3648,7 +3735,7 @@ func file_hsmgate_v1_pki_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmgate_v1_pki_proto_rawDesc), len(file_hsmgate_v1_pki_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
