@@ -184,13 +184,6 @@ func (l *limitListener) markAuthenticated(remote string) {
 	}
 }
 
-// open is the number of open connections (tests).
-func (l *limitListener) open() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.conns)
-}
-
 type trackedConn struct {
 	net.Conn
 	l      *limitListener
