@@ -464,7 +464,7 @@ func (c *Config) validateConnLimits(bad func(string, string, ...any)) {
 	if l.MaxStreams < 1 || l.MaxStreams > 1<<20 {
 		bad("limits.max_streams", "%d is out of range 1..%d", l.MaxStreams, 1<<20)
 	}
-	if l.MaxInflightBytes < l.MaxRecvBytes || l.MaxInflightBytes < l.MaxHTTPBodyBytes || l.MaxInflightBytes > 16<<30 {
+	if l.MaxInflightBytes < l.MaxRecvBytes || l.MaxInflightBytes < l.MaxHTTPBodyBytes || int64(l.MaxInflightBytes) > 16<<30 {
 		bad("limits.max_inflight_bytes", "%d is out of range max(max_recv_bytes, max_http_body_bytes)..%d", l.MaxInflightBytes, int64(16<<30))
 	}
 	if l.InflightWait < 0 || l.InflightWait > time.Minute {

@@ -26,6 +26,7 @@ package errs
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strconv"
 	"unicode/utf8"
 
@@ -112,6 +113,34 @@ func ToGRPC(err error) error {
 		return nil
 	}
 	return GRPCStatus(err).Err()
+}
+
+// HTTPStatus is GRPCStatus for HTTP protocols: the HTTP status code of err's
+// kind and the same client-safe message (capped, causes of Unavailable and
+// Internal hidden). Handlers answer errors through it, never err.Error().
+func HTTPStatus(err error) (int, string) {
+	st := GRPCStatus(err)
+	code, ok := httpCodes[st.Code()]
+	if !ok {
+		code = http.StatusInternalServerError
+	}
+	return code, st.Message()
+}
+
+var httpCodes = map[codes.Code]int{
+	codes.OK:                 http.StatusOK,
+	codes.InvalidArgument:    http.StatusBadRequest,
+	codes.NotFound:           http.StatusNotFound,
+	codes.AlreadyExists:      http.StatusConflict,
+	codes.FailedPrecondition: http.StatusConflict,
+	codes.Aborted:            http.StatusConflict,
+	codes.ResourceExhausted:  http.StatusTooManyRequests,
+	codes.Unavailable:        http.StatusServiceUnavailable,
+	codes.Unauthenticated:    http.StatusUnauthorized,
+	codes.PermissionDenied:   http.StatusForbidden,
+	codes.Unimplemented:      http.StatusNotImplemented,
+	codes.DeadlineExceeded:   http.StatusGatewayTimeout,
+	codes.Canceled:           http.StatusBadRequest,
 }
 
 // MaxMessageBytes caps the message of every status GRPCStatus returns (and so

@@ -99,3 +99,26 @@ func TestQuote(t *testing.T) {
 		t.Errorf("got %.100s (%d bytes), want %.100s", got, len(got), want)
 	}
 }
+
+func TestHTTPStatus(t *testing.T) {
+	tests := []struct {
+		err      error
+		wantCode int
+		wantMsg  string
+	}{
+		{fmt.Errorf("x: %w", errNotFound), 404, "x: transit: key not found"},
+		{errs.New(errs.ResourceExhausted, "rate limited"), 429, "rate limited"},
+		{fmt.Errorf("write /var/log/a: %w", errs.New(errs.Unavailable, "audit: log unavailable")), 503, "audit: log unavailable"},
+		{errors.New("boom at /secret"), 500, "internal error"},
+		{status.Error(codes.PermissionDenied, "no"), 403, "no"},
+		{errs.New(errs.InvalidArgument, strings.Repeat("n", 10000)), 400, strings.Repeat("n", errs.MaxMessageBytes) + errs.TruncatedMarker},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%d", tc.wantCode), func(t *testing.T) {
+			code, msg := errs.HTTPStatus(tc.err)
+			if code != tc.wantCode || msg != tc.wantMsg {
+				t.Errorf("got %d %.80q, want %d %.80q", code, msg, tc.wantCode, tc.wantMsg)
+			}
+		})
+	}
+}

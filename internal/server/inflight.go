@@ -99,7 +99,8 @@ func (s *Server) limitHTTP(next http.Handler) http.Handler {
 		release, err := s.budget.acquire(r.Context(), n, "http")
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
-			http.Error(w, errs.GRPCStatus(err).Message(), http.StatusTooManyRequests)
+			code, msg := errs.HTTPStatus(err)
+			http.Error(w, msg, code)
 			return
 		}
 		defer release()

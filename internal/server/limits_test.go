@@ -570,3 +570,48 @@ func metricValue(c prometheus.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+// TestHTTPInflight: an HTTPS request whose body does not fit in the bytes in
+// flight budget is refused with 429 while another holds it.
+func TestHTTPInflight(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	h := start(t, newPKI(t), func(c *Config) {
+		c.MaxRecvBytes = 64 << 10
+		c.MaxHTTPBodyBytes = 64 << 10
+		c.MaxInflightBytes = 64 << 10
+		c.InflightWait = -1
+	}, func(s *Server) {
+		s.HandleHTTP("POST /v1/hold", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			entered <- struct{}{}
+			<-release
+		}))
+	})
+	hc := h.httpClient()
+	url := "https://" + h.srv.HTTPAddr() + "/v1/hold"
+	first := make(chan error, 1)
+	go func() {
+		resp, err := hc.Post(url, "application/octet-stream", strings.NewReader(strings.Repeat("a", 40<<10)))
+		if err == nil {
+			resp.Body.Close()
+		}
+		first <- err
+	}()
+	<-entered
+	resp, err := hc.Post(url, "application/octet-stream", strings.NewReader(strings.Repeat("b", 40<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	close(release)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("second request: got %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if err := <-first; err != nil {
+		t.Errorf("first request: %v", err)
+	}
+	if peak := h.srv.budget.peak.Load(); peak > 64<<10 {
+		t.Errorf("bytes in flight peak: got %d, want at most %d", peak, 64<<10)
+	}
+}
