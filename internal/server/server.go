@@ -1,7 +1,8 @@
 // Package server runs hsmgate's listeners: gRPC over TLS (optionally asking
 // for client certificates, for the auth layer) and an HTTPS listener beside it
-// for the protocols that are HTTP by nature (/metrics, /healthz, /readyz, and
-// whatever other packages add with HandleHTTP).
+// for the protocols that are HTTP by nature (/healthz, /readyz, and whatever
+// other packages add with HandleHTTP), and optionally a plain-HTTP listener
+// for /metrics alone.
 //
 // Every RPC passes through these interceptors, outermost first:
 //
