@@ -51,6 +51,7 @@ const (
 	DefaultMaxStreams                 = 4096
 	DefaultMaxInflightBytes           = 64 << 20
 	DefaultInflightWait               = time.Second
+	DefaultRequestReadTimeout         = 30 * time.Second
 
 	// HTTPOff as listen.http disables the HTTP listener.
 	HTTPOff = "off"
@@ -150,6 +151,7 @@ type Limits struct {
 	MaxInflightBytes           int
 	InflightWait               time.Duration
 	MaxHTTPBodyBytes           int
+	RequestReadTimeout         time.Duration
 }
 
 // Shutdown tunes graceful shutdown.
@@ -280,6 +282,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 			MaxStreams:                 orInt(f.Limits.MaxStreams, DefaultMaxStreams),
 			MaxInflightBytes:           orInt(f.Limits.MaxInflightBytes, DefaultMaxInflightBytes),
 			InflightWait:               orDur(f.Limits.InflightWait, DefaultInflightWait),
+			RequestReadTimeout:         orDur(f.Limits.RequestReadTimeout, DefaultRequestReadTimeout),
 		},
 		Shutdown: Shutdown{Drain: f.Shutdown.Drain, Timeout: orDur(f.Shutdown.Timeout, DefaultShutdownTimeout)},
 		Log:      Log{Format: or(f.Log.Format, "text")},
@@ -469,6 +472,9 @@ func (c *Config) validateConnLimits(bad func(string, string, ...any)) {
 	}
 	if l.InflightWait < 0 || l.InflightWait > time.Minute {
 		bad("limits.inflight_wait", "%s is out of range 0..1m", l.InflightWait)
+	}
+	if l.RequestReadTimeout < 100*time.Millisecond || l.RequestReadTimeout > 10*time.Minute {
+		bad("limits.request_read_timeout", "%s is out of range 100ms..10m", l.RequestReadTimeout)
 	}
 	if l.MaxHTTPBodyBytes < 1024 || l.MaxHTTPBodyBytes > 256<<20 {
 		bad("limits.max_http_body_bytes", "%d is out of range 1024..%d", l.MaxHTTPBodyBytes, 256<<20)

@@ -130,12 +130,18 @@ type LimitsFile struct {
 	// MaxStreams bounds concurrent gRPC streams (RPCs) over all connections
 	// (default 4096); max_concurrent_streams bounds them per connection.
 	MaxStreams int `yaml:"max_streams"`
-	// MaxInflightBytes bounds the request bytes being handled at once over
-	// all RPCs and HTTPS requests (default 64 MiB; at least max_recv_bytes).
-	// A request that does not fit waits up to InflightWait, then is refused
-	// with RESOURCE_EXHAUSTED (HTTP 429).
+	// MaxInflightBytes bounds the request bytes being read or handled at
+	// once over all RPCs and HTTPS requests (default 64 MiB; at least
+	// max_recv_bytes). A unary RPC takes max_recv_bytes of it while its
+	// request is read, then the request's size until it ends, and waits (up
+	// to its deadline) for room before reading. A stream message or an HTTPS
+	// body that does not fit waits up to InflightWait, then is refused with
+	// RESOURCE_EXHAUSTED (HTTP 429).
 	MaxInflightBytes int           `yaml:"max_inflight_bytes"`
 	InflightWait     time.Duration `yaml:"inflight_wait"` // default 1s
+	// RequestReadTimeout cancels a unary RPC whose request has not arrived in
+	// full this long after it got its share of max_inflight_bytes (default 30s).
+	RequestReadTimeout time.Duration `yaml:"request_read_timeout"`
 	// MaxHTTPBodyBytes bounds an HTTPS request body (default max_recv_bytes).
 	MaxHTTPBodyBytes int `yaml:"max_http_body_bytes"`
 }

@@ -22,12 +22,19 @@ func (s *Server) tapStreams(ctx context.Context, _ *tap.Info) (context.Context, 
 		s.lm.streamsRefused.Inc()
 		return ctx, status.Error(codes.ResourceExhausted, "server: too many concurrent streams, retry later")
 	}
+	// The stream's context can be cancelled by the request read deadline
+	// (recvhold.go); grpc cancels it (and so this child) when the stream ends.
+	ctx, cancel := context.WithCancel(ctx)
 	context.AfterFunc(ctx, func() { s.streams.Add(-1) })
-	return ctx, nil
+	return context.WithValue(ctx, streamCancelKey{}, cancel), nil
 }
 
-// inflightUnary holds the request's size in the budget while the call runs.
+// inflightUnary holds the request's size in the budget while the call runs,
+// unless its recvHold already does (every unary RPC but health and reflection).
 func (s *Server) inflightUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if h, _ := ctx.Value(recvHoldKey{}).(*recvHold); h != nil && h.holding() {
+		return handler(ctx, req)
+	}
 	release, err := s.budget.acquire(ctx, msgSize(req), "grpc")
 	if err != nil {
 		return nil, err

@@ -27,9 +27,11 @@ import (
 //     handshake and HTTP/2 preface are bounded by HandshakeTimeout.
 //   - streams: concurrent gRPC streams over all connections (the tap handle);
 //     MaxConcurrentStreams bounds them per connection.
-//   - budget: request bytes being handled at once, over RPC messages and HTTPS
-//     bodies; a request that does not fit waits up to InflightWait and is then
-//     refused with ResourceExhausted (hsmgate_server_inflight_bytes).
+//   - budget: request bytes being read or handled at once, over RPC messages
+//     and HTTPS bodies (hsmgate_server_inflight_bytes). A unary RPC waits for
+//     its share before its request is read (recvhold.go); a stream message or
+//     an HTTPS body that does not fit waits up to InflightWait and is then
+//     refused with ResourceExhausted.
 
 // ErrBusy refuses a request that does not fit in the bytes-in-flight budget.
 var ErrBusy = errs.New(errs.ResourceExhausted, "server: busy: too many request bytes in flight, retry later")
@@ -42,6 +44,8 @@ type limitMetrics struct {
 	streamsRefused  prometheus.Counter
 	inflight        prometheus.Gauge
 	inflightRefused *prometheus.CounterVec
+	readTimeouts    prometheus.Counter
+	waiting         prometheus.Gauge
 }
 
 func newLimitMetrics(reg prometheus.Registerer) (*limitMetrics, error) {
@@ -64,8 +68,14 @@ func newLimitMetrics(reg prometheus.Registerer) (*limitMetrics, error) {
 		inflightRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hsmgate_server_inflight_refused_total", Help: "Requests refused over the bytes-in-flight budget, by transport.",
 		}, []string{"transport"}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hsmgate_server_inflight_waiting", Help: "Unary RPCs waiting for room in the bytes-in-flight budget before their request is read.",
+		}),
+		readTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hsmgate_server_request_read_timeouts_total", Help: "Unary RPCs cancelled for not sending their request within the read timeout.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.open, m.refused, m.preauthClosed, m.streamsRefused, m.inflight, m.inflightRefused} {
+	for _, c := range []prometheus.Collector{m.open, m.refused, m.preauthClosed, m.streamsRefused, m.inflight, m.inflightRefused, m.readTimeouts, m.waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -249,12 +259,13 @@ func (s *Server) authenticated(ctx context.Context, fullMethod string) {
 
 // budget bounds the request bytes being handled at once.
 type budget struct {
-	sem  *semaphore.Weighted
-	max  int64
-	wait time.Duration // < 0: refuse at once
-	m    *limitMetrics
-	cur  atomic.Int64
-	peak atomic.Int64 // high-water mark of cur (tests)
+	sem     *semaphore.Weighted
+	max     int64
+	wait    time.Duration // < 0: refuse at once
+	m       *limitMetrics
+	cur     atomic.Int64
+	peak    atomic.Int64 // high-water mark of cur (tests)
+	waiters atomic.Int64 // unary RPCs waiting in reserve
 }
 
 func newBudget(max int64, wait time.Duration, m *limitMetrics) *budget {
@@ -284,18 +295,24 @@ func (b *budget) acquire(ctx context.Context, n int64, transport string) (func()
 			return nil, ErrBusy
 		}
 	}
+	b.taken(n)
+	var once sync.Once
+	return func() { once.Do(func() { b.give(n) }) }, nil
+}
+
+// taken accounts n bytes just acquired from b.sem.
+func (b *budget) taken(n int64) {
 	cur := b.cur.Add(n)
 	for p := b.peak.Load(); cur > p && !b.peak.CompareAndSwap(p, cur); p = b.peak.Load() {
 	}
 	b.m.inflight.Add(float64(n))
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			b.cur.Add(-n)
-			b.m.inflight.Sub(float64(n))
-			b.sem.Release(n)
-		})
-	}, nil
+}
+
+// give returns n bytes to the budget.
+func (b *budget) give(n int64) {
+	b.cur.Add(-n)
+	b.m.inflight.Sub(float64(n))
+	b.sem.Release(n)
 }
 
 // msgSize is the encoded size of a request message (0 if not protobuf).

@@ -83,7 +83,13 @@ const (
 	DefaultMaxStreams           = config.DefaultMaxStreams
 	DefaultMaxInflightBytes     = config.DefaultMaxInflightBytes
 	DefaultInflightWait         = config.DefaultInflightWait
-	DefaultMaxHeaderListBytes   = 256 << 10
+	DefaultRequestReadTimeout   = config.DefaultRequestReadTimeout
+	// streamWindow is the HTTP/2 flow control window of a new stream: what
+	// a client can send before the server starts reading the request.
+	// Setting it turns off grpc's BDP window growth.
+	streamWindow              = 64 << 10
+	connWindow                = 16 << 20
+	DefaultMaxHeaderListBytes = 256 << 10
 	// ReadyCheckTimeout bounds each /readyz check.
 	ReadyCheckTimeout = 3 * time.Second
 )
@@ -137,6 +143,9 @@ type Config struct {
 	InflightWait     time.Duration
 	// MaxHTTPBodyBytes bounds an HTTPS request body (default MaxRecvBytes).
 	MaxHTTPBodyBytes int64
+	// RequestReadTimeout: a unary RPC whose request is not read in full this
+	// long after it got its share of the budget is cancelled.
+	RequestReadTimeout time.Duration
 	// Authenticated reports whether the request in ctx, having passed every
 	// added interceptor, carries an authenticated identity (e.g.
 	// auth.FromContext). Nil: every request that passes them does, except
@@ -189,6 +198,7 @@ func FromConfig(c *config.Config, logger *slog.Logger) Config {
 		MaxInflightBytes:           int64(c.Limits.MaxInflightBytes),
 		InflightWait:               c.Limits.InflightWait,
 		MaxHTTPBodyBytes:           int64(c.Limits.MaxHTTPBodyBytes),
+		RequestReadTimeout:         c.Limits.RequestReadTimeout,
 	}
 }
 
@@ -237,6 +247,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.InflightWait == 0 {
 		c.InflightWait = DefaultInflightWait
+	}
+	if c.RequestReadTimeout <= 0 {
+		c.RequestReadTimeout = DefaultRequestReadTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -554,6 +567,9 @@ func (s *Server) build() (*grpc.Server, error) {
 		grpc.MaxHeaderListSize(DefaultMaxHeaderListBytes),
 		grpc.ConnectionTimeout(c.HandshakeTimeout),
 		grpc.InTapHandle(s.tapStreams),
+		grpc.StatsHandler(budgetStats{s}),
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             c.KeepaliveMinTime,
 			PermitWithoutStream: true,

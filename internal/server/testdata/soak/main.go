@@ -9,6 +9,14 @@
 //	go run ./internal/server/testdata/soak                 # the default limits
 //	go run ./internal/server/testdata/soak -unlimited      # limits lifted, as before issue 13
 //
+// With -encrypt N it instead measures a running hsmgate (-pid, -addr,
+// -cacert, $HSMGATE_TOKEN, e.g. from `hsmgate dev`): N concurrent Encrypts
+// of -size bytes (items of at most 1 MiB) on the transit key -key, repeated
+// -rounds times, with the server's fds and RSS sampled as above.
+//
+//	eval "$(hsmgate dev --state /tmp/hg --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 &)" ...
+//	go run ./internal/server/testdata/soak -encrypt 96 -pid PID -addr $HSMGATE_ADDR -cacert $HSMGATE_CACERT -key k1
+//
 // It is a measuring tool, not a test: run it briefly (seconds), on loopback.
 package main
 
@@ -34,9 +42,16 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
 var (
@@ -51,14 +66,25 @@ var (
 	hold        = flag.Duration("hold", 10*time.Second, "how long to hold everything open")
 	every       = flag.Duration("every", time.Second, "sampling interval")
 	after       = flag.Duration("after", 5*time.Second, "how long to keep sampling after closing")
+
+	encrypt = flag.Int("encrypt", 0, "concurrent Encrypts against a running server (see the package doc)")
+	pidFlag = flag.Int("pid", 0, "-encrypt: the server's process id")
+	addr    = flag.String("addr", "", "-encrypt: the server's gRPC address")
+	caFile  = flag.String("cacert", "", "-encrypt: CA certificate of the server")
+	keyName = flag.String("key", "k1", "-encrypt: transit key")
+	size    = flag.Int("size", 4<<20-4096, "-encrypt: bytes per request")
+	rounds  = flag.Int("rounds", 3, "-encrypt: how many times to send the N requests")
 )
 
 func main() {
 	flag.Parse()
 	var err error
-	if *serve {
+	switch {
+	case *serve:
 		err = runServer()
-	} else {
+	case *encrypt > 0:
+		err = runEncrypt()
+	default:
 		err = runSoak()
 	}
 	if err != nil {
@@ -267,6 +293,79 @@ func runSoak() error {
 	time.Sleep(*after)
 	close(stop)
 	sampler.Wait()
+	return nil
+}
+
+// runEncrypt sends -encrypt concurrent large Encrypts, -rounds times.
+func runEncrypt() error {
+	pem, err := os.ReadFile(*caFile)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	token := os.Getenv("HSMGATE_TOKEN")
+	cc, err := grpc.NewClient(*addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	client := hsmgatev1.NewTransitServiceClient(cc)
+	req := &hsmgatev1.EncryptRequest{Name: *keyName}
+	for left := *size; left > 0; left -= 1 << 20 {
+		req.Items = append(req.Items, &hsmgatev1.EncryptItem{Plaintext: make([]byte, min(left, 1<<20-1024))})
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
+	start := time.Now()
+	sample := func(what string, ok, busy, other int) {
+		fds, rss := procStats(*pidFlag)
+		fmt.Printf("%6.1f  %-10s %8d %9.1f %6d %6d %6d\n", time.Since(start).Seconds(), what, fds, float64(rss)/1024, ok, busy, other)
+	}
+	fmt.Printf("# %d concurrent Encrypts of %d bytes (%d items) on %q, %d rounds\n", *encrypt, proto.Size(req), len(req.Items), *keyName, *rounds)
+	fmt.Printf("%6s  %-10s %8s %9s %6s %6s %6s\n", "t(s)", "phase", "srv_fds", "srv_rssMB", "ok", "busy", "other")
+	sample("baseline", 0, 0, 0)
+	var firstErr atomic.Value
+	for r := range *rounds {
+		var ok, busy, other atomic.Int64
+		var wg sync.WaitGroup
+		done := make(chan struct{})
+		go func() {
+			t := time.NewTicker(*every / 4)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					sample(fmt.Sprintf("round %d", r+1), int(ok.Load()), int(busy.Load()), int(other.Load()))
+				}
+			}
+		}()
+		for range *encrypt {
+			wg.Go(func() {
+				_, err := client.Encrypt(ctx, req)
+				switch status.Code(err) {
+				case codes.OK:
+					ok.Add(1)
+				case codes.ResourceExhausted:
+					busy.Add(1)
+				default:
+					other.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			})
+		}
+		wg.Wait()
+		close(done)
+		sample(fmt.Sprintf("round %d", r+1), int(ok.Load()), int(busy.Load()), int(other.Load()))
+	}
+	time.Sleep(*after)
+	sample("after", 0, 0, 0)
+	if e := firstErr.Load(); e != nil {
+		fmt.Println("# first other error:", e)
+	}
 	return nil
 }
 
