@@ -134,7 +134,9 @@ type LimitsFile struct {
 	// once over all RPCs and HTTPS requests (default 64 MiB; at least
 	// max_recv_bytes). A unary RPC takes max_recv_bytes of it while its
 	// request is read, then the request's size until it ends, and waits (up
-	// to its deadline) for room before reading. A stream message or an HTTPS
+	// to its deadline) for room before reading; one client address (IPv6:
+	// /64) reads at most a quarter of max_inflight_bytes/max_recv_bytes
+	// requests at once. A stream message or an HTTPS
 	// body that does not fit waits up to InflightWait, then is refused with
 	// RESOURCE_EXHAUSTED (HTTP 429).
 	MaxInflightBytes int           `yaml:"max_inflight_bytes"`

@@ -422,6 +422,39 @@ func TestInflightBytes(t *testing.T) {
 		}
 	})
 
+	t.Run("stalled requests from one address do not hold every share", func(t *testing.T) {
+		h := start(t, newPKI(t), func(c *Config) {
+			c.MaxRecvBytes = recvMax
+			c.MaxInflightBytes = 4 * recvMax // 4 shares, 1 per address
+			c.RequestReadTimeout = time.Hour
+		}, func(s *Server) {
+			s.RegisterService(&bytesDesc, bytesSvc(func(context.Context, *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+				return &wrapperspb.BytesValue{}, nil
+			}))
+		})
+		attacker := h.dialFrom(t, "127.0.0.1")
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		for range 4 {
+			if _, err := attacker.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true}, "/hsmgate.test.Bytes/Echo"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// One stalled request holds its address's share, three wait for it.
+		for h.srv.budget.cur.Load() != recvMax || h.srv.budget.waiters.Load() != 3 {
+			if h.srv.budget.cur.Load() == 4*recvMax {
+				t.Fatalf("one address's stalled requests hold every share")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel2()
+		err := h.dialFrom(t, "127.0.0.2").Invoke(ctx2, "/hsmgate.test.Bytes/Echo", wrapperspb.Bytes(make([]byte, msg)), new(wrapperspb.BytesValue))
+		if err != nil {
+			t.Errorf("call from another address: got %v, want served", err)
+		}
+	})
+
 	t.Run("stream messages refused beyond the budget", func(t *testing.T) {
 		// Streams take the budget per message; with no wait, a message that
 		// does not fit is refused.

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/stats"
 )
 
@@ -20,7 +22,10 @@ import (
 //     request's size, and stays until the RPC ends (stats.End);
 //   - a request not fully read within RequestReadTimeout of getting its share
 //     has its stream cancelled, so a client that stalls mid-request does not
-//     keep the share.
+//     keep the share;
+//   - one client address (IPv4, or IPv6 /64) reads at most a quarter of the
+//     budget's shares at once (readSlots): its other RPCs wait in their own
+//     queue, so streams stalled from one address cannot hold every share.
 //
 // Streaming RPCs take the budget per received message (inflightStream);
 // health and reflection are exempt.
@@ -37,6 +42,54 @@ type recvHold struct {
 	held     int64
 	received bool
 	timer    *time.Timer
+	slot     func() // gives back the address's read slot
+}
+
+// readSlots bounds, per client address, the unary requests being read at once.
+type readSlots struct {
+	max int64
+
+	mu sync.Mutex
+	m  map[string]*readSlot
+}
+
+type readSlot struct {
+	sem  *semaphore.Weighted
+	refs int
+}
+
+func newReadSlots(max int64) *readSlots {
+	return &readSlots{max: max, m: make(map[string]*readSlot)}
+}
+
+// acquire waits for a read slot of key; it returns the slot's release.
+func (r *readSlots) acquire(ctx context.Context, key string) (func(), error) {
+	r.mu.Lock()
+	sl := r.m[key]
+	if sl == nil {
+		sl = &readSlot{sem: semaphore.NewWeighted(r.max)}
+		r.m[key] = sl
+	}
+	sl.refs++
+	r.mu.Unlock()
+	put := func() {
+		r.mu.Lock()
+		if sl.refs--; sl.refs == 0 {
+			delete(r.m, key)
+		}
+		r.mu.Unlock()
+	}
+	if err := sl.sem.Acquire(ctx, 1); err != nil {
+		put()
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			sl.sem.Release(1)
+			put()
+		})
+	}, nil
 }
 
 // holding reports whether the RPC's request is accounted by its hold.
@@ -79,12 +132,22 @@ func (bs budgetStats) HandleRPC(ctx context.Context, st stats.RPCStats) {
 	}
 }
 
-// reserve waits for MaxRecvBytes of the budget and arms the read deadline.
+// reserve waits for a read slot of the client's address and MaxRecvBytes of
+// the budget, and arms the read deadline.
 func (bs budgetStats) reserve(ctx context.Context, h *recvHold) {
 	n := min(int64(bs.s.cfg.MaxRecvBytes), h.b.max)
 	h.b.waiters.Add(1)
 	h.b.m.waiting.Inc()
-	err := h.b.sem.Acquire(ctx, n)
+	slot := func() {}
+	var err error
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		slot, err = bs.s.readSlots.acquire(ctx, ipKey(p.Addr))
+	}
+	if err == nil {
+		if err = h.b.sem.Acquire(ctx, n); err != nil {
+			slot()
+		}
+	}
 	h.b.waiters.Add(-1)
 	h.b.m.waiting.Dec()
 	if err != nil {
@@ -95,6 +158,7 @@ func (bs budgetStats) reserve(ctx context.Context, h *recvHold) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.held = n
+	h.slot = slot
 	if cancel != nil {
 		h.timer = time.AfterFunc(bs.s.cfg.RequestReadTimeout, func() {
 			h.mu.Lock()
@@ -119,6 +183,9 @@ func (h *recvHold) shrink(n int64) {
 	if h.timer != nil {
 		h.timer.Stop()
 	}
+	if h.slot != nil {
+		h.slot()
+	}
 	if h.held > n {
 		h.b.give(h.held - max(n, 0))
 		h.held = max(n, 0)
@@ -132,6 +199,9 @@ func (h *recvHold) free() {
 	h.received = true
 	if h.timer != nil {
 		h.timer.Stop()
+	}
+	if h.slot != nil {
+		h.slot()
 	}
 	if h.held > 0 {
 		h.b.give(h.held)

@@ -278,7 +278,9 @@ type Server struct {
 	lm      *limitMetrics
 	conns   *connLimiter
 	budget  *budget
-	streams atomic.Int64 // open gRPC streams (tapStreams)
+	// readSlots: per client address, a quarter of the budget's read shares.
+	readSlots *readSlots
+	streams   atomic.Int64 // open gRPC streams (tapStreams)
 
 	mu       sync.Mutex
 	started  bool
@@ -337,18 +339,19 @@ func New(cfg Config) (*Server, error) {
 	}
 	warnFDLimit(cfg.Logger, cfg.MaxConnections)
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		tls:     tlsCfg,
-		reg:     reg,
-		metrics: metrics,
-		health:  health.NewServer(),
-		mux:     http.NewServeMux(),
-		lm:      lm,
-		conns:   newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP, lm),
-		budget:  newBudget(cfg.MaxInflightBytes, cfg.InflightWait, lm),
-		unary:   append([]grpc.UnaryServerInterceptor(nil), cfg.UnaryInterceptors...),
-		stream:  append([]grpc.StreamServerInterceptor(nil), cfg.StreamInterceptors...),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		tls:       tlsCfg,
+		reg:       reg,
+		metrics:   metrics,
+		health:    health.NewServer(),
+		mux:       http.NewServeMux(),
+		lm:        lm,
+		conns:     newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP, lm),
+		budget:    newBudget(cfg.MaxInflightBytes, cfg.InflightWait, lm),
+		readSlots: newReadSlots(max(1, cfg.MaxInflightBytes/int64(cfg.MaxRecvBytes)/4)),
+		unary:     append([]grpc.UnaryServerInterceptor(nil), cfg.UnaryInterceptors...),
+		stream:    append([]grpc.StreamServerInterceptor(nil), cfg.StreamInterceptors...),
 	}
 	// Until Serve marks it serving, health says NOT_SERVING.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
