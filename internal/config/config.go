@@ -49,7 +49,7 @@ const (
 	DefaultHandshakeTimeout           = 10 * time.Second
 	DefaultUnauthenticatedIdleTimeout = 30 * time.Second
 	DefaultMaxStreams                 = 4096
-	DefaultMaxInflightBytes           = 64 << 20
+	DefaultMaxInflightBytes           = 32 << 20
 	DefaultInflightWait               = time.Second
 	DefaultRequestReadTimeout         = 30 * time.Second
 

@@ -131,11 +131,11 @@ type LimitsFile struct {
 	// (default 4096); max_concurrent_streams bounds them per connection.
 	MaxStreams int `yaml:"max_streams"`
 	// MaxInflightBytes bounds the request bytes being read or handled at
-	// once over all RPCs and HTTPS requests (default 64 MiB; at least
+	// once over all RPCs and HTTPS requests (default 32 MiB; at least
 	// max_recv_bytes). A unary RPC takes max_recv_bytes of it while its
 	// request is read, then the request's size until it ends, and waits (up
 	// to its deadline) for room before reading; one client address (IPv6:
-	// /64) reads at most a quarter of max_inflight_bytes/max_recv_bytes
+	// /64) reads at most a quarter (at least 2) of max_inflight_bytes/max_recv_bytes
 	// requests at once. A stream message or an HTTPS
 	// body that does not fit waits up to InflightWait, then is refused with
 	// RESOURCE_EXHAUSTED (HTTP 429).

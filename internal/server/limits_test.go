@@ -425,7 +425,7 @@ func TestInflightBytes(t *testing.T) {
 	t.Run("stalled requests from one address do not hold every share", func(t *testing.T) {
 		h := start(t, newPKI(t), func(c *Config) {
 			c.MaxRecvBytes = recvMax
-			c.MaxInflightBytes = 4 * recvMax // 4 shares, 1 per address
+			c.MaxInflightBytes = 4 * recvMax // 4 shares, 2 per address
 			c.RequestReadTimeout = time.Hour
 		}, func(s *Server) {
 			s.RegisterService(&bytesDesc, bytesSvc(func(context.Context, *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
@@ -440,8 +440,8 @@ func TestInflightBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		// One stalled request holds its address's share, three wait for it.
-		for h.srv.budget.cur.Load() != recvMax || h.srv.budget.waiters.Load() != 3 {
+		// Two stalled requests hold their address's shares, two wait for them.
+		for h.srv.budget.cur.Load() != 2*recvMax || h.srv.budget.waiters.Load() != 2 {
 			if h.srv.budget.cur.Load() == 4*recvMax {
 				t.Fatalf("one address's stalled requests hold every share")
 			}

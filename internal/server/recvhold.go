@@ -23,7 +23,7 @@ import (
 //   - a request not fully read within RequestReadTimeout of getting its share
 //     has its stream cancelled, so a client that stalls mid-request does not
 //     keep the share;
-//   - one client address (IPv4, or IPv6 /64) reads at most a quarter of the
+//   - one client address (IPv4, or IPv6 /64) reads at most a quarter (at least 2) of the
 //     budget's shares at once (readSlots): its other RPCs wait in their own
 //     queue, so streams stalled from one address cannot hold every share.
 //

@@ -278,7 +278,7 @@ type Server struct {
 	lm      *limitMetrics
 	conns   *connLimiter
 	budget  *budget
-	// readSlots: per client address, a quarter of the budget's read shares.
+	// readSlots: per client address, a quarter (at least 2) of the budget's read shares.
 	readSlots *readSlots
 	streams   atomic.Int64 // open gRPC streams (tapStreams)
 
@@ -349,7 +349,7 @@ func New(cfg Config) (*Server, error) {
 		lm:        lm,
 		conns:     newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP, lm),
 		budget:    newBudget(cfg.MaxInflightBytes, cfg.InflightWait, lm),
-		readSlots: newReadSlots(max(1, cfg.MaxInflightBytes/int64(cfg.MaxRecvBytes)/4)),
+		readSlots: newReadSlots(max(2, cfg.MaxInflightBytes/int64(cfg.MaxRecvBytes)/4)),
 		unary:     append([]grpc.UnaryServerInterceptor(nil), cfg.UnaryInterceptors...),
 		stream:    append([]grpc.StreamServerInterceptor(nil), cfg.StreamInterceptors...),
 	}
