@@ -346,7 +346,7 @@ func devHowTo(dir, envFile string) string {
 #   . ` + q + `
 #   hsmgate status                 # ./hsmgate after scripts/dev.sh, or: go run ./cmd/hsmgate status
 #   grpcurl -cacert "$HSMGATE_CACERT" "$HSMGATE_ADDR" grpc.health.v1.Health/Check
-#   curl --cacert "$HSMGATE_CACERT" "https://$HSMGATE_HTTP_ADDR/metrics"
+#   curl --cacert "$HSMGATE_CACERT" "https://$HSMGATE_HTTP_ADDR/readyz"
 # Ctrl-C stops the server; running hsmgate dev again reuses this state;
 # rm -rf ` + shellQuote(dir) + ` starts over.
 `

@@ -180,7 +180,11 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 		}
 	}
 
-	srv, err := server.New(server.FromConfig(c, log))
+	sc := server.FromConfig(c, log)
+	// A gRPC connection is past its pre-auth deadline once a request on it
+	// carries an identity (placed by the auth interceptor).
+	sc.Authenticated = func(ctx context.Context) bool { _, ok := auth.FromContext(ctx); return ok }
+	srv, err := server.New(sc)
 	if err != nil {
 		return err
 	}

@@ -62,8 +62,9 @@ func newServerCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server --config FILE",
 		Short: "Serve the gRPC API and the HTTPS endpoints with the configured HSM and key store",
-		Long: `Serve the gRPC API (TLS) and the HTTPS listener (/metrics, /healthz, /readyz,
-and the engines' HTTP endpoints) with the HSM and key store of the config file.
+		Long: `Serve the gRPC API (TLS) and the HTTPS listener (/healthz, /readyz, and the
+engines' HTTP endpoints) with the HSM and key store of the config file;
+/metrics only on listen.metrics (plain HTTP, off unless configured).
 
 The HSM PIN comes from the environment variable named by hsm.pin_env or the
 file named by hsm.pin_file, never from the config file. The KEK must exist:

@@ -42,8 +42,17 @@ const (
 	DefaultMaxItemsPerRequest   = 1000
 	DefaultMaxItemBytes         = 1 << 20
 	DefaultKeepaliveMinTime     = 10 * time.Second
-	DefaultMaxConnectionIdle    = 30 * time.Minute
+	DefaultMaxConnectionIdle    = 5 * time.Minute
 	DefaultShutdownTimeout      = 20 * time.Second
+
+	DefaultMaxConnections             = 4096
+	DefaultMaxConnectionsPerIP        = 256
+	DefaultHandshakeTimeout           = 10 * time.Second
+	DefaultUnauthenticatedIdleTimeout = 30 * time.Second
+	DefaultMaxStreams                 = 4096
+	DefaultMaxInflightBytes           = 32 << 20
+	DefaultInflightWait               = time.Second
+	DefaultRequestReadTimeout         = 30 * time.Second
 
 	// HTTPOff as listen.http disables the HTTP listener.
 	HTTPOff = "off"
@@ -64,6 +73,7 @@ type Config struct {
 	Limits   Limits
 	Shutdown Shutdown
 	Log      Log
+	Metrics  Metrics
 	Auth     Auth
 	Audit    Audit
 	PKI      PKI
@@ -73,6 +83,14 @@ type Config struct {
 type Listen struct {
 	GRPC string
 	HTTP string // empty: no HTTP listener
+	// Metrics is the plain-HTTP /metrics listener (empty: none).
+	Metrics string
+}
+
+// Metrics configures what the metrics expose.
+type Metrics struct {
+	// PerKeyLabels: per-key metrics carry the transit key name (default false).
+	PerKeyLabels bool
 }
 
 // TLS holds the server's certificate files.
@@ -127,6 +145,17 @@ type Limits struct {
 	MaxItemBytes      int
 	KeepaliveMinTime  time.Duration
 	MaxConnectionIdle time.Duration
+
+	// Connection, stream and memory bounds (see LimitsFile).
+	MaxConnections             int
+	MaxConnectionsPerIP        int
+	HandshakeTimeout           time.Duration
+	UnauthenticatedIdleTimeout time.Duration
+	MaxStreams                 int
+	MaxInflightBytes           int
+	InflightWait               time.Duration
+	MaxHTTPBodyBytes           int
+	RequestReadTimeout         time.Duration
 }
 
 // Shutdown tunes graceful shutdown.
@@ -211,7 +240,8 @@ func (f File) toConfig(dir string) (*Config, error) {
 		bad("store.etcd.password", "a password is never read from the config file: use store.etcd.password_env or store.etcd.password_file")
 	}
 	c := &Config{
-		Listen: Listen{GRPC: or(f.Listen.GRPC, DefaultGRPCAddr), HTTP: or(f.Listen.HTTP, DefaultHTTPAddr)},
+		Listen:  Listen{GRPC: or(f.Listen.GRPC, DefaultGRPCAddr), HTTP: or(f.Listen.HTTP, DefaultHTTPAddr), Metrics: f.Listen.Metrics},
+		Metrics: Metrics{PerKeyLabels: f.Metrics.PerKeyLabels},
 		TLS: TLS{
 			CertFile:     abs(f.TLS.Cert),
 			KeyFile:      abs(f.TLS.Key),
@@ -249,6 +279,15 @@ func (f File) toConfig(dir string) (*Config, error) {
 			MaxItemBytes:       orInt(f.Limits.MaxItemBytes, DefaultMaxItemBytes),
 			KeepaliveMinTime:   orDur(f.Limits.KeepaliveMinTime, DefaultKeepaliveMinTime),
 			MaxConnectionIdle:  orDur(f.Limits.MaxConnectionIdle, DefaultMaxConnectionIdle),
+
+			MaxConnections:             orInt(f.Limits.MaxConnections, DefaultMaxConnections),
+			MaxConnectionsPerIP:        orInt(f.Limits.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP),
+			HandshakeTimeout:           orDur(f.Limits.HandshakeTimeout, DefaultHandshakeTimeout),
+			UnauthenticatedIdleTimeout: orDur(f.Limits.UnauthenticatedIdleTimeout, DefaultUnauthenticatedIdleTimeout),
+			MaxStreams:                 orInt(f.Limits.MaxStreams, DefaultMaxStreams),
+			MaxInflightBytes:           orInt(f.Limits.MaxInflightBytes, DefaultMaxInflightBytes),
+			InflightWait:               orDur(f.Limits.InflightWait, DefaultInflightWait),
+			RequestReadTimeout:         orDur(f.Limits.RequestReadTimeout, DefaultRequestReadTimeout),
 		},
 		Shutdown: Shutdown{Drain: f.Shutdown.Drain, Timeout: orDur(f.Shutdown.Timeout, DefaultShutdownTimeout)},
 		Log:      Log{Format: or(f.Log.Format, "text")},
@@ -257,6 +296,10 @@ func (f File) toConfig(dir string) (*Config, error) {
 	if c.Listen.HTTP == HTTPOff {
 		c.Listen.HTTP = ""
 	}
+	if c.Listen.Metrics == HTTPOff {
+		c.Listen.Metrics = ""
+	}
+	c.Limits.MaxHTTPBodyBytes = orInt(f.Limits.MaxHTTPBodyBytes, c.Limits.MaxRecvBytes)
 	switch n := orInt(f.Limits.MaxConcurrentStreams, DefaultMaxConcurrentStreams); {
 	case n < 1 || n > 1<<20:
 		bad("limits.max_concurrent_streams", "%d is out of range 1..%d", n, 1<<20)
@@ -326,6 +369,9 @@ func (c *Config) Validate() error {
 	if c.Listen.HTTP != "" {
 		checkAddr("listen.http", c.Listen.HTTP)
 	}
+	if c.Listen.Metrics != "" {
+		checkAddr("listen.metrics", c.Listen.Metrics)
+	}
 
 	checkFile("tls.cert", c.TLS.CertFile, true)
 	checkFile("tls.key", c.TLS.KeyFile, true)
@@ -391,6 +437,7 @@ func (c *Config) Validate() error {
 	if l.MaxConnectionIdle < time.Second {
 		bad("limits.max_connection_idle", "%s is below 1s", l.MaxConnectionIdle)
 	}
+	c.validateConnLimits(bad)
 	if c.Shutdown.Drain < 0 {
 		bad("shutdown.drain", "must not be negative")
 	}
@@ -407,6 +454,38 @@ func (c *Config) Validate() error {
 		problems = append(problems, fmt.Errorf("audit: %w", err))
 	}
 	return errors.Join(problems...)
+}
+
+// validateConnLimits checks the connection, stream and memory bounds.
+func (c *Config) validateConnLimits(bad func(string, string, ...any)) {
+	l := c.Limits
+	if l.MaxConnections < 1 || l.MaxConnections > 1<<20 {
+		bad("limits.max_connections", "%d is out of range 1..%d", l.MaxConnections, 1<<20)
+	}
+	if l.MaxConnectionsPerIP < 1 || l.MaxConnectionsPerIP > l.MaxConnections {
+		bad("limits.max_connections_per_ip", "%d is out of range 1..max_connections (%d)", l.MaxConnectionsPerIP, l.MaxConnections)
+	}
+	if l.HandshakeTimeout < 100*time.Millisecond || l.HandshakeTimeout > 5*time.Minute {
+		bad("limits.handshake_timeout", "%s is out of range 100ms..5m", l.HandshakeTimeout)
+	}
+	if l.UnauthenticatedIdleTimeout < 100*time.Millisecond || l.UnauthenticatedIdleTimeout > l.MaxConnectionIdle {
+		bad("limits.unauthenticated_idle_timeout", "%s is out of range 100ms..max_connection_idle (%s)", l.UnauthenticatedIdleTimeout, l.MaxConnectionIdle)
+	}
+	if l.MaxStreams < 1 || l.MaxStreams > 1<<20 {
+		bad("limits.max_streams", "%d is out of range 1..%d", l.MaxStreams, 1<<20)
+	}
+	if l.MaxInflightBytes < l.MaxRecvBytes || l.MaxInflightBytes < l.MaxHTTPBodyBytes || int64(l.MaxInflightBytes) > 16<<30 {
+		bad("limits.max_inflight_bytes", "%d is out of range max(max_recv_bytes, max_http_body_bytes)..%d", l.MaxInflightBytes, int64(16<<30))
+	}
+	if l.InflightWait < 0 || l.InflightWait > time.Minute {
+		bad("limits.inflight_wait", "%s is out of range 0..1m", l.InflightWait)
+	}
+	if l.RequestReadTimeout < 100*time.Millisecond || l.RequestReadTimeout > 10*time.Minute {
+		bad("limits.request_read_timeout", "%s is out of range 100ms..10m", l.RequestReadTimeout)
+	}
+	if l.MaxHTTPBodyBytes < 1024 || l.MaxHTTPBodyBytes > 256<<20 {
+		bad("limits.max_http_body_bytes", "%d is out of range 1024..%d", l.MaxHTTPBodyBytes, 256<<20)
+	}
 }
 
 func (c *Config) validateEtcd(bad func(string, string, ...any), checkFile func(string, string, bool)) {

@@ -83,6 +83,17 @@ func TestLoadValid(t *testing.T) {
 		{"tls 1.2 default", c.TLS.MinVersion, uint16(0x0303)},
 		{"log level", c.Log.Level, slog.LevelDebug},
 		{"shutdown default", c.Shutdown.Timeout, DefaultShutdownTimeout},
+		{"no metrics listener by default", c.Listen.Metrics, ""},
+		{"no per-key metric labels by default", c.Metrics.PerKeyLabels, false},
+		{"connections default", c.Limits.MaxConnections, DefaultMaxConnections},
+		{"per-IP default", c.Limits.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP},
+		{"handshake default", c.Limits.HandshakeTimeout, DefaultHandshakeTimeout},
+		{"pre-auth idle default", c.Limits.UnauthenticatedIdleTimeout, DefaultUnauthenticatedIdleTimeout},
+		{"idle default below 30m", c.Limits.MaxConnectionIdle, 5 * time.Minute},
+		{"streams total default", c.Limits.MaxStreams, DefaultMaxStreams},
+		{"inflight default", c.Limits.MaxInflightBytes, DefaultMaxInflightBytes},
+		{"inflight wait default", c.Limits.InflightWait, DefaultInflightWait},
+		{"HTTP body default is max_recv_bytes", c.Limits.MaxHTTPBodyBytes, 1048576},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -155,6 +166,24 @@ func TestLoadRejects(t *testing.T) {
 			return strings.Replace(s, "max_concurrent_streams: 64", "max_concurrent_streams: -1", 1)
 		}, "limits.max_concurrent_streams"},
 		{"two documents", func(s string) string { return s + "---\nlisten: {}\n" }, "more than one YAML document"},
+		{"bad metrics address", func(s string) string {
+			return strings.Replace(s, "  http: 127.0.0.1:9200\n", "  http: 127.0.0.1:9200\n  metrics: 9464\n", 1)
+		}, `listen.metrics: "9464": want host:port`},
+		{"per-IP above total", func(s string) string {
+			return strings.Replace(s, "  max_item_bytes: 65536\n", "  max_item_bytes: 65536\n  max_connections: 10\n  max_connections_per_ip: 11\n", 1)
+		}, "limits.max_connections_per_ip: 11 is out of range"},
+		{"inflight below one message", func(s string) string {
+			return strings.Replace(s, "  max_item_bytes: 65536\n", "  max_item_bytes: 65536\n  max_inflight_bytes: 1000\n", 1)
+		}, "limits.max_inflight_bytes: 1000 is out of range"},
+		{"pre-auth idle above idle", func(s string) string {
+			return strings.Replace(s, "  max_item_bytes: 65536\n", "  max_item_bytes: 65536\n  unauthenticated_idle_timeout: 1h\n", 1)
+		}, "limits.unauthenticated_idle_timeout: 1h0m0s is out of range"},
+		{"handshake too short", func(s string) string {
+			return strings.Replace(s, "  max_item_bytes: 65536\n", "  max_item_bytes: 65536\n  handshake_timeout: 1ms\n", 1)
+		}, "limits.handshake_timeout"},
+		{"zero total streams", func(s string) string {
+			return strings.Replace(s, "  max_item_bytes: 65536\n", "  max_item_bytes: 65536\n  max_streams: -5\n", 1)
+		}, "limits.max_streams"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -189,8 +218,16 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Parse(raw, "/etc/hsmgate"); err != nil {
+	c, err := Parse(raw, "/etc/hsmgate")
+	if err != nil {
 		t.Fatalf("testdata/example.yaml does not parse: %v", err)
+	}
+	// The example shows every limit explicitly, at its default.
+	if got, want := c.Limits, Default().Limits; got != want {
+		t.Errorf("example limits:\ngot  %+v\nwant %+v", got, want)
+	}
+	if got, want := c.Listen.Metrics, "127.0.0.1:9464"; got != want {
+		t.Errorf("example listen.metrics: got %q, want %q", got, want)
 	}
 }
 

@@ -17,6 +17,7 @@ type File struct {
 	Limits   LimitsFile   `yaml:"limits"`
 	Shutdown ShutdownFile `yaml:"shutdown"`
 	Log      LogFile      `yaml:"log"`
+	Metrics  MetricsFile  `yaml:"metrics"`
 	Auth     AuthFile     `yaml:"auth"`
 	Audit    AuditFile    `yaml:"audit"`
 	PKI      PKIFile      `yaml:"pki"`
@@ -26,6 +27,19 @@ type File struct {
 type ListenFile struct {
 	GRPC string `yaml:"grpc"` // default ":8443"
 	HTTP string `yaml:"http"` // default ":8200"; "off" disables the HTTP listener
+	// Metrics is the plain-HTTP listener serving /metrics (Prometheus), and
+	// nothing else. Default: none ("off"); /metrics is never on the public
+	// HTTPS listener. Keep it on loopback or a network only the scraper
+	// reaches (e.g. "127.0.0.1:9464", or the pod IP behind a NetworkPolicy).
+	Metrics string `yaml:"metrics"`
+}
+
+// MetricsFile is the `metrics` section.
+type MetricsFile struct {
+	// PerKeyLabels adds the transit key name as a label to the per-key
+	// metrics (default false: key names are not published, and series do
+	// not grow with the number of keys).
+	PerKeyLabels bool `yaml:"per_key_labels"`
 }
 
 // TLSFile is the `tls` section. TLS is always on: cert and key are required.
@@ -99,8 +113,44 @@ type LimitsFile struct {
 	MaxItemBytes         int `yaml:"max_item_bytes"`         // one item's payload in a batch RPC; default 1 MiB
 	// KeepaliveMinTime: clients pinging more often are disconnected (default 10s).
 	KeepaliveMinTime time.Duration `yaml:"keepalive_min_time"`
-	// MaxConnectionIdle closes connections idle this long (default 30m).
+	// MaxConnectionIdle closes gRPC connections without RPCs for this long,
+	// once they have made an authenticated request (default 5m).
 	MaxConnectionIdle time.Duration `yaml:"max_connection_idle"`
+
+	// MaxConnections bounds open connections over all listeners together
+	// (default 4096; keep it below the process's file descriptor limit).
+	// Connections beyond it are closed as soon as they are accepted.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP bounds open connections from one client address
+	// (IPv6: one /64) over all listeners (default 256). Behind a proxy or NAT
+	// that hides client addresses, raise it to the proxy's share.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// HandshakeTimeout bounds the TLS handshake and HTTP/2 preface of a new
+	// connection, and the reading of an HTTPS request's headers (default 10s).
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// UnauthenticatedIdleTimeout closes a gRPC connection that has not
+	// started an authenticated RPC this long after it was accepted, and is
+	// the keep-alive idle timeout of HTTPS connections (default 30s).
+	UnauthenticatedIdleTimeout time.Duration `yaml:"unauthenticated_idle_timeout"`
+	// MaxStreams bounds concurrent gRPC streams (RPCs) over all connections
+	// (default 4096); max_concurrent_streams bounds them per connection.
+	MaxStreams int `yaml:"max_streams"`
+	// MaxInflightBytes bounds the request bytes being read or handled at
+	// once over all RPCs and HTTPS requests (default 32 MiB; at least
+	// max_recv_bytes). A unary RPC takes max_recv_bytes of it while its
+	// request is read, then the request's size until it ends, and waits (up
+	// to its deadline) for room before reading; one client address (IPv6:
+	// /64) reads at most a quarter (at least 2) of max_inflight_bytes/max_recv_bytes
+	// requests at once. A stream message or an HTTPS
+	// body that does not fit waits up to InflightWait, then is refused with
+	// RESOURCE_EXHAUSTED (HTTP 429).
+	MaxInflightBytes int           `yaml:"max_inflight_bytes"`
+	InflightWait     time.Duration `yaml:"inflight_wait"` // default 1s
+	// RequestReadTimeout cancels a unary RPC whose request has not arrived in
+	// full this long after it got its share of max_inflight_bytes (default 30s).
+	RequestReadTimeout time.Duration `yaml:"request_read_timeout"`
+	// MaxHTTPBodyBytes bounds an HTTPS request body (default max_recv_bytes).
+	MaxHTTPBodyBytes int `yaml:"max_http_body_bytes"`
 }
 
 // ShutdownFile is the `shutdown` section.

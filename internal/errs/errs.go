@@ -10,11 +10,25 @@
 // any error to a status: a kind found anywhere in the chain gives its code and
 // the error's own text; anything else is Internal with a generic message so
 // that no internal detail reaches a client.
+//
+// Two more rules keep internals and echoed input out of what a client sees
+// (and out of the request log, which logs the status):
+//
+//   - Unavailable is a fault of the server's own dependencies (the HSM, the
+//     store, the audit file): its status carries only the sentinel's message
+//     ("audit: log unavailable"), never the wrapped cause (a file path, a
+//     PKCS#11 return code). The cause is for the server log.
+//   - Every status message is capped at MaxMessageBytes (Truncate), so a
+//     100 KB key name is not echoed back. Quote is the helper for putting
+//     caller-supplied strings into error messages in the first place.
 package errs
 
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -64,7 +78,8 @@ var kinds = []*Kind{
 }
 
 // GRPCStatus converts err to a status for a client. It is the only mapping
-// from domain errors to codes in hsmgate.
+// from domain errors to codes in hsmgate. Its message is at most
+// MaxMessageBytes long (plus the truncation marker).
 func GRPCStatus(err error) *status.Status {
 	if err == nil {
 		return status.New(codes.OK, "")
@@ -72,12 +87,15 @@ func GRPCStatus(err error) *status.Status {
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		if s := se.GRPCStatus(); s != nil && s.Code() != codes.Unknown {
-			return s
+			return capStatus(s)
 		}
 	}
 	for _, k := range kinds {
 		if errors.Is(err, k) {
-			return status.New(k.code, err.Error())
+			if k == Unavailable {
+				return status.New(k.code, unavailableMessage(err))
+			}
+			return status.New(k.code, Truncate(err.Error(), MaxMessageBytes))
 		}
 	}
 	switch {
@@ -95,4 +113,89 @@ func ToGRPC(err error) error {
 		return nil
 	}
 	return GRPCStatus(err).Err()
+}
+
+// HTTPStatus is GRPCStatus for HTTP protocols: the HTTP status code of err's
+// kind and the same client-safe message (capped, causes of Unavailable and
+// Internal hidden). Handlers answer errors through it, never err.Error().
+func HTTPStatus(err error) (int, string) {
+	st := GRPCStatus(err)
+	code, ok := httpCodes[st.Code()]
+	if !ok {
+		code = http.StatusInternalServerError
+	}
+	return code, st.Message()
+}
+
+var httpCodes = map[codes.Code]int{
+	codes.OK:                 http.StatusOK,
+	codes.InvalidArgument:    http.StatusBadRequest,
+	codes.NotFound:           http.StatusNotFound,
+	codes.AlreadyExists:      http.StatusConflict,
+	codes.FailedPrecondition: http.StatusConflict,
+	codes.Aborted:            http.StatusConflict,
+	codes.ResourceExhausted:  http.StatusTooManyRequests,
+	codes.Unavailable:        http.StatusServiceUnavailable,
+	codes.Unauthenticated:    http.StatusUnauthorized,
+	codes.PermissionDenied:   http.StatusForbidden,
+	codes.Unimplemented:      http.StatusNotImplemented,
+	codes.DeadlineExceeded:   http.StatusGatewayTimeout,
+	codes.Canceled:           http.StatusBadRequest,
+}
+
+// MaxMessageBytes caps the message of every status GRPCStatus returns (and so
+// of every HTTP error built from it).
+const MaxMessageBytes = 256
+
+// MaxQuoteBytes caps a caller-supplied string quoted by Quote.
+const MaxQuoteBytes = 64
+
+// TruncatedMarker ends a string cut by Truncate.
+const TruncatedMarker = "…(truncated)"
+
+// Truncate returns s if it is at most n bytes long; otherwise its first n
+// bytes (cut back to a whole UTF-8 character) followed by TruncatedMarker.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	if n < 0 {
+		n = 0
+	}
+	cut := n
+	for cut > 0 && cut < len(s) && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + TruncatedMarker
+}
+
+// Quote returns a caller-supplied string (a key or role name, a header) in
+// Go quoted form, cut to MaxQuoteBytes first, for error and log messages:
+// fmt.Errorf("transit: key %s: %w", errs.Quote(name), ErrNotFound).
+func Quote(s string) string {
+	if len(s) <= MaxQuoteBytes {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(Truncate(s, MaxQuoteBytes))
+}
+
+// unavailableMessage is the client's text for an Unavailable error: the
+// message of the outermost sentinel made with New (e.g. "audit: log
+// unavailable"), without the causes wrapped around or under it.
+func unavailableMessage(err error) string {
+	var ke *kindError
+	if errors.As(err, &ke) && ke.kind == Unavailable {
+		return Truncate(ke.msg, MaxMessageBytes)
+	}
+	return "unavailable"
+}
+
+// capStatus returns s, or a copy with its message truncated (details kept).
+func capStatus(s *status.Status) *status.Status {
+	if len(s.Message()) <= MaxMessageBytes {
+		return s
+	}
+	p := s.Proto()
+	p.Message = Truncate(p.GetMessage(), MaxMessageBytes)
+	return status.FromProto(p)
 }

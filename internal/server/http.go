@@ -15,13 +15,13 @@ import (
 	"github.com/hsmgate/hsmgate/internal/errs"
 )
 
-// HTTP server limits.
+// HTTP server limits (the others come from Config: HandshakeTimeout bounds
+// the TLS handshake and request headers, UnauthenticatedIdleTimeout the
+// keep-alive idle time, MaxHTTPBodyBytes a body).
 const (
-	httpReadHeaderTimeout = 10 * time.Second
-	httpReadTimeout       = 30 * time.Second
-	httpWriteTimeout      = 60 * time.Second
-	httpIdleTimeout       = 2 * time.Minute
-	httpMaxHeaderBytes    = 64 << 10
+	httpReadTimeout    = 30 * time.Second
+	httpWriteTimeout   = 60 * time.Second
+	httpMaxHeaderBytes = 64 << 10
 )
 
 func (s *Server) httpServer() *http.Server {
@@ -31,15 +31,37 @@ func (s *Server) httpServer() *http.Server {
 	tlsCfg := s.tls.Clone()
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	return &http.Server{
-		Handler:           s.mux,
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: httpReadHeaderTimeout,
+		Handler:   s.limitHTTP(s.mux),
+		TLSConfig: tlsCfg,
+		// net/http bounds the TLS handshake by the smallest of these.
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
-		IdleTimeout:       httpIdleTimeout,
+		IdleTimeout:       s.cfg.UnauthenticatedIdleTimeout,
 		MaxHeaderBytes:    httpMaxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: int(s.cfg.MaxConcurrentStreams),
+		},
 		// TLS handshake failures from scanners and probes are routine.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// metricsServer serves /metrics alone, in plain HTTP, on the metrics listener.
+func (s *Server) metricsServer() *http.Server {
+	if s.metricLn == nil {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttpHandler(s.reg))
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       s.cfg.MaxConnectionIdle,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package server runs hsmgate's listeners: gRPC over TLS (optionally asking
 // for client certificates, for the auth layer) and an HTTPS listener beside it
-// for the protocols that are HTTP by nature (/metrics, /healthz, /readyz, and
-// whatever other packages add with HandleHTTP).
+// for the protocols that are HTTP by nature (/healthz, /readyz, and whatever
+// other packages add with HandleHTTP), and optionally a plain-HTTP listener
+// for /metrics alone.
 // How it fits with the rest (the layers): docs/architecture.md.
 //
 // Every RPC passes through these interceptors, outermost first:
@@ -17,7 +18,17 @@
 // so handlers and the added interceptors return plain domain errors.
 //
 // Limits are explicit: message sizes, concurrent streams per connection (HTTP/2
-// rapid reset), header list size, handshake timeout, keepalive enforcement.
+// rapid reset) and over the server, header list size, keepalive enforcement,
+// and against unauthenticated exhaustion (limits.go): open connections in
+// total and per client address, the handshake timeout, a pre-auth deadline
+// (a gRPC connection that has not started an authenticated RPC within
+// UnauthenticatedIdleTimeout is closed), and a server-wide budget of request
+// bytes in flight, placed right after error mapping:
+//
+//	metrics, logging, recovery, errors, bytes in flight, [auth, audit, ...], pre-auth mark, recovery, handler
+//
+// /metrics is served only on its own plain-HTTP listener (MetricsAddr, none
+// by default), never on the public HTTPS listener: it names internals.
 // Serve shuts down gracefully when its context ends (SIGTERM/SIGINT in
 // cmd/hsmgate): health turns NOT_SERVING, an optional drain period passes,
 // in-flight RPCs get Config.ShutdownTimeout to finish, then the rest are cut.
@@ -66,8 +77,20 @@ const (
 	DefaultKeepaliveMinTime     = config.DefaultKeepaliveMinTime
 	DefaultMaxConnectionIdle    = config.DefaultMaxConnectionIdle
 	DefaultShutdownTimeout      = config.DefaultShutdownTimeout
-	DefaultHandshakeTimeout     = 10 * time.Second
-	DefaultMaxHeaderListBytes   = 256 << 10
+	DefaultHandshakeTimeout     = config.DefaultHandshakeTimeout
+	DefaultMaxConnections       = config.DefaultMaxConnections
+	DefaultMaxConnectionsPerIP  = config.DefaultMaxConnectionsPerIP
+	DefaultPreauthIdleTimeout   = config.DefaultUnauthenticatedIdleTimeout
+	DefaultMaxStreams           = config.DefaultMaxStreams
+	DefaultMaxInflightBytes     = config.DefaultMaxInflightBytes
+	DefaultInflightWait         = config.DefaultInflightWait
+	DefaultRequestReadTimeout   = config.DefaultRequestReadTimeout
+	// streamWindow is the HTTP/2 flow control window of a new stream: what
+	// a client can send before the server starts reading the request.
+	// Setting it turns off grpc's BDP window growth.
+	streamWindow              = 64 << 10
+	connWindow                = 16 << 20
+	DefaultMaxHeaderListBytes = 256 << 10
 	// ReadyCheckTimeout bounds each /readyz check.
 	ReadyCheckTimeout = 3 * time.Second
 )
@@ -81,6 +104,9 @@ type Config struct {
 	// port; see Addrs). An empty HTTPAddr means no HTTP listener.
 	GRPCAddr string
 	HTTPAddr string
+	// MetricsAddr is host:port of a plain-HTTP listener serving only
+	// /metrics; empty means /metrics is not served.
+	MetricsAddr string
 
 	// TLS: certificate and key files (PEM), reloaded when they change on
 	// disk; ClientCAFile, if set, makes the server request client
@@ -97,6 +123,35 @@ type Config struct {
 	MaxConcurrentStreams uint32
 	KeepaliveMinTime     time.Duration
 	MaxConnectionIdle    time.Duration
+
+	// MaxConnections and MaxConnectionsPerIP bound open connections over
+	// all listeners (per IPv4 address or IPv6 /64).
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	// HandshakeTimeout bounds the TLS handshake (and HTTP/2 preface; HTTPS
+	// request headers).
+	HandshakeTimeout time.Duration
+	// UnauthenticatedIdleTimeout closes a gRPC connection that has not
+	// started an authenticated RPC this long after being accepted; it is
+	// also the HTTPS keep-alive idle timeout.
+	UnauthenticatedIdleTimeout time.Duration
+	// MaxStreams bounds concurrent gRPC streams over all connections.
+	MaxStreams int
+	// MaxInflightBytes bounds request bytes being handled at once; a request
+	// that does not fit waits up to InflightWait (< 0: not at all), then is
+	// refused with ResourceExhausted (HTTP 429).
+	MaxInflightBytes int64
+	InflightWait     time.Duration
+	// MaxHTTPBodyBytes bounds an HTTPS request body (default MaxRecvBytes).
+	MaxHTTPBodyBytes int64
+	// RequestReadTimeout: a unary RPC whose request is not read in full this
+	// long after it got its share of the budget is cancelled.
+	RequestReadTimeout time.Duration
+	// Authenticated reports whether the request in ctx, having passed every
+	// added interceptor, carries an authenticated identity (e.g.
+	// auth.FromContext). Nil: every request that passes them does, except
+	// health and reflection (public methods).
+	Authenticated func(ctx context.Context) bool
 
 	// ShutdownDrain: how long health reports NOT_SERVING before the
 	// listeners close. ShutdownTimeout: the wait for in-flight RPCs.
@@ -122,6 +177,7 @@ func FromConfig(c *config.Config, logger *slog.Logger) Config {
 	return Config{
 		GRPCAddr:             c.Listen.GRPC,
 		HTTPAddr:             c.Listen.HTTP,
+		MetricsAddr:          c.Listen.Metrics,
 		CertFile:             c.TLS.CertFile,
 		KeyFile:              c.TLS.KeyFile,
 		ClientCAFile:         c.TLS.ClientCAFile,
@@ -134,6 +190,16 @@ func FromConfig(c *config.Config, logger *slog.Logger) Config {
 		ShutdownDrain:        c.Shutdown.Drain,
 		ShutdownTimeout:      c.Shutdown.Timeout,
 		Logger:               logger,
+
+		MaxConnections:             c.Limits.MaxConnections,
+		MaxConnectionsPerIP:        c.Limits.MaxConnectionsPerIP,
+		HandshakeTimeout:           c.Limits.HandshakeTimeout,
+		UnauthenticatedIdleTimeout: c.Limits.UnauthenticatedIdleTimeout,
+		MaxStreams:                 c.Limits.MaxStreams,
+		MaxInflightBytes:           int64(c.Limits.MaxInflightBytes),
+		InflightWait:               c.Limits.InflightWait,
+		MaxHTTPBodyBytes:           int64(c.Limits.MaxHTTPBodyBytes),
+		RequestReadTimeout:         c.Limits.RequestReadTimeout,
 	}
 }
 
@@ -159,6 +225,33 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnectionsPerIP <= 0 {
+		c.MaxConnectionsPerIP = min(DefaultMaxConnectionsPerIP, c.MaxConnections)
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.UnauthenticatedIdleTimeout <= 0 {
+		c.UnauthenticatedIdleTimeout = min(DefaultPreauthIdleTimeout, c.MaxConnectionIdle)
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.MaxHTTPBodyBytes <= 0 {
+		c.MaxHTTPBodyBytes = int64(c.MaxRecvBytes)
+	}
+	if c.MaxInflightBytes <= 0 {
+		c.MaxInflightBytes = max(DefaultMaxInflightBytes, int64(c.MaxRecvBytes), c.MaxHTTPBodyBytes)
+	}
+	if c.InflightWait == 0 {
+		c.InflightWait = DefaultInflightWait
+	}
+	if c.RequestReadTimeout <= 0 {
+		c.RequestReadTimeout = DefaultRequestReadTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -183,6 +276,12 @@ type Server struct {
 	metrics *grpcprom.ServerMetrics
 	health  *health.Server
 	mux     *http.ServeMux
+	lm      *limitMetrics
+	conns   *connLimiter
+	budget  *budget
+	// readSlots: per client address, a quarter (at least 2) of the budget's read shares.
+	readSlots *readSlots
+	streams   atomic.Int64 // open gRPC streams (tapStreams)
 
 	mu       sync.Mutex
 	started  bool
@@ -190,8 +289,9 @@ type Server struct {
 	unary    []grpc.UnaryServerInterceptor
 	stream   []grpc.StreamServerInterceptor
 	checks   []namedCheck
-	grpcLn   net.Listener
-	httpLn   net.Listener
+	grpcLn   *limitListener
+	httpLn   *limitListener
+	metricLn *limitListener
 
 	serving atomic.Bool // for /healthz
 }
@@ -228,20 +328,34 @@ func New(cfg Config) (*Server, error) {
 	if err := reg.Register(metrics); err != nil {
 		return nil, fmt.Errorf("server: register gRPC metrics: %w", err)
 	}
+	lm, err := newLimitMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("server: register limit metrics: %w", err)
+	}
+	if cfg.MaxConnectionsPerIP > cfg.MaxConnections {
+		return nil, fmt.Errorf("server: MaxConnectionsPerIP %d is above MaxConnections %d", cfg.MaxConnectionsPerIP, cfg.MaxConnections)
+	}
+	if cfg.MaxInflightBytes < int64(cfg.MaxRecvBytes) || cfg.MaxInflightBytes < cfg.MaxHTTPBodyBytes {
+		return nil, fmt.Errorf("server: MaxInflightBytes %d is below one request (MaxRecvBytes %d, MaxHTTPBodyBytes %d)", cfg.MaxInflightBytes, cfg.MaxRecvBytes, cfg.MaxHTTPBodyBytes)
+	}
+	warnFDLimit(cfg.Logger, cfg.MaxConnections)
 	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		tls:     tlsCfg,
-		reg:     reg,
-		metrics: metrics,
-		health:  health.NewServer(),
-		mux:     http.NewServeMux(),
-		unary:   append([]grpc.UnaryServerInterceptor(nil), cfg.UnaryInterceptors...),
-		stream:  append([]grpc.StreamServerInterceptor(nil), cfg.StreamInterceptors...),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		tls:       tlsCfg,
+		reg:       reg,
+		metrics:   metrics,
+		health:    health.NewServer(),
+		mux:       http.NewServeMux(),
+		lm:        lm,
+		conns:     newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP, lm),
+		budget:    newBudget(cfg.MaxInflightBytes, cfg.InflightWait, lm),
+		readSlots: newReadSlots(max(2, cfg.MaxInflightBytes/int64(cfg.MaxRecvBytes)/4)),
+		unary:     append([]grpc.UnaryServerInterceptor(nil), cfg.UnaryInterceptors...),
+		stream:    append([]grpc.StreamServerInterceptor(nil), cfg.StreamInterceptors...),
 	}
 	// Until Serve marks it serving, health says NOT_SERVING.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	s.mux.Handle("GET /metrics", promhttpHandler(reg))
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	return s, nil
@@ -289,7 +403,7 @@ func (s *Server) AddReadyCheck(name string, fn ReadyCheck) {
 // Health is the grpc.health.v1 server, for per-service statuses.
 func (s *Server) Health() *health.Server { return s.health }
 
-// Metrics is the Prometheus registry served on /metrics.
+// Metrics is the Prometheus registry served on the metrics listener.
 func (s *Server) Metrics() *prometheus.Registry { return s.reg }
 
 // Logger is the server's logger.
@@ -307,25 +421,42 @@ func (s *Server) Listen() error {
 	if err != nil {
 		return fmt.Errorf("server: listen gRPC: %w", err)
 	}
+	var hl, ml net.Listener
 	if s.cfg.HTTPAddr != "" {
-		hl, err := net.Listen("tcp", s.cfg.HTTPAddr)
-		if err != nil {
+		if hl, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
 			_ = gl.Close()
 			return fmt.Errorf("server: listen HTTP: %w", err)
 		}
-		s.httpLn = hl
 	}
-	s.grpcLn = gl
+	if s.cfg.MetricsAddr != "" {
+		if ml, err = net.Listen("tcp", s.cfg.MetricsAddr); err != nil {
+			_ = gl.Close()
+			if hl != nil {
+				_ = hl.Close()
+			}
+			return fmt.Errorf("server: listen metrics: %w", err)
+		}
+	}
+	s.grpcLn = newLimitListener(gl, "grpc", s.conns, s.cfg.UnauthenticatedIdleTimeout)
+	if hl != nil {
+		s.httpLn = newLimitListener(hl, "https", s.conns, 0)
+	}
+	if ml != nil {
+		s.metricLn = newLimitListener(ml, "metrics", s.conns, 0)
+	}
 	return nil
 }
 
 // GRPCAddr is the bound gRPC address ("" before Listen).
-func (s *Server) GRPCAddr() string { return addrOf(s, func() net.Listener { return s.grpcLn }) }
+func (s *Server) GRPCAddr() string { return addrOf(s, func() *limitListener { return s.grpcLn }) }
 
 // HTTPAddr is the bound HTTP address ("" before Listen or without HTTP).
-func (s *Server) HTTPAddr() string { return addrOf(s, func() net.Listener { return s.httpLn }) }
+func (s *Server) HTTPAddr() string { return addrOf(s, func() *limitListener { return s.httpLn }) }
 
-func addrOf(s *Server, ln func() net.Listener) string {
+// MetricsAddr is the bound metrics address ("" before Listen or without one).
+func (s *Server) MetricsAddr() string { return addrOf(s, func() *limitListener { return s.metricLn }) }
+
+func addrOf(s *Server, ln func() *limitListener) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := ln(); l != nil {
@@ -345,10 +476,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		return err
 	}
 	hs := s.httpServer()
+	ms := s.metricsServer()
 
 	// Health says SERVING before the first connection is accepted.
 	s.markServing()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -366,7 +498,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	s.log.Info("serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr())
+	if ms != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ms.Serve(s.metricLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("server: metrics: %w", err)
+			}
+		}()
+	}
+	s.log.Info("serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr())
 
 	var serveErr error
 	select {
@@ -374,6 +515,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	case serveErr = <-errc: // returned to the caller once shut down
 	}
 	s.shutdown(gs, hs)
+	if ms != nil {
+		_ = ms.Close()
+	}
 	wg.Wait()
 	return serveErr
 }
@@ -405,17 +549,19 @@ func (s *Server) build() (*grpc.Server, error) {
 		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...), notHealth),
 		recovery.UnaryServerInterceptor(rec),
 		errorsUnary(logger),
+		s.inflightUnary,
 	}
 	unary = append(unary, s.unary...)
-	unary = append(unary, recovery.UnaryServerInterceptor(rec))
+	unary = append(unary, s.authUnary, recovery.UnaryServerInterceptor(rec))
 	stream := []grpc.StreamServerInterceptor{
 		s.metrics.StreamServerInterceptor(),
 		selector.StreamServerInterceptor(logging.StreamServerInterceptor(slogAdapter(logger), logOpts...), notHealth),
 		recovery.StreamServerInterceptor(rec),
 		errorsStream(logger),
+		s.inflightStream,
 	}
 	stream = append(stream, s.stream...)
-	stream = append(stream, recovery.StreamServerInterceptor(rec))
+	stream = append(stream, s.authStream, recovery.StreamServerInterceptor(rec))
 
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.tls)),
@@ -423,7 +569,11 @@ func (s *Server) build() (*grpc.Server, error) {
 		grpc.MaxSendMsgSize(c.MaxSendBytes),
 		grpc.MaxConcurrentStreams(c.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(DefaultMaxHeaderListBytes),
-		grpc.ConnectionTimeout(DefaultHandshakeTimeout),
+		grpc.ConnectionTimeout(c.HandshakeTimeout),
+		grpc.InTapHandle(s.tapStreams),
+		grpc.StatsHandler(budgetStats{s}),
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             c.KeepaliveMinTime,
 			PermitWithoutStream: true,
@@ -511,11 +661,19 @@ func errorsStream(log *slog.Logger) grpc.StreamServerInterceptor {
 	}
 }
 
+// maxLoggedErrorBytes caps an error's text in the server log.
+const maxLoggedErrorBytes = 2048
+
 func toStatus(ctx context.Context, log *slog.Logger, method string, err error) error {
 	st := errs.GRPCStatus(err)
-	if st.Code() == codes.Internal {
-		if _, isStatus := status.FromError(err); !isStatus {
-			log.ErrorContext(ctx, "internal error", "grpc.method", method, "error", err)
+	if _, isStatus := status.FromError(err); !isStatus {
+		// The client sees a generic or sentinel message; the cause (capped:
+		// it may quote the caller's input) is for the server log.
+		switch st.Code() {
+		case codes.Internal:
+			log.ErrorContext(ctx, "internal error", "grpc.method", method, "error", errs.Truncate(err.Error(), maxLoggedErrorBytes))
+		case codes.Unavailable:
+			log.WarnContext(ctx, "unavailable", "grpc.method", method, "error", errs.Truncate(err.Error(), maxLoggedErrorBytes))
 		}
 	}
 	return st.Err()

@@ -466,8 +466,8 @@ func TestHTTP(t *testing.T) {
 	}{
 		{"/healthz", 200, "ok"},
 		{"/v1/test", 200, "hello"},
-		{"/readyz", 503, "hsm: ping: keystore: unavailable"},
-		{"/metrics", 200, `grpc_server_handled_total{grpc_code="OK",grpc_method="GetStatus",grpc_service="hsmgate.v1.SystemService",grpc_type="unary"} 1`},
+		{"/readyz", 503, "hsm: keystore: unavailable"},
+		{"/metrics", 404, ""}, // only on the metrics listener
 		{"/nope", 404, ""},
 	}
 	for _, tc := range tests {

@@ -43,7 +43,7 @@ func TestGetStatus(t *testing.T) {
 			hsm:       fakeHSM{err: fmt.Errorf("pkcs11: 0x3 at /dev/secret")},
 			store:     fakeStore{err: fmt.Errorf("dial: %w", keystore.ErrUnavailable)},
 			wantHSM:   &hsmgatev1.ComponentStatus{Name: "tok", Error: "internal error"},
-			wantStore: &hsmgatev1.ComponentStatus{Name: "bbolt", Error: "dial: keystore: unavailable"},
+			wantStore: &hsmgatev1.ComponentStatus{Name: "bbolt", Error: "keystore: unavailable"},
 		},
 		{
 			name:      "not configured",
