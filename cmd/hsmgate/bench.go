@@ -253,7 +253,7 @@ func startBenchServer(ctx context.Context, dir string, log *slog.Logger) (*bench
 	go func() {
 		s.done <- runServer(sctx, st.cfg, log, runOptions{
 			createKEK: true, devRootToken: st.rootToken, devStateDir: st.dir,
-			listening: func(grpcAddr, _ string) error { ready <- grpcAddr; return nil },
+			listening: func(a listenAddrs) error { ready <- a.GRPC; return nil },
 		})
 	}()
 	select {

@@ -90,9 +90,9 @@ func TestReadOrCreateSecret(t *testing.T) {
 }
 
 func TestDevEnvFormat(t *testing.T) {
-	got := devEnv("127.0.0.1:8443", "127.0.0.1:8200", "/s/tls/ca.pem", "hgs.x")
+	got := devEnv(listenAddrs{GRPC: "127.0.0.1:8443", HTTP: "127.0.0.1:8200", Metrics: "127.0.0.1:9090"}, "/s/tls/ca.pem", "hgs.x")
 	want := "export HSMGATE_ADDR=127.0.0.1:8443\nexport HSMGATE_HTTP_ADDR=127.0.0.1:8200\n" +
-		"export HSMGATE_CACERT=/s/tls/ca.pem\nexport HSMGATE_TOKEN=hgs.x\n" +
+		"export HSMGATE_CACERT=/s/tls/ca.pem\nexport HSMGATE_TOKEN=hgs.x\nexport HSMGATE_METRICS_ADDR=127.0.0.1:9090\n" +
 		"export VAULT_ADDR=https://127.0.0.1:8200\nexport VAULT_TOKEN=hgs.x\nexport VAULT_CACERT=/s/tls/ca.pem\n"
 	if got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

@@ -171,11 +171,11 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 			}
 			return nil
 		},
-		listening: func(grpcAddr, httpAddr string) error {
+		listening: func(a listenAddrs) error {
 			if fellBack {
-				fmt.Fprintf(g.stderr, "hsmgate dev: serving gRPC on %s and HTTPS on %s (a default port was taken)\n", grpcAddr, httpAddr)
+				fmt.Fprintf(g.stderr, "hsmgate dev: serving gRPC on %s and HTTPS on %s (a default port was taken)\n", a.GRPC, a.HTTP)
 			}
-			env := devEnv(grpcAddr, httpAddr, st.tls.CACert, st.rootToken)
+			env := devEnv(a, st.tls.CACert, st.rootToken)
 			envFile := filepath.Join(st.dir, devFileEnv)
 			if err := writeFileAtomic(envFile, []byte(env), 0o600); err != nil {
 				return err
@@ -299,7 +299,8 @@ func prepareDevState(ctx context.Context, dir string, f *devFlags, log *slog.Log
 	log.Info("dev state ready", "dir", dir, "token", devTokenLabel, "new_ca", newCA)
 
 	c := config.Default()
-	c.Listen = config.Listen{GRPC: f.grpcAddr, HTTP: f.httpAddr}
+	// /metrics on its own plain-HTTP listener, on loopback, a free port.
+	c.Listen = config.Listen{GRPC: f.grpcAddr, HTTP: f.httpAddr, Metrics: "127.0.0.1:0"}
 	c.TLS.CertFile, c.TLS.KeyFile = tlsFiles.Cert, tlsFiles.Key
 	c.HSM.Library = lib
 	c.HSM.TokenLabel = devTokenLabel
@@ -312,17 +313,24 @@ func prepareDevState(ctx context.Context, dir string, f *devFlags, log *slog.Log
 	return &devState{dir: dir, cfg: c, tls: tlsFiles, rootToken: rootToken}, nil
 }
 
+// EnvMetricsAddr is the plain-HTTP address of /metrics that dev prints.
+const EnvMetricsAddr = "HSMGATE_METRICS_ADDR"
+
 // devEnv is the export lines; values are shell-quoted only when needed.
-func devEnv(grpcAddr, httpAddr, caCert, token string) string {
+func devEnv(a listenAddrs, caCert, token string) string {
 	var b strings.Builder
 	for _, kv := range [][2]string{
-		{client.EnvAddr, grpcAddr},
-		{client.EnvHTTPAddr, httpAddr},
+		{client.EnvAddr, a.GRPC},
+		{client.EnvHTTPAddr, a.HTTP},
 		{client.EnvCACert, caCert},
 		{client.EnvToken, token},
+		{EnvMetricsAddr, a.Metrics},
 	} {
-		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+		if kv[1] != "" || kv[0] != EnvMetricsAddr {
+			fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+		}
 	}
+	httpAddr := a.HTTP
 	if httpAddr == "" {
 		return b.String()
 	}

@@ -84,7 +84,7 @@ func TestDevEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := strings.Join(dev.lines[:7], "\n") + "\n"; string(envFile) != want {
+	if want := strings.Join(dev.lines[:len(dev.exports)], "\n") + "\n"; string(envFile) != want {
 		t.Errorf("env file:\n%s\nwant the export lines:\n%s", envFile, want)
 	}
 	for _, f := range []string{"root-token", "user-pin", "so-pin", "env", "tls/ca-key.pem", "tls/server-key.pem", "hsmgate.db"} {

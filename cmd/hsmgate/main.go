@@ -69,15 +69,15 @@ code name), and exit 1, or 2 for a mistake on the command line.
 
 Environment variables (flags override them):
   HSMGATE_ADDR             gRPC address host:port of the server (default ` + client.DefaultAddr + `)
-  HSMGATE_HTTP_ADDR        HTTPS address host:port of /metrics, /readyz and the PKI endpoints
+  HSMGATE_HTTP_ADDR        HTTPS address host:port of /healthz, /readyz, the PKI and SSH CA
+                           endpoints and the Vault-compatible door (/v1/)
+  HSMGATE_METRICS_ADDR     dev: plain-HTTP address host:port of /metrics (listen.metrics)
   HSMGATE_CACERT           PEM CA of the server certificate (default: the system roots)
   HSMGATE_TOKEN            bearer token
   HSMGATE_CLIENT_CERT      PEM client certificate, for mTLS
   HSMGATE_CLIENT_KEY       PEM key of HSMGATE_CLIENT_CERT
   HSMGATE_TLS_SERVER_NAME  name to verify in the server certificate (default: the address's host)
   HSMGATE_SSH_ROLE         role of "hsmgate ssh sign" without --role (default "default")
-  HSMGATE_PKI_BASE_URL     server, dev: base URL of the AIA, OCSP and CRL URLs in issued
-                           certificates (default https:// and the HTTPS address)
   HSMGATE_AUDIT_HMAC_KEY   server: hex HMAC key of the audit log, the default of audit.hmac_key_env
   HSMGATE_HSM_PIN          server, init: the HSM user PIN, by convention (the config's
                            hsm.pin_env names the variable)

@@ -34,8 +34,11 @@ type runOptions struct {
 	// storeOpened is called once the store is open (dev: its lock is held).
 	storeOpened func() error
 	// listening is called once the listeners are bound, before serving.
-	listening func(grpcAddr, httpAddr string) error
+	listening func(addrs listenAddrs) error
 }
+
+// listenAddrs are the bound listener addresses ("" for a listener that is off).
+type listenAddrs struct{ GRPC, HTTP, Metrics string }
 
 // openHSM resolves the PIN and opens the configured token.
 func openHSM(ctx context.Context, c *config.Config, log *slog.Logger) (*hsm.Module, error) {
@@ -218,7 +221,7 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 	}
 
 	if o.listening != nil {
-		if err := o.listening(srv.GRPCAddr(), srv.HTTPAddr()); err != nil {
+		if err := o.listening(listenAddrs{GRPC: srv.GRPCAddr(), HTTP: srv.HTTPAddr(), Metrics: srv.MetricsAddr()}); err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,7 @@
 // Environment (what `eval "$(hsmgate dev)"` sets):
 //
 //	HSMGATE_ADDR         gRPC address, host:port
-//	HSMGATE_HTTP_ADDR    HTTPS address of /metrics, /healthz, PKI endpoints
+//	HSMGATE_HTTP_ADDR    HTTPS address of /healthz, /readyz, PKI endpoints
 //	HSMGATE_CACERT       PEM file of the CA that signed the server certificate
 //	HSMGATE_TOKEN        bearer token
 //	HSMGATE_CLIENT_CERT  PEM client certificate (mTLS), with HSMGATE_CLIENT_KEY
