@@ -3,7 +3,7 @@
 # new target is fuzzed without editing this script). The seed corpora under
 # testdata/fuzz also run as plain tests in `go test ./...`.
 #
-#   scripts/fuzz.sh               # CI: a fixed number of inputs per target (FUZZ_COUNT, default 10000)
+#   scripts/fuzz.sh               # CI: a fixed number of inputs per target (FUZZ_COUNT, default 5000)
 #   scripts/fuzz.sh --long 30m    # by hand: each target for a time (not part of CI)
 #   scripts/fuzz.sh --long 30m FuzzParseCSR   # only the targets named
 #
@@ -18,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-fuzztime="${FUZZ_COUNT:-10000}x"
+fuzztime="${FUZZ_COUNT:-5000}x"
 if [[ "${1:-}" == "--long" ]]; then
 	[[ -n "${2:-}" ]] || { echo "usage: scripts/fuzz.sh --long DURATION [Target...]" >&2; exit 2; }
 	fuzztime="$2"
