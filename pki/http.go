@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -45,20 +44,15 @@ func (s *Service) Handler() http.Handler {
 	return mux
 }
 
+// httpError answers err through the one error map (errs.HTTPStatus: capped
+// message, no cause of an Unavailable); the cause of a server-side failure
+// goes to the log.
 func (s *Service) httpError(w http.ResponseWriter, r *http.Request, err error) {
-	switch {
-	case errors.Is(err, errs.NotFound):
-		http.Error(w, err.Error(), http.StatusNotFound)
-	case errors.Is(err, errs.InvalidArgument):
-		http.Error(w, err.Error(), http.StatusBadRequest)
-	case errors.Is(err, errs.FailedPrecondition):
-		http.Error(w, err.Error(), http.StatusConflict)
-	case errors.Is(err, errs.Unavailable):
-		http.Error(w, "unavailable", http.StatusServiceUnavailable)
-	default:
+	code, msg := errs.HTTPStatus(err)
+	if code >= http.StatusInternalServerError {
 		s.cfg.Logger.Error("pki: http", "path", r.URL.Path, "err", err)
-		http.Error(w, "internal error", http.StatusInternalServerError)
 	}
+	http.Error(w, msg, code)
 }
 
 func (s *Service) certHandler(fixed, format string) http.HandlerFunc {

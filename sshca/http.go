@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/grpc/codes"
 
 	"github.com/hsmgate/hsmgate/internal/errs"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -41,20 +40,14 @@ func (e *Engine) HTTPHandler() http.Handler {
 	return mux
 }
 
+// httpError answers err through the one error map (errs.HTTPStatus); the
+// cause of a server-side failure goes to the log.
 func (e *Engine) httpError(w http.ResponseWriter, err error) {
-	st := errs.GRPCStatus(err)
-	code := http.StatusInternalServerError
-	switch st.Code() {
-	case codes.NotFound:
-		code = http.StatusNotFound
-	case codes.InvalidArgument:
-		code = http.StatusBadRequest
-	case codes.Unavailable:
-		code = http.StatusServiceUnavailable
-	default:
+	code, msg := errs.HTTPStatus(err)
+	if code >= http.StatusInternalServerError {
 		e.log.Error("sshca: http", "err", err)
 	}
-	http.Error(w, st.Message(), code)
+	http.Error(w, msg, code)
 }
 
 func (e *Engine) keyLines(ctx context.Context, ca string, ct pb.SSHCertType, prefix string) (string, error) {

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"sync/atomic"
 
-	"google.golang.org/grpc/codes"
 
 	"github.com/hsmgate/hsmgate/internal/errs"
 )
@@ -89,25 +88,10 @@ func (s *statusWriter) WriteHeader(code int) {
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func writeHTTPError(w http.ResponseWriter, err error) {
-	st := errs.GRPCStatus(err)
-	code := http.StatusInternalServerError
-	switch st.Code() {
-	case codes.Unauthenticated:
-		code = http.StatusUnauthorized
-	case codes.PermissionDenied:
-		code = http.StatusForbidden
-	case codes.ResourceExhausted:
-		code = http.StatusTooManyRequests
-	case codes.Unavailable:
-		code = http.StatusServiceUnavailable
-	case codes.InvalidArgument:
-		code = http.StatusBadRequest
-	case codes.NotFound:
-		code = http.StatusNotFound
-	}
+	code, msg := errs.HTTPStatus(err)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(map[string][]string{"errors": {st.Message()}})
+	_ = json.NewEncoder(w).Encode(map[string][]string{"errors": {msg}})
 }
 
 // HTTPGate wraps HTTP handlers before the Interceptor exists (engines register

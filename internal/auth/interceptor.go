@@ -193,21 +193,27 @@ func (i *Interceptor) auditRefusal(c *call, resource string, items int, err erro
 	_ = i.o.Audit.Write(e)
 }
 
-// status returns err as a gRPC status for the client. An Internal error is
-// logged here, once, with its cause and the request id; the client sees
-// only "internal error". (A bare status error is not logged: it is the
+// status returns err as a gRPC status for the client. An Internal or
+// Unavailable error is logged here, once, with its cause and the request id;
+// the client sees only "internal error" or the sentinel's message. (A bare status error is not logged: it is the
 // recovery interceptor's, which logged the panic, or was logged below.)
 func (i *Interceptor) status(c *call, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errs.Code(err) == codes.Internal {
+	// Internal and Unavailable answers carry no cause (no audit path, no
+	// store or HSM detail): it goes to the log here, with the request id.
+	if code := errs.Code(err); code == codes.Internal || code == codes.Unavailable {
 		if _, bare := err.(interface{ GRPCStatus() *status.Status }); !bare {
-			attrs := []any{"grpc.method", c.method, "request_id", c.reqID, "error", err.Error()}
+			attrs := []any{"grpc.method", c.method, "request_id", c.reqID, "error", errs.Truncate(err.Error(), 4096)}
 			if c.id != nil {
 				attrs = append(attrs, "identity", c.id.Name, "kind", string(c.id.Kind))
 			}
-			i.log.Error("internal error", attrs...)
+			if code == codes.Internal {
+				i.log.Error("internal error", attrs...)
+			} else {
+				i.log.Warn("unavailable", attrs...)
+			}
 		}
 	}
 	return errs.ToGRPC(err)

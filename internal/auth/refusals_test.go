@@ -287,3 +287,46 @@ func TestHTTPRequestID(t *testing.T) {
 		}
 	}
 }
+
+// An audit log that cannot be written fails the request Unavailable with the
+// sentinel's message only (no path or cause reaches the client), and the
+// cause is logged once with the request id.
+func TestAuditFailureCauseLoggedNotAnswered(t *testing.T) {
+	a, _ := newAuth(t, Config{})
+	var buf bytes.Buffer
+	l, path := openAudit(t)
+	ic, err := NewInterceptor(Options{
+		Table:         Table{"/test.Pipe/Echo": {AuthenticatedOnly: true}},
+		Authenticator: a.Authenticator, Policies: a.Policies, Audit: l,
+		Logger: slog.New(slog.NewJSONHandler(&buf, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := a.Tokens.Create(context.Background(), rootID, TokenRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil { // the log treats it as a full disk
+		t.Fatal(err)
+	}
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+secret, "x-request-id", "req-audit-1"))
+	ran := false
+	_, err = ic.Unary()(ctx, wrapperspb.String("k"), &grpc.UnaryServerInfo{FullMethod: "/test.Pipe/Echo"},
+		func(context.Context, any) (any, error) { ran = true; return nil, nil })
+	st, _ := status.FromError(err)
+	if st.Code() != codes.Unavailable || strings.Contains(st.Message(), filepath.Dir(path)) || strings.Contains(st.Message(), "deleted") || ran {
+		t.Errorf("client got %v %q (handler ran: %v), want Unavailable without the path, handler not run", st.Code(), st.Message(), ran)
+	}
+	var found bool
+	for _, s := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(s), &m) == nil && m["msg"] == "unavailable" && m["request_id"] == "req-audit-1" &&
+			strings.Contains(fmt.Sprint(m["error"]), "deleted or replaced") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no log line with the cause (the audit path) and the request id:\n%s", buf.String())
+	}
+}
