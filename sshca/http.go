@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-
 	"github.com/hsmgate/hsmgate/internal/errs"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"sync/atomic"
 
-
 	"github.com/hsmgate/hsmgate/internal/errs"
 )
 
