@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -131,6 +132,7 @@ func TestExampleConfigs(t *testing.T) {
 				t.Error("hsm: no PIN reference")
 			}
 			checkSharedBaseURL(t, c.PKI.BaseURL)
+			checkHostMetrics(t, c)
 		})
 	}
 	t.Run("kubernetes/configmap.yaml", func(t *testing.T) {
@@ -148,6 +150,26 @@ func TestExampleConfigs(t *testing.T) {
 			t.Errorf("pki.base_url %q: want the Service's stable name, hsmgate.hsmgate.svc", c.PKI.BaseURL)
 		}
 	})
+}
+
+// checkHostMetrics: a host example serves /metrics (plain HTTP) on its own
+// listener, on loopback: exposing it further is a decision made with a
+// firewall in front, not a default.
+func checkHostMetrics(t *testing.T, c *config.Config) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(c.Listen.Metrics)
+	if err != nil {
+		t.Errorf("listen.metrics %q: want host:port (the server serves /metrics on no other listener)", c.Listen.Metrics)
+		return
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || port == "0" {
+		t.Errorf("listen.metrics %q: want a fixed port on a loopback address (plain HTTP)", c.Listen.Metrics)
+	}
+	for _, other := range []string{c.Listen.GRPC, c.Listen.HTTP} {
+		if _, p, _ := net.SplitHostPort(other); p == port {
+			t.Errorf("listen.metrics %q: same port as %q", c.Listen.Metrics, other)
+		}
+	}
 }
 
 // docs decodes every YAML document of a file (empty ones skipped).
@@ -372,8 +394,13 @@ func checkPodSpec(t *testing.T, d map[string]any, c *config.Config, routes strin
 		n, _ := get(p, "containerPort").(int)
 		ports[str(get(p, "name"))] = n
 	}
-	for name, addr := range map[string]string{"grpc": c.Listen.GRPC, "https": c.Listen.HTTP} {
-		if want := ":" + fmt.Sprint(ports[name]); !strings.HasSuffix(addr, want) {
+	// /metrics is served only on listen.metrics (plain HTTP): a pod without
+	// it cannot be scraped at all.
+	if c.Listen.Metrics == "" {
+		t.Error("listen.metrics: not set (the server serves /metrics on no other listener)")
+	}
+	for name, addr := range map[string]string{"grpc": c.Listen.GRPC, "https": c.Listen.HTTP, "metrics": c.Listen.Metrics} {
+		if want := ":" + fmt.Sprint(ports[name]); ports[name] == 0 || !strings.HasSuffix(addr, want) {
 			t.Errorf("port %s: containerPort %d does not match listen address %q", name, ports[name], addr)
 		}
 	}
@@ -381,6 +408,79 @@ func checkPodSpec(t *testing.T, d map[string]any, c *config.Config, routes strin
 	grace, _ := get(pod, "terminationGracePeriodSeconds").(int)
 	if need := c.Shutdown.Drain + c.Shutdown.Timeout; time.Duration(grace)*time.Second <= need {
 		t.Errorf("terminationGracePeriodSeconds %d: want more than shutdown.drain + shutdown.timeout = %s", grace, need)
+	}
+}
+
+// TestKubernetesMetrics: deploy/kubernetes serves /metrics on the config's
+// plain-HTTP listen.metrics, exposes it as container and Service port
+// "metrics", says so in the scrape annotations, and admits only the
+// monitoring namespace to it.
+func TestKubernetesMetrics(t *testing.T) {
+	c := parseConfig(t, []byte(configMapConfig(t)))
+	_, p, err := net.SplitHostPort(c.Listen.Metrics)
+	if err != nil {
+		t.Fatalf("configmap.yaml: listen.metrics %q: want host:port", c.Listen.Metrics)
+	}
+	var port int
+	fmt.Sscan(p, &port)
+	dep := findObject(t, "Deployment", "hsmgate")
+	ann := get(dep, "spec", "template", "metadata", "annotations")
+	if get(ann, "prometheus.io/scheme") != "http" || get(ann, "prometheus.io/port") != p || get(ann, "prometheus.io/path") != "/metrics" {
+		t.Errorf("Deployment scrape annotations %v: want scheme http, port %s, path /metrics", ann, p)
+	}
+	svcPort := servicePort(t, findObject(t, "Service", "hsmgate"), "metrics")
+	if get(svcPort, "targetPort") != "metrics" || get(svcPort, "port") != port {
+		t.Errorf("Service hsmgate port metrics %v: want port %d, targetPort metrics", svcPort, port)
+	}
+	if sp := servicePort(t, findObject(t, "Service", "hsmgate-headless"), "metrics"); sp != nil {
+		t.Errorf("headless Service: port metrics %v: want none (one scrape target per pod)", sp)
+	}
+	monitoring := yamlValue(t, `[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]`)
+	checkMetricsIngress(t, findObject(t, "NetworkPolicy", "hsmgate"), port, monitoring)
+}
+
+// servicePort returns the Service's port with this name, or nil.
+func servicePort(t *testing.T, svc map[string]any, name string) any {
+	t.Helper()
+	for _, p := range list(get(svc, "spec", "ports")) {
+		if get(p, "name") == name {
+			return p
+		}
+	}
+	return nil
+}
+
+func yamlValue(t *testing.T, s string) any {
+	t.Helper()
+	var v any
+	if err := yaml.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// checkMetricsIngress: the NetworkPolicy admits to the plain-HTTP metrics
+// port exactly the peers wantFrom, through rules that name the port (a rule
+// without ports or without peers would open it to more).
+func checkMetricsIngress(t *testing.T, np map[string]any, port int, wantFrom any) {
+	t.Helper()
+	var from []any
+	for i, rule := range list(get(np, "spec", "ingress")) {
+		ports := list(get(rule, "ports"))
+		admits := len(ports) == 0
+		for _, p := range ports {
+			admits = admits || get(p, "port") == port || get(p, "port") == "metrics"
+		}
+		if !admits {
+			continue
+		}
+		if len(list(get(rule, "from"))) == 0 {
+			t.Errorf("NetworkPolicy %v ingress rule %d: admits the metrics port %d from anywhere", get(np, "metadata", "name"), i, port)
+		}
+		from = append(from, list(get(rule, "from"))...)
+	}
+	if !reflect.DeepEqual(from, wantFrom) {
+		t.Errorf("NetworkPolicy %v: metrics port %d admits %v, want only %v", get(np, "metadata", "name"), port, from, wantFrom)
 	}
 }
 
@@ -548,6 +648,7 @@ func TestSystemdReplicas(t *testing.T) {
 		t.Errorf("store.etcd.request_timeout: got %s, want a bound of a few seconds", c.Store.Etcd.RequestTimeout)
 	}
 	checkSharedBaseURL(t, c.PKI.BaseURL)
+	checkHostMetrics(t, loaded)
 	if c.HSM.PINEnv != "" || c.Audit.HMACKeyEnv != "" {
 		t.Errorf("pin_env %q, hmac_key_env %q: want the secrets as credentials, not in the environment", c.HSM.PINEnv, c.Audit.HMACKeyEnv)
 	}

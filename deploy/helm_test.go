@@ -153,10 +153,12 @@ func TestHelmTemplate(t *testing.T) {
 		baseURL                          string
 		monitor                          bool
 		antiAffinity                     string // the podAntiAffinity term used
+		metricsFrom                      string // YAML: the peers admitted to the metrics port
 	}{
-		{"defaults", "hsmgate", "hsmgate", "", 3, "https://hsmgate.hsmgate.svc:8200", false, "preferredDuringSchedulingIgnoredDuringExecution"},
-		{"defaults-other-release", "kms", "security", "", 3, "https://kms-hsmgate.security.svc:8200", false, "preferredDuringSchedulingIgnoredDuringExecution"},
-		{"multi-replica", "prod", "hsmgate-prod", "ci/multi-replica-values.yaml", 5, "http://ca.example.com", true, "requiredDuringSchedulingIgnoredDuringExecution"},
+		{"defaults", "hsmgate", "hsmgate", "", 3, "https://hsmgate.hsmgate.svc:8200", false, "preferredDuringSchedulingIgnoredDuringExecution", monitoringNS},
+		{"defaults-other-release", "kms", "security", "", 3, "https://kms-hsmgate.security.svc:8200", false, "preferredDuringSchedulingIgnoredDuringExecution", monitoringNS},
+		{"multi-replica", "prod", "hsmgate-prod", "ci/multi-replica-values.yaml", 5, "http://ca.example.com", true, "requiredDuringSchedulingIgnoredDuringExecution",
+			`[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}, podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}}]`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,6 +224,7 @@ func TestHelmTemplate(t *testing.T) {
 				t.Run(str(d["kind"]), func(t *testing.T) { checkPodSpec(t, d, c, routes) })
 			}
 			checkHelmWiring(t, r, full, dep, job)
+			checkHelmMetrics(t, r, full, c, yamlValue(t, tc.metricsFrom))
 			pod := get(dep, "spec", "template", "spec")
 			if str(get(dep, "spec", "template", "metadata", "annotations", "checksum/config")) == "" {
 				t.Error("pod template: no checksum/config annotation (a config change would not roll the pods)")
@@ -238,7 +241,7 @@ func TestHelmTemplate(t *testing.T) {
 				t.Errorf("affinity.podAntiAffinity: no %s term", tc.antiAffinity)
 			}
 			if tc.monitor {
-				checkServiceMonitor(t, r, full)
+				checkServiceMonitor(t, r, full, c)
 			}
 		})
 	}
@@ -377,7 +380,29 @@ func checkHelmWiring(t *testing.T, r rendered, full string, dep, job map[string]
 	}
 }
 
-func checkServiceMonitor(t *testing.T, r rendered, full string) {
+// monitoringNS is the chart's default networkPolicy.metricsFrom.
+const monitoringNS = `[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]`
+
+// checkHelmMetrics: the rendered config sets listen.metrics (the only
+// listener serving /metrics) to the Service's and container's "metrics"
+// port, which the NetworkPolicy opens to metricsFrom alone.
+func checkHelmMetrics(t *testing.T, r rendered, full string, c *config.Config, metricsFrom any) {
+	t.Helper()
+	sp := servicePort(t, r.get(t, "Service", full), "metrics")
+	port, _ := get(sp, "port").(int)
+	if port == 0 || get(sp, "targetPort") != "metrics" {
+		t.Fatalf("Service %s: port metrics %v: want a port with targetPort metrics", full, sp)
+	}
+	if want := fmt.Sprintf(":%d", port); c.Listen.Metrics != want {
+		t.Errorf("listen.metrics: got %q, want %q (the Service's metrics port)", c.Listen.Metrics, want)
+	}
+	if sp := servicePort(t, r.get(t, "Service", full+"-headless"), "metrics"); sp != nil {
+		t.Errorf("headless Service: port metrics %v: want none", sp)
+	}
+	checkMetricsIngress(t, r.get(t, "NetworkPolicy", full), port, metricsFrom)
+}
+
+func checkServiceMonitor(t *testing.T, r rendered, full string, c *config.Config) {
 	t.Helper()
 	sm := r.get(t, "ServiceMonitor", full)
 	sel := get(sm, "spec", "selector", "matchLabels")
@@ -387,9 +412,23 @@ func checkServiceMonitor(t *testing.T, r rendered, full string) {
 	if subset(sel, get(r.get(t, "Service", full+"-headless"), "metadata", "labels")) {
 		t.Error("ServiceMonitor: selects the headless Service too (every target scraped twice)")
 	}
+	// hsmgate serves /metrics only on listen.metrics, in plain HTTP; the
+	// HTTPS listener answers 404 for it.
 	ep := list(get(sm, "spec", "endpoints"))
-	if len(ep) != 1 || get(ep[0], "port") != "https" || get(ep[0], "scheme") != "https" || get(ep[0], "path") != "/metrics" {
-		t.Errorf("ServiceMonitor endpoints %v: want port https, scheme https, path /metrics", ep)
+	if len(ep) != 1 || get(ep[0], "port") != "metrics" || get(ep[0], "scheme") != "http" || get(ep[0], "path") != "/metrics" {
+		t.Errorf("ServiceMonitor endpoints %v: want port metrics, scheme http, path /metrics", ep)
+	} else if get(ep[0], "tlsConfig") != nil {
+		t.Errorf("ServiceMonitor endpoint: tlsConfig %v on a plain-HTTP port", get(ep[0], "tlsConfig"))
+	}
+	if c.Listen.Metrics == "" {
+		t.Error("ServiceMonitor rendered, but the config has no listen.metrics: nothing serves /metrics")
+	}
+	b, err := os.ReadFile("../internal/server/http.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"GET /metrics"`) {
+		t.Error(`internal/server/http.go registers no "GET /metrics" route`)
 	}
 }
 
@@ -412,6 +451,10 @@ func TestHelmRefuses(t *testing.T) {
 		{"library outside /opt/hsm", []string{"--set-string", "hsmClient.library=/usr/lib/libpkcs11.so"}, "library"},
 		{"audit path override", []string{"--set-string", "config.audit.path=/tmp/audit.log"}, "path"},
 		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
+		{"metrics port on the HTTPS port", []string{"--set", "service.ports.metrics=8200"}, "service.ports"},
+		{"metrics port on the gRPC port", []string{"--set", "service.ports.metrics=8443"}, "service.ports"},
+		{"TLS scrape config (metrics are plain HTTP)", []string{"--set", "serviceMonitor.tlsConfig.insecureSkipVerify=true"}, "tlsConfig"},
+		{"custom metrics port", []string{"--set", "service.ports.metrics=9100"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"template", "hsmgate", chartDir, "--namespace", "hsmgate", "--kube-version", kubeVersion}, tc.set...)

@@ -73,9 +73,14 @@ loopback address: every certificate would point its relying parties at themselve
 {{- $c := .Values.config -}}
 # Rendered by the hsmgate Helm chart from its values. Paths are where the pods mount each
 # Secret; the PIN, the etcd password and the audit key are named by variable only.
+{{- $p := .Values.service.ports }}
+{{- if or (eq (int $p.metrics) (int $p.grpc)) (eq (int $p.metrics) (int $p.https)) (eq (int $p.grpc) (int $p.https)) }}
+{{- fail (printf "service.ports: grpc %v, https %v and metrics %v must be three different ports" $p.grpc $p.https $p.metrics) }}
+{{- end }}
 listen:
-  grpc: ":{{ .Values.service.ports.grpc }}"
-  http: ":{{ .Values.service.ports.https }}"
+  grpc: ":{{ $p.grpc }}"
+  http: ":{{ $p.https }}"
+  metrics: ":{{ $p.metrics }}"   # plain HTTP, /metrics only: reached only from networkPolicy.metricsFrom
 tls:
   cert: /etc/hsmgate/tls/tls.crt
   key: /etc/hsmgate/tls/tls.key
