@@ -105,6 +105,9 @@ func FuzzOCSPRequest(f *testing.F) {
 				t.Fatalf("accepted a non-positive serial")
 			}
 		}
+		if n := ocspRequestNonce(b); len(n) > maxOCSPNonce {
+			t.Fatalf("nonce of %d bytes echoed, limit %d", len(n), maxOCSPNonce)
+		}
 		for _, r := range []*http.Request{
 			httptest.NewRequest(http.MethodPost, "/pki/ocsp", strings.NewReader(string(b))),
 			httptest.NewRequest(http.MethodGet, "/pki/ocsp/"+base64.URLEncoding.EncodeToString(b), nil),

@@ -135,7 +135,7 @@ func (s *Service) answerOCSP(w http.ResponseWriter, r *http.Request, der []byte)
 		s.writeOCSP(w, ocsp.MalformedRequestErrorResponse)
 		return
 	}
-	resp, err := s.OCSPResponse(r.Context(), req)
+	resp, err := s.OCSPResponse(r.Context(), req, ocspRequestNonce(der))
 	if err != nil {
 		s.cfg.Logger.Error("pki: OCSP", "err", err)
 		s.writeOCSP(w, ocsp.InternalErrorErrorResponse)

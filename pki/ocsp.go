@@ -40,8 +40,9 @@ func parseOCSPRequest(der []byte) (*ocsp.Request, error) {
 
 // OCSPResponse answers a parsed OCSP request: a signed good, revoked or
 // unknown response, or ocsp.UnauthorizedErrorResponse when no issuer of ours
-// matches the request's issuer hashes.
-func (s *Service) OCSPResponse(ctx context.Context, req *ocsp.Request) ([]byte, error) {
+// matches the request's issuer hashes. nonce, the value of the request's
+// nonce extension (nil: none), is echoed in the response's extensions.
+func (s *Service) OCSPResponse(ctx context.Context, req *ocsp.Request, nonce []byte) ([]byte, error) {
 	iss, err := s.issuerForOCSP(ctx, req)
 	if err != nil {
 		return nil, err
@@ -70,7 +71,7 @@ func (s *Service) OCSPResponse(ctx context.Context, req *ocsp.Request) ([]byte, 
 	if iss.ocspCert != iss.cert {
 		tmpl.Certificate = iss.ocspCert
 	}
-	der, err := ocsp.CreateResponse(iss.cert, iss.ocspCert, tmpl, withContext(ctx, iss.ocspSigner))
+	der, err := createOCSPResponse(iss.cert, iss.ocspCert, tmpl, nonce, s.cfg.Now(), withContext(ctx, iss.ocspSigner))
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign OCSP response for %q: %w", iss.rec.Name, err)
 	}
