@@ -621,8 +621,14 @@ type CreateKeyRequest struct {
 	// Allow restoring this key's backups under another name. Only at
 	// creation: no later call can set it.
 	AllowRestoreRename bool `protobuf:"varint,10,opt,name=allow_restore_rename,json=allowRestoreRename,proto3" json:"allow_restore_rename,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// With residency hsm: adopt the existing HSM key that this RFC 7512
+	// PKCS#11 URI names (pkcs11:token=...;object=...;id=...) as version 1
+	// instead of generating one. It must be sensitive, non-extractable and of
+	// type. hsmgate never destroys an adopted key, and such a key cannot be
+	// rotated (a new version would be generated, not adopted).
+	KeyUri        string `protobuf:"bytes,11,opt,name=key_uri,json=keyUri,proto3" json:"key_uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateKeyRequest) Reset() {
@@ -723,6 +729,13 @@ func (x *CreateKeyRequest) GetAllowRestoreRename() bool {
 		return x.AllowRestoreRename
 	}
 	return false
+}
+
+func (x *CreateKeyRequest) GetKeyUri() string {
+	if x != nil {
+		return x.KeyUri
+	}
+	return ""
 }
 
 // CreateKeyResponse returns the new key.
@@ -4966,7 +4979,7 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x129\n" +
 	"\bversions\x18\x10 \x03(\v2\x1d.hsmgate.v1.TransitKeyVersionR\bversions\x120\n" +
-	"\x14allow_restore_rename\x18\x11 \x01(\bR\x12allowRestoreRename\"\xd1\x03\n" +
+	"\x14allow_restore_rename\x18\x11 \x01(\bR\x12allowRestoreRename\"\xea\x03\n" +
 	"\x10CreateKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1a.hsmgate.v1.TransitKeyTypeR\x04type\x12:\n" +
@@ -4982,7 +4995,8 @@ const file_hsmgate_v1_transit_proto_rawDesc = "" +
 	"\x12auto_rotate_period\x18\b \x01(\v2\x19.google.protobuf.DurationR\x10autoRotatePeriod\x12=\n" +
 	"\x1bmax_encryptions_per_version\x18\t \x01(\x04R\x18maxEncryptionsPerVersion\x120\n" +
 	"\x14allow_restore_rename\x18\n" +
-	" \x01(\bR\x12allowRestoreRename\"=\n" +
+	" \x01(\bR\x12allowRestoreRename\x12\x17\n" +
+	"\akey_uri\x18\v \x01(\tR\x06keyUri\"=\n" +
 	"\x11CreateKeyResponse\x12(\n" +
 	"\x03key\x18\x01 \x01(\v2\x16.hsmgate.v1.TransitKeyR\x03key\"#\n" +
 	"\rGetKeyRequest\x12\x12\n" +
