@@ -7,39 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/miekg/pkcs11"
-
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
-
-// ceremonyKey makes an ECDSA P-256 key pair on the token from outside
-// hsmgate (a second PKCS#11 session, as a key-ceremony tool would).
-func ceremonyKey(t *testing.T, token, label string, id []byte, extractable bool) {
-	t.Helper()
-	p, slot := hsmtest.Slot(t, token)
-	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.CloseSession(s)
-	p256 := []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
-	common := func(class uint) []*pkcs11.Attribute {
-		return []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, class), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		}
-	}
-	pub := append(common(pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true))
-	priv := append(common(pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, !extractable),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, extractable))
-	if _, _, err := p.GenerateKeyPair(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, pub, priv); err != nil {
-		t.Fatalf("ceremony key %q: %v", label, err)
-	}
-}
 
 // TestAdoptedRootIssuer: a root created with key_uri uses the ceremony's
 // key (no new key is made), issues a leaf that openssl verifies, and its
@@ -49,9 +20,9 @@ func TestAdoptedRootIssuer(t *testing.T) {
 	ctx := context.Background()
 	m := e.keys.(hsmKeys).m
 	token := m.TokenLabel()
-	ceremonyKey(t, token, "ceremony-root", []byte{1, 2}, false)
-	ceremonyKey(t, token, "ceremony-2", []byte{3}, false)
-	ceremonyKey(t, token, "leaky", []byte{4}, true)
+	hsmtest.ForeignECKey(t, token, "ceremony-root", []byte{1, 2}, false)
+	hsmtest.ForeignECKey(t, token, "ceremony-2", []byte{3}, false)
+	hsmtest.ForeignECKey(t, token, "leaky", []byte{4}, true)
 	subject := func(cn string) *pb.Subject {
 		return &pb.Subject{CommonName: cn, Organization: []string{"hsmgate test"}}
 	}
