@@ -212,3 +212,27 @@ func ForeignECKey(t testing.TB, token, label string, id []byte, extractable bool
 		t.Fatalf("hsmtest: foreign key %q: %v", label, err)
 	}
 }
+
+// ForeignAESKey makes an AES-256 token key (encrypt and decrypt; private,
+// sensitive, not extractable) with this label and CKA_ID from outside any
+// Module, as ForeignECKey does.
+func ForeignAESKey(t testing.TB, token, label string, id []byte) {
+	t.Helper()
+	p, slot := Slot(t, token)
+	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatalf("hsmtest: open session: %v", err)
+	}
+	defer p.CloseSession(s)
+	_, err = p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+	})
+	if err != nil {
+		t.Fatalf("hsmtest: foreign AES key %q: %v", label, err)
+	}
+}
