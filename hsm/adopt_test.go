@@ -139,3 +139,44 @@ func TestAdoptSecretKeys(t *testing.T) {
 		}
 	})
 }
+
+// TestAdoptRefusesForeignPublicHalf: a public key object that carries the
+// private key's label and id but is another key's half (planted so that a
+// CA certificate would name a key the CA cannot sign with) is refused.
+func TestAdoptRefusesForeignPublicHalf(t *testing.T) {
+	cfg := hsmtest.Config(t)
+	m := openModule(t, cfg)
+	hsmtest.ForeignECKey(t, cfg.TokenLabel, "real", []byte{1}, false)
+	hsmtest.ForeignECKey(t, cfg.TokenLabel, "other", []byte{2}, false)
+	p, slot := hsmtest.Slot(t, cfg.TokenLabel)
+	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.CloseSession(s)
+	pubOf := func(label string) pkcs11.ObjectHandle {
+		if err := p.FindObjectsInit(s, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		hs, _, err := p.FindObjects(s, 2)
+		_ = p.FindObjectsFinal(s)
+		if err != nil || len(hs) != 1 {
+			t.Fatalf("public key %q: %d objects, %v", label, len(hs), err)
+		}
+		return hs[0]
+	}
+	if err := p.DestroyObject(s, pubOf("real")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetAttributeValue(s, pubOf("other"), []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "real"), pkcs11.NewAttribute(pkcs11.CKA_ID, []byte{1}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.AdoptKey(ctx, "pkcs11:object=real;id=%01")
+	if !errors.Is(err, hsm.ErrNotAdoptable) || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("got %v, want ErrNotAdoptable: the public key does not verify", err)
+	}
+}
