@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -20,6 +21,15 @@ import (
 // adopted (extractable, not sensitive, public, not usable for signing, or a
 // public half that does not match). The server answers FailedPrecondition.
 var ErrNotAdoptable = errs.New(errs.FailedPrecondition, "hsm: key cannot be adopted")
+
+// ownIDPrefix starts the CKA_ID of every key that GenerateKey makes (then
+// 16 random bytes): AdoptKey refuses such keys, so that a caller allowed
+// to create one key cannot take over another key of hsmgate's (another
+// tenant's transit key, another issuer's key, the KEK) by naming it in a
+// URI. Keys made before the prefix existed have a bare 16-byte random ID;
+// the usage checks (CKA_SIGN, CKA_ENCRYPT/CKA_DECRYPT) still keep the KEK
+// out.
+var ownIDPrefix = []byte("hsmgate:")
 
 // refPrefix starts every reference to an adopted key. GenerateKey refuses
 // labels with this prefix, so a reference never names a key hsmgate made.
@@ -172,12 +182,14 @@ func refTemplate(u URI, class uint) []*pkcs11.Attribute {
 func (m *Module) vetKey(s *session, h pkcs11.ObjectHandle, class uint, u URI) (KeyType, error) {
 	a, err := m.p.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
 		attr(pkcs11.CKA_SENSITIVE, nil), attr(pkcs11.CKA_EXTRACTABLE, nil), attr(pkcs11.CKA_PRIVATE, nil),
-		attr(pkcs11.CKA_KEY_TYPE, nil),
+		attr(pkcs11.CKA_KEY_TYPE, nil), attr(pkcs11.CKA_ID, nil),
 	})
 	if err != nil {
 		return "", err
 	}
 	switch {
+	case bytes.HasPrefix(a[4].Value, ownIDPrefix):
+		return "", fmt.Errorf("the key is one that hsmgate made (CKA_ID starts with %q); its own keys are not adopted again: %w", ownIDPrefix, ErrNotAdoptable)
 	case !boolAttr(a[0].Value):
 		return "", fmt.Errorf("CKA_SENSITIVE is false (the key's value can be read): %w", ErrNotAdoptable)
 	case boolAttr(a[1].Value):
@@ -216,14 +228,21 @@ func (m *Module) vetKey(s *session, h pkcs11.ObjectHandle, class uint, u URI) (K
 
 // secretType names the secret key's type: AES-256 or an HMAC key.
 func (m *Module) secretType(s *session, h pkcs11.ObjectHandle, keyType uint) (KeyType, error) {
-	a, err := m.p.GetAttributeValue(s.h, h, []*pkcs11.Attribute{attr(pkcs11.CKA_VALUE_LEN, nil)})
+	a, err := m.p.GetAttributeValue(s.h, h, []*pkcs11.Attribute{
+		attr(pkcs11.CKA_VALUE_LEN, nil), attr(pkcs11.CKA_ENCRYPT, nil), attr(pkcs11.CKA_DECRYPT, nil), attr(pkcs11.CKA_SIGN, nil),
+	})
 	if err != nil {
 		return "", err
 	}
 	n := ulong(a[0].Value)
+	crypt, sign := boolAttr(a[1].Value) && boolAttr(a[2].Value), boolAttr(a[3].Value)
 	switch {
+	case keyType == pkcs11.CKK_AES && n == 32 && !crypt:
+		return "", fmt.Errorf("AES key without CKA_ENCRYPT and CKA_DECRYPT: %w", ErrNotAdoptable)
 	case keyType == pkcs11.CKK_AES && n == 32:
 		return AES256, nil
+	case keyType == pkcs11.CKK_GENERIC_SECRET && (n == 32 || n == 64) && !sign:
+		return "", fmt.Errorf("HMAC key without CKA_SIGN: %w", ErrNotAdoptable)
 	case keyType == pkcs11.CKK_GENERIC_SECRET && n == 32:
 		return HMACSHA256, nil
 	case keyType == pkcs11.CKK_GENERIC_SECRET && n == 64:

@@ -180,3 +180,45 @@ func TestAdoptRefusesForeignPublicHalf(t *testing.T) {
 		t.Fatalf("got %v, want ErrNotAdoptable: the public key does not verify", err)
 	}
 }
+
+// TestAdoptRefusesOwnKeys: a key that hsmgate made (another tenant's
+// transit key, another issuer's key) cannot be taken over by naming it in
+// a URI, and the KEK (wrap only) is no AES data key.
+func TestAdoptRefusesOwnKeys(t *testing.T) {
+	cfg := hsmtest.Config(t)
+	m := openModule(t, cfg)
+	for _, kt := range []hsm.KeyType{hsm.AES256, hsm.ECDSAP256, hsm.HMACSHA256} {
+		label := "mine-" + string(kt)
+		if err := m.GenerateKey(ctx, label, kt); err != nil {
+			t.Fatal(err)
+		}
+		t.Run(string(kt), func(t *testing.T) {
+			_, err := m.AdoptKey(ctx, "pkcs11:object="+label)
+			if !errors.Is(err, hsm.ErrNotAdoptable) || !strings.Contains(err.Error(), "hsmgate made") {
+				t.Fatalf("got %v, want ErrNotAdoptable: hsmgate made it", err)
+			}
+		})
+	}
+	t.Run("wrap-only AES key", func(t *testing.T) {
+		p, slot := hsmtest.Slot(t, cfg.TokenLabel)
+		s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.CloseSession(s)
+		if _, err := p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32), pkcs11.NewAttribute(pkcs11.CKA_LABEL, "old-kek"),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, false),
+			pkcs11.NewAttribute(pkcs11.CKA_WRAP, true), pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = m.AdoptKey(ctx, "pkcs11:object=old-kek")
+		if !errors.Is(err, hsm.ErrNotAdoptable) || !strings.Contains(err.Error(), "CKA_ENCRYPT") {
+			t.Fatalf("got %v, want ErrNotAdoptable naming CKA_ENCRYPT", err)
+		}
+	})
+}

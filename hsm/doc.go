@@ -132,8 +132,8 @@
 // SoftHSM reports a blob that fails its integrity check as CKR_GENERAL_ERROR;
 // Unwrap maps it to ErrInvalidInput.
 //
-// GenerateKey makes one token object (or pair) per label, with a random
-// CKA_ID shared by both halves of a pair. Private and secret keys are
+// GenerateKey makes one token object (or pair) per label, with a CKA_ID of
+// "hsmgate:" and 16 random bytes, shared by both halves of a pair. Private and secret keys are
 // CKA_PRIVATE, CKA_SENSITIVE and non-extractable. AES-256 keys encrypt and
 // decrypt with CKM_AES_GCM, 12-byte nonces from the caller (anything else is
 // ErrInvalidNonce before the HSM is called: SoftHSM accepts an empty IV) and
@@ -159,7 +159,10 @@
 // later with the same label and id is never used in the key's place.
 // GenerateKey refuses labels that start with "pkcs11:", and DestroyKey
 // refuses references (ErrUnsupported): hsmgate never destroys a key it did
-// not make. Interop with crypto11 and OpenSC's pkcs11-tool, both ways, is
+// not make. Keys whose CKA_ID starts with "hsmgate:" (hsmgate's own) are
+// not adopted (ErrNotAdoptable), so that a caller allowed to create one key
+// cannot take over another of hsmgate's keys by URI; AES keys must have
+// CKA_ENCRYPT and CKA_DECRYPT, HMAC keys CKA_SIGN. Interop with crypto11 and OpenSC's pkcs11-tool, both ways, is
 // tested in interop_test.go.
 //
 // Errors are ErrUnavailable, ErrKeyNotFound, ErrKeyExists, ErrInvalidNonce,

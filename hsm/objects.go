@@ -182,8 +182,9 @@ func (m *Module) GenerateKey(ctx context.Context, label string, kt KeyType) erro
 // create runs gen under the label after checking that the label is free.
 // Creation is serialised within the Module so that the check holds.
 func (m *Module) create(ctx context.Context, label string, gen func(m *Module, s *session, label string, id []byte) error) error {
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
+	id := make([]byte, len(ownIDPrefix)+16)
+	copy(id, ownIDPrefix)
+	if _, err := rand.Read(id[len(ownIDPrefix):]); err != nil {
 		return err
 	}
 	return m.do(ctx, func(s *session) error {
