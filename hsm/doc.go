@@ -132,8 +132,8 @@
 // SoftHSM reports a blob that fails its integrity check as CKR_GENERAL_ERROR;
 // Unwrap maps it to ErrInvalidInput.
 //
-// GenerateKey makes one token object (or pair) per label, with a random
-// CKA_ID shared by both halves of a pair. Private and secret keys are
+// GenerateKey makes one token object (or pair) per label, with a CKA_ID of
+// "hsmgate:" and 16 random bytes, shared by both halves of a pair. Private and secret keys are
 // CKA_PRIVATE, CKA_SENSITIVE and non-extractable. AES-256 keys encrypt and
 // decrypt with CKM_AES_GCM, 12-byte nonces from the caller (anything else is
 // ErrInvalidNonce before the HSM is called: SoftHSM accepts an empty IV) and
@@ -145,8 +145,28 @@
 // 1.3.101.112 (SoftHSM also accepts the PrintableString "edwards25519") and
 // sign with CKM_EDDSA (pure Ed25519 only). A Signer reads its public key once.
 //
+// # Adopted keys
+//
+// AdoptKey takes a key made by another tool (a key ceremony) by RFC 7512
+// URI (ParseURI: token, manufacturer, model, serial, object, id, type; no
+// query, so never a PIN or a module path). The key must be the only private
+// or secret key matching the URI, CKA_SENSITIVE, not CKA_EXTRACTABLE,
+// CKA_PRIVATE, and of a supported type; a private key needs exactly one
+// matching public key, and a test signature must verify with it. The
+// answer's Ref ("pkcs11:object=...;id=...") is used in place of a label by
+// Signer, AEAD and MAC: each lookup finds the objects by those attributes
+// and fails (ErrInvalidInput) if more than one matches, so an object added
+// later with the same label and id is never used in the key's place.
+// GenerateKey refuses labels that start with "pkcs11:", and DestroyKey
+// refuses references (ErrUnsupported): hsmgate never destroys a key it did
+// not make. Keys whose CKA_ID starts with "hsmgate:" (hsmgate's own) are
+// not adopted (ErrNotAdoptable), so that a caller allowed to create one key
+// cannot take over another of hsmgate's keys by URI; AES keys must have
+// CKA_ENCRYPT and CKA_DECRYPT, HMAC keys CKA_SIGN. Interop with crypto11 and OpenSC's pkcs11-tool, both ways, is
+// tested in interop_test.go.
+//
 // Errors are ErrUnavailable, ErrKeyNotFound, ErrKeyExists, ErrInvalidNonce,
-// ErrInvalidInput and ErrUnsupported (match with errors.Is); other PKCS#11
+// ErrInvalidInput, ErrUnsupported and ErrNotAdoptable (match with errors.Is); other PKCS#11
 // failures are returned wrapped and map to Internal. No error or log line
 // carries a PIN or key material.
 package hsm

@@ -82,9 +82,23 @@ func (m *Module) find(s *session, label string, class uint) (pkcs11.ObjectHandle
 		attr(pkcs11.CKA_LABEL, label),
 		attr(pkcs11.CKA_TOKEN, true),
 	}
+	ref := IsRef(label)
+	if ref {
+		// An adopted key: found by the label and/or CKA_ID of its reference.
+		u, err := ParseURI(label)
+		if err != nil {
+			return 0, err
+		}
+		tmpl = refTemplate(u, class)
+	}
 	hs, err := m.findAll(s, tmpl)
 	if err != nil {
 		return 0, err
+	}
+	if ref && len(hs) > 1 {
+		// Another tool added an object with the same label and id: never
+		// guess which one is the key that was adopted.
+		return 0, fmt.Errorf("hsm: %q: %d objects match: %w", label, len(hs), ErrInvalidInput)
 	}
 	if len(hs) == 0 {
 		// Before saying "not found", make sure that the token is there and
@@ -152,6 +166,9 @@ func (m *Module) GenerateKey(ctx context.Context, label string, kt KeyType) erro
 	if label == "" {
 		return fmt.Errorf("hsm: generate: empty label: %w", ErrInvalidInput)
 	}
+	if IsRef(label) {
+		return fmt.Errorf("hsm: generate %q: labels starting with %q name adopted keys: %w", label, refPrefix, ErrInvalidInput)
+	}
 	gen, ok := generators[kt]
 	if !ok {
 		return fmt.Errorf("hsm: generate %q: key type %q: %w", label, kt, ErrUnsupported)
@@ -165,8 +182,9 @@ func (m *Module) GenerateKey(ctx context.Context, label string, kt KeyType) erro
 // create runs gen under the label after checking that the label is free.
 // Creation is serialised within the Module so that the check holds.
 func (m *Module) create(ctx context.Context, label string, gen func(m *Module, s *session, label string, id []byte) error) error {
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
+	id := make([]byte, len(ownIDPrefix)+16)
+	copy(id, ownIDPrefix)
+	if _, err := rand.Read(id[len(ownIDPrefix):]); err != nil {
 		return err
 	}
 	return m.do(ctx, func(s *session) error {
@@ -292,7 +310,13 @@ func (m *Module) genEd25519(s *session, label string, id []byte) error {
 
 // DestroyKey deletes the key (both halves of a pair, and this process's
 // session copies) with this label; ErrKeyNotFound if absent.
+//
+// A reference to an adopted key (IsRef) is refused with ErrUnsupported: a
+// key that hsmgate did not make is never destroyed by it.
 func (m *Module) DestroyKey(ctx context.Context, label string) error {
+	if IsRef(label) {
+		return fmt.Errorf("hsm: destroy %q: an adopted key is not hsmgate's to destroy: %w", label, ErrUnsupported)
+	}
 	err := m.do(ctx, func(s *session) error {
 		if err := m.checkLogin(s); err != nil {
 			return err

@@ -49,6 +49,10 @@ func (k hsmKeys) DestroyKey(ctx context.Context, label string) error {
 	return k.m.DestroyKey(ctx, label)
 }
 
+func (k hsmKeys) AdoptKey(ctx context.Context, uri string, allowed ...hsm.KeyType) (hsm.Adopted, error) {
+	return k.m.AdoptKey(ctx, uri, allowed...)
+}
+
 // HTTPSURLLints are the CA/B Baseline Requirements lints that refuse
 // https:// AIA and CRL distribution point URLs (relying parties fetch them
 // over plain HTTP). A deployment whose BaseURL is https must skip them

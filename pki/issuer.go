@@ -34,14 +34,54 @@ var (
 	caLint         = lintOptions{sources: internalLintSources}
 )
 
+// keyAdopter is the part of Keys that adopts an existing HSM key by PKCS#11
+// URI (hsm.Module.AdoptKey): hsm.ErrNotAdoptable, hsm.ErrUnsupported,
+// hsm.ErrKeyNotFound or hsm.ErrInvalidInput when it cannot.
+type keyAdopter interface {
+	AdoptKey(ctx context.Context, uri string, allowed ...hsm.KeyType) (hsm.Adopted, error)
+}
+
+// adoptIssuerKey adopts the key that uri names for an issuer; kt, if set,
+// is the key type the caller wants. It returns the key's reference (its
+// label for Keys, recorded as the issuer's KeyLabel: hsm.IsRef tells that
+// it was adopted) and its type.
+func (s *Service) adoptIssuerKey(ctx context.Context, name, uri, kt string) (string, string, error) {
+	ad, ok := s.cfg.Keys.(keyAdopter)
+	if !ok {
+		return "", "", fmt.Errorf("%w: this HSM cannot adopt keys", ErrInvalid)
+	}
+	var allowed []hsm.KeyType
+	for t := range issuerKeyTypes {
+		if kt == "" || t == kt {
+			allowed = append(allowed, hsm.KeyType(t))
+		}
+	}
+	a, err := ad.AdoptKey(ctx, uri, allowed...)
+	if err != nil {
+		return "", "", fmt.Errorf("pki: issuer %q: adopt key: %w", name, err)
+	}
+	return a.Ref, string(a.KeyType), nil
+}
+
 // reserveIssuer writes a pending record so that a concurrent create of the
-// same name fails, and makes the issuer's key in the HSM.
-func (s *Service) reserveIssuer(ctx context.Context, name, kt string, subj *pb.Subject) (*pb.Issuer, int64, crypto.Signer, error) {
+// same name fails, and makes the issuer's key in the HSM, or adopts the
+// existing key that keyURI names (kt, if set, must be its type).
+func (s *Service) reserveIssuer(ctx context.Context, name, kt, keyURI string, subj *pb.Subject) (*pb.Issuer, int64, crypto.Signer, error) {
 	if err := checkName("issuer", name); err != nil {
 		return nil, 0, nil, err
 	}
 	if name == "default" {
 		return nil, 0, nil, fmt.Errorf("%w: issuer name %q is reserved", ErrInvalid, name)
+	}
+	var adoptedRef string
+	if keyURI != "" {
+		if kt != "" && !issuerKeyTypes[kt] {
+			return nil, 0, nil, fmt.Errorf("%w: issuer key type %q", ErrInvalid, kt)
+		}
+		var err error
+		if adoptedRef, kt, err = s.adoptIssuerKey(ctx, name, keyURI, kt); err != nil {
+			return nil, 0, nil, err
+		}
 	}
 	if !issuerKeyTypes[kt] {
 		return nil, 0, nil, fmt.Errorf("%w: issuer key type %q", ErrInvalid, kt)
@@ -57,6 +97,9 @@ func (s *Service) reserveIssuer(ctx context.Context, name, kt string, subj *pb.S
 		Name: name, KeyType: kt, KeyLabel: s.cfg.KeyLabelPrefix + name + "-" + hex.EncodeToString(suffix),
 		State: pb.IssuerState_ISSUER_STATE_PENDING, CreateTime: ts(s.cfg.Now()), CommonName: subj.GetCommonName(),
 	}
+	if adoptedRef != "" {
+		rec.KeyLabel = adoptedRef
+	}
 	rev, err := putProto(ctx, s.cfg.Store, prefixIssuers+name, rec, keystore.MustNotExist)
 	if errors.Is(err, keystore.ErrConflict) {
 		return nil, 0, nil, fmt.Errorf("%w: %q", ErrIssuerExists, name)
@@ -64,9 +107,11 @@ func (s *Service) reserveIssuer(ctx context.Context, name, kt string, subj *pb.S
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	if err := s.cfg.Keys.GenerateKey(ctx, rec.KeyLabel, hsm.KeyType(kt)); err != nil {
-		s.abandonIssuer(ctx, rec, false)
-		return nil, 0, nil, fmt.Errorf("pki: issuer %q: generate key: %w", name, err)
+	if adoptedRef == "" {
+		if err := s.cfg.Keys.GenerateKey(ctx, rec.KeyLabel, hsm.KeyType(kt)); err != nil {
+			s.abandonIssuer(ctx, rec, false)
+			return nil, 0, nil, fmt.Errorf("pki: issuer %q: generate key: %w", name, err)
+		}
 	}
 	signer, err := s.cfg.Keys.Signer(ctx, rec.KeyLabel)
 	if err != nil {
@@ -76,10 +121,11 @@ func (s *Service) reserveIssuer(ctx context.Context, name, kt string, subj *pb.S
 	return rec, rev, signer, nil
 }
 
-// abandonIssuer undoes reserveIssuer after a failure (best effort).
+// abandonIssuer undoes reserveIssuer after a failure (best effort). An
+// adopted key is never destroyed.
 func (s *Service) abandonIssuer(ctx context.Context, rec *pb.Issuer, key bool) {
 	ctx = context.WithoutCancel(ctx)
-	if key {
+	if key && !hsm.IsRef(rec.KeyLabel) {
 		if err := s.cfg.Keys.DestroyKey(ctx, rec.KeyLabel); err != nil {
 			s.cfg.Logger.Warn("pki: destroy abandoned issuer key", "issuer", rec.Name, "err", err)
 		}
@@ -142,7 +188,7 @@ func caTemplate(subj *pb.Subject, now time.Time, ttl time.Duration, maxPathLen i
 // CreateRootIssuer makes a key in the HSM and a self-signed root.
 func (s *Service) CreateRootIssuer(ctx context.Context, req *pb.CreateRootIssuerRequest) (*pb.CreateRootIssuerResponse, error) {
 	kt := req.GetKeyType()
-	if kt == "" {
+	if kt == "" && req.GetKeyUri() == "" {
 		kt = DefaultRootKeyType
 	}
 	ttl := DefaultRootTTL
@@ -152,7 +198,7 @@ func (s *Service) CreateRootIssuer(ctx context.Context, req *pb.CreateRootIssuer
 	if ttl <= 0 {
 		return nil, fmt.Errorf("%w: ttl %s", ErrInvalid, ttl)
 	}
-	rec, rev, signer, err := s.reserveIssuer(ctx, req.GetName(), kt, req.GetSubject())
+	rec, rev, signer, err := s.reserveIssuer(ctx, req.GetName(), kt, req.GetKeyUri(), req.GetSubject())
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +236,7 @@ func (s *Service) selfSign(req *pb.CreateRootIssuerRequest, signer crypto.Signer
 // parent, or returns its CSR when parent is empty.
 func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIntermediateIssuerRequest) (*pb.CreateIntermediateIssuerResponse, error) {
 	kt := req.GetKeyType()
-	if kt == "" {
+	if kt == "" && req.GetKeyUri() == "" {
 		kt = DefaultInterKeyType
 	}
 	ttl := DefaultIntermediateTTL
@@ -218,7 +264,7 @@ func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIn
 			return nil, fmt.Errorf("pki: intermediate %q under %q: %w", req.GetName(), parent.rec.Name, err)
 		}
 	}
-	rec, rev, signer, err := s.reserveIssuer(ctx, req.GetName(), kt, req.GetSubject())
+	rec, rev, signer, err := s.reserveIssuer(ctx, req.GetName(), kt, req.GetKeyUri(), req.GetSubject())
 	if err != nil {
 		return nil, err
 	}
@@ -489,6 +535,14 @@ func (s *Service) makeOCSPResponder(ctx context.Context, name string) (*pb.Issue
 	label := iss.rec.OcspKeyLabel
 	if label == "" {
 		label = iss.rec.KeyLabel + "-ocsp"
+		if hsm.IsRef(iss.rec.KeyLabel) {
+			// An adopted issuer key: the responder key is hsmgate's own.
+			suffix := make([]byte, 6)
+			if _, err := s.cfg.Rand.Read(suffix); err != nil {
+				return nil, fmt.Errorf("pki: issuer %q: OCSP key label: %w", name, err)
+			}
+			label = s.cfg.KeyLabelPrefix + name + "-ocsp-" + hex.EncodeToString(suffix)
+		}
 		if err := s.cfg.Keys.GenerateKey(ctx, label, hsm.ECDSAP256); err != nil {
 			return nil, fmt.Errorf("pki: issuer %q: OCSP key: %w", name, err)
 		}

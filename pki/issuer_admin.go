@@ -137,8 +137,8 @@ func (s *Service) DeleteIssuer(ctx context.Context, req *pb.DeleteIssuerRequest)
 	}
 	if req.GetDestroyKey() {
 		for _, l := range []string{rec.KeyLabel, rec.OcspKeyLabel} {
-			if l == "" {
-				continue
+			if l == "" || hsm.IsRef(l) {
+				continue // an adopted key is never destroyed
 			}
 			if err := s.cfg.Keys.DestroyKey(ctx, l); err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
 				return nil, fmt.Errorf("pki: destroy key of %q: %w", rec.Name, err)

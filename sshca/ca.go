@@ -49,10 +49,10 @@ func (e *Engine) CreateCA(ctx context.Context, req *pb.CreateSSHCARequest) (*pb.
 		return nil, fmt.Errorf("%w: CA %q: cert_type %v", ErrInvalid, req.GetName(), req.GetCertType())
 	}
 	kt := req.GetKeyType()
-	if kt == pb.SSHKeyType_SSH_KEY_TYPE_UNSPECIFIED {
+	if kt == pb.SSHKeyType_SSH_KEY_TYPE_UNSPECIFIED && req.GetKeyUri() == "" {
 		kt = pb.SSHKeyType_SSH_KEY_TYPE_ED25519
 	}
-	if _, ok := keyTypes[kt]; !ok {
+	if _, ok := keyTypes[kt]; !ok && (kt != pb.SSHKeyType_SSH_KEY_TYPE_UNSPECIFIED || req.GetKeyUri() == "") {
 		return nil, fmt.Errorf("%w: CA %q: key type %v", ErrInvalid, req.GetName(), kt)
 	}
 	alg := req.GetRsaSignatureAlgorithm()
@@ -80,7 +80,13 @@ func (e *Engine) CreateCA(ctx context.Context, req *pb.CreateSSHCARequest) (*pb.
 		RsaSignatureAlgorithm: alg,
 		CreateTime:            timestamppb.New(now),
 	}
-	v, err := e.newVersion(ctx, ca, 1, kt)
+	var v *pb.SSHCAKey
+	var err error
+	if req.GetKeyUri() != "" {
+		v, err = e.adoptVersion(ctx, ca, kt, req.GetKeyUri())
+	} else {
+		v, err = e.newVersion(ctx, ca, 1, kt)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -96,8 +102,12 @@ func (e *Engine) CreateCA(ctx context.Context, req *pb.CreateSSHCARequest) (*pb.
 }
 
 // destroy removes a key whose store record could not be written; a failure
-// leaves an orphan HSM object that nothing refers to.
+// leaves an orphan HSM object that nothing refers to. An adopted key
+// (hsm.IsRef) is never destroyed.
 func (e *Engine) destroy(label string) {
+	if hsm.IsRef(label) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = e.keys.DestroyKey(ctx, label)
@@ -113,6 +123,43 @@ func (e *Engine) newVersion(ctx context.Context, ca *pb.SSHCA, version uint32, k
 	if err := e.keys.GenerateKey(ctx, label, keyTypes[kt]); err != nil {
 		return nil, fmt.Errorf("sshca: CA %q: generate key: %w", ca.GetName(), err)
 	}
+	return e.versionOf(ctx, ca, version, kt, label)
+}
+
+// keyAdopter is the part of KeyStore that adopts an existing HSM key by
+// PKCS#11 URI (hsm.Module.AdoptKey).
+type keyAdopter interface {
+	AdoptKey(ctx context.Context, uri string, allowed ...hsm.KeyType) (hsm.Adopted, error)
+}
+
+// adoptVersion makes version 1 of a CA from the existing HSM key that uri
+// names (of type kt unless kt is unspecified). Its HsmLabel is the key's
+// reference (hsm.IsRef), which records that hsmgate does not own it.
+func (e *Engine) adoptVersion(ctx context.Context, ca *pb.SSHCA, kt pb.SSHKeyType, uri string) (*pb.SSHCAKey, error) {
+	ad, ok := e.keys.(keyAdopter)
+	if !ok {
+		return nil, fmt.Errorf("%w: CA %q: this HSM cannot adopt keys", ErrInvalid, ca.GetName())
+	}
+	var allowed []hsm.KeyType
+	for k, t := range keyTypes {
+		if kt == pb.SSHKeyType_SSH_KEY_TYPE_UNSPECIFIED || k == kt {
+			allowed = append(allowed, t)
+		}
+	}
+	a, err := ad.AdoptKey(ctx, uri, allowed...)
+	if err != nil {
+		return nil, fmt.Errorf("sshca: CA %q: adopt key: %w", ca.GetName(), err)
+	}
+	for k, t := range keyTypes {
+		if t == a.KeyType {
+			kt = k
+		}
+	}
+	return e.versionOf(ctx, ca, 1, kt, a.Ref)
+}
+
+// versionOf describes the CA version whose key has this label.
+func (e *Engine) versionOf(ctx context.Context, ca *pb.SSHCA, version uint32, kt pb.SSHKeyType, label string) (*pb.SSHCAKey, error) {
 	signer, err := e.signerFor(ctx, ca, label)
 	if err != nil {
 		e.destroy(label)

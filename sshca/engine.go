@@ -76,6 +76,10 @@ func (h hsmKeys) DestroyKey(ctx context.Context, label string) error {
 	return h.m.DestroyKey(ctx, label)
 }
 
+func (h hsmKeys) AdoptKey(ctx context.Context, uri string, allowed ...hsm.KeyType) (hsm.Adopted, error) {
+	return h.m.AdoptKey(ctx, uri, allowed...)
+}
+
 // HSMKeys adapts an HSM module to KeyStore.
 func HSMKeys(m *hsm.Module) KeyStore { return hsmKeys{m} }
 

@@ -30,7 +30,21 @@ type keyOptions struct {
 	allowRename                     bool
 	autoRotate                      *durationpb.Duration
 	maxEncryptions                  uint64
+	keyURI                          string // adopt this existing HSM key as version 1 (hsm residency)
 }
+
+// KeyAdopter is the optional part of HSM that adopts an existing HSM key
+// by RFC 7512 PKCS#11 URI (hsm.Module.AdoptKey through transithsm): it
+// checks that the key is sensitive, non-extractable and of keyType, and
+// returns the reference that names it in place of a label (a string that
+// starts with "pkcs11:"). Errors carry internal/errs kinds.
+type KeyAdopter interface {
+	AdoptKey(ctx context.Context, uri, keyType string) (ref string, err error)
+}
+
+// adoptedLabel reports whether an HSM label is the reference of an adopted
+// key (hsm.IsRef): such a key is never destroyed by hsmgate.
+func adoptedLabel(label string) bool { return strings.HasPrefix(label, "pkcs11:") }
 
 func (e *Engine) checkOptions(o *keyOptions) (typeInfo, error) {
 	if err := checkName(o.name); err != nil {
@@ -55,6 +69,14 @@ func (e *Engine) checkOptions(o *keyOptions) (typeInfo, error) {
 		}
 	default:
 		return ti, fmt.Errorf("%w: residency %v", ErrInvalid, o.residency)
+	}
+	if o.keyURI != "" {
+		if o.residency != pb.TransitResidency_TRANSIT_RESIDENCY_HSM {
+			return ti, fmt.Errorf("%w: key_uri needs residency hsm", ErrInvalid)
+		}
+		if _, ok := e.cfg.HSM.(KeyAdopter); !ok {
+			return ti, fmt.Errorf("%w: this HSM cannot adopt keys", ErrInvalid)
+		}
 	}
 	if o.derived && ti.kind != kindAEAD {
 		return ti, fmt.Errorf("%w: only encryption keys can be derived", ErrInvalid)
@@ -131,7 +153,13 @@ func (e *Engine) create(ctx context.Context, o *keyOptions, raw []byte) (*keySta
 	if err != nil {
 		return nil, err
 	}
-	vr, undo, err := e.newVersion(ctx, rec, 1, raw)
+	var vr *pb.TransitKeyVersionRecord
+	undo := func() {}
+	if o.keyURI != "" {
+		vr, err = e.adoptVersion(ctx, rec, o.keyURI)
+	} else {
+		vr, undo, err = e.newVersion(ctx, rec, 1, raw)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +178,28 @@ func (e *Engine) create(ctx context.Context, o *keyOptions, raw []byte) (*keySta
 	return e.committed(ctx, rec, rev, nil), nil
 }
 
+// adoptVersion makes version 1 of rec's key from the existing HSM key that
+// uri names. Its HsmLabel is the key's reference, which records that
+// hsmgate does not own it: trims and deletes never destroy it.
+func (e *Engine) adoptVersion(ctx context.Context, rec *pb.TransitKeyRecord, uri string) (*pb.TransitKeyVersionRecord, error) {
+	ti := keyTypes[rec.GetType()]
+	ref, err := e.cfg.HSM.(KeyAdopter).AdoptKey(ctx, uri, ti.hsmType)
+	if err != nil {
+		return nil, fmt.Errorf("transit: key %q: adopt: %w", rec.GetName(), err)
+	}
+	vr := &pb.TransitKeyVersionRecord{Version: 1, State: pb.TransitVersionState_TRANSIT_VERSION_STATE_ACTIVE, CreateTime: ts(e.clock.Now()), HsmLabel: ref}
+	if ti.kind == kindSign {
+		s, err := e.cfg.HSM.Signer(ctx, ref)
+		if err != nil {
+			return nil, fmt.Errorf("transit: key %q: %w", rec.GetName(), err)
+		}
+		if vr.PublicKey, err = x509.MarshalPKIXPublicKey(s.Public()); err != nil {
+			return nil, fmt.Errorf("transit: key %q: public key: %w", rec.GetName(), err)
+		}
+	}
+	return vr, nil
+}
+
 // CreateKey makes a new key with version 1. ErrKeyExists if the name is
 // taken; ErrInvalid for a bad name or option combination.
 func (e *Engine) CreateKey(ctx context.Context, req *pb.CreateKeyRequest) (*pb.TransitKey, error) {
@@ -157,7 +207,7 @@ func (e *Engine) CreateKey(ctx context.Context, req *pb.CreateKeyRequest) (*pb.T
 		name: req.GetName(), typ: req.GetType(), residency: req.GetResidency(), derived: req.GetDerived(),
 		convergent: req.GetConvergent(), exportable: req.GetExportable(), deletionAllowed: req.GetDeletionAllowed(),
 		autoRotate: req.GetAutoRotatePeriod(), maxEncryptions: req.GetMaxEncryptionsPerVersion(),
-		allowRename: req.GetAllowRestoreRename(),
+		allowRename: req.GetAllowRestoreRename(), keyURI: req.GetKeyUri(),
 	}, nil)
 	if err != nil {
 		return nil, err

@@ -379,8 +379,8 @@ func (e *Engine) newVersion(ctx context.Context, rec *pb.TransitKeyRecord, n uin
 // destroyHSM deletes an HSM object, logging (never failing) when it cannot:
 // the record no longer names it, so it is an orphan to clean up by label.
 func (e *Engine) destroyHSM(label string) {
-	if e.cfg.HSM == nil || label == "" {
-		return
+	if e.cfg.HSM == nil || label == "" || adoptedLabel(label) {
+		return // an adopted key is not hsmgate's to destroy
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -32,6 +32,7 @@ func newPKICmd() *cobra.Command {
 
   hsmgate pki issuer create-root root --cn "Example Root CA"
   hsmgate pki issuer create-intermediate int1 --cn "Example Issuing CA" --parent root --default
+  hsmgate pki issuer create-root ceremony --cn "Ceremony Root" --key-uri 'pkcs11:object=root-2026;id=%01'
   hsmgate pki role write web --allowed-domain example.com --allow-subdomains
   hsmgate pki issue web --cn api.example.com --san www.example.com --out-dir ./tls
   hsmgate pki sign web --csr req.pem > cert.pem
@@ -97,6 +98,7 @@ type pkiSubjectFlags struct {
 	org, ou  []string
 	country  []string
 	keyType  string
+	keyURI   string
 	ttl      time.Duration
 	makeDef  bool
 	pathLen  int32
@@ -122,7 +124,8 @@ func pkiAddSubjectFlags(cmd *cobra.Command, f *pkiSubjectFlags, defKey string) {
 	fs.StringArrayVar(&f.org, "org", nil, "subject organization (repeatable)")
 	fs.StringArrayVar(&f.ou, "ou", nil, "subject organizational unit (repeatable)")
 	fs.StringArrayVar(&f.country, "country", nil, "subject country (repeatable)")
-	fs.StringVar(&f.keyType, "key-type", "", "key type: ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096, ed25519 (default "+defKey+")")
+	fs.StringVar(&f.keyType, "key-type", "", "key type: ecdsa-p256, ecdsa-p384, rsa-3072, rsa-4096, ed25519 (default "+defKey+"; with --key-uri, the key's)")
+	fs.StringVar(&f.keyURI, "key-uri", "", "adopt this existing HSM key instead of generating one: RFC 7512 URI 'pkcs11:token=...;object=...;id=%01%02' (sensitive, non-extractable; never destroyed by hsmgate)")
 	fs.DurationVar(&f.ttl, "ttl", 0, "validity (default: 10 years for a root, 5 for an intermediate)")
 	fs.BoolVar(&f.makeDef, "default", false, "make it the default issuer (the first issuer always is)")
 	fs.StringVar(&f.certOut, "cert-out", "", "also write the certificate (PEM) to this file")
@@ -153,7 +156,7 @@ func newPKIIssuerCmd() *cobra.Command {
 		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
 			r, err := c.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
 				Name: args[0], KeyType: root.keyType, Subject: root.subject(), Ttl: pkiOptDuration(root.ttl),
-				MakeDefault: root.makeDef, MaxPathLen: root.pathLen,
+				MakeDefault: root.makeDef, MaxPathLen: root.pathLen, KeyUri: root.keyURI,
 			})
 			if err != nil {
 				return fmt.Errorf("pki issuer create-root: %w", err)
@@ -193,7 +196,7 @@ written to --csr-out (or stdout); have the external root sign it, then run
 		return pkiCall(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
 			r, err := c.CreateIntermediateIssuer(ctx, &hsmgatev1.CreateIntermediateIssuerRequest{
 				Name: args[0], KeyType: im.keyType, Subject: im.subject(), Ttl: pkiOptDuration(im.ttl), Parent: im.parent,
-				MakeDefault: im.makeDef, MaxPathLen: im.pathLen,
+				MakeDefault: im.makeDef, MaxPathLen: im.pathLen, KeyUri: im.keyURI,
 				NameConstraints: &hsmgatev1.NameConstraints{
 					PermittedDnsDomains: im.permDNS, ExcludedDnsDomains: im.exclDNS, PermittedIpRanges: im.permIP,
 					ExcludedIpRanges: im.exclIP, PermittedUriDomains: im.permURI, NotCritical: im.notCrit,

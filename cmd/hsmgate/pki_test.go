@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/errs"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
@@ -34,6 +35,12 @@ import (
 // mapped as the real server maps them; it returns the address and the CA file.
 func pkiTestServer(t *testing.T) (addr, caFile string) {
 	t.Helper()
+	return pkiTestServerOn(t, hsmtest.Module(t))
+}
+
+// pkiTestServerOn is pkiTestServer over a given token.
+func pkiTestServerOn(t *testing.T, m *hsm.Module) (addr, caFile string) {
+	t.Helper()
 	st, err := bbolt.Open(filepath.Join(t.TempDir(), "store.db"), bbolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +48,7 @@ func pkiTestServer(t *testing.T) (addr, caFile string) {
 	t.Cleanup(func() { st.Close() })
 	web := httptest.NewServer(nil)
 	t.Cleanup(web.Close)
-	svc, err := pki.New(pki.Config{Store: st, Keys: pki.HSMKeys(hsmtest.Module(t)), BaseURL: web.URL})
+	svc, err := pki.New(pki.Config{Store: st, Keys: pki.HSMKeys(m), BaseURL: web.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ per line, the content of sshd's TrustedUserCAKeys file; with --known-hosts the
 		})
 	}
 
-	var keyType, rsaAlg string
+	var keyType, rsaAlg, keyURI string
 	var overlap time.Duration
 	create := &cobra.Command{
 		Use:   "create NAME --type user|host [--key-type ed25519]",
@@ -108,6 +108,7 @@ per line, the content of sshd's TrustedUserCAKeys file; with --known-hosts the
 	create.Flags().StringVar(&certType, "type", "", "user or host (required)")
 	create.Flags().StringVar(&keyType, "key-type", "ed25519", "ecdsa-p256, ecdsa-p384, ed25519, rsa-3072 or rsa-4096")
 	create.Flags().StringVar(&rsaAlg, "rsa-algorithm", "", "rsa-sha2-512 (default) or rsa-sha2-256")
+	create.Flags().StringVar(&keyURI, "key-uri", "", "adopt this existing HSM key instead of generating one: RFC 7512 URI 'pkcs11:token=...;object=...;id=%01' (sensitive, non-extractable; its type unless --key-type is given; never destroyed by hsmgate)")
 	create.Flags().DurationVar(&overlap, "rotation-overlap", 0, "how long a rotated-out key stays published (0: until retired)")
 	createCF := addClientFlags(create)
 	create.RunE = func(cmd *cobra.Command, args []string) error {
@@ -115,11 +116,13 @@ per line, the content of sshd's TrustedUserCAKeys file; with --known-hosts the
 		if err != nil {
 			return err
 		}
-		kt, err := parseSSHKeyType(keyType)
-		if err != nil {
-			return err
+		var kt hsmgatev1.SSHKeyType // unspecified: the adopted key's type
+		if keyURI == "" || cmd.Flags().Changed("key-type") {
+			if kt, err = parseSSHKeyType(keyType); err != nil {
+				return err
+			}
 		}
-		req := &hsmgatev1.CreateSSHCARequest{Name: args[0], CertType: ct, KeyType: kt, RsaSignatureAlgorithm: rsaAlg}
+		req := &hsmgatev1.CreateSSHCARequest{Name: args[0], CertType: ct, KeyType: kt, RsaSignatureAlgorithm: rsaAlg, KeyUri: keyURI}
 		if overlap > 0 {
 			req.RotationOverlap = durationpb.New(overlap)
 		}

@@ -163,7 +163,7 @@ func transitDuration(d time.Duration) *durationpb.Duration {
 
 func newTransitKeysCreateCmd() *cobra.Command {
 	f := &transitKeyFlags{}
-	var residency string
+	var residency, keyURI string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a key (version 1)",
@@ -171,16 +171,20 @@ func newTransitKeysCreateCmd() *cobra.Command {
 starting with "." or "-". Residency "wrapped" (default) keeps the material
 wrapped under the HSM's KEK and uses it in server memory; "hsm" keeps each
 version as a non-extractable HSM object (aes256-gcm, hmac-*, ecdsa-*,
-ed25519, rsa-*; not derived, convergent or exportable). Needs the "create" capability
-on transit/keys/NAME.`,
+ed25519, rsa-*; not derived, convergent or exportable). With --residency hsm,
+--key-uri adopts an existing HSM key (RFC 7512 PKCS#11 URI; sensitive,
+non-extractable, of --type) as version 1 instead of generating one; hsmgate
+never destroys it. Needs the "create" capability on transit/keys/NAME.`,
 		Example: `  hsmgate transit keys create k1
   hsmgate transit keys create signer --type ed25519 --residency hsm
   hsmgate transit keys create tenants --derived --convergent
-  hsmgate transit keys create payments --auto-rotate-period 720h --deletion-allowed`,
+  hsmgate transit keys create payments --auto-rotate-period 720h --deletion-allowed
+  hsmgate transit keys create cards --residency hsm --key-uri 'pkcs11:object=cards-2026;id=%0a'`,
 		Args: cobra.ExactArgs(1),
 	}
 	f.add(cmd, "aes256-gcm")
 	cmd.Flags().StringVar(&residency, "residency", "wrapped", "wrapped or hsm")
+	cmd.Flags().StringVar(&keyURI, "key-uri", "", "with --residency hsm: adopt this existing HSM key (RFC 7512 URI 'pkcs11:object=...;id=...') instead of generating one")
 	cf := addClientFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		t, err := f.parseType()
@@ -193,7 +197,7 @@ on transit/keys/NAME.`,
 		}
 		req := &hsmgatev1.CreateKeyRequest{Name: args[0], Type: t, Residency: r, Derived: f.derived, Convergent: f.convergent,
 			Exportable: f.exportable, DeletionAllowed: f.deletionAllowed, AutoRotatePeriod: transitDuration(f.autoRotate),
-			MaxEncryptionsPerVersion: f.maxEncryptions, AllowRestoreRename: f.allowRename}
+			MaxEncryptionsPerVersion: f.maxEncryptions, AllowRestoreRename: f.allowRename, KeyUri: keyURI}
 		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
 			resp, err := c.CreateKey(ctx, req)
 			if err != nil {

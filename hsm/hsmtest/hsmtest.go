@@ -182,3 +182,57 @@ func Logout(t testing.TB, label string) {
 		t.Fatalf("hsmtest: C_Logout: %v", err)
 	}
 }
+
+// ForeignECKey makes an ECDSA P-256 key pair with this label and CKA_ID on
+// the token from outside any Module (a second session of the process, as
+// a key-ceremony tool would make it): private, sensitive and not
+// extractable, or extractable and not sensitive when extractable is true.
+func ForeignECKey(t testing.TB, token, label string, id []byte, extractable bool) {
+	t.Helper()
+	p, slot := Slot(t, token)
+	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatalf("hsmtest: open session: %v", err)
+	}
+	defer p.CloseSession(s)
+	p256 := []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+	common := func(class uint) []*pkcs11.Attribute {
+		return []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, class), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		}
+	}
+	pub := append(common(pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256), pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true))
+	priv := append(common(pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, !extractable),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, extractable))
+	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}
+	if _, _, err := p.GenerateKeyPair(s, mech, pub, priv); err != nil {
+		t.Fatalf("hsmtest: foreign key %q: %v", label, err)
+	}
+}
+
+// ForeignAESKey makes an AES-256 token key (encrypt and decrypt; private,
+// sensitive, not extractable) with this label and CKA_ID from outside any
+// Module, as ForeignECKey does.
+func ForeignAESKey(t testing.TB, token, label string, id []byte) {
+	t.Helper()
+	p, slot := Slot(t, token)
+	s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatalf("hsmtest: open session: %v", err)
+	}
+	defer p.CloseSession(s)
+	_, err = p.GenerateKey(s, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id), pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true), pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true), pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+	})
+	if err != nil {
+		t.Fatalf("hsmtest: foreign AES key %q: %v", label, err)
+	}
+}

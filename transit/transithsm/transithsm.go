@@ -51,4 +51,16 @@ func (a Module) MAC(ctx context.Context, label string, h crypto.Hash) (transit.M
 	return x, nil
 }
 
+// AdoptKey adopts the existing key that uri names, of keyType (see
+// hsm.Module.AdoptKey), and returns its reference.
+func (a Module) AdoptKey(ctx context.Context, uri, keyType string) (string, error) {
+	ad, err := a.M.AdoptKey(ctx, uri, hsm.KeyType(keyType))
+	if err != nil {
+		return "", err
+	}
+	return ad.Ref, nil
+}
+
+var _ transit.KeyAdopter = Module{}
+
 func (a Module) Random(ctx context.Context, n int) ([]byte, error) { return a.M.Random(ctx, n) }

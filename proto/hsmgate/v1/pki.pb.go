@@ -510,7 +510,12 @@ type CreateRootIssuerRequest struct {
 	// Make it the default issuer (the first issuer always is).
 	MakeDefault bool `protobuf:"varint,5,opt,name=make_default,json=makeDefault,proto3" json:"make_default,omitempty"`
 	// Max path length below the root (negative or 0: unlimited).
-	MaxPathLen    int32 `protobuf:"varint,6,opt,name=max_path_len,json=maxPathLen,proto3" json:"max_path_len,omitempty"`
+	MaxPathLen int32 `protobuf:"varint,6,opt,name=max_path_len,json=maxPathLen,proto3" json:"max_path_len,omitempty"`
+	// Adopt the existing HSM key that this RFC 7512 PKCS#11 URI names
+	// (pkcs11:token=...;object=...;id=...) instead of generating one. It must
+	// be sensitive, non-extractable and of an issuer key type (key_type, if
+	// set, must match). hsmgate never destroys an adopted key.
+	KeyUri        string `protobuf:"bytes,7,opt,name=key_uri,json=keyUri,proto3" json:"key_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -587,6 +592,13 @@ func (x *CreateRootIssuerRequest) GetMaxPathLen() int32 {
 	return 0
 }
 
+func (x *CreateRootIssuerRequest) GetKeyUri() string {
+	if x != nil {
+		return x.KeyUri
+	}
+	return ""
+}
+
 // CreateRootIssuerResponse returns the issuer.
 type CreateRootIssuerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -651,7 +663,10 @@ type CreateIntermediateIssuerRequest struct {
 	// Name constraints to put into the certificate.
 	NameConstraints *NameConstraints `protobuf:"bytes,7,opt,name=name_constraints,json=nameConstraints,proto3" json:"name_constraints,omitempty"`
 	// Max path length below it (0: it signs only leaves; negative: unlimited).
-	MaxPathLen    int32 `protobuf:"varint,8,opt,name=max_path_len,json=maxPathLen,proto3" json:"max_path_len,omitempty"`
+	MaxPathLen int32 `protobuf:"varint,8,opt,name=max_path_len,json=maxPathLen,proto3" json:"max_path_len,omitempty"`
+	// Adopt an existing HSM key by RFC 7512 PKCS#11 URI, as in
+	// CreateRootIssuerRequest.key_uri.
+	KeyUri        string `protobuf:"bytes,9,opt,name=key_uri,json=keyUri,proto3" json:"key_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -740,6 +755,13 @@ func (x *CreateIntermediateIssuerRequest) GetMaxPathLen() int32 {
 		return x.MaxPathLen
 	}
 	return 0
+}
+
+func (x *CreateIntermediateIssuerRequest) GetKeyUri() string {
+	if x != nil {
+		return x.KeyUri
+	}
+	return ""
 }
 
 // CreateIntermediateIssuerResponse returns the issuer and, for an external parent, its CSR.
@@ -3333,7 +3355,7 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"commonName\x12\"\n" +
 	"\forganization\x18\x02 \x03(\tR\forganization\x12/\n" +
 	"\x13organizational_unit\x18\x03 \x03(\tR\x12organizationalUnit\x12\x18\n" +
-	"\acountry\x18\x04 \x03(\tR\acountry\"\xe9\x01\n" +
+	"\acountry\x18\x04 \x03(\tR\acountry\"\x82\x02\n" +
 	"\x17CreateRootIssuerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bkey_type\x18\x02 \x01(\tR\akeyType\x12-\n" +
@@ -3341,9 +3363,10 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12!\n" +
 	"\fmake_default\x18\x05 \x01(\bR\vmakeDefault\x12 \n" +
 	"\fmax_path_len\x18\x06 \x01(\x05R\n" +
-	"maxPathLen\"F\n" +
+	"maxPathLen\x12\x17\n" +
+	"\akey_uri\x18\a \x01(\tR\x06keyUri\"F\n" +
 	"\x18CreateRootIssuerResponse\x12*\n" +
-	"\x06issuer\x18\x01 \x01(\v2\x12.hsmgate.v1.IssuerR\x06issuer\"\xd1\x02\n" +
+	"\x06issuer\x18\x01 \x01(\v2\x12.hsmgate.v1.IssuerR\x06issuer\"\xea\x02\n" +
 	"\x1fCreateIntermediateIssuerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bkey_type\x18\x02 \x01(\tR\akeyType\x12-\n" +
@@ -3353,7 +3376,8 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\fmake_default\x18\x06 \x01(\bR\vmakeDefault\x12F\n" +
 	"\x10name_constraints\x18\a \x01(\v2\x1b.hsmgate.v1.NameConstraintsR\x0fnameConstraints\x12 \n" +
 	"\fmax_path_len\x18\b \x01(\x05R\n" +
-	"maxPathLen\"`\n" +
+	"maxPathLen\x12\x17\n" +
+	"\akey_uri\x18\t \x01(\tR\x06keyUri\"`\n" +
 	" CreateIntermediateIssuerResponse\x12*\n" +
 	"\x06issuer\x18\x01 \x01(\v2\x12.hsmgate.v1.IssuerR\x06issuer\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"\x8f\x01\n" +

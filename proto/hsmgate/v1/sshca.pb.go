@@ -399,8 +399,13 @@ type CreateSSHCARequest struct {
 	KeyType               SSHKeyType             `protobuf:"varint,3,opt,name=key_type,json=keyType,proto3,enum=hsmgate.v1.SSHKeyType" json:"key_type,omitempty"`
 	RotationOverlap       *durationpb.Duration   `protobuf:"bytes,4,opt,name=rotation_overlap,json=rotationOverlap,proto3" json:"rotation_overlap,omitempty"`
 	RsaSignatureAlgorithm string                 `protobuf:"bytes,5,opt,name=rsa_signature_algorithm,json=rsaSignatureAlgorithm,proto3" json:"rsa_signature_algorithm,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Adopt the existing HSM key that this RFC 7512 PKCS#11 URI names
+	// (pkcs11:token=...;object=...;id=...) instead of generating one: it must
+	// be sensitive, non-extractable and of key_type. hsmgate never destroys
+	// an adopted key.
+	KeyUri        string `protobuf:"bytes,6,opt,name=key_uri,json=keyUri,proto3" json:"key_uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSSHCARequest) Reset() {
@@ -464,6 +469,13 @@ func (x *CreateSSHCARequest) GetRotationOverlap() *durationpb.Duration {
 func (x *CreateSSHCARequest) GetRsaSignatureAlgorithm() string {
 	if x != nil {
 		return x.RsaSignatureAlgorithm
+	}
+	return ""
+}
+
+func (x *CreateSSHCARequest) GetKeyUri() string {
+	if x != nil {
+		return x.KeyUri
 	}
 	return ""
 }
@@ -2864,13 +2876,14 @@ const file_hsmgate_v1_sshca_proto_rawDesc = "" +
 	"\x17rsa_signature_algorithm\x18\x04 \x01(\tR\x15rsaSignatureAlgorithm\x12(\n" +
 	"\x04keys\x18\x05 \x03(\v2\x14.hsmgate.v1.SSHCAKeyR\x04keys\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x8f\x02\n" +
+	"createTime\"\xa8\x02\n" +
 	"\x12CreateSSHCARequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\tcert_type\x18\x02 \x01(\x0e2\x17.hsmgate.v1.SSHCertTypeR\bcertType\x121\n" +
 	"\bkey_type\x18\x03 \x01(\x0e2\x16.hsmgate.v1.SSHKeyTypeR\akeyType\x12D\n" +
 	"\x10rotation_overlap\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0frotationOverlap\x126\n" +
-	"\x17rsa_signature_algorithm\x18\x05 \x01(\tR\x15rsaSignatureAlgorithm\"8\n" +
+	"\x17rsa_signature_algorithm\x18\x05 \x01(\tR\x15rsaSignatureAlgorithm\x12\x17\n" +
+	"\akey_uri\x18\x06 \x01(\tR\x06keyUri\"8\n" +
 	"\x13CreateSSHCAResponse\x12!\n" +
 	"\x02ca\x18\x01 \x01(\v2\x11.hsmgate.v1.SSHCAR\x02ca\"%\n" +
 	"\x0fGetSSHCARequest\x12\x12\n" +
