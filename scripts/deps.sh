@@ -17,6 +17,7 @@ TEST_PACKAGES=(
 	openssl          # certificate checks
 	openssh-client   # ssh-keygen for sshca/ KRL checks
 	openssh-server   # sshd for sshca/ end-to-end checks
+	opensc           # pkcs11-tool: hsm/ interop tests (keys made and adopted both ways)
 	gcc libc6-dev    # cgo (miekg/pkcs11)
 	ca-certificates git curl
 )
