@@ -49,8 +49,9 @@ func promtoolPath(t *testing.T) string {
 // on it; the scrape has the families of the HSM, PKI, SSH and transit, and
 // names no transit key (per-key labels are off by default).
 func TestMetricsScrape(t *testing.T) {
+	requireSoftHSM(t)
 	promtool := promtoolPath(t)
-	dev := startDev(t, t.TempDir())
+	dev := startDev(t, filepath.Join(t.TempDir(), "state"))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	conn, err := client.Dial(client.Config{
