@@ -20,6 +20,7 @@ type Module struct {
 	p   PKCS11
 	cfg Config
 	log *slog.Logger
+	met *callMetrics // measured over p (metrics.go)
 
 	sem  chan struct{} // one token per session in use; capacity MaxSessions
 	idle chan *session // idle sessions; capacity MaxSessions, so a put never blocks
@@ -102,8 +103,11 @@ func open(ctx context.Context, cfg Config, wrap func(PKCS11) PKCS11) (*Module, e
 	if wrap != nil {
 		p = wrap(p)
 	}
+	met := newCallMetrics()
+	p = met.wrap(p)
 	m := &Module{
 		p:       p,
+		met:     met,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "hsm", "token", cfg.TokenLabel),
 		sem:     make(chan struct{}, cfg.MaxSessions),

@@ -47,8 +47,10 @@ type issued struct {
 }
 
 // Issue makes a key pair in process and a certificate for it.
-func (s *Service) Issue(ctx context.Context, req *pb.IssueRequest) (*pb.IssueResponse, error) {
-	role, _, err := s.getRole(ctx, req.GetRole())
+func (s *Service) Issue(ctx context.Context, req *pb.IssueRequest) (_ *pb.IssueResponse, err error) {
+	var role *pb.Role
+	defer func() { s.metrics.observe(role, err) }()
+	role, _, err = s.getRole(ctx, req.GetRole())
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +85,10 @@ func (s *Service) Issue(ctx context.Context, req *pb.IssueRequest) (*pb.IssueRes
 // Sign issues a certificate for a CSR's public key; names come from the
 // request, or from the CSR when the request has none; all are checked
 // against the role.
-func (s *Service) Sign(ctx context.Context, req *pb.SignRequest) (*pb.SignResponse, error) {
-	role, _, err := s.getRole(ctx, req.GetRole())
+func (s *Service) Sign(ctx context.Context, req *pb.SignRequest) (_ *pb.SignResponse, err error) {
+	var role *pb.Role
+	defer func() { s.metrics.observe(role, err) }()
+	role, _, err = s.getRole(ctx, req.GetRole())
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ type Service struct {
 	crlMu   sync.Mutex // serialises CRL rebuilds in this process (the store's CAS covers replicas)
 	// ocspIndex maps ocspKey(hash, name hash, key hash) → issuer name.
 	ocspIndex sync.Map
+	metrics   *metrics // metrics.go
 }
 
 var _ pb.PKIServiceServer = (*Service)(nil)
@@ -34,7 +35,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: c, issuers: issuerCache{m: map[string]*issuerRT{}}}, nil
+	return &Service{cfg: c, issuers: issuerCache{m: map[string]*issuerRT{}}, metrics: newMetrics()}, nil
 }
 
 // Run keeps CRLs fresh: every interval (default 1 minute) it calls Maintain,

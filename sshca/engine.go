@@ -178,6 +178,8 @@ type Engine struct {
 	krl atomic.Pointer[krlSnapshot]
 
 	cache objCache // roles and CAs for signing
+
+	metrics *metrics // metrics.go
 }
 
 // New returns an engine and makes sure the revocation record (and so an
@@ -195,6 +197,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		log:      cfg.Logger,
 		maxItems: cfg.MaxItems,
 		signers:  map[string]crypto.Signer{},
+		metrics:  newMetrics(),
 	}
 	if e.caller == nil {
 		e.caller = DefaultCaller

@@ -29,7 +29,10 @@ import (
 // is that item's error; a missing role or CA, a role of the other type, an
 // HSM or store fault fails the call and returns no certificate. Every
 // certificate returned has been recorded in the store.
-func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, items []*pb.SSHSignItem) ([]*pb.SSHSignResult, error) {
+func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, items []*pb.SSHSignItem) (_ []*pb.SSHSignResult, err error) {
+	var usedRole string
+	var why []string // refused items' reasons (metrics.go)
+	defer func() { e.metrics.observe(usedRole, ct, len(items), why, err) }()
 	if len(items) > e.maxItems {
 		return nil, fmt.Errorf("%w: %d items, limit %d", ErrTooManyItems, len(items), e.maxItems)
 	}
@@ -37,6 +40,7 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 	if err != nil {
 		return nil, err
 	}
+	usedRole = iss.role.GetName()
 	caller, err := e.caller(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("sshca: caller: %w", err)
@@ -68,6 +72,7 @@ func (e *Engine) Sign(ctx context.Context, ct pb.SSHCertType, roleName string, i
 			certs[i] = c
 		case errors.Is(err, ErrInvalid), errors.Is(err, ErrNotAllowed):
 			results[i].Error = errs.GRPCStatus(err).Proto()
+			why = itemRefused(why, len(items), i, err)
 		default:
 			return nil, err
 		}

@@ -68,6 +68,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the engine's Prometheus metrics. Nil: not registered.
 	Registerer prometheus.Registerer
+	// PerKeyMetrics labels the engine's series with key names too (and adds
+	// per-key version gauges). Default: series by key type and operation
+	// only, so /metrics neither lists key names nor grows with their number.
+	PerKeyMetrics bool
 	// UsageBlock is how many encryptions one store write reserves per version
 	// (default DefaultUsageBlock).
 	UsageBlock uint64
@@ -154,7 +158,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.RotateInterval <= 0 {
 		cfg.RotateInterval = DefaultRotateInterval
 	}
-	m, err := newMetrics(cfg.Registerer)
+	m, err := newMetrics(cfg.Registerer, cfg.PerKeyMetrics)
 	if err != nil {
 		return nil, err
 	}

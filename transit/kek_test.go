@@ -60,42 +60,6 @@ func TestRewrapKEK(t *testing.T) {
 	}
 }
 
-// TestMetrics: the collectors register on the given registry and count.
-func TestMetrics(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	f := newFixture(t, func(c *Config) { c.Registerer = reg })
-	ctx := context.Background()
-	f.create("m", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, wrapped)
-	r, err := f.e.Encrypt(ctx, &pb.EncryptRequest{Name: "m", Items: make([]*pb.EncryptItem, 5)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.e.Decrypt(ctx, &pb.DecryptRequest{Name: "m", Items: []*pb.DecryptItem{{Ciphertext: r.Results[0].Ciphertext}, {Ciphertext: []byte("bad")}}})
-	if _, err := f.e.RotateKey(ctx, "m"); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		name string
-		got  float64
-		want float64
-	}{
-		{"encrypt items", value(f.e.metrics.items.WithLabelValues("m", "encrypt")), 5},
-		{"decrypt items", value(f.e.metrics.items.WithLabelValues("m", "decrypt")), 2},
-		{"decrypt errors", value(f.e.metrics.itemErrs.WithLabelValues("m", "decrypt")), 1},
-		{"latest version", value(f.e.metrics.latest.WithLabelValues("m")), 2},
-		{"reserved v1", value(f.e.metrics.reserved.WithLabelValues("m", "1")), 1024},
-		{"rotations", value(f.e.metrics.rotations.WithLabelValues("m", "rpc")), 1},
-	} {
-		if c.got != c.want {
-			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
-		}
-	}
-	mfs, err := reg.Gather()
-	if err != nil || len(mfs) != 5 {
-		t.Fatalf("registry gathers %d families, %v; want 5", len(mfs), err)
-	}
-}
-
 // value reads a counter or gauge.
 func value(m prometheus.Metric) float64 {
 	var d dto.Metric

@@ -341,7 +341,7 @@ func (e *Engine) RotateKey(ctx context.Context, name string) (*pb.TransitKey, er
 	if err != nil {
 		return nil, err
 	}
-	e.metrics.rotations.WithLabelValues(name, "rpc").Inc()
+	e.metrics.rotated(st, rotateRPC)
 	return e.describeCommitted(ctx, st), nil
 }
 

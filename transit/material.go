@@ -75,7 +75,7 @@ func (e *Engine) build(ctx context.Context, rec *pb.TransitKeyRecord, rev int64,
 	if prev != nil && prev.counters != nil {
 		st.counters = prev.counters
 	} else {
-		st.counters = e.metrics.counters(rec.GetName())
+		st.counters = e.metrics.counters(rec.GetName(), ti)
 	}
 	floor := max(rec.GetMinDecryptionVersion(), rec.GetMinAvailableVersion(), 1)
 	for _, vr := range rec.GetVersions() {

@@ -62,7 +62,7 @@ func (e *Engine) RotateDue(ctx context.Context) ([]string, error) {
 		if st.rec.GetLatestVersion() == from {
 			continue
 		}
-		e.metrics.rotations.WithLabelValues(name, "auto").Inc()
+		e.metrics.rotated(st, rotateAuto)
 		rotated = append(rotated, name)
 	}
 	return rotated, firstErr

@@ -147,7 +147,7 @@ func (u *usageCounter) refill(ctx context.Context, old *usageBlock, n, limit uin
 			return fmt.Errorf("transit: reserve usage of %q v%d: %w", u.name, u.v, err)
 		}
 		u.reserved.Store(cur + size)
-		u.e.metrics.reserved.WithLabelValues(u.name, strconv.FormatUint(uint64(u.v), 10)).Set(float64(cur + size))
+		u.e.metrics.setReserved(u.name, u.v, cur+size)
 		u.blk.Store(&usageBlock{size: size})
 		if limit > 0 && cur+size >= limit {
 			// The last block: rotate now, before the limit is reached.
@@ -221,7 +221,7 @@ func (u *usageCounter) release(ctx context.Context) error {
 			return fmt.Errorf("transit: return usage of %q v%d: %w", u.name, u.v, err)
 		}
 		u.reserved.Store(cur - rest)
-		u.e.metrics.reserved.WithLabelValues(u.name, strconv.FormatUint(uint64(u.v), 10)).Set(float64(cur - rest))
+		u.e.metrics.setReserved(u.name, u.v, cur-rest)
 		return nil
 	}
 	return fmt.Errorf("%w: usage of key %q v%d", ErrConflict, u.name, u.v)
@@ -317,7 +317,7 @@ func (e *Engine) rotateForUsage(ctx context.Context, name string, from uint32) (
 		return nil, err
 	}
 	if st.rec.GetLatestVersion() != from {
-		e.metrics.rotations.WithLabelValues(name, "usage").Inc()
+		e.metrics.rotated(st, rotateUsage)
 	}
 	return st, nil
 }

@@ -34,6 +34,9 @@ func setupPKI(ctx context.Context, d *deps) error {
 	if err != nil {
 		return err
 	}
+	if err := d.Server.Metrics().Register(svc.Collector()); err != nil {
+		return fmt.Errorf("pki: metrics: %w", err)
+	}
 	hsmgatev1.RegisterPKIServiceServer(d.Server, svc)
 	d.Server.HandleHTTP("/pki/", svc.Handler())
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -18,6 +18,9 @@ func setupSSHCA(ctx context.Context, d *deps) error {
 	if err != nil {
 		return fmt.Errorf("sshca: %w", err)
 	}
+	if err := d.Server.Metrics().Register(e.Collector()); err != nil {
+		return fmt.Errorf("sshca: metrics: %w", err)
+	}
 	d.OnClose(e.Close)
 	hsmgatev1.RegisterSSHCAServiceServer(d.Server, sshca.NewService(e))
 	d.Server.HandleHTTP("GET /v1/ssh/", e.HTTPHandler())

@@ -27,9 +27,10 @@ func setupTransit(ctx context.Context, d *deps) error {
 			}
 			return k, nil
 		},
-		HSM:        transithsm.New(d.HSM),
-		Logger:     d.Log,
-		Registerer: d.Server.Metrics(),
+		HSM:           transithsm.New(d.HSM),
+		Logger:        d.Log,
+		Registerer:    d.Server.Metrics(),
+		PerKeyMetrics: d.Config.Metrics.PerKeyLabels,
 	})
 	if err != nil {
 		return fmt.Errorf("transit: %w", err)
