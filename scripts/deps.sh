@@ -18,6 +18,7 @@ TEST_PACKAGES=(
 	openssh-client   # ssh-keygen for sshca/ KRL checks
 	openssh-server   # sshd for sshca/ end-to-end checks
 	opensc           # pkcs11-tool: hsm/ interop tests (keys made and adopted both ways)
+	prometheus       # promtool: check metrics of a live /metrics, check/test the shipped alert rules
 	gcc libc6-dev    # cgo (miekg/pkcs11)
 	ca-certificates git curl
 )

@@ -77,7 +77,6 @@ type Config struct {
 	Auth     Auth
 	Audit    Audit
 	PKI      PKI
-	Metrics  Metrics
 }
 
 // Listen holds listener addresses (host:port; port 0 picks a free one).
@@ -293,7 +292,6 @@ func (f File) toConfig(dir string) (*Config, error) {
 		Shutdown: Shutdown{Drain: f.Shutdown.Drain, Timeout: orDur(f.Shutdown.Timeout, DefaultShutdownTimeout)},
 		Log:      Log{Format: or(f.Log.Format, "text")},
 		PKI:      f.PKI.toPKI(),
-		Metrics:  f.Metrics.toMetrics(),
 	}
 	if c.Listen.HTTP == HTTPOff {
 		c.Listen.HTTP = ""

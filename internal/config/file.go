@@ -21,7 +21,6 @@ type File struct {
 	Auth     AuthFile     `yaml:"auth"`
 	Audit    AuditFile    `yaml:"audit"`
 	PKI      PKIFile      `yaml:"pki"`
-	Metrics  MetricsFile  `yaml:"metrics"`
 }
 
 // ListenFile is the `listen` section: host:port of each listener.
