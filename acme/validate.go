@@ -1,0 +1,169 @@
+package acme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validation limits.
+const (
+	maxRedirects = 10
+	// maxChallengeBody bounds what is read of an http-01 response (a key
+	// authorization is 87 characters).
+	maxChallengeBody = 1 << 10
+)
+
+// job is one challenge to validate.
+type job struct {
+	dir, authz, typ string
+	thumbprint      string
+}
+
+// worker validates challenges from the queue until ctx is done.
+func (s *Server) worker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-s.jobs:
+			s.validate(ctx, j)
+		}
+	}
+}
+
+// validate runs one job and records the outcome on the authorization.
+func (s *Server) validate(ctx context.Context, j job) {
+	az := new(authz)
+	_, found, err := s.get(ctx, prefixAuthz+j.dir+"/"+j.authz, az)
+	if err != nil || !found {
+		s.cfg.Logger.Error("acme: validate: read authz", "authz", j.authz, "found", found, "err", err)
+		return
+	}
+	i := slices.IndexFunc(az.Challenges, func(c challenge) bool { return c.Type == j.typ })
+	if i < 0 || az.Challenges[i].Status != "processing" {
+		return
+	}
+	keyAuth := az.Challenges[i].Token + "." + j.thumbprint
+	vctx, cancel := context.WithTimeout(ctx, s.cfg.ValidationTimeout)
+	var perr *Problem
+	switch j.typ {
+	case HTTP01:
+		perr = s.validateHTTP01(vctx, az.Identifier, az.Challenges[i].Token, keyAuth)
+	default:
+		perr = errMalformed("challenge type %s is not validated here", j.typ)
+	}
+	cancel()
+	now := s.cfg.Now().UTC()
+	err = s.updateAuthz(context.WithoutCancel(ctx), j.dir, j.authz, func(a *authz) bool {
+		k := slices.IndexFunc(a.Challenges, func(c challenge) bool { return c.Type == j.typ })
+		if k < 0 || a.Challenges[k].Status != "processing" || a.Status != "pending" {
+			return false
+		}
+		c := &a.Challenges[k]
+		if perr == nil {
+			c.Status, c.Validated, a.Status = "valid", now.Truncate(time.Second), "valid"
+		} else {
+			perr.Status = 0
+			c.Status, c.Error, a.Status = "invalid", perr, "invalid"
+		}
+		return true
+	})
+	if err != nil {
+		s.cfg.Logger.Error("acme: validate: record outcome", "authz", j.authz, "err", err)
+	}
+}
+
+// dialer connects for validation, redirected by the test-only
+// ValidationTarget when it is set.
+func (s *Server) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: s.cfg.ValidationTimeout}
+	if t := s.cfg.Validation; t.Host != "" {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		switch port {
+		case "80":
+			addr = net.JoinHostPort(t.Host, strconv.Itoa(t.HTTPPort))
+		case "443":
+			addr = net.JoinHostPort(t.Host, strconv.Itoa(t.TLSPort))
+		default:
+			return nil, fmt.Errorf("port %s", port)
+		}
+	}
+	return d.DialContext(ctx, network, addr)
+}
+
+// validateHTTP01 fetches http://<name>/.well-known/acme-challenge/<token>
+// (RFC 8555 8.3): redirects followed only to http or https on the default
+// ports, at most maxRedirects; the body (at most maxChallengeBody) must be
+// the key authorization, surrounding whitespace allowed.
+func (s *Server) validateHTTP01(ctx context.Context, id Ident, token, keyAuth string) *Problem {
+	host := id.Value
+	if id.Type == "ip" && strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	u := "http://" + host + "/.well-known/acme-challenge/" + token
+	tr := &http.Transport{
+		DialContext:            s.dialContext,
+		DisableKeepAlives:      true,
+		TLSHandshakeTimeout:    s.cfg.ValidationTimeout,
+		ResponseHeaderTimeout:  s.cfg.ValidationTimeout,
+		MaxResponseHeaderBytes: 16 << 10,
+		Proxy:                  nil,
+	}
+	tr.TLSClientConfig = insecureTLS()
+	defer tr.CloseIdleConnections()
+	client := &http.Client{
+		Transport: tr,
+		CheckRedirect: func(r *http.Request, via []*http.Request) error {
+			if len(via) >= maxRedirects {
+				return errors.New("too many redirects")
+			}
+			switch {
+			case r.URL.Scheme == "http" && (r.URL.Port() == "" || r.URL.Port() == "80"):
+			case r.URL.Scheme == "https" && (r.URL.Port() == "" || r.URL.Port() == "443"):
+			default:
+				return fmt.Errorf("redirect to %s://...:%s is not allowed", r.URL.Scheme, r.URL.Port())
+			}
+			return nil
+		},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return errMalformed("bad challenge URL")
+	}
+	req.Header.Set("User-Agent", "hsmgate-acme-validator")
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return errConnection("fetching %s: %s", u, truncate(err.Error()))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errUnauthorized("fetching %s: status %d", u, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxChallengeBody+1))
+	if err != nil {
+		return errConnection("reading %s: %s", u, truncate(err.Error()))
+	}
+	if len(body) > maxChallengeBody {
+		return errUnauthorized("response of %s is over %d bytes", u, maxChallengeBody)
+	}
+	if got := strings.TrimSpace(string(body)); got != keyAuth {
+		return errIncorrectResponse("key authorization from %s is %q, not the expected one", u, truncate(got))
+	}
+	return nil
+}
