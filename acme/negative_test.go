@@ -7,11 +7,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/x509"
-	"encoding/pem"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"strings"
 	"testing"
@@ -215,7 +215,9 @@ func TestNegative(t *testing.T) {
 		json.Unmarshal(r.body, &no)
 		az := no["authorizations"].([]any)[0].(string)
 		ar := c.post(az, nil, jwsOpts{})
-		var a struct{ Challenges []struct{ Type, URL, Token string } }
+		var a struct {
+			Challenges []struct{ Type, URL, Token string }
+		}
 		json.Unmarshal(ar.body, &a)
 		ch := a.Challenges[0]
 		e.chall.set(ch.Token, ch.Token+".not-the-thumbprint")
