@@ -7,7 +7,9 @@ func init() {
 	registerService("transit", setupTransit)
 	registerService("pki", setupPKI)
 	registerService("sshca", setupSSHCA)
+	registerService("acme", setupACME)
 	addCommand(func(*globals) *cobra.Command { return newTransitCmd() })
 	addCommand(func(*globals) *cobra.Command { return newPKICmd() })
 	addCommand(func(*globals) *cobra.Command { return newSSHCmd() })
+	addCommand(func(*globals) *cobra.Command { return newACMECmd() })
 }

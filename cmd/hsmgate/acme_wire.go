@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/hsmgate/hsmgate/acme"
+	"github.com/hsmgate/hsmgate/pki"
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// EnvACMEBaseURL overrides the public https URL that ACME URLs start with
+// (JWS "url" headers must match it exactly); default https:// and the HTTPS
+// listener's address.
+const EnvACMEBaseURL = "HSMGATE_ACME_BASE_URL"
+
+// setupACME is the ACME server's service hook: the ACME protocol under
+// /acme/ on the HTTPS listener, the ACMEService admin RPCs and their auth
+// rules, and the validation workers. It issues through a pki.Service over
+// the same store and HSM as setupPKI's (the PKI engine keeps no state
+// outside the store but caches, so two instances agree), so the same role
+// checks, lint gate and certificate records apply. The lead registers it
+// (registerService("acme", setupACME)) with the CLI (addCommand(func(*globals)
+// *cobra.Command { return newACMECmd() })).
+func setupACME(ctx context.Context, d *deps) error {
+	if d.KEK == nil {
+		return errors.New("acme: no KEK to wrap EAB keys")
+	}
+	pkiBase, err := pkiBaseURL(d)
+	if err != nil {
+		return err
+	}
+	pcfg := pki.Config{Store: d.Store, Keys: pki.HSMKeys(d.HSM), BaseURL: pkiBase, Logger: d.Log}
+	if strings.HasPrefix(pkiBase, "https://") {
+		pcfg.LintExclude = pki.HTTPSURLLints
+	}
+	ca, err := pki.New(pcfg)
+	if err != nil {
+		return err
+	}
+	base, err := acmeBaseURL(d)
+	if err != nil {
+		return err
+	}
+	srv, err := acme.New(acme.Config{Store: d.Store, CA: ca, Wrapper: d.KEK, BaseURL: base, Logger: d.Log})
+	if err != nil {
+		return err
+	}
+	hsmgatev1.RegisterACMEServiceServer(d.Server, acme.NewService(srv))
+	d.Server.HandleHTTP("/acme/", srv.Handler())
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { srv.Run(runCtx); close(done) }()
+	d.OnClose(func() error { cancel(); <-done; return nil })
+	return d.AddRules(acme.AuthTable())
+}
+
+// acmeBaseURL is $HSMGATE_ACME_BASE_URL, else https:// and the HTTPS
+// listener's address (an unspecified host becomes localhost).
+func acmeBaseURL(d *deps) (string, error) {
+	if u := os.Getenv(EnvACMEBaseURL); u != "" {
+		return u, nil
+	}
+	if err := d.Server.Listen(); err != nil {
+		return "", err
+	}
+	addr := d.Server.HTTPAddr()
+	if addr == "" {
+		return "", fmt.Errorf("acme: no HTTPS listener: set %s", EnvACMEBaseURL)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("acme: HTTP address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "https://" + net.JoinHostPort(host, port), nil
+}
