@@ -78,7 +78,7 @@ func TestCertbot(t *testing.T) {
 				return string(out)
 			}
 			args := []string{"certonly", "--standalone", "--agree-tos", "-m", "ops@example.com",
-				"--http-01-port", itoa(port), "--http-01-address", "127.0.0.1", "--key-type", "ecdsa",
+				"--http-01-port", strconv.Itoa(port), "--http-01-address", "127.0.0.1", "--key-type", "ecdsa",
 				"-d", "www.example.com", "-d", "example.com", "--cert-name", "web"}
 			if eab {
 				kid, hk, err := e.srv.CreateEAB(context.Background(), "main")
@@ -109,8 +109,6 @@ func TestCertbot(t *testing.T) {
 		})
 	}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 func tail(b []byte, n int) []byte {
 	if len(b) > n {

@@ -26,12 +26,13 @@ const (
 )
 
 // supportedChallenges are the types this server validates.
-var supportedChallenges = []string{HTTP01}
+var supportedChallenges = []string{HTTP01, DNS01, TLSALPN01}
 
 type orderPayload struct {
 	Identifiers []Ident `json:"identifiers"`
 	NotBefore   string  `json:"notBefore"`
 	NotAfter    string  `json:"notAfter"`
+	Replaces    string  `json:"replaces"`
 }
 
 // normalizeIdent checks an identifier's syntax and returns its canonical form.
@@ -83,6 +84,10 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 	}
 	now := s.cfg.Now().UTC()
 	o := &order{Account: rq.acct.ID, Status: "pending", Expires: now.Add(s.cfg.OrderLifetime).Truncate(time.Second)}
+	var err error
+	if o.ID, err = s.newID(); err != nil {
+		return 0, nil, err
+	}
 	var dns, ips []string
 	for _, raw := range p.Identifiers {
 		id, err := normalizeIdent(raw)
@@ -108,6 +113,12 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 	if err := s.orderValidity(ctx, rq.dir, o, p, now); err != nil {
 		return 0, nil, err
 	}
+	if p.Replaces != "" {
+		if err := s.claimReplaces(ctx, rq, p.Replaces, o); err != nil {
+			return 0, nil, err
+		}
+		o.Replaces = p.Replaces
+	}
 	for _, id := range o.Identifiers {
 		az, err := s.newAuthz(rq, id, o.Expires)
 		if err != nil {
@@ -120,10 +131,6 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 			return 0, nil, err
 		}
 		o.Authzs = append(o.Authzs, az.ID)
-	}
-	var err error
-	if o.ID, err = s.newID(); err != nil {
-		return 0, nil, err
 	}
 	if _, err := s.put(ctx, prefixOrders+rq.dir.Name+"/"+o.ID, o, keystore.MustNotExist); err != nil {
 		return 0, nil, err
@@ -200,6 +207,9 @@ func (s *Server) orderObject(dir string, o *order) map[string]any {
 	}
 	if !o.NotAfter.IsZero() {
 		m["notAfter"] = o.NotAfter.Format(time.RFC3339)
+	}
+	if o.Replaces != "" {
+		m["replaces"] = o.Replaces
 	}
 	if o.Error != nil {
 		m["error"] = o.Error

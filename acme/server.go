@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"mime"
 	"net/http"
 	"strings"
@@ -67,6 +68,9 @@ type Config struct {
 	// Validation redirects challenge validation; zero value: the real
 	// thing (the identifier's own address, ports 80 and 443).
 	Validation ValidationTarget
+	// DNSResolver is the host:port of the DNS resolver dns-01 asks
+	// (default: the system's resolver).
+	DNSResolver string
 	// Now is the clock (default time.Now). Rand the randomness source (default crypto/rand).
 	Now  func() time.Time
 	Rand io.Reader
@@ -204,6 +208,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
 			w.WriteHeader(http.StatusNoContent)
 		}
+		return
+	case strings.HasPrefix(rest, "renewal-info/") && r.Method == http.MethodGet:
+		status, body, h, err := s.renewalInfo(ctx, name, strings.TrimPrefix(rest, "renewal-info/"))
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		maps.Copy(w.Header(), h)
+		s.writeJSON(w, status, body)
 		return
 	case r.Method != http.MethodPost:
 		w.Header().Set("Allow", "POST")
@@ -351,12 +364,13 @@ func (s *Server) directoryObject(d *Directory) map[string]any {
 		meta["termsOfService"] = d.TermsOfService
 	}
 	return map[string]any{
-		"newNonce":   s.url(d.Name, "new-nonce"),
-		"newAccount": s.url(d.Name, "new-account"),
-		"newOrder":   s.url(d.Name, "new-order"),
-		"revokeCert": s.url(d.Name, "revoke-cert"),
-		"keyChange":  s.url(d.Name, "key-change"),
-		"meta":       meta,
+		"newNonce":    s.url(d.Name, "new-nonce"),
+		"newAccount":  s.url(d.Name, "new-account"),
+		"newOrder":    s.url(d.Name, "new-order"),
+		"revokeCert":  s.url(d.Name, "revoke-cert"),
+		"keyChange":   s.url(d.Name, "key-change"),
+		"renewalInfo": s.url(d.Name, "renewal-info"),
+		"meta":        meta,
 	}
 }
 

@@ -63,6 +63,7 @@ type order struct {
 	Authzs      []string  `json:"authzs"`
 	Error       *Problem  `json:"error,omitempty"`
 	Cert        string    `json:"cert,omitempty"` // serial
+	Replaces    string    `json:"replaces,omitempty"`
 }
 
 type challenge struct {
@@ -89,6 +90,8 @@ type certRecord struct {
 	Order   string `json:"order"`
 	Chain   []byte `json:"chain"` // PEM: leaf then issuers
 	DER     []byte `json:"der"`   // leaf
+	// ReplacedBy is the order that renews it (ARI "replaces").
+	ReplacedBy string `json:"replaced_by,omitempty"`
 }
 
 // eabKey is an External Account Binding key. The HMAC key must be known to

@@ -58,6 +58,10 @@ func (s *Server) validate(ctx context.Context, j job) {
 	switch j.typ {
 	case HTTP01:
 		perr = s.validateHTTP01(vctx, az.Identifier, az.Challenges[i].Token, keyAuth)
+	case TLSALPN01:
+		perr = s.validateTLSALPN01(vctx, az.Identifier, keyAuth)
+	case DNS01:
+		perr = s.validateDNS01(vctx, az.Identifier, keyAuth)
 	default:
 		perr = errMalformed("challenge type %s is not validated here", j.typ)
 	}
