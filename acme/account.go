@@ -74,6 +74,7 @@ func (s *Server) newAccount(ctx context.Context, rq *request) (int, any, error) 
 			return 0, nil, fmt.Errorf("acme: account %s of key %s: found=%v: %w", id, tp, found, err)
 		}
 		rq.w.Header().Set("Location", s.url(dir, "acct", id))
+		rq.audit.account = id
 		return http.StatusOK, s.accountObject(dir, a), nil
 	}
 	if p.OnlyReturnExisting {
@@ -119,6 +120,7 @@ func (s *Server) newAccount(ctx context.Context, rq *request) (int, any, error) 
 		return 0, nil, err
 	}
 	rq.w.Header().Set("Location", s.url(dir, "acct", id))
+	rq.audit.account = id
 	return http.StatusCreated, s.accountObject(dir, a), nil
 }
 

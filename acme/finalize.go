@@ -163,6 +163,7 @@ func (s *Server) getCert(ctx context.Context, rq *request, serial string) (int, 
 	if !found || cr.Account != rq.acct.ID {
 		return 0, nil, errNotFound("no such certificate")
 	}
+	rq.audit.order = cr.Order
 	rq.w.Header().Set("Content-Type", "application/pem-certificate-chain")
 	return http.StatusOK, cr.Chain, nil
 }
@@ -205,6 +206,7 @@ func (s *Server) revokeCert(ctx context.Context, rq *request) (int, any, error) 
 	if !found || !bytes.Equal(cr.DER, der) {
 		return 0, nil, errNotFound("no certificate issued by this directory")
 	}
+	rq.audit.order = cr.Order
 	switch {
 	case rq.acct != nil:
 		if cr.Account != rq.acct.ID {

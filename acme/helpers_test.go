@@ -1,6 +1,7 @@
 package acme
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/keystore"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	"github.com/hsmgate/hsmgate/pki"
@@ -35,6 +37,9 @@ type env struct {
 	roots  *x509.CertPool
 	chall  *challServer
 	dirURL string
+	// audit is the env's audit log, at auditPath.
+	audit     *audit.Log
+	auditPath string
 }
 
 // challServer serves /.well-known/acme-challenge/<token> from a map.
@@ -122,8 +127,14 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if port == 0 {
 		port = chall.port
 	}
+	auditPath := filepath.Join(t.TempDir(), "audit.log")
+	al, err := audit.Open(audit.Config{Path: auditPath}, bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatalf("audit.Open: %v", err)
+	}
+	t.Cleanup(func() { al.Close() })
 	cfg := Config{
-		Store: st, CA: p, Wrapper: kek, BaseURL: hs.URL,
+		Store: st, CA: p, Wrapper: kek, BaseURL: hs.URL, Audit: al,
 		Validation: ValidationTarget{Host: "127.0.0.1", HTTPPort: port, TLSPort: 1},
 	}
 	if o.modify != nil {
@@ -145,7 +156,8 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(hs.Certificate())
-	return &env{srv: s, pki: p, store: st, https: hs, roots: roots, chall: chall, dirURL: hs.URL + "/acme/main/directory"}
+	return &env{srv: s, pki: p, store: st, https: hs, roots: roots, chall: chall, dirURL: hs.URL + "/acme/main/directory",
+		audit: al, auditPath: auditPath}
 }
 
 // client is an HTTP client that trusts the env's TLS listener.

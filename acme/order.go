@@ -88,6 +88,7 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 	if o.ID, err = s.newID(); err != nil {
 		return 0, nil, err
 	}
+	rq.audit.order = o.ID
 	var dns, ips []string
 	for _, raw := range p.Identifiers {
 		id, err := normalizeIdent(raw)
@@ -223,6 +224,7 @@ func (s *Server) orderObject(dir string, o *order) map[string]any {
 // loadOrder reads an order of rq's account and brings its status up to
 // date from its authorizations and the clock (RFC 8555 7.1.6).
 func (s *Server) loadOrder(ctx context.Context, rq *request, id string) (*order, int64, error) {
+	rq.audit.order = id
 	key := prefixOrders + rq.dir.Name + "/" + id
 	for range 5 {
 		o := new(order)

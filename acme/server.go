@@ -71,6 +71,8 @@ type Config struct {
 	// DNSResolver is the host:port of the DNS resolver dns-01 asks
 	// (default: the system's resolver).
 	DNSResolver string
+	// Audit is the audit log; nil: no auditing (tests of other things only).
+	Audit Auditor
 	// Now is the clock (default time.Now). Rand the randomness source (default crypto/rand).
 	Now  func() time.Time
 	Rand io.Reader
@@ -177,6 +179,7 @@ type request struct {
 	jws    *JWS
 	acct   *account // with kid
 	accRev int64
+	audit  *auditCall
 }
 
 // handler answers one request: it sets headers on rq.w and returns a
@@ -186,56 +189,70 @@ type handler func(ctx context.Context, rq *request) (int, any, error)
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	name, rest := r.PathValue("dir"), r.PathValue("rest")
+	ac := s.newAuditCall(r, truncate(name))
+	w.Header().Set("X-Request-Id", ac.reqID)
 	dir, found, err := s.GetDirectory(ctx, name)
 	if err == nil && !found {
 		err = errNotFound("no ACME directory %q", truncate(name))
 	}
 	if err != nil {
-		s.fail(w, r, err)
+		s.auditFailed(ac, r, s.fail(w, r, err))
 		return
 	}
 	w.Header().Add("Link", `<`+s.url(name, "directory")+`>;rel="index"`)
 	switch {
 	case rest == "directory" && r.Method == http.MethodGet:
 		s.writeJSON(w, http.StatusOK, s.directoryObject(dir))
+		s.auditResponse(ac, r, http.StatusOK, "")
 		return
 	case rest == "new-nonce" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		if err := s.addNonce(ctx, w); err != nil {
-			s.fail(w, r, err)
+			s.auditFailed(ac, r, s.fail(w, r, err))
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
+		status := http.StatusOK
 		if r.Method == http.MethodGet {
-			w.WriteHeader(http.StatusNoContent)
+			status = http.StatusNoContent
 		}
+		w.WriteHeader(status)
+		s.auditResponse(ac, r, status, "")
 		return
 	case strings.HasPrefix(rest, "renewal-info/") && r.Method == http.MethodGet:
 		status, body, h, err := s.renewalInfo(ctx, name, strings.TrimPrefix(rest, "renewal-info/"))
 		if err != nil {
-			s.fail(w, r, err)
+			s.auditFailed(ac, r, s.fail(w, r, err))
 			return
 		}
 		maps.Copy(w.Header(), h)
 		s.writeJSON(w, status, body)
+		s.auditResponse(ac, r, status, "")
 		return
 	case r.Method != http.MethodPost:
 		w.Header().Set("Allow", "POST")
-		s.fail(w, r, problem("malformed", http.StatusMethodNotAllowed, "method %s not allowed here", r.Method))
+		s.auditFailed(ac, r, s.fail(w, r, problem("malformed", http.StatusMethodNotAllowed, "method %s not allowed here", r.Method)))
 		return
 	}
 	h, jwkAllowed, ok := s.route(rest)
 	if !ok {
-		s.nonceThenFail(w, r, errNotFound("no such resource"))
+		s.auditFailed(ac, r, s.nonceThenFail(w, r, errNotFound("no such resource")))
 		return
 	}
 	rq, err := s.authenticate(ctx, w, r, dir, jwkAllowed)
+	if err == nil {
+		rq.audit = ac
+		if rq.acct != nil {
+			ac.account = rq.acct.ID
+		}
+		err = s.auditRequest(ac, r)
+	}
 	if err != nil {
-		s.nonceThenFail(w, r, err)
+		s.auditFailed(ac, r, s.nonceThenFail(w, r, err))
 		return
 	}
 	status, body, err := h(ctx, rq)
 	if err != nil {
-		s.nonceThenFail(w, r, err)
+		s.auditFailed(ac, r, s.nonceThenFail(w, r, err))
 		return
 	}
 	if err := s.addNonce(ctx, w); err != nil {
@@ -244,9 +261,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if b, ok := body.([]byte); ok { // certificate chain
 		w.WriteHeader(status)
 		w.Write(b)
-		return
+	} else {
+		s.writeJSON(w, status, body)
 	}
-	s.writeJSON(w, status, body)
+	s.auditResponse(ac, r, status, "")
 }
 
 // route maps a POST path to its handler and whether it takes a jwk.
@@ -384,27 +402,29 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 
 // nonceThenFail answers a POST with a problem and a fresh nonce (RFC 8555
 // 6.5: every response to a POST carries one; badNonce needs it most).
-func (s *Server) nonceThenFail(w http.ResponseWriter, r *http.Request, err error) {
+func (s *Server) nonceThenFail(w http.ResponseWriter, r *http.Request, err error) *Problem {
 	if nerr := s.addNonce(r.Context(), w); nerr != nil {
 		s.cfg.Logger.Warn("acme: nonce for error response", "err", nerr)
 	}
-	s.fail(w, r, err)
+	return s.fail(w, r, err)
 }
 
 // fail writes err as a problem; a fault that is not a *Problem is logged
-// with its cause and answered serverInternal without it.
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+// with its cause and answered serverInternal without it. It returns the
+// problem written.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) *Problem {
 	var p *Problem
 	if !errors.As(err, &p) {
 		if errors.Is(err, keystore.ErrUnavailable) {
 			p = problem("serverInternal", http.StatusServiceUnavailable, "state store unavailable")
 			p.retryAfter = 5
 		} else {
-			s.cfg.Logger.Error("acme: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+			s.cfg.Logger.Error("acme: internal error", "request_id", w.Header().Get("X-Request-Id"), "method", r.Method, "path", r.URL.Path, "err", err)
 			p = errServerInternal()
 		}
 	}
 	p.write(w)
+	return p
 }
 
 // newID returns a random 128-bit identifier, base64url.

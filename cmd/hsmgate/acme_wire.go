@@ -7,8 +7,10 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hsmgate/hsmgate/acme"
+	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/pki"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -46,7 +48,7 @@ func setupACME(ctx context.Context, d *deps) error {
 	if err != nil {
 		return err
 	}
-	srv, err := acme.New(acme.Config{Store: d.Store, CA: ca, Wrapper: d.KEK, BaseURL: base, Logger: d.Log})
+	srv, err := acme.New(acme.Config{Store: d.Store, CA: ca, Wrapper: d.KEK, BaseURL: base, Logger: d.Log, Audit: &acmeAudit})
 	if err != nil {
 		return err
 	}
@@ -57,6 +59,26 @@ func setupACME(ctx context.Context, d *deps) error {
 	go func() { srv.Run(runCtx); close(done) }()
 	d.OnClose(func() error { cancel(); <-done; return nil })
 	return d.AddRules(acme.AuthTable())
+}
+
+// acmeAudit is the audit log ACME requests are written to. The auth wiring
+// opens the log after the service hooks run and binds it here
+// (acmeAudit.Set(l) in authwire.go); until then every ACME request fails
+// with 503 (fail closed, as HTTPGate does for the other HTTP endpoints).
+var acmeAudit lateAuditor
+
+type lateAuditor struct{ l atomic.Pointer[audit.Log] }
+
+// Set binds the audit log.
+func (a *lateAuditor) Set(l *audit.Log) { a.l.Store(l) }
+
+// Write writes to the bound log; audit.ErrUnavailable until Set.
+func (a *lateAuditor) Write(e *audit.Entry) error {
+	l := a.l.Load()
+	if l == nil {
+		return fmt.Errorf("acme: %w: no audit log bound", audit.ErrUnavailable)
+	}
+	return l.Write(e)
 }
 
 // acmeBaseURL is $HSMGATE_ACME_BASE_URL, else https:// and the HTTPS

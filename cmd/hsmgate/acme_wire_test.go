@@ -21,6 +21,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/acme"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/devtls"
@@ -68,6 +69,13 @@ func TestSetupACME(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	al, err := audit.Open(audit.Config{Path: filepath.Join(dir, "audit.log")}, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer al.Close()
+	acmeAudit.Set(al)
+	defer acmeAudit.Set(nil)
 	d := &deps{Server: srv, Store: st, HSM: m, KEK: kek, Log: slog.Default(), Rules: auth.Table{}}
 	if err := setupPKI(ctx, d); err != nil {
 		t.Fatalf("setupPKI: %v", err)
@@ -138,5 +146,16 @@ func TestSetupACME(t *testing.T) {
 	}
 	if _, err := c.Register(ctx, &xacme.Account{ExternalAccountBinding: &xacme.ExternalAccountBinding{KID: kid, Key: hkey}}, xacme.AcceptTOS); err != nil {
 		t.Fatalf("Register with the CLI's EAB: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "audit.log")); !strings.Contains(string(b), `"ACME POST /acme/web/new-account"`) {
+		t.Errorf("no audit line for new-account")
+	}
+	// Without a bound audit log, ACME refuses (fail closed).
+	acmeAudit.Set(nil)
+	c2 := &xacme.Client{Key: key, HTTPClient: hc, DirectoryURL: c.DirectoryURL}
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second) // x/crypto/acme retries a 503 until its context ends
+	defer scancel()
+	if _, err := c2.GetReg(sctx, ""); err == nil {
+		t.Errorf("ACME answered with no audit log bound")
 	}
 }
