@@ -80,6 +80,9 @@ func (s *Server) newAccount(ctx context.Context, rq *request) (int, any, error) 
 	if p.OnlyReturnExisting {
 		return 0, nil, errAccountDoesNotExist("no account for this key")
 	}
+	if err := s.allow("new accounts from this address", s.limits.accountsIP.get(dir+"/"+clientIP(rq.r))); err != nil {
+		return 0, nil, err
+	}
 	var contact []string
 	if p.Contact != nil {
 		contact = *p.Contact
@@ -292,20 +295,22 @@ func (s *Server) keyChange(ctx context.Context, rq *request) (int, any, error) {
 	return http.StatusOK, s.accountObject(dir, a), nil
 }
 
-// accountOrders lists an account's orders (RFC 8555 7.1.2.1).
+// accountOrders lists an account's open orders (RFC 8555 7.1.2.1).
 func (s *Server) accountOrders(ctx context.Context, rq *request, id string) (int, any, error) {
 	if rq.acct.ID != id {
 		return 0, nil, errUnauthorized("not this account's orders")
 	}
-	es, err := s.cfg.Store.List(ctx, prefixOrders+rq.dir.Name+"/")
+	prefix := prefixAcctOrders + rq.dir.Name + "/" + id + "/"
+	es, err := s.cfg.Store.List(ctx, prefix)
 	if err != nil {
 		return 0, nil, fmt.Errorf("acme: list orders: %w", err)
 	}
 	urls := []string{}
+	now := s.cfg.Now()
 	for _, e := range es {
-		var o order
-		if json.Unmarshal(e.Value, &o) == nil && o.Account == id && (o.Status == "pending" || o.Status == "ready" || o.Status == "processing") {
-			urls = append(urls, s.url(rq.dir.Name, "order", o.ID))
+		var exp time.Time
+		if json.Unmarshal(e.Value, &exp) == nil && now.Before(exp) {
+			urls = append(urls, s.url(rq.dir.Name, "order", e.Key[len(prefix):]))
 		}
 	}
 	return http.StatusOK, map[string]any{"orders": urls}, nil

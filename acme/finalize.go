@@ -86,6 +86,7 @@ func (s *Server) finalize(ctx context.Context, rq *request, id string) (int, any
 	if _, err := s.put(ctx, key, o, rev); err != nil {
 		return 0, nil, fmt.Errorf("acme: order %s: mark valid with certificate %s: %w", id, resp.Serial, err)
 	}
+	s.closeOrder(ctx, rq.dir.Name, o)
 	rq.w.Header().Set("Location", s.url(rq.dir.Name, "order", id))
 	return http.StatusOK, s.orderObject(rq.dir.Name, o), nil
 }

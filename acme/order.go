@@ -82,6 +82,13 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 	if len(p.Identifiers) == 0 || len(p.Identifiers) > maxIdentifiers {
 		return 0, nil, errMalformed("an order needs 1 to %d identifiers", maxIdentifiers)
 	}
+	if err := s.checkOrderCap(ctx, rq.dir.Name, rq.acct.ID); err != nil {
+		return 0, nil, err
+	}
+	if err := s.allow("new orders", s.limits.ordersAcct.get(rq.dir.Name+"/"+rq.acct.ID),
+		s.limits.ordersIP.get(rq.dir.Name+"/"+clientIP(rq.r))); err != nil {
+		return 0, nil, err
+	}
 	now := s.cfg.Now().UTC()
 	o := &order{Account: rq.acct.ID, Status: "pending", Expires: now.Add(s.cfg.OrderLifetime).Truncate(time.Second)}
 	var err error
@@ -121,6 +128,12 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 		o.Replaces = p.Replaces
 	}
 	for _, id := range o.Identifiers {
+		if az, err := s.reusableAuthz(ctx, rq.dir.Name, rq.acct.ID, id); err != nil {
+			return 0, nil, err
+		} else if az != nil {
+			o.Authzs = append(o.Authzs, az.ID)
+			continue
+		}
 		az, err := s.newAuthz(rq, id, o.Expires)
 		if err != nil {
 			return 0, nil, err
@@ -132,6 +145,9 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 			return 0, nil, err
 		}
 		o.Authzs = append(o.Authzs, az.ID)
+	}
+	if _, err := s.put(ctx, prefixAcctOrders+rq.dir.Name+"/"+o.Account+"/"+o.ID, o.Expires, keystore.MustNotExist); err != nil {
+		return 0, nil, err
 	}
 	if _, err := s.put(ctx, prefixOrders+rq.dir.Name+"/"+o.ID, o, keystore.MustNotExist); err != nil {
 		return 0, nil, err
@@ -272,6 +288,9 @@ func (s *Server) loadOrder(ctx context.Context, rq *request, id string) (*order,
 		if errors.Is(err, keystore.ErrConflict) {
 			continue
 		}
+		if err == nil && status == "invalid" {
+			s.closeOrder(ctx, rq.dir.Name, o)
+		}
 		return o, newRev, err
 	}
 	return nil, 0, problem("serverInternal", http.StatusServiceUnavailable, "order busy; retry")
@@ -390,6 +409,9 @@ func (s *Server) postChallenge(ctx context.Context, rq *request, authzID, typ st
 	}
 	if c.Status != "pending" || az.status(s.cfg.Now()) != "pending" {
 		return http.StatusOK, s.challengeObject(rq.dir.Name, authzID, c), nil
+	}
+	if err := s.checkFailedValidations(rq.dir.Name, rq.acct.ID); err != nil {
+		return 0, nil, err
 	}
 	c.Status = "processing"
 	if _, err := s.put(ctx, prefixAuthz+rq.dir.Name+"/"+authzID, az, rev); err != nil {

@@ -71,6 +71,8 @@ type Config struct {
 	// DNSResolver is the host:port of the DNS resolver dns-01 asks
 	// (default: the system's resolver).
 	DNSResolver string
+	// Limits bound rates, open orders and authorization reuse.
+	Limits Limits
 	// Audit is the audit log; nil: no auditing (tests of other things only).
 	Audit Auditor
 	// Now is the clock (default time.Now). Rand the randomness source (default crypto/rand).
@@ -115,6 +117,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ValidationTimeout <= 0 {
 		c.ValidationTimeout = 10 * time.Second
 	}
+	c.Limits = c.Limits.withDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -129,9 +132,9 @@ func (c Config) withDefaults() (Config, error) {
 
 // Server is the ACME server of every configured directory.
 type Server struct {
-	cfg   Config
-	jobs  chan job
-	start sync.Once
+	cfg    Config
+	jobs   chan job
+	limits *limiters
 }
 
 // New returns a Server; its validation workers run from Run.
@@ -140,7 +143,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: c, jobs: make(chan job, c.QueueSize)}, nil
+	return &Server{cfg: c, jobs: make(chan job, c.QueueSize), limits: newLimiters(c.Limits)}, nil
 }
 
 // Run runs the validation workers and the nonce sweeper until ctx is done.

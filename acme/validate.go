@@ -67,6 +67,7 @@ func (s *Server) validate(ctx context.Context, j job) {
 	}
 	cancel()
 	now := s.cfg.Now().UTC()
+	var final *authz
 	err = s.updateAuthz(context.WithoutCancel(ctx), j.dir, j.authz, func(a *authz) bool {
 		k := slices.IndexFunc(a.Challenges, func(c challenge) bool { return c.Type == j.typ })
 		if k < 0 || a.Challenges[k].Status != "processing" || a.Status != "pending" {
@@ -75,14 +76,26 @@ func (s *Server) validate(ctx context.Context, j job) {
 		c := &a.Challenges[k]
 		if perr == nil {
 			c.Status, c.Validated, a.Status = "valid", now.Truncate(time.Second), "valid"
+			if reuse := now.Add(s.cfg.Limits.AuthzReuse).Truncate(time.Second); reuse.After(a.Expires) {
+				a.Expires = reuse // a reusable authorization lives as long as the reuse window
+			}
 		} else {
 			perr.Status = 0
 			c.Status, c.Error, a.Status = "invalid", perr, "invalid"
 		}
+		final = a
 		return true
 	})
 	if err != nil {
 		s.cfg.Logger.Error("acme: validate: record outcome", "authz", j.authz, "err", err)
+		return
+	}
+	switch {
+	case final == nil:
+	case perr != nil:
+		s.recordFailedValidation(j.dir, final.Account)
+	default:
+		s.indexValidAuthz(context.WithoutCancel(ctx), j.dir, final)
 	}
 }
 
