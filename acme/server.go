@@ -63,6 +63,9 @@ type Config struct {
 	// Workers validate challenges (default 4); QueueSize bounds the
 	// challenges waiting for one (default 256).
 	Workers, QueueSize int
+	// ValidationAttempts: tries of a validation that fails to connect
+	// (connection, dns, tls problems), a second apart and more (default 3).
+	ValidationAttempts int
 	// ValidationTimeout bounds one validation attempt (default 10 s).
 	ValidationTimeout time.Duration
 	// Validation redirects challenge validation; zero value: the real
@@ -113,6 +116,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 256
+	}
+	if c.ValidationAttempts <= 0 {
+		c.ValidationAttempts = 3
 	}
 	if c.ValidationTimeout <= 0 {
 		c.ValidationTimeout = 10 * time.Second

@@ -2,15 +2,18 @@ package acme
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -53,22 +56,50 @@ func (s *Server) validate(ctx context.Context, j job) {
 		return
 	}
 	keyAuth := az.Challenges[i].Token + "." + j.thumbprint
-	vctx, cancel := context.WithTimeout(ctx, s.cfg.ValidationTimeout)
 	var perr *Problem
-	switch j.typ {
-	case HTTP01:
-		perr = s.validateHTTP01(vctx, az.Identifier, az.Challenges[i].Token, keyAuth)
-	case TLSALPN01:
-		perr = s.validateTLSALPN01(vctx, az.Identifier, keyAuth)
-	case DNS01:
-		perr = s.validateDNS01(vctx, az.Identifier, keyAuth)
-	default:
-		perr = errMalformed("challenge type %s is not validated here", j.typ)
+	for attempt := 1; ; attempt++ {
+		perr = s.attempt(ctx, j.typ, az.Identifier, az.Challenges[i].Token, keyAuth)
+		if perr == nil || attempt >= s.cfg.ValidationAttempts || !transient(perr) {
+			break
+		}
+		select { // back off before trying again: the name's server may be starting
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
 	}
-	cancel()
+	s.record(ctx, j, perr)
+}
+
+// transient problems are worth another attempt.
+func transient(p *Problem) bool {
+	switch p.Type {
+	case ProblemNS + "connection", ProblemNS + "dns", ProblemNS + "tls":
+		return true
+	}
+	return false
+}
+
+// attempt validates once, bounded by ValidationTimeout.
+func (s *Server) attempt(ctx context.Context, typ string, id Ident, token, keyAuth string) *Problem {
+	vctx, cancel := context.WithTimeout(ctx, s.cfg.ValidationTimeout)
+	defer cancel()
+	switch typ {
+	case HTTP01:
+		return s.validateHTTP01(vctx, id, token, keyAuth)
+	case TLSALPN01:
+		return s.validateTLSALPN01(vctx, id, keyAuth)
+	case DNS01:
+		return s.validateDNS01(vctx, id, keyAuth)
+	}
+	return errMalformed("challenge type %s is not validated here", typ)
+}
+
+// record writes a validation's outcome on its authorization.
+func (s *Server) record(ctx context.Context, j job, perr *Problem) {
 	now := s.cfg.Now().UTC()
 	var final *authz
-	err = s.updateAuthz(context.WithoutCancel(ctx), j.dir, j.authz, func(a *authz) bool {
+	err := s.updateAuthz(context.WithoutCancel(ctx), j.dir, j.authz, func(a *authz) bool {
 		k := slices.IndexFunc(a.Challenges, func(c challenge) bool { return c.Type == j.typ })
 		if k < 0 || a.Challenges[k].Status != "processing" || a.Status != "pending" {
 			return false
@@ -99,10 +130,24 @@ func (s *Server) validate(ctx context.Context, j job) {
 	}
 }
 
+// forbiddenTarget says whether validation must never connect to a: the
+// unspecified, multicast and link-local addresses (cloud metadata services
+// live at 169.254.169.254). Loopback and private addresses stay allowed: an
+// internal CA validates internal names.
+func forbiddenTarget(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()
+}
+
 // dialer connects for validation, redirected by the test-only
 // ValidationTarget when it is set.
 func (s *Server) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: s.cfg.ValidationTimeout}
+	d := &net.Dialer{Timeout: s.cfg.ValidationTimeout, Control: func(_, address string, _ syscall.RawConn) error {
+		if ap, err := netip.ParseAddrPort(address); err == nil && forbiddenTarget(ap.Addr()) {
+			return fmt.Errorf("validation target %s is not allowed", ap.Addr())
+		}
+		return nil
+	}}
 	if t := s.cfg.Validation; t.Host != "" {
 		_, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -146,6 +191,9 @@ func (s *Server) validateHTTP01(ctx context.Context, id Ident, token, keyAuth st
 			if len(via) >= maxRedirects {
 				return errors.New("too many redirects")
 			}
+			if a, err := netip.ParseAddr(r.URL.Hostname()); err == nil && forbiddenTarget(a) {
+				return fmt.Errorf("redirect to %s is not allowed", a)
+			}
 			switch {
 			case r.URL.Scheme == "http" && (r.URL.Port() == "" || r.URL.Port() == "80"):
 			case r.URL.Scheme == "https" && (r.URL.Port() == "" || r.URL.Port() == "443"):
@@ -179,8 +227,9 @@ func (s *Server) validateHTTP01(ctx context.Context, id Ident, token, keyAuth st
 	if len(body) > maxChallengeBody {
 		return errUnauthorized("response of %s is over %d bytes", u, maxChallengeBody)
 	}
-	if got := strings.TrimSpace(string(body)); got != keyAuth {
-		return errIncorrectResponse("key authorization from %s is %q, not the expected one", u, truncate(got))
+	// The body is not quoted back: the fetched host may be internal.
+	if got := strings.TrimSpace(string(body)); subtle.ConstantTimeCompare([]byte(got), []byte(keyAuth)) != 1 {
+		return errIncorrectResponse("the response from %s is not the expected key authorization", u)
 	}
 	return nil
 }
