@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,17 +82,26 @@ type envOpts struct {
 	modify     func(*Config)
 	noWorkers  bool
 	roleModify func(*pb.Role)
+	// stores, when set, are the keystore clients of the replicas: one
+	// Server (and pki.Service) per store, requests spread round-robin.
+	stores []keystore.Store
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	ctx := context.Background()
 	m := hsmtest.Module(t)
-	st, err := bbolt.Open(filepath.Join(t.TempDir(), "store.db"), bbolt.Options{NoSync: true})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
+	var st keystore.Store
+	if len(o.stores) > 0 {
+		st = o.stores[0]
+	} else {
+		bst, err := bbolt.Open(filepath.Join(t.TempDir(), "store.db"), bbolt.Options{NoSync: true})
+		if err != nil {
+			t.Fatalf("open store: %v", err)
+		}
+		t.Cleanup(func() { bst.Close() })
+		st = bst
 	}
-	t.Cleanup(func() { st.Close() })
 	kek, _, err := m.EnsureKEK(ctx, "kek")
 	if err != nil {
 		t.Fatalf("EnsureKEK: %v", err)
@@ -144,12 +154,35 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	mux.Handle("/acme/", s.Handler())
+	replicas := []*Server{s}
+	for _, rst := range o.stores[min(1, len(o.stores)):] {
+		rp, err := pki.New(pki.Config{Store: rst, Keys: pki.HSMKeys(m), BaseURL: hs.URL, LintExclude: pki.HTTPSURLLints})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rcfg := cfg
+		rcfg.Store, rcfg.CA = rst, rp
+		r, err := New(rcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replicas = append(replicas, r)
+	}
+	var rr atomic.Uint64
+	handlers := make([]http.Handler, len(replicas))
+	for i, r := range replicas {
+		handlers[i] = r.Handler()
+	}
+	mux.Handle("/acme/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handlers[rr.Add(1)%uint64(len(handlers))].ServeHTTP(w, r)
+	}))
 	if !o.noWorkers {
-		rctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { s.Run(rctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
+		for _, r := range replicas {
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() { r.Run(rctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+		}
 	}
 	if err := s.WriteDirectory(ctx, &Directory{Name: "main", Role: "web", EABRequired: o.eab}); err != nil {
 		t.Fatalf("WriteDirectory: %v", err)
