@@ -152,7 +152,7 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: c, jobs: make(chan job, c.QueueSize), limits: newLimiters(c.Limits)}, nil
 }
 
-// Run runs the validation workers and the nonce sweeper until ctx is done.
+// Run runs the validation workers and, every minute, Sweep, until ctx is done.
 func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for range s.cfg.Workers {
@@ -166,8 +166,8 @@ func (s *Server) Run(ctx context.Context) {
 			wg.Wait()
 			return
 		case <-t.C:
-			if err := s.sweepNonces(ctx); err != nil && ctx.Err() == nil {
-				s.cfg.Logger.Warn("acme: sweep nonces", "err", err)
+			if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("acme: sweep expired state", "err", err)
 			}
 		}
 	}
