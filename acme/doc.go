@@ -42,8 +42,8 @@
 //     does not quote what it fetched. Connection, DNS and TLS failures are
 //     retried (Config.ValidationAttempts). Config.Validation is a TEST-ONLY
 //     redirection of validation connections to loopback ports; its zero value
-//     is the real thing. A validation queued on a replica that dies is lost:
-//     its challenge stays "processing" until the authorization expires.
+//     is the real thing. A validation queued on a replica that dies is taken
+//     up again by any replica's Sweep once it has been processing too long.
 //   - Limits (limits.go): rates of new orders (per account and per IP), new
 //     accounts (per IP) and failed validations (per account) are token
 //     buckets in each replica's memory; the open-order cap and authorization

@@ -413,7 +413,7 @@ func (s *Server) postChallenge(ctx context.Context, rq *request, authzID, typ st
 	if err := s.checkFailedValidations(rq.dir.Name, rq.acct.ID); err != nil {
 		return 0, nil, err
 	}
-	c.Status = "processing"
+	c.Status, c.Started = "processing", s.cfg.Now().UTC()
 	if _, err := s.put(ctx, prefixAuthz+rq.dir.Name+"/"+authzID, az, rev); err != nil {
 		if errors.Is(err, keystore.ErrConflict) {
 			return 0, nil, problem("malformed", http.StatusConflict, "authorization changed meanwhile; retry")

@@ -71,7 +71,10 @@ type challenge struct {
 	Token     string    `json:"token"`
 	Status    string    `json:"status"`
 	Validated time.Time `json:"validated,omitzero"`
-	Error     *Problem  `json:"error,omitempty"`
+	// Started is when validation was asked for (Sweep re-queues a
+	// validation whose replica died).
+	Started time.Time `json:"started,omitzero"`
+	Error   *Problem  `json:"error,omitempty"`
 }
 
 type authz struct {

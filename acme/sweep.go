@@ -61,6 +61,9 @@ func (s *Server) Sweep(ctx context.Context) error {
 			}
 		}
 	}
+	if err := s.requeueStale(ctx); err != nil {
+		return err
+	}
 	// Reuse index entries whose authorization is gone.
 	es, err := s.cfg.Store.List(ctx, prefixAcctAuthz)
 	if err != nil {
@@ -77,6 +80,63 @@ func (s *Server) Sweep(ctx context.Context) error {
 			if err := s.cfg.Store.Delete(ctx, e.Key, e.Revision); err != nil &&
 				!errors.Is(err, keystore.ErrNotFound) && !errors.Is(err, keystore.ErrConflict) {
 				return fmt.Errorf("acme: sweep %s: %w", e.Key, err)
+			}
+		}
+	}
+	return nil
+}
+
+// staleAfter is how long a challenge may stay "processing" before Sweep
+// takes it for lost (its replica died with the job in memory) and queues it
+// again: well past the longest validation (every attempt and back-off).
+func (s *Server) staleAfter() time.Duration {
+	n := time.Duration(s.cfg.ValidationAttempts)
+	return n*s.cfg.ValidationTimeout + n*n*time.Second + time.Minute
+}
+
+// requeueStale queues again the validations that have been processing too long.
+func (s *Server) requeueStale(ctx context.Context) error {
+	es, err := s.cfg.Store.List(ctx, prefixAuthz)
+	if err != nil {
+		return fmt.Errorf("acme: sweep authz: %w", err)
+	}
+	now := s.cfg.Now()
+	for _, e := range es {
+		var az authz
+		if json.Unmarshal(e.Value, &az) != nil || az.status(now) != "pending" {
+			continue
+		}
+		for _, c := range az.Challenges {
+			if c.Status != "processing" || now.Sub(c.Started) < s.staleAfter() {
+				continue
+			}
+			dir, _, _ := strings.Cut(strings.TrimPrefix(e.Key, prefixAuthz), "/")
+			a := new(account)
+			if _, found, err := s.get(ctx, prefixAccounts+dir+"/"+az.Account, a); err != nil || !found {
+				continue
+			}
+			// Restart the clock first, so that other replicas' sweeps leave it be.
+			started, claimed := c.Started, false
+			err := s.updateAuthz(ctx, dir, az.ID, func(x *authz) bool {
+				for i := range x.Challenges {
+					if x.Challenges[i].Type == c.Type && x.Challenges[i].Status == "processing" && x.Challenges[i].Started.Equal(started) {
+						x.Challenges[i].Started, claimed = now.UTC(), true
+						return true
+					}
+				}
+				claimed = false
+				return false
+			})
+			if err != nil {
+				return err
+			}
+			if !claimed {
+				continue
+			}
+			select {
+			case s.jobs <- job{dir: dir, authz: az.ID, typ: c.Type, thumbprint: a.Thumbprint}:
+				s.cfg.Logger.Info("acme: validation re-queued", "authz", az.ID, "type", c.Type)
+			default: // queue full: the next sweep tries again
 			}
 		}
 	}

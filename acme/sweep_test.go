@@ -2,6 +2,7 @@ package acme
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -68,4 +69,44 @@ func TestSweep(t *testing.T) {
 			t.Errorf("left after the sweep: %s", x.Key)
 		}
 	}
+}
+
+// TestRequeueLostValidation: a validation queued on a replica that died
+// (its queue is never served) is taken up by another replica's Sweep.
+func TestRequeueLostValidation(t *testing.T) {
+	clock := &testClock{t: time.Now()}
+	e := newEnv(t, envOpts{noWorkers: true, modify: func(c *Config) { c.Now = clock.Now }})
+	c := e.raw(t, newECKey(t))
+	c.register(t, map[string]any{})
+	var o struct{ Authorizations []string }
+	if r := c.newOrder("lost.example.com"); r.status == http.StatusCreated {
+		json.Unmarshal(r.body, &o)
+	}
+	var a struct {
+		Challenges []struct{ Type, URL, Token string }
+	}
+	json.Unmarshal(c.post(o.Authorizations[0], nil, jwsOpts{}).body, &a)
+	thumb, _ := keyThumbprint(c.key.Public())
+	e.chall.set(a.Challenges[0].Token, a.Challenges[0].Token+"."+thumb)
+	c.post(a.Challenges[0].URL, map[string]any{}, jwsOpts{}) // queued on e.srv, which has no workers
+
+	other, err := New(e.srv.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { other.worker(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if err := other.Sweep(ctx); err != nil { // not stale yet: nothing happens
+		t.Fatal(err)
+	}
+	if len(other.jobs) != 0 {
+		t.Fatalf("a fresh validation was re-queued")
+	}
+	clock.Advance(other.staleAfter() + time.Second)
+	if err := other.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.waitStatus(t, o.Authorizations[0], "valid")
 }
