@@ -229,8 +229,8 @@ func (s *Server) keyChange(ctx context.Context, rq *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if inner.JWK == nil {
-		return 0, nil, errMalformed("the inner JWS must carry the new key as jwk")
+	if inner.JWK == nil || inner.Header.Nonce != "" {
+		return 0, nil, errMalformed("the inner JWS must carry the new key as jwk and no nonce")
 	}
 	if err := inner.Verify(inner.JWK.Key); err != nil {
 		return 0, nil, err

@@ -4,7 +4,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -42,5 +44,40 @@ func FuzzParseJWS(f *testing.F) {
 			}
 		}
 		_ = j.Verify(k.Public()) // must not panic
+	})
+}
+
+// FuzzParseEAB: the EAB parser never panics and refuses with a *Problem;
+// what it accepts has an HMAC alg, a kid, a url and no nonce.
+func FuzzParseEAB(f *testing.F) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	b, _ := json.Marshal(eabJWS(f, k, "AAAAAAAAAAAAAAAAAAAAAA", make([]byte, 32), "https://x/acme/d/new-account"))
+	f.Add(b)
+	f.Add([]byte(`{"protected":"e30","payload":"","signature":""}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		j, err := parseEAB(raw)
+		if err != nil {
+			var p *Problem
+			if !errors.As(err, &p) {
+				t.Fatalf("error %v is not a *Problem", err)
+			}
+			return
+		}
+		if j.Header.KID == "" || j.Header.URL == "" || j.Header.Nonce != "" || !strings.HasPrefix(j.Header.Alg, "HS") {
+			t.Fatalf("accepted header %+v", j.Header)
+		}
+		_ = j.verifyMAC(make([]byte, 32))
+	})
+}
+
+// FuzzParseCertID: ARI certIDs never panic the parser.
+func FuzzParseCertID(f *testing.F) {
+	f.Add("aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE")
+	f.Add(".")
+	f.Fuzz(func(t *testing.T, id string) {
+		aki, serial, err := parseCertID(id)
+		if err == nil && (aki == nil || serial == "") {
+			t.Fatalf("accepted %q with empty parts", id)
+		}
 	})
 }
