@@ -19,6 +19,7 @@ TEST_PACKAGES=(
 	openssh-server   # sshd for sshca/ end-to-end checks
 	opensc           # pkcs11-tool: hsm/ interop tests (keys made and adopted both ways)
 	prometheus       # promtool: check metrics of a live /metrics, check/test the shipped alert rules
+	certbot          # acme/: certbot against our ACME server (http-01, EAB, revoke)
 	gcc libc6-dev    # cgo (miekg/pkcs11)
 	ca-certificates git curl
 )

@@ -67,6 +67,7 @@ func wireAuth(ctx context.Context, d *deps) error {
 			return err
 		}
 		auditor = l
+		acmeAudit.Set(l) // ACME (acme_wire.go) audits to the same log
 	} else {
 		return fmt.Errorf("audit.path is required with this store: every request is audited, and fails when it cannot be")
 	}

@@ -8,7 +8,9 @@ func init() {
 	registerService("pki", setupPKI)
 	registerService("sshca", setupSSHCA)
 	registerService("vaultdoor", setupVaultDoor)
+	registerService("acme", setupACME)
 	addCommand(func(*globals) *cobra.Command { return newTransitCmd() })
 	addCommand(func(*globals) *cobra.Command { return newPKICmd() })
 	addCommand(func(*globals) *cobra.Command { return newSSHCmd() })
+	addCommand(func(*globals) *cobra.Command { return newACMECmd() })
 }

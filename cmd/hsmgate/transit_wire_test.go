@@ -32,6 +32,7 @@ var wiredServices = []string{
 	"grpc.health.v1.Health",
 	"grpc.reflection.v1.ServerReflection",
 	"grpc.reflection.v1alpha.ServerReflection",
+	"hsmgate.v1.ACMEService",
 	"hsmgate.v1.AuthMethodService",
 	"hsmgate.v1.AuthService",
 	"hsmgate.v1.PKIService",

@@ -77,6 +77,7 @@ type Config struct {
 	Auth     Auth
 	Audit    Audit
 	PKI      PKI
+	ACME     ACME
 }
 
 // Listen holds listener addresses (host:port; port 0 picks a free one).
@@ -292,6 +293,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 		Shutdown: Shutdown{Drain: f.Shutdown.Drain, Timeout: orDur(f.Shutdown.Timeout, DefaultShutdownTimeout)},
 		Log:      Log{Format: or(f.Log.Format, "text")},
 		PKI:      f.PKI.toPKI(),
+		ACME:     f.ACME.toACME(),
 	}
 	if c.Listen.HTTP == HTTPOff {
 		c.Listen.HTTP = ""
@@ -414,6 +416,7 @@ func (c *Config) Validate() error {
 		bad("store.backend", "%q: want %q or %q", c.Store.Backend, BackendBbolt, BackendEtcd)
 	}
 	c.validatePKI(bad)
+	c.validateACME(bad)
 
 	l := c.Limits
 	if l.MaxRecvBytes < 1024 || l.MaxRecvBytes > 256<<20 {

@@ -21,6 +21,7 @@ type File struct {
 	Auth     AuthFile     `yaml:"auth"`
 	Audit    AuditFile    `yaml:"audit"`
 	PKI      PKIFile      `yaml:"pki"`
+	ACME     ACMEFile     `yaml:"acme"`
 }
 
 // ListenFile is the `listen` section: host:port of each listener.

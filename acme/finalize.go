@@ -1,0 +1,234 @@
+package acme
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/keystore"
+	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// finalize checks the CSR against the order and issues through the
+// directory's PKI role (RFC 8555 7.4).
+func (s *Server) finalize(ctx context.Context, rq *request, id string) (int, any, error) {
+	var p struct {
+		CSR string `json:"csr"`
+	}
+	if err := decodePayload(rq.jws.Payload, &p); err != nil {
+		return 0, nil, err
+	}
+	o, rev, err := s.loadOrder(ctx, rq, id)
+	if err != nil {
+		return 0, nil, err
+	}
+	if o.Status != "ready" {
+		return 0, nil, errOrderNotReady("order is %s", o.Status)
+	}
+	der, err := b64.DecodeString(p.CSR)
+	if err != nil {
+		return 0, nil, errBadCSR("csr is not base64url DER")
+	}
+	csr, err := checkCSR(der, o, rq.acct.Thumbprint)
+	if err != nil {
+		return 0, nil, err
+	}
+	key := prefixOrders + rq.dir.Name + "/" + id
+	o.Status = "processing"
+	if rev, err = s.put(ctx, key, o, rev); err != nil {
+		if errors.Is(err, keystore.ErrConflict) {
+			return 0, nil, errOrderNotReady("order changed meanwhile")
+		}
+		return 0, nil, err
+	}
+	req := &pb.SignRequest{Role: rq.dir.Role, Csr: der, CommonName: csr.Subject.CommonName}
+	for _, idn := range o.Identifiers {
+		if idn.Type == "dns" {
+			req.DnsNames = append(req.DnsNames, idn.Value)
+		} else {
+			req.IpAddresses = append(req.IpAddresses, idn.Value)
+		}
+	}
+	if !o.NotAfter.IsZero() {
+		req.Ttl = durationpb.New(o.NotAfter.Sub(s.cfg.Now()).Truncate(time.Second))
+	}
+	resp, signErr := s.cfg.CA.Sign(ctx, req)
+	if signErr != nil {
+		// Back to ready (the client may send another CSR), then report.
+		o.Status = "ready"
+		if _, err := s.put(context.WithoutCancel(ctx), key, o, rev); err != nil {
+			s.cfg.Logger.Error("acme: order back to ready", "order", id, "err", err)
+		}
+		if errors.Is(signErr, errs.InvalidArgument) {
+			return 0, nil, errBadCSR("%s", truncate(signErr.Error()))
+		}
+		return 0, nil, signErr
+	}
+	var chain bytes.Buffer
+	for _, c := range append([][]byte{resp.Certificate}, resp.Chain...) {
+		pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: c})
+	}
+	cr := &certRecord{Serial: resp.Serial, Account: rq.acct.ID, Order: id, Chain: chain.Bytes(), DER: resp.Certificate}
+	if _, err := s.put(ctx, prefixCerts+rq.dir.Name+"/"+resp.Serial, cr, keystore.MustNotExist); err != nil {
+		return 0, nil, fmt.Errorf("acme: order %s: record certificate %s: %w", id, resp.Serial, err)
+	}
+	o.Status, o.Cert = "valid", resp.Serial
+	if _, err := s.put(ctx, key, o, rev); err != nil {
+		return 0, nil, fmt.Errorf("acme: order %s: mark valid with certificate %s: %w", id, resp.Serial, err)
+	}
+	s.closeOrder(ctx, rq.dir.Name, o)
+	rq.w.Header().Set("Location", s.url(rq.dir.Name, "order", id))
+	return http.StatusOK, s.orderObject(rq.dir.Name, o), nil
+}
+
+// checkCSR parses a CSR and checks that its names are exactly the order's
+// identifiers (the common name, if any, one of them) and that its key is
+// not the account key.
+func checkCSR(der []byte, o *order, accountTP string) (*x509.CertificateRequest, error) {
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, errBadCSR("CSR does not parse: %s", truncate(err.Error()))
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, errBadCSR("CSR signature is invalid")
+	}
+	if len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
+		return nil, errBadCSR("CSR carries email or URI names")
+	}
+	var names []Ident
+	add := func(id Ident) {
+		if !slices.Contains(names, id) {
+			names = append(names, id)
+		}
+	}
+	for _, n := range csr.DNSNames {
+		id, err := normalizeIdent(Ident{Type: "dns", Value: n})
+		if err != nil {
+			return nil, errBadCSR("CSR name %q", truncate(n))
+		}
+		add(id)
+	}
+	for _, ip := range csr.IPAddresses {
+		id, err := normalizeIdent(Ident{Type: "ip", Value: ip.String()})
+		if err != nil {
+			return nil, errBadCSR("CSR address %s", ip)
+		}
+		add(id)
+	}
+	if cn := csr.Subject.CommonName; cn != "" {
+		typ := "dns"
+		if _, e := netip.ParseAddr(cn); e == nil {
+			typ = "ip"
+		}
+		id, err := normalizeIdent(Ident{Type: typ, Value: cn})
+		if err != nil || !slices.Contains(names, id) {
+			return nil, errBadCSR("CSR common name %q is not one of its SANs", truncate(cn))
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains(o.Identifiers, n) {
+			return nil, errBadCSR("CSR names %s %q, which the order does not", n.Type, truncate(n.Value))
+		}
+	}
+	for _, n := range o.Identifiers {
+		if !slices.Contains(names, n) {
+			return nil, errBadCSR("CSR lacks the order's %s %q", n.Type, n.Value)
+		}
+	}
+	if k, err := keyThumbprint(csr.PublicKey); err == nil && k == accountTP {
+		return nil, errBadCSR("the certificate key must not be the account key")
+	}
+	return csr, nil
+}
+
+// getCert serves the PEM chain to the account that ordered it.
+func (s *Server) getCert(ctx context.Context, rq *request, serial string) (int, any, error) {
+	if len(rq.jws.Payload) != 0 {
+		return 0, nil, errMalformed("a certificate is read with POST-as-GET (empty payload)")
+	}
+	cr := new(certRecord)
+	_, found, err := s.get(ctx, prefixCerts+rq.dir.Name+"/"+serial, cr)
+	if err != nil {
+		return 0, nil, err
+	}
+	if !found || cr.Account != rq.acct.ID {
+		return 0, nil, errNotFound("no such certificate")
+	}
+	rq.audit.order = cr.Order
+	rq.w.Header().Set("Content-Type", "application/pem-certificate-chain")
+	return http.StatusOK, cr.Chain, nil
+}
+
+// revocationReasons are the CRLReason codes an ACME client may give
+// (RFC 8555 7.6; cACompromise and the rest are for administrators).
+var revocationReasons = []int32{0, 1, 3, 4, 5, 9}
+
+// revokeCert (RFC 8555 7.6): by the account that ordered the certificate
+// (kid), or by the certificate's own key (jwk).
+func (s *Server) revokeCert(ctx context.Context, rq *request) (int, any, error) {
+	var p struct {
+		Certificate string `json:"certificate"`
+		Reason      *int32 `json:"reason"`
+	}
+	if err := decodePayload(rq.jws.Payload, &p); err != nil {
+		return 0, nil, err
+	}
+	der, err := b64.DecodeString(p.Certificate)
+	if err != nil {
+		return 0, nil, errMalformed("certificate is not base64url DER")
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return 0, nil, errMalformed("certificate does not parse")
+	}
+	var reason int32
+	if p.Reason != nil {
+		reason = *p.Reason
+	}
+	if !slices.Contains(revocationReasons, reason) {
+		return 0, nil, errBadRevocationReason("reason %d is not accepted", reason)
+	}
+	serial := cert.SerialNumber.Text(16)
+	cr := new(certRecord)
+	_, found, err := s.get(ctx, prefixCerts+rq.dir.Name+"/"+serial, cr)
+	if err != nil {
+		return 0, nil, err
+	}
+	if !found || !bytes.Equal(cr.DER, der) {
+		return 0, nil, errNotFound("no certificate issued by this directory")
+	}
+	rq.audit.order = cr.Order
+	switch {
+	case rq.acct != nil:
+		if cr.Account != rq.acct.ID {
+			return 0, nil, errUnauthorized("this account did not order the certificate")
+		}
+	default:
+		want, err1 := keyThumbprint(cert.PublicKey)
+		got, err2 := thumbprint(rq.jws.JWK)
+		if err1 != nil || err2 != nil || want != got {
+			return 0, nil, errUnauthorized("the JWS key is not the certificate's key")
+		}
+	}
+	rec, err := s.cfg.CA.GetCertificate(ctx, &pb.GetCertificateRequest{Serial: serial})
+	if err != nil {
+		return 0, nil, err
+	}
+	if rec.GetCertificate().GetRevoked() {
+		return 0, nil, errAlreadyRevoked("certificate is already revoked")
+	}
+	if _, err := s.cfg.CA.Revoke(ctx, &pb.RevokeRequest{Serial: serial, Reason: reason}); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, nil, nil
+}

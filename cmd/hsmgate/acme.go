@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
+)
+
+// newACMECmd is `hsmgate acme`: ACME directories and EAB keys.
+func newACMECmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "acme",
+		Short: "ACME server (RFC 8555): directories bound to PKI roles, EAB keys",
+		Long: `ACME directories, each bound to a PKI role, served at /acme/<name>/directory.
+
+  hsmgate acme directory write web --role web --eab-required --allowed-challenge http-01
+  hsmgate acme directory read web
+  hsmgate acme directory list
+  hsmgate acme eab create web`,
+	}
+	dir := &cobra.Command{Use: "directory", Short: "ACME directories"}
+	dir.AddCommand(newACMEDirWriteCmd(), newACMEDirReadCmd(), newACMEDirListCmd())
+	eab := &cobra.Command{Use: "eab", Short: "External Account Binding keys"}
+	eab.AddCommand(newACMEEABCreateCmd())
+	cmd.AddCommand(dir, eab)
+	return cmd
+}
+
+func acmeCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error) error {
+	return call(cmd, cf, hsmgatev1.NewACMEServiceClient, fn)
+}
+
+func newACMEDirWriteCmd() *cobra.Command {
+	var d hsmgatev1.ACMEDirectory
+	cmd := &cobra.Command{
+		Use:   "write NAME --role ROLE",
+		Short: "Create or replace a directory",
+		Args:  cobra.ExactArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	fs := cmd.Flags()
+	fs.StringVar(&d.Role, "role", "", "PKI role that checks names and signs (required)")
+	fs.BoolVar(&d.EabRequired, "eab-required", false, "new accounts need an External Account Binding")
+	fs.StringSliceVar(&d.AllowedChallenges, "allowed-challenge", nil, "challenge type offered (repeat; default: all supported)")
+	fs.StringVar(&d.TermsOfService, "terms-of-service", "", "terms of service URL (accounts must agree)")
+	cmd.MarkFlagRequired("role")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		d.Name = args[0]
+		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
+			r, err := c.WriteDirectory(ctx, &hsmgatev1.WriteDirectoryRequest{Directory: &d})
+			if err != nil {
+				return err
+			}
+			return pkiPrintJSON(cmd.OutOrStdout(), r.Directory)
+		})
+	}
+	return cmd
+}
+
+func newACMEDirReadCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "read NAME", Short: "Show a directory", Args: cobra.ExactArgs(1)}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
+			r, err := c.GetDirectory(ctx, &hsmgatev1.GetDirectoryRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return pkiPrintJSON(cmd.OutOrStdout(), r.Directory)
+		})
+	}
+	return cmd
+}
+
+func newACMEDirListCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "list", Short: "List directories", Args: cobra.NoArgs}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
+			r, err := c.ListDirectories(ctx, &hsmgatev1.ListDirectoriesRequest{})
+			if err != nil {
+				return err
+			}
+			for _, d := range r.Directories {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\trole=%s\teab_required=%v\t%s\n", d.Name, d.Role, d.EabRequired, d.Url)
+			}
+			return nil
+		})
+	}
+	return cmd
+}
+
+func newACMEEABCreateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "create DIRECTORY",
+		Short: "Make a single-use EAB key; the HMAC key is printed once",
+		Args:  cobra.ExactArgs(1),
+	}
+	cf := addClientFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
+			r, err := c.CreateEABKey(ctx, &hsmgatev1.CreateEABKeyRequest{Directory: args[0]})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key_id:   %s\nhmac_key: %s\n", r.KeyId, r.HmacKey)
+			return nil
+		})
+	}
+	return cmd
+}
