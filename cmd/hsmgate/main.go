@@ -41,8 +41,10 @@ func main() {
 type globals struct {
 	logLevel  string
 	logFormat string
-	stdout    io.Writer
-	stderr    io.Writer
+	// level is the live level of the logger (SIGHUP may change it).
+	level  slog.LevelVar
+	stdout io.Writer
+	stderr io.Writer
 }
 
 // subcommands lists the constructors of every verb; other files add theirs
@@ -113,7 +115,8 @@ func (g *globals) logger(level slog.Level, format string) (*slog.Logger, error) 
 	if g.logFormat != "" {
 		format = g.logFormat
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	g.level.Set(level)
+	opts := &slog.HandlerOptions{Level: &g.level}
 	var l *slog.Logger
 	switch strings.ToLower(format) {
 	case "", "text":

@@ -35,6 +35,11 @@ type runOptions struct {
 	storeOpened func() error
 	// listening is called once the listeners are bound, before serving.
 	listening func(addrs listenAddrs) error
+	// reloadConfig re-reads the config file on SIGHUP (nil: dev, no file);
+	// level is the logger's live level, left alone when levelFromFlag.
+	reloadConfig  func() (*config.Config, error)
+	level         *slog.LevelVar
+	levelFromFlag bool
 }
 
 // listenAddrs are the bound listener addresses ("" for a listener that is off).
@@ -144,6 +149,8 @@ func resolveSecret(what, env, file string) (string, error) {
 func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOptions) (err error) {
 	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now()}
 	defer d.close()
+	startHUP, stopHUP := watchHUP(ctx) // reload.go: SIGHUP reloads, never kills
+	defer stopHUP()
 
 	m, err := openHSM(ctx, c, log)
 	if err != nil {
@@ -225,6 +232,7 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 			return err
 		}
 	}
+	startHUP(&reloader{d: d, o: o, live: *c})
 	log.Info("hsmgate starting", "version", version.String(), "token", m.TokenLabel(), "store", st.Backend())
 	return srv.Serve(ctx)
 }

@@ -28,7 +28,7 @@ func (s *Server) httpServer() *http.Server {
 	if s.httpLn == nil {
 		return nil
 	}
-	tlsCfg := s.tls.Clone()
+	tlsCfg := s.tlsState.base(true)
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	return &http.Server{
 		Handler:   s.limitHTTP(s.mux),

@@ -37,13 +37,11 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -269,16 +267,17 @@ type registration struct {
 // Server is the gRPC and HTTP front of hsmgate. Register services, HTTP
 // handlers, interceptors and ready checks, then call Serve once.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	tls     *tls.Config
-	reg     *prometheus.Registry
-	metrics *grpcprom.ServerMetrics
-	health  *health.Server
-	mux     *http.ServeMux
-	lm      *limitMetrics
-	conns   *connLimiter
-	budget  *budget
+	cfg      Config
+	log      *slog.Logger
+	tls      *tls.Config // gRPC's; the HTTPS listener's is tlsState.base(true)
+	tlsState *tlsState
+	reg      *prometheus.Registry
+	metrics  *grpcprom.ServerMetrics
+	health   *health.Server
+	mux      *http.ServeMux
+	lm       *limitMetrics
+	conns    *connLimiter
+	budget   *budget
 	// readSlots: per client address, a quarter (at least 2) of the budget's read shares.
 	readSlots *readSlots
 	streams   atomic.Int64 // open gRPC streams (tapStreams)
@@ -342,7 +341,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		tls:       tlsCfg,
+		tls:       tlsCfg.base(false),
+		tlsState:  tlsCfg,
 		reg:       reg,
 		metrics:   metrics,
 		health:    health.NewServer(),
@@ -685,30 +685,10 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 	})
 }
 
-// loadTLS builds the server's tls.Config.
-func loadTLS(c Config) (*tls.Config, error) {
+// loadTLS builds the server's TLS state (reload.go).
+func loadTLS(c Config) (*tlsState, error) {
 	if c.CertFile == "" || c.KeyFile == "" {
 		return nil, errors.New("server: CertFile and KeyFile are required (TLS is always on)")
 	}
-	kp, err := newKeypairReloader(c.CertFile, c.KeyFile, c.Logger)
-	if err != nil {
-		return nil, err
-	}
-	cfg := &tls.Config{
-		MinVersion:     c.MinTLSVersion,
-		GetCertificate: kp.GetCertificate,
-	}
-	if c.ClientCAFile != "" {
-		pemBytes, err := os.ReadFile(c.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("server: client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("server: client CA %s: no PEM certificate found", c.ClientCAFile)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.VerifyClientCertIfGiven
-	}
-	return cfg, nil
+	return newTLSState(c)
 }
