@@ -155,6 +155,9 @@ type Config struct {
 	// listeners close. ShutdownTimeout: the wait for in-flight RPCs.
 	ShutdownDrain   time.Duration
 	ShutdownTimeout time.Duration
+	// HealthInterval: how often the ready checks run to set gRPC health
+	// (default DefaultHealthInterval).
+	HealthInterval time.Duration
 
 	// Logger for the server's own log and request logs (nil: slog.Default()).
 	Logger *slog.Logger
@@ -250,6 +253,9 @@ func (c Config) withDefaults() Config {
 	if c.RequestReadTimeout <= 0 {
 		c.RequestReadTimeout = DefaultRequestReadTimeout
 	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = DefaultHealthInterval
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -293,6 +299,7 @@ type Server struct {
 	metricLn *limitListener
 
 	serving atomic.Bool // for /healthz
+	ready   readiness   // healthwatch.go: /readyz and gRPC health
 }
 
 type namedCheck struct {
@@ -478,10 +485,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	hs := s.httpServer()
 	ms := s.metricsServer()
 
-	// Health says SERVING before the first connection is accepted.
+	// Health says SERVING (if the ready checks pass) before the first
+	// connection is accepted; the checks then run every HealthInterval.
 	s.markServing()
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.watchHealth(watchCtx, s.cfg.HealthInterval)
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -595,18 +610,10 @@ func (s *Server) build() (*grpc.Server, error) {
 	return gs, nil
 }
 
+// markServing sets health from a first run of the ready checks.
 func (s *Server) markServing() {
-	s.mu.Lock()
-	names := make([]string, 0, len(s.services))
-	for _, r := range s.services {
-		names = append(names, r.desc.ServiceName)
-	}
-	s.mu.Unlock()
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	for _, n := range names {
-		s.health.SetServingStatus(n, healthpb.HealthCheckResponse_SERVING)
-	}
 	s.serving.Store(true)
+	s.probe(false)
 }
 
 func (s *Server) shutdown(gs *grpc.Server, hs *http.Server) {
