@@ -192,6 +192,17 @@ func TestSIGHUPReload(t *testing.T) {
 		if err != nil || name != "new-client" {
 			t.Errorf("new-CA client: got %q, %v; want new-client", name, err)
 		}
+		// The call's log line names its request and caller.
+		found := false
+		for _, l := range strings.Split(stderr.String(), "\n") {
+			if strings.Contains(l, "grpc.method=LookupSelf") && strings.Contains(l, "identity=new-client") &&
+				strings.Contains(l, "identity_kind=mtls") && strings.Contains(l, "request_id=") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no LookupSelf log line with request_id and identity=new-client:\n%s", stderr)
+		}
 	})
 	t.Run("old client CA refused", func(t *testing.T) {
 		name, _, err := lookupSelf(files.CACert, &oldClient)

@@ -194,6 +194,7 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 	// A gRPC connection is past its pre-auth deadline once a request on it
 	// carries an identity (placed by the auth interceptor).
 	sc.Authenticated = func(ctx context.Context) bool { _, ok := auth.FromContext(ctx); return ok }
+	sc.RequestFields = requestFields
 	srv, err := server.New(sc)
 	if err != nil {
 		return err
@@ -235,4 +236,13 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 	startHUP(&reloader{d: d, o: o, live: *c})
 	log.Info("hsmgate starting", "version", version.String(), "token", m.TokenLabel(), "store", st.Backend())
 	return srv.Serve(ctx)
+}
+
+// requestFields names the caller in every log line of a request.
+func requestFields(ctx context.Context) []any {
+	id, ok := auth.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	return []any{"identity", id.Name, "identity_kind", string(id.Kind)}
 }

@@ -150,6 +150,10 @@ type Config struct {
 	// auth.FromContext). Nil: every request that passes them does, except
 	// health and reflection (public methods).
 	Authenticated func(ctx context.Context) bool
+	// RequestFields returns key-value pairs naming the caller of the request
+	// in ctx (after every added interceptor), e.g. "identity", name,
+	// "identity_kind", kind: added to every log line of the call (logctx.go).
+	RequestFields func(ctx context.Context) []any
 
 	// ShutdownDrain: how long health reports NOT_SERVING before the
 	// listeners close. ShutdownTimeout: the wait for in-flight RPCs.
@@ -259,6 +263,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Logger = slog.New(RequestFieldsHandler(c.Logger.Handler()))
 	return c
 }
 
