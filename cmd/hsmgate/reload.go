@@ -98,6 +98,7 @@ func restartSections(live, next *config.Config) []string {
 		{"auth", live.Auth, next.Auth},
 		{"audit", live.Audit, next.Audit},
 		{"pki", live.PKI, next.PKI},
+		{"tracing", live.Tracing, next.Tracing},
 	} {
 		if !reflect.DeepEqual(s.a, s.b) {
 			out = append(out, s.name)

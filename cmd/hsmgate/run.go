@@ -195,6 +195,19 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 	// carries an identity (placed by the auth interceptor).
 	sc.Authenticated = func(ctx context.Context) bool { _, ok := auth.FromContext(ctx); return ok }
 	sc.RequestFields = requestFields
+	if c.Tracing.Enabled {
+		tr, err := server.NewTracing(ctx, version.String())
+		if err != nil {
+			return err
+		}
+		d.OnClose(func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return tr.Shutdown(ctx)
+		})
+		sc.StatsHandlers = append(sc.StatsHandlers, tr.Handler)
+		log.Info("tracing on: OTLP/gRPC exporter (OTEL_EXPORTER_OTLP_* variables)")
+	}
 	srv, err := server.New(sc)
 	if err != nil {
 		return err

@@ -77,6 +77,7 @@ type Config struct {
 	Auth     Auth
 	Audit    Audit
 	PKI      PKI
+	Tracing  Tracing // tracing.go
 }
 
 // Listen holds listener addresses (host:port; port 0 picks a free one).
@@ -292,6 +293,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 		Shutdown: Shutdown{Drain: f.Shutdown.Drain, Timeout: orDur(f.Shutdown.Timeout, DefaultShutdownTimeout)},
 		Log:      Log{Format: or(f.Log.Format, "text")},
 		PKI:      f.PKI.toPKI(),
+		Tracing:  f.Tracing.toTracing(),
 	}
 	if c.Listen.HTTP == HTTPOff {
 		c.Listen.HTTP = ""

@@ -21,6 +21,7 @@ type File struct {
 	Auth     AuthFile     `yaml:"auth"`
 	Audit    AuditFile    `yaml:"audit"`
 	PKI      PKIFile      `yaml:"pki"`
+	Tracing  TracingFile  `yaml:"tracing"` // tracing.go
 }
 
 // ListenFile is the `listen` section: host:port of each listener.

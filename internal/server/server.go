@@ -61,6 +61,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/hsmgate/hsmgate/internal/config"
@@ -175,6 +176,8 @@ type Config struct {
 	// added with Use before Serve.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
+	// StatsHandlers are added to the gRPC server (e.g. Tracing.Handler).
+	StatsHandlers []stats.Handler
 }
 
 // FromConfig returns the server part of a loaded configuration.
@@ -583,7 +586,7 @@ func (s *Server) build() (*grpc.Server, error) {
 	stream = append(stream, s.stream...)
 	stream = append(stream, s.authStream, recovery.StreamServerInterceptor(rec))
 
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(s.tls)),
 		grpc.MaxRecvMsgSize(c.MaxRecvBytes),
 		grpc.MaxSendMsgSize(c.MaxSendBytes),
@@ -605,7 +608,11 @@ func (s *Server) build() (*grpc.Server, error) {
 		}),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-	)
+	}
+	for _, h := range c.StatsHandlers {
+		opts = append(opts, grpc.StatsHandler(h))
+	}
+	gs := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	for _, r := range s.services {
