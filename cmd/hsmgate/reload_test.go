@@ -255,3 +255,27 @@ func TestSIGHUPReload(t *testing.T) {
 		}
 	})
 }
+
+// TestDevSurvivesSIGHUP: `hsmgate dev` has no config file to re-read, but
+// SIGHUP rotates its audit log and does not stop it; it still serves and
+// stops cleanly.
+func TestDevSurvivesSIGHUP(t *testing.T) {
+	p := startDev(t, filepath.Join(t.TempDir(), "state"))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute) // a hang guard
+	for !strings.Contains(p.stderr.String(), "reload: audit log rotated") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged after SIGHUP:\n%s", p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(p.stderr.String(), "reload: no config file to re-read") {
+		t.Errorf("dev reload: want the no-config line:\n%s", p.stderr)
+	}
+	if _, errOut, code := run(t, p.env(), "status"); code != 0 {
+		t.Errorf("status after SIGHUP: exit %d: %s", code, errOut)
+	}
+	p.stop(t)
+}
