@@ -34,6 +34,7 @@ func openAuditLog(ctx context.Context, d *deps, cfg audit.Config, key []byte) (*
 		return nil, err
 	}
 	d.OnClose(l.Close)
+	d.OnHUP(l.Rotate) // logrotate: SIGHUP starts a new file
 	fp, _ := audit.Fingerprint(signer.Public())
 	d.Log.Info("audit log open", "path", cfg.Path, "checkpoint", audit.CheckpointPath(cfg.Path), "checkpoint_key", audit.CheckpointKeyLabel, "checkpoint_key_fingerprint", fp)
 	d.Server.AddReadyCheck("audit", l.Check)

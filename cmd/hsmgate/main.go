@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/internal/version"
 )
 
@@ -41,8 +42,10 @@ func main() {
 type globals struct {
 	logLevel  string
 	logFormat string
-	stdout    io.Writer
-	stderr    io.Writer
+	// level is the live level of the logger (SIGHUP may change it).
+	level  slog.LevelVar
+	stdout io.Writer
+	stderr io.Writer
 }
 
 // subcommands lists the constructors of every verb; other files add theirs
@@ -113,13 +116,15 @@ func (g *globals) logger(level slog.Level, format string) (*slog.Logger, error) 
 	if g.logFormat != "" {
 		format = g.logFormat
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	g.level.Set(level)
+	opts := &slog.HandlerOptions{Level: &g.level}
 	var l *slog.Logger
+	// A line logged with a request's context names its request and caller.
 	switch strings.ToLower(format) {
 	case "", "text":
-		l = slog.New(slog.NewTextHandler(g.stderr, opts))
+		l = slog.New(server.RequestFieldsHandler(slog.NewTextHandler(g.stderr, opts)))
 	case "json":
-		l = slog.New(slog.NewJSONHandler(g.stderr, opts))
+		l = slog.New(server.RequestFieldsHandler(slog.NewJSONHandler(g.stderr, opts)))
 	default:
 		return nil, usageError{fmt.Errorf("--log-format %q: want text or json", format)}
 	}

@@ -35,6 +35,11 @@ type runOptions struct {
 	storeOpened func() error
 	// listening is called once the listeners are bound, before serving.
 	listening func(addrs listenAddrs) error
+	// reloadConfig re-reads the config file on SIGHUP (nil: dev, no file);
+	// level is the logger's live level, left alone when levelFromFlag.
+	reloadConfig  func() (*config.Config, error)
+	level         *slog.LevelVar
+	levelFromFlag bool
 }
 
 // listenAddrs are the bound listener addresses ("" for a listener that is off).
@@ -144,6 +149,8 @@ func resolveSecret(what, env, file string) (string, error) {
 func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOptions) (err error) {
 	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now()}
 	defer d.close()
+	startHUP, stopHUP := watchHUP(ctx) // reload.go: SIGHUP reloads, never kills
+	defer stopHUP()
 
 	m, err := openHSM(ctx, c, log)
 	if err != nil {
@@ -187,6 +194,20 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 	// A gRPC connection is past its pre-auth deadline once a request on it
 	// carries an identity (placed by the auth interceptor).
 	sc.Authenticated = func(ctx context.Context) bool { _, ok := auth.FromContext(ctx); return ok }
+	sc.RequestFields = requestFields
+	if c.Tracing.Enabled {
+		tr, err := server.NewTracing(ctx, version.String())
+		if err != nil {
+			return err
+		}
+		d.OnClose(func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return tr.Shutdown(ctx)
+		})
+		sc.StatsHandlers = append(sc.StatsHandlers, tr.Handler)
+		log.Info("tracing on: OTLP/gRPC exporter (OTEL_EXPORTER_OTLP_* variables)")
+	}
 	srv, err := server.New(sc)
 	if err != nil {
 		return err
@@ -225,6 +246,16 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 			return err
 		}
 	}
+	startHUP(&reloader{d: d, o: o, live: *c})
 	log.Info("hsmgate starting", "version", version.String(), "token", m.TokenLabel(), "store", st.Backend())
 	return srv.Serve(ctx)
+}
+
+// requestFields names the caller in every log line of a request.
+func requestFields(ctx context.Context) []any {
+	id, ok := auth.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	return []any{"identity", id.Name, "identity_kind", string(id.Kind)}
 }

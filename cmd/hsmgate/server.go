@@ -71,7 +71,10 @@ file named by hsm.pin_file, never from the config file. The KEK must exist:
 run "hsmgate init --config FILE" once per token first.
 
 SIGTERM or SIGINT shuts down gracefully: health turns NOT_SERVING, then
-in-flight calls get shutdown.timeout to finish.`,
+in-flight calls get shutdown.timeout to finish. SIGHUP re-reads the config
+file and applies the TLS certificate, key and client CA and the log level
+live, and starts a new audit file; other changes are logged as needing a
+restart and not applied, and an invalid file is refused whole.`,
 		Example: `  HSMGATE_HSM_PIN=$(cat /run/secrets/pin) hsmgate server --config /etc/hsmgate/hsmgate.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -79,7 +82,7 @@ in-flight calls get shutdown.timeout to finish.`,
 			if err != nil {
 				return err
 			}
-			return runServer(cmd.Context(), c, log, runOptions{})
+			return runServer(cmd.Context(), c, log, runOptions{reloadConfig: f.load, level: &g.level, levelFromFlag: g.logLevel != ""})
 		},
 	}
 	f.add(cmd, true)

@@ -38,6 +38,7 @@ type deps struct {
 	VaultDoor *vaultdoor.Door
 
 	closers []func() error
+	onHUP   []func() error // reload.go: run on SIGHUP (audit rotation)
 }
 
 // AddRules merges t into d.Rules; a method named twice is a wiring mistake.

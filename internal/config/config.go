@@ -78,6 +78,7 @@ type Config struct {
 	Audit    Audit
 	PKI      PKI
 	ACME     ACME
+	Tracing  Tracing // tracing.go
 }
 
 // Listen holds listener addresses (host:port; port 0 picks a free one).
@@ -294,6 +295,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 		Log:      Log{Format: or(f.Log.Format, "text")},
 		PKI:      f.PKI.toPKI(),
 		ACME:     f.ACME.toACME(),
+		Tracing:  f.Tracing.toTracing(),
 	}
 	if c.Listen.HTTP == HTTPOff {
 		c.Listen.HTTP = ""

@@ -22,6 +22,7 @@ type File struct {
 	Audit    AuditFile    `yaml:"audit"`
 	PKI      PKIFile      `yaml:"pki"`
 	ACME     ACMEFile     `yaml:"acme"`
+	Tracing  TracingFile  `yaml:"tracing"` // tracing.go
 }
 
 // ListenFile is the `listen` section: host:port of each listener.

@@ -1,12 +1,10 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +26,7 @@ func (s *Server) httpServer() *http.Server {
 	if s.httpLn == nil {
 		return nil
 	}
-	tlsCfg := s.tls.Clone()
+	tlsCfg := s.tlsState.base(true)
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	return &http.Server{
 		Handler:   s.limitHTTP(s.mux),
@@ -82,37 +80,17 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // readyz is readiness: 200 when serving and every ready check passes; 503
 // otherwise, with one line per check.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	checks := append([]namedCheck(nil), s.checks...)
-	s.mu.Unlock()
-
-	lines := make([]string, len(checks))
-	ok := s.serving.Load()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for i, c := range checks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(r.Context(), ReadyCheckTimeout)
-			defer cancel()
-			line := c.name + ": ok"
-			if err := c.fn(ctx); err != nil {
-				line = c.name + ": " + errsMessage(err)
-				mu.Lock()
-				ok = false
-				mu.Unlock()
-			}
-			lines[i] = line
-		}()
-	}
-	wg.Wait()
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	// The verdict gRPC health reports too (healthwatch.go).
+	ok, lines := s.probe(true)
+	lines = append([]string(nil), lines...)
+	serving := s.serving.Load()
+	ok = ok && serving
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	if !s.serving.Load() {
+	if !serving {
 		lines = append(lines, "server: not serving")
 	}
 	verdict := "ready"

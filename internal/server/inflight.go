@@ -81,11 +81,13 @@ func (bs *budgetStream) RecvMsg(m any) error {
 // means every added interceptor (auth) admitted the request.
 func (s *Server) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	s.authenticated(ctx, info.FullMethod)
+	s.addRequestFields(ctx) // logctx.go
 	return handler(ctx, req)
 }
 
 func (s *Server) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	s.authenticated(ss.Context(), info.FullMethod)
+	s.addRequestFields(ss.Context()) // logctx.go
 	return handler(srv, ss)
 }
 

@@ -37,13 +37,11 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -63,6 +61,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/hsmgate/hsmgate/internal/config"
@@ -152,11 +151,18 @@ type Config struct {
 	// auth.FromContext). Nil: every request that passes them does, except
 	// health and reflection (public methods).
 	Authenticated func(ctx context.Context) bool
+	// RequestFields returns key-value pairs naming the caller of the request
+	// in ctx (after every added interceptor), e.g. "identity", name,
+	// "identity_kind", kind: added to every log line of the call (logctx.go).
+	RequestFields func(ctx context.Context) []any
 
 	// ShutdownDrain: how long health reports NOT_SERVING before the
 	// listeners close. ShutdownTimeout: the wait for in-flight RPCs.
 	ShutdownDrain   time.Duration
 	ShutdownTimeout time.Duration
+	// HealthInterval: how often the ready checks run to set gRPC health
+	// (default DefaultHealthInterval).
+	HealthInterval time.Duration
 
 	// Logger for the server's own log and request logs (nil: slog.Default()).
 	Logger *slog.Logger
@@ -170,6 +176,8 @@ type Config struct {
 	// added with Use before Serve.
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
+	// StatsHandlers are added to the gRPC server (e.g. Tracing.Handler).
+	StatsHandlers []stats.Handler
 }
 
 // FromConfig returns the server part of a loaded configuration.
@@ -252,9 +260,13 @@ func (c Config) withDefaults() Config {
 	if c.RequestReadTimeout <= 0 {
 		c.RequestReadTimeout = DefaultRequestReadTimeout
 	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = DefaultHealthInterval
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Logger = slog.New(RequestFieldsHandler(c.Logger.Handler()))
 	return c
 }
 
@@ -269,16 +281,17 @@ type registration struct {
 // Server is the gRPC and HTTP front of hsmgate. Register services, HTTP
 // handlers, interceptors and ready checks, then call Serve once.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	tls     *tls.Config
-	reg     *prometheus.Registry
-	metrics *grpcprom.ServerMetrics
-	health  *health.Server
-	mux     *http.ServeMux
-	lm      *limitMetrics
-	conns   *connLimiter
-	budget  *budget
+	cfg      Config
+	log      *slog.Logger
+	tls      *tls.Config // gRPC's; the HTTPS listener's is tlsState.base(true)
+	tlsState *tlsState
+	reg      *prometheus.Registry
+	metrics  *grpcprom.ServerMetrics
+	health   *health.Server
+	mux      *http.ServeMux
+	lm       *limitMetrics
+	conns    *connLimiter
+	budget   *budget
 	// readSlots: per client address, a quarter (at least 2) of the budget's read shares.
 	readSlots *readSlots
 	streams   atomic.Int64 // open gRPC streams (tapStreams)
@@ -294,6 +307,7 @@ type Server struct {
 	metricLn *limitListener
 
 	serving atomic.Bool // for /healthz
+	ready   readiness   // healthwatch.go: /readyz and gRPC health
 }
 
 type namedCheck struct {
@@ -342,7 +356,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
-		tls:       tlsCfg,
+		tls:       tlsCfg.base(false),
+		tlsState:  tlsCfg,
 		reg:       reg,
 		metrics:   metrics,
 		health:    health.NewServer(),
@@ -478,10 +493,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	hs := s.httpServer()
 	ms := s.metricsServer()
 
-	// Health says SERVING before the first connection is accepted.
+	// Health says SERVING (if the ready checks pass) before the first
+	// connection is accepted; the checks then run every HealthInterval.
 	s.markServing()
 	errc := make(chan error, 3)
 	var wg sync.WaitGroup
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.watchHealth(watchCtx, s.cfg.HealthInterval)
+	}()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -563,7 +586,7 @@ func (s *Server) build() (*grpc.Server, error) {
 	stream = append(stream, s.stream...)
 	stream = append(stream, s.authStream, recovery.StreamServerInterceptor(rec))
 
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(s.tls)),
 		grpc.MaxRecvMsgSize(c.MaxRecvBytes),
 		grpc.MaxSendMsgSize(c.MaxSendBytes),
@@ -585,7 +608,11 @@ func (s *Server) build() (*grpc.Server, error) {
 		}),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-	)
+	}
+	for _, h := range c.StatsHandlers {
+		opts = append(opts, grpc.StatsHandler(h))
+	}
+	gs := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	for _, r := range s.services {
@@ -595,18 +622,10 @@ func (s *Server) build() (*grpc.Server, error) {
 	return gs, nil
 }
 
+// markServing sets health from a first run of the ready checks.
 func (s *Server) markServing() {
-	s.mu.Lock()
-	names := make([]string, 0, len(s.services))
-	for _, r := range s.services {
-		names = append(names, r.desc.ServiceName)
-	}
-	s.mu.Unlock()
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	for _, n := range names {
-		s.health.SetServingStatus(n, healthpb.HealthCheckResponse_SERVING)
-	}
 	s.serving.Store(true)
+	s.probe(false)
 }
 
 func (s *Server) shutdown(gs *grpc.Server, hs *http.Server) {
@@ -685,30 +704,10 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 	})
 }
 
-// loadTLS builds the server's tls.Config.
-func loadTLS(c Config) (*tls.Config, error) {
+// loadTLS builds the server's TLS state (reload.go).
+func loadTLS(c Config) (*tlsState, error) {
 	if c.CertFile == "" || c.KeyFile == "" {
 		return nil, errors.New("server: CertFile and KeyFile are required (TLS is always on)")
 	}
-	kp, err := newKeypairReloader(c.CertFile, c.KeyFile, c.Logger)
-	if err != nil {
-		return nil, err
-	}
-	cfg := &tls.Config{
-		MinVersion:     c.MinTLSVersion,
-		GetCertificate: kp.GetCertificate,
-	}
-	if c.ClientCAFile != "" {
-		pemBytes, err := os.ReadFile(c.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("server: client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, fmt.Errorf("server: client CA %s: no PEM certificate found", c.ClientCAFile)
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.VerifyClientCertIfGiven
-	}
-	return cfg, nil
+	return newTLSState(c)
 }

@@ -444,6 +444,7 @@ func TestInterceptorsAdded(t *testing.T) {
 }
 
 func TestHTTP(t *testing.T) {
+	var hsmDown atomic.Bool // down once serving (start waits for SERVING)
 	h := start(t, newPKI(t), nil, func(s *Server) {
 		hsmgatev1.RegisterSystemServiceServer(s, &fakeSystem{fn: func(context.Context) (*hsmgatev1.GetStatusResponse, error) {
 			return &hsmgatev1.GetStatusResponse{}, nil
@@ -452,8 +453,14 @@ func TestHTTP(t *testing.T) {
 			io.WriteString(w, "hello")
 		}))
 		s.AddReadyCheck("store", func(context.Context) error { return nil })
-		s.AddReadyCheck("hsm", func(context.Context) error { return fmt.Errorf("ping: %w", keystore.ErrUnavailable) })
+		s.AddReadyCheck("hsm", func(context.Context) error {
+			if hsmDown.Load() {
+				return fmt.Errorf("ping: %w", keystore.ErrUnavailable)
+			}
+			return nil
+		})
 	})
+	hsmDown.Store(true)
 	if _, err := callStatus(h.dial(t, nil)); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -64,6 +65,33 @@ func (k *keypairReloader) load() error {
 	}
 	k.cert, k.certStamp, k.keyStamp, k.checked = &cert, cs, ks, k.now()
 	return nil
+}
+
+// reset loads the pair from certFile and keyFile now (e.g. on SIGHUP; the
+// paths may be new) and reports whether the served certificate changed. On
+// error the previous pair and paths stay.
+func (k *keypairReloader) reset(certFile, keyFile string) (bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	old, oldCert, oldKey, cs, ks := k.cert, k.certFile, k.keyFile, k.certStamp, k.keyStamp
+	k.certFile, k.keyFile = certFile, keyFile
+	if err := k.load(); err != nil {
+		k.cert, k.certFile, k.keyFile, k.certStamp, k.keyStamp = old, oldCert, oldKey, cs, ks
+		return false, err
+	}
+	return !sameChain(old, k.cert), nil
+}
+
+func sameChain(a, b *tls.Certificate) bool {
+	if a == nil || b == nil || len(a.Certificate) != len(b.Certificate) {
+		return false
+	}
+	for i := range a.Certificate {
+		if !bytes.Equal(a.Certificate[i], b.Certificate[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // GetCertificate is tls.Config.GetCertificate.
