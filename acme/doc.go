@@ -55,4 +55,9 @@
 //     the role's backdate); notAfter may not be further than the role's max_ttl.
 //   - Revocation: by the account that ordered the certificate (kid) or with the
 //     certificate's own key (jwk); reasons 0, 1, 3, 4, 5, 9.
+//   - Download: the default chain is the issuer's (leaf, issuer, its chain).
+//     When another of our CAs cross-signed the issuer, each such chain
+//     (leaf, cross certificate, signer and its chain) is served at
+//     .../cert/<serial>/<n> and named in Link rel="alternate" headers
+//     (RFC 8555 7.4.2), computed once at finalize.
 package acme

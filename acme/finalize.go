@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -74,11 +76,15 @@ func (s *Server) finalize(ctx context.Context, rq *request, id string) (int, any
 		}
 		return 0, nil, signErr
 	}
-	var chain bytes.Buffer
-	for _, c := range append([][]byte{resp.Certificate}, resp.Chain...) {
-		pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: c})
+	cr := &certRecord{Serial: resp.Serial, Account: rq.acct.ID, Order: id, Chain: pemChain(resp.Certificate, resp.Chain), DER: resp.Certificate}
+	if alts, err := s.cfg.CA.AlternateChains(ctx, resp.Issuer); err != nil {
+		// The certificate is issued; only the alternates are missing.
+		s.cfg.Logger.Warn("acme: alternate chains", "order", id, "issuer", resp.Issuer, "err", err)
+	} else {
+		for _, alt := range alts {
+			cr.Alternates = append(cr.Alternates, pemChain(resp.Certificate, alt))
+		}
 	}
-	cr := &certRecord{Serial: resp.Serial, Account: rq.acct.ID, Order: id, Chain: chain.Bytes(), DER: resp.Certificate}
 	if _, err := s.put(ctx, prefixCerts+rq.dir.Name+"/"+resp.Serial, cr, keystore.MustNotExist); err != nil {
 		return 0, nil, fmt.Errorf("acme: order %s: record certificate %s: %w", id, resp.Serial, err)
 	}
@@ -151,10 +157,30 @@ func checkCSR(der []byte, o *order, accountTP string) (*x509.CertificateRequest,
 	return csr, nil
 }
 
-// getCert serves the PEM chain to the account that ordered it.
-func (s *Server) getCert(ctx context.Context, rq *request, serial string) (int, any, error) {
+// pemChain is the PEM of leaf then chain.
+func pemChain(leaf []byte, chain [][]byte) []byte {
+	var b bytes.Buffer
+	for _, c := range append([][]byte{leaf}, chain...) {
+		pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c})
+	}
+	return b.Bytes()
+}
+
+// getCert serves the PEM chain to the account that ordered it: id is the
+// serial (the default chain) or serial/<n> (alternate n, 1-based); every
+// other chain is named in a Link rel="alternate" header (RFC 8555 7.4.2).
+func (s *Server) getCert(ctx context.Context, rq *request, id string) (int, any, error) {
 	if len(rq.jws.Payload) != 0 {
 		return 0, nil, errMalformed("a certificate is read with POST-as-GET (empty payload)")
+	}
+	serial, alt, hasAlt := strings.Cut(id, "/")
+	n := 0
+	if hasAlt {
+		v, err := strconv.Atoi(alt)
+		if err != nil || v < 1 || strconv.Itoa(v) != alt {
+			return 0, nil, errNotFound("no such certificate")
+		}
+		n = v
 	}
 	cr := new(certRecord)
 	_, found, err := s.get(ctx, prefixCerts+rq.dir.Name+"/"+serial, cr)
@@ -165,8 +191,21 @@ func (s *Server) getCert(ctx context.Context, rq *request, serial string) (int, 
 		return 0, nil, errNotFound("no such certificate")
 	}
 	rq.audit.order = cr.Order
+	if n > len(cr.Alternates) {
+		return 0, nil, errNotFound("no such certificate chain")
+	}
+	body := cr.Chain
+	if n > 0 {
+		body = cr.Alternates[n-1]
+		rq.w.Header().Add("Link", fmt.Sprintf("<%s>;rel=\"alternate\"", s.url(rq.dir.Name, "cert", serial)))
+	}
+	for i := range cr.Alternates {
+		if i+1 != n {
+			rq.w.Header().Add("Link", fmt.Sprintf("<%s>;rel=\"alternate\"", s.url(rq.dir.Name, "cert", serial, strconv.Itoa(i+1))))
+		}
+	}
 	rq.w.Header().Set("Content-Type", "application/pem-certificate-chain")
-	return http.StatusOK, cr.Chain, nil
+	return http.StatusOK, body, nil
 }
 
 // revocationReasons are the CRLReason codes an ACME client may give

@@ -34,6 +34,9 @@ type CA interface {
 	Revoke(ctx context.Context, req *pb.RevokeRequest) (*pb.RevokeResponse, error)
 	// GetCertificate returns a certificate's record; pki.ErrCertNotFound if absent.
 	GetCertificate(ctx context.Context, req *pb.GetCertificateRequest) (*pb.GetCertificateResponse, error)
+	// AlternateChains returns the other chains of an issuer (one per
+	// certificate that cross-signs it), each from the cross certificate up.
+	AlternateChains(ctx context.Context, issuer string) ([][][]byte, error)
 }
 
 // Wrapper protects EAB HMAC keys at rest (the deployment's HSM KEK: *hsm.KEK).

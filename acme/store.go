@@ -92,7 +92,10 @@ type certRecord struct {
 	Account string `json:"account"`
 	Order   string `json:"order"`
 	Chain   []byte `json:"chain"` // PEM: leaf then issuers
-	DER     []byte `json:"der"`   // leaf
+	// Alternates are other PEM chains of the same leaf (the issuer
+	// cross-signed by another of our CAs), served at .../cert/<serial>/<n>.
+	Alternates [][]byte `json:"alternates,omitempty"`
+	DER        []byte   `json:"der"` // leaf
 	// ReplacedBy is the order that renews it (ARI "replaces").
 	ReplacedBy string `json:"replaced_by,omitempty"`
 }

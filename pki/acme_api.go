@@ -1,7 +1,9 @@
 package pki
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 )
 
@@ -26,4 +28,42 @@ func (s *Service) CheckNames(ctx context.Context, role string, dns, ips []string
 		}
 	}
 	return nil
+}
+
+// AlternateChains returns, for each certificate that cross-signs the named
+// issuer (its key and subject signed by another of our issuers), the chain
+// a relying party that trusts the other CA needs: the cross-signed
+// certificate, then its signer's certificate and chain. The ACME server
+// offers them as alternate chains (RFC 8555 7.4.2, Link rel="alternate").
+// Cross certificates whose signer is not (or no longer) one of our issuers
+// are skipped.
+func (s *Service) AlternateChains(ctx context.Context, issuer string) ([][][]byte, error) {
+	rec, _, err := s.getIssuerRecord(ctx, issuer)
+	if err != nil {
+		return nil, err
+	}
+	if len(rec.CrossSigned) == 0 {
+		return nil, nil
+	}
+	all, err := s.listIssuerRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out [][][]byte
+	for _, der := range rec.CrossSigned {
+		cross, err := x509.ParseCertificate(der)
+		if err != nil {
+			continue
+		}
+		for _, r := range all {
+			signer, err := x509.ParseCertificate(r.Certificate)
+			if err != nil || !bytes.Equal(signer.SubjectKeyId, cross.AuthorityKeyId) || cross.CheckSignatureFrom(signer) != nil {
+				continue
+			}
+			chain := append([][]byte{der, r.Certificate}, r.Chain...)
+			out = append(out, chain)
+			break
+		}
+	}
+	return out, nil
 }
