@@ -133,8 +133,11 @@ func TestConnectionFlood(t *testing.T) {
 	if refused < flood-perIP {
 		t.Errorf("refused connections: got %d, want at least %d", refused, flood-perIP)
 	}
-	if got := metricValue(h.srv.lm.refused.WithLabelValues("grpc", "per_ip")); int(got) != refused {
-		t.Errorf("refused metric: got %v, want %d", got, refused)
+	// The metric counts what the limit refused: every connection beyond the
+	// bound, and no more than the client saw fail (under load a handshake
+	// can also fail for its own reasons).
+	if got := int(metricValue(h.srv.lm.refused.WithLabelValues("grpc", "per_ip"))); got < flood-perIP || got > refused {
+		t.Errorf("refused metric: got %d, want %d..%d", got, flood-perIP, refused)
 	}
 	t.Run("fresh client from another address is served", func(t *testing.T) {
 		if _, err := callStatus(h.dialFrom(t, "127.0.0.2")); err != nil {
@@ -235,8 +238,8 @@ func TestConnectionTotalBound(t *testing.T) {
 	if len(conns) > 20 {
 		t.Errorf("open connections: got %d, want at most 20", len(conns))
 	}
-	if got := metricValue(h.srv.lm.refused.WithLabelValues("grpc", "total")); int(got) != failed || failed < 20 {
-		t.Errorf("refused for the total bound: metric %v, client saw %d, want at least 20", got, failed)
+	if got := int(metricValue(h.srv.lm.refused.WithLabelValues("grpc", "total"))); got < 40-20 || got > failed {
+		t.Errorf("refused for the total bound: metric %d, client saw %d failures, want 20..%d", got, failed, failed)
 	}
 }
 
