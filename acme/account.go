@@ -104,7 +104,7 @@ func (s *Server) newAccount(ctx context.Context, rq *request) (int, any, error) 
 	var release func()
 	switch {
 	case len(p.EAB) > 0 && string(p.EAB) != "null":
-		if a.EABKID, release, err = s.claimEAB(ctx, rq, p.EAB, tp, id); err != nil {
+		if a.EABKID, a.Policy, release, err = s.claimEAB(ctx, rq, p.EAB, tp, id); err != nil {
 			return 0, nil, err
 		}
 	case rq.dir.EABRequired:
@@ -128,55 +128,55 @@ func (s *Server) newAccount(ctx context.Context, rq *request) (int, any, error) 
 }
 
 // claimEAB checks an External Account Binding (RFC 8555 7.3.4) and marks
-// its key used by account id. release undoes the claim when the account
-// cannot be written after all.
-func (s *Server) claimEAB(ctx context.Context, rq *request, raw json.RawMessage, tp, id string) (string, func(), error) {
+// its key used by account id; it returns the key's ID and policy. release
+// undoes the claim when the account cannot be written after all.
+func (s *Server) claimEAB(ctx context.Context, rq *request, raw json.RawMessage, tp, id string) (string, *EABPolicy, func(), error) {
 	e, err := parseEAB(raw)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if e.Header.URL != rq.jws.Header.URL {
-		return "", nil, errUnauthorized("externalAccountBinding url is not the newAccount URL")
+		return "", nil, nil, errUnauthorized("externalAccountBinding url is not the newAccount URL")
 	}
 	inner, err := parseJWK(e.Payload)
 	if err != nil {
-		return "", nil, errMalformed("externalAccountBinding payload is not the account key")
+		return "", nil, nil, errMalformed("externalAccountBinding payload is not the account key")
 	}
 	if itp, err := thumbprint(inner); err != nil || itp != tp {
-		return "", nil, errUnauthorized("externalAccountBinding binds another key")
+		return "", nil, nil, errUnauthorized("externalAccountBinding binds another key")
 	}
 	kid := e.Header.KID
 	if !validID(kid) {
-		return "", nil, errUnauthorized("unknown external account key")
+		return "", nil, nil, errUnauthorized("unknown external account key")
 	}
 	k := new(eabKey)
 	key := prefixEAB + rq.dir.Name + "/" + kid
 	rev, found, err := s.get(ctx, key, k)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	if !found {
-		return "", nil, errUnauthorized("unknown external account key")
+		return "", nil, nil, errUnauthorized("unknown external account key")
 	}
 	if k.Account != "" {
-		return "", nil, errUnauthorized("external account key already used")
+		return "", nil, nil, errUnauthorized("external account key already used")
 	}
 	hk, err := s.cfg.Wrapper.Unwrap(ctx, k.WrappedKey)
 	if err != nil {
-		return "", nil, fmt.Errorf("acme: unwrap EAB key %s: %w", kid, err)
+		return "", nil, nil, fmt.Errorf("acme: unwrap EAB key %s: %w", kid, err)
 	}
 	ok := e.verifyMAC(hk)
 	clear(hk)
 	if !ok {
-		return "", nil, errUnauthorized("externalAccountBinding MAC is invalid")
+		return "", nil, nil, errUnauthorized("externalAccountBinding MAC is invalid")
 	}
 	k.Account, k.Used = id, s.cfg.Now().UTC()
 	newRev, err := s.put(ctx, key, k, rev)
 	if errors.Is(err, keystore.ErrConflict) {
-		return "", nil, errUnauthorized("external account key already used")
+		return "", nil, nil, errUnauthorized("external account key already used")
 	}
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	release := func() {
 		k.Account, k.Used = "", time.Time{}
@@ -184,7 +184,7 @@ func (s *Server) claimEAB(ctx context.Context, rq *request, raw json.RawMessage,
 			s.cfg.Logger.Warn("acme: release EAB key", "kid", kid, "err", err)
 		}
 	}
-	return kid, release, nil
+	return kid, k.Policy, release, nil
 }
 
 // accountUpdate serves POST to an account URL: POST-as-GET, contact update, deactivation.

@@ -63,8 +63,12 @@ func (s *Server) ListDirectories(ctx context.Context) ([]*Directory, error) {
 
 // CreateEAB makes a single-use External Account Binding key for dir and
 // returns its key ID and the HMAC key (base64url), which are shown once:
-// the store keeps the key only wrapped by the HSM KEK.
-func (s *Server) CreateEAB(ctx context.Context, dir string) (kid, hmacKey string, err error) {
+// the store keeps the key only wrapped by the HSM KEK. The account it binds
+// inherits policy (nil: no limits beyond the directory's role).
+func (s *Server) CreateEAB(ctx context.Context, dir string, policy *EABPolicy) (kid, hmacKey string, err error) {
+	if policy, err = policy.normalize(); err != nil {
+		return "", "", err
+	}
 	if _, found, err := s.GetDirectory(ctx, dir); err != nil {
 		return "", "", err
 	} else if !found {
@@ -82,7 +86,7 @@ func (s *Server) CreateEAB(ctx context.Context, dir string) (kid, hmacKey string
 	if err != nil {
 		return "", "", fmt.Errorf("acme: wrap EAB key: %w", err)
 	}
-	rec := &eabKey{KID: kid, WrappedKey: w, Created: s.cfg.Now().UTC()}
+	rec := &eabKey{KID: kid, WrappedKey: w, Created: s.cfg.Now().UTC(), Policy: policy}
 	if _, err := s.put(ctx, prefixEAB+dir+"/"+kid, rec, keystore.MustNotExist); err != nil {
 		if errors.Is(err, keystore.ErrConflict) {
 			return "", "", fmt.Errorf("acme: EAB key id collision: %w", err)

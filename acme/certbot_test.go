@@ -81,7 +81,7 @@ func TestCertbot(t *testing.T) {
 				"--http-01-port", strconv.Itoa(port), "--http-01-address", "127.0.0.1", "--key-type", "ecdsa",
 				"-d", "www.example.com", "-d", "example.com", "--cert-name", "web"}
 			if eab {
-				kid, hk, err := e.srv.CreateEAB(context.Background(), "main")
+				kid, hk, err := e.srv.CreateEAB(context.Background(), "main", nil)
 				if err != nil {
 					t.Fatal(err)
 				}

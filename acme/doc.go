@@ -34,6 +34,10 @@
 //     never in clear and never as a useless one-way hash; it is shown once
 //     by CreateEAB and unwrapped only to verify a MAC (constant-time compare).
 //     A key is single-use: claiming it is a CAS write naming the account.
+//   - EAB policy (eabpolicy.go): a key may carry allowed domain suffixes and
+//     a max of new orders per UTC day; the account it binds copies them and
+//     newOrder enforces them (rejectedIdentifier; rateLimited with a count
+//     in the keystore, shared by replicas), on top of the role's checks.
 //   - Validation runs in Config.Workers goroutines fed by a bounded queue
 //     (Config.QueueSize); a full queue answers rateLimited with Retry-After,
 //     never validates inside the request. http-01 reads at most 1 KiB, follows

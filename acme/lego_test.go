@@ -119,7 +119,7 @@ func TestLego(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kid, hk, err := e.srv.CreateEAB(ctx, "main")
+		kid, hk, err := e.srv.CreateEAB(ctx, "main", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

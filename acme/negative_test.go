@@ -22,7 +22,7 @@ import (
 func TestNegative(t *testing.T) {
 	e := newEnv(t, envOpts{eab: true})
 	ctx := context.Background()
-	kid, hk, err := e.srv.CreateEAB(ctx, "main")
+	kid, hk, err := e.srv.CreateEAB(ctx, "main", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +105,13 @@ func TestNegative(t *testing.T) {
 		}, "malformed", 400},
 		{"another account's order", func() rawResp {
 			other := e.raw(t, newECKey(t))
-			kid2, hk2, _ := e.srv.CreateEAB(ctx, "main")
+			kid2, hk2, _ := e.srv.CreateEAB(ctx, "main", nil)
 			h2, _ := b64.DecodeString(hk2)
 			other.register(t, map[string]any{"externalAccountBinding": eabJWS(t, other.key, kid2, h2, other.url("new-account"))})
 			return rawResp{} // registration changes state: compared after, below
 		}, "", 0},
 		{"wrong EAB MAC", func() rawResp {
-			k2, h2, _ := e.srv.CreateEAB(ctx, "main")
+			k2, h2, _ := e.srv.CreateEAB(ctx, "main", nil)
 			hb, _ := b64.DecodeString(h2)
 			hb[0] ^= 1
 			n := e.raw(t, newECKey(t))
@@ -119,7 +119,7 @@ func TestNegative(t *testing.T) {
 			return r
 		}, "unauthorized", 403},
 		{"EAB for another key", func() rawResp {
-			k2, h2, _ := e.srv.CreateEAB(ctx, "main")
+			k2, h2, _ := e.srv.CreateEAB(ctx, "main", nil)
 			hb, _ := b64.DecodeString(h2)
 			n := e.raw(t, newECKey(t))
 			return n.register(t, map[string]any{"externalAccountBinding": eabJWS(t, newECKey(t), k2, hb, n.url("new-account"))})
@@ -190,7 +190,7 @@ func TestNegative(t *testing.T) {
 		}
 		// Another account cannot download it.
 		other := e.raw(t, newECKey(t))
-		k2, h2, _ := e.srv.CreateEAB(ctx, "main")
+		k2, h2, _ := e.srv.CreateEAB(ctx, "main", nil)
 		hb, _ := b64.DecodeString(h2)
 		other.register(t, map[string]any{"externalAccountBinding": eabJWS(t, other.key, k2, hb, other.url("new-account"))})
 		if r := other.post(fo["certificate"].(string), nil, jwsOpts{}); r.status != 404 {
@@ -254,7 +254,7 @@ func TestNegative(t *testing.T) {
 		pk, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 		for _, k := range []crypto.Signer{ek, rk, pk} {
 			n := e.raw(t, k)
-			k2, h2, _ := e.srv.CreateEAB(ctx, "main")
+			k2, h2, _ := e.srv.CreateEAB(ctx, "main", nil)
 			hb, _ := b64.DecodeString(h2)
 			if r := n.register(t, map[string]any{"externalAccountBinding": eabJWS(t, k, k2, hb, n.url("new-account"))}); r.status != 201 {
 				t.Fatalf("%s register: %d %s", n.alg, r.status, r.body)

@@ -102,6 +102,9 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 		if err != nil {
 			return 0, nil, err
 		}
+		if err := rq.acct.Policy.allowsIdent(id); err != nil {
+			return 0, nil, err
+		}
 		if slices.Contains(o.Identifiers, id) {
 			continue
 		}
@@ -119,6 +122,9 @@ func (s *Server) newOrder(ctx context.Context, rq *request) (int, any, error) {
 		return 0, nil, err
 	}
 	if err := s.orderValidity(ctx, rq.dir, o, p, now); err != nil {
+		return 0, nil, err
+	}
+	if err := s.takeDailyOrder(ctx, rq.dir.Name, rq.acct); err != nil {
 		return 0, nil, err
 	}
 	if p.Replaces != "" {

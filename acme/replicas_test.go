@@ -33,7 +33,7 @@ func TestReplicasOnEtcd(t *testing.T) {
 	e := newEnv(t, envOpts{eab: true, stores: stores})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	kid, hk, err := e.srv.CreateEAB(ctx, "main")
+	kid, hk, err := e.srv.CreateEAB(ctx, "main", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,9 @@ func (v *Service) ListDirectories(ctx context.Context, _ *pb.ListDirectoriesRequ
 
 // CreateEABKey makes a single-use EAB key.
 func (v *Service) CreateEABKey(ctx context.Context, req *pb.CreateEABKeyRequest) (*pb.CreateEABKeyResponse, error) {
-	kid, key, err := v.s.CreateEAB(ctx, req.GetDirectory())
+	kid, key, err := v.s.CreateEAB(ctx, req.GetDirectory(), &EABPolicy{
+		AllowedDomains: req.GetAllowedDomains(), MaxOrdersPerDay: int(req.GetMaxOrdersPerDay()),
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,9 @@ type account struct {
 	Thumbprint string          `json:"thumbprint"`
 	Contact    []string        `json:"contact,omitempty"`
 	EABKID     string          `json:"eab_kid,omitempty"`
-	Created    time.Time       `json:"created"`
+	// Policy is the EAB key's policy, copied at newAccount (EABPolicy).
+	Policy  *EABPolicy `json:"policy,omitempty"`
+	Created time.Time  `json:"created"`
 }
 
 type order struct {
@@ -110,6 +112,8 @@ type eabKey struct {
 	Created    time.Time `json:"created"`
 	Account    string    `json:"account,omitempty"`
 	Used       time.Time `json:"used,omitzero"`
+	// Policy limits the account it binds (EABPolicy); nil: no limits.
+	Policy *EABPolicy `json:"policy,omitempty"`
 }
 
 // get reads key into v; found=false when absent.

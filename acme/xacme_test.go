@@ -79,7 +79,7 @@ func (e *env) orderCert(t testing.TB, c *acme.Client, names ...string) [][]byte 
 func TestXCryptoACME(t *testing.T) {
 	e := newEnv(t, envOpts{eab: true})
 	ctx := context.Background()
-	kid, hk, err := e.srv.CreateEAB(ctx, "main")
+	kid, hk, err := e.srv.CreateEAB(ctx, "main", nil)
 	if err != nil {
 		t.Fatalf("CreateEAB: %v", err)
 	}

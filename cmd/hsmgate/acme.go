@@ -19,7 +19,8 @@ func newACMECmd() *cobra.Command {
   hsmgate acme directory write web --role web --eab-required --allowed-challenge http-01
   hsmgate acme directory read web
   hsmgate acme directory list
-  hsmgate acme eab create web`,
+  hsmgate acme eab create web
+  hsmgate acme eab create web --allowed-domain example.com --max-orders-per-day 100`,
 	}
 	dir := &cobra.Command{Use: "directory", Short: "ACME directories"}
 	dir.AddCommand(newACMEDirWriteCmd(), newACMEDirReadCmd(), newACMEDirListCmd())
@@ -97,12 +98,22 @@ func newACMEEABCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create DIRECTORY",
 		Short: "Make a single-use EAB key; the HMAC key is printed once",
-		Args:  cobra.ExactArgs(1),
+		Long: `Make a single-use External Account Binding key for DIRECTORY. The account
+bound with it inherits its policy, enforced at every new order:
+--allowed-domain (repeat) restricts DNS names to those domains and their
+subdomains (others: rejectedIdentifier; IP identifiers refused), and
+--max-orders-per-day caps its new orders per UTC day (past it: rateLimited).`,
+		Args: cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	var req hsmgatev1.CreateEABKeyRequest
+	fs := cmd.Flags()
+	fs.StringSliceVar(&req.AllowedDomains, "allowed-domain", nil, "DNS domain the account may order names under (repeat; default: any the role allows)")
+	fs.Uint32Var(&req.MaxOrdersPerDay, "max-orders-per-day", 0, "new orders per UTC day of the account (0: no policy limit)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		req.Directory = args[0]
 		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
-			r, err := c.CreateEABKey(ctx, &hsmgatev1.CreateEABKeyRequest{Directory: args[0]})
+			r, err := c.CreateEABKey(ctx, &req)
 			if err != nil {
 				return err
 			}

@@ -370,10 +370,18 @@ func (x *ListDirectoriesResponse) GetDirectories() []*ACMEDirectory {
 }
 
 type CreateEABKeyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Directory     string                 `protobuf:"bytes,1,opt,name=directory,proto3" json:"directory,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Directory string                 `protobuf:"bytes,1,opt,name=directory,proto3" json:"directory,omitempty"`
+	// allowed_domains: the account bound with this key may only order DNS
+	// names equal to or under one of these (e.g. "example.com" allows
+	// www.example.com and *.example.com); IP identifiers are refused.
+	// Empty: any name the directory's role allows. At most 100.
+	AllowedDomains []string `protobuf:"bytes,2,rep,name=allowed_domains,json=allowedDomains,proto3" json:"allowed_domains,omitempty"`
+	// max_orders_per_day: new orders per UTC day of that account, counted
+	// across replicas (0: only the server-wide rate limits).
+	MaxOrdersPerDay uint32 `protobuf:"varint,3,opt,name=max_orders_per_day,json=maxOrdersPerDay,proto3" json:"max_orders_per_day,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *CreateEABKeyRequest) Reset() {
@@ -411,6 +419,20 @@ func (x *CreateEABKeyRequest) GetDirectory() string {
 		return x.Directory
 	}
 	return ""
+}
+
+func (x *CreateEABKeyRequest) GetAllowedDomains() []string {
+	if x != nil {
+		return x.AllowedDomains
+	}
+	return nil
+}
+
+func (x *CreateEABKeyRequest) GetMaxOrdersPerDay() uint32 {
+	if x != nil {
+		return x.MaxOrdersPerDay
+	}
+	return 0
 }
 
 type CreateEABKeyResponse struct {
@@ -498,9 +520,11 @@ const file_hsmgate_v1_acme_proto_rawDesc = "" +
 	"\tdirectory\x18\x01 \x01(\v2\x19.hsmgate.v1.ACMEDirectoryR\tdirectory\"\x18\n" +
 	"\x16ListDirectoriesRequest\"V\n" +
 	"\x17ListDirectoriesResponse\x12;\n" +
-	"\vdirectories\x18\x01 \x03(\v2\x19.hsmgate.v1.ACMEDirectoryR\vdirectories\"3\n" +
+	"\vdirectories\x18\x01 \x03(\v2\x19.hsmgate.v1.ACMEDirectoryR\vdirectories\"\x89\x01\n" +
 	"\x13CreateEABKeyRequest\x12\x1c\n" +
-	"\tdirectory\x18\x01 \x01(\tR\tdirectory\"\x85\x01\n" +
+	"\tdirectory\x18\x01 \x01(\tR\tdirectory\x12'\n" +
+	"\x0fallowed_domains\x18\x02 \x03(\tR\x0eallowedDomains\x12+\n" +
+	"\x12max_orders_per_day\x18\x03 \x01(\rR\x0fmaxOrdersPerDay\"\x85\x01\n" +
 	"\x14CreateEABKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bhmac_key\x18\x02 \x01(\tR\ahmacKey\x12;\n" +
