@@ -29,11 +29,12 @@
 //     public web's rules, so cluster-local names (svc.cluster.local),
 //     private TLDs (.internal, .test, .local), private IPs and Ed25519 keys
 //     are issued, and no certificate policy is added (issuers carry none
-//     either). "public" adds the CA/B Forum Baseline Requirements for
+//     unless created with policy_identifiers). "public" adds the CA/B Forum Baseline Requirements for
 //     server certificates and the S/MIME BR for email protection; those
 //     need certificate policies, so such roles with no policy_identifiers
 //     get 2.23.140.1.2.1 (domain validated), and they refuse Ed25519 under
-//     every issuer. The BR also want plain-HTTP AIA and CRL URLs: with an
+//     every issuer; create their issuers with that policy (or anyPolicy)
+//     in policy_identifiers so that the hierarchy agrees. The BR also want plain-HTTP AIA and CRL URLs: with an
 //     https BaseURL, put HTTPSURLLints in Config.LintExclude. Issuer
 //     certificates are linted with the internal set.
 //   - Key usage defaults to digitalSignature, plus keyEncipherment for RSA

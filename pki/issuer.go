@@ -185,8 +185,24 @@ func caTemplate(subj *pb.Subject, now time.Time, ttl time.Duration, maxPathLen i
 	return t
 }
 
+// parsePolicies reads certificate policy OIDs (ErrInvalid naming a bad one).
+func parsePolicies(in []string) ([]x509.OID, error) {
+	var out []x509.OID
+	for _, p := range in {
+		oid, err := x509.ParseOID(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: policy identifier %.64q", ErrInvalid, p)
+		}
+		out = append(out, oid)
+	}
+	return out, nil
+}
+
 // CreateRootIssuer makes a key in the HSM and a self-signed root.
 func (s *Service) CreateRootIssuer(ctx context.Context, req *pb.CreateRootIssuerRequest) (*pb.CreateRootIssuerResponse, error) {
+	if _, err := parsePolicies(req.GetPolicyIdentifiers()); err != nil {
+		return nil, err
+	}
 	kt := req.GetKeyType()
 	if kt == "" && req.GetKeyUri() == "" {
 		kt = DefaultRootKeyType
@@ -216,6 +232,7 @@ func (s *Service) CreateRootIssuer(ctx context.Context, req *pb.CreateRootIssuer
 
 func (s *Service) selfSign(req *pb.CreateRootIssuerRequest, signer crypto.Signer, ttl time.Duration) (*x509.Certificate, error) {
 	tmpl := caTemplate(req.GetSubject(), s.cfg.Now().UTC().Truncate(time.Second), ttl, req.GetMaxPathLen(), false)
+	tmpl.Policies, _ = parsePolicies(req.GetPolicyIdentifiers()) // checked by CreateRootIssuer
 	serial, err := s.randomSerial()
 	if err != nil {
 		return nil, err
@@ -235,6 +252,10 @@ func (s *Service) selfSign(req *pb.CreateRootIssuerRequest, signer crypto.Signer
 // CreateIntermediateIssuer makes a key in the HSM and has it signed by
 // parent, or returns its CSR when parent is empty.
 func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIntermediateIssuerRequest) (*pb.CreateIntermediateIssuerResponse, error) {
+	policies, err := parsePolicies(req.GetPolicyIdentifiers())
+	if err != nil {
+		return nil, err
+	}
 	kt := req.GetKeyType()
 	if kt == "" && req.GetKeyUri() == "" {
 		kt = DefaultInterKeyType
@@ -252,6 +273,7 @@ func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIn
 	}
 	var parent *issuerRT
 	tmpl := caTemplate(req.GetSubject(), s.cfg.Now().UTC().Truncate(time.Second), ttl, req.GetMaxPathLen(), true)
+	tmpl.Policies = policies
 	nc.apply(tmpl)
 	if req.GetParent() != "" {
 		if parent, err = s.loadIssuer(ctx, req.GetParent()); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -93,5 +94,67 @@ func TestLintProfileValidated(t *testing.T) {
 	r.LintProfile = "private"
 	if _, err := e.svc.CreateRole(context.Background(), &pb.CreateRoleRequest{Role: r}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("lint_profile %q: err %v, want ErrInvalid", r.LintProfile, err)
+	}
+}
+
+// TestIssuerPolicies: issuers carry the policy OIDs they are created with
+// (none by default, as internal-profile leaves), so a public-profile
+// hierarchy can be consistent: its leaves' DV policy is one the intermediate
+// and the root assert; the chain verifies with openssl. A bad OID creates
+// nothing.
+func TestIssuerPolicies(t *testing.T) {
+	e := newEnv(t, realClock)
+	ctx := context.Background()
+	const dv = "2.23.140.1.2.1"
+	root, err := e.svc.CreateRootIssuer(ctx, &pb.CreateRootIssuerRequest{
+		Name: "root", KeyType: KeyECDSAP256, Subject: &pb.Subject{CommonName: "Public Root"}, PolicyIdentifiers: []string{"2.5.29.32.0"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := e.svc.CreateIntermediateIssuer(ctx, &pb.CreateIntermediateIssuerRequest{
+		Name: "inter", KeyType: KeyECDSAP256, Parent: "root", MakeDefault: true,
+		Subject: &pb.Subject{CommonName: "Public Intermediate"}, PolicyIdentifiers: []string{dv},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := e.intermediate(t, "plain", KeyECDSAP256, "root", nil)
+	if got := parseCert(t, plain.Certificate).Policies; len(got) != 0 {
+		t.Errorf("issuer created without policies carries %v, want none", got)
+	}
+	want := func(der []byte, oid string) {
+		t.Helper()
+		c := parseCert(t, der)
+		for _, p := range c.Policies {
+			if p.String() == oid {
+				return
+			}
+		}
+		t.Errorf("%s: policies %v, want %s", c.Subject.CommonName, c.Policies, oid)
+	}
+	want(root.Issuer.Certificate, "2.5.29.32.0")
+	want(inter.Issuer.Certificate, dv)
+	r := webRole("pub")
+	r.Issuer, r.LintProfile = "inter", ProfilePublic
+	e.role(t, r)
+	leaf, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "pub", CommonName: "www.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(leaf.Certificate, dv)
+	dir := t.TempDir()
+	out, err := openssl(t, "verify", "-policy_check", "-policy", dv, "-explicit_policy",
+		"-CAfile", writeFile(t, dir, "root.pem", pemCerts(root.Issuer.Certificate)),
+		"-untrusted", writeFile(t, dir, "inter.pem", pemCerts(inter.Issuer.Certificate)),
+		writeFile(t, dir, "leaf.pem", pemCerts(leaf.Certificate)))
+	if err != nil || !strings.Contains(out, "leaf.pem: OK") {
+		t.Errorf("openssl verify -explicit_policy %s: %v\n%s", dv, err, out)
+	}
+	if _, err := e.svc.CreateRootIssuer(ctx, &pb.CreateRootIssuerRequest{Name: "bad", Subject: &pb.Subject{CommonName: "Bad"}, PolicyIdentifiers: []string{"not.an.oid"}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("bad policy OID: err %v, want ErrInvalid", err)
+	}
+	if _, err := e.svc.GetIssuer(ctx, &pb.GetIssuerRequest{Name: "bad"}); !errors.Is(err, ErrIssuerNotFound) {
+		t.Errorf("a refused root left a record: %v", err)
 	}
 }

@@ -112,6 +112,7 @@ type pkiSubjectFlags struct {
 	csrOut   string
 	notCrit  bool
 	certFile string
+	policies []string
 }
 
 func (f *pkiSubjectFlags) subject() *hsmgatev1.Subject {
@@ -128,6 +129,7 @@ func pkiAddSubjectFlags(cmd *cobra.Command, f *pkiSubjectFlags, defKey string) {
 	fs.StringVar(&f.keyURI, "key-uri", "", "adopt this existing HSM key instead of generating one: RFC 7512 URI 'pkcs11:token=...;object=...;id=%01%02' (sensitive, non-extractable; never destroyed by hsmgate)")
 	fs.DurationVar(&f.ttl, "ttl", 0, "validity (default: 10 years for a root, 5 for an intermediate)")
 	fs.BoolVar(&f.makeDef, "default", false, "make it the default issuer (the first issuer always is)")
+	fs.StringArrayVar(&f.policies, "policy", nil, "certificate policy OID of the CA certificate (repeatable; default none, as internal-profile leaves; a public-profile hierarchy names its leaves' policy, e.g. 2.23.140.1.2.1)")
 	fs.StringVar(&f.certOut, "cert-out", "", "also write the certificate (PEM) to this file")
 	_ = cmd.MarkFlagRequired("cn")
 }
@@ -156,7 +158,7 @@ func newPKIIssuerCmd() *cobra.Command {
 		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
 			r, err := c.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
 				Name: args[0], KeyType: root.keyType, Subject: root.subject(), Ttl: pkiOptDuration(root.ttl),
-				MakeDefault: root.makeDef, MaxPathLen: root.pathLen, KeyUri: root.keyURI,
+				MakeDefault: root.makeDef, MaxPathLen: root.pathLen, KeyUri: root.keyURI, PolicyIdentifiers: root.policies,
 			})
 			if err != nil {
 				return fmt.Errorf("pki issuer create-root: %w", err)
@@ -196,7 +198,7 @@ written to --csr-out (or stdout); have the external root sign it, then run
 		return pkiCall(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
 			r, err := c.CreateIntermediateIssuer(ctx, &hsmgatev1.CreateIntermediateIssuerRequest{
 				Name: args[0], KeyType: im.keyType, Subject: im.subject(), Ttl: pkiOptDuration(im.ttl), Parent: im.parent,
-				MakeDefault: im.makeDef, MaxPathLen: im.pathLen, KeyUri: im.keyURI,
+				MakeDefault: im.makeDef, MaxPathLen: im.pathLen, KeyUri: im.keyURI, PolicyIdentifiers: im.policies,
 				NameConstraints: &hsmgatev1.NameConstraints{
 					PermittedDnsDomains: im.permDNS, ExcludedDnsDomains: im.exclDNS, PermittedIpRanges: im.permIP,
 					ExcludedIpRanges: im.exclIP, PermittedUriDomains: im.permURI, NotCritical: im.notCrit,

@@ -515,9 +515,13 @@ type CreateRootIssuerRequest struct {
 	// (pkcs11:token=...;object=...;id=...) instead of generating one. It must
 	// be sensitive, non-extractable and of an issuer key type (key_type, if
 	// set, must match). hsmgate never destroys an adopted key.
-	KeyUri        string `protobuf:"bytes,7,opt,name=key_uri,json=keyUri,proto3" json:"key_uri,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KeyUri string `protobuf:"bytes,7,opt,name=key_uri,json=keyUri,proto3" json:"key_uri,omitempty"`
+	// Certificate policy OIDs of the root (default none, as the internal
+	// lint profile's leaves; a public-profile hierarchy names the policies its
+	// leaves claim, e.g. 2.23.140.1.2.1, or anyPolicy 2.5.29.32.0).
+	PolicyIdentifiers []string `protobuf:"bytes,8,rep,name=policy_identifiers,json=policyIdentifiers,proto3" json:"policy_identifiers,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateRootIssuerRequest) Reset() {
@@ -599,6 +603,13 @@ func (x *CreateRootIssuerRequest) GetKeyUri() string {
 	return ""
 }
 
+func (x *CreateRootIssuerRequest) GetPolicyIdentifiers() []string {
+	if x != nil {
+		return x.PolicyIdentifiers
+	}
+	return nil
+}
+
 // CreateRootIssuerResponse returns the issuer.
 type CreateRootIssuerResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -666,9 +677,12 @@ type CreateIntermediateIssuerRequest struct {
 	MaxPathLen int32 `protobuf:"varint,8,opt,name=max_path_len,json=maxPathLen,proto3" json:"max_path_len,omitempty"`
 	// Adopt an existing HSM key by RFC 7512 PKCS#11 URI, as in
 	// CreateRootIssuerRequest.key_uri.
-	KeyUri        string `protobuf:"bytes,9,opt,name=key_uri,json=keyUri,proto3" json:"key_uri,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	KeyUri string `protobuf:"bytes,9,opt,name=key_uri,json=keyUri,proto3" json:"key_uri,omitempty"`
+	// Certificate policy OIDs of the intermediate (default none; see
+	// CreateRootIssuerRequest.policy_identifiers).
+	PolicyIdentifiers []string `protobuf:"bytes,10,rep,name=policy_identifiers,json=policyIdentifiers,proto3" json:"policy_identifiers,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CreateIntermediateIssuerRequest) Reset() {
@@ -762,6 +776,13 @@ func (x *CreateIntermediateIssuerRequest) GetKeyUri() string {
 		return x.KeyUri
 	}
 	return ""
+}
+
+func (x *CreateIntermediateIssuerRequest) GetPolicyIdentifiers() []string {
+	if x != nil {
+		return x.PolicyIdentifiers
+	}
+	return nil
 }
 
 // CreateIntermediateIssuerResponse returns the issuer and, for an external parent, its CSR.
@@ -3355,7 +3376,7 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"commonName\x12\"\n" +
 	"\forganization\x18\x02 \x03(\tR\forganization\x12/\n" +
 	"\x13organizational_unit\x18\x03 \x03(\tR\x12organizationalUnit\x12\x18\n" +
-	"\acountry\x18\x04 \x03(\tR\acountry\"\x82\x02\n" +
+	"\acountry\x18\x04 \x03(\tR\acountry\"\xb1\x02\n" +
 	"\x17CreateRootIssuerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bkey_type\x18\x02 \x01(\tR\akeyType\x12-\n" +
@@ -3364,9 +3385,10 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\fmake_default\x18\x05 \x01(\bR\vmakeDefault\x12 \n" +
 	"\fmax_path_len\x18\x06 \x01(\x05R\n" +
 	"maxPathLen\x12\x17\n" +
-	"\akey_uri\x18\a \x01(\tR\x06keyUri\"F\n" +
+	"\akey_uri\x18\a \x01(\tR\x06keyUri\x12-\n" +
+	"\x12policy_identifiers\x18\b \x03(\tR\x11policyIdentifiers\"F\n" +
 	"\x18CreateRootIssuerResponse\x12*\n" +
-	"\x06issuer\x18\x01 \x01(\v2\x12.hsmgate.v1.IssuerR\x06issuer\"\xea\x02\n" +
+	"\x06issuer\x18\x01 \x01(\v2\x12.hsmgate.v1.IssuerR\x06issuer\"\x99\x03\n" +
 	"\x1fCreateIntermediateIssuerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bkey_type\x18\x02 \x01(\tR\akeyType\x12-\n" +
@@ -3377,7 +3399,9 @@ const file_hsmgate_v1_pki_proto_rawDesc = "" +
 	"\x10name_constraints\x18\a \x01(\v2\x1b.hsmgate.v1.NameConstraintsR\x0fnameConstraints\x12 \n" +
 	"\fmax_path_len\x18\b \x01(\x05R\n" +
 	"maxPathLen\x12\x17\n" +
-	"\akey_uri\x18\t \x01(\tR\x06keyUri\"`\n" +
+	"\akey_uri\x18\t \x01(\tR\x06keyUri\x12-\n" +
+	"\x12policy_identifiers\x18\n" +
+	" \x03(\tR\x11policyIdentifiers\"`\n" +
 	" CreateIntermediateIssuerResponse\x12*\n" +
 	"\x06issuer\x18\x01 \x01(\v2\x12.hsmgate.v1.IssuerR\x06issuer\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\"\x8f\x01\n" +
