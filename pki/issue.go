@@ -39,8 +39,9 @@ type request struct {
 }
 
 type issued struct {
-	der    []byte
-	cert   *x509.Certificate
+	der      []byte
+	notAfter time.Time
+	// chain is shared by every certificate of the issuer: read only.
 	chain  [][]byte
 	serial string
 	issuer string
@@ -78,7 +79,7 @@ func (s *Service) Issue(ctx context.Context, req *pb.IssueRequest) (_ *pb.IssueR
 	}
 	return &pb.IssueResponse{
 		Certificate: out.der, Chain: out.chain, PrivateKey: pkcs8, Serial: out.serial,
-		Issuer: out.issuer, NotAfter: timestamppb.New(out.cert.NotAfter),
+		Issuer: out.issuer, NotAfter: timestamppb.New(out.notAfter),
 	}, nil
 }
 
@@ -110,7 +111,7 @@ func (s *Service) Sign(ctx context.Context, req *pb.SignRequest) (_ *pb.SignResp
 	}
 	return &pb.SignResponse{
 		Certificate: out.der, Chain: out.chain, Serial: out.serial, Issuer: out.issuer,
-		NotAfter: timestamppb.New(out.cert.NotAfter),
+		NotAfter: timestamppb.New(out.notAfter),
 	}, nil
 }
 
@@ -177,7 +178,13 @@ func (s *Service) issue(ctx context.Context, r *request) (*issued, error) {
 		return nil, err
 	}
 	lo := roleLintOptions(r.role)
-	lo.exclude = append(slices.Clone(lo.exclude), s.cfg.LintExclude...)
+	if len(s.cfg.LintExclude) > 0 {
+		lo.exclude = append(slices.Clone(lo.exclude), s.cfg.LintExclude...)
+	}
+	reg, err := lo.registry()
+	if err != nil {
+		return nil, err
+	}
 	tmpl.Policies = rolePolicies(r.role, lo)
 	for range maxSerialAttempts {
 		serial, err := s.randomSerial()
@@ -185,14 +192,17 @@ func (s *Service) issue(ctx context.Context, r *request) (*issued, error) {
 			return nil, err
 		}
 		tmpl.SerialNumber = serial
-		der, cert, err := s.signCert(ctx, iss, tmpl, r.pub, lo)
+		der, err := s.signDER(ctx, iss, tmpl, r.pub, reg)
 		if err != nil {
 			return nil, err
 		}
+		// The certificate is not parsed again: what the record and the
+		// response need are the template's (x509.CreateCertificate encodes
+		// them as they are; the validity is whole seconds, in UTC).
 		hex := serialHex(serial)
 		rec := &pb.CertificateRecord{
-			Serial: hex, Issuer: iss.rec.Name, Role: r.role.Name, NotAfter: timestamppb.New(cert.NotAfter),
-			CommonName: cert.Subject.CommonName, IssueTime: timestamppb.New(s.cfg.Now()),
+			Serial: hex, Issuer: iss.rec.Name, Role: r.role.Name, NotAfter: timestamppb.New(tmpl.NotAfter),
+			CommonName: tmpl.Subject.CommonName, IssueTime: timestamppb.New(s.cfg.Now()),
 		}
 		if !r.role.NoStore {
 			rec.Certificate = der
@@ -205,8 +215,7 @@ func (s *Service) issue(ctx context.Context, r *request) (*issued, error) {
 		if err != nil {
 			return nil, err
 		}
-		chain := append([][]byte{iss.cert.Raw}, iss.chainDER...)
-		return &issued{der: der, cert: cert, chain: chain, serial: hex, issuer: iss.rec.Name}, nil
+		return &issued{der: der, notAfter: tmpl.NotAfter, chain: iss.chainOut, serial: hex, issuer: iss.rec.Name}, nil
 	}
 	return nil, fmt.Errorf("pki: no free serial after %d attempts", maxSerialAttempts)
 }
