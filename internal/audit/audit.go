@@ -67,6 +67,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -178,6 +179,12 @@ type Log struct {
 	broken   error
 	chainMAC hash.Hash      // under mu
 	pending  *pendingHeader // the current file still lacks its header
+	buf      []byte         // under mu: the lines of a group, reused
+	body     []byte         // under mu: one line's body, reused
+
+	qmu     sync.Mutex // guards queue and writing
+	queue   []*queued  // Writes waiting for the next group
+	writing bool       // a group is being written; its leader hands over
 
 	pubMu     sync.Mutex // serialises publish
 	published atomic.Pointer[Checkpoint]
@@ -245,39 +252,138 @@ func (l *Log) HMAC(s string) string {
 
 // Write appends e as one chained line. It fills e.Time (if zero), e.Seq and
 // e.Prev. An error wraps ErrUnavailable: the caller must fail the request.
+//
+// Write returns only once the line is written (and fsync'd when Fsync is
+// set). Lines of concurrent Writes are written together (group commit): the
+// first caller to find no write in progress writes its own line at once and
+// with it every line queued meanwhile, in one write(2), one fsync and one
+// check of the path; the next queued caller leads the next group. So no
+// caller waits longer than one group write for another's, and the cost of
+// the system calls is shared when requests come together.
 func (l *Log) Write(e *Entry) error {
 	if e.Type == TypeHeader {
 		return fmt.Errorf("audit: %w: entry type %q is reserved", ErrUnavailable, e.Type)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := l.usable(); err != nil {
-		return err
-	}
-	if l.pending != nil {
-		if err := l.writeHeader(); err != nil {
-			return err
-		}
-	}
-	if e.Time.IsZero() {
-		e.Time = l.now().UTC()
-	}
-	e.Seq, e.Prev = l.head.seq+1, l.head.hash
-	body, err := json.Marshal(e)
+	middle, err := encodeMiddle(make([]byte, 0, 384), e)
 	if err != nil {
 		return fmt.Errorf("audit: encode: %w: %v", ErrUnavailable, err)
 	}
-	if l.cfg.MaxBytes > 0 && l.size > 0 && l.size+int64(len(body)+macTail) > l.cfg.MaxBytes {
-		if err := l.rotate(0); err != nil {
+	w := &queued{e: e, middle: middle, done: make(chan error, 1)}
+	l.qmu.Lock()
+	l.queue = append(l.queue, w)
+	if l.writing {
+		l.qmu.Unlock()
+		if err := <-w.done; err != errLead {
 			return err
 		}
-		e.Seq, e.Prev = l.head.seq+1, l.head.hash
-		if body, err = json.Marshal(e); err != nil {
-			return fmt.Errorf("audit: encode: %w: %v", ErrUnavailable, err)
+		l.qmu.Lock()
+	}
+	l.writing = true
+	group := l.queue
+	l.queue = nil
+	l.qmu.Unlock()
+
+	l.writeGroup(group)
+
+	l.qmu.Lock()
+	if len(l.queue) > 0 {
+		l.queue[0].done <- errLead // it leads the next group
+	} else {
+		l.writing = false
+	}
+	l.qmu.Unlock()
+	for _, q := range group {
+		if q != w {
+			q.done <- q.err
 		}
 	}
-	return l.writeLine(body, e.Seq)
+	return w.err
 }
+
+// queued is one Write waiting for its group.
+type queued struct {
+	e      *Entry
+	middle []byte // encodeMiddle
+	err    error  // its result, set by writeGroup
+	done   chan error
+}
+
+// errLead tells a queued Write that it leads the next group.
+var errLead = errors.New("audit: lead the next group")
+
+// writeGroup writes the lines of a group, in order, and sets each one's
+// result. The lines go out in one write unless the file rotates among them;
+// a failed write fails its lines and every later one of the group (their
+// requests fail: fail closed), and leaves the head at the last line written.
+func (l *Log) writeGroup(group []*queued) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fail := func(qs []*queued, err error) {
+		for _, q := range qs {
+			q.err = err
+		}
+	}
+	if err := l.usable(); err != nil {
+		fail(group, err)
+		return
+	}
+	if l.pending != nil {
+		if err := l.writeHeader(); err != nil {
+			fail(group, err)
+			return
+		}
+	}
+	buf := l.buf[:0]
+	seq, hash := l.head.seq, l.head.hash
+	start := 0 // group[start:] are not written yet
+	for i, q := range group {
+		if q.e.Time.IsZero() {
+			q.e.Time = l.now().UTC()
+		}
+		body, err := frame(l.body[:0], q.e.Time, seq+1, q.middle, hash)
+		if err != nil {
+			q.err = fmt.Errorf("audit: encode: %w: %v", ErrUnavailable, err)
+			continue // its request fails; the others' lines go on
+		}
+		if l.cfg.MaxBytes > 0 && l.size+int64(len(buf)) > 0 && l.size+int64(len(buf)+len(body)+macTail) > l.cfg.MaxBytes {
+			if err := l.writeLines(buf, seq, hash); err != nil {
+				fail(group[start:], err)
+				return
+			}
+			start, buf = i, buf[:0]
+			if err := l.rotate(0); err != nil {
+				fail(group[start:], err)
+				return
+			}
+			seq, hash = l.head.seq, l.head.hash
+			if body, err = frame(l.body[:0], q.e.Time, seq+1, q.middle, hash); err != nil {
+				q.err = fmt.Errorf("audit: encode: %w: %v", ErrUnavailable, err)
+				continue
+			}
+		}
+		l.body = body
+		q.e.Seq, q.e.Prev = seq+1, hash
+		buf, hash = appendSeal(buf, l.chainMAC, body)
+		buf = append(buf, '\n')
+		seq++
+	}
+	l.buf = buf
+	if len(buf) > 0 {
+		if err := l.writeLines(buf, seq, hash); err != nil {
+			for _, q := range group[start:] {
+				if q.err == nil {
+					q.err = err
+				}
+			}
+		}
+	}
+	if cap(l.buf) > maxKeptBuf {
+		l.buf, l.body = nil, nil
+	}
+}
+
+// maxKeptBuf bounds the group buffer kept between writes.
+const maxKeptBuf = 1 << 20
 
 func (l *Log) usable() error {
 	if l.broken != nil {
@@ -289,12 +395,18 @@ func (l *Log) usable() error {
 	return nil
 }
 
-// writeLine seals body, appends it and moves the head. After the write it
-// checks that the path still names the file: a line written into a deleted
-// or replaced file fails its request, and every later one.
+// writeLine seals body and writes it as the line seq (a header).
 func (l *Log) writeLine(body []byte, seq uint64) error {
 	line, sum := sealWith(l.chainMAC, body)
-	n, err := l.f.Write(append(line, '\n'))
+	return l.writeLines(append(line, '\n'), seq, sum)
+}
+
+// writeLines appends whole lines, the last of which is lastSeq with mac
+// lastHash, and moves the head there. After the write it checks that the
+// path still names the file: lines written into a deleted or replaced file
+// fail their requests, and every later one.
+func (l *Log) writeLines(lines []byte, lastSeq uint64, lastHash string) error {
+	n, err := l.f.Write(lines)
 	if err == nil && l.cfg.Fsync {
 		err = l.f.Sync()
 	}
@@ -304,16 +416,16 @@ func (l *Log) writeLine(body []byte, seq uint64) error {
 				l.fail(fmt.Errorf("audit: %w: log left with a partial line", ErrUnavailable), terr)
 			}
 		}
-		l.log.Error("audit write failed", "seq", seq, "error", err)
+		l.log.Error("audit write failed", "seq", lastSeq, "error", err)
 		return fmt.Errorf("audit: write: %w", ErrUnavailable)
 	}
 	l.size += int64(n)
 	if err := samePath(l.cfg.Path, l.fi); err != nil {
 		return l.fail(fmt.Errorf("audit: %w: the log file was deleted or replaced", ErrUnavailable), err)
 	}
-	l.head.seq, l.head.hash = seq, sum
+	l.head.seq, l.head.hash = lastSeq, lastHash
 	if l.stdout != nil {
-		l.stdout.Write(append(line, '\n')) // best effort: the file is the record
+		l.stdout.Write(lines) // best effort: the file is the record
 	}
 	return nil
 }

@@ -71,16 +71,20 @@ func seal(key, body []byte) ([]byte, string) {
 
 // sealWith is seal with a reusable HMAC (reset here).
 func sealWith(m hash.Hash, body []byte) ([]byte, string) {
+	return appendSeal(make([]byte, 0, len(body)+macTail+1), m, body)
+}
+
+// appendSeal appends the sealed line (without a newline) to dst and returns
+// it with the line's mac; m is reset here.
+func appendSeal(dst []byte, m hash.Hash, body []byte) ([]byte, string) {
 	m.Reset()
 	m.Write(body)
 	var sum [sha256.Size]byte
-	line := make([]byte, 0, len(body)+macTail)
-	line = append(line, body[:len(body)-1]...)
-	line = append(line, macPrefix...)
-	line = hex.AppendEncode(line, m.Sum(sum[:0]))
-	hx := string(line[len(line)-macHexLen:])
-	line = append(line, macSuffix...)
-	return line, hx
+	dst = append(dst, body[:len(body)-1]...)
+	dst = append(dst, macPrefix...)
+	dst = hex.AppendEncode(dst, m.Sum(sum[:0]))
+	hx := string(dst[len(dst)-macHexLen:])
+	return append(dst, macSuffix...), hx
 }
 
 // unseal splits a line into the MAC'd body and the mac. ok is false when the
