@@ -40,7 +40,7 @@ func TestEncodeLikeJSON(t *testing.T) {
 		{"minimal", Entry{Time: ts, Seq: 1, Type: "request", Method: "/m"}},
 		{"full", Entry{Time: ts, Seq: 18446744073709551615, Type: "response", RequestID: "abc", Remote: "127.0.0.1:5",
 			Identity: &Identity{Name: "n", Kind: "token", Policies: []string{"a", "b"}, Accessor: "hmac-sha256:00"},
-			Method: "/hsmgate.v1.TransitService/Encrypt", Resource: "transit/keys/k", Items: -3, Code: "OK", LatencyMS: 0.123,
+			Method:   "/hsmgate.v1.TransitService/Encrypt", Resource: "transit/keys/k", Items: -3, Code: "OK", LatencyMS: 0.123,
 			Extra: map[string]string{"z": "1", "a": "2", "m": ""}, Prev: "ff00"}},
 		{"escapes", Entry{Time: ts.In(time.FixedZone("x", 3600)), Seq: 2, Type: "a\"b\\c\n\r\t\b\f\x00\x1f<>&\u2028\u2029é\xff\xfe",
 			Method: "\x7f日本", Identity: &Identity{Name: "<script>", Kind: ""}, Prev: "\u00e9"}},
