@@ -192,17 +192,6 @@ func TestSIGHUPReload(t *testing.T) {
 		if err != nil || name != "new-client" {
 			t.Errorf("new-CA client: got %q, %v; want new-client", name, err)
 		}
-		// The call's log line names its request and caller.
-		found := false
-		for _, l := range strings.Split(stderr.String(), "\n") {
-			if strings.Contains(l, "grpc.method=LookupSelf") && strings.Contains(l, "identity=new-client") &&
-				strings.Contains(l, "identity_kind=mtls") && strings.Contains(l, "request_id=") {
-				found = true
-			}
-		}
-		if !found {
-			t.Errorf("no LookupSelf log line with request_id and identity=new-client:\n%s", stderr)
-		}
 	})
 	t.Run("old client CA refused", func(t *testing.T) {
 		name, _, err := lookupSelf(files.CACert, &oldClient)
@@ -243,6 +232,28 @@ func TestSIGHUPReload(t *testing.T) {
 		for _, want := range []string{"section=shutdown", "needs a restart", "log level changed"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("log lacks %q:\n%s", want, out)
+			}
+		}
+	})
+	t.Run("call log line at debug", func(t *testing.T) {
+		// A call that succeeds is logged at debug (the level is debug
+		// now); its line names its request and caller.
+		before := len(stderr.String())
+		if name, _, err := lookupSelf(files.CACert, &newClient); err != nil || name != "new-client" {
+			t.Fatalf("new-CA client: got %q, %v; want new-client", name, err)
+		}
+		// The line is written before the answer, but reaches stderr's
+		// buffer through a pipe: wait for it.
+		deadline := time.Now().Add(2 * time.Minute)
+		for found := false; !found; time.Sleep(20 * time.Millisecond) {
+			for _, l := range strings.Split(stderr.String()[before:], "\n") {
+				if strings.Contains(l, "grpc.method=LookupSelf") && strings.Contains(l, "identity=new-client") &&
+					strings.Contains(l, "identity_kind=mtls") && strings.Contains(l, "request_id=") && strings.Contains(l, "level=DEBUG") {
+					found = true
+				}
+			}
+			if !found && time.Now().After(deadline) {
+				t.Fatalf("no LookupSelf debug line with request_id and identity=new-client:\n%s", stderr)
 			}
 		}
 	})

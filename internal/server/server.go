@@ -8,7 +8,7 @@
 // Every RPC passes through these interceptors, outermost first:
 //
 //	metrics (Prometheus, grpc_server_*)
-//	logging (slog, one line per finished call; health checks at debug)
+//	logging (slog, one line per finished call, at debug when it succeeded; health checks not logged)
 //	recovery (a panic answers Internal "internal error"; the panic is logged, never sent)
 //	errors (domain errors become status codes through errs.GRPCStatus, the one mapping)
 //	... interceptors added with Config.UnaryInterceptors / Use (auth, audit), in order
@@ -563,13 +563,14 @@ func (s *Server) build() (*grpc.Server, error) {
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithDurationField(logging.DurationToDurationField),
+		logging.WithLevels(callLevel), // calllog.go
 	}
 	notHealth := selector.MatchFunc(func(_ context.Context, cm interceptors.CallMeta) bool {
 		return cm.Service != healthpb.Health_ServiceDesc.ServiceName
 	})
 	unary := []grpc.UnaryServerInterceptor{
 		s.metrics.UnaryServerInterceptor(),
-		selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...), notHealth),
+		callLogUnary(logger), // calllog.go
 		recovery.UnaryServerInterceptor(rec),
 		errorsUnary(logger),
 		s.inflightUnary,
