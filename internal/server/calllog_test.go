@@ -19,7 +19,7 @@ import (
 func TestCallLogLevels(t *testing.T) {
 	logs := &syncbuf.Buffer{}
 	level := new(slog.LevelVar) // info
-	var fail atomic.Uint32 // codes.Code
+	var fail atomic.Uint32      // codes.Code
 	h := start(t, newPKI(t), func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
 	}, func(s *Server) {
