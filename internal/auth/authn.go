@@ -24,17 +24,15 @@ type Authenticator struct {
 // metadata, else the client certificate the TLS layer verified.
 func (a *Authenticator) FromGRPC(ctx context.Context) (*Identity, error) {
 	bearer := ""
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("authorization"); len(v) > 0 {
-			if len(v) > 1 {
-				return nil, fmt.Errorf("%w: several authorization values", ErrUnauthenticated)
-			}
-			b, err := bearerValue(v[0])
-			if err != nil {
-				return nil, err
-			}
-			bearer = b
+	if v := metadata.ValueFromIncomingContext(ctx, "authorization"); len(v) > 0 {
+		if len(v) > 1 {
+			return nil, fmt.Errorf("%w: several authorization values", ErrUnauthenticated)
 		}
+		b, err := bearerValue(v[0])
+		if err != nil {
+			return nil, err
+		}
+		bearer = b
 	}
 	var chains [][]*x509.Certificate
 	if p, ok := peer.FromContext(ctx); ok {

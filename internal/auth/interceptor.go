@@ -91,14 +91,16 @@ type call struct {
 	reqID  string
 	remote string
 	start  time.Time
+	// auditID is the identity as its audit lines show it, made once for
+	// the call's lines (its accessor HMAC'd once).
+	auditID *audit.Identity
 }
 
 func (i *Interceptor) newCall(ctx context.Context, method string) *call {
 	c := &call{method: method, start: i.now()}
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("x-request-id"); len(v) > 0 && validRequestID(v[0]) {
-			c.reqID = v[0]
-		}
+	// ValueFromIncomingContext copies one key's values, not the whole metadata.
+	if v := metadata.ValueFromIncomingContext(ctx, "x-request-id"); len(v) > 0 && validRequestID(v[0]) {
+		c.reqID = v[0]
 	}
 	if c.reqID == "" {
 		var b [12]byte
@@ -135,10 +137,13 @@ func validRequestID(s string) bool {
 func (i *Interceptor) entry(c *call, typ, resource string, items int) *audit.Entry {
 	e := &audit.Entry{Type: typ, RequestID: c.reqID, Remote: c.remote, Method: c.method, Resource: resource, Items: items}
 	if c.id != nil {
-		e.Identity = &audit.Identity{Name: c.id.Name, Kind: string(c.id.Kind), Policies: c.id.Policies}
-		if c.id.Accessor != "" && i.o.Audit != nil {
-			e.Identity.Accessor = i.o.Audit.HMAC(c.id.Accessor)
+		if c.auditID == nil {
+			c.auditID = &audit.Identity{Name: c.id.Name, Kind: string(c.id.Kind), Policies: c.id.Policies}
+			if c.id.Accessor != "" && i.o.Audit != nil {
+				c.auditID.Accessor = i.o.Audit.HMAC(c.id.Accessor)
+			}
 		}
+		e.Identity = c.auditID // the audit log only reads it
 	}
 	return e
 }
