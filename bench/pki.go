@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -8,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"time"
@@ -55,6 +57,12 @@ func preparePKISign(ctx context.Context, env *Env, p Params) (*workload, error) 
 		Close: func() {
 			_, _ = c.DeleteRole(context.Background(), &hsmgatev1.DeleteRoleRequest{Name: role})
 		},
+	}
+	csrPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))
+	w.Vault = func(batch int, n VaultNames) (*vaultRequest, error) {
+		// Vault signs one CSR per request: there is no batch form.
+		return &vaultRequest{Path: n.PKIMount + "/sign/" + cmp.Or(n.Role, role), Items: 1,
+			Body: vaultBody(map[string]string{"csr": csrPEM}), Check: checkField("certificate")}, nil
 	}
 	var certSize int
 	w.Request = func(batch int) (request, error) {

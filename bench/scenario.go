@@ -70,6 +70,11 @@ type workload struct {
 	Software, HSM     itemOp
 	SoftwareOp, HSMOp string
 	Close             func()
+	// Vault is the same batch as a Vault API call, for `bench compare`
+	// (nil: the scenario has no Vault form); VaultSetup, if set, is called
+	// first, best effort (it makes the key on a Vault).
+	Vault      func(batch int, n VaultNames) (*vaultRequest, error)
+	VaultSetup func(n VaultNames) *vaultRequest
 }
 
 // scenario prepares a workload: keys on the server, keys in the HSM.

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -65,6 +66,12 @@ func prepareSSHSign(ctx context.Context, env *Env, p Params) (*workload, error) 
 		Close: func() {
 			_, _ = c.DeleteSSHRole(context.Background(), &hsmgatev1.DeleteSSHRoleRequest{Name: role})
 		},
+	}
+	w.Vault = func(batch int, n VaultNames) (*vaultRequest, error) {
+		// Vault signs one key per request: there is no batch form.
+		return &vaultRequest{Path: n.SSHMount + "/sign/" + cmp.Or(n.Role, role), Items: 1,
+			Body:  vaultBody(map[string]string{"public_key": keys[0], "valid_principals": "bench"}),
+			Check: checkField("signed_key")}, nil
 	}
 	w.Request = func(batch int) (request, error) {
 		req := &hsmgatev1.SignUserKeyRequest{Role: role, Items: make([]*hsmgatev1.SSHSignItem, batch)}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/aes"
@@ -103,6 +104,10 @@ func prepareTransitAEAD(encrypt bool) func(ctx context.Context, env *Env, p Para
 		tc := hsmgatev1.NewTransitServiceClient(env.Conns[0])
 		if encrypt {
 			w.Describe = fmt.Sprintf("Encrypt aes256-gcm (%s), %d-byte plaintexts", p.Residency, p.Payload)
+			w.VaultSetup = func(n VaultNames) *vaultRequest { return vaultCreateKey(n, cmp.Or(n.Key, name), "aes256-gcm") }
+			w.Vault = func(batch int, n VaultNames) (*vaultRequest, error) {
+				return vaultTransit(n.TransitMount+"/encrypt/"+cmp.Or(n.Key, name), "plaintext", "ciphertext", pt, batch), nil
+			}
 			w.Request = func(batch int) (request, error) {
 				req := &hsmgatev1.EncryptRequest{Name: name, Items: make([]*hsmgatev1.EncryptItem, batch)}
 				for i := range req.Items {
@@ -305,6 +310,10 @@ func prepareTransitSign(ctx context.Context, env *Env, p Params) (*workload, err
 	msg := payload(p.Payload)
 	w := &workload{Close: func() { deleteTransitKey(env, name) },
 		Describe: fmt.Sprintf("SignData %s (%s), %d-byte messages", p.KeyType, p.Residency, p.Payload)}
+	w.VaultSetup = func(n VaultNames) *vaultRequest { return vaultCreateKey(n, cmp.Or(n.Key, name), p.KeyType) }
+	w.Vault = func(batch int, n VaultNames) (*vaultRequest, error) {
+		return vaultTransit(n.TransitMount+"/sign/"+cmp.Or(n.Key, name), "input", "signature", msg, batch), nil
+	}
 	w.Request = func(batch int) (request, error) {
 		req := &hsmgatev1.SignDataRequest{Name: name, Items: make([]*hsmgatev1.SignItem, batch)}
 		for i := range req.Items {

@@ -42,12 +42,15 @@ type benchFlags struct {
 	serverPID   int
 	serverLog   string
 	echo        string
+	// compare (bench_compare.go)
+	vaultAddr, vaultToken, vaultCACert string
+	names                              bench.VaultNames
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
 	f := &benchFlags{}
 	cmd := &cobra.Command{
-		Use:   "bench SCENARIO",
+		Use:   "bench [compare] SCENARIO",
 		Short: "Measure an hsmgate end to end against its software, HSM and transport limits, measured in the same run",
 		Long: `Drive an hsmgate over gRPC with one scenario and measure, in the same run:
 
@@ -77,15 +80,21 @@ sizes for the chart. The table goes to stdout, a live progress line to stderr;
 of throughput against batch size with the limits as lines.
 
 Scenarios:
-  ` + strings.Join(bench.Scenarios(), "\n  "),
+  ` + strings.Join(bench.Scenarios(), "\n  ") + "\n" + compareLong,
 		Example: `  hsmgate bench transit-encrypt --batch 1000 --duration 10s --json out.json
   hsmgate bench transit-encrypt --sweep 1,10,100,1000 --json bench/results/encrypt.json
   hsmgate bench transit-sign --residency hsm --key-type ecdsa-p256 --batch 100
   hsmgate bench ssh-sign --batch 16 --key-type ed25519
   hsmgate bench pki-sign --concurrency 4 --cpuprofile pki.pprof
-  . .hsmgate-dev/env && hsmgate bench transit-hmac --target env --server-pid "$(pgrep -n hsmgate)"`,
-		Args: cobra.ExactArgs(1),
+  . .hsmgate-dev/env && hsmgate bench transit-hmac --target env --server-pid "$(pgrep -n hsmgate)"
+  hsmgate bench compare --vault-addr self transit-encrypt --sweep 1,100
+  hsmgate bench compare --vault-addr https://127.0.0.1:8200 --vault-token "$VAULT_TOKEN" --vault-cacert vault-ca.pem transit-encrypt --concurrency 32
+  hsmgate bench compare --vault-addr https://127.0.0.1:8200 --vault-role bench pki-sign --concurrency 8`,
+		Args: benchArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 2 {
+				return runBenchCompare(cmd.Context(), g, f, args[1])
+			}
 			return runBench(cmd.Context(), g, f, args[0])
 		},
 	}
@@ -109,35 +118,15 @@ Scenarios:
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the scenario's measured phases (not the limits) here")
 	fl.StringVar(&f.echo, "echo", bench.EchoMessages, "transport limit: messages (echo the scenario's own request and response messages) or bytes (one bytes field of the same sizes)")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "with --target env: the server's PID, for its CPU time and RSS")
-	fl.StringVar(&f.serverLog, "server-log-level", "warn", "with --target inprocess: the server's log level (info logs every request)")
+	fl.StringVar(&f.serverLog, "server-log-level", "warn", "with --target inprocess: the server's log level (debug logs every request)")
+	addCompareFlags(cmd, f) // bench_compare.go
 	return cmd
 }
 
 func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) error {
-	p := bench.Params{
-		Scenario: scenario, Residency: f.residency, KeyType: f.keyType, Batch: f.batch, Payload: f.payload,
-		Concurrency: f.concurrency, Connections: f.connections, Echo: f.echo,
-		Duration: millis(f.duration), Warmup: millis(f.warmup), LimitDur: millis(f.limitDur), Interval: millis(f.interval),
-		Paired: f.paired,
-	}
-	if f.paired > 0 {
-		p.PairSlice = millis(f.pairSlice)
-	}
-	if f.sweep != "" {
-		sw, err := bench.ParseSweep(f.sweep)
-		if err != nil {
-			return usageError{err}
-		}
-		p.Sweep = sw
-	}
-	if p.Interval == 0 {
-		p.Interval = millis(time.Minute)
-		if f.duration < 2*time.Minute {
-			p.Interval = millis(f.duration / 5)
-		}
-	}
-	if err := p.Check(); err != nil {
-		return usageError{err}
+	p, err := benchParams(f, scenario)
+	if err != nil {
+		return err
 	}
 	tmp, err := os.MkdirTemp("", "hsmgate-bench-")
 	if err != nil {
@@ -147,42 +136,12 @@ func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) e
 
 	o := bench.Options{Params: p, TempDir: tmp, Progress: g.stderr, Log: g.stderr,
 		Command: "hsmgate " + strings.Join(os.Args[1:], " ")}
-	var ccfg client.Config
-	switch f.target {
-	case "inprocess":
-		var lvl slog.Level
-		if err := lvl.UnmarshalText([]byte(f.serverLog)); err != nil {
-			return usageError{fmt.Errorf("--server-log-level %q: want debug, info, warn or error", f.serverLog)}
-		}
-		log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
-		srv, err := startBenchServer(ctx, filepath.Join(tmp, "server"), log)
-		if err != nil {
-			return err
-		}
-		defer srv.stop()
-		ccfg = srv.client
-		o.Env = &bench.Env{HSM: srv.hsm}
-		o.Target = "in-process server, " + ccfg.Addr + " (TLS, loopback)"
-		o.Security = "auth ON (root token as bearer) and audit ON (hash-chained audit log, one line per call), as deployed; request log at " + f.serverLog
-	case "env":
-		ccfg = client.FromEnv()
-		o.Env = &bench.Env{}
-		o.Proc = bench.Proc{PID: f.serverPID}
-		o.Target = "server at " + ccfg.Addr + " (HSMGATE_ADDR)"
-		o.Security = "the server's own auth and audit configuration (token from HSMGATE_TOKEN)"
-	default:
-		return usageError{fmt.Errorf("--target %q: want inprocess or env", f.target)}
+	t, err := openBenchTarget(ctx, g, f, tmp)
+	if err != nil {
+		return err
 	}
-	o.Token = ccfg.Token
-	o.Env.Prefix = fmt.Sprintf("%d-%d", os.Getpid(), time.Now().Unix())
-	for range p.Connections {
-		cc, err := client.Dial(ccfg) // each ClientConn has its own HTTP/2 connection
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		o.Env.Conns = append(o.Env.Conns, cc)
-	}
+	defer t.close()
+	o.Env, o.Proc, o.Target, o.Security, o.Token = t.env, t.proc, t.target, t.security, t.client.Token
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
 		if err != nil {
@@ -229,12 +188,107 @@ func writeBenchFiles(r *bench.Result, f *benchFlags) error {
 
 func millis(d time.Duration) bench.Millis { return bench.Millis(float64(d) / 1e6) }
 
+// benchParams turns the flags into checked parameters.
+func benchParams(f *benchFlags, scenario string) (bench.Params, error) {
+	p := bench.Params{
+		Scenario: scenario, Residency: f.residency, KeyType: f.keyType, Batch: f.batch, Payload: f.payload,
+		Concurrency: f.concurrency, Connections: f.connections, Echo: f.echo,
+		Duration: millis(f.duration), Warmup: millis(f.warmup), LimitDur: millis(f.limitDur), Interval: millis(f.interval),
+		Paired: f.paired,
+	}
+	if f.paired > 0 {
+		p.PairSlice = millis(f.pairSlice)
+	}
+	if f.sweep != "" {
+		sw, err := bench.ParseSweep(f.sweep)
+		if err != nil {
+			return p, usageError{err}
+		}
+		p.Sweep = sw
+	}
+	if p.Interval == 0 {
+		p.Interval = millis(time.Minute)
+		if f.duration < 2*time.Minute {
+			p.Interval = millis(f.duration / 5)
+		}
+	}
+	if err := p.Check(); err != nil {
+		return p, usageError{err}
+	}
+	return p, nil
+}
+
+// benchTarget is the hsmgate a bench drives: in this process or named by
+// the HSMGATE_* variables.
+type benchTarget struct {
+	client           client.Config
+	env              *bench.Env
+	proc             bench.Proc
+	target, security string
+	srv              *benchServer // in process; nil otherwise
+	closers          []func()
+}
+
+func (t *benchTarget) close() {
+	for i := len(t.closers) - 1; i >= 0; i-- {
+		t.closers[i]()
+	}
+}
+
+// openBenchTarget starts or names the server (--target) and dials
+// --connections connections to it.
+func openBenchTarget(ctx context.Context, g *globals, f *benchFlags, tmp string) (_ *benchTarget, err error) {
+	t := &benchTarget{}
+	defer func() {
+		if err != nil {
+			t.close()
+		}
+	}()
+	switch f.target {
+	case "inprocess":
+		var lvl slog.Level
+		if err := lvl.UnmarshalText([]byte(f.serverLog)); err != nil {
+			return nil, usageError{fmt.Errorf("--server-log-level %q: want debug, info, warn or error", f.serverLog)}
+		}
+		log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: lvl}))
+		srv, err := startBenchServer(ctx, filepath.Join(tmp, "server"), log)
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, srv.stop)
+		t.srv, t.client = srv, srv.client
+		t.env = &bench.Env{HSM: srv.hsm}
+		t.target = "in-process server, " + t.client.Addr + " (TLS, loopback)"
+		t.security = "auth ON (root token as bearer) and audit ON (hash-chained audit log, one line per call), as deployed; request log at " + f.serverLog
+	case "env":
+		t.client = client.FromEnv()
+		t.env = &bench.Env{}
+		t.proc = bench.Proc{PID: f.serverPID}
+		t.target = "server at " + t.client.Addr + " (HSMGATE_ADDR)"
+		t.security = "the server's own auth and audit configuration (token from HSMGATE_TOKEN)"
+	default:
+		return nil, usageError{fmt.Errorf("--target %q: want inprocess or env", f.target)}
+	}
+	t.env.Prefix = fmt.Sprintf("%d-%d", os.Getpid(), time.Now().Unix())
+	for range max(f.connections, 1) {
+		cc, err := client.Dial(t.client) // each ClientConn has its own HTTP/2 connection
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, func() { cc.Close() })
+		t.env.Conns = append(t.env.Conns, cc)
+	}
+	return t, nil
+}
+
 // benchServer is a dev-style server in this process.
 type benchServer struct {
 	client client.Config
-	hsm    *hsm.Module // a second module on the same token, for the HSM limit
-	cancel context.CancelFunc
-	done   chan error
+	// httpAddr is its HTTPS listener (the Vault door is under /v1/ there).
+	httpAddr string
+	hsm      *hsm.Module // a second module on the same token, for the HSM limit
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 // startBenchServer builds the server as `hsmgate dev` does, in dir: a fresh
@@ -249,16 +303,17 @@ func startBenchServer(ctx context.Context, dir string, log *slog.Logger) (*bench
 	st.cfg.Limits.MaxItemsPerRequest = bench.MaxBatch
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &benchServer{cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan string, 1)
+	ready := make(chan listenAddrs, 1)
 	go func() {
 		s.done <- runServer(sctx, st.cfg, log, runOptions{
 			createKEK: true, devRootToken: st.rootToken, devStateDir: st.dir,
-			listening: func(a listenAddrs) error { ready <- a.GRPC; return nil },
+			listening: func(a listenAddrs) error { ready <- a; return nil },
 		})
 	}()
 	select {
-	case addr := <-ready:
-		s.client = client.Config{Addr: addr, CACert: st.tls.CACert, Token: st.rootToken}
+	case a := <-ready:
+		s.client = client.Config{Addr: a.GRPC, CACert: st.tls.CACert, Token: st.rootToken}
+		s.httpAddr = a.HTTP
 	case err := <-s.done:
 		cancel()
 		return nil, fmt.Errorf("bench: server: %w", err)

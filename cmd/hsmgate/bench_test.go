@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"encoding/xml"
 	"os"
 	"path/filepath"
@@ -71,4 +72,71 @@ func TestBenchSmoke(t *testing.T) {
 	if err := xml.Unmarshal(svg, new(struct{})); err != nil {
 		t.Errorf("out.svg: %v", err)
 	}
+}
+
+// TestBenchCompareSmoke: compare drives the same workload over gRPC and
+// over hsmgate's own Vault door (in process) and reports both sides and
+// their ratio; the shape only, never a speed.
+func TestBenchCompareSmoke(t *testing.T) {
+	requireSoftHSM(t)
+	for _, c := range []struct {
+		scenario string
+		args     []string
+		perReq   []int // items per request on the Vault side, by row
+	}{
+		{"transit-encrypt", []string{"--sweep", "1,10"}, []int{1, 10}},
+		{"pki-sign", nil, []int{1}},
+		{"ssh-sign", []string{"--batch", "4"}, []int{1}},
+	} {
+		t.Run(c.scenario, func(t *testing.T) {
+			jsonPath := filepath.Join(t.TempDir(), "cmp.json")
+			args := append([]string{"bench", "compare", "--vault-addr", "self", c.scenario,
+				"--duration", "500ms", "--warmup", "100ms", "--concurrency", "2", "--json", jsonPath}, c.args...)
+			stdout, stderr, code := run(t, nil, args...)
+			if code != 0 {
+				t.Fatalf("hsmgate bench compare: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+			}
+			for _, want := range []string{"hsmgate/vault", "vault:   https://127.0.0.1:", " hsmgate ", " vault "} {
+				if !strings.Contains(stdout, want) {
+					t.Errorf("table has no %q:\n%s", want, stdout)
+				}
+			}
+			b, err := os.ReadFile(jsonPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r bench.CompareResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := len(r.Rows), len(c.perReq); got != want {
+				t.Fatalf("got %d rows, want %d", got, want)
+			}
+			for i, row := range r.Rows {
+				if row.HSMGate.ItemsPerS <= 0 || row.Vault.ItemsPerS <= 0 || row.Ratio != bench.Ratio(row.HSMGate.ItemsPerS, row.Vault.ItemsPerS) {
+					t.Errorf("batch %d: incomplete row %+v", row.Batch, row)
+				}
+				if got, want := row.Vault.ItemsPerRequest, c.perReq[i]; got != want {
+					t.Errorf("batch %d: got %d items per Vault request, want %d", row.Batch, got, want)
+				}
+			}
+		})
+	}
+	t.Run("token never printed", func(t *testing.T) {
+		got := strings.Join(redactTokenArgs([]string{"bench", "compare", "--vault-token", "s.secret", "--vault-token=s.other", "x"}), " ")
+		if strings.Contains(got, "secret") || strings.Contains(got, "other") {
+			t.Errorf("got %q, want the tokens redacted", got)
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"bench", "compare", "transit-encrypt"},
+			{"bench", "compare", "--vault-addr", "https://127.0.0.1:1", "transit-encrypt"},
+			{"bench", "compare", "--vault-addr", "self", "--target", "env", "transit-encrypt"},
+		} {
+			if _, stderr, code := run(t, []string{"VAULT_TOKEN="}, args...); code == 0 {
+				t.Errorf("%q: exit 0, want a usage error\n%s", args, stderr)
+			}
+		}
+	})
 }
