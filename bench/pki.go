@@ -23,10 +23,19 @@ import (
 
 func init() {
 	register(&scenario{name: "pki-sign", summary: "PKIService.Sign of an ECDSA P-256 CSR (one certificate per RPC; issuer key type: --key-type)",
-		keyTypes: []string{"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096"}, minBatch: 1, maxBatch: 1, prepare: preparePKISign})
+		keyTypes: []string{"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096"}, minBatch: 1, maxBatch: 1, prepare: preparePKISign(false)})
+	register(&scenario{name: "pki-issue", summary: "PKIService.Issue: the server makes an ECDSA P-256 key and its certificate (one per RPC; issuer key type: --key-type)",
+		keyTypes: []string{"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-3072", "rsa-4096"}, minBatch: 1, maxBatch: 1, prepare: preparePKISign(true)})
 }
 
-func preparePKISign(ctx context.Context, env *Env, p Params) (*workload, error) {
+// preparePKISign prepares pki-sign, or pki-issue when issue is set.
+func preparePKISign(issue bool) func(ctx context.Context, env *Env, p Params) (*workload, error) {
+	return func(ctx context.Context, env *Env, p Params) (*workload, error) {
+		return preparePKI(ctx, env, p, issue)
+	}
+}
+
+func preparePKI(ctx context.Context, env *Env, p Params, issue bool) (*workload, error) {
 	c := hsmgatev1.NewPKIServiceClient(env.Conns[0])
 	issuer, role := "bench-"+env.Prefix, "bench-"+env.Prefix
 	if _, err := c.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
@@ -64,24 +73,38 @@ func preparePKISign(ctx context.Context, env *Env, p Params) (*workload, error) 
 		return &vaultRequest{Path: n.PKIMount + "/sign/" + cmp.Or(n.Role, role), Items: 1,
 			Body: vaultBody(map[string]string{"csr": csrPEM}), Check: checkField("certificate")}, nil
 	}
+	call := func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
+		return hsmgatev1.NewPKIServiceClient(cc).Sign(ctx, &hsmgatev1.SignRequest{Role: role, Csr: csr})
+	}
+	var msg proto.Message = &hsmgatev1.SignRequest{Role: role, Csr: csr}
+	if issue {
+		w.Describe = fmt.Sprintf("Issue (the server makes an ECDSA P-256 key), issuer %s, zlint on", p.KeyType)
+		ireq := &hsmgatev1.IssueRequest{Role: role, CommonName: "svc.bench.example.com"}
+		msg = ireq
+		call = func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
+			return hsmgatev1.NewPKIServiceClient(cc).Issue(ctx, ireq)
+		}
+		w.Vault = func(batch int, n VaultNames) (*vaultRequest, error) {
+			return &vaultRequest{Path: n.PKIMount + "/issue/" + cmp.Or(n.Role, role), Items: 1,
+				Body: vaultBody(map[string]string{"common_name": "svc.bench.example.com"}), Check: checkField("certificate")}, nil
+		}
+	}
 	var certSize int
 	w.Request = func(batch int) (request, error) {
 		if batch != 1 {
-			return request{}, fmt.Errorf("bench: pki-sign: one certificate per request (--batch 1)")
+			return request{}, fmt.Errorf("bench: %s: one certificate per request (--batch 1)", p.Scenario)
 		}
-		req := &hsmgatev1.SignRequest{Role: role, Csr: csr}
-		resp, err := c.Sign(ctx, req)
+		resp, err := call(ctx, env.Conns[0])
 		if err != nil {
-			return request{}, fmt.Errorf("bench: pki sign: %w", err)
+			return request{}, fmt.Errorf("bench: %s: %w", p.Scenario, err)
 		}
-		certSize = len(resp.Certificate)
-		return request{Msg: req, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
-			resp, err := hsmgatev1.NewPKIServiceClient(cc).Sign(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			return resp, nil
-		}}, nil
+		switch r := resp.(type) {
+		case *hsmgatev1.SignResponse:
+			certSize = len(r.Certificate)
+		case *hsmgatev1.IssueResponse:
+			certSize = len(r.Certificate)
+		}
+		return request{Msg: msg, Call: call}, nil
 	}
 	if _, err := w.Request(1); err != nil {
 		w.Close()
@@ -108,7 +131,15 @@ func preparePKISign(ctx context.Context, env *Env, p Params) (*workload, error) 
 		t := &x509.Certificate{SerialNumber: sn, Subject: pkix.Name{CommonName: "svc.bench.example.com"},
 			DNSNames: []string{"svc.bench.example.com"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-		_, err := x509.CreateCertificate(rand.Reader, t, caCert, leaf.Public(), gk)
+		pub := leaf.Public()
+		if issue { // the server makes the key, so does the software limit
+			k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			if err != nil {
+				return err
+			}
+			pub = k.Public()
+		}
+		_, err := x509.CreateCertificate(rand.Reader, t, caCert, pub, gk)
 		return err
 	}
 	var hopts crypto.SignerOpts = opts
