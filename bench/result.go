@@ -48,6 +48,11 @@ type Limit struct {
 	P99 Millis `json:"p99_ms"`
 	// OtherCores is the CPU other processes used meanwhile, in cores (noise).
 	OtherCores float64 `json:"other_cores"`
+	// CPUPerItem is this process's CPU per item in µs, for the transport
+	// limit (echo client and server both run here): beside the in-process
+	// scenario's own CPU per item, a ratio that a busy machine moves less
+	// than the throughputs (0: not measured).
+	CPUPerItem float64 `json:"cpu_us_per_item,omitempty"`
 }
 
 // Ratios are a point's throughput over each limit (0: not measured).

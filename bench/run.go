@@ -251,6 +251,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		s := m.Hist.summary()
 		pt.Transport = &Limit{Op: fmt.Sprintf("gRPC echo (%s) of %d B requests, %d B responses", p.Echo, pt.ReqBytes, pt.RespBytes),
 			ItemsPerS: m.itemsPerSec(), Concurrency: p.Concurrency, P50: s.P50, P99: s.P99, OtherCores: m.otherCores()}
+		if m.Items > 0 {
+			pt.Transport.CPUPerItem = float64(m.CPU.Microseconds()) / float64(m.Items)
+		}
 		logf("bench: transport limit at batch %d: %.0f items/s", pt.Batch, pt.Transport.ItemsPerS)
 	}
 

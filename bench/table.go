@@ -37,7 +37,11 @@ func (r *Result) WriteTable(out io.Writer) error {
 	}
 	for _, pt := range r.Points {
 		if pt.Transport != nil {
-			fmt.Fprintf(tw, "transport b=%d\t%.0f\t%d\t%.2f\t\t%s\t\n", pt.Batch, pt.Transport.ItemsPerS, pt.Transport.Concurrency, pt.Transport.OtherCores, pt.Transport.Op)
+			op := pt.Transport.Op
+			if c := pt.Transport.CPUPerItem; c > 0 {
+				op += fmt.Sprintf(", CPU %.1f µs/item", c)
+			}
+			fmt.Fprintf(tw, "transport b=%d\t%.0f\t%d\t%.2f\t\t%s\t\n", pt.Batch, pt.Transport.ItemsPerS, pt.Transport.Concurrency, pt.Transport.OtherCores, op)
 		}
 	}
 	if err := tw.Flush(); err != nil {
