@@ -177,7 +177,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("bench: %s: first call: %w", p.Scenario, err)
 		}
 		reqs[i].Resp = resp
-		r.Points = append(r.Points, Point{Batch: b, ReqBytes: proto.Size(reqs[i].Msg), RespBytes: proto.Size(resp)})
+		pt := Point{Batch: b}
+		if reqs[i].Msg != nil && resp != nil {
+			pt.ReqBytes, pt.RespBytes = proto.Size(reqs[i].Msg), proto.Size(resp)
+		}
+		r.Points = append(r.Points, pt)
 	}
 
 	limitLoad := func(label string, conc int) load {
@@ -240,6 +244,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	for i := range r.Points {
 		pt := &r.Points[i]
+		if reqs[i].NoEcho {
+			continue
+		}
 		shape, call := echoFor(p.Echo, reqs[i])
 		echo.set(shape)
 		m, err := limitLoad(fmt.Sprintf("transport limit b=%d", pt.Batch), p.Concurrency).run(ctx, func(ctx context.Context, wk int) (int, error) {
@@ -272,7 +279,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			if _, err := rq.Call(ctx, o.Env.Conns[wk%len(o.Env.Conns)]); err != nil {
 				return 0, err
 			}
-			return pt.Batch, nil
+			return rq.items(pt.Batch), nil
 		}
 		m, err := load{Label: fmt.Sprintf("%s b=%d", p.Scenario, pt.Batch), Concurrency: p.Concurrency,
 			Warmup: p.dur(p.Warmup), Duration: p.dur(p.Duration), Interval: interval, Progress: o.Progress, Proc: o.Proc,

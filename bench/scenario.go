@@ -54,6 +54,18 @@ type request struct {
 	Msg  proto.Message
 	Resp proto.Message
 	Call func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error)
+	// Items is the items one Call does (0: the batch size); NoEcho: no
+	// transport limit (a Call of several RPCs, as in "mixed").
+	Items  int
+	NoEcho bool
+}
+
+// items is the items one Call does at batch size b.
+func (r request) items(b int) int {
+	if r.Items > 0 {
+		return r.Items
+	}
+	return b
 }
 
 // itemOp does one item of the software or HSM limit (safe for concurrent use).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -158,6 +159,11 @@ func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) e
 	if f.target == "env" && f.serverPID == 0 {
 		r.Notes = append(r.Notes, "CPU and RSS are of the bench client: no --server-pid")
 	}
+	if t.srv != nil {
+		if n := auditSize(t.srv.auditPath); n != "" {
+			r.Notes = append(r.Notes, n)
+		}
+	}
 	if err := r.WriteTable(g.stdout); err != nil {
 		return err
 	}
@@ -286,9 +292,11 @@ type benchServer struct {
 	client client.Config
 	// httpAddr is its HTTPS listener (the Vault door is under /v1/ there).
 	httpAddr string
-	hsm      *hsm.Module // a second module on the same token, for the HSM limit
-	cancel   context.CancelFunc
-	done     chan error
+	// auditPath is its audit log.
+	auditPath string
+	hsm       *hsm.Module // a second module on the same token, for the HSM limit
+	cancel    context.CancelFunc
+	done      chan error
 }
 
 // startBenchServer builds the server as `hsmgate dev` does, in dir: a fresh
@@ -302,7 +310,10 @@ func startBenchServer(ctx context.Context, dir string, log *slog.Logger) (*bench
 	}
 	st.cfg.Limits.MaxItemsPerRequest = bench.MaxBatch
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &benchServer{cancel: cancel, done: make(chan error, 1)}
+	s := &benchServer{cancel: cancel, done: make(chan error, 1), auditPath: st.cfg.Audit.Path}
+	if s.auditPath == "" && st.cfg.Store.Path != "" { // as the wiring does without an audit section (authwire.go)
+		s.auditPath = filepath.Join(filepath.Dir(st.cfg.Store.Path), "audit.log")
+	}
 	ready := make(chan listenAddrs, 1)
 	go func() {
 		s.done <- runServer(sctx, st.cfg, log, runOptions{
@@ -336,4 +347,28 @@ func (s *benchServer) stop() {
 	}
 	s.cancel()
 	<-s.done
+}
+
+// auditSize describes the audit log's size per request: its files' bytes
+// and lines (the live file and the rotated ones; two lines a request), or
+// "" when there is none.
+func auditSize(path string) string {
+	if path == "" {
+		return ""
+	}
+	files, _ := filepath.Glob(path + ".2*") // rotated: <path>.<UTC time>
+	var size, lines int64
+	for _, name := range append(files, path) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		size += int64(len(b))
+		lines += int64(bytes.Count(b, []byte{'\n'}))
+	}
+	if lines == 0 {
+		return ""
+	}
+	return fmt.Sprintf("audit log: %d bytes in %d lines, %.0f B a line, %.0f B a request (two lines each; set-up and warm-up calls included)",
+		size, lines, float64(size)/float64(lines), 2*float64(size)/float64(lines))
 }

@@ -140,3 +140,40 @@ func TestBenchCompareSmoke(t *testing.T) {
 		}
 	})
 }
+
+// TestBenchMixedSmoke: the soak's mix runs its four parts per round and
+// reports throughput and RSS per interval and the audit log's size per
+// request; the shape only.
+func TestBenchMixedSmoke(t *testing.T) {
+	requireSoftHSM(t)
+	jsonPath := filepath.Join(t.TempDir(), "mixed.json")
+	stdout, stderr, code := run(t, nil, "bench", "mixed", "--duration", "1s", "--warmup", "200ms",
+		"--interval", "250ms", "--concurrency", "2", "--json", jsonPath)
+	if code != 0 {
+		t.Fatalf("hsmgate bench mixed: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"batch 1 over time", "RSS MiB", "spread: throughput", "audit log: ", "B a request"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table has no %q:\n%s", want, stdout)
+		}
+	}
+	f, err := os.Open(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := bench.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Points) != 1 {
+		t.Fatalf("got %d points, want 1", len(r.Points))
+	}
+	pt := r.Points[0]
+	if pt.Requests == 0 || pt.Items != pt.Requests*118 {
+		t.Errorf("got %d items in %d rounds, want 118 a round", pt.Items, pt.Requests)
+	}
+	if len(pt.Windows) < 2 {
+		t.Errorf("got %d windows, want several (--interval 250ms of 1s)", len(pt.Windows))
+	}
+}
