@@ -23,7 +23,7 @@ import (
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// BenchmarkSign measures Sign (lint copy + zlint + HSM signature + store
+// BenchmarkSign measures Sign (CSR check + zlint + HSM signature + its check + store
 // write) per issuer key type, with one CSR so that no key generation is timed.
 func BenchmarkSign(b *testing.B) {
 	for _, kt := range []string{KeyECDSAP256, KeyECDSAP384, KeyEd25519, KeyRSA3072, KeyRSA4096} {

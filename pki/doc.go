@@ -16,14 +16,17 @@
 //     basic constraints and SANs always come from the role and the request;
 //     a CSR extension is copied only if its OID is in the role's
 //     allowed_csr_extensions and it is not one that this package controls.
-//   - Every certificate (leaves, intermediates, cross-signs) is first signed
-//     by a "linting" copy of its issuer (same subject and key identifier, a
-//     throwaway in-process key of the same type, as Boulder does) and checked
-//     with zlint using a filtered registry chosen by the role's lint
-//     profile (or its own lint_sources) minus its lint_exclude. Any error or
-//     fatal finding refuses issuance (ErrLint, InvalidArgument, naming the
-//     lints). The real certificate's TBSCertificate must equal the linted one
-//     byte for byte.
+//   - Every certificate (leaves, intermediates, cross-signs) is linted
+//     before the HSM signs it, in one x509.CreateCertificate pass (lint.go):
+//     the signer it is given lints the TBSCertificate (with a placeholder
+//     signature of the issuer key's size) with zlint using a filtered
+//     registry chosen by the role's lint profile (or its own lint_sources)
+//     minus its lint_exclude, and only then has the HSM sign that same
+//     TBSCertificate; the signature is then checked with the issuer's
+//     public key. Any error or fatal finding refuses issuance (ErrLint,
+//     InvalidArgument, naming the lints). Lints of the signature value itself
+//     (e_cert_issued_by_compromised_emudhra_ca) judge the issuer's key: they
+//     run on its first real certificate and their verdict is kept.
 //   - Lint profiles: "internal" (the default) lints with RFC 5280, RFC 5480,
 //     RFC 5891 and zlint's community lints: structure and encodings, not the
 //     public web's rules, so cluster-local names (svc.cluster.local),

@@ -54,8 +54,7 @@ func (c corruptSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) 
 
 // TestIssuerSignatureChecked: the HSM's signature over each certificate is
 // checked with the issuer's public key; a bad one refuses issuance and
-// records nothing. For every issuer key type, whose linting copy uses a
-// cheaper throwaway key of the same family.
+// records nothing. For every issuer key type.
 func TestIssuerSignatureChecked(t *testing.T) {
 	for _, kt := range []string{KeyECDSAP256, KeyECDSAP384, KeyEd25519, KeyRSA3072} {
 		t.Run(kt, func(t *testing.T) {
