@@ -113,6 +113,10 @@ func (f *fakeAPIServer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		io.WriteString(w, `"]}}}}`)
 		return
+	case "unauthenticated-with-user":
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","status":{"authenticated":false,"user":{"username":"system:serviceaccount:prod:web"},"audiences":["`+apiServerAudience+`"]}}`)
+		return
 	case "not-a-review":
 		w.WriteHeader(http.StatusCreated)
 		io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":{"authenticated":true,"user":{"username":"system:serviceaccount:prod:web"}}}`)
@@ -239,6 +243,7 @@ func TestKubernetesTokenReview(t *testing.T) {
 		unavailable           bool
 	}{
 		{name: "unauthenticated review (forged token)", role: "web", jwt: "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", want: codes.Unauthenticated},
+		{name: "authenticated false, even with a user", role: "web", jwt: good, mode: "unauthenticated-with-user", want: codes.Unauthenticated},
 		{name: "revoked token (pod deleted)", role: "web", jwt: revoked, want: codes.Unauthenticated},
 		{name: "another namespace's service account", role: "web", jwt: api.issue("dev", "web"), want: codes.PermissionDenied},
 		{name: "another service account", role: "web", jwt: api.issue("prod", "admin"), want: codes.PermissionDenied},
