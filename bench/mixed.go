@@ -63,14 +63,15 @@ func prepareMixed(ctx context.Context, env *Env, p Params) (*workload, error) {
 		items += mp.batch
 	}
 	w := &workload{
-		Describe: fmt.Sprintf("mixed rounds of %d items: Encrypt 1 + Encrypt 100 (aes256-gcm, wrapped, %d-byte plaintexts) + PKI Sign 1 (P-256) + SSH SignUserKey 16 (Ed25519 CA)", items, p.Payload),
-		Close:    closeAll,
+		Describe:    fmt.Sprintf("mixed rounds of %d items: Encrypt 1 + Encrypt 100 (aes256-gcm, wrapped, %d-byte plaintexts) + PKI Sign 1 (P-256) + SSH SignUserKey 16 (Ed25519 CA)", items, p.Payload),
+		Close:       closeAll,
+		NoTransport: "a round of the mix is several RPCs of different kinds",
 	}
 	w.Request = func(batch int) (request, error) {
 		if batch != 1 {
 			return request{}, fmt.Errorf("bench: mixed: one round per call (--batch 1)")
 		}
-		return request{Items: items, NoEcho: true, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
+		return request{Items: items, Call: func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error) {
 			for _, rq := range parts {
 				if _, err := rq.Call(ctx, cc); err != nil {
 					return nil, err

@@ -20,6 +20,8 @@ type Env struct {
 	// HSM is a module on the server's token for the HSM limit (nil: the HSM
 	// limit is not measured, e.g. against a remote server).
 	HSM *hsm.Module
+	// ACME is the in-process server's ACME side (nil: acme-order cannot run).
+	ACME *ACMETarget
 	// Prefix makes the names of keys, CAs, roles and HSM objects that a run
 	// creates unique.
 	Prefix string
@@ -54,10 +56,9 @@ type request struct {
 	Msg  proto.Message
 	Resp proto.Message
 	Call func(ctx context.Context, cc grpc.ClientConnInterface) (proto.Message, error)
-	// Items is the items one Call does (0: the batch size); NoEcho: no
-	// transport limit (a Call of several RPCs, as in "mixed").
-	Items  int
-	NoEcho bool
+	// Items is the items one Call does (0: the batch size; "mixed" does
+	// several RPCs in one Call).
+	Items int
 }
 
 // items is the items one Call does at batch size b.
@@ -81,7 +82,10 @@ type workload struct {
 	// are; nil when not applicable.
 	Software, HSM     itemOp
 	SoftwareOp, HSMOp string
-	Close             func()
+	// NoTransport, when set, says why the transport limit (a gRPC echo of
+	// the request) does not apply; it is then not measured.
+	NoTransport string
+	Close       func()
 	// Vault is the same batch as a Vault API call, for `bench compare`
 	// (nil: the scenario has no Vault form); VaultSetup, if set, is called
 	// first, best effort (it makes the key on a Vault).

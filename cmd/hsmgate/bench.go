@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hsmgate/hsmgate/acme"
 	"github.com/hsmgate/hsmgate/bench"
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/internal/client"
@@ -87,6 +89,7 @@ Scenarios:
   hsmgate bench transit-sign --residency hsm --key-type ecdsa-p256 --batch 100
   hsmgate bench ssh-sign --batch 16 --key-type ed25519
   hsmgate bench pki-sign --concurrency 4 --cpuprofile pki.pprof
+  hsmgate bench acme-order --concurrency 8 --duration 10s
   . .hsmgate-dev/env && hsmgate bench transit-hmac --target env --server-pid "$(pgrep -n hsmgate)"
   hsmgate bench compare --vault-addr self transit-encrypt --sweep 1,100
   hsmgate bench compare --vault-addr https://127.0.0.1:8200 --vault-token "$VAULT_TOKEN" --vault-cacert vault-ca.pem transit-encrypt --concurrency 32
@@ -263,7 +266,7 @@ func openBenchTarget(ctx context.Context, g *globals, f *benchFlags, tmp string)
 		}
 		t.closers = append(t.closers, srv.stop)
 		t.srv, t.client = srv, srv.client
-		t.env = &bench.Env{HSM: srv.hsm}
+		t.env = &bench.Env{HSM: srv.hsm, ACME: srv.acme}
 		t.target = "in-process server, " + t.client.Addr + " (TLS, loopback)"
 		t.security = "auth ON (root token as bearer) and audit ON (hash-chained audit log, one line per call), as deployed; request log at " + f.serverLog
 	case "env":
@@ -295,6 +298,8 @@ type benchServer struct {
 	// auditPath is its audit log.
 	auditPath string
 	hsm       *hsm.Module // a second module on the same token, for the HSM limit
+	acme      *bench.ACMETarget
+	http01    *bench.HTTP01Responder
 	cancel    context.CancelFunc
 	done      chan error
 }
@@ -309,24 +314,44 @@ func startBenchServer(ctx context.Context, dir string, log *slog.Logger) (*bench
 		return nil, err
 	}
 	st.cfg.Limits.MaxItemsPerRequest = bench.MaxBatch
+	// acme-order: http-01 is answered by the bench on a loopback port that
+	// the server validates against (TEST-ONLY option), without ACME's rate
+	// limits (every order comes from 127.0.0.1).
+	http01, err := bench.NewHTTP01Responder()
+	if err != nil {
+		return nil, err
+	}
+	roots, err := loadRoots(st.tls.CACert)
+	if err != nil {
+		http01.Close()
+		return nil, err
+	}
+	const unlimited = 1 << 30
+	at := &acmeTesting{
+		validation: acme.ValidationTarget{Host: "127.0.0.1", HTTPPort: http01.Port(), TLSPort: 1},
+		limits: acme.Limits{OrdersPerHour: unlimited, OrderBurst: unlimited, AccountsPerHour: unlimited, AccountBurst: unlimited,
+			FailedValidationsPerHour: unlimited, FailedValidationBurst: unlimited},
+	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &benchServer{cancel: cancel, done: make(chan error, 1), auditPath: st.cfg.Audit.Path}
+	s := &benchServer{cancel: cancel, done: make(chan error, 1), http01: http01, auditPath: st.cfg.Audit.Path}
 	if s.auditPath == "" && st.cfg.Store.Path != "" { // as the wiring does without an audit section (authwire.go)
 		s.auditPath = filepath.Join(filepath.Dir(st.cfg.Store.Path), "audit.log")
 	}
 	ready := make(chan listenAddrs, 1)
 	go func() {
 		s.done <- runServer(sctx, st.cfg, log, runOptions{
-			createKEK: true, devRootToken: st.rootToken, devStateDir: st.dir,
+			createKEK: true, devRootToken: st.rootToken, devStateDir: st.dir, acmeTesting: at,
 			listening: func(a listenAddrs) error { ready <- a; return nil },
 		})
 	}()
 	select {
-	case a := <-ready:
-		s.client = client.Config{Addr: a.GRPC, CACert: st.tls.CACert, Token: st.rootToken}
-		s.httpAddr = a.HTTP
+	case addrs := <-ready:
+		s.client = client.Config{Addr: addrs.GRPC, CACert: st.tls.CACert, Token: st.rootToken}
+		s.httpAddr = addrs.HTTP
+		s.acme = &bench.ACMETarget{BaseURL: "https://" + addrs.HTTP, Roots: roots, HTTP01: http01}
 	case err := <-s.done:
 		cancel()
+		http01.Close()
 		return nil, fmt.Errorf("bench: server: %w", err)
 	case <-ctx.Done():
 		s.stop()
@@ -347,6 +372,22 @@ func (s *benchServer) stop() {
 	}
 	s.cancel()
 	<-s.done
+	if s.http01 != nil {
+		_ = s.http01.Close()
+	}
+}
+
+// loadRoots reads a PEM CA file into a pool.
+func loadRoots(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("bench: no certificate in %s", path)
+	}
+	return p, nil
 }
 
 // auditSize describes the audit log's size per request: its files' bytes
