@@ -157,25 +157,40 @@ func setupLoad(t *testing.T, rs *replicaSet) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r0 := rs.Replicas[0]
-	if _, err := r0.PKI.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
-		Name: "root", KeyType: "ecdsa-p256", Subject: &hsmgatev1.Subject{CommonName: "Replicas Root"},
-		Ttl: durationpb.New(24 * time.Hour), MakeDefault: true,
+	// On a loaded machine a store call can time out on a healthy cluster
+	// too: the fixtures are retried while Unavailable.
+	if err := untilAvailable(ctx, func(ctx context.Context) error {
+		_, err := r0.PKI.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
+			Name: "root", KeyType: "ecdsa-p256", Subject: &hsmgatev1.Subject{CommonName: "Replicas Root"},
+			Ttl: durationpb.New(24 * time.Hour), MakeDefault: true,
+		})
+		return existsOK(err)
 	}); err != nil {
 		t.Fatalf("CreateRootIssuer on %s: %v", r0.Name, err)
 	}
-	if _, err := r0.PKI.CreateRole(ctx, &hsmgatev1.CreateRoleRequest{Role: &hsmgatev1.Role{
-		Name: loadRole, AllowedDomains: []string{loadDomain}, AllowSubdomains: true,
-		Ttl: durationpb.New(time.Hour), MaxTtl: durationpb.New(time.Hour), ServerFlag: true,
-	}}); err != nil {
+	if err := untilAvailable(ctx, func(ctx context.Context) error {
+		_, err := r0.PKI.CreateRole(ctx, &hsmgatev1.CreateRoleRequest{Role: &hsmgatev1.Role{
+			Name: loadRole, AllowedDomains: []string{loadDomain}, AllowSubdomains: true,
+			Ttl: durationpb.New(time.Hour), MaxTtl: durationpb.New(time.Hour), ServerFlag: true,
+		}})
+		return existsOK(err)
+	}); err != nil {
 		t.Fatalf("CreateRole on %s: %v", r0.Name, err)
 	}
 	for _, k := range []string{loadHotKey, loadRotKey} {
-		if _, err := r0.Transit.CreateKey(ctx, &hsmgatev1.CreateKeyRequest{Name: k, Type: hsmgatev1.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM}); err != nil {
+		if err := untilAvailable(ctx, func(ctx context.Context) error {
+			_, err := r0.Transit.CreateKey(ctx, &hsmgatev1.CreateKeyRequest{Name: k, Type: hsmgatev1.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM})
+			return existsOK(err)
+		}); err != nil {
 			t.Fatalf("CreateKey %s on %s: %v", k, r0.Name, err)
 		}
 	}
 	for _, r := range rs.Replicas[1:] {
-		resp, err := r.PKI.Issue(ctx, &hsmgatev1.IssueRequest{Role: loadRole, CommonName: "setup-" + r.Name + "." + loadDomain})
+		var resp *hsmgatev1.IssueResponse
+		err := untilAvailable(ctx, func(ctx context.Context) (err error) {
+			resp, err = r.PKI.Issue(ctx, &hsmgatev1.IssueRequest{Role: loadRole, CommonName: "setup-" + r.Name + "." + loadDomain})
+			return err
+		})
 		if err != nil {
 			t.Fatalf("Issue on %s (CA key made through %s): %v", r.Name, r0.Name, err)
 		}
@@ -377,4 +392,13 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	i := int(float64(len(s))*p/100+0.999999) - 1
 	return s[max(0, min(i, len(s)-1))]
+}
+
+// existsOK treats AlreadyExists as success: a create of a fixture retried
+// after an Unavailable that had committed.
+func existsOK(err error) error {
+	if status.Code(err) == codes.AlreadyExists {
+		return nil
+	}
+	return err
 }
