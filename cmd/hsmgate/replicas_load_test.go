@@ -80,6 +80,28 @@ func (l *ledger) wrote(f func(l *ledger)) {
 	f(l)
 }
 
+// writesAfter waits until n writes acknowledged after from are recorded,
+// and returns the time of the nth; the zero time if they are not by until.
+func (l *ledger) writesAfter(n int, from, until time.Time) time.Time {
+	for {
+		l.mu.Lock()
+		seen := 0
+		for _, w := range l.writes {
+			if w.After(from) {
+				if seen++; seen == n {
+					l.mu.Unlock()
+					return w
+				}
+			}
+		}
+		l.mu.Unlock()
+		if time.Now().After(until) {
+			return time.Time{}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // window summarises the calls that ended in [from, to).
 type window struct {
 	calls, ok, deadline int

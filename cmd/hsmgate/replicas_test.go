@@ -26,8 +26,9 @@ import (
 //   - the etcd leader killed (closed): the longest gap between acknowledged
 //     writes is logged;
 //   - one of the two remaining members frozen (its connections held open,
-//     nothing forwarded, as under SIGSTOP): the longest call is logged, and
-//     no call may run to the caller's deadline (far above the store timeout);
+//     nothing forwarded, as under SIGSTOP) until writes flow again: the
+//     longest call and the time until writes flowed are logged, and no
+//     call may run to the caller's deadline (far above the store timeout);
 //   - every acknowledged write read back through every replica: none lost;
 //   - quorum lost: writes answer Unavailable (not DeadlineExceeded) before
 //     the caller's deadline; the time to that answer is logged.
@@ -76,7 +77,12 @@ func TestReplicasUnderEtcdFaults(t *testing.T) {
 	frozen := rs.Etcd.Follower()
 	freezeFrom := time.Now()
 	rs.Proxies[frozen].Freeze()
-	time.Sleep(4 * time.Second)
+	// The member stays frozen until writes flow again (10 acknowledged:
+	// calls that reach the healthy member succeed, and once the etcd
+	// client's keepalive drops the hung connection all do), or for at most
+	// frozenFor.
+	const frozenFor, flowing = 25 * time.Second, 10
+	resumed := l.writesAfter(flowing, freezeFrom.Add(rs.RequestTimeout), freezeFrom.Add(frozenFor))
 	rs.Proxies[frozen].Thaw()
 	freezeTo := time.Now()
 	fr := l.window(freezeFrom, freezeTo)
@@ -152,6 +158,11 @@ func TestReplicasUnderEtcdFaults(t *testing.T) {
 	row("etcd leader killed: calls", killed.String())
 	row("member frozen: longest call", ms(fr.longest))
 	row("member frozen: longest write gap", ms(fr.writeGap))
+	if resumed.IsZero() {
+		row("member frozen: writes flowing while frozen", fmt.Sprintf("no: fewer than %d acknowledged in %s", flowing, frozenFor))
+	} else {
+		row("member frozen: writes flowing while frozen", fmt.Sprintf("%d acknowledged after %s", flowing, ms(resumed.Sub(freezeFrom))))
+	}
 	row("member frozen: calls", fr.String())
 	row("quorum lost: time to Unavailable (max of 6)", ms(percentile(toUnavailable, 100)))
 	row("calls that ran to the caller's deadline", fmt.Sprint(deadlineHits))
