@@ -154,6 +154,23 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 	for _, r := range rs.Replicas {
 		rs.start(t, r)
 	}
+	// Several SoftHSM instances in one process share the token's files
+	// without the cross-process file locks that separate processes would
+	// have, so now and then one instance reads a file another is writing
+	// while it starts and stays unusable (seen: "hsm: unavailable" for a
+	// minute). Such a replica is restarted (a fresh C_Initialize), as an
+	// operator would restart a replica whose HSM client is stuck.
+	for _, r := range rs.Replicas {
+		for attempt := 0; !rs.hsmUsable(r); attempt++ {
+			if attempt == 2 {
+				t.Fatalf("replica %s: its HSM instance stays unavailable after %d restarts\n%s", r.Name, attempt, r.logs)
+			}
+			t.Logf("replica %s: HSM instance unavailable after start (several SoftHSM instances in one process): restarting it", r.Name)
+			rs.Stop(t, r)
+			r.stopped = false
+			rs.start(t, r)
+		}
+	}
 	t.Cleanup(func() {
 		for _, r := range rs.Replicas {
 			rs.Stop(t, r)
@@ -250,6 +267,21 @@ func (rs *replicaSet) start(t *testing.T, r *replica) {
 	}
 	r.Transit = hsmgatev1.NewTransitServiceClient(r.conn)
 	r.PKI = hsmgatev1.NewPKIServiceClient(r.conn)
+}
+
+// hsmUsable reports whether r's HSM answers (GenerateRandom, retried for a
+// few seconds while Unavailable).
+func (rs *replicaSet) hsmUsable(r *replica) bool {
+	for range 40 {
+		ctx, cancel := context.WithTimeout(context.Background(), callerDeadline)
+		_, err := r.Transit.GenerateRandom(ctx, &hsmgatev1.GenerateRandomRequest{Bytes: 16})
+		cancel()
+		if err == nil {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
 }
 
 // Stop stops r's server (once) and waits for it.
