@@ -107,9 +107,9 @@ func startP11Kit(t *testing.T, softhsmLib, label string) *p11KitServer {
 }
 
 // TestP11KitRemoting: `p11-kit server` exports one SoftHSM token on a unix
-// socket, as a network HSM's server would; three replicas on etcd load
-// p11-kit-client.so (each its own copy of the file, so each its own client
-// and connection) with P11_KIT_SERVER_ADDRESS set, and share that token.
+// socket, as a network HSM's server would; three replica processes on etcd
+// load p11-kit-client.so with P11_KIT_SERVER_ADDRESS set (each its own
+// client connection), and share that token.
 //
 // What p11-kit 0.24.1 (Debian bookworm) forwards, and so what works: the
 // KEK and audit key made by `hsmgate init` over the socket, the servers
@@ -126,8 +126,10 @@ func startP11Kit(t *testing.T, softhsmLib, label string) *p11KitServer {
 func TestP11KitRemoting(t *testing.T) {
 	hc := hsmtest.Config(t)
 	srv := startP11Kit(t, hc.Library, hc.TokenLabel)
-	t.Setenv("P11_KIT_SERVER_ADDRESS", srv.Address)
-	rs := startReplicas(t, replicaOpts{members: 1, library: srv.Client, tokenLabel: hc.TokenLabel, pin: hc.PIN})
+	rs := startReplicas(t, replicaOpts{
+		members: 1, library: srv.Client, tokenLabel: hc.TokenLabel, pin: hc.PIN,
+		env: []string{"P11_KIT_SERVER_ADDRESS=" + srv.Address},
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r0, r1, r2 := rs.Replicas[0], rs.Replicas[1], rs.Replicas[2]

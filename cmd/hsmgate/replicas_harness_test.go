@@ -1,15 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,24 +17,25 @@ import (
 
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/client"
-	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/syncbuf"
 	"github.com/hsmgate/hsmgate/keystore/etcd/etcdtest"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// The replica harness: real `hsmgate server`s (runServer, from their own
-// config files, as `hsmgate init`, `hsmgate token root` and `hsmgate server`
-// would run them) in this process, on an in-process etcd cluster, all on one
-// PKCS#11 token.
+// The replica harness: real `hsmgate server` processes (this test binary
+// run as hsmgate, from their own config files, after `hsmgate init` and
+// `hsmgate token root`, as an operator would run them) on an in-process etcd
+// cluster reached through Freezer proxies, all on one PKCS#11 token.
 //
-// Each replica loads its own copy of the PKCS#11 library file: the dynamic
-// loader then gives each its own instance (own C_Initialize, own sessions,
-// own C_Finalize when it stops), as separate processes would have, while all
-// open the same token. With SoftHSM that is the same token directory, which
-// SoftHSM re-reads for token objects, so a CA key made through one replica is
-// found by the others.
+// Replicas are processes, not servers inside the test process, because a
+// PKCS#11 library is process state: with SoftHSM every process keeps its own
+// view of the token directory and locks the token's files against the other
+// processes (fcntl locks), which several library instances inside one
+// process cannot do (tried: one start in about fifteen left a replica whose
+// C_GetTokenInfo failed for good, having read a token file that another
+// instance was rewriting). Processes also make a replica's death real
+// (SIGKILL) and give each replica its own p11-kit client connection.
 
 // replicaOpts change how startReplicas builds the set.
 type replicaOpts struct {
@@ -47,6 +48,8 @@ type replicaOpts struct {
 	// library is the PKCS#11 module each replica copies and loads, and
 	// tokenLabel/pin its token (default: a fresh SoftHSM token from hsmtest).
 	library, tokenLabel, pin string
+	// env is added to the environment of the hsmgate processes.
+	env []string
 }
 
 // replicaSet is a running set of replicas.
@@ -63,7 +66,7 @@ type replicaSet struct {
 	RequestTimeout time.Duration
 }
 
-// replica is one running server and a client connection to it.
+// replica is one running server process and a client connection to it.
 type replica struct {
 	Name    string
 	Config  string // its config file
@@ -71,8 +74,9 @@ type replica struct {
 	Transit hsmgatev1.TransitServiceClient
 	PKI     hsmgatev1.PKIServiceClient
 	conn    *grpc.ClientConn
+	env     []string
 	logs    *syncbuf.Buffer
-	cancel  context.CancelFunc
+	cmd     *exec.Cmd
 	done    chan error
 	stopped bool
 }
@@ -95,6 +99,9 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 		hc := hsmtest.Config(t)
 		o.library, o.tokenLabel, o.pin = hc.Library, hc.TokenLabel, hc.PIN
 	}
+	// The replicas' processes see the token directory of this process's
+	// hsmtest configuration.
+	o.env = append(o.env, "SOFTHSM2_CONF="+os.Getenv("SOFTHSM2_CONF"))
 	rs := &replicaSet{Etcd: etcdtest.Start(t, o.members), RequestTimeout: o.requestTimeout}
 	var endpoints []string
 	for i := range rs.Etcd.Members {
@@ -121,27 +128,25 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 		if err := os.MkdirAll(rdir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		lib := filepath.Join(rdir, filepath.Base(o.library))
-		copyFile(t, o.library, lib)
 		cfg := replicaConfig(replicaFiles{
-			Library: lib, TokenLabel: o.tokenLabel, PINFile: pinFile,
+			Library: o.library, TokenLabel: o.tokenLabel, PINFile: pinFile,
 			Endpoints: endpoints, RequestTimeout: o.requestTimeout,
 			Cert: tlsFiles.Cert, Key: tlsFiles.Key,
 			AuditLog: filepath.Join(rdir, "audit.log"), AuditKey: filepath.Join(dir, "audit-hmac-key"),
 		})
 		path := filepath.Join(rdir, "hsmgate.yaml")
 		writeFile(t, path, []byte(cfg))
-		rs.Replicas = append(rs.Replicas, &replica{Name: name, Config: path})
+		rs.Replicas = append(rs.Replicas, &replica{Name: name, Config: path, env: o.env})
 	}
 
 	// As an operator would: `hsmgate init` once, `hsmgate token root` once.
 	first := rs.Replicas[0].Config
-	if out, err := runCLI(t, "init", "--config", first); err != nil {
-		t.Fatalf("hsmgate init: %v\n%s", err, out)
+	if out, errOut, code := run(t, o.env, "init", "--config", first); code != 0 {
+		t.Fatalf("hsmgate init: exit %d\n%s%s", code, out, errOut)
 	}
-	out, err := runCLI(t, "token", "root", "--config", first)
-	if err != nil {
-		t.Fatalf("hsmgate token root: %v\n%s", err, out)
+	out, errOut, code := run(t, o.env, "token", "root", "--config", first)
+	if code != 0 {
+		t.Fatalf("hsmgate token root: exit %d\n%s%s", code, out, errOut)
 	}
 	for _, l := range strings.Split(out, "\n") {
 		if v, ok := strings.CutPrefix(l, "export HSMGATE_TOKEN="); ok {
@@ -154,27 +159,12 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 	for _, r := range rs.Replicas {
 		rs.start(t, r)
 	}
-	// Several SoftHSM instances in one process share the token's files
-	// without the cross-process file locks that separate processes would
-	// have, so now and then one instance reads a file another is writing
-	// while it starts and stays unusable (seen: "hsm: unavailable" for a
-	// minute). Such a replica is restarted (a fresh C_Initialize), as an
-	// operator would restart a replica whose HSM client is stuck.
-	for _, r := range rs.Replicas {
-		for attempt := 0; !rs.hsmUsable(r); attempt++ {
-			if attempt == 2 {
-				t.Fatalf("replica %s: its HSM instance stays unavailable after %d restarts\n%s", r.Name, attempt, r.logs)
-			}
-			t.Logf("replica %s: HSM instance unavailable after start (several SoftHSM instances in one process): restarting it", r.Name)
-			rs.Stop(t, r)
-			r.stopped = false
-			rs.start(t, r)
-		}
-	}
 	t.Cleanup(func() {
+		var wg sync.WaitGroup
 		for _, r := range rs.Replicas {
-			rs.Stop(t, r)
+			wg.Go(func() { rs.Stop(t, r) })
 		}
+		wg.Wait()
 		if t.Failed() {
 			for _, r := range rs.Replicas {
 				t.Logf("--- log of replica %s ---\n%s", r.Name, r.logs)
@@ -224,7 +214,7 @@ shutdown:
   drain: 0s
   timeout: 2s
 log:
-  level: warn
+  level: info
 audit:
   path: %s
   hmac_key_file: %s
@@ -233,34 +223,36 @@ pki:
 `, f.Cert, f.Key, f.Library, f.TokenLabel, f.PINFile, eps.String(), f.RequestTimeout, f.AuditLog, f.AuditKey)
 }
 
-// start runs r's server until Stop and dials it.
+// start runs r's server process and dials it.
 func (rs *replicaSet) start(t *testing.T, r *replica) {
 	t.Helper()
-	c, err := config.Load(r.Config)
-	if err != nil {
-		t.Fatalf("replica %s: config: %v", r.Name, err)
-	}
 	r.logs = &syncbuf.Buffer{}
-	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", r.Name)
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel, r.done = cancel, make(chan error, 1)
-	ready := make(chan string, 1)
-	go func() {
-		r.done <- runServer(ctx, c, log, runOptions{
-			listening: func(a listenAddrs) error { ready <- a.GRPC; return nil },
-		})
-	}()
-	guard := time.NewTimer(2 * time.Minute) // a hang guard, not a timed assertion
-	defer guard.Stop()
-	select {
-	case r.Addr = <-ready:
-	case err := <-r.done:
-		cancel()
-		t.Fatalf("replica %s stopped before serving: %v\n%s", r.Name, err, r.logs)
-	case <-guard.C:
-		cancel()
-		t.Fatalf("replica %s: not serving after 2 minutes\n%s", r.Name, r.logs)
+	r.cmd = hsmgateCmd(context.Background(), r.env, "server", "--config", r.Config)
+	r.cmd.Stderr = r.logs
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("replica %s: %v", r.Name, err)
 	}
+	r.done = make(chan error, 1)
+	go func() { r.done <- r.cmd.Wait() }()
+	guard := time.Now().Add(2 * time.Minute) // a hang guard, not a timed assertion
+	for {
+		if m := servingLine.FindStringSubmatch(r.logs.String()); m != nil {
+			r.Addr = m[1]
+			break
+		}
+		select {
+		case err := <-r.done:
+			r.done <- err
+			r.stopped = true
+			t.Fatalf("replica %s exited (%v) before serving:\n%s", r.Name, err, r.logs)
+		default:
+		}
+		if time.Now().After(guard) {
+			t.Fatalf("replica %s: not serving after 2 minutes\n%s", r.Name, r.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var err error
 	r.conn, err = client.Dial(client.Config{Addr: r.Addr, CACert: rs.CACert, Token: rs.Token})
 	if err != nil {
 		t.Fatal(err)
@@ -269,74 +261,40 @@ func (rs *replicaSet) start(t *testing.T, r *replica) {
 	r.PKI = hsmgatev1.NewPKIServiceClient(r.conn)
 }
 
-// hsmUsable reports whether r's HSM answers (GenerateRandom, retried for a
-// few seconds while Unavailable).
-func (rs *replicaSet) hsmUsable(r *replica) bool {
-	for range 40 {
-		ctx, cancel := context.WithTimeout(context.Background(), callerDeadline)
-		_, err := r.Transit.GenerateRandom(ctx, &hsmgatev1.GenerateRandomRequest{Bytes: 16})
-		cancel()
-		if err == nil {
-			return true
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return false
-}
-
-// Stop stops r's server (once) and waits for it.
+// Stop stops r's server (SIGTERM, once) and waits for it.
 func (rs *replicaSet) Stop(t *testing.T, r *replica) {
 	t.Helper()
-	if r.stopped || r.cancel == nil {
+	rs.end(t, r, syscall.SIGTERM)
+}
+
+// Kill kills r's server (SIGKILL: no shutdown, as a crash or an OOM kill).
+func (rs *replicaSet) Kill(t *testing.T, r *replica) {
+	t.Helper()
+	rs.end(t, r, syscall.SIGKILL)
+}
+
+func (rs *replicaSet) end(t *testing.T, r *replica, sig syscall.Signal) {
+	t.Helper()
+	if r.stopped || r.cmd == nil {
 		return
 	}
 	r.stopped = true
 	r.conn.Close()
-	r.cancel()
+	_ = r.cmd.Process.Signal(sig)
 	select {
 	case err := <-r.done:
-		if err != nil {
+		if err != nil && sig == syscall.SIGTERM {
 			t.Logf("replica %s stopped: %v", r.Name, err)
 		}
 	case <-time.After(time.Minute): // a hang guard
-		t.Errorf("replica %s: still running a minute after it was stopped", r.Name)
+		_ = r.cmd.Process.Kill()
+		t.Errorf("replica %s: still running a minute after %s", r.Name, sig)
 	}
-}
-
-// runCLI runs hsmgate with args in this process and returns its output.
-func runCLI(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	root := newRootCmd(&out, &errb)
-	root.SetArgs(args)
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	err := root.ExecuteContext(context.Background())
-	return out.String() + errb.String(), err
 }
 
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	in, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o700)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
 }

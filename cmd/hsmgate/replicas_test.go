@@ -15,8 +15,8 @@ import (
 )
 
 // TestReplicasUnderEtcdFaults is the multi-replica end-to-end test: three
-// hsmgate servers (runServer from their own config files) on a three-member
-// etcd cluster, sharing one token, under a mixed load of encrypt, rotate,
+// `hsmgate server` processes (each from its own config file) on a
+// three-member in-process etcd cluster, sharing one SoftHSM token, under a mixed load of encrypt, rotate,
 // create, issue and revoke from several goroutines; then, one after
 // another:
 //
