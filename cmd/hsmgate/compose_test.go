@@ -58,7 +58,7 @@ func TestComposeScriptConfigs(t *testing.T) {
 			grpcs := map[string]bool{}
 			for i, f := range files {
 				// The files name certificates that render does not make.
-				c, err := config.Parse(mustRead(t, f), filepath.Dir(f))
+				c, err := config.Parse(readComposeFile(t, f), filepath.Dir(f))
 				if err != nil {
 					t.Fatalf("replica %d: %s: %v", i, f, err)
 				}
@@ -239,7 +239,7 @@ func freePortRun(t *testing.T, n int) string {
 	return ""
 }
 
-func mustRead(t *testing.T, path string) []byte {
+func readComposeFile(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

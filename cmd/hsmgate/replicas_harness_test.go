@@ -119,8 +119,8 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 	pinFile := filepath.Join(dir, "hsm-pin")
 	auditKey := make([]byte, 32)
 	_, _ = rand.Read(auditKey)
-	writeFile(t, pinFile, []byte(o.pin))
-	writeFile(t, filepath.Join(dir, "audit-hmac-key"), auditKey)
+	writeReplicaFile(t, pinFile, []byte(o.pin))
+	writeReplicaFile(t, filepath.Join(dir, "audit-hmac-key"), auditKey)
 
 	for i := range o.n {
 		name := fmt.Sprintf("r%d", i)
@@ -135,7 +135,7 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 			AuditLog: filepath.Join(rdir, "audit.log"), AuditKey: filepath.Join(dir, "audit-hmac-key"),
 		})
 		path := filepath.Join(rdir, "hsmgate.yaml")
-		writeFile(t, path, []byte(cfg))
+		writeReplicaFile(t, path, []byte(cfg))
 		rs.Replicas = append(rs.Replicas, &replica{Name: name, Config: path, env: o.env})
 	}
 
@@ -292,7 +292,7 @@ func (rs *replicaSet) end(t *testing.T, r *replica, sig syscall.Signal) {
 	}
 }
 
-func writeFile(t *testing.T, path string, b []byte) {
+func writeReplicaFile(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)

@@ -146,28 +146,28 @@ func TestReplicasUnderEtcdFaults(t *testing.T) {
 	for a := range answers {
 		toUnavailable = append(toUnavailable, a.took)
 		if got := status.Code(a.err); got != codes.Unavailable || a.took >= callerDeadline {
-			t.Errorf("%s without quorum: got %v after %s, want Unavailable before the caller's deadline %s", a.what, a.err, ms(a.took), callerDeadline)
+			t.Errorf("%s without quorum: got %v after %s, want Unavailable before the caller's deadline %s", a.what, a.err, msRound(a.took), callerDeadline)
 		}
 	}
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "replicas: 3 servers, 3 etcd members, store.etcd.request_timeout %s, caller deadline %s, 4 load goroutines\n", rs.RequestTimeout, callerDeadline)
 	row := func(k, v string) { fmt.Fprintf(&b, "  %-48s %s\n", k, v) }
-	row("rotation visibility A->B (n, p50 / p99 / max)", fmt.Sprintf("%d, %s / %s / %s", len(vis), ms(percentile(vis, 50)), ms(percentile(vis, 99)), ms(percentile(vis, 100))))
-	row("etcd leader killed: longest write gap", ms(killed.writeGap))
+	row("rotation visibility A->B (n, p50 / p99 / max)", fmt.Sprintf("%d, %s / %s / %s", len(vis), msRound(percentile(vis, 50)), msRound(percentile(vis, 99)), msRound(percentile(vis, 100))))
+	row("etcd leader killed: longest write gap", msRound(killed.writeGap))
 	row("etcd leader killed: calls", killed.String())
-	row("member frozen: longest call", ms(fr.longest))
-	row("member frozen: longest write gap", ms(fr.writeGap))
+	row("member frozen: longest call", msRound(fr.longest))
+	row("member frozen: longest write gap", msRound(fr.writeGap))
 	if resumed.IsZero() {
 		row("member frozen: writes flowing while frozen", fmt.Sprintf("no: fewer than %d acknowledged in %s", flowing, frozenFor))
 	} else {
-		row("member frozen: writes flowing while frozen", fmt.Sprintf("%d acknowledged after %s", flowing, ms(resumed.Sub(freezeFrom))))
+		row("member frozen: writes flowing while frozen", fmt.Sprintf("%d acknowledged after %s", flowing, msRound(resumed.Sub(freezeFrom))))
 	}
 	row("member frozen: calls", fr.String())
-	row("quorum lost: time to Unavailable (max of 6)", ms(percentile(toUnavailable, 100)))
+	row("quorum lost: time to Unavailable (max of 6)", msRound(percentile(toUnavailable, 100)))
 	row("calls that ran to the caller's deadline", fmt.Sprint(deadlineHits))
 	row("acknowledged writes read back on 3 replicas", fmt.Sprintf("%d (creates %d, rotations to v%d, issues %d, revokes %d), 0 lost; %d ciphertexts decrypted elsewhere", checked, nCreated, nRotated, nIssued, nRevoked, nSealed))
-	row("wall time (of which start-up and fixtures)", fmt.Sprintf("%s (%s)", ms(time.Since(began)), ms(started)))
+	row("wall time (of which start-up and fixtures)", fmt.Sprintf("%s (%s)", msRound(time.Since(began)), msRound(started)))
 	t.Logf("figures\n%s", b.String())
 }
 
@@ -218,4 +218,4 @@ func rotationVisibility(t *testing.T, rs *replicaSet, rounds int) []time.Duratio
 	return ds
 }
 
-func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
+func msRound(d time.Duration) string { return d.Round(time.Millisecond).String() }
