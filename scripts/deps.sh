@@ -20,6 +20,7 @@ TEST_PACKAGES=(
 	opensc           # pkcs11-tool: hsm/ interop tests (keys made and adopted both ways)
 	prometheus       # promtool: check metrics of a live /metrics, check/test the shipped alert rules
 	certbot          # acme/: certbot against our ACME server (http-01, EAB, revoke)
+	p11-kit p11-kit-modules  # `p11-kit server` and p11-kit-client.so: network-HSM path test (cmd/hsmgate p11kit_test.go, scripts/replicas.sh)
 	gcc libc6-dev    # cgo (miekg/pkcs11)
 	ca-certificates git curl
 )
