@@ -16,7 +16,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/bench"
 	"github.com/hsmgate/hsmgate/hsm"
-	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/client"
 )
 
 func init() { addCommand(newBenchCmd) }
@@ -147,7 +147,7 @@ func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) e
 
 	o := bench.Options{Params: p, TempDir: tmp, Progress: g.stderr, Log: g.stderr,
 		Command: "hsmgate " + strings.Join(os.Args[1:], " ")}
-	var ccfg client.Config
+	var ccfg client.Options
 	switch f.target {
 	case "inprocess":
 		var lvl slog.Level
@@ -231,7 +231,7 @@ func millis(d time.Duration) bench.Millis { return bench.Millis(float64(d) / 1e6
 
 // benchServer is a dev-style server in this process.
 type benchServer struct {
-	client client.Config
+	client client.Options
 	hsm    *hsm.Module // a second module on the same token, for the HSM limit
 	cancel context.CancelFunc
 	done   chan error
@@ -258,7 +258,7 @@ func startBenchServer(ctx context.Context, dir string, log *slog.Logger) (*bench
 	}()
 	select {
 	case addr := <-ready:
-		s.client = client.Config{Addr: addr, CACert: st.tls.CACert, Token: st.rootToken}
+		s.client = client.Options{Addr: addr, CACert: st.tls.CACert, Token: st.rootToken}
 	case err := <-s.done:
 		cancel()
 		return nil, fmt.Errorf("bench: server: %w", err)
