@@ -139,4 +139,3 @@ func GenerateKey(keyType string) (crypto.Signer, error) {
 	}
 	return nil, fmt.Errorf("client: key type %q: want ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072 or rsa-4096: %w", keyType, ErrInvalidArgument)
 }
-

@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hsmgate/hsmgate/bench"
-	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/client"
+	"github.com/hsmgate/hsmgate/hsm"
 )
 
 func init() { addCommand(newBenchCmd) }
