@@ -42,6 +42,8 @@ type benchFlags struct {
 	serverPID   int
 	serverLog   string
 	echo        string
+	client      string        // "" or bench.ClientBatcher
+	maxWait     time.Duration // --client batcher: the batcher's MaxWait
 }
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -108,6 +110,8 @@ Scenarios:
 	fl.StringVar(&f.svgOut, "svg", "", "write the chart here (default: the --json path with .svg)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the scenario's measured phases (not the limits) here")
 	fl.StringVar(&f.echo, "echo", bench.EchoMessages, "transport limit: messages (echo the scenario's own request and response messages) or bytes (one bytes field of the same sizes)")
+	fl.StringVar(&f.client, "client", "", "transit-encrypt only: \""+bench.ClientBatcher+"\" compares client.Batcher with the same goroutines unbatched (--concurrency 64 or more; --batch is the batcher's max items, default 64)")
+	fl.DurationVar(&f.maxWait, "max-wait", 2*time.Millisecond, "with --client batcher: the batcher's max wait before a batch is sent")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "with --target env: the server's PID, for its CPU time and RSS")
 	fl.StringVar(&f.serverLog, "server-log-level", "warn", "with --target inprocess: the server's log level (info logs every request)")
 	return cmd
@@ -174,6 +178,9 @@ func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) e
 		return usageError{fmt.Errorf("--target %q: want inprocess or env", f.target)}
 	}
 	o.Token = ccfg.Token
+	if f.client != "" {
+		return runBatcherBench(ctx, g, f, scenario, ccfg, o.Target)
+	}
 	o.Env.Prefix = fmt.Sprintf("%d-%d", os.Getpid(), time.Now().Unix())
 	for range p.Connections {
 		cc, err := client.Dial(ccfg) // each ClientConn has its own HTTP/2 connection
