@@ -8,6 +8,7 @@ package hsmgatetest
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -24,7 +25,13 @@ import (
 // Main starts the server, runs setup with a root client, then the tests,
 // and stops the server. It returns the exit code for os.Exit. A server
 // that cannot start (no Go toolchain, no SoftHSM2) fails the run.
+//
+// A fuzzing run (-test.fuzz) runs no test or example, so it starts no server.
 func Main(m *testing.M, setup func(context.Context, *client.Client) error) int {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		return m.Run()
+	}
 	stop, err := start(setup)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hsmgatetest:", err)
