@@ -22,7 +22,9 @@ import (
 	"github.com/hsmgate/hsmgate/client/kwp"
 )
 
-func pemOf(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
+func pemOf(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
 
 func TestParsePrivateKeyForms(t *testing.T) {
 	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
