@@ -225,3 +225,26 @@ func TestBatcherCloseWaitsAndLeaksNothing(t *testing.T) {
 	}
 	goleak.VerifyNone(t, ignore)
 }
+
+// TestBatcherOneCallerCancelsOthersSucceed: a caller that gives up does not
+// cancel the batch RPC that carries other callers' items (a batch run under
+// the first caller's ctx would fail them all).
+func TestBatcherOneCallerCancelsOthersSucceed(t *testing.T) {
+	s := &batchTransit{hold: make(chan struct{}), entered: make(chan struct{}, 1)}
+	c := newBatchClient(t, s)
+	b := c.Transit.Batcher("k", BatcherOptions{MaxItems: 2, MaxWait: time.Hour})
+	defer b.Close()
+	ctxA, cancelA := context.WithCancel(context.Background())
+	// A is queued first (sent straight to the queue, as Encrypt does), so
+	// it is the first item of the batch.
+	pA := &pending{ctx: ctxA, it: item{in: []byte("a")}, done: make(chan result, 1)}
+	b.enc.reqs <- pA
+	resB := make(chan error, 1)
+	go func() { _, err := b.Encrypt(context.Background(), []byte("b"), nil); resB <- err }()
+	<-s.entered // both items are in the RPC, held by the server
+	cancelA()   // caller A gives up
+	close(s.hold)
+	if err := <-resB; err != nil {
+		t.Errorf("caller B: got %v, want nil", err)
+	}
+}

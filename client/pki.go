@@ -161,6 +161,11 @@ func (p *PKI) Issue(ctx context.Context, req CertificateRequest) (*Certificate, 
 	if err != nil {
 		return nil, err
 	}
+	// A server that answered with a certificate for another key (a bug, or
+	// an attacker in its place) must not pair that certificate with our key.
+	if pub, ok := c.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
+		return nil, fmt.Errorf("client: pki issue: the certificate returned is not for the key generated here: %w", ErrInternal)
+	}
 	c.PrivateKey = key
 	return c, nil
 }

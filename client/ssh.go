@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -85,6 +86,9 @@ func (s *SSH) Sign(ctx context.Context, req SSHSignRequest) (*SSHCertificate, er
 	cert, ok := pub.(*ssh.Certificate)
 	if !ok {
 		return nil, fmt.Errorf("client: ssh sign: server sent a %s, not a certificate: %w", pub.Type(), ErrInternal)
+	}
+	if !bytes.Equal(cert.Key.Marshal(), req.PublicKey.Marshal()) {
+		return nil, fmt.Errorf("client: ssh sign: the certificate returned is not for the key sent: %w", ErrInternal)
 	}
 	return &SSHCertificate{Cert: cert, AuthorizedKey: strings.TrimSpace(res.GetCertificate()), CA: res.GetCa(), CAVersion: res.GetCaVersion()}, nil
 }
