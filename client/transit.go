@@ -77,6 +77,19 @@ func itemErr(s *status.Status) error {
 	return FromStatus(grpcstatus.FromProto(s))
 }
 
+// convert checks that a batch response has one result per item and
+// converts each.
+func convert[P, R any](op string, items int, results []P, f func(P) R) ([]R, error) {
+	if len(results) != items {
+		return nil, countErr(op, len(results), items)
+	}
+	out := make([]R, len(results))
+	for i, r := range results {
+		out[i] = f(r)
+	}
+	return out, nil
+}
+
 // countErr reports a response whose result count is not the item count.
 func countErr(op string, got, want int) error {
 	return fmt.Errorf("client: transit %s: %d results for %d items: %w", op, got, want, ErrInternal)
@@ -121,14 +134,9 @@ func (t *Transit) EncryptBatch(ctx context.Context, key string, items []EncryptI
 	if err != nil {
 		return nil, err
 	}
-	if len(resp.GetResults()) != len(items) {
-		return nil, countErr("encrypt", len(resp.GetResults()), len(items))
-	}
-	out := make([]EncryptResult, len(items))
-	for i, r := range resp.GetResults() {
-		out[i] = EncryptResult{Ciphertext: r.GetCiphertext(), KeyVersion: r.GetKeyVersion(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
-	}
-	return out, nil
+	return convert("encrypt", len(items), resp.GetResults(), func(r *pb.EncryptResult) EncryptResult {
+		return EncryptResult{Ciphertext: r.GetCiphertext(), KeyVersion: r.GetKeyVersion(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
+	})
 }
 
 // EncryptText is Encrypt returning the text form hsmgate:v<N>:<base64>.
@@ -185,14 +193,9 @@ func (t *Transit) DecryptBatch(ctx context.Context, key string, items []DecryptI
 	if err != nil {
 		return nil, err
 	}
-	if len(resp.GetResults()) != len(items) {
-		return nil, countErr("decrypt", len(resp.GetResults()), len(items))
-	}
-	out := make([]DecryptResult, len(items))
-	for i, r := range resp.GetResults() {
-		out[i] = DecryptResult{Plaintext: r.GetPlaintext(), KeyVersion: r.GetKeyVersion(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
-	}
-	return out, nil
+	return convert("decrypt", len(items), resp.GetResults(), func(r *pb.DecryptResult) DecryptResult {
+		return DecryptResult{Plaintext: r.GetPlaintext(), KeyVersion: r.GetKeyVersion(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
+	})
 }
 
 // Rewrap re-encrypts a ciphertext under the latest (or WithKeyVersion)
@@ -218,14 +221,9 @@ func (t *Transit) RewrapBatch(ctx context.Context, key string, items []DecryptIt
 	if err != nil {
 		return nil, err
 	}
-	if len(resp.GetResults()) != len(items) {
-		return nil, countErr("rewrap", len(resp.GetResults()), len(items))
-	}
-	out := make([]EncryptResult, len(items))
-	for i, r := range resp.GetResults() {
-		out[i] = EncryptResult{Ciphertext: r.GetCiphertext(), KeyVersion: r.GetKeyVersion(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
-	}
-	return out, nil
+	return convert("rewrap", len(items), resp.GetResults(), func(r *pb.RewrapResult) EncryptResult {
+		return EncryptResult{Ciphertext: r.GetCiphertext(), KeyVersion: r.GetKeyVersion(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
+	})
 }
 
 // DataKey is a fresh data key: Plaintext for local use (wipe it after),

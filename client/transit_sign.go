@@ -60,14 +60,9 @@ func (t *Transit) SignBatch(ctx context.Context, key string, items []SignItem, o
 	if err != nil {
 		return nil, err
 	}
-	if len(resp.GetResults()) != len(items) {
-		return nil, countErr("sign", len(resp.GetResults()), len(items))
-	}
-	out := make([]SignResult, len(items))
-	for i, r := range resp.GetResults() {
-		out[i] = SignResult{Signature: Versioned{KeyVersion: r.GetKeyVersion(), Bytes: r.GetSignature()}, Reference: r.GetReference(), Err: itemErr(r.GetError())}
-	}
-	return out, nil
+	return convert("sign", len(items), resp.GetResults(), func(r *pb.SignResult) SignResult {
+		return SignResult{Signature: Versioned{KeyVersion: r.GetKeyVersion(), Bytes: r.GetSignature()}, Reference: r.GetReference(), Err: itemErr(r.GetError())}
+	})
 }
 
 // Verify checks a signature made by Sign: (false, nil) for a signature that
@@ -92,14 +87,9 @@ func (t *Transit) VerifyBatch(ctx context.Context, key string, items []VerifyIte
 	if err != nil {
 		return nil, err
 	}
-	if len(resp.GetResults()) != len(items) {
-		return nil, countErr("verify", len(resp.GetResults()), len(items))
-	}
-	out := make([]VerifyResult, len(items))
-	for i, r := range resp.GetResults() {
-		out[i] = VerifyResult{Valid: r.GetValid(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
-	}
-	return out, nil
+	return convert("verify", len(items), resp.GetResults(), func(r *pb.VerifyResult) VerifyResult {
+		return VerifyResult{Valid: r.GetValid(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
+	})
 }
 
 // HMAC computes the MAC of input with an hmac-* key. Option: WithKeyVersion.
@@ -121,14 +111,9 @@ func (t *Transit) HMACBatch(ctx context.Context, key string, items []SignItem, o
 	if err != nil {
 		return nil, err
 	}
-	if len(resp.GetResults()) != len(items) {
-		return nil, countErr("hmac", len(resp.GetResults()), len(items))
-	}
-	out := make([]SignResult, len(items))
-	for i, r := range resp.GetResults() {
-		out[i] = SignResult{Signature: Versioned{KeyVersion: r.GetKeyVersion(), Bytes: r.GetHmac()}, Reference: r.GetReference(), Err: itemErr(r.GetError())}
-	}
-	return out, nil
+	return convert("hmac", len(items), resp.GetResults(), func(r *pb.HmacResult) SignResult {
+		return SignResult{Signature: Versioned{KeyVersion: r.GetKeyVersion(), Bytes: r.GetHmac()}, Reference: r.GetReference(), Err: itemErr(r.GetError())}
+	})
 }
 
 // VerifyHMAC checks a MAC (in constant time, on the server): (false, nil)
@@ -151,12 +136,7 @@ func (t *Transit) VerifyHMACBatch(ctx context.Context, key string, items []Verif
 	if err != nil {
 		return nil, err
 	}
-	if len(resp.GetResults()) != len(items) {
-		return nil, countErr("verify hmac", len(resp.GetResults()), len(items))
-	}
-	out := make([]VerifyResult, len(items))
-	for i, r := range resp.GetResults() {
-		out[i] = VerifyResult{Valid: r.GetValid(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
-	}
-	return out, nil
+	return convert("verify hmac", len(items), resp.GetResults(), func(r *pb.VerifyHmacResult) VerifyResult {
+		return VerifyResult{Valid: r.GetValid(), Reference: r.GetReference(), Err: itemErr(r.GetError())}
+	})
 }
