@@ -150,6 +150,13 @@ func (p *PKI) Issue(ctx context.Context, req CertificateRequest) (*Certificate, 
 	if err != nil {
 		return nil, err
 	}
+	return p.IssueForKey(ctx, key, req)
+}
+
+// IssueForKey is Issue for a key the caller has, for instance one read
+// with ParsePrivateKey: it builds and signs the CSR here, so only the
+// public key is sent. req.KeyType is ignored.
+func (p *PKI) IssueForKey(ctx context.Context, key crypto.Signer, req CertificateRequest) (*Certificate, error) {
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject:  pkix.Name{CommonName: req.CommonName},
 		DNSNames: req.DNSNames, IPAddresses: req.IPAddresses, URIs: req.URIs,
@@ -164,7 +171,7 @@ func (p *PKI) Issue(ctx context.Context, req CertificateRequest) (*Certificate, 
 	// A server that answered with a certificate for another key (a bug, or
 	// an attacker in its place) must not pair that certificate with our key.
 	if pub, ok := c.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {
-		return nil, fmt.Errorf("client: pki issue: the certificate returned is not for the key generated here: %w", ErrInternal)
+		return nil, fmt.Errorf("client: pki issue: the certificate returned is not for the key sent: %w", ErrInternal)
 	}
 	c.PrivateKey = key
 	return c, nil
