@@ -67,7 +67,8 @@
 // # PKI and SSH
 //
 // PKI.Issue generates the key locally (it never leaves the process),
-// builds the CSR and has the CA sign it; PKI.SignCSR signs a CSR made
+// builds the CSR and has the CA sign it; PKI.IssueForKey does the same
+// for a key you have (ParsePrivateKey); PKI.SignCSR signs a CSR made
 // elsewhere; PKI.Chain and PKI.RootPool fetch the CA chain through the
 // authenticated connection; PKI.Revoke takes RFC 5280 reasons by name
 // (ParseRevocationReason). SSH.SignKeyFile signs a public key file and
