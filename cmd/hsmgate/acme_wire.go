@@ -42,7 +42,12 @@ func setupACME(ctx context.Context, d *deps) error {
 	if err != nil {
 		return err
 	}
-	srv, err := acme.New(acme.Config{Store: d.Store, CA: ca, Wrapper: d.KEK, BaseURL: base, Logger: d.Log, Audit: &acmeAudit})
+	acfg := acme.Config{Store: d.Store, CA: ca, Wrapper: d.KEK, BaseURL: base, Logger: d.Log, Audit: &acmeAudit}
+	if t := d.acmeTesting; t != nil {
+		acfg.Validation, acfg.Limits = t.validation, t.limits
+		d.Log.Warn("acme: TEST-ONLY validation target (bench or test)", "host", t.validation.Host, "http_port", t.validation.HTTPPort)
+	}
+	srv, err := acme.New(acfg)
 	if err != nil {
 		return err
 	}
@@ -53,6 +58,14 @@ func setupACME(ctx context.Context, d *deps) error {
 	go func() { srv.Run(runCtx); close(done) }()
 	d.OnClose(func() error { cancel(); <-done; return nil })
 	return d.AddRules(acme.AuthTable())
+}
+
+// acmeTesting is what only the bench and tests may set (runOptions, never
+// the config file or flags): challenge validation redirected to loopback
+// ports (acme.ValidationTarget is test-only) and the rate limits.
+type acmeTesting struct {
+	validation acme.ValidationTarget
+	limits     acme.Limits
 }
 
 // acmeAudit is the audit log ACME requests are written to. The auth wiring

@@ -41,7 +41,10 @@ func wireAuthMethods(ctx context.Context, d *deps) error {
 	if err != nil {
 		return fmt.Errorf("auth methods: %w", err)
 	}
-	m, err := auth.NewMethods(ctx, auth.MethodsConfig{Cert: auth.CertAuthConfig{ClientCAs: cas}}, d.Store, tokens)
+	m, err := auth.NewMethods(ctx, auth.MethodsConfig{
+		Cert:       auth.CertAuthConfig{ClientCAs: cas},
+		Kubernetes: auth.KubernetesConfig{ReviewerJWT: d.Config.Auth.Kubernetes.Source()},
+	}, d.Store, tokens)
 	if err != nil {
 		return err
 	}

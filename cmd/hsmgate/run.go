@@ -40,6 +40,10 @@ type runOptions struct {
 	reloadConfig  func() (*config.Config, error)
 	level         *slog.LevelVar
 	levelFromFlag bool
+	// acmeTesting points ACME challenge validation at loopback ports and
+	// raises its rate limits. TEST-ONLY: set by the bench and tests, never
+	// from the config file or flags (nil: the real thing).
+	acmeTesting *acmeTesting
 }
 
 // listenAddrs are the bound listener addresses ("" for a listener that is off).
@@ -147,7 +151,8 @@ func resolveSecret(what, env, file string) (string, error) {
 // runServer opens the HSM and the store, builds the server with every
 // service hook and the auth hook, and serves until ctx ends.
 func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOptions) (err error) {
-	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now()}
+	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now(),
+		acmeTesting: o.acmeTesting}
 	defer d.close()
 	startHUP, stopHUP := watchHUP(ctx) // reload.go: SIGHUP reloads, never kills
 	defer stopHUP()

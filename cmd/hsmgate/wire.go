@@ -36,6 +36,8 @@ type deps struct {
 	// VaultDoor is the Vault-compatible door (nil until its hook ran); the
 	// auth hook gives it the audit log for its login lines.
 	VaultDoor *vaultdoor.Door
+	// acmeTesting: runOptions.acmeTesting (TEST-ONLY; nil in every deployment).
+	acmeTesting *acmeTesting
 
 	closers []func() error
 	onHUP   []func() error // reload.go: run on SIGHUP (audit rotation)
