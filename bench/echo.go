@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 )
@@ -110,7 +110,7 @@ func (e *echoServer) set(sh *echoShape) { e.cur.Store(sh) }
 // dial connects to the echo server the way the bench client connects to
 // hsmgate (TLS, a bearer token on every call).
 func (e *echoServer) dial(token string) (*grpc.ClientConn, error) {
-	return client.Dial(client.Config{Addr: e.addr, CACert: e.caFile, Token: token})
+	return client.Dial(client.Options{Addr: e.addr, CACert: e.caFile, Token: token})
 }
 
 func (e *echoServer) stop() {

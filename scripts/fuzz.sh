@@ -41,7 +41,11 @@ for entry in "${targets[@]}"; do
 	fi
 	t0=$SECONDS
 	log="$(mktemp)"
-	if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg" >"$log" 2>&1; then
+	# A package of a nested module (client/...) is fuzzed from that module.
+	dir="${pkg#./}" mod="${pkg#./}"
+	until [[ -e "$mod/go.mod" || "$mod" == . ]]; do [[ "$mod" == */* ]] && mod="${mod%/*}" || mod=.; done
+	rel="${dir#"$mod"}"
+	if (cd "$mod" && go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "./${rel#/}") >"$log" 2>&1; then
 		echo "fuzz: ok   $pkg $name ($fuzztime, $((SECONDS - t0))s)"
 	else
 		echo "fuzz: FAIL $pkg $name ($fuzztime, $((SECONDS - t0))s)"

@@ -4,13 +4,12 @@ import (
 	"context"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/hsmgate/hsmgate/internal/kwp"
+	"github.com/hsmgate/hsmgate/client/kwp"
 	"github.com/hsmgate/hsmgate/keystore"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -119,42 +118,6 @@ func (e *Engine) unwrapImport(ctx context.Context, wrapped []byte) ([]byte, erro
 		return nil, fmt.Errorf("%w: KWP part does not unwrap", ErrInvalid)
 	}
 	return m, nil
-}
-
-// WrapForImport wraps material for a wrapping public key as ImportKey
-// expects (the client side; the CLI and tests use it).
-func WrapForImport(pub *rsa.PublicKey, material []byte, rnd interface{ Read([]byte) (int, error) }) ([]byte, error) {
-	eph := make([]byte, 32)
-	if _, err := rnd.Read(eph); err != nil {
-		return nil, err
-	}
-	defer wipe(eph)
-	c1, err := rsa.EncryptOAEP(sha256.New(), rnd, pub, eph, nil)
-	if err != nil {
-		return nil, err
-	}
-	c2, err := kwp.Wrap(eph, material)
-	if err != nil {
-		return nil, err
-	}
-	return append(c1, c2...), nil
-}
-
-// ParseWrappingKey parses GetWrappingKey's PEM.
-func ParseWrappingKey(pemText string) (*rsa.PublicKey, error) {
-	der := []byte(pemText)
-	if blk, _ := pemDecode(der); blk != nil {
-		der = blk
-	}
-	k, err := x509.ParsePKIXPublicKey(der)
-	if err != nil {
-		return nil, err
-	}
-	rk, ok := k.(*rsa.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("transit: wrapping key is not RSA")
-	}
-	return rk, nil
 }
 
 // ImportKey creates a wrapped key from caller material (or, with

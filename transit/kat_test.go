@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/hsmgate/hsmgate/client"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -73,11 +74,11 @@ func (f *fixture) importKey(name string, typ pb.TransitKeyType, material []byte,
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	pub, err := ParseWrappingKey(p)
+	pub, err := client.ParseWrappingKey(p)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	w, err := WrapForImport(pub, material, rand.Reader)
+	w, err := client.WrapForImport(pub, material, rand.Reader)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/hsmgate/hsmgate/client"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -35,7 +36,7 @@ func TestImportExportBackupRestore(t *testing.T) {
 	}
 	// A wrong-size key, a private key of the wrong type, garbage: refused.
 	p, _ := f.e.GetWrappingKey(ctx)
-	pub, _ := ParseWrappingKey(p)
+	pub, _ := client.ParseWrappingKey(p)
 	_, edPriv, _ := ed25519.GenerateKey(rand.Reader)
 	edDER, _ := x509.MarshalPKCS8PrivateKey(edPriv)
 	for name, c := range map[string]struct {
@@ -47,13 +48,13 @@ func TestImportExportBackupRestore(t *testing.T) {
 		"not pkcs8":     {pb.TransitKeyType_TRANSIT_KEY_TYPE_RSA_2048, []byte("nope")},
 		"short hmac":    {pb.TransitKeyType_TRANSIT_KEY_TYPE_HMAC_SHA256, key[:8]},
 	} {
-		w, _ := WrapForImport(pub, c.m, rand.Reader)
+		w, _ := client.WrapForImport(pub, c.m, rand.Reader)
 		_, err := f.e.ImportKey(ctx, &pb.ImportKeyRequest{Name: "bad", Type: c.typ, WrappedMaterial: w})
 		wantCode(t, name, err, codes.InvalidArgument)
 	}
 	// Wrapped for another wrapping key: refused.
 	other, _ := cachedRSA(2048)
-	w, _ := WrapForImport(&other.PublicKey, key, rand.Reader)
+	w, _ := client.WrapForImport(&other.PublicKey, key, rand.Reader)
 	_, err = f.e.ImportKey(ctx, &pb.ImportKeyRequest{Name: "bad", Type: pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, WrappedMaterial: w})
 	wantCode(t, "wrapped for another key", err, codes.InvalidArgument)
 

@@ -20,10 +20,10 @@ import (
 	xacme "golang.org/x/crypto/acme"
 
 	"github.com/hsmgate/hsmgate/acme"
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
-	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
@@ -91,7 +91,7 @@ func TestSetupACME(t *testing.T) {
 	go func() { done <- srv.Serve(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	cc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert})
+	cc, err := client.Dial(client.Options{Addr: srv.GRPCAddr(), CACert: files.CACert})
 	if err != nil {
 		t.Fatal(err)
 	}

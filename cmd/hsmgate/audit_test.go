@@ -18,10 +18,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/audit"
-	"github.com/hsmgate/hsmgate/internal/client"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -196,7 +196,7 @@ func TestAuditDeletedUnderLoad(t *testing.T) {
 	requireSoftHSM(t)
 	state := filepath.Join(t.TempDir(), "state")
 	dev := startDev(t, state)
-	cc, err := client.Dial(client.Config{Addr: dev.exports["HSMGATE_ADDR"], CACert: dev.exports["HSMGATE_CACERT"], Token: dev.exports["HSMGATE_TOKEN"]})
+	cc, err := client.Dial(client.Options{Addr: dev.exports["HSMGATE_ADDR"], CACert: dev.exports["HSMGATE_CACERT"], Token: dev.exports["HSMGATE_TOKEN"]})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ import (
 
 	"github.com/hsmgate/hsmgate/acme"
 	"github.com/hsmgate/hsmgate/bench"
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm"
-	"github.com/hsmgate/hsmgate/internal/client"
 )
 
 func init() { addCommand(newBenchCmd) }
@@ -45,6 +45,8 @@ type benchFlags struct {
 	serverPID   int
 	serverLog   string
 	echo        string
+	client      string        // "" or bench.ClientBatcher
+	maxWait     time.Duration // --client batcher: the batcher's MaxWait
 	// compare (bench_compare.go)
 	vaultAddr, vaultToken, vaultCACert string
 	names                              bench.VaultNames
@@ -121,6 +123,8 @@ Scenarios:
 	fl.StringVar(&f.svgOut, "svg", "", "write the chart here (default: the --json path with .svg)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the scenario's measured phases (not the limits) here")
 	fl.StringVar(&f.echo, "echo", bench.EchoMessages, "transport limit: messages (echo the scenario's own request and response messages) or bytes (one bytes field of the same sizes)")
+	fl.StringVar(&f.client, "client", "", "transit-encrypt only: \""+bench.ClientBatcher+"\" compares client.Batcher with the same goroutines unbatched (--concurrency 64 or more; --batch is the batcher's max items, default 64)")
+	fl.DurationVar(&f.maxWait, "max-wait", 2*time.Millisecond, "with --client batcher: the batcher's max wait before a batch is sent")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "with --target env: the server's PID, for its CPU time and RSS")
 	fl.StringVar(&f.serverLog, "server-log-level", "warn", "with --target inprocess: the server's log level (debug logs every request)")
 	addCompareFlags(cmd, f) // bench_compare.go
@@ -145,6 +149,9 @@ func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) e
 		return err
 	}
 	defer t.close()
+	if f.client != "" {
+		return runBatcherBench(ctx, g, f, scenario, t.client, t.target)
+	}
 	o.Env, o.Proc, o.Target, o.Security, o.Token = t.env, t.proc, t.target, t.security, t.client.Token
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)
@@ -230,7 +237,7 @@ func benchParams(f *benchFlags, scenario string) (bench.Params, error) {
 // benchTarget is the hsmgate a bench drives: in this process or named by
 // the HSMGATE_* variables.
 type benchTarget struct {
-	client           client.Config
+	client           client.Options
 	env              *bench.Env
 	proc             bench.Proc
 	target, security string
@@ -292,7 +299,7 @@ func openBenchTarget(ctx context.Context, g *globals, f *benchFlags, tmp string)
 
 // benchServer is a dev-style server in this process.
 type benchServer struct {
-	client client.Config
+	client client.Options
 	// httpAddr is its HTTPS listener (the Vault door is under /v1/ there).
 	httpAddr string
 	// auditPath is its audit log.
@@ -346,7 +353,7 @@ func startBenchServer(ctx context.Context, dir string, log *slog.Logger) (*bench
 	}()
 	select {
 	case addrs := <-ready:
-		s.client = client.Config{Addr: addrs.GRPC, CACert: st.tls.CACert, Token: st.rootToken}
+		s.client = client.Options{Addr: addrs.GRPC, CACert: st.tls.CACert, Token: st.rootToken}
 		s.httpAddr = addrs.HTTP
 		s.acme = &bench.ACMETarget{BaseURL: "https://" + addrs.HTTP, Roots: roots, HTTP01: http01}
 	case err := <-s.done:

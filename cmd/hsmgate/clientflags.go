@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
-	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/client"
 )
 
 // clientFlags are the connection flags of every client verb. Each flag
@@ -33,7 +33,7 @@ func addClientFlags(cmd *cobra.Command) *clientFlags {
 }
 
 // config merges the environment and the flags.
-func (f *clientFlags) config() client.Config {
+func (f *clientFlags) config() client.Options {
 	c := client.FromEnv()
 	set := func(dst *string, v string) {
 		if v != "" {

@@ -20,8 +20,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm/softhsm"
-	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/errs"

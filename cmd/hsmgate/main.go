@@ -17,7 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/internal/version"
 )
@@ -77,6 +77,7 @@ Environment variables (flags override them):
   HSMGATE_METRICS_ADDR     dev: plain-HTTP address host:port of /metrics (listen.metrics)
   HSMGATE_CACERT           PEM CA of the server certificate (default: the system roots)
   HSMGATE_TOKEN            bearer token
+  HSMGATE_TOKEN_FILE       file holding the bearer token, read when HSMGATE_TOKEN is unset
   HSMGATE_CLIENT_CERT      PEM client certificate, for mTLS
   HSMGATE_CLIENT_KEY       PEM key of HSMGATE_CLIENT_CERT
   HSMGATE_TLS_SERVER_NAME  name to verify in the server certificate (default: the address's host)

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/client"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -52,7 +52,7 @@ func TestMetricsScrape(t *testing.T) {
 	dev := startDev(t, filepath.Join(t.TempDir(), "state"))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	conn, err := client.Dial(client.Config{
+	conn, err := client.Dial(client.Options{
 		Addr: dev.exports["HSMGATE_ADDR"], CACert: dev.exports["HSMGATE_CACERT"], Token: dev.exports["HSMGATE_TOKEN"],
 	})
 	if err != nil {

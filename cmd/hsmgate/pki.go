@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hsmgate/hsmgate/client"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -482,19 +482,12 @@ func newPKISignCmd() *cobra.Command {
 	return cmd
 }
 
-var pkiRevocationReasonNames = map[string]int32{
-	"unspecified": 0, "keycompromise": 1, "cacompromise": 2, "affiliationchanged": 3, "superseded": 4,
-	"cessationofoperation": 5, "certificatehold": 6, "privilegewithdrawn": 9, "aacompromise": 10,
-}
-
 func pkiParseReason(s string) (int32, error) {
-	if n, err := strconv.Atoi(s); err == nil {
-		return int32(n), nil
+	r, err := client.ParseRevocationReason(s)
+	if err != nil {
+		return 0, usageError{err}
 	}
-	if n, ok := pkiRevocationReasonNames[strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))]; ok {
-		return n, nil
-	}
-	return 0, usageError{fmt.Errorf("revocation reason %q: want a number or a name such as keyCompromise, superseded", s)}
+	return int32(r), nil
 }
 
 func newPKIRevokeCmd() *cobra.Command {

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/auth"
-	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
@@ -69,7 +69,7 @@ func testSetupPKI(t *testing.T, base string) {
 	go func() { done <- srv.Serve(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	cc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert})
+	cc, err := client.Dial(client.Options{Addr: srv.GRPCAddr(), CACert: files.CACert})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/internal/sshtest"
 	"github.com/hsmgate/hsmgate/sshca"
 )

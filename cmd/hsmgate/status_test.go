@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/auth"
-	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
@@ -95,7 +95,7 @@ func TestStatusWithoutToken(t *testing.T) {
 
 	dial := func(token string) *grpc.ClientConn {
 		t.Helper()
-		cc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert, Token: token})
+		cc, err := client.Dial(client.Options{Addr: srv.GRPCAddr(), CACert: files.CACert, Token: token})
 		if err != nil {
 			t.Fatal(err)
 		}

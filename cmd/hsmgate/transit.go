@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hsmgate/hsmgate/client/textform"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
 )
@@ -104,24 +105,18 @@ func transitBytesArg(flag, v string) ([]byte, error) {
 }
 
 // transitFormatVersioned is the text form of a signature or HMAC of version v.
-func transitFormatVersioned(v uint32, raw []byte) string {
-	return transit.TextPrefix + strconv.FormatUint(uint64(v), 10) + ":" + base64.StdEncoding.EncodeToString(raw)
-}
+func transitFormatVersioned(v uint32, raw []byte) string { return textform.FormatVersioned(v, raw) }
 
 // transitParseVersioned reads hsmgate:v<N>:<base64> (version N) or plain base64
 // (version def).
 func transitParseVersioned(s string, def uint32) ([]byte, uint32, error) {
 	s = strings.TrimSpace(s)
-	if strings.HasPrefix(s, transit.TextPrefix) {
-		b, err := transit.ParseText(s)
+	if strings.HasPrefix(s, textform.Prefix) {
+		v, b, err := textform.ParseVersioned(s)
 		if err != nil {
 			return nil, 0, err
 		}
-		v, off, err := transit.ParseVersion(b)
-		if err != nil {
-			return nil, 0, err
-		}
-		return b[off:], v, nil
+		return b, v, nil
 	}
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
@@ -137,7 +132,7 @@ func transitParseCiphertext(in []byte) ([]byte, error) {
 	if s == "" {
 		return nil, usageError{errors.New("no ciphertext on the input (want hsmgate:v<N>:<base64>)")}
 	}
-	ct, err := transit.ParseText(s)
+	ct, err := textform.Parse(s)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("input is not a ciphertext in the form hsmgate:v<N>:<base64>: %w", err)}
 	}
@@ -179,7 +174,7 @@ func transitTextCiphertexts(b []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if o["ciphertext"], err = transit.FormatText(raw); err != nil {
+		if o["ciphertext"], err = textform.Format(raw); err != nil {
 			return nil, err
 		}
 	}
@@ -276,7 +271,7 @@ func transitPrintCiphertext[R transitCiphertextResult](w io.Writer, verb string,
 	if err := transitItemError(verb, r.GetError()); err != nil {
 		return err
 	}
-	txt, err := transit.FormatText(r.GetCiphertext())
+	txt, err := textform.Format(r.GetCiphertext())
 	if err != nil {
 		return fmt.Errorf("transit %s: %w", verb, err)
 	}
@@ -430,7 +425,7 @@ the key itself ("plaintext: <base64>"). Keep the ciphertext beside your data;
 			if err := transitItemError("datakey", rs[0].GetError()); err != nil {
 				return err
 			}
-			txt, err := transit.FormatText(rs[0].GetCiphertext())
+			txt, err := textform.Format(rs[0].GetCiphertext())
 			if err != nil {
 				return fmt.Errorf("transit datakey: %w", err)
 			}

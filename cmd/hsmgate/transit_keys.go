@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hsmgate/hsmgate/client"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
 )
@@ -638,11 +638,11 @@ capability on transit/keys/NAME.`,
 			if err != nil {
 				return transitRPCError("keys import", err)
 			}
-			pub, err := transit.ParseWrappingKey(wk.GetPublicKeyPem())
+			pub, err := client.ParseWrappingKey(wk.GetPublicKeyPem())
 			if err != nil {
 				return fmt.Errorf("transit keys import: wrapping key: %w", err)
 			}
-			wrapped, err := transit.WrapForImport(pub, material, rand.Reader)
+			wrapped, err := client.WrapForImport(pub, material, rand.Reader)
 			if err != nil {
 				return fmt.Errorf("transit keys import: wrap: %w", err)
 			}
@@ -667,23 +667,11 @@ func transitImportMaterial(in []byte, encoding string) ([]byte, error) {
 		return nil, usageError{fmt.Errorf("--in: no key material on the input")}
 	}
 	if blk, _ := pem.Decode(in); blk != nil {
-		switch blk.Type {
-		case "PRIVATE KEY":
-			return blk.Bytes, nil
-		case "RSA PRIVATE KEY":
-			k, err := x509.ParsePKCS1PrivateKey(blk.Bytes)
-			if err != nil {
-				return nil, usageError{fmt.Errorf("--in: %w", err)}
-			}
-			return x509.MarshalPKCS8PrivateKey(k)
-		case "EC PRIVATE KEY":
-			k, err := x509.ParseECPrivateKey(blk.Bytes)
-			if err != nil {
-				return nil, usageError{fmt.Errorf("--in: %w", err)}
-			}
-			return x509.MarshalPKCS8PrivateKey(k)
+		m, err := client.ImportMaterial(in, nil)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--in: %w", err)}
 		}
-		return nil, usageError{fmt.Errorf("--in: PEM block %q: want PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY", blk.Type)}
+		return m, nil
 	}
 	switch encoding {
 	case "raw":

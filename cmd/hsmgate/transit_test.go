@@ -23,7 +23,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/client"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
 )
@@ -296,7 +296,7 @@ func TestTransitCLI(t *testing.T) {
 	t.Run("served services", func(t *testing.T) {
 		// The binary started, so the auth hook's start-up check
 		// (auth.CheckTableCovers) passed over exactly these services.
-		cc, err := client.Dial(client.Config{Addr: dev.exports["HSMGATE_ADDR"], CACert: dev.exports["HSMGATE_CACERT"]})
+		cc, err := client.Dial(client.Options{Addr: dev.exports["HSMGATE_ADDR"], CACert: dev.exports["HSMGATE_CACERT"]})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,9 +17,9 @@ import (
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/auth"
-	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
@@ -134,7 +134,7 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
-	cc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert})
+	cc, err := client.Dial(client.Options{Addr: srv.GRPCAddr(), CACert: files.CACert})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 		if _, err := anon.ListKeys(ctx, &hsmgatev1.ListKeysRequest{}); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("ListKeys without a token: got %v, want Unauthenticated", err)
 		}
-		rc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert, Token: root})
+		rc, err := client.Dial(client.Options{Addr: srv.GRPCAddr(), CACert: files.CACert, Token: root})
 		if err != nil {
 			t.Fatal(err)
 		}
