@@ -11,7 +11,7 @@ import (
 )
 
 // clientFlags are the connection flags of every client verb. Each flag
-// overrides its environment variable (see internal/client).
+// overrides its environment variable (see client.FromEnv).
 type clientFlags struct {
 	addr, caCert, token, clientCert, clientKey, serverName string
 	timeout                                                time.Duration

@@ -16,7 +16,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/etcdmain"
 
-	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/syncbuf"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -181,7 +181,7 @@ wait:
 	defer cancel()
 	var conns [3]hsmgatev1.TransitServiceClient
 	for i, name := range []string{"HSMGATE_ADDR_R0", "HSMGATE_ADDR_R1", "HSMGATE_ADDR_R2"} {
-		cc, err := client.Dial(client.Config{Addr: env[name], CACert: env["HSMGATE_CACERT"], Token: env["HSMGATE_TOKEN"]})
+		cc, err := client.Dial(client.Options{Addr: env[name], CACert: env["HSMGATE_CACERT"], Token: env["HSMGATE_TOKEN"]})
 		if err != nil {
 			t.Fatalf("%s=%q: %v", name, env[name], err)
 		}

@@ -15,8 +15,8 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
-	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/syncbuf"
 	"github.com/hsmgate/hsmgate/keystore/etcd/etcdtest"
@@ -253,7 +253,7 @@ func (rs *replicaSet) start(t *testing.T, r *replica) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	var err error
-	r.conn, err = client.Dial(client.Config{Addr: r.Addr, CACert: rs.CACert, Token: rs.Token})
+	r.conn, err = client.Dial(client.Options{Addr: r.Addr, CACert: rs.CACert, Token: rs.Token})
 	if err != nil {
 		t.Fatal(err)
 	}
