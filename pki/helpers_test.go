@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -45,7 +46,7 @@ type env struct {
 	svc   *Service
 	srv   *httptest.Server
 	clock *fakeClock
-	keys  Keys
+	keys  hsm.Keys
 }
 
 type envOpt func(*Config)
@@ -64,7 +65,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	clock := newFakeClock()
-	cfg := Config{Store: st, Keys: HSMKeys(m), BaseURL: srv.URL, Now: clock.Now}
+	cfg := Config{Store: st, Keys: m, BaseURL: srv.URL, Now: clock.Now}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -105,7 +106,7 @@ func (s *Service) buildIssuer(ctx context.Context, rec *pb.Issuer, rev int64, ol
 		rt.ocspCert, rt.ocspSigner = old.ocspCert, old.ocspSigner
 		return rt, nil
 	}
-	if rt.signer, err = s.cfg.Keys.Signer(ctx, rec.KeyLabel); err != nil {
+	if rt.signer, err = s.cfg.Keys.SigningKey(ctx, rec.KeyLabel); err != nil {
 		return nil, fmt.Errorf("pki: issuer %q: key %q: %w", rec.Name, rec.KeyLabel, err)
 	}
 	if rt.lintCert, rt.lintKey, rt.sigAlg, err = makeLintIssuer(cert); err != nil {
@@ -117,7 +118,7 @@ func (s *Service) buildIssuer(ctx context.Context, rec *pb.Issuer, rev int64, ol
 		if err != nil {
 			return nil, fmt.Errorf("pki: issuer %q: parse OCSP certificate: %v", rec.Name, err)
 		}
-		os, err := s.cfg.Keys.Signer(ctx, rec.OcspKeyLabel)
+		os, err := s.cfg.Keys.SigningKey(ctx, rec.OcspKeyLabel)
 		if err != nil {
 			return nil, fmt.Errorf("pki: issuer %q: OCSP key: %w", rec.Name, err)
 		}
@@ -316,7 +317,7 @@ func (s *Service) signCert(ctx context.Context, iss *issuerRT, tmpl *x509.Certif
 	if !ok {
 		return nil, nil, errors.New("pki: cannot split the linted certificate")
 	}
-	sig, err := signTBS(withContext(ctx, iss.signer), s.cfg.Rand, iss.sigAlg, tbs)
+	sig, err := signTBS(hsm.WithContext(ctx, iss.signer), s.cfg.Rand, iss.sigAlg, tbs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: sign with issuer %q: %w", iss.rec.Name, err)
 	}

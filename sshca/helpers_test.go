@@ -98,7 +98,7 @@ func newEnvOn(t testing.TB, st keystore.Store, m *hsm.Module) *testEnv {
 	}
 	var err error
 	env.e, err = New(context.Background(), Config{
-		Store: st, Keys: HSMKeys(m), Caller: env.caller.get, Now: env.clock.Now,
+		Store: st, Keys: m, Caller: env.caller.get, Now: env.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -43,7 +43,7 @@ func TestACMETablesMerge(t *testing.T) {
 	}
 }
 
-// TestSetupACME runs the hooks on a real server: `hsmgate acme directory
+// TestSetupACME runs the PKI and ACME builders on a real server: `hsmgate acme directory
 // write` and `hsmgate acme eab create` over gRPC, then an ACME client
 // registers with that EAB at /acme/<name>/directory on the HTTPS listener.
 func TestSetupACME(t *testing.T) {
@@ -74,13 +74,15 @@ func TestSetupACME(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer al.Close()
-	acmeAudit.Set(al)
-	defer acmeAudit.Set(nil)
 	d := &deps{Server: srv, Store: st, HSM: m, KEK: kek, Log: slog.Default(), Rules: auth.Table{}}
-	if err := setupPKI(ctx, d); err != nil {
+	base, err := pkiBaseURL(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setupPKI(ctx, d, base); err != nil {
 		t.Fatalf("setupPKI: %v", err)
 	}
-	if err := setupACME(ctx, d); err != nil {
+	if err := setupACME(ctx, d, base, al); err != nil {
 		t.Fatalf("setupACME: %v", err)
 	}
 	defer d.close()
@@ -150,12 +152,14 @@ func TestSetupACME(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "audit.log")); !strings.Contains(string(b), `"ACME POST /acme/web/new-account"`) {
 		t.Errorf("no audit line for new-account")
 	}
-	// Without a bound audit log, ACME refuses (fail closed).
-	acmeAudit.Set(nil)
+	// Once its audit log cannot be written, ACME refuses (fail closed).
+	if err := al.Close(); err != nil {
+		t.Fatal(err)
+	}
 	c2 := &xacme.Client{Key: key, HTTPClient: hc, DirectoryURL: c.DirectoryURL}
 	sctx, scancel := context.WithTimeout(ctx, 3*time.Second) // x/crypto/acme retries a 503 until its context ends
 	defer scancel()
 	if _, err := c2.GetReg(sctx, ""); err == nil {
-		t.Errorf("ACME answered with no audit log bound")
+		t.Errorf("ACME answered with its audit log closed")
 	}
 }

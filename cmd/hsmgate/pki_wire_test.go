@@ -24,7 +24,7 @@ import (
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// TestSetupPKI runs the service hook on a real server (TLS, no auth
+// TestSetupPKI runs the PKI builder on a real server (TLS, no auth
 // interceptor): a root made over gRPC is served on /pki/ca over HTTPS, and
 // issued certificates point at pki.base_url, or the HTTP listener without it.
 func TestSetupPKI(t *testing.T) {
@@ -55,7 +55,11 @@ func testSetupPKI(t *testing.T, base string) {
 	defer cancel()
 	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{},
 		Config: &config.Config{PKI: config.PKI{BaseURL: base}}}
-	if err := setupPKI(ctx, d); err != nil {
+	got, err := pkiBaseURL(d)
+	if err != nil || (base != "" && got != base) {
+		t.Fatalf("pkiBaseURL: got %q, %v; want pki.base_url %q", got, err, base)
+	}
+	if err := setupPKI(ctx, d, got); err != nil {
 		t.Fatalf("setupPKI: %v", err)
 	}
 	defer d.close()

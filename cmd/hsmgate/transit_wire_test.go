@@ -41,9 +41,9 @@ var wiredServices = []string{
 	"hsmgate.v1.TransitService",
 }
 
-// TestWiredServerAuthCoverage wires a server as runServer does (system
-// service, every service hook, the auth hook, whose start-up check is
-// auth.CheckTableCovers) and checks that: it serves exactly the services
+// TestWiredServerAuthCoverage wires a server as runServer does
+// (wireServices: every service, then the interceptor, whose start-up check
+// is auth.CheckTableCovers) and checks that: it serves exactly the services
 // above, as reflection reports them; every method of each has a rule; the
 // check fails, naming the method, when any service's rule is missing;
 // transit is behind the interceptor and honours the configured limits; and
@@ -87,20 +87,11 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 			d.close()
 		}
 	}()
-	hsmgatev1RegisterSystem(srv, d)
-	if err := d.AddRules(server.SystemRules()); err != nil {
+	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range serviceHooks {
-		if err := h.setup(ctx, d); err != nil {
-			t.Fatalf("%s: %v", h.name, err)
-		}
-	}
-	if authHook == nil {
-		t.Fatal("auth is not wired into this build")
-	}
-	if err := authHook(ctx, d); err != nil {
-		t.Fatalf("auth hook (with its start-up coverage check): %v", err)
+	if err := wireServices(ctx, d); err != nil {
+		t.Fatalf("wireServices (with its start-up coverage check): %v", err)
 	}
 
 	info := srv.GetServiceInfo()
