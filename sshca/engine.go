@@ -20,6 +20,7 @@ import (
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/internal/limits"
 	"github.com/hsmgate/hsmgate/keystore"
 )
 
@@ -113,7 +114,8 @@ type Config struct {
 	// Rand is the randomness for serials, certificate nonces and key labels
 	// (safe for concurrent use: a batch signs in parallel); nil: crypto/rand.
 	Rand io.Reader
-	// MaxItems bounds the items of one signing request; 0: 1000.
+	// MaxItems bounds the items of one signing request; 0:
+	// limits.MaxItemsPerRequest (1000), the default of every engine.
 	MaxItems int
 	// Logger receives the HTTP endpoints' internal errors; nil: slog.Default().
 	Logger *slog.Logger
@@ -175,7 +177,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		e.log = slog.Default()
 	}
 	if e.maxItems <= 0 {
-		e.maxItems = 1000
+		e.maxItems = limits.MaxItemsPerRequest
 	}
 	conc := cfg.SignConcurrency
 	if conc <= 0 {

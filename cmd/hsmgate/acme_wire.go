@@ -43,7 +43,7 @@ func setupACME(ctx context.Context, d *deps, pkiBase string, auditor acme.Audito
 // acmeBaseURL is acme.base_url (JWS "url" headers must match it exactly),
 // else https:// and the HTTPS listener's address (one machine only).
 func acmeBaseURL(d *deps) (string, error) {
-	if d.Config != nil && d.Config.ACME.BaseURL != "" {
+	if d.Config.ACME.BaseURL != "" {
 		return d.Config.ACME.BaseURL, nil
 	}
 	return listenerURL(d, "acme", "no HTTPS listener: set acme.base_url")

@@ -24,6 +24,7 @@ import (
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/client"
+	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
@@ -74,7 +75,7 @@ func TestSetupACME(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer al.Close()
-	d := &deps{Server: srv, Store: st, HSM: m, KEK: kek, Log: slog.Default(), Rules: auth.Table{}}
+	d := &deps{Config: config.Default(), Server: srv, Store: st, HSM: m, KEK: kek, Log: slog.Default(), Rules: auth.Table{}}
 	base, err := pkiBaseURL(d)
 	if err != nil {
 		t.Fatal(err)

@@ -5,16 +5,25 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/hsmgate/hsmgate/pki"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// newPKI builds a CA over the process's HSM and store, with the AIA, CRL
-// and OCSP URLs under base (pkiBaseURL).
+// newPKI builds a CA over the process's HSM and store from the pki
+// section, with the AIA, CRL and OCSP URLs under base (pkiBaseURL).
 func newPKI(d *deps, base string) (*pki.Service, error) {
-	cfg := pki.Config{Store: d.Store, Keys: d.HSM, BaseURL: base, Logger: d.Log}
+	pc := d.Config.PKI
+	cfg := pki.Config{
+		Store:                 d.Store,
+		Keys:                  d.HSM,
+		BaseURL:               base,
+		CRLValidity:           pc.CRLValidity,
+		DeltaCRLValidity:      pc.DeltaCRLValidity,
+		OCSPValidity:          pc.OCSPValidity,
+		OCSPResponderValidity: pc.OCSPResponderValidity,
+		Logger:                d.Log,
+	}
 	if strings.HasPrefix(base, "https://") {
 		// The CA/B BR lints (public profile) want plain-HTTP AIA and CRL
 		// URLs; with only the HTTPS listener, skip them (name a plain-HTTP
@@ -26,7 +35,8 @@ func newPKI(d *deps, base string) (*pki.Service, error) {
 
 // setupPKI serves the PKI engine: its gRPC service, its public HTTP
 // endpoints under /pki/ (CA certificates, CRLs, OCSP: public by nature),
-// its metrics and auth rules, and the background CRL refresh.
+// its metrics and auth rules, and the background CRL refresh (every
+// pki.refresh_interval).
 func setupPKI(ctx context.Context, d *deps, base string) error {
 	svc, err := newPKI(d, base)
 	if err != nil {
@@ -41,7 +51,7 @@ func setupPKI(ctx context.Context, d *deps, base string) error {
 	hsmgatev1.RegisterPKIServiceServer(d.Server, svc)
 	d.Server.HandleHTTP("/pki/", svc.Handler())
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	go svc.Run(runCtx, time.Minute)
+	go svc.Run(runCtx, d.Config.PKI.RefreshInterval)
 	d.OnClose(func() error { cancel(); return nil })
 	return d.AddRules(pki.AuthTable())
 }
@@ -49,7 +59,7 @@ func setupPKI(ctx context.Context, d *deps, base string) error {
 // pkiBaseURL is pki.base_url, else https:// and the HTTP listener's address
 // (one machine only).
 func pkiBaseURL(d *deps) (string, error) {
-	if d.Config != nil && d.Config.PKI.BaseURL != "" {
+	if d.Config.PKI.BaseURL != "" {
 		return d.Config.PKI.BaseURL, nil
 	}
 	return listenerURL(d, "pki", "no HTTP listener for CRL and OCSP: set pki.base_url to where they are served")

@@ -53,8 +53,9 @@ func testSetupPKI(t *testing.T, base string) {
 	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{},
-		Config: &config.Config{PKI: config.PKI{BaseURL: base}}}
+	cfg := config.Default()
+	cfg.PKI.BaseURL = base
+	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{}, Config: cfg}
 	got, err := pkiBaseURL(d)
 	if err != nil || (base != "" && got != base) {
 		t.Fatalf("pkiBaseURL: got %q, %v; want pki.base_url %q", got, err, base)

@@ -8,8 +8,9 @@ import (
 	"github.com/hsmgate/hsmgate/sshca"
 )
 
-// setupSSHCA serves the SSH CA over the process's HSM and store: its gRPC
-// service (at most limits.max_items_per_request certificates per request),
+// setupSSHCA serves the SSH CA over the process's HSM and store, from the
+// ssh section: its gRPC service (at most limits.max_items_per_request
+// certificates per request),
 // its public HTTP endpoints under /v1/ssh/, its metrics and auth rules.
 func setupSSHCA(ctx context.Context, d *deps) error {
 	e, err := sshca.New(ctx, sshca.Config{
@@ -17,6 +18,8 @@ func setupSSHCA(ctx context.Context, d *deps) error {
 		Keys:     d.HSM,
 		Logger:   d.Log,
 		MaxItems: d.Config.Limits.MaxItemsPerRequest,
+
+		SignConcurrency: d.Config.SSH.SignConcurrency,
 	})
 	if err != nil {
 		return fmt.Errorf("sshca: %w", err)

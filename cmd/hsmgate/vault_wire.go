@@ -27,10 +27,12 @@ func setupVaultDoor(d *deps, logins *auth.Methods, auditor vaultdoor.Auditor) er
 			return d.Store.Ping(ctx)
 		},
 		MaxBodyBytes: int64(d.Config.Limits.MaxRecvBytes),
-		Version:      version.String(),
-		Logger:       d.Log,
-		Logins:       vaultLogins{logins},
-		Auditor:      auditor,
+		// batch_input, as the transit service it translates onto.
+		MaxBatchItems: d.Config.Limits.MaxItemsPerRequest,
+		Version:       version.String(),
+		Logger:        d.Log,
+		Logins:        vaultLogins{logins},
+		Auditor:       auditor,
 	})
 	if err != nil {
 		return err
