@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,34 +17,15 @@ import (
 
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Now().UTC().Truncate(time.Second)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type env struct {
 	svc   *Service
 	srv   *httptest.Server
-	clock *fakeClock
+	clock *clocktest.Fake
 	keys  hsm.Keys
 }
 
@@ -64,7 +44,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	clock := newFakeClock()
+	clock := clocktest.New(time.Now().UTC().Truncate(time.Second))
 	cfg := Config{Store: st, Keys: m, BaseURL: srv.URL, Now: clock.Now}
 	for _, o := range opts {
 		o(&cfg)
