@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -25,9 +24,7 @@ import (
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/config"
-	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
-	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	"github.com/hsmgate/hsmgate/pki"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -48,21 +45,7 @@ func TestACMETablesMerge(t *testing.T) {
 // write` and `hsmgate acme eab create` over gRPC, then an ACME client
 // registers with that EAB at /acme/<name>/directory on the HTTPS listener.
 func TestSetupACME(t *testing.T) {
-	dir := t.TempDir()
-	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CertFile: files.Cert, KeyFile: files.Key,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := bbolt.Open(filepath.Join(dir, "store.db"), bbolt.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	dir, files, srv, st := builderServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m := hsmtest.Module(t)

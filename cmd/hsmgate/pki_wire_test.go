@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +17,6 @@ import (
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/client"
 	"github.com/hsmgate/hsmgate/internal/config"
-	"github.com/hsmgate/hsmgate/internal/devtls"
-	"github.com/hsmgate/hsmgate/internal/server"
-	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -36,21 +32,7 @@ func TestSetupPKI(t *testing.T) {
 // testSetupPKI: with pki.base_url empty, certificates name the HTTP
 // listener; with it set, they name it.
 func testSetupPKI(t *testing.T, base string) {
-	dir := t.TempDir()
-	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CertFile: files.Cert, KeyFile: files.Key,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := bbolt.Open(filepath.Join(dir, "store.db"), bbolt.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	_, files, srv, st := builderServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg := config.Default()
