@@ -37,6 +37,7 @@ func testSetupPKI(t *testing.T, base string) {
 	defer cancel()
 	cfg := config.Default()
 	cfg.PKI.BaseURL = base
+	cfg.PKI.CRLValidity = 48 * time.Hour // not the engine's 24h default: the pki section reaches the engine
 	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{}, Config: cfg}
 	got, err := pkiBaseURL(d)
 	if err != nil || (base != "" && got != base) {
@@ -95,5 +96,18 @@ func testSetupPKI(t *testing.T, base string) {
 	resp.Body.Close()
 	if blk, _ := pem.Decode(body); resp.StatusCode != 200 || blk == nil || blk.Type != "CERTIFICATE" {
 		t.Errorf("GET /pki/ca: %s %q", resp.Status, body)
+	}
+	resp, err = hc.Get("https://" + srv.HTTPAddr() + "/pki/issuer/root/crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	crl, err := x509.ParseRevocationList(body)
+	if err != nil {
+		t.Fatalf("GET /pki/issuer/root/crl: %s: %v", resp.Status, err)
+	}
+	if got, want := crl.NextUpdate.Sub(crl.ThisUpdate), cfg.PKI.CRLValidity; got != want {
+		t.Errorf("CRL validity: got %s, want pki.crl_validity %s", got, want)
 	}
 }

@@ -174,6 +174,22 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 		}
 	})
 
+	t.Run("sshca with the configured item limit", func(t *testing.T) {
+		rc, err := client.Dial(client.Config{Addr: srv.GRPCAddr(), CACert: files.CACert, Token: root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		items := make([]*hsmgatev1.SSHSignItem, c.Limits.MaxItemsPerRequest+1)
+		for i := range items {
+			items[i] = &hsmgatev1.SSHSignItem{}
+		}
+		_, err = hsmgatev1.NewSSHCAServiceClient(rc).SignUserKey(ctx, &hsmgatev1.SignUserKeyRequest{Role: "eng", Items: items})
+		if got := status.Code(err); got != codes.ResourceExhausted {
+			t.Errorf("%d items (limits.max_items_per_request %d): got %v (%v), want ResourceExhausted", len(items), c.Limits.MaxItemsPerRequest, got, err)
+		}
+	})
+
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
