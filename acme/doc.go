@@ -57,6 +57,13 @@
 //     response line with the status, problem type, account and order.
 //   - notBefore in the future is refused (certificates start when signed, with
 //     the role's backdate); notAfter may not be further than the role's max_ttl.
+//   - Finalize (finalize.go) sets the order processing, has the role sign,
+//     names the serial in the order, then writes the certificate record: the
+//     commit point. After it, finalize answers success whatever happens to
+//     the write that marks the order valid (retried); an order left
+//     processing is settled by its next read: valid when the certificate it
+//     names is recorded, ready again (finalize may be retried) when it has
+//     been processing for finalizeStale without one.
 //   - Revocation: by the account that ordered the certificate (kid) or with the
 //     certificate's own key (jwk); reasons 0, 1, 3, 4, 5, 9.
 //   - Download: the default chain is the issuer's (leaf, issuer, its chain).

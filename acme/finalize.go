@@ -46,7 +46,7 @@ func (s *Server) finalize(ctx context.Context, rq *request, id string) (int, any
 		return 0, nil, err
 	}
 	key := prefixOrders + rq.dir.Name + "/" + id
-	o.Status = "processing"
+	o.Status, o.Finalizing = "processing", s.cfg.Now().UTC()
 	if rev, err = s.put(ctx, key, o, rev); err != nil {
 		if errors.Is(err, keystore.ErrConflict) {
 			return 0, nil, errOrderNotReady("order changed meanwhile")
@@ -67,14 +67,19 @@ func (s *Server) finalize(ctx context.Context, rq *request, id string) (int, any
 	resp, signErr := s.cfg.CA.Sign(ctx, req)
 	if signErr != nil {
 		// Back to ready (the client may send another CSR), then report.
-		o.Status = "ready"
-		if _, err := s.put(context.WithoutCancel(ctx), key, o, rev); err != nil {
-			s.cfg.Logger.Error("acme: order back to ready", "order", id, "err", err)
-		}
+		s.backToReady(ctx, key, o, rev)
 		if errors.Is(signErr, errs.InvalidArgument) {
 			return 0, nil, errBadCSR("%s", truncate(signErr.Error()))
 		}
 		return 0, nil, signErr
+	}
+	// The order names its certificate before the certificate record is
+	// written, so that whoever reads the order later can settle it from
+	// that record (settleProcessing) whatever happens to this request.
+	o.Cert = resp.Serial
+	if rev, err = s.put(ctx, key, o, rev); err != nil {
+		s.backToReady(ctx, key, o, rev)
+		return 0, nil, fmt.Errorf("acme: order %s: name certificate %s: %w", id, resp.Serial, err)
 	}
 	cr := &certRecord{Serial: resp.Serial, Account: rq.acct.ID, Order: id, Chain: pemChain(resp.Certificate, resp.Chain), DER: resp.Certificate}
 	if alts, err := s.cfg.CA.AlternateChains(ctx, resp.Issuer); err != nil {
@@ -85,16 +90,110 @@ func (s *Server) finalize(ctx context.Context, rq *request, id string) (int, any
 			cr.Alternates = append(cr.Alternates, pemChain(resp.Certificate, alt))
 		}
 	}
+	// The certificate record is the commit point of issuance.
 	if _, err := s.put(ctx, prefixCerts+rq.dir.Name+"/"+resp.Serial, cr, keystore.MustNotExist); err != nil {
-		return 0, nil, fmt.Errorf("acme: order %s: record certificate %s: %w", id, resp.Serial, err)
+		// An ambiguous failure (a store timeout) may have committed: look.
+		committed := false
+		if got := new(certRecord); !errors.Is(err, keystore.ErrConflict) {
+			_, found, gerr := s.get(context.WithoutCancel(ctx), prefixCerts+rq.dir.Name+"/"+resp.Serial, got)
+			committed = gerr == nil && found && got.Order == id
+			if gerr == nil && !found {
+				s.backToReady(ctx, key, o, rev)
+			}
+		}
+		if !committed {
+			// Otherwise the order stays processing and names the serial;
+			// settleProcessing makes it valid if the record lands after
+			// all, or ready again once stale.
+			return 0, nil, fmt.Errorf("acme: order %s: record certificate %s: %w", id, resp.Serial, err)
+		}
 	}
-	o.Status, o.Cert = "valid", resp.Serial
-	if _, err := s.put(ctx, key, o, rev); err != nil {
-		return 0, nil, fmt.Errorf("acme: order %s: mark valid with certificate %s: %w", id, resp.Serial, err)
+	// Committed: from here on the answer is success. Marking the order
+	// valid is retried; if it still fails, the order stays processing with
+	// its serial and the next read of it settles it (settleProcessing).
+	o.Status = "valid"
+	if err := s.markValid(context.WithoutCancel(ctx), key, o, rev); err != nil {
+		s.cfg.Logger.Error("acme: certificate recorded, order not yet marked valid (settled on its next read)",
+			"order", id, "serial", resp.Serial, "err", err)
+	} else {
+		s.closeOrder(ctx, rq.dir.Name, o)
 	}
-	s.closeOrder(ctx, rq.dir.Name, o)
 	rq.w.Header().Set("Location", s.url(rq.dir.Name, "order", id))
 	return http.StatusOK, s.orderObject(rq.dir.Name, o), nil
+}
+
+// markValidAttempts bounds the writes that mark a finalized order valid.
+const markValidAttempts = 5
+
+// markValid writes o (status valid, Cert set) over revision rev, retrying
+// failed writes; on a conflict it re-reads the order and applies the change
+// only if the order is still processing with the same certificate.
+func (s *Server) markValid(ctx context.Context, key string, o *order, rev int64) error {
+	var err error
+	for attempt := range markValidAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+			}
+		}
+		if _, err = s.put(ctx, key, o, rev); err == nil {
+			return nil
+		}
+		if !errors.Is(err, keystore.ErrConflict) {
+			continue
+		}
+		cur := new(order)
+		r, found, gerr := s.get(ctx, key, cur)
+		switch {
+		case gerr != nil:
+			err = gerr
+			continue
+		case !found:
+			return fmt.Errorf("acme: order vanished: %w", err)
+		case cur.Status == "valid" && cur.Cert == o.Cert:
+			return nil // settled by a reader meanwhile
+		case cur.Status != "processing" || cur.Cert != o.Cert:
+			return fmt.Errorf("acme: order is %s with certificate %q: %w", cur.Status, cur.Cert, err)
+		}
+		rev = r
+	}
+	return err
+}
+
+// backToReady puts a processing order that recorded no certificate back to
+// ready (best effort: a stale one is settled by settleProcessing).
+func (s *Server) backToReady(ctx context.Context, key string, o *order, rev int64) {
+	o.Status, o.Cert = "ready", ""
+	if _, err := s.put(context.WithoutCancel(ctx), key, o, rev); err != nil {
+		s.cfg.Logger.Error("acme: order back to ready", "order", o.ID, "err", err)
+	}
+}
+
+// finalizeStale is how long an order may stay processing before a reader
+// settles it as failed (ready again): longer than any finalize request.
+const finalizeStale = 5 * time.Minute
+
+// settleProcessing returns the status a processing order really has: valid
+// when the certificate it names was recorded (finalize committed, then
+// could not mark the order valid), ready when it has been processing longer
+// than finalizeStale without a recorded certificate, else processing.
+func (s *Server) settleProcessing(ctx context.Context, dir string, o *order, now time.Time) (string, error) {
+	if o.Cert != "" {
+		cr := new(certRecord)
+		_, found, err := s.get(ctx, prefixCerts+dir+"/"+o.Cert, cr)
+		if err != nil {
+			return "", err
+		}
+		if found && cr.Order == o.ID && cr.Account == o.Account {
+			return "valid", nil
+		}
+	}
+	if !o.Finalizing.IsZero() && now.Sub(o.Finalizing) > finalizeStale {
+		return "ready", nil
+	}
+	return "processing", nil
 }
 
 // checkCSR parses a CSR and checks that its names are exactly the order's

@@ -285,16 +285,31 @@ func (s *Server) loadOrder(ctx context.Context, rq *request, id string) (*order,
 			if all && status == "pending" {
 				status = "ready"
 			}
+		case status == "processing":
+			settled, err := s.settleProcessing(ctx, rq.dir.Name, o, now)
+			if err != nil {
+				return nil, 0, err
+			}
+			status = settled
 		}
 		if status == o.Status {
 			return o, rev, nil
 		}
 		o.Status = status
+		if status == "ready" {
+			o.Cert = "" // a finalize that recorded nothing: the client may finalize again
+		}
 		newRev, err := s.put(ctx, key, o, rev)
 		if errors.Is(err, keystore.ErrConflict) {
 			continue
 		}
-		if err == nil && status == "invalid" {
+		if err != nil && status == "valid" {
+			// The certificate is recorded: the order is valid whether or
+			// not this write landed (the next read tries again).
+			s.cfg.Logger.Warn("acme: settle order valid", "order", id, "err", err)
+			return o, rev, nil
+		}
+		if err == nil && (status == "invalid" || status == "valid") {
 			s.closeOrder(ctx, rq.dir.Name, o)
 		}
 		return o, newRev, err

@@ -65,7 +65,11 @@ type order struct {
 	Authzs      []string  `json:"authzs"`
 	Error       *Problem  `json:"error,omitempty"`
 	Cert        string    `json:"cert,omitempty"` // serial
-	Replaces    string    `json:"replaces,omitempty"`
+	// Finalizing is when finalize set the order processing: an order left
+	// processing (a replica died, a write failed) is settled by loadOrder
+	// once it is older than finalizeStale.
+	Finalizing time.Time `json:"finalizing,omitzero"`
+	Replaces   string    `json:"replaces,omitempty"`
 }
 
 type challenge struct {

@@ -226,32 +226,36 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		r.Notes = append(r.Notes, "HSM limit not measured (no HSM operation for this scenario, or no token in this process)")
 	}
 	// Transport limit per batch size.
-	echo, err := startEcho(o.TempDir)
-	if err != nil {
-		return nil, err
-	}
-	defer echo.stop()
-	echoConns := make([]*grpc.ClientConn, p.Connections)
-	for i := range echoConns {
-		if echoConns[i], err = echo.dial(o.Token); err != nil {
-			return nil, err
-		}
-		defer echoConns[i].Close()
-	}
-	for i := range r.Points {
-		pt := &r.Points[i]
-		shape, call := echoFor(p.Echo, reqs[i])
-		echo.set(shape)
-		m, err := limitLoad(fmt.Sprintf("transport limit b=%d", pt.Batch), p.Concurrency).run(ctx, func(ctx context.Context, wk int) (int, error) {
-			return pt.Batch, call(ctx, echoConns[wk%len(echoConns)])
-		})
+	if w.NoTransport != "" {
+		r.Notes = append(r.Notes, "transport limit not measured: "+w.NoTransport)
+	} else {
+		echo, err := startEcho(o.TempDir)
 		if err != nil {
 			return nil, err
 		}
-		s := m.Hist.summary()
-		pt.Transport = &Limit{Op: fmt.Sprintf("gRPC echo (%s) of %d B requests, %d B responses", p.Echo, pt.ReqBytes, pt.RespBytes),
-			ItemsPerS: m.itemsPerSec(), Concurrency: p.Concurrency, P50: s.P50, P99: s.P99, OtherCores: m.otherCores()}
-		logf("bench: transport limit at batch %d: %.0f items/s", pt.Batch, pt.Transport.ItemsPerS)
+		defer echo.stop()
+		echoConns := make([]*grpc.ClientConn, p.Connections)
+		for i := range echoConns {
+			if echoConns[i], err = echo.dial(o.Token); err != nil {
+				return nil, err
+			}
+			defer echoConns[i].Close()
+		}
+		for i := range r.Points {
+			pt := &r.Points[i]
+			shape, call := echoFor(p.Echo, reqs[i])
+			echo.set(shape)
+			m, err := limitLoad(fmt.Sprintf("transport limit b=%d", pt.Batch), p.Concurrency).run(ctx, func(ctx context.Context, wk int) (int, error) {
+				return pt.Batch, call(ctx, echoConns[wk%len(echoConns)])
+			})
+			if err != nil {
+				return nil, err
+			}
+			s := m.Hist.summary()
+			pt.Transport = &Limit{Op: fmt.Sprintf("gRPC echo (%s) of %d B requests, %d B responses", p.Echo, pt.ReqBytes, pt.RespBytes),
+				ItemsPerS: m.itemsPerSec(), Concurrency: p.Concurrency, P50: s.P50, P99: s.P99, OtherCores: m.otherCores()}
+			logf("bench: transport limit at batch %d: %.0f items/s", pt.Batch, pt.Transport.ItemsPerS)
+		}
 	}
 
 	// The scenario.

@@ -20,6 +20,8 @@ type Env struct {
 	// HSM is a module on the server's token for the HSM limit (nil: the HSM
 	// limit is not measured, e.g. against a remote server).
 	HSM *hsm.Module
+	// ACME is the in-process server's ACME side (nil: acme-order cannot run).
+	ACME *ACMETarget
 	// Prefix makes the names of keys, CAs, roles and HSM objects that a run
 	// creates unique.
 	Prefix string
@@ -69,7 +71,10 @@ type workload struct {
 	// are; nil when not applicable.
 	Software, HSM     itemOp
 	SoftwareOp, HSMOp string
-	Close             func()
+	// NoTransport, when set, says why the transport limit (a gRPC echo of
+	// the request) does not apply; it is then not measured.
+	NoTransport string
+	Close       func()
 }
 
 // scenario prepares a workload: keys on the server, keys in the HSM.

@@ -27,7 +27,12 @@ func setupACME(ctx context.Context, d *deps, pkiBase string, auditor acme.Audito
 	if err != nil {
 		return err
 	}
-	srv, err := acme.New(acme.Config{Store: d.Store, CA: ca, Wrapper: d.KEK, BaseURL: base, Logger: d.Log, Audit: auditor})
+	acfg := acme.Config{Store: d.Store, CA: ca, Wrapper: d.KEK, BaseURL: base, Logger: d.Log, Audit: auditor}
+	if t := d.acmeTesting; t != nil {
+		acfg.Validation, acfg.Limits = t.validation, t.limits
+		d.Log.Warn("acme: TEST-ONLY validation target (bench or test)", "host", t.validation.Host, "http_port", t.validation.HTTPPort)
+	}
+	srv, err := acme.New(acfg)
 	if err != nil {
 		return err
 	}
@@ -38,6 +43,14 @@ func setupACME(ctx context.Context, d *deps, pkiBase string, auditor acme.Audito
 	go func() { srv.Run(runCtx); close(done) }()
 	d.OnClose(func() error { cancel(); <-done; return nil })
 	return d.AddRules(acme.AuthTable())
+}
+
+// acmeTesting is what only the bench and tests may set (runOptions, never
+// the config file or flags): challenge validation redirected to loopback
+// ports (acme.ValidationTarget is test-only) and the rate limits.
+type acmeTesting struct {
+	validation acme.ValidationTarget
+	limits     acme.Limits
 }
 
 // acmeBaseURL is acme.base_url (JWS "url" headers must match it exactly),

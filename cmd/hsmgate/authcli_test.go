@@ -23,8 +23,11 @@ func TestAuthVerbsEndToEnd(t *testing.T) {
 		}
 		return out
 	}
-	if _, errOut, code := run(t, noToken, "status"); code == 0 || !strings.Contains(errOut, "Unauthenticated") {
-		t.Errorf("status without a token: got exit %d, stderr %q, want Unauthenticated", code, errOut)
+	if _, errOut, code := run(t, noToken, "token", "lookup"); code == 0 || !strings.Contains(errOut, "Unauthenticated") {
+		t.Errorf("token lookup without a token: got exit %d, stderr %q, want Unauthenticated", code, errOut)
+	}
+	if out := mustRun(noToken, "status"); !strings.Contains(out, "state:   serving") || !strings.Contains(out, "public view") || strings.Contains(out, "hsmgate-dev") {
+		t.Errorf("status without a token: got %q, want the public part only", out)
 	}
 	pol := filepath.Join(t.TempDir(), "status.yaml")
 	os.WriteFile(pol, []byte("rules:\n  - resource: sys/status\n    capabilities: [read]\n"), 0o600)
@@ -43,7 +46,9 @@ func TestAuthVerbsEndToEnd(t *testing.T) {
 		t.Errorf("token list: got %q, want bot and root, no secret", out)
 	}
 	botEnv := append(append([]string(nil), noToken...), "HSMGATE_TOKEN="+tok)
-	mustRun(botEnv, "status")
+	if out := mustRun(botEnv, "status"); !strings.Contains(out, `token "hsmgate-dev"`) || strings.Contains(out, "public view") {
+		t.Errorf("status with read on sys/status: got %q, want the full status", out)
+	}
 	if out := mustRun(botEnv, "token", "lookup"); !strings.Contains(out, "bot (token)") || strings.Contains(out, tok) {
 		t.Errorf("token lookup: got %q, want the identity and no secret", out)
 	}
@@ -52,8 +57,11 @@ func TestAuthVerbsEndToEnd(t *testing.T) {
 	}
 	mustRun(botEnv, "token", "renew")
 	mustRun(botEnv, "token", "revoke", "--self")
+	if _, errOut, code := run(t, botEnv, "token", "lookup"); code == 0 || !strings.Contains(errOut, "Unauthenticated") {
+		t.Errorf("token lookup after revoke: got exit %d, stderr %q, want Unauthenticated", code, errOut)
+	}
 	if _, errOut, code := run(t, botEnv, "status"); code == 0 || !strings.Contains(errOut, "Unauthenticated") {
-		t.Errorf("status after revoke: got exit %d, stderr %q, want Unauthenticated", code, errOut)
+		t.Errorf("status with a revoked token: got exit %d, stderr %q, want Unauthenticated (a bad credential is refused, not downgraded)", code, errOut)
 	}
 	dev.stop(t)
 	for what, secret := range map[string]string{"bot token": tok, "root token": dev.exports["HSMGATE_TOKEN"]} {

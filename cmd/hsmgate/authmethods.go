@@ -301,13 +301,26 @@ func newKubernetesAuthCmd(g *globals) *cobra.Command {
 against the cluster issuer's public keys (a JWKS: give the file from
 "kubectl get --raw /openid/v1/jwks", or a URL to fetch it from), its issuer,
 audience, expiry and not-before, then the role's bound service accounts and
-namespaces. No TokenReview call is made: a token is valid until it expires.`,
+namespaces.
+
+With --token-review-url the server also asks the API server, by a TokenReview
+(authentication.k8s.io/v1), whether the token is valid now (so the token of a
+deleted pod or service account is refused before it expires); without a key
+set the TokenReview alone decides. The API server's TLS is verified against
+--token-review-ca-file (default: the system's roots). The reviewer's bearer
+token (its service account needs the system:auth-delegator cluster role) is
+the server's own, never sent by this command nor stored: the server config's
+auth.kubernetes.token_reviewer_jwt_file (e.g. the pod's own
+/var/run/secrets/kubernetes.io/serviceaccount/token, re-read on every review)
+or token_reviewer_jwt_env; without either, the login JWT reviews itself.`,
 		Example: `  kubectl get --raw /openid/v1/jwks > cluster-jwks.json
   hsmgate auth kubernetes config --issuer https://kubernetes.default.svc.cluster.local --jwks-file cluster-jwks.json --audience hsmgate
+  hsmgate auth kubernetes config --token-review-url https://kubernetes.default.svc --token-review-ca-file /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
   hsmgate auth kubernetes role write cert-manager --sa-name cert-manager --sa-namespace cert-manager --policy pki-web`,
 	}
 	var (
 		issuer, jwksFile, jwksURL, jwksCAFile string
+		reviewURL, reviewCAFile               string
 		audiences                             []string
 	)
 	cfgCmd := &cobra.Command{Use: "config", Short: "Set the issuer and its keys (without flags: show them)", Args: cobra.NoArgs}
@@ -318,8 +331,10 @@ namespaces. No TokenReview call is made: a token is valid until it expires.`,
 	fs.StringVar(&jwksURL, "jwks-url", "", "https URL the server fetches the key set from")
 	fs.StringVar(&jwksCAFile, "jwks-ca-file", "", "PEM CA to verify --jwks-url with")
 	fs.StringSliceVar(&audiences, "audience", nil, `audience a token must name in "aud" (repeatable)`)
+	fs.StringVar(&reviewURL, "token-review-url", "", "https URL of the API server that reviews every login token (TokenReview)")
+	fs.StringVar(&reviewCAFile, "token-review-ca-file", "", "PEM CA to verify --token-review-url with")
 	cfgCmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if !fs.Changed("issuer") && !fs.Changed("jwks-file") && !fs.Changed("jwks-url") && !fs.Changed("audience") {
+		if !fs.Changed("issuer") && !fs.Changed("jwks-file") && !fs.Changed("jwks-url") && !fs.Changed("audience") && !fs.Changed("token-review-url") {
 			return methodCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
 				resp, err := c.ReadKubernetesConfig(ctx, &hsmgatev1.ReadKubernetesConfigRequest{})
 				if err != nil {
@@ -328,11 +343,11 @@ namespaces. No TokenReview call is made: a token is valid until it expires.`,
 				return printMessage(g.stdout, resp.GetConfig())
 			})
 		}
-		conf := &hsmgatev1.KubernetesAuthConfig{Issuer: issuer, JwksUrl: jwksURL, Audiences: audiences}
+		conf := &hsmgatev1.KubernetesAuthConfig{Issuer: issuer, JwksUrl: jwksURL, Audiences: audiences, TokenReviewUrl: reviewURL}
 		for _, f := range []struct {
 			path string
 			dst  *string
-		}{{jwksFile, &conf.Jwks}, {jwksCAFile, &conf.JwksCaPem}} {
+		}{{jwksFile, &conf.Jwks}, {jwksCAFile, &conf.JwksCaPem}, {reviewCAFile, &conf.TokenReviewCaPem}} {
 			if f.path == "" {
 				continue
 			}
@@ -346,7 +361,13 @@ namespaces. No TokenReview call is made: a token is valid until it expires.`,
 			if _, err := c.WriteKubernetesConfig(ctx, &hsmgatev1.WriteKubernetesConfigRequest{Config: conf}); err != nil {
 				return fmt.Errorf("kubernetes config: %w", err)
 			}
-			_, err := fmt.Fprintf(g.stdout, "kubernetes auth configured for issuer %s\n", issuer)
+			var err error
+			if issuer != "" {
+				_, err = fmt.Fprintf(g.stdout, "kubernetes auth configured for issuer %s\n", issuer)
+			}
+			if err == nil && reviewURL != "" {
+				_, err = fmt.Fprintf(g.stdout, "kubernetes auth: every login token reviewed by %s\n", reviewURL)
+			}
 			return err
 		})
 	}

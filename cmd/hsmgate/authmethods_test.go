@@ -122,7 +122,9 @@ func TestAuthAppRoleVerbs(t *testing.T) {
 	tok := loginOverStore(t, filepath.Join(state, devFileStore), roleID, secret)
 	dev = startDev(t, state)
 	loginEnv := []string{"HSMGATE_ADDR=" + dev.exports["HSMGATE_ADDR"], "HSMGATE_CACERT=" + dev.exports["HSMGATE_CACERT"], "HSMGATE_TOKEN=" + tok}
-	mustRun(loginEnv, "status")
+	if got := mustRun(loginEnv, "status"); strings.Contains(got, "public view") {
+		t.Errorf("status with the login token: got %q, want the full status", got)
+	}
 	if got := mustRun(loginEnv, "token", "lookup"); !strings.Contains(got, "ci (token)") || !strings.Contains(got, "status-reader") {
 		t.Errorf("token lookup with the login token: got %q, want identity ci with status-reader", got)
 	}

@@ -26,7 +26,10 @@ func newAuthMethods(ctx context.Context, d *deps) (*auth.Methods, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth methods: %w", err)
 	}
-	m, err := auth.NewMethods(ctx, auth.MethodsConfig{Cert: auth.CertAuthConfig{ClientCAs: cas}}, d.Store, tokens)
+	m, err := auth.NewMethods(ctx, auth.MethodsConfig{
+		Cert:       auth.CertAuthConfig{ClientCAs: cas},
+		Kubernetes: auth.KubernetesConfig{ReviewerJWT: d.Config.Auth.Kubernetes.Source()},
+	}, d.Store, tokens)
 	if err != nil {
 		return nil, err
 	}

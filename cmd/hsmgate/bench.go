@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hsmgate/hsmgate/acme"
 	"github.com/hsmgate/hsmgate/bench"
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/internal/client"
@@ -83,6 +85,7 @@ Scenarios:
   hsmgate bench transit-sign --residency hsm --key-type ecdsa-p256 --batch 100
   hsmgate bench ssh-sign --batch 16 --key-type ed25519
   hsmgate bench pki-sign --concurrency 4 --cpuprofile pki.pprof
+  hsmgate bench acme-order --concurrency 8 --duration 10s
   . .hsmgate-dev/env && hsmgate bench transit-hmac --target env --server-pid "$(pgrep -n hsmgate)"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -161,7 +164,7 @@ func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) e
 		}
 		defer srv.stop()
 		ccfg = srv.client
-		o.Env = &bench.Env{HSM: srv.hsm}
+		o.Env = &bench.Env{HSM: srv.hsm, ACME: srv.acme}
 		o.Target = "in-process server, " + ccfg.Addr + " (TLS, loopback)"
 		o.Security = "auth ON (root token as bearer) and audit ON (hash-chained audit log, one line per call), as deployed; request log at " + f.serverLog
 	case "env":
@@ -233,6 +236,8 @@ func millis(d time.Duration) bench.Millis { return bench.Millis(float64(d) / 1e6
 type benchServer struct {
 	client client.Config
 	hsm    *hsm.Module // a second module on the same token, for the HSM limit
+	acme   *bench.ACMETarget
+	http01 *bench.HTTP01Responder
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -247,20 +252,40 @@ func startBenchServer(ctx context.Context, dir string, log *slog.Logger) (*bench
 		return nil, err
 	}
 	st.cfg.Limits.MaxItemsPerRequest = bench.MaxBatch
+	// acme-order: http-01 is answered by the bench on a loopback port that
+	// the server validates against (TEST-ONLY option), without ACME's rate
+	// limits (every order comes from 127.0.0.1).
+	http01, err := bench.NewHTTP01Responder()
+	if err != nil {
+		return nil, err
+	}
+	roots, err := loadRoots(st.tls.CACert)
+	if err != nil {
+		http01.Close()
+		return nil, err
+	}
+	const unlimited = 1 << 30
+	at := &acmeTesting{
+		validation: acme.ValidationTarget{Host: "127.0.0.1", HTTPPort: http01.Port(), TLSPort: 1},
+		limits: acme.Limits{OrdersPerHour: unlimited, OrderBurst: unlimited, AccountsPerHour: unlimited, AccountBurst: unlimited,
+			FailedValidationsPerHour: unlimited, FailedValidationBurst: unlimited},
+	}
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &benchServer{cancel: cancel, done: make(chan error, 1)}
-	ready := make(chan string, 1)
+	s := &benchServer{cancel: cancel, done: make(chan error, 1), http01: http01}
+	ready := make(chan listenAddrs, 1)
 	go func() {
 		s.done <- runServer(sctx, st.cfg, log, runOptions{
-			createKEK: true, devRootToken: st.rootToken, devStateDir: st.dir,
-			listening: func(a listenAddrs) error { ready <- a.GRPC; return nil },
+			createKEK: true, devRootToken: st.rootToken, devStateDir: st.dir, acmeTesting: at,
+			listening: func(a listenAddrs) error { ready <- a; return nil },
 		})
 	}()
 	select {
-	case addr := <-ready:
-		s.client = client.Config{Addr: addr, CACert: st.tls.CACert, Token: st.rootToken}
+	case addrs := <-ready:
+		s.client = client.Config{Addr: addrs.GRPC, CACert: st.tls.CACert, Token: st.rootToken}
+		s.acme = &bench.ACMETarget{BaseURL: "https://" + addrs.HTTP, Roots: roots, HTTP01: http01}
 	case err := <-s.done:
 		cancel()
+		http01.Close()
 		return nil, fmt.Errorf("bench: server: %w", err)
 	case <-ctx.Done():
 		s.stop()
@@ -281,4 +306,20 @@ func (s *benchServer) stop() {
 	}
 	s.cancel()
 	<-s.done
+	if s.http01 != nil {
+		_ = s.http01.Close()
+	}
+}
+
+// loadRoots reads a PEM CA file into a pool.
+func loadRoots(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("bench: no certificate in %s", path)
+	}
+	return p, nil
 }

@@ -72,3 +72,40 @@ func TestBenchSmoke(t *testing.T) {
 		t.Errorf("out.svg: %v", err)
 	}
 }
+
+// TestBenchACMEOrderSmoke runs acme-order briefly: golang.org/x/crypto/acme
+// completes whole orders (http-01 answered by the bench's responder, which
+// the in-process server validates against through the test-only option)
+// before and during the load; the HSM limit is measured beside it and the
+// transport limit is named as not applicable. Checks the shape, never a speed.
+func TestBenchACMEOrderSmoke(t *testing.T) {
+	requireSoftHSM(t)
+	jsonPath := filepath.Join(t.TempDir(), "acme.json")
+	stdout, stderr, code := run(t, nil, "bench", "acme-order",
+		"--duration", "1s", "--warmup", "100ms", "--limit-duration", "300ms", "--concurrency", "2", "--json", jsonPath)
+	if code != 0 {
+		t.Fatalf("hsmgate bench acme-order: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	f, err := os.Open(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := bench.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.HSM == nil || !strings.Contains(r.HSM.Op, "PKCS#11") {
+		t.Errorf("HSM limit: got %+v, want the issuer's PKCS#11 signature measured", r.HSM)
+	}
+	if len(r.Points) != 1 || r.Points[0].Transport != nil {
+		t.Fatalf("points: got %+v, want one, without a transport limit", r.Points)
+	}
+	if !strings.Contains(strings.Join(r.Notes, "\n"), "transport limit not measured") {
+		t.Errorf("notes: got %q, want the transport limit named as not measured", r.Notes)
+	}
+	if !strings.Contains(r.Describe, "ACME order") || !strings.Contains(stdout, "acme-order") {
+		t.Errorf("describe %q / table:\n%s", r.Describe, stdout)
+	}
+	t.Logf("orders measured in 1 s: %d (%.1f/s)", r.Points[0].Items, r.Points[0].ItemsPerS)
+}

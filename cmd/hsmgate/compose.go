@@ -37,6 +37,10 @@ type runOptions struct {
 	reloadConfig  func() (*config.Config, error)
 	level         *slog.LevelVar
 	levelFromFlag bool
+	// acmeTesting points ACME challenge validation at loopback ports and
+	// raises its rate limits. TEST-ONLY: set by the bench and tests, never
+	// from the config file or flags (nil: the real thing).
+	acmeTesting *acmeTesting
 }
 
 // listenAddrs are the bound listener addresses ("" for a listener that is off).
@@ -45,7 +49,8 @@ type listenAddrs struct{ GRPC, HTTP, Metrics string }
 // runServer builds the server from c and serves until ctx ends; then
 // everything built is closed in reverse order.
 func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOptions) error {
-	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now()}
+	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now(),
+		acmeTesting: o.acmeTesting}
 	defer d.close()
 	startHUP, stopHUP := watchHUP(ctx) // reload.go: a SIGHUP during start-up is held, never fatal
 	defer stopHUP()

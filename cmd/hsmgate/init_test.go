@@ -173,11 +173,16 @@ func TestServerEndToEnd(t *testing.T) {
 			t.Errorf("grpcurl health: %v\n%s", err, out)
 		}
 	}
-	// Status needs a credential.
+	// Status answers its public part without a credential; other calls
+	// need one.
 	clientEnv := []string{"HSMGATE_ADDR=" + grpcAddr, "HSMGATE_CACERT=" + caCert}
-	_, errOut, code := run(t, clientEnv, "status")
+	out, errOut, code := run(t, clientEnv, "status")
+	if code != 0 || !strings.Contains(out, "public view") || !strings.Contains(out, "hsm:     reachable") {
+		t.Errorf("status without a token: exit %d, %q %q; want the public part", code, out, errOut)
+	}
+	_, errOut, code = run(t, clientEnv, "token", "lookup")
 	if code != 1 || !strings.Contains(errOut, "Unauthenticated") {
-		t.Errorf("status without a token: exit %d, %q; want Unauthenticated", code, errOut)
+		t.Errorf("token lookup without a token: exit %d, %q; want Unauthenticated", code, errOut)
 	}
 	_, errOut, code = run(t, append(clientEnv, "HSMGATE_TOKEN=hgs.not-a-real-token"), "status")
 	if code != 1 || !strings.Contains(errOut, "Unauthenticated") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,13 +17,21 @@ func newStatusCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show the server's version, uptime and whether its HSM and key store answer",
-		Long: `Show the server's version, uptime and whether its HSM and key store answer.
+		Short: "Show the server's version and state, and which dependency (HSM, key store) is down",
+		Long: `Show the server's version and state, and whether its HSM and key store answer.
+
+Works without a token: a call without credentials gets the public part only
+(version, state SERVING or DEGRADED, and whether the HSM and the store are
+reachable), rate limited per client address. With a token (or a client
+certificate) it needs the "read" capability on sys/status and shows
+everything: the token label, the store backend, why a dependency is down,
+ping latencies, uptime and start time. A bad or revoked token is refused
+(Unauthenticated): unset HSMGATE_TOKEN to see the public part.
 
 Exits 0 when the call succeeds, even if a dependency is unreachable (see the
-output, or use --json and check hsm.reachable / store.reachable). Needs the
-"read" capability on sys/status.`,
+output, or use --json and check state, hsm.reachable and store.reachable).`,
 		Example: `  eval "$(hsmgate dev --print-env)"; hsmgate status
+  HSMGATE_TOKEN= hsmgate status          # the public part, no token needed
   hsmgate status --addr hsmgate.internal:8443 --cacert ca.pem --json`,
 		Args: cobra.NoArgs,
 	}
@@ -52,14 +61,27 @@ output, or use --json and check hsm.reachable / store.reachable). Needs the
 }
 
 func printStatus(w io.Writer, r *hsmgatev1.GetStatusResponse) error {
+	state := strings.ToLower(strings.TrimPrefix(r.GetState().String(), "STATE_"))
+	if r.GetPublicView() {
+		up := func(c *hsmgatev1.ComponentStatus) string {
+			if c.GetReachable() {
+				return "reachable"
+			}
+			return "UNREACHABLE"
+		}
+		_, err := fmt.Fprintf(w, "version: %s\nstate:   %s\nhsm:     %s\nstore:   %s\n(public view: no token; details need read on sys/status)\n",
+			r.GetVersion(), state, up(r.GetHsm()), up(r.GetStore()))
+		return err
+	}
 	component := func(c *hsmgatev1.ComponentStatus, what string) string {
 		if c.GetReachable() {
 			return fmt.Sprintf("reachable (%s %q, %s)", what, c.GetName(), c.GetLatency().AsDuration().Round(time.Microsecond))
 		}
 		return fmt.Sprintf("UNREACHABLE (%s %q): %s", what, c.GetName(), c.GetError())
 	}
-	_, err := fmt.Fprintf(w, "version: %s\nuptime:  %s (since %s)\nhsm:     %s\nstore:   %s\n",
+	_, err := fmt.Fprintf(w, "version: %s\nstate:   %s\nuptime:  %s (since %s)\nhsm:     %s\nstore:   %s\n",
 		r.GetVersion(),
+		state,
 		r.GetUptime().AsDuration().Round(time.Second),
 		r.GetStartTime().AsTime().UTC().Format(time.RFC3339),
 		component(r.GetHsm(), "token"),

@@ -5,10 +5,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -154,4 +158,49 @@ func TestVaultDoorKubernetesLogin(t *testing.T) {
 			t.Errorf("%s: login accepted", name)
 		}
 	}
+
+	t.Run("TokenReview against the API server", func(t *testing.T) {
+		// An API server that knows the tokens it issued; the dev server has
+		// no reviewer token of its own, so each login JWT reviews itself.
+		var live sync.Map // token -> service account username
+		api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var in struct {
+				Kind string `json:"kind"`
+				Spec struct {
+					Token     string   `json:"token"`
+					Audiences []string `json:"audiences"`
+				} `json:"spec"`
+			}
+			if r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" || json.NewDecoder(r.Body).Decode(&in) != nil || in.Kind != "TokenReview" {
+				http.Error(w, "bad request", http.StatusBadRequest)
+				return
+			}
+			if r.Header.Get("Authorization") != "Bearer "+in.Spec.Token {
+				http.Error(w, "Unauthorized", http.StatusUnauthorized)
+				return
+			}
+			status := map[string]any{"authenticated": false}
+			if u, ok := live.Load(in.Spec.Token); ok {
+				status = map[string]any{"authenticated": true, "audiences": in.Spec.Audiences, "user": map[string]any{"username": u}}
+			}
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status})
+		}))
+		defer api.Close()
+		caFile := filepath.Join(dir, "apiserver-ca.pem")
+		os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}), 0o600)
+		mustRun("auth", "kubernetes", "config", "--issuer", issuer, "--jwks-file", jwksFile, "--audience", "hsmgate",
+			"--token-review-url", api.URL, "--token-review-ca-file", caFile)
+		if got := mustRun("auth", "kubernetes", "config"); !strings.Contains(got, api.URL) {
+			t.Errorf("kubernetes config (read): got %q, want the token review URL", got)
+		}
+		jwt := saJWT(key, "cert-manager", "cert-manager")
+		if _, err := c.Logical().Write("auth/kubernetes/login", map[string]any{"role": "cert-manager", "jwt": jwt}); err == nil {
+			t.Errorf("a signed JWT the API server does not know (pod deleted): login accepted")
+		}
+		live.Store(jwt, "system:serviceaccount:cert-manager:cert-manager")
+		if s, err := c.Logical().Write("auth/kubernetes/login", map[string]any{"role": "cert-manager", "jwt": jwt}); err != nil || s.Auth == nil || s.Auth.ClientToken == "" {
+			t.Errorf("a signed JWT the API server authenticates: %v", err)
+		}
+	})
 }

@@ -34,6 +34,8 @@ type deps struct {
 	DevStateDir string
 	// Start is when the process started serving.
 	Start time.Time
+	// acmeTesting: runOptions.acmeTesting (TEST-ONLY; nil in every deployment).
+	acmeTesting *acmeTesting
 
 	closers []func() error
 	onHUP   []func() error // reload.go: run on SIGHUP (audit rotation)

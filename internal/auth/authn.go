@@ -88,5 +88,9 @@ func (a *Authenticator) authenticate(ctx context.Context, bearer string, chains 
 	case len(chains) > 0 && len(chains[0]) > 0 && a.MTLS != nil:
 		return a.MTLS.CertIdentity(chains[0][0])
 	}
-	return nil, fmt.Errorf("%w: no credentials", ErrUnauthenticated)
+	return nil, errNoCredentials
 }
+
+// errNoCredentials: the request carried no credential at all (Anonymous
+// rules admit it).
+var errNoCredentials = fmt.Errorf("%w: no credentials", ErrUnauthenticated)

@@ -80,7 +80,12 @@
 // A method missing from the table is refused with PermissionDenied (it is a
 // wiring mistake; CheckTableCovers lets a test prove that every registered
 // method has a rule). Public rules skip authentication and the audit log (health
-// checks, reflection). For client and bidi streams, the rule's Resource func is
+// checks, reflection). Anonymous rules (hsmgate status) admit a unary request
+// with no credentials at all, without an identity, unaudited and rate limited
+// per client address (RateLimitConfig.Anonymous, default 5/s, burst 20); the
+// handler sees IsAnonymous and answers its public part only. With any
+// credential the request is authenticated and authorised as usual, so a bad
+// token is refused, never downgraded. For client and bidi streams, the rule's Resource func is
 // applied to every received message, and each message is authorised, rate
 // limited and audited before the handler sees it.
 //

@@ -101,6 +101,16 @@ func FromContext(ctx context.Context) (*Identity, bool) {
 
 type requestIDKey struct{}
 
+type anonymousKey struct{}
+
+// IsAnonymous reports whether the interceptor admitted the request in ctx
+// without credentials under an Anonymous rule: its handler must answer the
+// public part only.
+func IsAnonymous(ctx context.Context) bool {
+	v, _ := ctx.Value(anonymousKey{}).(bool)
+	return v
+}
+
 // RequestID returns the id the interceptor gave the request (the caller's
 // "x-request-id" when valid, else a random one): the request_id of its audit lines.
 func RequestID(ctx context.Context) (string, bool) {

@@ -268,6 +268,15 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 			return nil, i.refuse(c, "", items, ErrNoRule)
 		}
 		id, err := i.o.Authenticator.FromGRPC(ctx)
+		if rule.Anonymous && errors.Is(err, errNoCredentials) {
+			// No credentials at all: the public part, rate limited per
+			// client address; bad credentials fall through to the refusal.
+			if err := i.o.Limiter.AllowAnonymous(c.remote); err != nil {
+				return nil, i.refuse(c, rule.Path, items, err)
+			}
+			resp, herr := handler(context.WithValue(withCall(ctx, nil, c.reqID), anonymousKey{}, true), req)
+			return resp, i.status(c, herr)
+		}
 		if err != nil {
 			return nil, i.refuse(c, "", items, err)
 		}

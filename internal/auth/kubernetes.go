@@ -35,10 +35,12 @@ import (
 // A token without "exp" (the legacy, secret-based service-account tokens) is
 // refused, and so is one signed with an algorithm outside kubernetesAlgs.
 //
-// Not done here: a TokenReview call to the API server. Without it a token
-// stays valid until its expiry even if its pod or service account is deleted
-// (projected tokens live an hour by default, and are bound to their pod only
-// in the API server's view). Use short-lived projected tokens.
+// Optionally (token_review_url), the API server is asked too, by a
+// TokenReview (kubernetes_review.go): with a key set both must agree, and
+// without one the review alone decides. Without a review a token stays valid
+// until its expiry even if its pod or service account is deleted (projected
+// tokens live an hour by default, and are bound to their pod only in the API
+// server's view): use short-lived projected tokens, or the review.
 //
 // Store layout: auth/kubernetes/config (hsmgate.v1.KubernetesAuthConfig),
 // auth/kubernetes/roles/<name> (hsmgate.v1.KubernetesRole).
@@ -63,6 +65,11 @@ type KubernetesConfig struct {
 	// HTTPClient fetches a jwks_url (default: one with a 10s timeout that
 	// trusts jwks_ca_pem, or the system roots).
 	HTTPClient *http.Client
+	// ReviewerJWT reads the bearer token of TokenReview calls
+	// (KubernetesReviewerConfig.Source); nil: the login JWT itself.
+	ReviewerJWT func() (string, error)
+	// ReviewTimeout bounds one TokenReview call (default 10 s).
+	ReviewTimeout time.Duration
 }
 
 // KubernetesAuth manages the Kubernetes method and logs service accounts in.
@@ -73,9 +80,11 @@ type KubernetesAuth struct {
 	roles  records[*hsmgatev1.KubernetesRole]
 	cfg    KubernetesConfig
 
-	mu  sync.Mutex
-	rev int64 // config revision that v was built from
-	v   *oidc.IDTokenVerifier
+	mu        sync.Mutex
+	rev       int64 // config revision that v was built from
+	v         *oidc.IDTokenVerifier
+	reviewRev int64 // config revision that review was built from
+	review    *http.Client
 }
 
 // NewKubernetesAuth returns the Kubernetes method over store, issuing tokens
@@ -86,6 +95,9 @@ func NewKubernetesAuth(ctx context.Context, cfg KubernetesConfig, store keystore
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ReviewTimeout <= 0 {
+		cfg.ReviewTimeout = defaultReviewTimeout
 	}
 	return &KubernetesAuth{
 		ctx: ctx, store: store, tokens: tokens, cfg: cfg,
@@ -119,11 +131,15 @@ func validateKubernetesConfig(c *hsmgatev1.KubernetesAuthConfig) (*hsmgatev1.Kub
 	if c == nil {
 		return nil, fmt.Errorf("%w: config is required", ErrInvalid)
 	}
-	if c.GetIssuer() == "" || len(c.GetIssuer()) > 1024 {
-		return nil, fmt.Errorf("%w: issuer must be 1..1024 bytes", ErrInvalid)
+	if err := validateTokenReview(c); err != nil {
+		return nil, err
 	}
-	if (c.GetJwks() == "") == (c.GetJwksUrl() == "") {
-		return nil, fmt.Errorf("%w: set one of jwks and jwks_url", ErrInvalid)
+	review, keys := c.GetTokenReviewUrl() != "", c.GetJwks() != "" || c.GetJwksUrl() != ""
+	if c.GetJwks() != "" && c.GetJwksUrl() != "" || !keys && !review {
+		return nil, fmt.Errorf("%w: set one of jwks and jwks_url (or token_review_url alone)", ErrInvalid)
+	}
+	if (keys || c.GetIssuer() != "") && (c.GetIssuer() == "" || len(c.GetIssuer()) > 1024) {
+		return nil, fmt.Errorf("%w: issuer must be 1..1024 bytes", ErrInvalid)
 	}
 	if c.GetJwks() != "" {
 		if _, err := parseJWKS(c.GetJwks()); err != nil {
@@ -144,7 +160,7 @@ func validateKubernetesConfig(c *hsmgatev1.KubernetesAuthConfig) (*hsmgatev1.Kub
 			return nil, fmt.Errorf("%w: jwks_ca_pem holds no PEM certificate", ErrInvalid)
 		}
 	}
-	if n := len(c.GetAudiences()); n == 0 || n > maxAudiences {
+	if n := len(c.GetAudiences()); (n == 0 && keys) || n > maxAudiences {
 		return nil, fmt.Errorf("%w: 1..%d audiences are required (a token for another audience must not log in here)", ErrInvalid, maxAudiences)
 	}
 	if err := checkGlobs("audiences", c.GetAudiences()); err != nil {
@@ -376,50 +392,76 @@ func (k *KubernetesAuth) Login(ctx context.Context, role, jwt string) (*Login, e
 	if err != nil {
 		return nil, err
 	}
+	want := c.GetAudiences()
+	if r.GetAudience() != "" {
+		want = []string{r.GetAudience()}
+	}
+	var ns, name string
+	meta := map[string]string{}
+	if c.GetJwks() != "" || c.GetJwksUrl() != "" {
+		if ns, name, err = k.verifyOffline(ctx, c, rev, jwt, want, meta); err != nil {
+			return nil, err
+		}
+	}
+	if c.GetTokenReviewUrl() != "" {
+		rv, err := k.reviewToken(ctx, c, rev, jwt, want)
+		if err != nil {
+			return nil, err
+		}
+		if ns != "" && (rv.ns != ns || rv.name != name) {
+			return nil, fmt.Errorf("%w: token review and jwt name different service accounts", ErrUnauthenticated)
+		}
+		ns, name = rv.ns, rv.name
+		for mk, mv := range rv.meta {
+			meta[mk] = mv
+		}
+	}
+	if !matchAny(r.GetBoundServiceAccountNamespaces(), ns) || !matchAny(r.GetBoundServiceAccountNames(), name) {
+		return nil, fmt.Errorf("%w: service account %s/%s is not bound to role %q", ErrPermissionDenied, ns, name, role)
+	}
+	meta["service_account_namespace"], meta["service_account_name"] = ns, name
+	return issueLogin(ctx, k.tokens, grant{
+		method: "kubernetes", role: role, entity: saSubjectPrefix + ns + ":" + name,
+		policies: r.GetPolicies(), ttl: r.GetTokenTtl().AsDuration(), maxTTL: r.GetTokenMaxTtl().AsDuration(),
+		vouched: meta,
+	})
+}
+
+// verifyOffline checks jwt's signature against the config's key set, its
+// issuer, expiry and audience (one of want), and returns the service
+// account it names; its uid and pod go to meta.
+func (k *KubernetesAuth) verifyOffline(ctx context.Context, c *hsmgatev1.KubernetesAuthConfig, rev int64, jwt string, want []string, meta map[string]string) (ns, name string, err error) {
 	v, err := k.verifier(c, rev)
 	if err != nil {
-		return nil, err
+		return "", "", err
 	}
 	tok, err := v.Verify(ctx, jwt)
 	if err != nil {
 		var exp *oidc.TokenExpiredError
 		if errors.As(err, &exp) {
-			return nil, fmt.Errorf("%w: jwt expired", ErrUnauthenticated)
+			return "", "", fmt.Errorf("%w: jwt expired", ErrUnauthenticated)
 		}
 		// go-oidc's text may name the JWKS URL and why fetching it failed:
 		// not for an unauthenticated caller.
-		return nil, fmt.Errorf("%w: jwt is not valid here (signature, issuer or format)", ErrUnauthenticated)
-	}
-	want := c.GetAudiences()
-	if r.GetAudience() != "" {
-		want = []string{r.GetAudience()}
+		return "", "", fmt.Errorf("%w: jwt is not valid here (signature, issuer or format)", ErrUnauthenticated)
 	}
 	if !audienceOK(tok.Audience, want) {
-		return nil, fmt.Errorf("%w: jwt audience is not accepted", ErrUnauthenticated)
+		return "", "", fmt.Errorf("%w: jwt audience is not accepted", ErrUnauthenticated)
 	}
 	var claims saClaims
 	if err := tok.Claims(&claims); err != nil {
-		return nil, fmt.Errorf("%w: jwt claims: %s", ErrUnauthenticated, truncate(err.Error(), 200))
+		return "", "", fmt.Errorf("%w: jwt claims: %s", ErrUnauthenticated, truncate(err.Error(), 200))
 	}
-	ns, name, err := serviceAccount(tok.Subject, claims)
-	if err != nil {
-		return nil, err
+	if ns, name, err = serviceAccount(tok.Subject, claims); err != nil {
+		return "", "", err
 	}
-	if !matchAny(r.GetBoundServiceAccountNamespaces(), ns) || !matchAny(r.GetBoundServiceAccountNames(), name) {
-		return nil, fmt.Errorf("%w: service account %s/%s is not bound to role %q", ErrPermissionDenied, ns, name, role)
-	}
-	meta := map[string]string{"service_account_namespace": ns, "service_account_name": name}
 	if kc := claims.Kubernetes; kc != nil {
 		meta["service_account_uid"] = truncate(kc.ServiceAccount.UID, maxMetaValue)
 		if kc.Pod != nil {
 			meta["pod_name"] = truncate(kc.Pod.Name, maxMetaValue)
 		}
 	}
-	return issueLogin(ctx, k.tokens, grant{
-		method: "kubernetes", role: role, entity: saSubjectPrefix + ns + ":" + name,
-		policies: r.GetPolicies(), ttl: r.GetTokenTtl().AsDuration(), maxTTL: r.GetTokenMaxTtl().AsDuration(),
-		vouched: meta,
-	})
+	return ns, name, nil
 }
 
 // audienceOK reports whether one of the token's audiences is wanted (exact match).

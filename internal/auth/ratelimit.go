@@ -3,6 +3,7 @@ package auth
 import (
 	"container/list"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -44,6 +45,10 @@ type RateLimitConfig struct {
 	// Resources limit each matching resource (e.g. transit/keys/payments-*);
 	// the first matching entry applies.
 	Resources []ResourceLimit `yaml:"resources"`
+	// Anonymous limits the requests without credentials that Anonymous
+	// rules admit (hsmgate status), one bucket per client address (IPv6: per
+	// /64); zero: DefaultAnonymousLimit. It cannot be turned off.
+	Anonymous Limit `yaml:"anonymous"`
 	// MaxBuckets bounds the number of buckets kept (default 100000); the least
 	// recently used bucket is dropped first.
 	MaxBuckets int `yaml:"max_buckets"`
@@ -95,6 +100,44 @@ func (r *RateLimiter) Allow(id *Identity, resource string) error {
 		}
 	}
 	return nil
+}
+
+// DefaultAnonymousLimit is the default RateLimitConfig.Anonymous.
+var DefaultAnonymousLimit = Limit{Rate: 5, Burst: 20}
+
+// AllowAnonymous takes one token from the bucket of the client address
+// remote ("host:port"; unparsable addresses share one bucket), or returns
+// ErrRateLimited.
+func (r *RateLimiter) AllowAnonymous(remote string) error {
+	if r == nil {
+		return nil
+	}
+	l := r.cfg.Anonymous
+	if l.unlimited() {
+		l = DefaultAnonymousLimit
+	}
+	if !r.take("anon:"+addrKey(remote), l) {
+		return fmt.Errorf("%w: requests without credentials from this address", ErrRateLimited)
+	}
+	return nil
+}
+
+// addrKey is the bucket of a client address: the IP, or its /64 for IPv6.
+func addrKey(remote string) string {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		a, err := netip.ParseAddr(remote)
+		if err != nil {
+			return "?"
+		}
+		ap = netip.AddrPortFrom(a, 0)
+	}
+	a := ap.Addr().Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
 }
 
 func (r *RateLimiter) identityLimit(id *Identity) Limit {

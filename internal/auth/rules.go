@@ -39,6 +39,13 @@ type Rule struct {
 	Public bool
 	// Authenticated-only RPCs need an identity but no capability (e.g. token self-lookup).
 	AuthenticatedOnly bool
+	// Anonymous unary RPCs also admit a request that carries no credentials
+	// at all: it runs without an identity, rate limited per client address
+	// (RateLimitConfig.Anonymous), unaudited like public RPCs, and marked
+	// (IsAnonymous) so that the handler answers its public part only. A
+	// request with credentials is authenticated and authorised by
+	// Capability and Path as usual; bad credentials are refused.
+	Anonymous bool
 	// Capability needed on Resource.
 	Capability Capability
 	// Resource returns the resource path the request acts on, e.g.

@@ -21,6 +21,8 @@ import (
 //	    groups_claim: groups
 //	    group_policies: {eng: [ssh-eng]}
 //	  tokens: {default_ttl: 24h, max_ttl: 768h}
+//	  kubernetes:                    # Kubernetes login's TokenReview (token_review_url set by `hsmgate auth kubernetes config`)
+//	    token_reviewer_jwt_file: /var/run/secrets/kubernetes.io/serviceaccount/token   # or token_reviewer_jwt_env: NAME
 //	  rate_limits:
 //	    identity: {rate: 1000, burst: 2000}
 //	    policies: {bulk: {rate: 20000, burst: 40000}}
@@ -36,12 +38,16 @@ type AuthFile struct {
 	OIDC       *auth.OIDCConfig     `yaml:"oidc"`
 	Tokens     auth.TokenConfig     `yaml:"tokens"`
 	RateLimits auth.RateLimitConfig `yaml:"rate_limits"`
+	// Kubernetes: where the server's TokenReview bearer token comes from.
+	Kubernetes auth.KubernetesReviewerConfig `yaml:"kubernetes"`
 }
 
 // Auth is the runtime form of AuthFile: the config auth.New takes. The server
 // sets Config.MTLS.ClientCAFile from TLS.ClientCAFile if it wants auth to load them.
 type Auth struct {
 	auth.Config
+	// Kubernetes is the server's side of Kubernetes login's TokenReview.
+	Kubernetes auth.KubernetesReviewerConfig
 }
 
 // toAuth converts and checks the auth section; dir resolves relative paths.
@@ -50,7 +56,10 @@ func (f AuthFile) toAuth(dir string) (Auth, error) {
 		MTLS:       auth.MTLSConfig{Mappings: f.MTLS.Mappings},
 		Tokens:     f.Tokens,
 		RateLimits: f.RateLimits,
-	}}
+	}, Kubernetes: f.Kubernetes}
+	if a.Kubernetes.TokenReviewerJWTFile != "" {
+		a.Kubernetes.TokenReviewerJWTFile = absPath(dir, a.Kubernetes.TokenReviewerJWTFile)
+	}
 	if f.OIDC != nil {
 		o := *f.OIDC
 		o.JWKSFile = absPath(dir, o.JWKSFile)
@@ -65,6 +74,9 @@ func (f AuthFile) toAuth(dir string) (Auth, error) {
 // Validate checks a runtime Auth (also called for configs built in code, e.g. dev mode).
 func (a Auth) Validate() error {
 	if err := a.Config.Validate(); err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	if err := a.Kubernetes.Validate(); err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
 	return nil

@@ -24,6 +24,9 @@ auth:
     identity: {rate: 1000, burst: 2000}
     policies: {bulk: {rate: 20000, burst: 40000}}
     resources: [{match: "transit/keys/hot-*", rate: 5000, burst: 5000}]
+    anonymous: {rate: 2, burst: 4}
+  kubernetes:
+    token_reviewer_jwt_file: secrets/k8s-token
 audit:
   path: logs/audit.log
   max_bytes: 1048576
@@ -46,6 +49,9 @@ audit:
 	if a.RateLimits.Identity.Rate != 1000 || a.RateLimits.Policies["bulk"].Burst != 40000 || a.RateLimits.Resources[0].Rate != 5000 {
 		t.Errorf("rate limits: got %+v", a.RateLimits)
 	}
+	if a.RateLimits.Anonymous.Burst != 4 || a.Kubernetes.TokenReviewerJWTFile != "/etc/hsmgate/secrets/k8s-token" {
+		t.Errorf("anonymous limit %+v, reviewer token file %q: want burst 4 and the file resolved", a.RateLimits.Anonymous, a.Kubernetes.TokenReviewerJWTFile)
+	}
 	if c.Audit.Path != "/etc/hsmgate/logs/audit.log" || c.Audit.HMACKeyFile != "/etc/hsmgate/secrets/audit-key" || c.Audit.MaxBytes != 1<<20 {
 		t.Errorf("audit: got %+v", c.Audit)
 	}
@@ -54,6 +60,7 @@ audit:
 		{"auth:\n  mtls:\n    mappings: [{match: a, policies: [\"Bad Name\"]}]\n", "policy name"},
 		{"audit:\n  hmac_key_file: k\n", "path is required"},
 		{"auth:\n  tokens: {ttl: 1h}\n", "field ttl not found"},
+		{"auth:\n  kubernetes: {token_reviewer_jwt_file: f, token_reviewer_jwt_env: E}\n", "at most one"},
 	} {
 		if _, err := Parse([]byte(bad.doc), "/x"); err == nil || !strings.Contains(err.Error(), bad.want) {
 			if err == nil {

@@ -65,10 +65,12 @@ func NewSystemService(cfg SystemConfig) *SystemService {
 
 // SystemRules are the auth rules of SystemService, health and reflection.
 // Health and reflection are public so that probes and grpcurl work without
-// credentials; status needs `read` on sys/status.
+// credentials. Status is anonymous: without credentials it answers its
+// public part (version, state, which dependency is down), rate limited per
+// client address; with credentials it needs `read` on sys/status.
 func SystemRules() auth.Table {
 	return auth.Table{
-		hsmgatev1.SystemService_GetStatus_FullMethodName:                 {Capability: auth.CapRead, Path: "sys/status"},
+		hsmgatev1.SystemService_GetStatus_FullMethodName:                 {Anonymous: true, Capability: auth.CapRead, Path: "sys/status"},
 		"/grpc.health.v1.Health/Check":                                   {Public: true},
 		"/grpc.health.v1.Health/Watch":                                   {Public: true},
 		"/grpc.health.v1.Health/List":                                    {Public: true},
@@ -91,9 +93,24 @@ func (s *SystemService) GetStatus(ctx context.Context, _ *hsmgatev1.GetStatusReq
 		st = s.ping(ctx, s.cfg.Store, func() string { return s.cfg.Store.Backend() })
 	}()
 	wg.Wait()
+	state := hsmgatev1.GetStatusResponse_STATE_SERVING
+	if !h.GetReachable() || !st.GetReachable() {
+		state = hsmgatev1.GetStatusResponse_STATE_DEGRADED
+	}
+	if auth.IsAnonymous(ctx) {
+		// The public part: no names, errors, latencies or times.
+		return &hsmgatev1.GetStatusResponse{
+			Version:    s.cfg.Version,
+			State:      state,
+			PublicView: true,
+			Hsm:        &hsmgatev1.ComponentStatus{Reachable: h.GetReachable()},
+			Store:      &hsmgatev1.ComponentStatus{Reachable: st.GetReachable()},
+		}, nil
+	}
 	now := s.cfg.Now()
 	return &hsmgatev1.GetStatusResponse{
 		Version:   s.cfg.Version,
+		State:     state,
 		Hsm:       h,
 		Store:     st,
 		Uptime:    durationpb.New(now.Sub(s.cfg.Start)),

@@ -2536,7 +2536,8 @@ func (*DestroySecretIDResponse) Descriptor() ([]byte, []int) {
 type KubernetesAuthConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Issuer: the exact "iss" of the cluster's service-account tokens
-	// (kubectl get --raw /.well-known/openid-configuration).
+	// (kubectl get --raw /.well-known/openid-configuration); needed with
+	// jwks or jwks_url.
 	Issuer string `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
 	// JWKS: the issuer's public keys as a JSON Web Key Set (kubectl get --raw /openid/v1/jwks).
 	Jwks string `protobuf:"bytes,2,opt,name=jwks,proto3" json:"jwks,omitempty"`
@@ -2544,12 +2545,25 @@ type KubernetesAuthConfig struct {
 	JwksUrl string `protobuf:"bytes,3,opt,name=jwks_url,json=jwksUrl,proto3" json:"jwks_url,omitempty"`
 	// JWKSCAPEM: CA certificates to verify jwks_url's TLS with (default: the system's).
 	JwksCaPem string `protobuf:"bytes,4,opt,name=jwks_ca_pem,json=jwksCaPem,proto3" json:"jwks_ca_pem,omitempty"`
-	// Audiences: a token must name one of these in "aud", unless its role names its own.
+	// Audiences: a token must name one of these in "aud", unless its role
+	// names its own (1 to 16 with jwks or jwks_url; with a TokenReview only,
+	// optional: none means the API server's own audience).
 	Audiences []string `protobuf:"bytes,5,rep,name=audiences,proto3" json:"audiences,omitempty"`
 	// Last change (ignored on write).
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// TokenReviewURL: the API server's https base URL (e.g.
+	// https://kubernetes.default.svc). When set, every login JWT is also
+	// (or, without jwks and jwks_url, only) checked by a TokenReview
+	// (authentication.k8s.io/v1) there, so a token of a deleted pod or
+	// service account is refused at once. The reviewer's bearer token is the
+	// server's own (auth.kubernetes.token_reviewer_jwt_file or _env in the
+	// server's config file; never sent here or stored), else the login JWT.
+	TokenReviewUrl string `protobuf:"bytes,7,opt,name=token_review_url,json=tokenReviewUrl,proto3" json:"token_review_url,omitempty"`
+	// TokenReviewCAPEM: CA certificates that verify the API server's TLS
+	// (default: the system's).
+	TokenReviewCaPem string `protobuf:"bytes,8,opt,name=token_review_ca_pem,json=tokenReviewCaPem,proto3" json:"token_review_ca_pem,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *KubernetesAuthConfig) Reset() {
@@ -2622,6 +2636,20 @@ func (x *KubernetesAuthConfig) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *KubernetesAuthConfig) GetTokenReviewUrl() string {
+	if x != nil {
+		return x.TokenReviewUrl
+	}
+	return ""
+}
+
+func (x *KubernetesAuthConfig) GetTokenReviewCaPem() string {
+	if x != nil {
+		return x.TokenReviewCaPem
+	}
+	return ""
 }
 
 // KubernetesRole binds service accounts to policies.
@@ -3898,7 +3926,7 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\x16DestroySecretIDRequest\x12\x1b\n" +
 	"\trole_name\x18\x01 \x01(\tR\broleName\x12\x1a\n" +
 	"\baccessor\x18\x02 \x01(\tR\baccessor\"\x19\n" +
-	"\x17DestroySecretIDResponse\"\xd8\x01\n" +
+	"\x17DestroySecretIDResponse\"\xb1\x02\n" +
 	"\x14KubernetesAuthConfig\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x12\n" +
 	"\x04jwks\x18\x02 \x01(\tR\x04jwks\x12\x19\n" +
@@ -3906,7 +3934,9 @@ const file_hsmgate_v1_auth_proto_rawDesc = "" +
 	"\vjwks_ca_pem\x18\x04 \x01(\tR\tjwksCaPem\x12\x1c\n" +
 	"\taudiences\x18\x05 \x03(\tR\taudiences\x12;\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x98\x03\n" +
+	"updateTime\x12(\n" +
+	"\x10token_review_url\x18\a \x01(\tR\x0etokenReviewUrl\x12-\n" +
+	"\x13token_review_ca_pem\x18\b \x01(\tR\x10tokenReviewCaPem\"\x98\x03\n" +
 	"\x0eKubernetesRole\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12=\n" +
 	"\x1bbound_service_account_names\x18\x02 \x03(\tR\x18boundServiceAccountNames\x12G\n" +

@@ -23,6 +23,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// State is the server's overall state.
+type GetStatusResponse_State int32
+
+const (
+	GetStatusResponse_STATE_UNSPECIFIED GetStatusResponse_State = 0
+	// Every dependency answers.
+	GetStatusResponse_STATE_SERVING GetStatusResponse_State = 1
+	// A dependency (the HSM or the store) does not answer.
+	GetStatusResponse_STATE_DEGRADED GetStatusResponse_State = 2
+)
+
+// Enum value maps for GetStatusResponse_State.
+var (
+	GetStatusResponse_State_name = map[int32]string{
+		0: "STATE_UNSPECIFIED",
+		1: "STATE_SERVING",
+		2: "STATE_DEGRADED",
+	}
+	GetStatusResponse_State_value = map[string]int32{
+		"STATE_UNSPECIFIED": 0,
+		"STATE_SERVING":     1,
+		"STATE_DEGRADED":    2,
+	}
+)
+
+func (x GetStatusResponse_State) Enum() *GetStatusResponse_State {
+	p := new(GetStatusResponse_State)
+	*p = x
+	return p
+}
+
+func (x GetStatusResponse_State) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GetStatusResponse_State) Descriptor() protoreflect.EnumDescriptor {
+	return file_hsmgate_v1_system_proto_enumTypes[0].Descriptor()
+}
+
+func (GetStatusResponse_State) Type() protoreflect.EnumType {
+	return &file_hsmgate_v1_system_proto_enumTypes[0]
+}
+
+func (x GetStatusResponse_State) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GetStatusResponse_State.Descriptor instead.
+func (GetStatusResponse_State) EnumDescriptor() ([]byte, []int) {
+	return file_hsmgate_v1_system_proto_rawDescGZIP(), []int{1, 0}
+}
+
 // GetStatusRequest is empty.
 type GetStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -60,7 +112,9 @@ func (*GetStatusRequest) Descriptor() ([]byte, []int) {
 	return file_hsmgate_v1_system_proto_rawDescGZIP(), []int{0}
 }
 
-// GetStatusResponse describes the server.
+// GetStatusResponse describes the server. Public (sent to callers without
+// credentials): version, state, public_view, hsm.reachable, store.reachable.
+// The rest needs `read` on `sys/status`.
 type GetStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server version (e.g. "v1.2.0", or "devel+<commit>" for a work-tree build).
@@ -72,7 +126,11 @@ type GetStatusResponse struct {
 	// Time since the server started.
 	Uptime *durationpb.Duration `protobuf:"bytes,4,opt,name=uptime,proto3" json:"uptime,omitempty"`
 	// When the server started.
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Overall state (public).
+	State GetStatusResponse_State `protobuf:"varint,6,opt,name=state,proto3,enum=hsmgate.v1.GetStatusResponse_State" json:"state,omitempty"`
+	// True when this is the public part only (the call carried no credentials).
+	PublicView    bool `protobuf:"varint,7,opt,name=public_view,json=publicView,proto3" json:"public_view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -140,6 +198,20 @@ func (x *GetStatusResponse) GetStartTime() *timestamppb.Timestamp {
 		return x.StartTime
 	}
 	return nil
+}
+
+func (x *GetStatusResponse) GetState() GetStatusResponse_State {
+	if x != nil {
+		return x.State
+	}
+	return GetStatusResponse_STATE_UNSPECIFIED
+}
+
+func (x *GetStatusResponse) GetPublicView() bool {
+	if x != nil {
+		return x.PublicView
+	}
+	return false
 }
 
 // ComponentStatus is the state of one dependency.
@@ -221,14 +293,21 @@ const file_hsmgate_v1_system_proto_rawDesc = "" +
 	"\n" +
 	"\x17hsmgate/v1/system.proto\x12\n" +
 	"hsmgate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10GetStatusRequest\"\xfd\x01\n" +
+	"\x10GetStatusRequest\"\xa0\x03\n" +
 	"\x11GetStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12-\n" +
 	"\x03hsm\x18\x02 \x01(\v2\x1b.hsmgate.v1.ComponentStatusR\x03hsm\x121\n" +
 	"\x05store\x18\x03 \x01(\v2\x1b.hsmgate.v1.ComponentStatusR\x05store\x121\n" +
 	"\x06uptime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x129\n" +
 	"\n" +
-	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\x8e\x01\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x129\n" +
+	"\x05state\x18\x06 \x01(\x0e2#.hsmgate.v1.GetStatusResponse.StateR\x05state\x12\x1f\n" +
+	"\vpublic_view\x18\a \x01(\bR\n" +
+	"publicView\"E\n" +
+	"\x05State\x12\x15\n" +
+	"\x11STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rSTATE_SERVING\x10\x01\x12\x12\n" +
+	"\x0eSTATE_DEGRADED\x10\x02\"\x8e\x01\n" +
 	"\x0fComponentStatus\x12\x1c\n" +
 	"\treachable\x18\x01 \x01(\bR\treachable\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -252,27 +331,30 @@ func file_hsmgate_v1_system_proto_rawDescGZIP() []byte {
 	return file_hsmgate_v1_system_proto_rawDescData
 }
 
+var file_hsmgate_v1_system_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_hsmgate_v1_system_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_hsmgate_v1_system_proto_goTypes = []any{
-	(*GetStatusRequest)(nil),      // 0: hsmgate.v1.GetStatusRequest
-	(*GetStatusResponse)(nil),     // 1: hsmgate.v1.GetStatusResponse
-	(*ComponentStatus)(nil),       // 2: hsmgate.v1.ComponentStatus
-	(*durationpb.Duration)(nil),   // 3: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(GetStatusResponse_State)(0),  // 0: hsmgate.v1.GetStatusResponse.State
+	(*GetStatusRequest)(nil),      // 1: hsmgate.v1.GetStatusRequest
+	(*GetStatusResponse)(nil),     // 2: hsmgate.v1.GetStatusResponse
+	(*ComponentStatus)(nil),       // 3: hsmgate.v1.ComponentStatus
+	(*durationpb.Duration)(nil),   // 4: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
 }
 var file_hsmgate_v1_system_proto_depIdxs = []int32{
-	2, // 0: hsmgate.v1.GetStatusResponse.hsm:type_name -> hsmgate.v1.ComponentStatus
-	2, // 1: hsmgate.v1.GetStatusResponse.store:type_name -> hsmgate.v1.ComponentStatus
-	3, // 2: hsmgate.v1.GetStatusResponse.uptime:type_name -> google.protobuf.Duration
-	4, // 3: hsmgate.v1.GetStatusResponse.start_time:type_name -> google.protobuf.Timestamp
-	3, // 4: hsmgate.v1.ComponentStatus.latency:type_name -> google.protobuf.Duration
-	0, // 5: hsmgate.v1.SystemService.GetStatus:input_type -> hsmgate.v1.GetStatusRequest
-	1, // 6: hsmgate.v1.SystemService.GetStatus:output_type -> hsmgate.v1.GetStatusResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3, // 0: hsmgate.v1.GetStatusResponse.hsm:type_name -> hsmgate.v1.ComponentStatus
+	3, // 1: hsmgate.v1.GetStatusResponse.store:type_name -> hsmgate.v1.ComponentStatus
+	4, // 2: hsmgate.v1.GetStatusResponse.uptime:type_name -> google.protobuf.Duration
+	5, // 3: hsmgate.v1.GetStatusResponse.start_time:type_name -> google.protobuf.Timestamp
+	0, // 4: hsmgate.v1.GetStatusResponse.state:type_name -> hsmgate.v1.GetStatusResponse.State
+	4, // 5: hsmgate.v1.ComponentStatus.latency:type_name -> google.protobuf.Duration
+	1, // 6: hsmgate.v1.SystemService.GetStatus:input_type -> hsmgate.v1.GetStatusRequest
+	2, // 7: hsmgate.v1.SystemService.GetStatus:output_type -> hsmgate.v1.GetStatusResponse
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_hsmgate_v1_system_proto_init() }
@@ -285,13 +367,14 @@ func file_hsmgate_v1_system_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hsmgate_v1_system_proto_rawDesc), len(file_hsmgate_v1_system_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_hsmgate_v1_system_proto_goTypes,
 		DependencyIndexes: file_hsmgate_v1_system_proto_depIdxs,
+		EnumInfos:         file_hsmgate_v1_system_proto_enumTypes,
 		MessageInfos:      file_hsmgate_v1_system_proto_msgTypes,
 	}.Build()
 	File_hsmgate_v1_system_proto = out.File

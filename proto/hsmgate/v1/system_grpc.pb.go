@@ -30,7 +30,12 @@ const (
 type SystemServiceClient interface {
 	// GetStatus reports the server's version and uptime and whether the HSM and
 	// the key store answer now. An unreachable dependency is reported in the
-	// response, not as an RPC error. Needs `read` on `sys/status`.
+	// response, not as an RPC error.
+	//
+	// A call without credentials is allowed (rate limited per client address)
+	// and gets the public part only: version, state and each dependency's
+	// reachable flag, with public_view set. A call with credentials needs
+	// `read` on `sys/status` and gets everything.
 	GetStatus(ctx context.Context, in *GetStatusRequest, opts ...grpc.CallOption) (*GetStatusResponse, error)
 }
 
@@ -60,7 +65,12 @@ func (c *systemServiceClient) GetStatus(ctx context.Context, in *GetStatusReques
 type SystemServiceServer interface {
 	// GetStatus reports the server's version and uptime and whether the HSM and
 	// the key store answer now. An unreachable dependency is reported in the
-	// response, not as an RPC error. Needs `read` on `sys/status`.
+	// response, not as an RPC error.
+	//
+	// A call without credentials is allowed (rate limited per client address)
+	// and gets the public part only: version, state and each dependency's
+	// reachable flag, with public_view set. A call with credentials needs
+	// `read` on `sys/status` and gets everything.
 	GetStatus(context.Context, *GetStatusRequest) (*GetStatusResponse, error)
 	mustEmbedUnimplementedSystemServiceServer()
 }
