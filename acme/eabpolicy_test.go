@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/acme"
 
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -22,7 +23,7 @@ import (
 // otherwise, even for names the role allows) and at most max_orders_per_day
 // new orders per UTC day (rateLimited past it; refused orders do not count).
 func TestEABPolicy(t *testing.T) {
-	clock := &testClock{t: time.Now().UTC()}
+	clock := clocktest.New(time.Now().UTC())
 	e := newEnv(t, envOpts{eab: true, modify: func(c *Config) { c.Now = clock.Now }})
 	ctx := context.Background()
 	svc := NewService(e.srv)

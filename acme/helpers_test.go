@@ -110,7 +110,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	hs := httptest.NewUnstartedServer(mux)
 	hs.StartTLS()
 	t.Cleanup(hs.Close)
-	p, err := pki.New(pki.Config{Store: st, Keys: pki.HSMKeys(m), BaseURL: hs.URL, LintExclude: pki.HTTPSURLLints})
+	p, err := pki.New(pki.Config{Store: st, Keys: m, BaseURL: hs.URL, LintExclude: pki.HTTPSURLLints})
 	if err != nil {
 		t.Fatalf("pki.New: %v", err)
 	}
@@ -156,7 +156,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	replicas := []*Server{s}
 	for _, rst := range o.stores[min(1, len(o.stores)):] {
-		rp, err := pki.New(pki.Config{Store: rst, Keys: pki.HSMKeys(m), BaseURL: hs.URL, LintExclude: pki.HTTPSURLLints})
+		rp, err := pki.New(pki.Config{Store: rst, Keys: m, BaseURL: hs.URL, LintExclude: pki.HTTPSURLLints})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,32 +5,16 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 )
-
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // TestSweep: expired nonces, orders, authorizations and index entries go;
 // live ones stay; an expired nonce is refused.
 func TestSweep(t *testing.T) {
-	clock := &testClock{t: time.Now()}
+	clock := clocktest.New(time.Now())
 	e := newEnv(t, envOpts{noWorkers: true, modify: func(c *Config) { c.Now = clock.Now }})
 	c := e.raw(t, newECKey(t))
 	c.register(t, map[string]any{})
@@ -74,7 +58,7 @@ func TestSweep(t *testing.T) {
 // TestRequeueLostValidation: a validation queued on a replica that died
 // (its queue is never served) is taken up by another replica's Sweep.
 func TestRequeueLostValidation(t *testing.T) {
-	clock := &testClock{t: time.Now()}
+	clock := clocktest.New(time.Now())
 	e := newEnv(t, envOpts{noWorkers: true, modify: func(c *Config) { c.Now = clock.Now }})
 	c := e.raw(t, newECKey(t))
 	c.register(t, map[string]any{})

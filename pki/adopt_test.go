@@ -18,7 +18,7 @@ import (
 func TestAdoptedRootIssuer(t *testing.T) {
 	e := newEnv(t, realClock)
 	ctx := context.Background()
-	m := e.keys.(hsmKeys).m
+	m := e.keys.(*hsm.Module)
 	token := m.TokenLabel()
 	hsmtest.ForeignECKey(t, token, "ceremony-root", []byte{1, 2}, false)
 	hsmtest.ForeignECKey(t, token, "ceremony-2", []byte{3}, false)

@@ -1,8 +1,6 @@
 package pki
 
 import (
-	"context"
-	"crypto"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -15,43 +13,6 @@ import (
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/keystore"
 )
-
-// Keys is the slice of the HSM that pki uses: issuer keys are generated in
-// it and reached only as crypto.Signer.
-type Keys interface {
-	// GenerateKey makes a non-extractable key pair with this label;
-	// hsm.ErrKeyExists if the label is taken.
-	GenerateKey(ctx context.Context, label string, kt hsm.KeyType) error
-	// Signer returns the private key with this label; hsm.ErrKeyNotFound if absent.
-	Signer(ctx context.Context, label string) (crypto.Signer, error)
-	// DestroyKey deletes the key pair; hsm.ErrKeyNotFound if absent.
-	DestroyKey(ctx context.Context, label string) error
-}
-
-// HSMKeys adapts an open *hsm.Module to Keys.
-func HSMKeys(m *hsm.Module) Keys { return hsmKeys{m} }
-
-type hsmKeys struct{ m *hsm.Module }
-
-func (k hsmKeys) GenerateKey(ctx context.Context, label string, kt hsm.KeyType) error {
-	return k.m.GenerateKey(ctx, label, kt)
-}
-
-func (k hsmKeys) Signer(ctx context.Context, label string) (crypto.Signer, error) {
-	s, err := k.m.Signer(ctx, label)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func (k hsmKeys) DestroyKey(ctx context.Context, label string) error {
-	return k.m.DestroyKey(ctx, label)
-}
-
-func (k hsmKeys) AdoptKey(ctx context.Context, uri string, allowed ...hsm.KeyType) (hsm.Adopted, error) {
-	return k.m.AdoptKey(ctx, uri, allowed...)
-}
 
 // HTTPSURLLints are the CA/B Baseline Requirements lints that refuse
 // https:// AIA and CRL distribution point URLs (relying parties fetch them
@@ -68,8 +29,8 @@ var HTTPSURLLints = []string{
 type Config struct {
 	// Store keeps issuers, roles, certificate records and CRLs. Required.
 	Store keystore.Store
-	// Keys holds the issuer keys. Required.
-	Keys Keys
+	// Keys makes, adopts and signs with the issuer keys (an *hsm.Module). Required.
+	Keys hsm.Keys
 	// BaseURL is the public URL of the HTTP handler (e.g.
 	// "https://ca.example.net:8443"); issued certificates' AIA and CRL
 	// distribution point URLs are under it. Required.

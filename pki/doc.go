@@ -96,7 +96,7 @@
 //
 // # Wiring
 //
-//	svc, err := pki.New(pki.Config{Store: st, Keys: pki.HSMKeys(module), BaseURL: "http://ca.example.net"})
+//	svc, err := pki.New(pki.Config{Store: st, Keys: module, BaseURL: "http://ca.example.net"})
 //	hsmgatev1.RegisterPKIServiceServer(grpcServer, svc)  // methods return domain errors (errs kinds)
 //	mux.Handle("/pki/", svc.Handler())                   // public: CA certs, CRLs, OCSP
 //	rules := pki.AuthTable()                             // RPC → capability on pki/... resources

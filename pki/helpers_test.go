@@ -10,42 +10,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Now().UTC().Truncate(time.Second)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type env struct {
 	svc   *Service
 	srv   *httptest.Server
-	clock *fakeClock
-	keys  Keys
+	clock *clocktest.Fake
+	keys  hsm.Keys
 }
 
 type envOpt func(*Config)
@@ -63,8 +44,8 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	clock := newFakeClock()
-	cfg := Config{Store: st, Keys: HSMKeys(m), BaseURL: srv.URL, Now: clock.Now}
+	clock := clocktest.New(time.Now().UTC().Truncate(time.Second))
+	cfg := Config{Store: st, Keys: m, BaseURL: srv.URL, Now: clock.Now}
 	for _, o := range opts {
 		o(&cfg)
 	}

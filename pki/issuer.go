@@ -34,29 +34,18 @@ var (
 	caLint         = lintOptions{sources: internalLintSources}
 )
 
-// keyAdopter is the part of Keys that adopts an existing HSM key by PKCS#11
-// URI (hsm.Module.AdoptKey): hsm.ErrNotAdoptable, hsm.ErrUnsupported,
-// hsm.ErrKeyNotFound or hsm.ErrInvalidInput when it cannot.
-type keyAdopter interface {
-	AdoptKey(ctx context.Context, uri string, allowed ...hsm.KeyType) (hsm.Adopted, error)
-}
-
 // adoptIssuerKey adopts the key that uri names for an issuer; kt, if set,
 // is the key type the caller wants. It returns the key's reference (its
 // label for Keys, recorded as the issuer's KeyLabel: hsm.IsRef tells that
 // it was adopted) and its type.
 func (s *Service) adoptIssuerKey(ctx context.Context, name, uri, kt string) (string, string, error) {
-	ad, ok := s.cfg.Keys.(keyAdopter)
-	if !ok {
-		return "", "", fmt.Errorf("%w: this HSM cannot adopt keys", ErrInvalid)
-	}
 	var allowed []hsm.KeyType
 	for t := range issuerKeyTypes {
 		if kt == "" || t == kt {
 			allowed = append(allowed, hsm.KeyType(t))
 		}
 	}
-	a, err := ad.AdoptKey(ctx, uri, allowed...)
+	a, err := s.cfg.Keys.AdoptKey(ctx, uri, allowed...)
 	if err != nil {
 		return "", "", fmt.Errorf("pki: issuer %q: adopt key: %w", name, err)
 	}
@@ -113,7 +102,7 @@ func (s *Service) reserveIssuer(ctx context.Context, name, kt, keyURI string, su
 			return nil, 0, nil, fmt.Errorf("pki: issuer %q: generate key: %w", name, err)
 		}
 	}
-	signer, err := s.cfg.Keys.Signer(ctx, rec.KeyLabel)
+	signer, err := s.cfg.Keys.SigningKey(ctx, rec.KeyLabel)
 	if err != nil {
 		s.abandonIssuer(ctx, rec, true)
 		return nil, 0, nil, fmt.Errorf("pki: issuer %q: key: %w", name, err)
@@ -218,7 +207,7 @@ func (s *Service) CreateRootIssuer(ctx context.Context, req *pb.CreateRootIssuer
 	if err != nil {
 		return nil, err
 	}
-	cert, err := s.selfSign(req, withContext(ctx, signer), ttl)
+	cert, err := s.selfSign(req, hsm.WithContext(ctx, signer), ttl)
 	if err != nil {
 		s.abandonIssuer(ctx, rec, true)
 		return nil, err
@@ -291,7 +280,7 @@ func (s *Service) CreateIntermediateIssuer(ctx context.Context, req *pb.CreateIn
 		return nil, err
 	}
 	if parent == nil {
-		csrDER, err := x509.CreateCertificateRequest(s.cfg.Rand, &x509.CertificateRequest{Subject: subjectFrom(req.GetSubject())}, withContext(ctx, signer))
+		csrDER, err := x509.CreateCertificateRequest(s.cfg.Rand, &x509.CertificateRequest{Subject: subjectFrom(req.GetSubject())}, hsm.WithContext(ctx, signer))
 		if err != nil {
 			s.abandonIssuer(ctx, rec, true)
 			return nil, fmt.Errorf("pki: intermediate CSR: %w", err)
@@ -419,7 +408,7 @@ func (s *Service) ImportIssuerCertificate(ctx context.Context, req *pb.ImportIss
 		certs = append(certs, c)
 	}
 	cert := certs[0]
-	signer, err := s.cfg.Keys.Signer(ctx, rec.KeyLabel)
+	signer, err := s.cfg.Keys.SigningKey(ctx, rec.KeyLabel)
 	if err != nil {
 		return nil, fmt.Errorf("pki: issuer %q: key: %w", rec.Name, err)
 	}
@@ -569,7 +558,7 @@ func (s *Service) makeOCSPResponder(ctx context.Context, name string) (*pb.Issue
 			return nil, fmt.Errorf("pki: issuer %q: OCSP key: %w", name, err)
 		}
 	}
-	signer, err := s.cfg.Keys.Signer(ctx, label)
+	signer, err := s.cfg.Keys.SigningKey(ctx, label)
 	if err != nil {
 		return nil, fmt.Errorf("pki: issuer %q: OCSP key: %w", name, err)
 	}

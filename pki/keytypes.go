@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
-	"io"
 
 	"github.com/hsmgate/hsmgate/hsm"
 )
@@ -82,30 +80,3 @@ func keyTypeOf(pub crypto.PublicKey) (string, error) {
 }
 
 func isRSA(kt string) bool { return kt == KeyRSA2048 || kt == KeyRSA3072 || kt == KeyRSA4096 }
-
-// contextSigner is a signer that honours a context (hsm.Signer is one).
-type contextSigner interface {
-	crypto.Signer
-	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
-}
-
-// boundSigner passes a request's context to an HSM signer that crypto/x509
-// and x/crypto/ocsp call through the context-free crypto.Signer interface.
-type boundSigner struct {
-	ctx context.Context
-	s   contextSigner
-}
-
-func (b boundSigner) Public() crypto.PublicKey { return b.s.Public() }
-
-func (b boundSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	return b.s.SignContext(b.ctx, digest, opts)
-}
-
-// withContext binds ctx to s if s can take one.
-func withContext(ctx context.Context, s crypto.Signer) crypto.Signer {
-	if cs, ok := s.(contextSigner); ok {
-		return boundSigner{ctx: ctx, s: cs}
-	}
-	return s
-}

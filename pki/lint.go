@@ -19,6 +19,8 @@ import (
 	"github.com/zmap/zlint/v3/lint"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/hsmgate/hsmgate/hsm"
 )
 
 // Issuance is lint-then-sign in one pass of x509.CreateCertificate: the
@@ -266,7 +268,7 @@ func (l *lintSigner) SignMessage(rnd io.Reader, msg []byte, _ crypto.SignerOpts)
 		l.err = err
 		return nil, err
 	}
-	sig, err := signTBS(withContext(l.ctx, l.iss.signer), rnd, l.iss.sigAlg, msg)
+	sig, err := signTBS(hsm.WithContext(l.ctx, l.iss.signer), rnd, l.iss.sigAlg, msg)
 	if err != nil {
 		l.err = fmt.Errorf("pki: sign with issuer %q: %w", l.iss.rec.Name, err)
 		return nil, l.err

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -71,7 +72,7 @@ func (s *Service) OCSPResponse(ctx context.Context, req *ocsp.Request, nonce []b
 	if iss.ocspCert != iss.cert {
 		tmpl.Certificate = iss.ocspCert
 	}
-	der, err := createOCSPResponse(iss.cert, iss.ocspCert, tmpl, nonce, s.cfg.Now(), withContext(ctx, iss.ocspSigner))
+	der, err := createOCSPResponse(iss.cert, iss.ocspCert, tmpl, nonce, s.cfg.Now(), hsm.WithContext(ctx, iss.ocspSigner))
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign OCSP response for %q: %w", iss.rec.Name, err)
 	}

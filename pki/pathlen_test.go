@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/errs"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -199,7 +200,7 @@ func TestIssueAfterOutsideLogout(t *testing.T) {
 	if _, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com"}); err != nil {
 		t.Fatal(err)
 	}
-	hsmtest.Logout(t, e.keys.(hsmKeys).m.TokenLabel())
+	hsmtest.Logout(t, e.keys.(*hsm.Module).TokenLabel())
 	for i := range 3 {
 		_, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: "a.example.com"})
 		if err != nil && errs.Code(err) != codes.Unavailable {

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/keystore"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -177,7 +178,7 @@ func (s *Service) signCRL(ctx context.Context, iss *issuerRT, number int64, this
 	der, err := x509.CreateRevocationList(s.cfg.Rand, &x509.RevocationList{
 		Number: big.NewInt(number), ThisUpdate: this, NextUpdate: next,
 		RevokedCertificateEntries: entries, ExtraExtensions: ext,
-	}, iss.cert, withContext(ctx, iss.signer))
+	}, iss.cert, hsm.WithContext(ctx, iss.signer))
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign CRL of %q: %w", iss.rec.Name, err)
 	}

@@ -104,7 +104,7 @@ func (s *Service) buildIssuer(ctx context.Context, rec *pb.Issuer, rev int64, ol
 		rt.ocspCert, rt.ocspSigner = old.ocspCert, old.ocspSigner
 		return rt, nil
 	}
-	if rt.signer, err = s.cfg.Keys.Signer(ctx, rec.KeyLabel); err != nil {
+	if rt.signer, err = s.cfg.Keys.SigningKey(ctx, rec.KeyLabel); err != nil {
 		return nil, fmt.Errorf("pki: issuer %q: key %q: %w", rec.Name, rec.KeyLabel, err)
 	}
 	if rt.sigAlg, err = issuerSignatureAlgorithm(cert.PublicKey); err != nil {
@@ -118,7 +118,7 @@ func (s *Service) buildIssuer(ctx context.Context, rec *pb.Issuer, rev int64, ol
 		if err != nil {
 			return nil, fmt.Errorf("pki: issuer %q: parse OCSP certificate: %v", rec.Name, err)
 		}
-		os, err := s.cfg.Keys.Signer(ctx, rec.OcspKeyLabel)
+		os, err := s.cfg.Keys.SigningKey(ctx, rec.OcspKeyLabel)
 		if err != nil {
 			return nil, fmt.Errorf("pki: issuer %q: OCSP key: %w", rec.Name, err)
 		}

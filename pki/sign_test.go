@@ -22,17 +22,18 @@ import (
 	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
 // corruptKeys hands out signers whose signatures are flipped while corrupt is set.
 type corruptKeys struct {
-	Keys
+	hsm.Keys
 	corrupt *atomic.Bool
 }
 
-func (k corruptKeys) Signer(ctx context.Context, label string) (crypto.Signer, error) {
-	s, err := k.Keys.Signer(ctx, label)
+func (k corruptKeys) SigningKey(ctx context.Context, label string) (crypto.Signer, error) {
+	s, err := k.Keys.SigningKey(ctx, label)
 	if err != nil {
 		return nil, err
 	}

@@ -126,27 +126,17 @@ func (e *Engine) newVersion(ctx context.Context, ca *pb.SSHCA, version uint32, k
 	return e.versionOf(ctx, ca, version, kt, label)
 }
 
-// keyAdopter is the part of KeyStore that adopts an existing HSM key by
-// PKCS#11 URI (hsm.Module.AdoptKey).
-type keyAdopter interface {
-	AdoptKey(ctx context.Context, uri string, allowed ...hsm.KeyType) (hsm.Adopted, error)
-}
-
 // adoptVersion makes version 1 of a CA from the existing HSM key that uri
 // names (of type kt unless kt is unspecified). Its HsmLabel is the key's
 // reference (hsm.IsRef), which records that hsmgate does not own it.
 func (e *Engine) adoptVersion(ctx context.Context, ca *pb.SSHCA, kt pb.SSHKeyType, uri string) (*pb.SSHCAKey, error) {
-	ad, ok := e.keys.(keyAdopter)
-	if !ok {
-		return nil, fmt.Errorf("%w: CA %q: this HSM cannot adopt keys", ErrInvalid, ca.GetName())
-	}
 	var allowed []hsm.KeyType
 	for k, t := range keyTypes {
 		if kt == pb.SSHKeyType_SSH_KEY_TYPE_UNSPECIFIED || k == kt {
 			allowed = append(allowed, t)
 		}
 	}
-	a, err := ad.AdoptKey(ctx, uri, allowed...)
+	a, err := e.keys.AdoptKey(ctx, uri, allowed...)
 	if err != nil {
 		return nil, fmt.Errorf("sshca: CA %q: adopt key: %w", ca.GetName(), err)
 	}
@@ -187,37 +177,18 @@ func (e *Engine) signerFor(ctx context.Context, ca *pb.SSHCA, label string) (ssh
 	e.mu.Unlock()
 	if !ok {
 		var err error
-		if cs, err = e.keys.Signer(ctx, label); err != nil {
+		if cs, err = e.keys.SigningKey(ctx, label); err != nil {
 			return nil, fmt.Errorf("sshca: CA %q: key %s: %w", ca.GetName(), label, err)
 		}
 		e.mu.Lock()
 		e.signers[label] = cs
 		e.mu.Unlock()
 	}
-	if cc, ok := cs.(contextSigner); ok {
-		cs = boundSigner{cc, ctx}
-	}
-	ms, err := newSSHSigner(cs, ca.GetRsaSignatureAlgorithm())
+	ms, err := newSSHSigner(hsm.WithContext(ctx, cs), ca.GetRsaSignatureAlgorithm())
 	if err != nil {
 		return nil, fmt.Errorf("sshca: CA %q: key %s: %w", ca.GetName(), label, err)
 	}
 	return ms, nil
-}
-
-// contextSigner is a crypto.Signer whose operations take a context (*hsm.Signer).
-type contextSigner interface {
-	crypto.Signer
-	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
-}
-
-// boundSigner calls SignContext with a fixed context.
-type boundSigner struct {
-	contextSigner
-	ctx context.Context
-}
-
-func (b boundSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	return b.SignContext(b.ctx, digest, opts)
 }
 
 // newSSHSigner wraps a crypto.Signer for certificate signing with one algorithm.

@@ -149,7 +149,7 @@ func TestRotation(t *testing.T) {
 		t.Errorf("retiring the active version: got %v, want ErrState", err)
 	}
 	// The overlap ends by itself.
-	env.clock.Add(49 * time.Hour)
+	env.clock.Advance(49 * time.Hour)
 	if got, want := published(), []string{"SSHCA_KEY_STATE_ACTIVE " + v2}; !reflect.DeepEqual(got, want) {
 		t.Errorf("after the overlap: got %v, want %v", got, want)
 	}
@@ -226,8 +226,8 @@ func TestRevocationAndKRL(t *testing.T) {
 		}
 	}
 	t.Run("expired revocations are pruned", func(t *testing.T) {
-		env.clock.Add(2 * time.Hour) // past the certificates' 1h default TTL
-		defer env.clock.Add(-2 * time.Hour)
+		env.clock.Advance(2 * time.Hour) // past the certificates' 1h default TTL
+		defer env.clock.Advance(-2 * time.Hour)
 		if _, err := env.e.Revoke(ctx, &pb.RevokeSSHRequest{Target: &pb.RevokeSSHRequest_KeyId{KeyId: "someone"}}); err != nil {
 			t.Fatal(err)
 		}

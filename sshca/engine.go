@@ -20,6 +20,7 @@ import (
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/internal/limits"
 	"github.com/hsmgate/hsmgate/keystore"
 )
 
@@ -45,43 +46,6 @@ var (
 	// ErrTooManyItems: more items in one request than Config.MaxItems.
 	ErrTooManyItems = errs.New(errs.ResourceExhausted, "sshca: too many items")
 )
-
-// KeyStore is the slice of the HSM the CA needs. *hsm.Module satisfies it
-// through HSMKeys.
-type KeyStore interface {
-	// GenerateKey makes a non-extractable key pair; hsm.ErrKeyExists if the label is taken.
-	GenerateKey(ctx context.Context, label string, kt hsm.KeyType) error
-	// Signer returns the key as a crypto.Signer (ECDSA: ASN.1 over a digest;
-	// RSA: PKCS#1 v1.5 over a digest; Ed25519: over the message); hsm.ErrKeyNotFound.
-	Signer(ctx context.Context, label string) (crypto.Signer, error)
-	// DestroyKey deletes the key pair; hsm.ErrKeyNotFound if absent.
-	DestroyKey(ctx context.Context, label string) error
-}
-
-type hsmKeys struct{ m *hsm.Module }
-
-func (h hsmKeys) GenerateKey(ctx context.Context, label string, kt hsm.KeyType) error {
-	return h.m.GenerateKey(ctx, label, kt)
-}
-
-func (h hsmKeys) Signer(ctx context.Context, label string) (crypto.Signer, error) {
-	s, err := h.m.Signer(ctx, label)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-func (h hsmKeys) DestroyKey(ctx context.Context, label string) error {
-	return h.m.DestroyKey(ctx, label)
-}
-
-func (h hsmKeys) AdoptKey(ctx context.Context, uri string, allowed ...hsm.KeyType) (hsm.Adopted, error) {
-	return h.m.AdoptKey(ctx, uri, allowed...)
-}
-
-// HSMKeys adapts an HSM module to KeyStore.
-func HSMKeys(m *hsm.Module) KeyStore { return hsmKeys{m} }
 
 // Caller is who asks for a certificate: the vouched identity whose name and
 // metadata fill principal templates, and the request id that goes into the
@@ -141,8 +105,8 @@ func DefaultCaller(ctx context.Context) (Caller, error) {
 type Config struct {
 	// Store holds CAs, roles, issuance records and revocations (required).
 	Store keystore.Store
-	// Keys makes and uses the CA keys (required): HSMKeys(module).
-	Keys KeyStore
+	// Keys makes, adopts and signs with the CA keys (required): an *hsm.Module.
+	Keys hsm.Keys
 	// Caller tells who is calling; nil: DefaultCaller.
 	Caller CallerFunc
 	// Now is the clock; nil: time.Now.
@@ -150,7 +114,8 @@ type Config struct {
 	// Rand is the randomness for serials, certificate nonces and key labels
 	// (safe for concurrent use: a batch signs in parallel); nil: crypto/rand.
 	Rand io.Reader
-	// MaxItems bounds the items of one signing request; 0: 1000.
+	// MaxItems bounds the items of one signing request; 0:
+	// limits.MaxItemsPerRequest (1000), the default of every engine.
 	MaxItems int
 	// Logger receives the HTTP endpoints' internal errors; nil: slog.Default().
 	Logger *slog.Logger
@@ -164,7 +129,7 @@ type Config struct {
 // Engine is the SSH CA. It is safe for concurrent use.
 type Engine struct {
 	store    keystore.Store
-	keys     KeyStore
+	keys     hsm.Keys
 	caller   CallerFunc
 	now      func() time.Time
 	rand     io.Reader
@@ -212,7 +177,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		e.log = slog.Default()
 	}
 	if e.maxItems <= 0 {
-		e.maxItems = 1000
+		e.maxItems = limits.MaxItemsPerRequest
 	}
 	conc := cfg.SignConcurrency
 	if conc <= 0 {

@@ -18,34 +18,11 @@ import (
 
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 	"github.com/hsmgate/hsmgate/keystore"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // testCaller is a settable identity.
 type testCaller struct {
@@ -67,7 +44,7 @@ func (tc *testCaller) set(c Caller) {
 
 type testEnv struct {
 	e      *Engine
-	clock  *fakeClock
+	clock  *clocktest.Fake
 	caller *testCaller
 	store  keystore.Store
 	hsm    *hsm.Module
@@ -91,14 +68,14 @@ func newEnv(t testing.TB) *testEnv {
 func newEnvOn(t testing.TB, st keystore.Store, m *hsm.Module) *testEnv {
 	t.Helper()
 	env := &testEnv{
-		clock:  &fakeClock{t: time.Now().Truncate(time.Second)},
+		clock:  clocktest.New(time.Now().Truncate(time.Second)),
 		caller: &testCaller{c: Caller{Name: "alice", RequestID: "req-1", Metadata: map[string]string{"team": "infra"}}},
 		store:  st,
 		hsm:    m,
 	}
 	var err error
 	env.e, err = New(context.Background(), Config{
-		Store: st, Keys: HSMKeys(m), Caller: env.caller.get, Now: env.clock.Now,
+		Store: st, Keys: m, Caller: env.caller.get, Now: env.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -10,12 +10,13 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/hsmgate/hsmgate/hsm"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
 // countingKeys records the most HSM signatures ever in flight at once.
 type countingKeys struct {
-	KeyStore
+	hsm.Keys
 	now, max atomic.Int32
 }
 
@@ -24,8 +25,8 @@ type countingSigner struct {
 	k *countingKeys
 }
 
-func (k *countingKeys) Signer(ctx context.Context, label string) (crypto.Signer, error) {
-	s, err := k.KeyStore.Signer(ctx, label)
+func (k *countingKeys) SigningKey(ctx context.Context, label string) (crypto.Signer, error) {
+	s, err := k.Keys.SigningKey(ctx, label)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +47,7 @@ func TestSignConcurrencyIsEngineWide(t *testing.T) {
 	env := newEnv(t)
 	env.createCA(t, "users", userCT, pb.SSHKeyType_SSH_KEY_TYPE_ECDSA_P256)
 	env.createRole(t, &pb.SSHRole{Name: "eng", Ca: "users", AllowedPrincipals: []string{"alice"}})
-	keys := &countingKeys{KeyStore: env.e.keys}
+	keys := &countingKeys{Keys: env.e.keys}
 	e, err := New(context.Background(), Config{Store: env.e.store, Keys: keys, Caller: env.caller.get, Now: env.clock.Now, SignConcurrency: 2})
 	if err != nil {
 		t.Fatal(err)

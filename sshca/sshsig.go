@@ -18,6 +18,8 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/hsmgate/hsmgate/hsm"
 )
 
 // ecdsaSigner is an ssh.AlgorithmSigner for an ECDSA CA key. It does what
@@ -57,9 +59,9 @@ func newECDSASigner(cs crypto.Signer, pk *ecdsa.PublicKey) (*ecdsaSigner, error)
 		return nil, fmt.Errorf("unsupported ECDSA curve %s", pk.Curve.Params().Name)
 	}
 	es := &ecdsaSigner{cs: cs, pub: pub, hash: h}
-	if b, ok := cs.(boundSigner); ok {
-		if rs, ok := b.contextSigner.(rawSigner); ok {
-			es.raw = func(digest []byte, h crypto.Hash) ([]byte, error) { return rs.SignRawContext(b.ctx, digest, h) }
+	if b, ok := cs.(hsm.BoundSigner); ok {
+		if rs, ok := b.ContextSigner.(rawSigner); ok {
+			es.raw = func(digest []byte, h crypto.Hash) ([]byte, error) { return rs.SignRawContext(b.Ctx, digest, h) }
 		}
 	}
 	return es, nil

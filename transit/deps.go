@@ -3,7 +3,8 @@ package transit
 import (
 	"context"
 	"crypto"
-	"time"
+
+	"github.com/hsmgate/hsmgate/internal/clock"
 )
 
 // Wrapper is the deployment KEK: it wraps and unwraps key material (inside
@@ -63,9 +64,5 @@ type HSM interface {
 	Random(ctx context.Context, n int) ([]byte, error)
 }
 
-// Clock tells the time; tests inject a fake one.
-type Clock interface{ Now() time.Time }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+// Clock tells the time; tests inject a fake one (clock/clocktest).
+type Clock = clock.Clock

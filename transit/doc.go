@@ -15,7 +15,7 @@
 //	})
 //	defer e.Close()
 //	go e.RunRotator(ctx)                    // one per process: auto_rotate_period
-//	pb.RegisterTransitServiceServer(grpcServer, transit.NewService(e, transit.ServiceConfig{MaxItems: 10000}))
+//	pb.RegisterTransitServiceServer(grpcServer, transit.NewService(e, transit.ServiceConfig{MaxItems: 1000}))
 //	table, _ := auth.Merge(..., transit.AuthTable())
 //
 // # Keys, versions and storage

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/clock"
 	"github.com/hsmgate/hsmgate/keystore"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -138,7 +139,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Rand = rand.Reader
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
+		cfg.Clock = clock.System{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

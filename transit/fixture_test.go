@@ -15,6 +15,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 	"github.com/hsmgate/hsmgate/internal/errs"
 	"github.com/hsmgate/hsmgate/keystore"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
@@ -50,19 +51,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fakeClock is a settable Clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // fixture is one engine on a real SoftHSM token and a real bbolt file.
 type fixture struct {
 	t     testing.TB
@@ -71,7 +59,7 @@ type fixture struct {
 	path  string
 	mod   *hsm.Module
 	kek   *hsm.KEK
-	clock *fakeClock
+	clock *clocktest.Fake
 	cfg   Config
 }
 
@@ -91,7 +79,7 @@ func newFixture(t testing.TB, mutate ...func(*Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, mod: mod, kek: kek, clock: &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	f := &fixture{t: t, mod: mod, kek: kek, clock: clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	f.path = filepath.Join(t.TempDir(), "store.db")
 	f.cfg = Config{KEK: kek, HSM: moduleHSM{mod}, Clock: f.clock, UsageBlock: 1 << 10}
 	for _, m := range mutate {

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/hsmgate/hsmgate/internal/limits"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
 // DefaultMaxItems is the default limit of items in one data request (or
-// one stream message).
-const DefaultMaxItems = 10000
+// one stream message), shared with the other engines and the config file.
+const DefaultMaxItems = limits.MaxItemsPerRequest
 
 // ServiceConfig tunes the gRPC service.
 type ServiceConfig struct {
@@ -25,7 +26,7 @@ type ServiceConfig struct {
 }
 
 // DefaultMaxItemBytes is the default limit of one item's payload.
-const DefaultMaxItemBytes = 1 << 20
+const DefaultMaxItemBytes = limits.MaxItemBytes
 
 // Service implements pb.TransitServiceServer over an Engine. Handlers
 // return domain errors; the server's interceptor maps them to status codes

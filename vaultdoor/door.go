@@ -16,12 +16,13 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/internal/limits"
 )
 
 // Defaults of Config fields left zero.
 const (
 	DefaultMaxBodyBytes  = 1 << 20
-	DefaultMaxBatchItems = 1000
+	DefaultMaxBatchItems = limits.MaxItemsPerRequest
 	DefaultTransitMount  = "transit"
 	DefaultSSHMount      = "ssh"
 	DefaultPKIMount      = "pki"

@@ -142,11 +142,11 @@ func newEnv(t *testing.T, opts ...func(*auth.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps, err := pki.New(pki.Config{Store: st, Keys: pki.HSMKeys(m), BaseURL: "http://pki.test", Logger: log})
+	ps, err := pki.New(pki.Config{Store: st, Keys: m, BaseURL: "http://pki.test", Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	se, err := sshca.New(ctx, sshca.Config{Store: st, Keys: sshca.HSMKeys(m), Logger: log})
+	se, err := sshca.New(ctx, sshca.Config{Store: st, Keys: m, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -24,9 +23,8 @@ import (
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
-	"github.com/hsmgate/hsmgate/internal/devtls"
+	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/server"
-	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	"github.com/hsmgate/hsmgate/pki"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -43,25 +41,11 @@ func TestACMETablesMerge(t *testing.T) {
 	}
 }
 
-// TestSetupACME runs the hooks on a real server: `hsmgate acme directory
+// TestSetupACME runs the PKI and ACME builders on a real server: `hsmgate acme directory
 // write` and `hsmgate acme eab create` over gRPC, then an ACME client
 // registers with that EAB at /acme/<name>/directory on the HTTPS listener.
 func TestSetupACME(t *testing.T) {
-	dir := t.TempDir()
-	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CertFile: files.Cert, KeyFile: files.Key,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := bbolt.Open(filepath.Join(dir, "store.db"), bbolt.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	dir, files, srv, st := builderServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m := hsmtest.Module(t)
@@ -74,13 +58,15 @@ func TestSetupACME(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer al.Close()
-	acmeAudit.Set(al)
-	defer acmeAudit.Set(nil)
-	d := &deps{Server: srv, Store: st, HSM: m, KEK: kek, Log: slog.Default(), Rules: auth.Table{}}
-	if err := setupPKI(ctx, d); err != nil {
+	d := &deps{Config: config.Default(), Server: srv, Store: st, HSM: m, KEK: kek, Log: slog.Default(), Rules: auth.Table{}}
+	base, err := pkiBaseURL(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setupPKI(ctx, d, base); err != nil {
 		t.Fatalf("setupPKI: %v", err)
 	}
-	if err := setupACME(ctx, d); err != nil {
+	if err := setupACME(ctx, d, base, al); err != nil {
 		t.Fatalf("setupACME: %v", err)
 	}
 	defer d.close()
@@ -150,12 +136,14 @@ func TestSetupACME(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "audit.log")); !strings.Contains(string(b), `"ACME POST /acme/web/new-account"`) {
 		t.Errorf("no audit line for new-account")
 	}
-	// Without a bound audit log, ACME refuses (fail closed).
-	acmeAudit.Set(nil)
+	// Once its audit log cannot be written, ACME refuses (fail closed).
+	if err := al.Close(); err != nil {
+		t.Fatal(err)
+	}
 	c2 := &xacme.Client{Key: key, HTTPClient: hc, DirectoryURL: c.DirectoryURL}
 	sctx, scancel := context.WithTimeout(ctx, 3*time.Second) // x/crypto/acme retries a 503 until its context ends
 	defer scancel()
 	if _, err := c2.GetReg(sctx, ""); err == nil {
-		t.Errorf("ACME answered with no audit log bound")
+		t.Errorf("ACME answered with its audit log closed")
 	}
 }

@@ -3,57 +3,40 @@ package main
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/hsmgate/hsmgate/internal/auth"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-func init() { registerService("auth-methods", wireAuthMethods) }
-
-// loginMethods holds the login methods of each wired server (keyed by its
-// deps), for the Vault door's /v1/auth/<method>/login handlers: they look
-// them up with authMethodsFor(d) when they are wired, or at request time.
-var loginMethods sync.Map // *deps -> *auth.Methods
-
-// authMethodsFor returns the login methods wired for d (nil before
-// wireAuthMethods ran or after the server closed).
-func authMethodsFor(d *deps) *auth.Methods {
-	m, _ := loginMethods.Load(d)
-	am, _ := m.(*auth.Methods)
-	return am
-}
-
-// wireAuthMethods builds the AppRole, Kubernetes and client-certificate login
+// newAuthMethods builds the AppRole, Kubernetes and client-certificate login
 // methods over the store and registers AuthMethodService with its rules. The
 // methods issue ordinary tokens through a token service of their own over the
-// same store (the auth hook's token cache sees them through the store's Watch).
-// Certificate login trusts tls.client_ca, as the TLS layer does.
-func wireAuthMethods(ctx context.Context, d *deps) error {
+// same store (newAuth's token cache sees them through the store's Watch).
+// Certificate login trusts tls.client_ca, as the TLS layer does. The Vault
+// door's /v1/auth/<method>/login handlers use the same methods.
+func newAuthMethods(ctx context.Context, d *deps) (*auth.Methods, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	d.OnClose(func() error { cancel(); return nil })
 	tokens, err := auth.NewTokens(ctx, d.Store, d.Config.Auth.Tokens)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cas, err := auth.MTLSConfig{ClientCAFile: d.Config.TLS.ClientCAFile}.ClientCAs()
 	if err != nil {
-		return fmt.Errorf("auth methods: %w", err)
+		return nil, fmt.Errorf("auth methods: %w", err)
 	}
 	m, err := auth.NewMethods(ctx, auth.MethodsConfig{
 		Cert:       auth.CertAuthConfig{ClientCAs: cas},
 		Kubernetes: auth.KubernetesConfig{ReviewerJWT: d.Config.Auth.Kubernetes.Source()},
 	}, d.Store, tokens)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hsmgatev1.RegisterAuthMethodServiceServer(d.Server, m.Service)
 	if err := d.AddRules(auth.AuthMethodTable()); err != nil {
-		return err
+		return nil, err
 	}
 	go m.TidyEvery(ctx, time.Hour) // expired and orphaned secret IDs
-	loginMethods.Store(d, m)
-	d.OnClose(func() error { loginMethods.Delete(d); return nil })
-	return nil
+	return m, nil
 }

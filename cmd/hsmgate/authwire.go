@@ -11,44 +11,20 @@ import (
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-func init() { authHook = wireAuth }
-
-// httpGate wraps engines' non-public HTTP handlers (registered by service
-// hooks, before the interceptor exists): d.Server.HandleHTTP(pattern,
-// httpGate.Wrap(auth.HTTPRule{...}, h)). wireAuth binds it.
-var httpGate auth.HTTPGate
-
-// wireAuth builds authentication, policies, rate limits and the audit log
-// from d.Config.Auth and d.Config.Audit, registers AuthService, and installs
-// the interceptor over every RPC in d.Rules.
-func wireAuth(ctx context.Context, d *deps) error {
-	// The caches' watches end before the store closes (closers run in reverse).
-	ctx, cancel := context.WithCancel(ctx)
-	d.OnClose(func() error { cancel(); return nil })
-	a, err := auth.New(ctx, d.Config.Auth.Config, d.Store)
-	if err != nil {
-		return err
-	}
-	hsmgatev1.RegisterAuthServiceServer(d.Server, a.Service)
-	go a.Tokens.TidyEvery(ctx, time.Hour) // expired token records
-	if err := d.AddRules(auth.AuthTable()); err != nil {
-		return err
-	}
-	if d.DevRootToken != "" {
-		if err := a.Tokens.EnsureRoot(ctx, d.DevRootToken); err != nil {
-			return fmt.Errorf("dev root token: %w", err)
-		}
-	}
-	var auditor auth.Auditor
+// newAuditLog opens the audit log that every request (gRPC, the Vault door,
+// ACME) is written to, from d.Config.Audit: with no audit section and a
+// bbolt store, beside the store with an HMAC key made there on first run
+// (dev mode, and servers configured without one); with neither, the server
+// does not start (every request is audited, and fails when it cannot be).
+func newAuditLog(ctx context.Context, d *deps) (*audit.Log, error) {
 	acfg := d.Config.Audit.Config
 	var key []byte
+	var err error
 	if acfg.Path == "" && d.Config.Store.Path != "" {
-		// No audit section: audit beside the bbolt file, with an HMAC key
-		// made there on first run (dev mode, and servers configured without one).
 		dir := filepath.Dir(d.Config.Store.Path)
 		acfg.Path = filepath.Join(dir, "audit.log")
 		if key, err = audit.LoadOrCreateKeyFile(filepath.Join(dir, "audit-hmac-key")); err != nil {
-			return err
+			return nil, err
 		}
 		if d.DevRootToken == "" {
 			d.Log.Warn("no audit section in the config: auditing beside the store", "path", acfg.Path)
@@ -56,27 +32,48 @@ func wireAuth(ctx context.Context, d *deps) error {
 			d.Log.Info("dev audit log", "path", acfg.Path)
 		}
 	}
-	if acfg.Path != "" {
-		if key == nil {
-			if key, err = audit.LoadHMACKey(acfg); err != nil {
-				return err
-			}
-		}
-		l, err := openAuditLog(ctx, d, acfg, key) // cmd/hsmgate/audit.go
-		if err != nil {
-			return err
-		}
-		auditor = l
-		acmeAudit.Set(l) // ACME (acme_wire.go) audits to the same log
-	} else {
-		return fmt.Errorf("audit.path is required with this store: every request is audited, and fails when it cannot be")
+	if acfg.Path == "" {
+		return nil, fmt.Errorf("audit.path is required with this store: every request is audited, and fails when it cannot be")
 	}
-	// Once the server can list its services, a method without a rule stops
-	// the start (the interceptor refuses such a method at run time anyway).
-	if p, ok := any(d.Server).(auth.ServiceInfoProvider); ok {
-		if err := auth.CheckTableCovers(p, d.Rules); err != nil {
-			return err
+	if key == nil {
+		if key, err = audit.LoadHMACKey(acfg); err != nil {
+			return nil, err
 		}
+	}
+	return openAuditLog(ctx, d, acfg, key) // cmd/hsmgate/audit.go
+}
+
+// newAuth builds authentication, policies and rate limits from
+// d.Config.Auth over the store, registers AuthService with its rules, and
+// in dev mode makes the server accept d.DevRootToken as root. Its caches'
+// watches end before the store closes (closers run in reverse).
+func newAuth(ctx context.Context, d *deps) (*auth.Auth, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	d.OnClose(func() error { cancel(); return nil })
+	a, err := auth.New(ctx, d.Config.Auth.Config, d.Store)
+	if err != nil {
+		return nil, err
+	}
+	hsmgatev1.RegisterAuthServiceServer(d.Server, a.Service)
+	go a.Tokens.TidyEvery(ctx, time.Hour) // expired token records
+	if err := d.AddRules(auth.AuthTable()); err != nil {
+		return nil, err
+	}
+	if d.DevRootToken != "" {
+		if err := a.Tokens.EnsureRoot(ctx, d.DevRootToken); err != nil {
+			return nil, fmt.Errorf("dev root token: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// installInterceptor puts authentication, authorisation and audit in front
+// of every RPC, from the rules every service added to d.Rules. It runs once
+// every service is registered: a method without a rule stops the start
+// (the interceptor would refuse it at run time anyway).
+func installInterceptor(d *deps, a *auth.Auth, auditor auth.Auditor) error {
+	if err := auth.CheckTableCovers(d.Server, d.Rules); err != nil {
+		return err
 	}
 	ic, err := a.Interceptor(d.Rules, auditor)
 	if err != nil {
@@ -85,10 +82,6 @@ func wireAuth(ctx context.Context, d *deps) error {
 	// hsmgate_auth_refusals_total and the sampled-audit counter.
 	if err := d.Server.Metrics().Register(ic); err != nil {
 		return fmt.Errorf("auth: metrics: %w", err)
-	}
-	httpGate.Set(ic)
-	if d.VaultDoor != nil {
-		d.VaultDoor.SetAuditor(auditor) // its login lines
 	}
 	return d.Server.Use(ic.Unary(), ic.Stream())
 }

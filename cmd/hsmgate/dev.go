@@ -162,7 +162,6 @@ func runDev(ctx context.Context, g *globals, f *devFlags, log *slog.Logger) erro
 		createKEK:    true,
 		devRootToken: st.rootToken,
 		devStateDir:  st.dir,
-		allowNoAuth:  true,
 		storeOpened: func() error {
 			// This process now owns the state directory; the env file of
 			// an earlier run names old ports until listening rewrites it.

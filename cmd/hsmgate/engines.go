@@ -2,13 +2,9 @@ package main
 
 import "github.com/spf13/cobra"
 
-// The engines served by `hsmgate server` and `hsmgate dev`, and their CLI verbs.
+// The CLI verbs of the engines. (The engines themselves are built by the
+// composition root, compose.go.)
 func init() {
-	registerService("transit", setupTransit)
-	registerService("pki", setupPKI)
-	registerService("sshca", setupSSHCA)
-	registerService("vaultdoor", setupVaultDoor)
-	registerService("acme", setupACME)
 	addCommand(func(*globals) *cobra.Command { return newTransitCmd() })
 	addCommand(func(*globals) *cobra.Command { return newPKICmd() })
 	addCommand(func(*globals) *cobra.Command { return newSSHCmd() })

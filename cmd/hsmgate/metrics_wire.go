@@ -11,17 +11,15 @@ import (
 	"github.com/hsmgate/hsmgate/internal/version"
 )
 
-func init() { registerService("metrics", setupMetrics) }
-
 // dependencyPingTimeout bounds each dependency check of a scrape.
 const dependencyPingTimeout = 2 * time.Second
 
-// setupMetrics registers the process-wide collectors on the server's
+// registerProcessMetrics registers the process-wide collectors on the server's
 // registry: hsmgate_build_info, the HSM module's (pool, login, PKCS#11
 // latency and errors) and hsmgate_dependency_up, which pings the HSM and
 // the store at scrape time (what /readyz checks), so that alerts need no
-// probe of their own. The engines register theirs in their own hooks.
-func setupMetrics(_ context.Context, d *deps) error {
+// probe of their own. The engines register theirs where they are built.
+func registerProcessMetrics(d *deps) error {
 	reg := d.Server.Metrics()
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "hsmgate_build_info", Help: "Always 1; the labels say which hsmgate build is running.",

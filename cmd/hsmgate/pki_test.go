@@ -48,7 +48,7 @@ func pkiTestServerOn(t *testing.T, m *hsm.Module) (addr, caFile string) {
 	t.Cleanup(func() { st.Close() })
 	web := httptest.NewServer(nil)
 	t.Cleanup(web.Close)
-	svc, err := pki.New(pki.Config{Store: st, Keys: pki.HSMKeys(m), BaseURL: web.URL})
+	svc, err := pki.New(pki.Config{Store: st, Keys: m, BaseURL: web.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,13 +17,10 @@ import (
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/config"
-	"github.com/hsmgate/hsmgate/internal/devtls"
-	"github.com/hsmgate/hsmgate/internal/server"
-	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-// TestSetupPKI runs the service hook on a real server (TLS, no auth
+// TestSetupPKI runs the PKI builder on a real server (TLS, no auth
 // interceptor): a root made over gRPC is served on /pki/ca over HTTPS, and
 // issued certificates point at pki.base_url, or the HTTP listener without it.
 func TestSetupPKI(t *testing.T) {
@@ -36,26 +32,18 @@ func TestSetupPKI(t *testing.T) {
 // testSetupPKI: with pki.base_url empty, certificates name the HTTP
 // listener; with it set, they name it.
 func testSetupPKI(t *testing.T, base string) {
-	dir := t.TempDir()
-	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CertFile: files.Cert, KeyFile: files.Key,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := bbolt.Open(filepath.Join(dir, "store.db"), bbolt.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	_, files, srv, st := builderServer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{},
-		Config: &config.Config{PKI: config.PKI{BaseURL: base}}}
-	if err := setupPKI(ctx, d); err != nil {
+	cfg := config.Default()
+	cfg.PKI.BaseURL = base
+	cfg.PKI.CRLValidity = 48 * time.Hour // not the engine's 24h default: the pki section reaches the engine
+	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{}, Config: cfg}
+	got, err := pkiBaseURL(d)
+	if err != nil || (base != "" && got != base) {
+		t.Fatalf("pkiBaseURL: got %q, %v; want pki.base_url %q", got, err, base)
+	}
+	if err := setupPKI(ctx, d, got); err != nil {
 		t.Fatalf("setupPKI: %v", err)
 	}
 	defer d.close()
@@ -108,5 +96,18 @@ func testSetupPKI(t *testing.T, base string) {
 	resp.Body.Close()
 	if blk, _ := pem.Decode(body); resp.StatusCode != 200 || blk == nil || blk.Type != "CERTIFICATE" {
 		t.Errorf("GET /pki/ca: %s %q", resp.Status, body)
+	}
+	resp, err = hc.Get("https://" + srv.HTTPAddr() + "/pki/issuer/root/crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	crl, err := x509.ParseRevocationList(body)
+	if err != nil {
+		t.Fatalf("GET /pki/issuer/root/crl: %s: %v", resp.Status, err)
+	}
+	if got, want := crl.NextUpdate.Sub(crl.ThisUpdate), cfg.PKI.CRLValidity; got != want {
+		t.Errorf("CRL validity: got %s, want pki.crl_validity %s", got, want)
 	}
 }

@@ -98,6 +98,8 @@ func restartSections(live, next *config.Config) []string {
 		{"auth", live.Auth, next.Auth},
 		{"audit", live.Audit, next.Audit},
 		{"pki", live.PKI, next.PKI},
+		{"ssh", live.SSH, next.SSH},
+		{"acme", live.ACME, next.ACME},
 		{"tracing", live.Tracing, next.Tracing},
 	} {
 		if !reflect.DeepEqual(s.a, s.b) {

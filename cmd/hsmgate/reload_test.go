@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/syncbuf"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -289,4 +291,54 @@ func TestDevSurvivesSIGHUP(t *testing.T) {
 		t.Errorf("status after SIGHUP: exit %d: %s", code, errOut)
 	}
 	p.stop(t)
+}
+
+// TestRestartSectionsCoverConfig: a change to any section of the
+// configuration is either applied live (tls files, log.level) or reported
+// as needing a restart, so that a new section cannot be forgotten.
+func TestRestartSectionsCoverConfig(t *testing.T) {
+	live := config.Default()
+	typ := reflect.TypeOf(*live)
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if f.Name == "TLS" || f.Name == "Log" { // partly live: their other fields are listed by name
+			continue
+		}
+		t.Run(f.Name, func(t *testing.T) {
+			next := config.Default()
+			v := reflect.ValueOf(next).Elem().Field(i)
+			if !changeSomething(v) {
+				t.Skipf("no settable field in %s", f.Name)
+			}
+			if got := restartSections(live, next); len(got) != 1 {
+				t.Errorf("changing %s: got sections %v, want it named once", f.Name, got)
+			}
+		})
+	}
+}
+
+// changeSomething changes the first field of v it can (a string, number or
+// bool, or one inside a struct), reporting whether it did.
+func changeSomething(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Field(i).CanSet() && changeSomething(v.Field(i)) {
+				return true
+			}
+		}
+	case reflect.String:
+		v.SetString(v.String() + "x")
+		return true
+	case reflect.Int, reflect.Int64:
+		v.SetInt(v.Int() + 1)
+		return true
+	case reflect.Uint16, reflect.Uint32:
+		v.SetUint(v.Uint() + 1)
+		return true
+	case reflect.Bool:
+		v.SetBool(!v.Bool())
+		return true
+	}
+	return false
 }

@@ -21,34 +21,6 @@ import (
 	ketcd "github.com/hsmgate/hsmgate/keystore/etcd"
 )
 
-// runOptions vary runServer between `server` and `dev`.
-type runOptions struct {
-	// createKEK makes the KEK if it is missing (dev); otherwise a missing KEK
-	// is an error that points at `hsmgate init`.
-	createKEK bool
-	// devRootToken and devStateDir are passed to the hooks (dev only).
-	devRootToken string
-	devStateDir  string
-	// allowNoAuth lets the server run without the auth hook (dev only).
-	allowNoAuth bool
-	// storeOpened is called once the store is open (dev: its lock is held).
-	storeOpened func() error
-	// listening is called once the listeners are bound, before serving.
-	listening func(addrs listenAddrs) error
-	// reloadConfig re-reads the config file on SIGHUP (nil: dev, no file);
-	// level is the logger's live level, left alone when levelFromFlag.
-	reloadConfig  func() (*config.Config, error)
-	level         *slog.LevelVar
-	levelFromFlag bool
-	// acmeTesting points ACME challenge validation at loopback ports and
-	// raises its rate limits. TEST-ONLY: set by the bench and tests, never
-	// from the config file or flags (nil: the real thing).
-	acmeTesting *acmeTesting
-}
-
-// listenAddrs are the bound listener addresses ("" for a listener that is off).
-type listenAddrs struct{ GRPC, HTTP, Metrics string }
-
 // openHSM resolves the PIN and opens the configured token.
 func openHSM(ctx context.Context, c *config.Config, log *slog.Logger) (*hsm.Module, error) {
 	pin, err := hsm.ResolvePIN(c.HSM.PINEnv, c.HSM.PINFile)
@@ -148,62 +120,41 @@ func resolveSecret(what, env, file string) (string, error) {
 	return "", fmt.Errorf("%s: $%s is not set and no file is configured", what, env)
 }
 
-// runServer opens the HSM and the store, builds the server with every
-// service hook and the auth hook, and serves until ctx ends.
-func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOptions) (err error) {
-	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now(),
-		acmeTesting: o.acmeTesting}
-	defer d.close()
-	startHUP, stopHUP := watchHUP(ctx) // reload.go: SIGHUP reloads, never kills
-	defer stopHUP()
-
-	m, err := openHSM(ctx, c, log)
-	if err != nil {
-		return err
-	}
-	d.HSM = m
-	d.OnClose(func() error { return hsm.Finalize(c.HSM.Library) })
-	d.OnClose(m.Close)
-
-	if o.createKEK {
-		kek, created, err := m.EnsureKEK(ctx, c.HSM.KEKLabel)
+// loadKEK finds the KEK by label, or with create (dev) makes it when missing;
+// otherwise a missing KEK is an error that points at `hsmgate init`.
+func loadKEK(ctx context.Context, m *hsm.Module, label string, create bool, log *slog.Logger) (*hsm.KEK, error) {
+	if create {
+		kek, created, err := m.EnsureKEK(ctx, label)
 		if err != nil {
-			return fmt.Errorf("KEK %q: %w", c.HSM.KEKLabel, err)
+			return nil, fmt.Errorf("KEK %q: %w", label, err)
 		}
-		log.Info("KEK ready", "label", c.HSM.KEKLabel, "token", m.TokenLabel(), "created", created)
-		d.KEK = kek
-	} else {
-		kek, err := m.KEK(ctx, c.HSM.KEKLabel)
-		if errors.Is(err, hsm.ErrKeyNotFound) {
-			return fmt.Errorf("KEK %q not found in token %q: run `hsmgate init --config FILE` once first", c.HSM.KEKLabel, m.TokenLabel())
-		}
-		if err != nil {
-			return fmt.Errorf("KEK %q: %w", c.HSM.KEKLabel, err)
-		}
-		d.KEK = kek
+		log.Info("KEK ready", "label", label, "token", m.TokenLabel(), "created", created)
+		return kek, nil
 	}
-
-	st, err := openStore(ctx, c)
+	kek, err := m.KEK(ctx, label)
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		return nil, fmt.Errorf("KEK %q not found in token %q: run `hsmgate init --config FILE` once first", label, m.TokenLabel())
+	}
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("KEK %q: %w", label, err)
 	}
-	d.Store = st
-	d.OnClose(st.Close)
-	if o.storeOpened != nil {
-		if err := o.storeOpened(); err != nil {
-			return err
-		}
-	}
+	return kek, nil
+}
 
-	sc := server.FromConfig(c, log)
+// newServer makes the gRPC and HTTPS server of the config (with tracing
+// when tracing.enabled) and binds its listeners, so that a taken port is
+// reported as such, not as some engine's failure (and the engines that
+// derive URLs from the addresses have them).
+func newServer(ctx context.Context, d *deps) (*server.Server, error) {
+	sc := server.FromConfig(d.Config, d.Log)
 	// A gRPC connection is past its pre-auth deadline once a request on it
 	// carries an identity (placed by the auth interceptor).
 	sc.Authenticated = func(ctx context.Context) bool { _, ok := auth.FromContext(ctx); return ok }
 	sc.RequestFields = requestFields
-	if c.Tracing.Enabled {
+	if d.Config.Tracing.Enabled {
 		tr, err := server.NewTracing(ctx, version.String())
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.OnClose(func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -211,49 +162,16 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 			return tr.Shutdown(ctx)
 		})
 		sc.StatsHandlers = append(sc.StatsHandlers, tr.Handler)
-		log.Info("tracing on: OTLP/gRPC exporter (OTEL_EXPORTER_OTLP_* variables)")
+		d.Log.Info("tracing on: OTLP/gRPC exporter (OTEL_EXPORTER_OTLP_* variables)")
 	}
 	srv, err := server.New(sc)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	d.Server = srv
-	// Bind before the hooks (some need the addresses), so that a taken port
-	// is reported as such, not as a hook's failure.
 	if err := srv.Listen(); err != nil {
-		return err
+		return nil, err
 	}
-	hsmgatev1RegisterSystem(srv, d)
-	if err := d.AddRules(server.SystemRules()); err != nil {
-		return err
-	}
-	srv.AddReadyCheck("hsm", m.Ping)
-	srv.AddReadyCheck("store", st.Ping)
-
-	for _, h := range serviceHooks {
-		if err := h.setup(ctx, d); err != nil {
-			return fmt.Errorf("%s: %w", h.name, err)
-		}
-	}
-	switch {
-	case authHook != nil:
-		if err := authHook(ctx, d); err != nil {
-			return fmt.Errorf("auth: %w", err)
-		}
-	case o.allowNoAuth:
-		log.Warn("auth is not wired into this build: every RPC is open (dev mode only)")
-	default:
-		return errors.New("auth is not wired into this build: refusing to serve without authentication (use `hsmgate dev` for a local server)")
-	}
-
-	if o.listening != nil {
-		if err := o.listening(listenAddrs{GRPC: srv.GRPCAddr(), HTTP: srv.HTTPAddr(), Metrics: srv.MetricsAddr()}); err != nil {
-			return err
-		}
-	}
-	startHUP(&reloader{d: d, o: o, live: *c})
-	log.Info("hsmgate starting", "version", version.String(), "token", m.TokenLabel(), "store", st.Backend())
-	return srv.Serve(ctx)
+	return srv, nil
 }
 
 // requestFields names the caller in every log line of a request.

@@ -32,7 +32,7 @@ func sshTestClient(t *testing.T) hsmgatev1.SSHCAServiceClient {
 	}
 	t.Cleanup(func() { st.Close() })
 	e, err := sshca.New(context.Background(), sshca.Config{
-		Store: st, Keys: sshca.HSMKeys(hsmtest.Module(t)),
+		Store: st, Keys: hsmtest.Module(t),
 		Caller: func(context.Context) (sshca.Caller, error) { return sshca.Caller{Name: "alice", RequestID: "r1"}, nil },
 	})
 	if err != nil {

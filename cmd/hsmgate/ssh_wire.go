@@ -8,13 +8,19 @@ import (
 	"github.com/hsmgate/hsmgate/sshca"
 )
 
-// setupSSHCA is the SSH CA's service hook: the engine over the process's HSM
-// and store, its gRPC service, its public HTTP endpoints under /v1/ssh/ and
-// its auth rules. The lead registers it (registerService("sshca",
-// setupSSHCA)) together with the CLI (addCommand(func(*globals)
-// *cobra.Command { return newSSHCmd() })).
+// setupSSHCA serves the SSH CA over the process's HSM and store, from the
+// ssh section: its gRPC service (at most limits.max_items_per_request
+// certificates per request),
+// its public HTTP endpoints under /v1/ssh/, its metrics and auth rules.
 func setupSSHCA(ctx context.Context, d *deps) error {
-	e, err := sshca.New(ctx, sshca.Config{Store: d.Store, Keys: sshca.HSMKeys(d.HSM), Logger: d.Log})
+	e, err := sshca.New(ctx, sshca.Config{
+		Store:    d.Store,
+		Keys:     d.HSM,
+		Logger:   d.Log,
+		MaxItems: d.Config.Limits.MaxItemsPerRequest,
+
+		SignConcurrency: d.Config.SSH.SignConcurrency,
+	})
 	if err != nil {
 		return fmt.Errorf("sshca: %w", err)
 	}

@@ -86,7 +86,16 @@ func TestStatusWithoutToken(t *testing.T) {
 	if err := d.AddRules(server.SystemRules()); err != nil {
 		t.Fatal(err)
 	}
-	if err := authHook(ctx, d); err != nil {
+	// Audit and auth as wireServices builds them, with no engine.
+	al, err := newAuditLog(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newAuth(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := installInterceptor(d, a, al); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

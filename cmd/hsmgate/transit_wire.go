@@ -9,8 +9,8 @@ import (
 	"github.com/hsmgate/hsmgate/transit/transithsm"
 )
 
-// setupTransit is the transit engine's service hook: the engine over the
-// process's store, KEK and HSM (its metrics on the server's registry), the
+// setupTransit serves the transit engine: the engine over the process's
+// store, KEK and HSM (its metrics on the server's registry), the
 // background auto-rotation job, TransitService with the configured limits
 // (limits.max_items_per_request, limits.max_item_bytes) and its auth rules.
 // On close the rotator stops, then the engine's store watch ends (before the

@@ -41,9 +41,9 @@ var wiredServices = []string{
 	"hsmgate.v1.TransitService",
 }
 
-// TestWiredServerAuthCoverage wires a server as runServer does (system
-// service, every service hook, the auth hook, whose start-up check is
-// auth.CheckTableCovers) and checks that: it serves exactly the services
+// TestWiredServerAuthCoverage wires a server as runServer does
+// (wireServices: every service, then the interceptor, whose start-up check
+// is auth.CheckTableCovers) and checks that: it serves exactly the services
 // above, as reflection reports them; every method of each has a rule; the
 // check fails, naming the method, when any service's rule is missing;
 // transit is behind the interceptor and honours the configured limits; and
@@ -87,20 +87,11 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 			d.close()
 		}
 	}()
-	hsmgatev1RegisterSystem(srv, d)
-	if err := d.AddRules(server.SystemRules()); err != nil {
+	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range serviceHooks {
-		if err := h.setup(ctx, d); err != nil {
-			t.Fatalf("%s: %v", h.name, err)
-		}
-	}
-	if authHook == nil {
-		t.Fatal("auth is not wired into this build")
-	}
-	if err := authHook(ctx, d); err != nil {
-		t.Fatalf("auth hook (with its start-up coverage check): %v", err)
+	if err := wireServices(ctx, d); err != nil {
+		t.Fatalf("wireServices (with its start-up coverage check): %v", err)
 	}
 
 	info := srv.GetServiceInfo()
@@ -180,6 +171,22 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 			if got := status.Code(err); got != tc2.want {
 				t.Errorf("%s: got %v (%v), want %v", tc2.name, got, err, tc2.want)
 			}
+		}
+	})
+
+	t.Run("sshca with the configured item limit", func(t *testing.T) {
+		rc, err := client.Dial(client.Options{Addr: srv.GRPCAddr(), CACert: files.CACert, Token: root})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		items := make([]*hsmgatev1.SSHSignItem, c.Limits.MaxItemsPerRequest+1)
+		for i := range items {
+			items[i] = &hsmgatev1.SSHSignItem{}
+		}
+		_, err = hsmgatev1.NewSSHCAServiceClient(rc).SignUserKey(ctx, &hsmgatev1.SignUserKeyRequest{Role: "eng", Items: items})
+		if got := status.Code(err); got != codes.ResourceExhausted {
+			t.Errorf("%d items (limits.max_items_per_request %d): got %v (%v), want ResourceExhausted", len(items), c.Limits.MaxItemsPerRequest, got, err)
 		}
 	})
 

@@ -10,15 +10,15 @@ import (
 	"github.com/hsmgate/hsmgate/vaultdoor"
 )
 
-// vaultLogins serves the door's auth/<method>/login with the login methods
-// wired for d (looked up per request: they are built by another hook).
-type vaultLogins struct{ d *deps }
+// vaultLogins serves the door's auth/<method>/login with the server's login
+// methods (newAuthMethods).
+type vaultLogins struct{ m *auth.Methods }
 
 var _ vaultdoor.Logins = vaultLogins{}
 
 func (v vaultLogins) methods() (*auth.Methods, error) {
-	if m := authMethodsFor(v.d); m != nil {
-		return m, nil
+	if v.m != nil {
+		return v.m, nil
 	}
 	return nil, errs.New(errs.Unavailable, "vaultdoor: login methods not ready")
 }

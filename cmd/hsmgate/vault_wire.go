@@ -4,15 +4,18 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/version"
 	"github.com/hsmgate/hsmgate/vaultdoor"
 )
 
-// setupVaultDoor is the Vault-compatible door's hook: /v1/ on the HTTPS
+// setupVaultDoor serves the Vault-compatible door: /v1/ on the HTTPS
 // listener, translating Vault's API onto the registered gRPC services
 // through the server's own interceptors (same rules, audit and rate
-// limits), plus the door's own rule (root/sign-intermediate).
-func setupVaultDoor(_ context.Context, d *deps) error {
+// limits), plus the door's own rule (root/sign-intermediate). Its
+// auth/<method>/login handlers use logins, and write their lines to auditor.
+// It runs after the services it translates onto are registered.
+func setupVaultDoor(d *deps, logins *auth.Methods, auditor vaultdoor.Auditor) error {
 	door, err := vaultdoor.New(vaultdoor.Config{
 		Registry: d.Server,
 		Health: func(ctx context.Context) error {
@@ -24,8 +27,12 @@ func setupVaultDoor(_ context.Context, d *deps) error {
 			return d.Store.Ping(ctx)
 		},
 		MaxBodyBytes: int64(d.Config.Limits.MaxRecvBytes),
-		Version:      version.String(),
-		Logger:       d.Log,
+		// batch_input, as the transit service it translates onto.
+		MaxBatchItems: d.Config.Limits.MaxItemsPerRequest,
+		Version:       version.String(),
+		Logger:        d.Log,
+		Logins:        vaultLogins{logins},
+		Auditor:       auditor,
 	})
 	if err != nil {
 		return err
@@ -33,9 +40,5 @@ func setupVaultDoor(_ context.Context, d *deps) error {
 	for _, p := range door.Patterns() {
 		d.Server.HandleHTTP(p, door)
 	}
-	// The login methods are looked up per request (another hook builds
-	// them); the auth hook gives the door the audit log (d.VaultDoor).
-	door.SetLogins(vaultLogins{d})
-	d.VaultDoor = door
 	return d.AddRules(vaultdoor.AuthTable())
 }

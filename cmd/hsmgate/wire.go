@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -11,10 +10,11 @@ import (
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/keystore"
-	"github.com/hsmgate/hsmgate/vaultdoor"
 )
 
-// deps is what the process has opened, handed to every service hook.
+// deps is what the composition root (compose.go) has opened so far, handed
+// to each builder it calls. Nothing here is global: every server (and every
+// test that wires one) has its own.
 type deps struct {
 	Config *config.Config
 	Log    *slog.Logger
@@ -22,20 +22,18 @@ type deps struct {
 	KEK    *hsm.KEK
 	Store  keystore.Store
 	Server *server.Server
-	// Rules is the merged auth table of every registered service; hooks add
-	// theirs with AddRules. The auth hook builds the interceptor from it.
+	// Rules is the merged auth table of every service built so far; each
+	// builder adds its own with AddRules. The interceptor is made from it
+	// once every service is registered.
 	Rules auth.Table
-	// DevRootToken is the root token of `hsmgate dev` (empty otherwise): the
-	// auth hook must make the server accept it as a root identity.
+	// DevRootToken is the root token of `hsmgate dev` (empty otherwise):
+	// the server must accept it as a root identity.
 	DevRootToken string
 	// DevStateDir is the state directory of `hsmgate dev` (empty otherwise),
 	// for dev-only files such as an audit log.
 	DevStateDir string
 	// Start is when the process started serving.
 	Start time.Time
-	// VaultDoor is the Vault-compatible door (nil until its hook ran); the
-	// auth hook gives it the audit log for its login lines.
-	VaultDoor *vaultdoor.Door
 	// acmeTesting: runOptions.acmeTesting (TEST-ONLY; nil in every deployment).
 	acmeTesting *acmeTesting
 
@@ -65,27 +63,3 @@ func (d *deps) close() {
 	}
 	d.closers = nil
 }
-
-// A serviceHook builds one engine's service from deps and registers it:
-// d.Server.RegisterService (through the generated Register*Server), HTTP
-// handlers with d.Server.HandleHTTP, rules with d.AddRules, cleanup with
-// d.OnClose. Hooks run in registration order, before the auth hook.
-type serviceHook struct {
-	name  string
-	setup func(ctx context.Context, d *deps) error
-}
-
-var serviceHooks []serviceHook
-
-// registerService adds a service hook; call it from an init function in the
-// engine's wiring file (cmd/hsmgate/transit.go, pki.go, ...).
-func registerService(name string, setup func(ctx context.Context, d *deps) error) {
-	serviceHooks = append(serviceHooks, serviceHook{name, setup})
-}
-
-// authHook installs authentication, authorisation and audit: it builds the
-// interceptors from d.Rules (and d.Config.Auth / d.Config.Audit, and
-// d.DevRootToken in dev mode) and adds them with d.Server.Use. It is set by
-// the auth wiring file. While it is nil the server refuses to start outside
-// dev mode, and dev mode warns that every RPC is open.
-var authHook func(ctx context.Context, d *deps) error

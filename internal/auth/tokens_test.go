@@ -4,31 +4,18 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 	"github.com/hsmgate/hsmgate/keystore"
 )
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 var rootID = &Identity{Name: "root", Kind: KindRoot}
 
 func TestTokenLifecycle(t *testing.T) {
 	a, s := newAuth(t, Config{Tokens: TokenConfig{DefaultTTL: time.Hour, MaxTTL: 3 * time.Hour}})
-	clk := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	a.Tokens.SetClock(clk.Now)
 	ctx := context.Background()
 
@@ -71,7 +58,7 @@ func TestTokenLifecycle(t *testing.T) {
 		}
 	})
 	t.Run("renewed", func(t *testing.T) {
-		clk.Add(50 * time.Minute)
+		clk.Advance(50 * time.Minute)
 		got, err := a.Tokens.Renew(ctx, info.GetAccessor(), 0)
 		if err != nil {
 			t.Fatalf("Renew: %v", err)
@@ -79,7 +66,7 @@ func TestTokenLifecycle(t *testing.T) {
 		if want := clk.Now().Add(time.Hour); !got.GetExpireTime().AsTime().Equal(want) {
 			t.Errorf("got expiry %v, want %v", got.GetExpireTime().AsTime(), want)
 		}
-		clk.Add(50 * time.Minute) // 100 min after creation: alive only thanks to renewal
+		clk.Advance(50 * time.Minute) // 100 min after creation: alive only thanks to renewal
 		if _, err := a.Tokens.Authenticate(ctx, secret); err != nil {
 			t.Errorf("after renewal: got %v, want success", err)
 		}
@@ -93,7 +80,7 @@ func TestTokenLifecycle(t *testing.T) {
 		}
 	})
 	t.Run("expired", func(t *testing.T) {
-		clk.Add(3 * time.Hour)
+		clk.Advance(3 * time.Hour)
 		if _, err := a.Tokens.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
 			t.Errorf("got %v, want ErrUnauthenticated", err)
 		}

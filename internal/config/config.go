@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/hsmgate/hsmgate/internal/limits"
 )
 
 // Defaults.
@@ -39,8 +41,8 @@ const (
 	DefaultMaxRecvBytes         = 4 << 20
 	DefaultMaxSendBytes         = 16 << 20
 	DefaultMaxConcurrentStreams = 256
-	DefaultMaxItemsPerRequest   = 1000
-	DefaultMaxItemBytes         = 1 << 20
+	DefaultMaxItemsPerRequest   = limits.MaxItemsPerRequest
+	DefaultMaxItemBytes         = limits.MaxItemBytes
 	DefaultKeepaliveMinTime     = 10 * time.Second
 	DefaultMaxConnectionIdle    = 5 * time.Minute
 	DefaultShutdownTimeout      = 20 * time.Second
@@ -76,8 +78,9 @@ type Config struct {
 	Metrics  Metrics
 	Auth     Auth
 	Audit    Audit
-	PKI      PKI
-	ACME     ACME
+	PKI      PKI     // pki.go
+	SSH      SSH     // ssh.go
+	ACME     ACME    // acme.go
 	Tracing  Tracing // tracing.go
 }
 
@@ -294,6 +297,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 		Shutdown: Shutdown{Drain: f.Shutdown.Drain, Timeout: orDur(f.Shutdown.Timeout, DefaultShutdownTimeout)},
 		Log:      Log{Format: or(f.Log.Format, "text")},
 		PKI:      f.PKI.toPKI(),
+		SSH:      f.SSH.toSSH(),
 		ACME:     f.ACME.toACME(),
 		Tracing:  f.Tracing.toTracing(),
 	}
@@ -418,6 +422,7 @@ func (c *Config) Validate() error {
 		bad("store.backend", "%q: want %q or %q", c.Store.Backend, BackendBbolt, BackendEtcd)
 	}
 	c.validatePKI(bad)
+	c.validateSSH(bad)
 	c.validateACME(bad)
 
 	l := c.Limits

@@ -21,6 +21,7 @@ type File struct {
 	Auth     AuthFile     `yaml:"auth"`
 	Audit    AuditFile    `yaml:"audit"`
 	PKI      PKIFile      `yaml:"pki"`
+	SSH      SSHFile      `yaml:"ssh"`
 	ACME     ACMEFile     `yaml:"acme"`
 	Tracing  TracingFile  `yaml:"tracing"` // tracing.go
 }
