@@ -19,8 +19,6 @@ import (
 	"github.com/hsmgate/hsmgate/internal/audit"
 )
 
-func init() { addCommand(newAuditCmd) }
-
 // openAuditLog opens the audit log with its checkpoint signer (the HSM key
 // audit.CheckpointKeyLabel: made here in dev mode, by `hsmgate init`
 // otherwise), adds it to /readyz and to the metrics, and closes it last.

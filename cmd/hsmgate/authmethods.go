@@ -17,8 +17,6 @@ import (
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-func init() { addCommand(newAuthCmd) }
-
 // newAuthCmd is `hsmgate auth approle|kubernetes|cert ...`: administration of
 // the login methods (the logins themselves go through the Vault door).
 func newAuthCmd(g *globals) *cobra.Command {

@@ -19,8 +19,6 @@ import (
 	"github.com/hsmgate/hsmgate/internal/client"
 )
 
-func init() { addCommand(newBenchCmd) }
-
 type benchFlags struct {
 	target      string
 	residency   string

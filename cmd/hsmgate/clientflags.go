@@ -2,6 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -63,4 +68,61 @@ func call[C any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientC
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
 	return fn(ctx, newClient(cc))
+}
+
+// callFor is the one server call of a verb: it dials with the merged
+// configuration, makes a client of the connection with newClient, runs fn
+// with a context bounded by --timeout and returns its result. A verb is
+// flags -> callFor -> output.print.
+func callFor[C, R any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) (R, error)) (R, error) {
+	var r R
+	err := call(cmd, f, newClient, func(ctx context.Context, c C) error {
+		var err error
+		r, err = fn(ctx, c)
+		return err
+	})
+	return r, err
+}
+
+// maxInput bounds what a verb reads from a file flag or stdin (a CSR, a
+// certificate chain, a JWKS, a public key): far above any real one.
+const maxInput = 1 << 20
+
+// readInputFile reads the file a flag names, or stdin for "-", at most
+// maxInput bytes. flag names the flag in errors.
+func readInputFile(cmd *cobra.Command, flag, path string) ([]byte, error) {
+	var r io.Reader
+	if path == "-" {
+		r = cmd.InOrStdin()
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", flag, err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxInput+1))
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
+	}
+	if len(b) > maxInput {
+		return nil, usageError{fmt.Errorf("--%s: more than %d bytes", flag, maxInput)}
+	}
+	return b, nil
+}
+
+// oneStdin refuses "-" (stdin) for more than one of the given flag values.
+func oneStdin(flags map[string]string) error {
+	var named []string
+	for flag, v := range flags {
+		if v == "-" {
+			named = append(named, "--"+flag)
+		}
+	}
+	if len(named) > 1 {
+		sort.Strings(named)
+		return usageError{fmt.Errorf("%s: only one may read stdin (-)", strings.Join(named, " and "))}
+	}
+	return nil
 }

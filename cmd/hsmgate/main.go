@@ -48,12 +48,6 @@ type globals struct {
 	stderr io.Writer
 }
 
-// subcommands lists the constructors of every verb; other files add theirs
-// in init (e.g. transit, policy, token, audit).
-var subcommands []func(g *globals) *cobra.Command
-
-func addCommand(fn func(g *globals) *cobra.Command) { subcommands = append(subcommands, fn) }
-
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
@@ -98,10 +92,28 @@ Environment variables (flags override them):
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info, or the config file's)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "log format on stderr: text or json (default text, or the config file's)")
-	root.AddCommand(newVersionCmd(g), newServerCmd(g), newInitCmd(g), newDevCmd(g), newStatusCmd(g))
-	for _, fn := range subcommands {
-		root.AddCommand(fn(g))
-	}
+	addOutputFlags(root)
+	// The whole command tree, built here and nowhere else (no init hooks):
+	// the server side, then the client verbs, engine by engine.
+	root.AddCommand(
+		newVersionCmd(g),
+		newServerCmd(g),
+		newInitCmd(g),
+		newDevCmd(g),
+		newStatusCmd(g),
+		newTransitCmd(),
+		newPKICmd(),
+		newSSHCmd(),
+		newACMECmd(),
+		newPolicyCmd(g),
+		newTokenCmd(g),
+		newAuthCmd(g),
+		newAuditCmd(g),
+		newBenchCmd(g),
+	)
+	// cobra's `completion bash|zsh|fish|powershell`, added now rather than
+	// at Execute so that the tree above is the whole tree.
+	root.InitDefaultCompletionCmd()
 	markRunErrors(root)
 	return root
 }

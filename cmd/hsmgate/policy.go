@@ -13,8 +13,6 @@ import (
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-func init() { addCommand(newPolicyCmd) }
-
 // newPolicyCmd is `hsmgate policy write|read|list|delete`.
 func newPolicyCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{

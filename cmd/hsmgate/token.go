@@ -16,8 +16,6 @@ import (
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
-func init() { addCommand(newTokenCmd) }
-
 // newTokenCmd is `hsmgate token create|lookup|renew|revoke|root`.
 func newTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{

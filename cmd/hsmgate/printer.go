@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"gopkg.in/yaml.v3"
+)
+
+// The one printer of the CLI. Every verb that prints data takes the root's
+// persistent -o/--output table|json|yaml (--json is -o json):
+//
+//   - table (the default) is the verb's human form: a summary, a list, a PEM
+//     block, the raw plaintext, a ciphertext line;
+//   - json is one JSON document on stdout: the server's response message as
+//     protojson (lowerCamelCase names, bytes in base64, zero values shown,
+//     ciphertexts in the text form hsmgate:v<N>:<base64>), or for a local
+//     verb (audit verify, ssh krl --show) an object of the same style;
+//   - yaml is the same document as YAML.
+//
+// A verb says it prints data by calling addOutput in its constructor; -o json
+// or yaml on a verb that does not (server, dev, init, bench, completion) is a
+// mistake on the command line (exit 2), never silently ignored.
+
+// Output formats.
+const (
+	formatTable = "table"
+	formatJSON  = "json"
+	formatYAML  = "yaml"
+)
+
+// outputAnnotation marks a command that takes -o.
+const outputAnnotation = "hsmgate/output"
+
+// addOutputFlags adds the persistent -o/--output and --json to root.
+func addOutputFlags(root *cobra.Command) {
+	fs := root.PersistentFlags()
+	fs.StringP("output", "o", formatTable, "output format of the verbs that print data: table, json or yaml")
+	fs.Bool("json", false, "print JSON (the same as -o json)")
+	_ = root.RegisterFlagCompletionFunc("output", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{formatTable, formatJSON, formatYAML}, cobra.ShellCompDirectiveNoFileComp
+	})
+}
+
+// outputFormat returns the format the flags of cmd ask for, checked: a
+// usage error for an unknown format, for --json with another -o, and for
+// json or yaml on a verb that does not print data.
+func outputFormat(cmd *cobra.Command) (string, error) {
+	format := formatTable
+	if f := cmd.Flags().Lookup("output"); f != nil && f.Value.Type() == "string" {
+		format = strings.ToLower(f.Value.String())
+	}
+	switch format {
+	case formatTable, formatJSON, formatYAML:
+	default:
+		return "", usageError{fmt.Errorf("--output %q: want table, json or yaml", format)}
+	}
+	if f := cmd.Flags().Lookup("json"); f != nil && f.Value.Type() == "bool" && f.Value.String() == "true" {
+		if o := cmd.Flags().Lookup("output"); o != nil && o.Changed && format != formatJSON {
+			return "", usageError{fmt.Errorf("--json and --output %s: give one", format)}
+		}
+		format = formatJSON
+	}
+	if format != formatTable && cmd.Annotations[outputAnnotation] == "" {
+		return "", usageError{fmt.Errorf("--output %s: %s prints no data (only table)", format, cmd.CommandPath())}
+	}
+	return format, nil
+}
+
+// output prints the data of one verb in the format its flags ask for.
+type output struct{ cmd *cobra.Command }
+
+// addOutput marks cmd as a verb that prints data (it takes -o json|yaml).
+func addOutput(cmd *cobra.Command) *output {
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations[outputAnnotation] = "yes"
+	return &output{cmd: cmd}
+}
+
+// table reports whether the human form is asked for.
+func (o *output) table() bool {
+	f, err := outputFormat(o.cmd)
+	return err != nil || f == formatTable
+}
+
+// print writes v in the asked format: table calls table with stdout; json
+// and yaml marshal v (a proto.Message, a json.RawMessage, or a value for
+// encoding/json).
+func (o *output) print(v any, table func(w io.Writer) error) error {
+	w := o.cmd.OutOrStdout()
+	format, err := outputFormat(o.cmd)
+	if err != nil {
+		return err
+	}
+	if format == formatTable {
+		return table(w)
+	}
+	b, err := marshalJSON(v)
+	if err != nil {
+		return err
+	}
+	return writeDocument(w, format, b)
+}
+
+// marshalJSON is v as JSON: protojson for a message (zero values shown, so
+// that `jq -e .hsm.reachable` works), as is for raw JSON.
+func marshalJSON(v any) ([]byte, error) {
+	switch m := v.(type) {
+	case proto.Message:
+		return protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(m)
+	case json.RawMessage:
+		return m, nil
+	default:
+		return json.Marshal(v)
+	}
+}
+
+// writeDocument writes the JSON document b as indented JSON, or as YAML
+// with the keys in the same order.
+func writeDocument(w io.Writer, format string, b []byte) error {
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, b); err != nil {
+		return fmt.Errorf("output: %w", err)
+	}
+	if format == formatYAML {
+		y, err := jsonToYAML(compact.Bytes())
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(y)
+		return err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, compact.Bytes(), "", "  "); err != nil {
+		return fmt.Errorf("output: %w", err)
+	}
+	out.WriteByte('\n')
+	_, err := w.Write(out.Bytes())
+	return err
+}
+
+// jsonToYAML converts a JSON document to block-style YAML, keeping the
+// order of the keys (JSON is YAML: the parser keeps each scalar's tag, so
+// a string "true" stays quoted).
+func jsonToYAML(b []byte) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("output: yaml: %w", err)
+	}
+	var plain func(n *yaml.Node)
+	plain = func(n *yaml.Node) {
+		n.Style = 0
+		for _, c := range n.Content {
+			plain(c)
+		}
+	}
+	plain(&doc)
+	var out bytes.Buffer
+	enc := yaml.NewEncoder(&out)
+	enc.SetIndent(2)
+	if err := enc.Encode(&doc); err != nil {
+		return nil, fmt.Errorf("output: yaml: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("output: yaml: %w", err)
+	}
+	return out.Bytes(), nil
+}
+
+// printLines writes each line followed by a newline: the table of a list of
+// names.
+func printLines(w io.Writer, lines []string) error {
+	for _, l := range lines {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
