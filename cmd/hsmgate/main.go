@@ -146,13 +146,20 @@ func (g *globals) logger(level slog.Level, format string) (*slog.Logger, error) 
 }
 
 func newVersionCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version of this binary",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintln(g.stdout, "hsmgate", version.String())
-			return err
-		},
 	}
+	out := addOutput(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		doc := struct {
+			Version string `json:"version"`
+		}{version.String()}
+		return out.print(doc, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, "hsmgate", version.String())
+			return err
+		})
+	}
+	return cmd
 }

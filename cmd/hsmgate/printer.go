@@ -185,3 +185,12 @@ func printLines(w io.Writer, lines []string) error {
 	}
 	return nil
 }
+
+// namesDoc is a list of names as JSON: {"names": [...]}, the shape of the
+// List*Response messages.
+type namesDoc struct {
+	Names []string `json:"names"`
+}
+
+// emptyDoc is the JSON of a verb whose response carries nothing: {}.
+type emptyDoc struct{}
