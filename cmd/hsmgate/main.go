@@ -61,8 +61,15 @@ Start a throwaway server with its own SoftHSM token, then point a shell at it:
   eval "$(hsmgate dev --print-env)"        # in another shell, same directory
   hsmgate status
 
+Verbs that print data take -o table|json|yaml (--json is -o json): table is
+the human form, json the server's response as one JSON document, yaml the
+same document as YAML.
+
 Errors print one line, "hsmgate: <verb>: <Code>: <message>" (Code is a gRPC
-code name), and exit 1, or 2 for a mistake on the command line.
+code name), and exit 1, or 2 for a mistake on the command line (a bad flag,
+a missing argument, an unknown verb).
+
+Shell completion: source <(hsmgate completion bash) (also zsh, fish).
 
 Environment variables (flags override them):
   HSMGATE_ADDR             gRPC address host:port of the server (default ` + client.DefaultAddr + `)

@@ -18,7 +18,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Long: `Show the server's version, uptime and whether its HSM and key store answer.
 
 Exits 0 when the call succeeds, even if a dependency is unreachable (see the
-output, or use --json and check hsm.reachable / store.reachable). Needs the
+output, or use -o json and check hsm.reachable / store.reachable). Needs the
 "read" capability on sys/status.`,
 		Example: `  eval "$(hsmgate dev --print-env)"; hsmgate status
   hsmgate status --addr hsmgate.internal:8443 --cacert ca.pem --json`,

@@ -32,9 +32,10 @@ func newTransitCmd() *cobra.Command {
 
 Data is read from --in FILE, or stdin when --in is absent or "-". Ciphertexts,
 signatures and HMACs are printed in the text form hsmgate:v<N>:<base64>, one
-line, where N is the key version; decrypt prints the raw plaintext. --json
-prints the response as protojson (ciphertexts in the text form). --aad and
---context take base64, or @FILE for a file's raw bytes.
+line, where N is the key version; decrypt prints the raw plaintext. -o json
+(or --json) prints the response as protojson (ciphertexts in the text form),
+-o yaml the same as YAML. --aad and --context take base64, or @FILE for a
+file's raw bytes.
 
   hsmgate transit keys create k1                        # aes256-gcm, wrapped
   echo -n hi | hsmgate transit encrypt k1 | hsmgate transit decrypt k1
