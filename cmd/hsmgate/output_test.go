@@ -375,9 +375,8 @@ func TestOutputJSONEveryVerb(t *testing.T) {
 	}
 
 	t.Run("every verb that prints data is covered", func(t *testing.T) {
-		// Needs a server config and its HSM while the server holds them;
-		// its output is built like audit verify's.
-		exempt := map[string]string{"audit checkpoint-key": "reads the HSM of a server config"}
+		// Reads the HSM of a server config: TestOutputOfflineVerbs.
+		exempt := map[string]string{"audit checkpoint-key": "TestOutputOfflineVerbs"}
 		data, _ := leafVerbs(t)
 		for _, v := range data {
 			if !covered[v] && exempt[v] == "" {
@@ -596,5 +595,28 @@ func TestCompletion(t *testing.T) {
 				t.Errorf("hsmgate %v: got %q, %v; want %q offered", tc.args, out, err, w)
 			}
 		}
+	}
+}
+
+// TestOutputOfflineVerbs: audit checkpoint-key, which reads a server's
+// config and HSM (no server running), prints the PEM key, or as JSON the
+// key with its label and fingerprint.
+func TestOutputOfflineVerbs(t *testing.T) {
+	cfg, env := serverConfig(t, "")
+	if _, errOut, code := run(t, env, "init", "--config", cfg); code != 0 {
+		t.Fatalf("init: exit %d: %s", code, errOut)
+	}
+	pemOut, errOut, code := run(t, env, "audit", "checkpoint-key", "--config", cfg)
+	if code != 0 || !strings.HasPrefix(pemOut, "-----BEGIN PUBLIC KEY-----") {
+		t.Fatalf("audit checkpoint-key: exit %d, %q, %s; want a PEM public key", code, pemOut, errOut)
+	}
+	out, errOut, code := run(t, env, "audit", "checkpoint-key", "--config", cfg, "-o", "json")
+	v, err := oneJSONDocument(out)
+	if code != 0 || err != nil {
+		t.Fatalf("audit checkpoint-key -o json: exit %d, %v, %q, %s", code, err, out, errOut)
+	}
+	doc, _ := v.(map[string]any)
+	if doc["publicKeyPem"] != pemOut || doc["fingerprint"] == "" || doc["label"] == "" {
+		t.Errorf("audit checkpoint-key -o json: got %v, want the same key with its label and fingerprint", doc)
 	}
 }
