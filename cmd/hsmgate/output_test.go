@@ -248,6 +248,15 @@ func TestOutputJSONEveryVerb(t *testing.T) {
 	userKey, hostKey := sshPublicKeyFile(t, dir, "id_ed25519"), sshPublicKeyFile(t, dir, "ssh_host_ed25519_key")
 	js("", "ssh", "sign", "--role", "eng", "--principal", "alice", userKey)
 	js("", "ssh", "host", "sign", "--role", "web", "--principal", "h1.example.com", hostKey)
+	userPub, err := os.ReadFile(userKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentCert := filepath.Join(dir, "agent-cert.pub")
+	table(string(userPub), "ssh", "sign", "--role", "eng", "--principal", "alice", "--out", agentCert, "-")
+	if b, err := os.ReadFile(agentCert); err != nil || !strings.HasPrefix(string(b), "ssh-ed25519-cert-v01@openssh.com ") {
+		t.Errorf("ssh sign - --out: got %q, %v; want the certificate of the key from stdin", b, err)
+	}
 	certFile, err := os.ReadFile(certPath(userKey))
 	if err != nil {
 		t.Fatal(err)
@@ -532,6 +541,7 @@ func TestExitCodes(t *testing.T) {
 			"hsmgate: auth kubernetes config: InvalidArgument: --jwks-ca-file and --jwks-file: only one may read stdin"},
 		{[]string{"pki", "sign", "web", "--csr", "-", "--addr", closed}, strings.Repeat("x", maxInput+1), 2,
 			"hsmgate: pki sign: InvalidArgument: --csr: more than"},
+		{[]string{"ssh", "sign", "-"}, "", 2, "hsmgate: ssh sign: InvalidArgument: a public key from stdin (-) needs --out FILE"},
 		{[]string{"status", "--addr", closed, "--timeout", "5s"}, "", 1, "hsmgate: status: Unavailable: "},
 		{[]string{"transit", "encrypt", "k1", "--addr", closed, "--timeout", "5s"}, "hi", 1, "hsmgate: transit encrypt: Unavailable: "},
 	}

@@ -58,7 +58,7 @@ func addSignFlags(cmd *cobra.Command, o *signOptions, host bool) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&o.principals, "principal", nil, "principal to request (repeatable; default: the role's default principals)")
 	fs.DurationVar(&o.ttl, "ttl", 0, "certificate lifetime, positive (default: the role's default_ttl)")
-	fs.StringVar(&o.output, "out", "", "certificate file (default: KEY-cert.pub next to the key)")
+	fs.StringVar(&o.output, "out", "", "certificate file (default: KEY-cert.pub next to the key; required for a key from stdin)")
 	if !host {
 		fs.StringArrayVar(&o.extensions, "extension", nil, "extension NAME or NAME=VALUE to request (repeatable; default: the role's default extensions)")
 		fs.StringArrayVar(&o.options, "option", nil, "critical option NAME=VALUE to request, e.g. source-address=10.0.0.0/8 (repeatable)")
@@ -73,13 +73,15 @@ func newSSHSignCmd() *cobra.Command {
 		Long: `Get a user certificate for your public key.
 
 Writes the certificate next to the key (id_ed25519.pub -> id_ed25519-cert.pub,
-where ssh finds it) and prints its principals and validity. Without a file,
+where ssh finds it), or to --out, and prints its principals and validity. "-"
+reads the key from stdin (then --out is required). Without a file,
 the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_ed25519_sk.pub,
 id_ecdsa_sk.pub and id_rsa.pub that exists is used. The role comes
 from --role, else $` + EnvSSHRole + `, else "default". Needs the "ssh-sign"
 capability on ssh/roles/<role>.`,
 		Example: `  hsmgate ssh sign ~/.ssh/id_ed25519.pub
-  hsmgate ssh sign --role eng --principal deploy --ttl 2h ~/.ssh/id_ed25519.pub`,
+  hsmgate ssh sign --role eng --principal deploy --ttl 2h ~/.ssh/id_ed25519.pub
+  ssh-add -L | head -n 1 | hsmgate ssh sign - --out ~/.ssh/agent-cert.pub`,
 		Args: cobra.MaximumNArgs(1),
 	}
 	cmd.Flags().StringVar(&o.role, "role", "", "role to sign under (default $"+EnvSSHRole+", else \"default\")")
@@ -173,7 +175,21 @@ func sshSign(cmd *cobra.Command, cf *clientFlags, out *output, ct hsmgatev1.SSHC
 	if ct == hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST {
 		verb = "ssh host sign"
 	}
-	item, err := sshSignItem(o, file)
+	var pub []byte
+	var err error
+	if file == "-" {
+		// A key from stdin (an agent's: ssh-add -L) has no place beside it.
+		if o.output == "" {
+			return usageError{fmt.Errorf("a public key from stdin (-) needs --out FILE for the certificate")}
+		}
+		pub, err = readInputFile(cmd, "key", "-")
+	} else {
+		pub, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return err
+	}
+	item, err := sshSignItem(o, file, pub)
 	if err != nil {
 		return err
 	}
@@ -190,12 +206,8 @@ func sshSign(cmd *cobra.Command, cf *clientFlags, out *output, ct hsmgatev1.SSHC
 	return out.print(res, func(w io.Writer) error { return sshPrintSigned(w, path, res) })
 }
 
-// sshSignItem is the request item for the public key in file.
-func sshSignItem(o *signOptions, file string) (*hsmgatev1.SSHSignItem, error) {
-	pub, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
+// sshSignItem is the request item for pub, the public key read from file.
+func sshSignItem(o *signOptions, file string, pub []byte) (*hsmgatev1.SSHSignItem, error) {
 	key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("%s: not a public key: %w", file, err)}

@@ -143,7 +143,11 @@ func TestSSHSignWritesCertificate(t *testing.T) {
 // sshSignVia is `hsmgate ssh sign` over the client c: the item, the call,
 // the certificate file and the table.
 func sshSignVia(ctx context.Context, c hsmgatev1.SSHCAServiceClient, o *signOptions, keyFile string, w io.Writer) error {
-	item, err := sshSignItem(o, keyFile)
+	pub, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	item, err := sshSignItem(o, keyFile, pub)
 	if err != nil {
 		return err
 	}
