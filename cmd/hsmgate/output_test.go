@@ -630,3 +630,78 @@ func TestOutputOfflineVerbs(t *testing.T) {
 		t.Errorf("audit checkpoint-key -o json: got %v, want the same key with its label and fingerprint", doc)
 	}
 }
+
+// yamlRoundTrip converts the JSON document j to YAML with jsonToYAML and
+// reports whether the YAML means the same value.
+func yamlRoundTrip(t *testing.T, j []byte) string {
+	t.Helper()
+	y, err := jsonToYAML(j)
+	if err != nil {
+		t.Fatalf("jsonToYAML(%s): %v", j, err)
+	}
+	var want, got any
+	if err := json.Unmarshal(j, &want); err != nil {
+		t.Fatal(err)
+	}
+	var fromYAML any
+	if err := yaml.Unmarshal(y, &fromYAML); err != nil {
+		t.Fatalf("jsonToYAML(%s) = %q: not YAML: %v", j, y, err)
+	}
+	b, err := json.Marshal(fromYAML)
+	if err != nil {
+		t.Fatalf("jsonToYAML(%s) = %q: %v", j, y, err)
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("jsonToYAML(%s) = %q, which reads back as %s", j, y, b)
+	}
+	return string(y)
+}
+
+func TestJSONToYAML(t *testing.T) {
+	tests := []struct {
+		name, json, want string
+	}{
+		{"order of keys kept", `{"b":1,"a":{"d":true,"c":null}}`, "b: 1\na:\n  d: true\n  c: null\n"},
+		{"strings that look like other types stay strings", `{"s":"true","n":"12","e":"","y":"yes","z":"0x1F"}`, ""},
+		{"multi-line text (PEM)", `{"pem":"-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"}`, ""},
+		{"empty list and object", `{"names":[],"o":{}}`, "names: []\no: {}\n"},
+		{"list of objects", `{"results":[{"ciphertext":"hsmgate:v1:AA==","error":null}]}`, "results:\n  - ciphertext: hsmgate:v1:AA==\n    error: null\n"},
+		{"big numbers and strings of digits", `{"u":"18446744073709551615","f":1.5}`, ""},
+		{"keys that need quoting", `{"a: b":1,"- x":2,"":3}`, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := yamlRoundTrip(t, []byte(tc.json))
+			if tc.want != "" && got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzJSONToYAML: any JSON document becomes YAML that means the same.
+func FuzzJSONToYAML(f *testing.F) {
+	for _, s := range []string{`{}`, `[]`, `"x"`, `{"a":[1,"2",{"b":null}]}`, `{"k":"line\nline"}`, `{"n":"1e3"}`, `{"t":"~"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var v any
+		if json.Unmarshal([]byte(s), &v) != nil {
+			return
+		}
+		var compact bytes.Buffer
+		if json.Compact(&compact, []byte(s)) != nil {
+			return
+		}
+		// Numbers as JSON has them, not float64, are out of scope: the
+		// printer's documents come from protojson (64-bit integers as
+		// strings) and encoding/json.
+		if _, err := json.Marshal(v); err != nil {
+			return
+		}
+		yamlRoundTrip(t, compact.Bytes())
+	})
+}

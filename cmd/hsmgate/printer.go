@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -148,31 +149,89 @@ func writeDocument(w io.Writer, format string, b []byte) error {
 }
 
 // jsonToYAML converts a JSON document to block-style YAML, keeping the
-// order of the keys (JSON is YAML: the parser keeps each scalar's tag, so
-// a string "true" stays quoted).
+// order of the keys and the type of each scalar (a string "true" stays a
+// quoted string).
 func jsonToYAML(b []byte) ([]byte, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	doc, err := yamlNode(dec)
+	if err != nil {
 		return nil, fmt.Errorf("output: yaml: %w", err)
 	}
-	var plain func(n *yaml.Node)
-	plain = func(n *yaml.Node) {
-		n.Style = 0
-		for _, c := range n.Content {
-			plain(c)
-		}
-	}
-	plain(&doc)
 	var out bytes.Buffer
 	enc := yaml.NewEncoder(&out)
 	enc.SetIndent(2)
-	if err := enc.Encode(&doc); err != nil {
+	if err := enc.Encode(doc); err != nil {
 		return nil, fmt.Errorf("output: yaml: %w", err)
 	}
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("output: yaml: %w", err)
 	}
 	return out.Bytes(), nil
+}
+
+// yamlNode reads one JSON value from dec as a YAML node.
+func yamlNode(dec *json.Decoder) (*yaml.Node, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch v := tok.(type) {
+	case json.Delim:
+		n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		if v == '{' {
+			n.Kind, n.Tag = yaml.MappingNode, "!!map"
+		}
+		for dec.More() {
+			if n.Kind == yaml.MappingNode {
+				k, err := dec.Token()
+				if err != nil {
+					return nil, err
+				}
+				key, _ := k.(string)
+				n.Content = append(n.Content, yamlString(key))
+			}
+			c, err := yamlNode(dec)
+			if err != nil {
+				return nil, err
+			}
+			n.Content = append(n.Content, c)
+		}
+		if _, err := dec.Token(); err != nil { // the closing delimiter
+			return nil, err
+		}
+		if len(n.Content) == 0 {
+			n.Style = yaml.FlowStyle // [] and {}
+		}
+		return n, nil
+	case string:
+		return yamlString(v), nil
+	case json.Number:
+		tag := "!!float"
+		if _, err := strconv.ParseInt(v.String(), 10, 64); err == nil {
+			tag = "!!int"
+		} else if _, err := strconv.ParseUint(v.String(), 10, 64); err == nil {
+			tag = "!!int"
+		}
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: v.String()}, nil
+	case bool:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: fmt.Sprint(v)}, nil
+	case nil:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}, nil
+	}
+	return nil, fmt.Errorf("unexpected JSON token %v", tok)
+}
+
+// yamlString is a string scalar; the encoder quotes it where it would read
+// as another type.
+func yamlString(s string) *yaml.Node {
+	n := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s}
+	if !literalSafe(s) {
+		// The encoder would write a literal block (|) that reads back
+		// otherwise (yaml.v3 loses a lone "\n", for one).
+		n.Style = yaml.DoubleQuotedStyle
+	}
+	return n
 }
 
 // printLines writes each line followed by a newline: the table of a list of
@@ -194,3 +253,20 @@ type namesDoc struct {
 
 // emptyDoc is the JSON of a verb whose response carries nothing: {}.
 type emptyDoc struct{}
+
+// literalSafe reports whether a string may be left to the YAML encoder: one
+// line, or lines that start with text (a PEM block, a policy file).
+func literalSafe(s string) bool {
+	if !strings.Contains(s, "\n") {
+		return true
+	}
+	if s == "" || strings.ContainsAny(s[:1], " \t\n") || strings.ContainsAny(s, "\r\t") {
+		return false
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+		if l == "" || strings.TrimRight(l, " ") != l || strings.HasPrefix(l, " ") {
+			return false
+		}
+	}
+	return true
+}
