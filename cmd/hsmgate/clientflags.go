@@ -57,31 +57,21 @@ func (f *clientFlags) config() client.Config {
 // dial connects with the merged configuration.
 func (f *clientFlags) dial() (*grpc.ClientConn, error) { return client.Dial(f.config()) }
 
-// call dials with the merged configuration, makes a client of the
-// connection with newClient and runs fn with a context bounded by --timeout.
-func call[C any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) error) error {
+// callFor is the one server call of a verb: it dials with the merged
+// configuration, makes a client of the connection with newClient, runs fn
+// with a context bounded by --timeout and returns its result. A verb is
+// flags -> callFor -> output.print; moving the verbs onto the public client
+// package replaces fn's body with a client call.
+func callFor[C, R any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) (R, error)) (R, error) {
 	cc, err := f.dial()
 	if err != nil {
-		return err
+		var zero R
+		return zero, err
 	}
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
 	return fn(ctx, newClient(cc))
-}
-
-// callFor is the one server call of a verb: it dials with the merged
-// configuration, makes a client of the connection with newClient, runs fn
-// with a context bounded by --timeout and returns its result. A verb is
-// flags -> callFor -> output.print.
-func callFor[C, R any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) (R, error)) (R, error) {
-	var r R
-	err := call(cmd, f, newClient, func(ctx context.Context, c C) error {
-		var err error
-		r, err = fn(ctx, c)
-		return err
-	})
-	return r, err
 }
 
 // maxInput bounds what a verb reads from a file flag or stdin (a CSR, a
