@@ -26,8 +26,10 @@ import (
 //   - yaml is the same document as YAML.
 //
 // A verb says it prints data by calling addOutput in its constructor; -o json
-// or yaml on a verb that does not (server, dev, init, bench, completion) is a
-// mistake on the command line (exit 2), never silently ignored.
+// or yaml on a verb that does not (server, dev, init, bench, completion,
+// token root) is a mistake on the command line (exit 2), never silently
+// ignored. bench keeps its own --json FILE (the result file), which hides
+// the global --json there.
 
 // Output formats.
 const (
