@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -30,8 +31,9 @@ func newACMECmd() *cobra.Command {
 	return cmd
 }
 
-func acmeCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error) error {
-	return call(cmd, cf, hsmgatev1.NewACMEServiceClient, fn)
+// acmeCallFor is the one ACMEService call of a verb (see callFor).
+func acmeCallFor[R any](cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.ACMEServiceClient) (R, error)) (R, error) {
+	return callFor(cmd, cf, hsmgatev1.NewACMEServiceClient, fn)
 }
 
 func newACMEDirWriteCmd() *cobra.Command {
@@ -42,6 +44,7 @@ func newACMEDirWriteCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	fs := cmd.Flags()
 	fs.StringVar(&d.Role, "role", "", "PKI role that checks names and signs (required)")
 	fs.BoolVar(&d.EabRequired, "eab-required", false, "new accounts need an External Account Binding")
@@ -50,13 +53,13 @@ func newACMEDirWriteCmd() *cobra.Command {
 	cmd.MarkFlagRequired("role")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		d.Name = args[0]
-		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
-			r, err := c.WriteDirectory(ctx, &hsmgatev1.WriteDirectoryRequest{Directory: &d})
-			if err != nil {
-				return err
-			}
-			return pkiPrintJSON(cmd.OutOrStdout(), r.Directory)
+		r, err := acmeCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) (*hsmgatev1.WriteDirectoryResponse, error) {
+			return c.WriteDirectory(ctx, &hsmgatev1.WriteDirectoryRequest{Directory: &d})
 		})
+		if err != nil {
+			return fmt.Errorf("acme directory write: %w", err)
+		}
+		return out.print(r.GetDirectory(), func(w io.Writer) error { return printProtoJSON(w, r.GetDirectory()) })
 	}
 	return cmd
 }
@@ -64,14 +67,15 @@ func newACMEDirWriteCmd() *cobra.Command {
 func newACMEDirReadCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "read NAME", Short: "Show a directory", Args: cobra.ExactArgs(1)}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
-			r, err := c.GetDirectory(ctx, &hsmgatev1.GetDirectoryRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			return pkiPrintJSON(cmd.OutOrStdout(), r.Directory)
+		r, err := acmeCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) (*hsmgatev1.GetDirectoryResponse, error) {
+			return c.GetDirectory(ctx, &hsmgatev1.GetDirectoryRequest{Name: args[0]})
 		})
+		if err != nil {
+			return fmt.Errorf("acme directory read: %w", err)
+		}
+		return out.print(r.GetDirectory(), func(w io.Writer) error { return printProtoJSON(w, r.GetDirectory()) })
 	}
 	return cmd
 }
@@ -79,14 +83,19 @@ func newACMEDirReadCmd() *cobra.Command {
 func newACMEDirListCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "list", Short: "List directories", Args: cobra.NoArgs}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
-			r, err := c.ListDirectories(ctx, &hsmgatev1.ListDirectoriesRequest{})
-			if err != nil {
-				return err
-			}
-			for _, d := range r.Directories {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s\trole=%s\teab_required=%v\t%s\n", d.Name, d.Role, d.EabRequired, d.Url)
+		r, err := acmeCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) (*hsmgatev1.ListDirectoriesResponse, error) {
+			return c.ListDirectories(ctx, &hsmgatev1.ListDirectoriesRequest{})
+		})
+		if err != nil {
+			return fmt.Errorf("acme directory list: %w", err)
+		}
+		return out.print(r, func(w io.Writer) error {
+			for _, d := range r.GetDirectories() {
+				if _, err := fmt.Fprintf(w, "%s\trole=%s\teab_required=%v\t%s\n", d.GetName(), d.GetRole(), d.GetEabRequired(), d.GetUrl()); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
@@ -106,19 +115,22 @@ subdomains (others: rejectedIdentifier; IP identifiers refused), and
 		Args: cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	var req hsmgatev1.CreateEABKeyRequest
 	fs := cmd.Flags()
 	fs.StringSliceVar(&req.AllowedDomains, "allowed-domain", nil, "DNS domain the account may order names under (repeat; default: any the role allows)")
 	fs.Uint32Var(&req.MaxOrdersPerDay, "max-orders-per-day", 0, "new orders per UTC day of the account (0: no policy limit)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		req.Directory = args[0]
-		return acmeCall(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) error {
-			r, err := c.CreateEABKey(ctx, &req)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "key_id:   %s\nhmac_key: %s\n", r.KeyId, r.HmacKey)
-			return nil
+		r, err := acmeCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.ACMEServiceClient) (*hsmgatev1.CreateEABKeyResponse, error) {
+			return c.CreateEABKey(ctx, &req)
+		})
+		if err != nil {
+			return fmt.Errorf("acme eab create: %w", err)
+		}
+		return out.print(r, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "key_id:   %s\nhmac_key: %s\n", r.GetKeyId(), r.GetHmacKey())
+			return err
 		})
 	}
 	return cmd

@@ -19,8 +19,6 @@ import (
 	"github.com/hsmgate/hsmgate/internal/audit"
 )
 
-func init() { addCommand(newAuditCmd) }
-
 // openAuditLog opens the audit log with its checkpoint signer (the HSM key
 // audit.CheckpointKeyLabel: made here in dev mode, by `hsmgate init`
 // otherwise), adds it to /readyz and to the metrics, and closes it last.
@@ -146,9 +144,17 @@ exits 1; otherwise prints the number of lines and the head.`,
 		Example: `  hsmgate audit verify --hmac-key-file /run/secrets/audit-hmac-key /var/log/hsmgate/audit.log.* /var/log/hsmgate/audit.log
   hsmgate audit verify --head 81234:5f0c... audit.log.* audit.log`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runAuditVerify(g.stdout, f, args)
-		},
+	}
+	verifyOut := addOutput(verify)
+	verify.RunE = func(cmd *cobra.Command, args []string) error {
+		r, err := runAuditVerify(f, args)
+		if err != nil {
+			return err
+		}
+		return verifyOut.print(r, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, r.summary())
+			return err
+		})
 	}
 	fl := verify.Flags()
 	fl.StringVar(&f.keyFile, "hmac-key-file", "", "file holding the audit HMAC key (raw bytes)")
@@ -169,72 +175,101 @@ func newAuditKeyCmd(g *globals) *cobra.Command {
 		Use:   "checkpoint-key --config FILE",
 		Short: "Print the public key (PEM) that signs audit checkpoints, from the HSM",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, log, err := sf.loadWithLogger(g)
-			if err != nil {
-				return err
-			}
-			m, err := openHSM(cmd.Context(), c, log)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			s, err := auditSigner(cmd.Context(), m, false)
-			if err != nil {
-				return err
-			}
-			der, err := x509.MarshalPKIXPublicKey(s.Public())
-			if err != nil {
-				return err
-			}
-			fp, _ := audit.Fingerprint(s.Public())
+	}
+	out := addOutput(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c, log, err := sf.loadWithLogger(g)
+		if err != nil {
+			return err
+		}
+		m, err := openHSM(cmd.Context(), c, log)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		s, err := auditSigner(cmd.Context(), m, false)
+		if err != nil {
+			return err
+		}
+		der, err := x509.MarshalPKIXPublicKey(s.Public())
+		if err != nil {
+			return err
+		}
+		fp, _ := audit.Fingerprint(s.Public())
+		pemKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+		doc := struct {
+			Label        string `json:"label"`
+			Fingerprint  string `json:"fingerprint"`
+			PublicKeyPEM string `json:"publicKeyPem"`
+		}{audit.CheckpointKeyLabel, fp, string(pemKey)}
+		return out.print(doc, func(w io.Writer) error {
 			fmt.Fprintf(g.stderr, "%s %s\n", audit.CheckpointKeyLabel, fp)
-			return pem.Encode(g.stdout, &pem.Block{Type: "PUBLIC KEY", Bytes: der})
-		},
+			_, err := w.Write(pemKey)
+			return err
+		})
 	}
 	sf.add(cmd, false) // reads the config only: no listeners
 	return cmd
 }
 
-func runAuditVerify(out io.Writer, f *auditVerifyFlags, files []string) error {
+// auditVerifyResult is what a successful `audit verify` reports (the
+// printer's JSON; summary is the table line).
+type auditVerifyResult struct {
+	Lines       int    `json:"lines"`
+	Files       int    `json:"files"`
+	FirstSeq    uint64 `json:"firstSeq"`
+	LastSeq     uint64 `json:"lastSeq"`
+	ChainID     string `json:"chainId"`
+	LastHash    string `json:"lastHash"`
+	MidChain    bool   `json:"midChain"`    // older files deleted by retention, or not given
+	HeadChecked bool   `json:"headChecked"` // false with --no-checkpoint: a cut tail would not show
+	Head        string `json:"head"`        // what was reached: a checkpoint (and its signer) or --head
+	AfterHead   int    `json:"afterHead"`   // lines written after the head
+}
+
+func (r auditVerifyResult) summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ok: %d lines in %d file(s); seq %d..%d of chain %s; last hash %s", r.Lines, r.Files, r.FirstSeq, r.LastSeq, r.ChainID, r.LastHash)
+	if r.MidChain {
+		b.WriteString("; starts mid-chain (older files deleted by retention, or not given)")
+	}
+	if r.HeadChecked {
+		fmt.Fprintf(&b, "; %s, %d line(s) after it", r.Head, r.AfterHead)
+	} else {
+		b.WriteString("; head NOT checked (--no-checkpoint): a cut tail would not show")
+	}
+	return b.String()
+}
+
+func runAuditVerify(f *auditVerifyFlags, files []string) (auditVerifyResult, error) {
 	for _, name := range files { // a missing file first: it is the likelier mistake
 		if _, err := os.Stat(name); err != nil {
-			return fmt.Errorf("audit verify: %w", err)
+			return auditVerifyResult{}, fmt.Errorf("audit verify: %w", err)
 		}
 	}
 	key, err := verifyKey(f, files)
 	if err != nil {
-		return usageError{fmt.Errorf("audit verify: %w", err)}
+		return auditVerifyResult{}, usageError{fmt.Errorf("audit verify: %w", err)}
 	}
 	v, err := audit.NewVerifier(key)
 	if err != nil {
-		return usageError{fmt.Errorf("audit verify: %w", err)}
+		return auditVerifyResult{}, usageError{fmt.Errorf("audit verify: %w", err)}
 	}
 	headNote, err := expectHead(v, f, key, files[len(files)-1])
 	if err != nil {
-		return err
+		return auditVerifyResult{}, err
 	}
 	for _, name := range files {
 		if err := verifyOne(v, name); err != nil {
-			return err
+			return auditVerifyResult{}, err
 		}
 	}
 	r, err := v.Finish()
 	if err != nil {
-		return fmt.Errorf("audit verify: %w", err)
+		return auditVerifyResult{}, fmt.Errorf("audit verify: %w", err)
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "ok: %d lines in %d file(s); seq %d..%d of chain %s; last hash %s", r.Lines, r.Files, r.FirstSeq, r.LastSeq, r.ChainID, r.LastHash)
-	if r.FirstSeq > 1 {
-		b.WriteString("; starts mid-chain (older files deleted by retention, or not given)")
-	}
-	if headNote != "" {
-		fmt.Fprintf(&b, "; %s, %d line(s) after it", headNote, r.AfterHead)
-	} else {
-		b.WriteString("; head NOT checked (--no-checkpoint): a cut tail would not show")
-	}
-	_, err = fmt.Fprintln(out, b.String())
-	return err
+	return auditVerifyResult{Lines: r.Lines, Files: r.Files, FirstSeq: r.FirstSeq, LastSeq: r.LastSeq, ChainID: r.ChainID,
+		LastHash: r.LastHash, MidChain: r.FirstSeq > 1, HeadChecked: headNote != "", Head: headNote, AfterHead: r.AfterHead}, nil
 }
 
 func verifyOne(v *audit.Verifier, name string) error {

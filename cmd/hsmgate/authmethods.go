@@ -4,20 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
-
-func init() { addCommand(newAuthCmd) }
 
 // newAuthCmd is `hsmgate auth approle|kubernetes|cert ...`: administration of
 // the login methods (the logins themselves go through the Vault door).
@@ -40,19 +36,9 @@ certificate's URI SAN, else its CN.`,
 	return cmd
 }
 
-// methodCall dials with the client flags and runs fn against AuthMethodService.
-func methodCall(cmd *cobra.Command, cf *clientFlags, fn func(context.Context, hsmgatev1.AuthMethodServiceClient) error) error {
-	return call(cmd, cf, hsmgatev1.NewAuthMethodServiceClient, fn)
-}
-
-// printMessage prints m as indented protojson.
-func printMessage(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(b))
-	return err
+// methodCallFor is the one AuthMethodService call of a verb (see callFor).
+func methodCallFor[R any](cmd *cobra.Command, cf *clientFlags, fn func(context.Context, hsmgatev1.AuthMethodServiceClient) (R, error)) (R, error) {
+	return callFor(cmd, cf, hsmgatev1.NewAuthMethodServiceClient, fn)
 }
 
 // optDuration is nil for zero (the server's default).
@@ -84,39 +70,40 @@ func nameVerbs(g *globals, what string, read func(context.Context, hsmgatev1.Aut
 	del func(context.Context, hsmgatev1.AuthMethodServiceClient, string) error) []*cobra.Command {
 	r := &cobra.Command{Use: "read NAME", Short: "Show a " + what, Args: cobra.ExactArgs(1)}
 	rcf := addClientFlags(r)
+	rout := addOutput(r)
 	r.RunE = func(cmd *cobra.Command, args []string) error {
-		return methodCall(cmd, rcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			m, err := read(ctx, c, args[0])
-			if err != nil {
-				return fmt.Errorf("%s read: %w", what, err)
-			}
-			return printMessage(g.stdout, m)
+		m, err := methodCallFor(cmd, rcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (proto.Message, error) {
+			return read(ctx, c, args[0])
 		})
+		if err != nil {
+			return fmt.Errorf("%s read: %w", what, err)
+		}
+		return rout.print(m, func(w io.Writer) error { return printProtoJSON(w, m) })
 	}
 	l := &cobra.Command{Use: "list", Short: "List " + what + " names", Args: cobra.NoArgs}
 	lcf := addClientFlags(l)
+	lout := addOutput(l)
 	l.RunE = func(cmd *cobra.Command, _ []string) error {
-		return methodCall(cmd, lcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			names, err := list(ctx, c)
-			if err != nil {
-				return fmt.Errorf("%s list: %w", what, err)
-			}
-			for _, n := range names {
-				if _, err := fmt.Fprintln(g.stdout, n); err != nil {
-					return err
-				}
-			}
-			return nil
+		names, err := methodCallFor(cmd, lcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) ([]string, error) {
+			return list(ctx, c)
 		})
+		if err != nil {
+			return fmt.Errorf("%s list: %w", what, err)
+		}
+		return lout.print(namesDoc{Names: append([]string{}, names...)}, func(w io.Writer) error { return printLines(w, names) })
 	}
 	d := &cobra.Command{Use: "delete NAME", Short: "Delete a " + what, Args: cobra.ExactArgs(1)}
 	dcf := addClientFlags(d)
+	dout := addOutput(d)
 	d.RunE = func(cmd *cobra.Command, args []string) error {
-		return methodCall(cmd, dcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			if err := del(ctx, c, args[0]); err != nil {
-				return fmt.Errorf("%s delete: %w", what, err)
-			}
-			_, err := fmt.Fprintf(g.stdout, "%s %q deleted\n", what, args[0])
+		_, err := methodCallFor(cmd, dcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (struct{}, error) {
+			return struct{}{}, del(ctx, c, args[0])
+		})
+		if err != nil {
+			return fmt.Errorf("%s delete: %w", what, err)
+		}
+		return dout.print(emptyDoc{}, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "%s %q deleted\n", what, args[0])
 			return err
 		})
 	}
@@ -164,6 +151,7 @@ func newAppRoleWriteCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	tf := addTokenFlags(cmd)
 	fs := cmd.Flags()
 	fs.DurationVar(&secretTTL, "secret-id-ttl", 0, "lifetime of new secret IDs (0: no expiry)")
@@ -174,12 +162,14 @@ func newAppRoleWriteCmd(g *globals) *cobra.Command {
 			Name: args[0], Policies: tf.policies, TokenTtl: optDuration(tf.ttl), TokenMaxTtl: optDuration(tf.maxTTL),
 			SecretIdTtl: optDuration(secretTTL), SecretIdNumUses: numUses, BoundCidrs: cidrs,
 		}
-		return methodCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			resp, err := c.WriteAppRole(ctx, &hsmgatev1.WriteAppRoleRequest{Role: role})
-			if err != nil {
-				return fmt.Errorf("approle write: %w", err)
-			}
-			_, err = fmt.Fprintf(g.stdout, "approle %q written (role_id %s)\n", resp.GetRole().GetName(), resp.GetRole().GetRoleId())
+		resp, err := methodCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.WriteAppRoleResponse, error) {
+			return c.WriteAppRole(ctx, &hsmgatev1.WriteAppRoleRequest{Role: role})
+		})
+		if err != nil {
+			return fmt.Errorf("approle write: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "approle %q written (role_id %s)\n", resp.GetRole().GetName(), resp.GetRole().GetRoleId())
 			return err
 		})
 	}
@@ -189,13 +179,20 @@ func newAppRoleWriteCmd(g *globals) *cobra.Command {
 func newAppRoleIDCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "role-id NAME", Short: "Print an AppRole's role_id", Args: cobra.ExactArgs(1)}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return methodCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			resp, err := c.ReadAppRole(ctx, &hsmgatev1.ReadAppRoleRequest{Name: args[0]})
-			if err != nil {
-				return fmt.Errorf("approle role-id: %w", err)
-			}
-			_, err = fmt.Fprintln(g.stdout, resp.GetRole().GetRoleId())
+		resp, err := methodCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.ReadAppRoleResponse, error) {
+			return c.ReadAppRole(ctx, &hsmgatev1.ReadAppRoleRequest{Name: args[0]})
+		})
+		if err != nil {
+			return fmt.Errorf("approle role-id: %w", err)
+		}
+		doc := struct {
+			Name   string `json:"name"`
+			RoleID string `json:"roleId"`
+		}{resp.GetRole().GetName(), resp.GetRole().GetRoleId()}
+		return out.print(doc, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, resp.GetRole().GetRoleId())
 			return err
 		})
 	}
@@ -212,6 +209,7 @@ func newSecretIDCmd(g *globals) *cobra.Command {
 	)
 	create := &cobra.Command{Use: "create NAME", Short: "Make a secret ID (shown once)", Args: cobra.ExactArgs(1)}
 	ccf := addClientFlags(create)
+	cout := addOutput(create)
 	create.Flags().StringArrayVar(&meta, "meta", nil, "metadata key=value, copied into its tokens (repeatable)")
 	create.Flags().StringSliceVar(&cidrs, "cidr", nil, "CIDR logins with it must come from (repeat or comma-separate)")
 	create.Flags().BoolVar(&secretOnly, "secret-only", false, "print only the secret ID")
@@ -224,31 +222,36 @@ func newSecretIDCmd(g *globals) *cobra.Command {
 			}
 			md[k] = v
 		}
-		return methodCall(cmd, ccf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			resp, err := c.CreateSecretID(ctx, &hsmgatev1.CreateSecretIDRequest{RoleName: args[0], Metadata: md, Cidrs: cidrs})
-			if err != nil {
-				return fmt.Errorf("secret-id create: %w", err)
-			}
+		resp, err := methodCallFor(cmd, ccf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.CreateSecretIDResponse, error) {
+			return c.CreateSecretID(ctx, &hsmgatev1.CreateSecretIDRequest{RoleName: args[0], Metadata: md, Cidrs: cidrs})
+		})
+		if err != nil {
+			return fmt.Errorf("secret-id create: %w", err)
+		}
+		return cout.print(resp, func(w io.Writer) error {
 			if secretOnly {
-				_, err = fmt.Fprintln(g.stdout, resp.GetSecretId())
+				_, err := fmt.Fprintln(w, resp.GetSecretId())
 				return err
 			}
 			fmt.Fprintln(g.stderr, "(the secret ID is shown this once; the server keeps only its hash)")
-			_, err = fmt.Fprintf(g.stdout, "secret_id:          %s\nsecret_id_accessor: %s\n%s", resp.GetSecretId(), resp.GetInfo().GetAccessor(), secretIDLine(resp.GetInfo()))
+			_, err := fmt.Fprintf(w, "secret_id:          %s\nsecret_id_accessor: %s\n%s", resp.GetSecretId(), resp.GetInfo().GetAccessor(), secretIDLine(resp.GetInfo()))
 			return err
 		})
 	}
 
 	list := &cobra.Command{Use: "list NAME", Short: "List live secret IDs: accessor, expiry, uses left, metadata (never the secrets)", Args: cobra.ExactArgs(1)}
 	lcf := addClientFlags(list)
+	lout := addOutput(list)
 	list.RunE = func(cmd *cobra.Command, args []string) error {
-		return methodCall(cmd, lcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			resp, err := c.ListSecretIDs(ctx, &hsmgatev1.ListSecretIDsRequest{RoleName: args[0]})
-			if err != nil {
-				return fmt.Errorf("secret-id list: %w", err)
-			}
+		resp, err := methodCallFor(cmd, lcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.ListSecretIDsResponse, error) {
+			return c.ListSecretIDs(ctx, &hsmgatev1.ListSecretIDsRequest{RoleName: args[0]})
+		})
+		if err != nil {
+			return fmt.Errorf("secret-id list: %w", err)
+		}
+		return lout.print(resp, func(w io.Writer) error {
 			for _, s := range resp.GetSecretIds() {
-				if _, err := fmt.Fprintf(g.stdout, "%s  %s", s.GetAccessor(), secretIDLine(s)); err != nil {
+				if _, err := fmt.Fprintf(w, "%s  %s", s.GetAccessor(), secretIDLine(s)); err != nil {
 					return err
 				}
 			}
@@ -258,12 +261,16 @@ func newSecretIDCmd(g *globals) *cobra.Command {
 
 	destroy := &cobra.Command{Use: "destroy NAME ACCESSOR", Short: "Destroy a secret ID by its accessor", Args: cobra.ExactArgs(2)}
 	dcf := addClientFlags(destroy)
+	dout := addOutput(destroy)
 	destroy.RunE = func(cmd *cobra.Command, args []string) error {
-		return methodCall(cmd, dcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			if _, err := c.DestroySecretID(ctx, &hsmgatev1.DestroySecretIDRequest{RoleName: args[0], Accessor: args[1]}); err != nil {
-				return fmt.Errorf("secret-id destroy: %w", err)
-			}
-			_, err := fmt.Fprintf(g.stdout, "secret id %s destroyed\n", args[1])
+		resp, err := methodCallFor(cmd, dcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.DestroySecretIDResponse, error) {
+			return c.DestroySecretID(ctx, &hsmgatev1.DestroySecretIDRequest{RoleName: args[0], Accessor: args[1]})
+		})
+		if err != nil {
+			return fmt.Errorf("secret-id destroy: %w", err)
+		}
+		return dout.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "secret id %s destroyed\n", args[1])
 			return err
 		})
 	}
@@ -325,48 +332,55 @@ or token_reviewer_jwt_env; without either, the login JWT reviews itself.`,
 	)
 	cfgCmd := &cobra.Command{Use: "config", Short: "Set the issuer and its keys (without flags: show them)", Args: cobra.NoArgs}
 	cf := addClientFlags(cfgCmd)
+	cfgOut := addOutput(cfgCmd)
 	fs := cfgCmd.Flags()
 	fs.StringVar(&issuer, "issuer", "", `the exact "iss" of the cluster's service-account tokens`)
-	fs.StringVar(&jwksFile, "jwks-file", "", "JSON Web Key Set file of the issuer's public keys (stored in the server)")
+	fs.StringVar(&jwksFile, "jwks-file", "", `JSON Web Key Set file of the issuer's public keys (stored in the server); "-" for stdin`)
 	fs.StringVar(&jwksURL, "jwks-url", "", "https URL the server fetches the key set from")
-	fs.StringVar(&jwksCAFile, "jwks-ca-file", "", "PEM CA to verify --jwks-url with")
+	fs.StringVar(&jwksCAFile, "jwks-ca-file", "", `PEM CA to verify --jwks-url with; "-" for stdin`)
 	fs.StringSliceVar(&audiences, "audience", nil, `audience a token must name in "aud" (repeatable)`)
 	fs.StringVar(&reviewURL, "token-review-url", "", "https URL of the API server that reviews every login token (TokenReview)")
-	fs.StringVar(&reviewCAFile, "token-review-ca-file", "", "PEM CA to verify --token-review-url with")
+	fs.StringVar(&reviewCAFile, "token-review-ca-file", "", `PEM CA to verify --token-review-url with; "-" for stdin`)
 	cfgCmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if !fs.Changed("issuer") && !fs.Changed("jwks-file") && !fs.Changed("jwks-url") && !fs.Changed("audience") && !fs.Changed("token-review-url") {
-			return methodCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-				resp, err := c.ReadKubernetesConfig(ctx, &hsmgatev1.ReadKubernetesConfigRequest{})
-				if err != nil {
-					return fmt.Errorf("kubernetes config: %w", err)
-				}
-				return printMessage(g.stdout, resp.GetConfig())
+			resp, err := methodCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.ReadKubernetesConfigResponse, error) {
+				return c.ReadKubernetesConfig(ctx, &hsmgatev1.ReadKubernetesConfigRequest{})
 			})
+			if err != nil {
+				return fmt.Errorf("kubernetes config: %w", err)
+			}
+			return cfgOut.print(resp.GetConfig(), func(w io.Writer) error { return printProtoJSON(w, resp.GetConfig()) })
+		}
+		if err := oneStdin(map[string]string{"jwks-file": jwksFile, "jwks-ca-file": jwksCAFile, "token-review-ca-file": reviewCAFile}); err != nil {
+			return err
 		}
 		conf := &hsmgatev1.KubernetesAuthConfig{Issuer: issuer, JwksUrl: jwksURL, Audiences: audiences, TokenReviewUrl: reviewURL}
 		for _, f := range []struct {
-			path string
-			dst  *string
-		}{{jwksFile, &conf.Jwks}, {jwksCAFile, &conf.JwksCaPem}, {reviewCAFile, &conf.TokenReviewCaPem}} {
+			flag, path string
+			dst        *string
+		}{{"jwks-file", jwksFile, &conf.Jwks}, {"jwks-ca-file", jwksCAFile, &conf.JwksCaPem}, {"token-review-ca-file", reviewCAFile, &conf.TokenReviewCaPem}} {
 			if f.path == "" {
 				continue
 			}
-			b, err := os.ReadFile(f.path)
+			b, err := readInputFile(cmd, f.flag, f.path)
 			if err != nil {
 				return fmt.Errorf("kubernetes config: %w", err)
 			}
 			*f.dst = string(b)
 		}
-		return methodCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			if _, err := c.WriteKubernetesConfig(ctx, &hsmgatev1.WriteKubernetesConfigRequest{Config: conf}); err != nil {
-				return fmt.Errorf("kubernetes config: %w", err)
-			}
+		resp, err := methodCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.WriteKubernetesConfigResponse, error) {
+			return c.WriteKubernetesConfig(ctx, &hsmgatev1.WriteKubernetesConfigRequest{Config: conf})
+		})
+		if err != nil {
+			return fmt.Errorf("kubernetes config: %w", err)
+		}
+		return cfgOut.print(resp, func(w io.Writer) error {
 			var err error
 			if issuer != "" {
-				_, err = fmt.Fprintf(g.stdout, "kubernetes auth configured for issuer %s\n", issuer)
+				_, err = fmt.Fprintf(w, "kubernetes auth configured for issuer %s\n", issuer)
 			}
 			if err == nil && reviewURL != "" {
-				_, err = fmt.Fprintf(g.stdout, "kubernetes auth: every login token reviewed by %s\n", reviewURL)
+				_, err = fmt.Fprintf(w, "kubernetes auth: every login token reviewed by %s\n", reviewURL)
 			}
 			return err
 		})
@@ -377,6 +391,7 @@ or token_reviewer_jwt_env; without either, the login JWT reviews itself.`,
 	var audience string
 	write := &cobra.Command{Use: "write NAME", Short: "Create or replace a Kubernetes role", Args: cobra.ExactArgs(1)}
 	wcf := addClientFlags(write)
+	wout := addOutput(write)
 	tf := addTokenFlags(write)
 	write.Flags().StringSliceVar(&names, "sa-name", nil, `service-account names allowed ("*" for any; globs)`)
 	write.Flags().StringSliceVar(&namespaces, "sa-namespace", nil, `namespaces allowed ("*" for any; globs)`)
@@ -384,11 +399,14 @@ or token_reviewer_jwt_env; without either, the login JWT reviews itself.`,
 	write.RunE = func(cmd *cobra.Command, args []string) error {
 		r := &hsmgatev1.KubernetesRole{Name: args[0], BoundServiceAccountNames: names, BoundServiceAccountNamespaces: namespaces, Audience: audience,
 			Policies: tf.policies, TokenTtl: optDuration(tf.ttl), TokenMaxTtl: optDuration(tf.maxTTL)}
-		return methodCall(cmd, wcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			if _, err := c.WriteKubernetesRole(ctx, &hsmgatev1.WriteKubernetesRoleRequest{Role: r}); err != nil {
-				return fmt.Errorf("kubernetes role write: %w", err)
-			}
-			_, err := fmt.Fprintf(g.stdout, "kubernetes role %q written\n", args[0])
+		resp, err := methodCallFor(cmd, wcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.WriteKubernetesRoleResponse, error) {
+			return c.WriteKubernetesRole(ctx, &hsmgatev1.WriteKubernetesRoleRequest{Role: r})
+		})
+		if err != nil {
+			return fmt.Errorf("kubernetes role write: %w", err)
+		}
+		return wout.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "kubernetes role %q written\n", args[0])
 			return err
 		})
 	}
@@ -424,26 +442,30 @@ CAs logs in under a cert role. Each --cn/--dns/--uri list given must match
 	var caFile string
 	write := &cobra.Command{Use: "write NAME", Short: "Create or replace a cert role", Args: cobra.ExactArgs(1)}
 	wcf := addClientFlags(write)
+	wout := addOutput(write)
 	tf := addTokenFlags(write)
 	write.Flags().StringSliceVar(&cns, "cn", nil, "subject common names allowed (globs)")
 	write.Flags().StringSliceVar(&dnss, "dns", nil, "DNS SANs allowed (globs)")
 	write.Flags().StringSliceVar(&uris, "uri", nil, "URI SANs allowed (globs)")
-	write.Flags().StringVar(&caFile, "ca-file", "", "PEM CA certificate(s), one of which must be in the client's chain")
+	write.Flags().StringVar(&caFile, "ca-file", "", `PEM CA certificate(s), one of which must be in the client's chain; "-" for stdin`)
 	write.RunE = func(cmd *cobra.Command, args []string) error {
 		r := &hsmgatev1.CertRole{Name: args[0], AllowedCommonNames: cns, AllowedDnsSans: dnss, AllowedUriSans: uris,
 			Policies: tf.policies, TokenTtl: optDuration(tf.ttl), TokenMaxTtl: optDuration(tf.maxTTL)}
 		if caFile != "" {
-			b, err := os.ReadFile(caFile)
+			b, err := readInputFile(cmd, "ca-file", caFile)
 			if err != nil {
 				return fmt.Errorf("cert role write: %w", err)
 			}
 			r.CaPem = string(b)
 		}
-		return methodCall(cmd, wcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) error {
-			if _, err := c.WriteCertRole(ctx, &hsmgatev1.WriteCertRoleRequest{Role: r}); err != nil {
-				return fmt.Errorf("cert role write: %w", err)
-			}
-			_, err := fmt.Fprintf(g.stdout, "cert role %q written\n", args[0])
+		resp, err := methodCallFor(cmd, wcf, func(ctx context.Context, c hsmgatev1.AuthMethodServiceClient) (*hsmgatev1.WriteCertRoleResponse, error) {
+			return c.WriteCertRole(ctx, &hsmgatev1.WriteCertRoleRequest{Role: r})
+		})
+		if err != nil {
+			return fmt.Errorf("cert role write: %w", err)
+		}
+		return wout.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "cert role %q written\n", args[0])
 			return err
 		})
 	}

@@ -22,8 +22,6 @@ import (
 	"github.com/hsmgate/hsmgate/hsm"
 )
 
-func init() { addCommand(newBenchCmd) }
-
 type benchFlags struct {
 	target      string
 	residency   string

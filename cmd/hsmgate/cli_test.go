@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -96,5 +100,37 @@ func TestDevEnvFormat(t *testing.T) {
 		"export VAULT_ADDR=https://127.0.0.1:8200\nexport VAULT_TOKEN=hgs.x\nexport VAULT_CACERT=/s/tls/ca.pem\n"
 	if got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestNoCLIInitHooks: the command tree is built by newRootCmd alone; no
+// file of the CLI registers anything from an init function. (The server
+// wiring files are another matter: their init hooks go with the one
+// composition root.)
+func TestNoCLIInitHooks(t *testing.T) {
+	wiring := regexp.MustCompile(`^(wire|engines|authwire|run|.*_wire)\.go$`)
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	checked := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") || wiring.MatchString(f) {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked++
+		for _, d := range file.Decls {
+			if fn, ok := d.(*ast.FuncDecl); ok && fn.Recv == nil && fn.Name.Name == "init" {
+				t.Errorf("%s: func init at %s; add the command in newRootCmd", f, fset.Position(fn.Pos()))
+			}
+		}
+	}
+	if checked < 15 {
+		t.Errorf("checked %d files, want the CLI's (15 or more)", checked)
 	}
 }

@@ -2,6 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,15 +57,62 @@ func (f *clientFlags) config() client.Options {
 // dial connects with the merged configuration.
 func (f *clientFlags) dial() (*grpc.ClientConn, error) { return client.Dial(f.config()) }
 
-// call dials with the merged configuration, makes a client of the
-// connection with newClient and runs fn with a context bounded by --timeout.
-func call[C any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) error) error {
+// callFor is the one server call of a verb: it dials with the merged
+// configuration, makes a client of the connection with newClient, runs fn
+// with a context bounded by --timeout and returns its result. A verb is
+// flags -> callFor -> output.print; moving the verbs onto the public client
+// package replaces fn's body with a client call.
+func callFor[C, R any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) (R, error)) (R, error) {
 	cc, err := f.dial()
 	if err != nil {
-		return err
+		var zero R
+		return zero, err
 	}
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
 	return fn(ctx, newClient(cc))
+}
+
+// maxInput bounds what a verb reads from a file flag or stdin (a CSR, a
+// certificate chain, a JWKS, a public key): far above any real one.
+const maxInput = 1 << 20
+
+// readInputFile reads the file a flag names, or stdin for "-", at most
+// maxInput bytes. flag names the flag in errors.
+func readInputFile(cmd *cobra.Command, flag, path string) ([]byte, error) {
+	var r io.Reader
+	if path == "-" {
+		r = cmd.InOrStdin()
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", flag, err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxInput+1))
+	if err != nil {
+		return nil, fmt.Errorf("--%s: %w", flag, err)
+	}
+	if len(b) > maxInput {
+		return nil, usageError{fmt.Errorf("--%s: more than %d bytes", flag, maxInput)}
+	}
+	return b, nil
+}
+
+// oneStdin refuses "-" (stdin) for more than one of the given flag values.
+func oneStdin(flags map[string]string) error {
+	var named []string
+	for flag, v := range flags {
+		if v == "-" {
+			named = append(named, "--"+flag)
+		}
+	}
+	if len(named) > 1 {
+		sort.Strings(named)
+		return usageError{fmt.Errorf("%s: only one may read stdin (-)", strings.Join(named, " and "))}
+	}
+	return nil
 }

@@ -39,7 +39,8 @@ type ranError struct{ error }
 func (e ranError) Unwrap() error { return e.error }
 
 // markRunErrors wraps the RunE of c and of every command under it, so that
-// formatError and exitCode can tell cobra's own errors from the commands'.
+// formatError and exitCode can tell cobra's own errors from the commands',
+// and checks the output flags first.
 //
 // A group of verbs (transit, pki keys, ...) that cobra would answer with its
 // help and exit 0 for a misspelled verb gets a RunE that refuses it.
@@ -55,6 +56,11 @@ func markRunErrors(c *cobra.Command) {
 	}
 	if run := c.RunE; run != nil {
 		c.RunE = func(cmd *cobra.Command, args []string) error {
+			// -o/--output is checked before anything runs, for every verb
+			// (a verb that prints no data refuses json and yaml).
+			if _, err := outputFormat(cmd); err != nil {
+				return err
+			}
 			if err := run(cmd, args); err != nil {
 				return ranError{err}
 			}

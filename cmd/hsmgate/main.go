@@ -48,12 +48,6 @@ type globals struct {
 	stderr io.Writer
 }
 
-// subcommands lists the constructors of every verb; other files add theirs
-// in init (e.g. transit, policy, token, audit).
-var subcommands []func(g *globals) *cobra.Command
-
-func addCommand(fn func(g *globals) *cobra.Command) { subcommands = append(subcommands, fn) }
-
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
@@ -67,8 +61,15 @@ Start a throwaway server with its own SoftHSM token, then point a shell at it:
   eval "$(hsmgate dev --print-env)"        # in another shell, same directory
   hsmgate status
 
+Verbs that print data take -o table|json|yaml (--json is -o json): table is
+the human form, json the server's response as one JSON document, yaml the
+same document as YAML.
+
 Errors print one line, "hsmgate: <verb>: <Code>: <message>" (Code is a gRPC
-code name), and exit 1, or 2 for a mistake on the command line.
+code name), and exit 1, or 2 for a mistake on the command line (a bad flag,
+a missing argument, an unknown verb).
+
+Shell completion: source <(hsmgate completion bash) (also zsh, fish).
 
 Environment variables (flags override them):
   HSMGATE_ADDR             gRPC address host:port of the server (default ` + client.DefaultAddr + `)
@@ -99,10 +100,28 @@ Environment variables (flags override them):
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info, or the config file's)")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "", "log format on stderr: text or json (default text, or the config file's)")
-	root.AddCommand(newVersionCmd(g), newServerCmd(g), newInitCmd(g), newDevCmd(g), newStatusCmd(g))
-	for _, fn := range subcommands {
-		root.AddCommand(fn(g))
-	}
+	addOutputFlags(root)
+	// The whole command tree, built here and nowhere else (no init hooks):
+	// the server side, then the client verbs, engine by engine.
+	root.AddCommand(
+		newVersionCmd(g),
+		newServerCmd(g),
+		newInitCmd(g),
+		newDevCmd(g),
+		newStatusCmd(g),
+		newTransitCmd(),
+		newPKICmd(),
+		newSSHCmd(),
+		newACMECmd(),
+		newPolicyCmd(g),
+		newTokenCmd(g),
+		newAuthCmd(g),
+		newAuditCmd(g),
+		newBenchCmd(g),
+	)
+	// cobra's `completion bash|zsh|fish|powershell`, added now rather than
+	// at Execute so that the tree above is the whole tree.
+	root.InitDefaultCompletionCmd()
 	markRunErrors(root)
 	return root
 }
@@ -135,13 +154,20 @@ func (g *globals) logger(level slog.Level, format string) (*slog.Logger, error) 
 }
 
 func newVersionCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version of this binary",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := fmt.Fprintln(g.stdout, "hsmgate", version.String())
-			return err
-		},
 	}
+	out := addOutput(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		doc := struct {
+			Version string `json:"version"`
+		}{version.String()}
+		return out.print(doc, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, "hsmgate", version.String())
+			return err
+		})
+	}
+	return cmd
 }

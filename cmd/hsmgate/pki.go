@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -43,18 +42,19 @@ func newPKICmd() *cobra.Command {
 	return cmd
 }
 
-// pkiCall dials with the client flags and runs fn with a deadline.
-func pkiCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.PKIServiceClient) error) error {
-	return call(cmd, cf, hsmgatev1.NewPKIServiceClient, fn)
+// pkiCallFor is the one PKIService call of a verb (see callFor).
+func pkiCallFor[R any](cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.PKIServiceClient) (R, error)) (R, error) {
+	return callFor(cmd, cf, hsmgatev1.NewPKIServiceClient, fn)
 }
 
-func pkiPrintJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+// printProtoJSON is the table form of the verbs whose human output is the
+// message itself as JSON (roles, ACME directories, auth method roles).
+func printProtoJSON(w io.Writer, m proto.Message) error {
+	b, err := marshalJSON(m)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "%s\n", b)
-	return err
+	return writeDocument(w, formatJSON, b)
 }
 
 func pkiPemBytes(typ string, ders ...[]byte) []byte {
@@ -72,7 +72,7 @@ func pkiOptDuration(d time.Duration) *durationpb.Duration {
 	return durationpb.New(d)
 }
 
-func pkiPrintIssuer(w io.Writer, is *hsmgatev1.Issuer) {
+func pkiPrintIssuer(w io.Writer, is *hsmgatev1.Issuer) error {
 	def := ""
 	if is.GetIsDefault() {
 		def = " (default)"
@@ -89,7 +89,8 @@ func pkiPrintIssuer(w io.Writer, is *hsmgatev1.Issuer) {
 	if parent == "" {
 		parent = "-"
 	}
-	fmt.Fprintf(w, "%s%s\t%s\t%s\tparent %s\texpires %s\t%q\n", is.GetName(), def, state, is.GetKeyType(), parent, exp, is.GetCommonName())
+	_, err := fmt.Fprintf(w, "%s%s\t%s\t%s\tparent %s\texpires %s\t%q\n", is.GetName(), def, state, is.GetKeyType(), parent, exp, is.GetCommonName())
+	return err
 }
 
 // pkiSubjectFlags are the subject flags of the issuer verbs.
@@ -154,21 +155,23 @@ func newPKIIssuerCmd() *cobra.Command {
 	pkiAddSubjectFlags(createRoot, root, "ecdsa-p384")
 	createRoot.Flags().Int32Var(&root.pathLen, "max-path-len", 0, "max path length below the root (0: unlimited)")
 	cf := addClientFlags(createRoot)
+	rootOut := addOutput(createRoot)
 	createRoot.RunE = func(cmd *cobra.Command, args []string) error {
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.CreateRootIssuerResponse, error) {
+			return c.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
 				Name: args[0], KeyType: root.keyType, Subject: root.subject(), Ttl: pkiOptDuration(root.ttl),
 				MakeDefault: root.makeDef, MaxPathLen: root.pathLen, KeyUri: root.keyURI, PolicyIdentifiers: root.policies,
 			})
-			if err != nil {
-				return fmt.Errorf("pki issuer create-root: %w", err)
-			}
-			pkiPrintIssuer(cmd.OutOrStdout(), r.GetIssuer())
-			if root.certOut != "" {
-				return os.WriteFile(root.certOut, pkiPemBytes("CERTIFICATE", r.GetIssuer().GetCertificate()), 0o644)
-			}
-			return nil
 		})
+		if err != nil {
+			return fmt.Errorf("pki issuer create-root: %w", err)
+		}
+		if root.certOut != "" {
+			if err := os.WriteFile(root.certOut, pkiPemBytes("CERTIFICATE", r.GetIssuer().GetCertificate()), 0o644); err != nil {
+				return err
+			}
+		}
+		return rootOut.print(r, func(w io.Writer) error { return pkiPrintIssuer(w, r.GetIssuer()) })
 	}
 
 	im := &pkiSubjectFlags{}
@@ -194,9 +197,10 @@ written to --csr-out (or stdout); have the external root sign it, then run
 	fs.StringArrayVar(&im.permURI, "permitted-uri-domain", nil, "name constraint: permitted URI domain (repeatable)")
 	fs.BoolVar(&im.notCrit, "constraints-not-critical", false, "mark the name constraints non-critical")
 	cf2 := addClientFlags(createIm)
+	imOut := addOutput(createIm)
 	createIm.RunE = func(cmd *cobra.Command, args []string) error {
-		return pkiCall(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.CreateIntermediateIssuer(ctx, &hsmgatev1.CreateIntermediateIssuerRequest{
+		r, err := pkiCallFor(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.CreateIntermediateIssuerResponse, error) {
+			return c.CreateIntermediateIssuer(ctx, &hsmgatev1.CreateIntermediateIssuerRequest{
 				Name: args[0], KeyType: im.keyType, Subject: im.subject(), Ttl: pkiOptDuration(im.ttl), Parent: im.parent,
 				MakeDefault: im.makeDef, MaxPathLen: im.pathLen, KeyUri: im.keyURI, PolicyIdentifiers: im.policies,
 				NameConstraints: &hsmgatev1.NameConstraints{
@@ -204,18 +208,29 @@ written to --csr-out (or stdout); have the external root sign it, then run
 					ExcludedIpRanges: im.exclIP, PermittedUriDomains: im.permURI, NotCritical: im.notCrit,
 				},
 			})
-			if err != nil {
-				return fmt.Errorf("pki issuer create-intermediate: %w", err)
-			}
-			if len(r.GetCsr()) > 0 {
-				return pkiWriteOrPrint(cmd.OutOrStdout(), im.csrOut, pkiPemBytes("CERTIFICATE REQUEST", r.GetCsr()), 0o644)
-			}
-			pkiPrintIssuer(cmd.OutOrStdout(), r.GetIssuer())
-			if im.certOut != "" {
-				return os.WriteFile(im.certOut, pkiPemBytes("CERTIFICATE", r.GetIssuer().GetCertificate()), 0o644)
-			}
-			return nil
 		})
+		if err != nil {
+			return fmt.Errorf("pki issuer create-intermediate: %w", err)
+		}
+		if len(r.GetCsr()) > 0 {
+			// As JSON or YAML the response carries the CSR (DER, base64);
+			// --csr-out still gets the PEM.
+			if !imOut.table() {
+				if im.csrOut != "" && im.csrOut != "-" {
+					if err := os.WriteFile(im.csrOut, pkiPemBytes("CERTIFICATE REQUEST", r.GetCsr()), 0o644); err != nil {
+						return err
+					}
+				}
+				return imOut.print(r, nil)
+			}
+			return pkiWriteOrPrint(cmd.OutOrStdout(), im.csrOut, pkiPemBytes("CERTIFICATE REQUEST", r.GetCsr()), 0o644)
+		}
+		if im.certOut != "" {
+			if err := os.WriteFile(im.certOut, pkiPemBytes("CERTIFICATE", r.GetIssuer().GetCertificate()), 0o644); err != nil {
+				return err
+			}
+		}
+		return imOut.print(r, func(w io.Writer) error { return pkiPrintIssuer(w, r.GetIssuer()) })
 	}
 
 	imp := &pkiSubjectFlags{}
@@ -225,40 +240,40 @@ written to --csr-out (or stdout); have the external root sign it, then run
 		Long:  "Import the certificate an external root signed for a pending intermediate; FILE is PEM and may carry the chain above it.",
 		Args:  cobra.ExactArgs(1),
 	}
-	importCmd.Flags().StringVar(&imp.certFile, "cert", "", "PEM file: the certificate, then optionally its chain (required)")
+	importCmd.Flags().StringVar(&imp.certFile, "cert", "", `PEM file: the certificate, then optionally its chain; "-" for stdin (required)`)
 	importCmd.Flags().BoolVar(&imp.makeDef, "default", false, "make it the default issuer")
 	_ = importCmd.MarkFlagRequired("cert")
 	cf3 := addClientFlags(importCmd)
+	impOut := addOutput(importCmd)
 	importCmd.RunE = func(cmd *cobra.Command, args []string) error {
-		b, err := os.ReadFile(imp.certFile)
+		b, err := readInputFile(cmd, "cert", imp.certFile)
 		if err != nil {
 			return err
 		}
-		return pkiCall(cmd, cf3, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.ImportIssuerCertificate(ctx, &hsmgatev1.ImportIssuerCertificateRequest{Name: args[0], Certificate: b, MakeDefault: imp.makeDef})
-			if err != nil {
-				return fmt.Errorf("pki issuer import: %w", err)
-			}
-			pkiPrintIssuer(cmd.OutOrStdout(), r.GetIssuer())
-			return nil
+		r, err := pkiCallFor(cmd, cf3, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.ImportIssuerCertificateResponse, error) {
+			return c.ImportIssuerCertificate(ctx, &hsmgatev1.ImportIssuerCertificateRequest{Name: args[0], Certificate: b, MakeDefault: imp.makeDef})
 		})
+		if err != nil {
+			return fmt.Errorf("pki issuer import: %w", err)
+		}
+		return impOut.print(r, func(w io.Writer) error { return pkiPrintIssuer(w, r.GetIssuer()) })
 	}
 
-	var asJSON bool
 	list := &cobra.Command{Use: "list", Short: "List issuers", Args: cobra.NoArgs}
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cf4 := addClientFlags(list)
+	listOut := addOutput(list)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		return pkiCall(cmd, cf4, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.ListIssuers(ctx, &hsmgatev1.ListIssuersRequest{})
-			if err != nil {
-				return fmt.Errorf("pki issuer list: %w", err)
-			}
-			if asJSON {
-				return pkiPrintJSON(cmd.OutOrStdout(), r)
-			}
+		r, err := pkiCallFor(cmd, cf4, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.ListIssuersResponse, error) {
+			return c.ListIssuers(ctx, &hsmgatev1.ListIssuersRequest{})
+		})
+		if err != nil {
+			return fmt.Errorf("pki issuer list: %w", err)
+		}
+		return listOut.print(r, func(w io.Writer) error {
 			for _, is := range r.GetIssuers() {
-				pkiPrintIssuer(cmd.OutOrStdout(), is)
+				if err := pkiPrintIssuer(w, is); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
@@ -273,17 +288,20 @@ func newPKIIssuerGetCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "get NAME", Short: "Print an issuer's certificate (PEM), or its chain", Args: cobra.ExactArgs(1)}
 	cmd.Flags().BoolVar(&chain, "chain", false, "also print the chain above it, up to the root")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.GetIssuer(ctx, &hsmgatev1.GetIssuerRequest{Name: args[0]})
-			if err != nil {
-				return fmt.Errorf("pki issuer get: %w", err)
-			}
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.GetIssuerResponse, error) {
+			return c.GetIssuer(ctx, &hsmgatev1.GetIssuerRequest{Name: args[0]})
+		})
+		if err != nil {
+			return fmt.Errorf("pki issuer get: %w", err)
+		}
+		return out.print(r, func(w io.Writer) error {
 			certs := [][]byte{r.GetIssuer().GetCertificate()}
 			if chain {
 				certs = append(certs, r.GetIssuer().GetChain()...)
 			}
-			_, err = cmd.OutOrStdout().Write(pkiPemBytes("CERTIFICATE", certs...))
+			_, err := w.Write(pkiPemBytes("CERTIFICATE", certs...))
 			return err
 		})
 	}
@@ -302,19 +320,19 @@ func newPKIIssuerUpdateCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&unretire, "unretire", false, "issue from it again")
 	cmd.MarkFlagsMutuallyExclusive("retire", "unretire")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		req := &hsmgatev1.UpdateIssuerRequest{Name: args[0], MakeDefault: makeDef}
 		if retire || unretire {
 			req.Retired = proto.Bool(retire)
 		}
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.UpdateIssuer(ctx, req)
-			if err != nil {
-				return fmt.Errorf("pki issuer update: %w", err)
-			}
-			pkiPrintIssuer(cmd.OutOrStdout(), r.GetIssuer())
-			return nil
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.UpdateIssuerResponse, error) {
+			return c.UpdateIssuer(ctx, req)
 		})
+		if err != nil {
+			return fmt.Errorf("pki issuer update: %w", err)
+		}
+		return out.print(r, func(w io.Writer) error { return pkiPrintIssuer(w, r.GetIssuer()) })
 	}
 	return cmd
 }
@@ -332,14 +350,15 @@ func newPKICrossSignCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "validity (default: NAME's remaining validity)")
 	_ = cmd.MarkFlagRequired("signer")
 	cf := addClientFlags(cmd)
+	o := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.CrossSignIssuer(ctx, &hsmgatev1.CrossSignIssuerRequest{Name: args[0], Signer: signer, Ttl: pkiOptDuration(ttl)})
-			if err != nil {
-				return fmt.Errorf("pki issuer cross-sign: %w", err)
-			}
-			return pkiWriteOrPrint(cmd.OutOrStdout(), out, pkiPemBytes("CERTIFICATE", r.GetCertificate()), 0o644)
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.CrossSignIssuerResponse, error) {
+			return c.CrossSignIssuer(ctx, &hsmgatev1.CrossSignIssuerRequest{Name: args[0], Signer: signer, Ttl: pkiOptDuration(ttl)})
 		})
+		if err != nil {
+			return fmt.Errorf("pki issuer cross-sign: %w", err)
+		}
+		return pkiPrintCertificates(cmd, o, r, out, r.GetCertificate())
 	}
 	return cmd
 }
@@ -384,21 +403,27 @@ capability on pki/roles/ROLE.`,
 	fs.StringVar(&outDir, "out-dir", "", "directory for the files (required)")
 	_ = cmd.MarkFlagRequired("out-dir")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		dns, ips, uris := pkiSplitSANs(sans)
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.Issue(ctx, &hsmgatev1.IssueRequest{
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.IssueResponse, error) {
+			return c.Issue(ctx, &hsmgatev1.IssueRequest{
 				Role: args[0], CommonName: cn, DnsNames: dns, IpAddresses: ips, Uris: uris, Ttl: pkiOptDuration(ttl), KeyType: keyType,
 			})
-			if err != nil {
-				return fmt.Errorf("pki issue: %w", err)
-			}
-			if err := pkiWriteIssued(outDir, r); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "serial %s\nissuer %s\nexpires %s\nwritten to %s\n", r.GetSerial(), r.GetIssuer(),
+		})
+		if err != nil {
+			return fmt.Errorf("pki issue: %w", err)
+		}
+		if err := pkiWriteIssued(outDir, r); err != nil {
+			return err
+		}
+		// The private key is in DIR/key.pem (mode 0600), never on stdout.
+		clear(r.PrivateKey)
+		r.PrivateKey = nil
+		return out.print(r, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "serial %s\nissuer %s\nexpires %s\nwritten to %s\n", r.GetSerial(), r.GetIssuer(),
 				r.GetNotAfter().AsTime().Format(time.RFC3339), outDir)
-			return nil
+			return err
 		})
 	}
 	return cmd
@@ -437,6 +462,22 @@ func pkiWriteIssued(dir string, r *hsmgatev1.IssueResponse) error {
 	return nil
 }
 
+// pkiPrintCertificates prints certificates as PEM (to the file path, or
+// stdout for "" and "-"), or, as JSON or YAML, writes the file if one is
+// named and prints resp.
+func pkiPrintCertificates(cmd *cobra.Command, o *output, resp proto.Message, path string, ders ...[]byte) error {
+	data := pkiPemBytes("CERTIFICATE", ders...)
+	if !o.table() {
+		if path != "" && path != "-" {
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				return err
+			}
+		}
+		return o.print(resp, nil)
+	}
+	return pkiWriteOrPrint(cmd.OutOrStdout(), path, data, 0o644)
+}
+
 func newPKISignCmd() *cobra.Command {
 	var csrFile, cn, out string
 	var sans []string
@@ -445,10 +486,12 @@ func newPKISignCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "sign ROLE --csr FILE [--out FILE]",
 		Short: "Get a certificate for a CSR (names from the CSR unless --cn/--san are given)",
-		Args:  cobra.ExactArgs(1),
+		Example: `  hsmgate pki sign web --csr req.pem > cert.pem
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -subj /CN=a.example.com | hsmgate pki sign web --csr -`,
+		Args: cobra.ExactArgs(1),
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&csrFile, "csr", "", "CSR file, PEM or DER (required)")
+	fs.StringVar(&csrFile, "csr", "", `CSR file, PEM or DER; "-" for stdin (required)`)
 	fs.StringVar(&cn, "cn", "", "common name (default: the CSR's)")
 	fs.StringArrayVar(&sans, "san", nil, "SAN instead of the CSR's (repeatable)")
 	fs.DurationVar(&ttl, "ttl", 0, "validity (default: the role's ttl)")
@@ -456,28 +499,29 @@ func newPKISignCmd() *cobra.Command {
 	fs.BoolVar(&withChain, "chain", true, "append the issuer chain")
 	_ = cmd.MarkFlagRequired("csr")
 	cf := addClientFlags(cmd)
+	o := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		csr, err := os.ReadFile(csrFile)
+		csr, err := readInputFile(cmd, "csr", csrFile)
 		if err != nil {
 			return err
 		}
 		dns, ips, uris := pkiSplitSANs(sans)
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.Sign(ctx, &hsmgatev1.SignRequest{
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.SignResponse, error) {
+			return c.Sign(ctx, &hsmgatev1.SignRequest{
 				Role: args[0], Csr: csr, CommonName: cn, DnsNames: dns, IpAddresses: ips, Uris: uris, Ttl: pkiOptDuration(ttl),
 			})
-			if err != nil {
-				return fmt.Errorf("pki sign: %w", err)
-			}
-			certs := [][]byte{r.GetCertificate()}
-			if withChain {
-				certs = append(certs, r.GetChain()...)
-			}
-			if out != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "serial %s, expires %s\n", r.GetSerial(), r.GetNotAfter().AsTime().Format(time.RFC3339))
-			}
-			return pkiWriteOrPrint(cmd.OutOrStdout(), out, pkiPemBytes("CERTIFICATE", certs...), 0o644)
 		})
+		if err != nil {
+			return fmt.Errorf("pki sign: %w", err)
+		}
+		certs := [][]byte{r.GetCertificate()}
+		if withChain {
+			certs = append(certs, r.GetChain()...)
+		}
+		if out != "" && out != "-" && o.table() {
+			fmt.Fprintf(cmd.ErrOrStderr(), "serial %s, expires %s\n", r.GetSerial(), r.GetNotAfter().AsTime().Format(time.RFC3339))
+		}
+		return pkiPrintCertificates(cmd, o, r, out, certs...)
 	}
 	return cmd
 }
@@ -500,18 +544,21 @@ func newPKIRevokeCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&reason, "reason", "unspecified", "RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, or its number")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		code, err := pkiParseReason(reason)
 		if err != nil {
 			return err
 		}
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.Revoke(ctx, &hsmgatev1.RevokeRequest{Serial: args[0], Reason: code})
-			if err != nil {
-				return fmt.Errorf("pki revoke: %w", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked at %s\n", r.GetRevocationTime().AsTime().Format(time.RFC3339))
-			return nil
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.RevokeResponse, error) {
+			return c.Revoke(ctx, &hsmgatev1.RevokeRequest{Serial: args[0], Reason: code})
+		})
+		if err != nil {
+			return fmt.Errorf("pki revoke: %w", err)
+		}
+		return out.print(r, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "revoked at %s\n", r.GetRevocationTime().AsTime().Format(time.RFC3339))
+			return err
 		})
 	}
 	return cmd
@@ -521,13 +568,18 @@ func newPKICertCmd() *cobra.Command {
 	cert := &cobra.Command{Use: "cert", Short: "Issued certificates: get, list"}
 	get := &cobra.Command{Use: "get SERIAL", Short: "Print an issued certificate (PEM) and its state on stderr", Args: cobra.ExactArgs(1)}
 	cf := addClientFlags(get)
+	getOut := addOutput(get)
 	get.RunE = func(cmd *cobra.Command, args []string) error {
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.GetCertificate(ctx, &hsmgatev1.GetCertificateRequest{Serial: args[0]})
-			if err != nil {
-				return fmt.Errorf("pki cert get: %w", err)
-			}
-			rec := r.GetCertificate()
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.GetCertificateResponse, error) {
+			return c.GetCertificate(ctx, &hsmgatev1.GetCertificateRequest{Serial: args[0]})
+		})
+		if err != nil {
+			return fmt.Errorf("pki cert get: %w", err)
+		}
+		rec := r.GetCertificate()
+		// As JSON or YAML the record is the output (its certificate empty
+		// when the role does not store them).
+		return getOut.print(r, func(w io.Writer) error {
 			state := pkiCertStatus(rec)
 			if rec.GetRevoked() {
 				state += " " + rec.GetRevocationTime().AsTime().Format(time.RFC3339)
@@ -537,7 +589,7 @@ func newPKICertCmd() *cobra.Command {
 			if len(rec.GetCertificate()) == 0 {
 				return fmt.Errorf("pki cert get: the role does not store certificates")
 			}
-			_, err = cmd.OutOrStdout().Write(pkiPemBytes("CERTIFICATE", rec.GetCertificate()))
+			_, err := w.Write(pkiPemBytes("CERTIFICATE", rec.GetCertificate()))
 			return err
 		})
 	}
@@ -547,23 +599,33 @@ func newPKICertCmd() *cobra.Command {
 	list.Flags().StringVar(&issuer, "issuer", "", "only this issuer's")
 	list.Flags().BoolVar(&revoked, "revoked", false, "only revoked ones")
 	cf2 := addClientFlags(list)
+	listOut := addOutput(list)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		return pkiCall(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			token := ""
-			for {
+		all, err := pkiCallFor(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.ListCertificatesResponse, error) {
+			all := &hsmgatev1.ListCertificatesResponse{}
+			for token := ""; ; {
 				r, err := c.ListCertificates(ctx, &hsmgatev1.ListCertificatesRequest{Issuer: issuer, RevokedOnly: revoked, PageSize: 1000, PageToken: token})
 				if err != nil {
-					return fmt.Errorf("pki cert list: %w", err)
+					return nil, err
 				}
-				for _, rec := range r.GetCertificates() {
-					state := pkiCertStatus(rec)
-					fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\t%s\t%s\t%s\t%s\n", rec.GetSerial(), rec.GetIssuer(), rec.GetRole(),
-						rec.GetNotAfter().AsTime().Format(time.RFC3339), state, rec.GetCommonName())
-				}
+				all.Certificates = append(all.Certificates, r.GetCertificates()...)
 				if token = r.GetNextPageToken(); token == "" {
-					return nil
+					return all, nil
 				}
 			}
+		})
+		if err != nil {
+			return fmt.Errorf("pki cert list: %w", err)
+		}
+		return listOut.print(all, func(w io.Writer) error {
+			for _, rec := range all.GetCertificates() {
+				state := pkiCertStatus(rec)
+				if _, err := fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", rec.GetSerial(), rec.GetIssuer(), rec.GetRole(),
+					rec.GetNotAfter().AsTime().Format(time.RFC3339), state, rec.GetCommonName()); err != nil {
+					return err
+				}
+			}
+			return nil
 		})
 	}
 	cert.AddCommand(get, list)
@@ -575,14 +637,17 @@ func newPKITidyCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "tidy", Short: "Drop records of certificates expired for longer than --safety-buffer", Args: cobra.NoArgs}
 	cmd.Flags().DurationVar(&buffer, "safety-buffer", 72*time.Hour, "keep records expired less than this long")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.Tidy(ctx, &hsmgatev1.TidyRequest{SafetyBuffer: durationpb.New(buffer)})
-			if err != nil {
-				return fmt.Errorf("pki tidy: %w", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d certificate records (%d revoked)\n", r.GetCertificatesRemoved(), r.GetRevokedRemoved())
-			return nil
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.TidyResponse, error) {
+			return c.Tidy(ctx, &hsmgatev1.TidyRequest{SafetyBuffer: durationpb.New(buffer)})
+		})
+		if err != nil {
+			return fmt.Errorf("pki tidy: %w", err)
+		}
+		return out.print(r, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "removed %d certificate records (%d revoked)\n", r.GetCertificatesRemoved(), r.GetRevokedRemoved())
+			return err
 		})
 	}
 	return cmd

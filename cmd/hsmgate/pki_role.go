@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -106,53 +107,58 @@ func newPKIRoleCmd() *cobra.Command {
 	}
 	pkiAddRoleFlags(write.Flags(), f)
 	cf := addClientFlags(write)
+	writeOut := addOutput(write)
 	write.RunE = func(cmd *cobra.Command, args []string) error {
-		return pkiCall(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
+		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.Role, error) {
 			cur, err := c.GetRole(ctx, &hsmgatev1.GetRoleRequest{Name: args[0]})
 			if pkiIsNotFound(err) {
 				r := &hsmgatev1.Role{Name: args[0]}
 				f.apply(cmd.Flags(), r, true)
 				out, err := c.CreateRole(ctx, &hsmgatev1.CreateRoleRequest{Role: r})
-				if err != nil {
-					return fmt.Errorf("pki role write: %w", err)
-				}
-				return pkiPrintJSON(cmd.OutOrStdout(), out.GetRole())
+				return out.GetRole(), err
 			}
 			if err != nil {
-				return fmt.Errorf("pki role write: %w", err)
+				return nil, err
 			}
 			r := cur.GetRole()
 			f.apply(cmd.Flags(), r, false)
 			out, err := c.UpdateRole(ctx, &hsmgatev1.UpdateRoleRequest{Role: r})
-			if err != nil {
-				return fmt.Errorf("pki role write: %w", err)
-			}
-			return pkiPrintJSON(cmd.OutOrStdout(), out.GetRole())
+			return out.GetRole(), err
 		})
+		if err != nil {
+			return fmt.Errorf("pki role write: %w", err)
+		}
+		return writeOut.print(r, func(w io.Writer) error { return printProtoJSON(w, r) })
 	}
 
 	read := &cobra.Command{Use: "read NAME", Short: "Print a role (JSON)", Args: cobra.ExactArgs(1)}
 	cf2 := addClientFlags(read)
+	readOut := addOutput(read)
 	read.RunE = func(cmd *cobra.Command, args []string) error {
-		return pkiCall(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.GetRole(ctx, &hsmgatev1.GetRoleRequest{Name: args[0]})
-			if err != nil {
-				return fmt.Errorf("pki role read: %w", err)
-			}
-			return pkiPrintJSON(cmd.OutOrStdout(), r.GetRole())
+		r, err := pkiCallFor(cmd, cf2, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.GetRoleResponse, error) {
+			return c.GetRole(ctx, &hsmgatev1.GetRoleRequest{Name: args[0]})
 		})
+		if err != nil {
+			return fmt.Errorf("pki role read: %w", err)
+		}
+		return readOut.print(r.GetRole(), func(w io.Writer) error { return printProtoJSON(w, r.GetRole()) })
 	}
 
 	list := &cobra.Command{Use: "list", Short: "List role names", Args: cobra.NoArgs}
 	cf3 := addClientFlags(list)
+	listOut := addOutput(list)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		return pkiCall(cmd, cf3, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			r, err := c.ListRoles(ctx, &hsmgatev1.ListRolesRequest{})
-			if err != nil {
-				return fmt.Errorf("pki role list: %w", err)
-			}
+		r, err := pkiCallFor(cmd, cf3, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.ListRolesResponse, error) {
+			return c.ListRoles(ctx, &hsmgatev1.ListRolesRequest{})
+		})
+		if err != nil {
+			return fmt.Errorf("pki role list: %w", err)
+		}
+		return listOut.print(r, func(w io.Writer) error {
 			for _, role := range r.GetRoles() {
-				fmt.Fprintln(cmd.OutOrStdout(), role.GetName())
+				if _, err := fmt.Fprintln(w, role.GetName()); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
@@ -160,13 +166,15 @@ func newPKIRoleCmd() *cobra.Command {
 
 	del := &cobra.Command{Use: "delete NAME", Short: "Delete a role", Args: cobra.ExactArgs(1)}
 	cf4 := addClientFlags(del)
+	delOut := addOutput(del)
 	del.RunE = func(cmd *cobra.Command, args []string) error {
-		return pkiCall(cmd, cf4, func(ctx context.Context, c hsmgatev1.PKIServiceClient) error {
-			if _, err := c.DeleteRole(ctx, &hsmgatev1.DeleteRoleRequest{Name: args[0]}); err != nil {
-				return fmt.Errorf("pki role delete: %w", err)
-			}
-			return nil
+		r, err := pkiCallFor(cmd, cf4, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.DeleteRoleResponse, error) {
+			return c.DeleteRole(ctx, &hsmgatev1.DeleteRoleRequest{Name: args[0]})
 		})
+		if err != nil {
+			return fmt.Errorf("pki role delete: %w", err)
+		}
+		return delOut.print(r, func(io.Writer) error { return nil })
 	}
 	role.AddCommand(write, read, list, del)
 	return role

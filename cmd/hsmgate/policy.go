@@ -7,13 +7,10 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/hsmgate/hsmgate/internal/auth"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
-
-func init() { addCommand(newPolicyCmd) }
 
 // newPolicyCmd is `hsmgate policy write|read|list|delete`.
 func newPolicyCmd(g *globals) *cobra.Command {
@@ -37,9 +34,9 @@ A policy file (YAML or JSON):
 	return cmd
 }
 
-// authCall dials with the client flags and runs fn against AuthService.
-func authCall(cmd *cobra.Command, cf *clientFlags, fn func(context.Context, hsmgatev1.AuthServiceClient) error) error {
-	return call(cmd, cf, hsmgatev1.NewAuthServiceClient, fn)
+// authCallFor is the one AuthService call of a verb (see callFor).
+func authCallFor[R any](cmd *cobra.Command, cf *clientFlags, fn func(context.Context, hsmgatev1.AuthServiceClient) (R, error)) (R, error) {
+	return callFor(cmd, cf, hsmgatev1.NewAuthServiceClient, fn)
 }
 
 func newPolicyWriteCmd(g *globals) *cobra.Command {
@@ -50,6 +47,7 @@ func newPolicyWriteCmd(g *globals) *cobra.Command {
 		Args:    cobra.ExactArgs(2),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		var doc []byte
 		var err error
@@ -65,11 +63,14 @@ func newPolicyWriteCmd(g *globals) *cobra.Command {
 		if err != nil {
 			return fmt.Errorf("policy write: %w", err)
 		}
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			if _, err := c.WritePolicy(ctx, &hsmgatev1.WritePolicyRequest{Policy: p}); err != nil {
-				return fmt.Errorf("policy write: %w", err)
-			}
-			_, err := fmt.Fprintf(g.stdout, "policy %q written (%d rules)\n", p.GetName(), len(p.GetRules()))
+		resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.WritePolicyResponse, error) {
+			return c.WritePolicy(ctx, &hsmgatev1.WritePolicyRequest{Policy: p})
+		})
+		if err != nil {
+			return fmt.Errorf("policy write: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "policy %q written (%d rules)\n", p.GetName(), len(p.GetRules()))
 			return err
 		})
 	}
@@ -77,29 +78,22 @@ func newPolicyWriteCmd(g *globals) *cobra.Command {
 }
 
 func newPolicyReadCmd(g *globals) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "read NAME",
-		Short: "Print a policy as a policy file",
+		Short: "Print a policy as a policy file (-o json: the stored message)",
 		Args:  cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the stored message as JSON")
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			resp, err := c.ReadPolicy(ctx, &hsmgatev1.ReadPolicyRequest{Name: args[0]})
-			if err != nil {
-				return fmt.Errorf("policy read: %w", err)
-			}
-			if asJSON {
-				b, err := protojson.MarshalOptions{Multiline: true}.Marshal(resp.GetPolicy())
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintln(g.stdout, string(b))
-				return err
-			}
-			_, err = g.stdout.Write(auth.FormatPolicyDocument(resp.GetPolicy()))
+		resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.ReadPolicyResponse, error) {
+			return c.ReadPolicy(ctx, &hsmgatev1.ReadPolicyRequest{Name: args[0]})
+		})
+		if err != nil {
+			return fmt.Errorf("policy read: %w", err)
+		}
+		return out.print(resp.GetPolicy(), func(w io.Writer) error {
+			_, err := w.Write(auth.FormatPolicyDocument(resp.GetPolicy()))
 			return err
 		})
 	}
@@ -109,19 +103,15 @@ func newPolicyReadCmd(g *globals) *cobra.Command {
 func newPolicyListCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "list", Short: "List policy names", Args: cobra.NoArgs}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			resp, err := c.ListPolicies(ctx, &hsmgatev1.ListPoliciesRequest{})
-			if err != nil {
-				return fmt.Errorf("policy list: %w", err)
-			}
-			for _, n := range resp.GetNames() {
-				if _, err := fmt.Fprintln(g.stdout, n); err != nil {
-					return err
-				}
-			}
-			return nil
+		resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.ListPoliciesResponse, error) {
+			return c.ListPolicies(ctx, &hsmgatev1.ListPoliciesRequest{})
 		})
+		if err != nil {
+			return fmt.Errorf("policy list: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error { return printLines(w, resp.GetNames()) })
 	}
 	return cmd
 }
@@ -129,12 +119,16 @@ func newPolicyListCmd(g *globals) *cobra.Command {
 func newPolicyDeleteCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "delete NAME", Short: "Delete a policy", Args: cobra.ExactArgs(1)}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			if _, err := c.DeletePolicy(ctx, &hsmgatev1.DeletePolicyRequest{Name: args[0]}); err != nil {
-				return fmt.Errorf("policy delete: %w", err)
-			}
-			_, err := fmt.Fprintf(g.stdout, "policy %q deleted\n", args[0])
+		resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.DeletePolicyResponse, error) {
+			return c.DeletePolicy(ctx, &hsmgatev1.DeletePolicyRequest{Name: args[0]})
+		})
+		if err != nil {
+			return fmt.Errorf("policy delete: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "policy %q deleted\n", args[0])
 			return err
 		})
 	}

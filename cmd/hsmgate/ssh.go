@@ -33,15 +33,15 @@ func newSSHCmd() *cobra.Command {
   hsmgate ssh ca pub > /etc/ssh/trusted_user_ca_keys
   hsmgate ssh ca pub --known-hosts >> ~/.ssh/known_hosts
   hsmgate ssh revoke --serial 1234567890
-  hsmgate ssh krl -o /etc/ssh/revoked.krl`,
+  hsmgate ssh krl --out /etc/ssh/revoked.krl`,
 	}
 	cmd.AddCommand(newSSHSignCmd(), newSSHHostCmd(), newSSHCACmd(), newSSHRoleCmd(), newSSHRevokeCmd(), newSSHKRLCmd())
 	return cmd
 }
 
-// sshCall dials with the client flags and runs fn with a deadline.
-func sshCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error) error {
-	return call(cmd, cf, hsmgatev1.NewSSHCAServiceClient, fn)
+// sshCallFor is the one SSHCAService call of a verb (see callFor).
+func sshCallFor[R any](cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (R, error)) (R, error) {
+	return callFor(cmd, cf, hsmgatev1.NewSSHCAServiceClient, fn)
 }
 
 // signOptions are the flags of the sign verbs.
@@ -58,7 +58,7 @@ func addSignFlags(cmd *cobra.Command, o *signOptions, host bool) {
 	fs := cmd.Flags()
 	fs.StringArrayVar(&o.principals, "principal", nil, "principal to request (repeatable; default: the role's default principals)")
 	fs.DurationVar(&o.ttl, "ttl", 0, "certificate lifetime, positive (default: the role's default_ttl)")
-	fs.StringVarP(&o.output, "output", "o", "", "certificate file (default: KEY-cert.pub next to the key)")
+	fs.StringVar(&o.output, "out", "", "certificate file (default: KEY-cert.pub next to the key; required for a key from stdin)")
 	if !host {
 		fs.StringArrayVar(&o.extensions, "extension", nil, "extension NAME or NAME=VALUE to request (repeatable; default: the role's default extensions)")
 		fs.StringArrayVar(&o.options, "option", nil, "critical option NAME=VALUE to request, e.g. source-address=10.0.0.0/8 (repeatable)")
@@ -73,18 +73,21 @@ func newSSHSignCmd() *cobra.Command {
 		Long: `Get a user certificate for your public key.
 
 Writes the certificate next to the key (id_ed25519.pub -> id_ed25519-cert.pub,
-where ssh finds it) and prints its principals and validity. Without a file,
+where ssh finds it), or to --out, and prints its principals and validity. "-"
+reads the key from stdin (then --out is required). Without a file,
 the first of ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_ed25519_sk.pub,
 id_ecdsa_sk.pub and id_rsa.pub that exists is used. The role comes
 from --role, else $` + EnvSSHRole + `, else "default". Needs the "ssh-sign"
 capability on ssh/roles/<role>.`,
 		Example: `  hsmgate ssh sign ~/.ssh/id_ed25519.pub
-  hsmgate ssh sign --role eng --principal deploy --ttl 2h ~/.ssh/id_ed25519.pub`,
+  hsmgate ssh sign --role eng --principal deploy --ttl 2h ~/.ssh/id_ed25519.pub
+  ssh-add -L | head -n 1 | hsmgate ssh sign - --out ~/.ssh/agent-cert.pub`,
 		Args: cobra.MaximumNArgs(1),
 	}
 	cmd.Flags().StringVar(&o.role, "role", "", "role to sign under (default $"+EnvSSHRole+", else \"default\")")
 	addSignFlags(cmd, o, false)
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if o.role == "" {
 			o.role = os.Getenv(EnvSSHRole)
@@ -96,9 +99,7 @@ capability on ssh/roles/<role>.`,
 		if err != nil {
 			return err
 		}
-		return sshCall(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			return sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, file, cmd.OutOrStdout())
-		})
+		return sshSign(cmd, cf, out, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, file)
 	}
 	return cmd
 }
@@ -139,10 +140,9 @@ the "ssh-sign" capability on ssh/roles/<role>.`,
 	_ = cmd.MarkFlagRequired("role")
 	addSignFlags(cmd, o, true)
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return sshCall(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			return sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST, o, args[0], cmd.OutOrStdout())
-		})
+		return sshSign(cmd, cf, out, hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST, o, args[0])
 	}
 	host.AddCommand(cmd)
 	return host
@@ -168,23 +168,57 @@ func parseKV(list []string, needValue bool) (map[string]string, error) {
 	return m, nil
 }
 
-// sshSign signs the key in file and writes the certificate.
-func sshSign(ctx context.Context, c hsmgatev1.SSHCAServiceClient, ct hsmgatev1.SSHCertType, o *signOptions, file string, w io.Writer) error {
-	pub, err := os.ReadFile(file)
+// sshSign signs the key in file, writes the certificate and prints it
+// (as JSON or YAML: the SSHSignResult).
+func sshSign(cmd *cobra.Command, cf *clientFlags, out *output, ct hsmgatev1.SSHCertType, o *signOptions, file string) error {
+	verb := "ssh sign"
+	if ct == hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST {
+		verb = "ssh host sign"
+	}
+	var pub []byte
+	var err error
+	if file == "-" {
+		// A key from stdin (an agent's: ssh-add -L) has no place beside it.
+		if o.output == "" {
+			return usageError{fmt.Errorf("a public key from stdin (-) needs --out FILE for the certificate")}
+		}
+		pub, err = readInputFile(cmd, "key", "-")
+	} else {
+		pub, err = os.ReadFile(file)
+	}
 	if err != nil {
 		return err
 	}
+	item, err := sshSignItem(o, file, pub)
+	if err != nil {
+		return err
+	}
+	res, err := sshCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.SSHSignResult, error) {
+		return sshSignKey(ctx, c, ct, o.role, item)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	path, err := sshWriteCert(o, file, res)
+	if err != nil {
+		return err
+	}
+	return out.print(res, func(w io.Writer) error { return sshPrintSigned(w, path, res) })
+}
+
+// sshSignItem is the request item for pub, the public key read from file.
+func sshSignItem(o *signOptions, file string, pub []byte) (*hsmgatev1.SSHSignItem, error) {
 	key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
 	if err != nil {
-		return usageError{fmt.Errorf("%s: not a public key: %w", file, err)}
+		return nil, usageError{fmt.Errorf("%s: not a public key: %w", file, err)}
 	}
 	exts, err := parseKV(o.extensions, false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	opts, err := parseKV(o.options, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	item := &hsmgatev1.SSHSignItem{
 		PublicKey:       strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))),
@@ -194,41 +228,53 @@ func sshSign(ctx context.Context, c hsmgatev1.SSHCAServiceClient, ct hsmgatev1.S
 	}
 	switch {
 	case o.ttl < 0:
-		return fmt.Errorf("--ttl %s: a certificate lifetime must be positive", o.ttl)
+		return nil, usageError{fmt.Errorf("--ttl %s: a certificate lifetime must be positive", o.ttl)}
 	case o.ttl > 0:
 		item.Ttl = durationpb.New(o.ttl)
 	}
-	var res *hsmgatev1.SSHSignResult
+	return item, nil
+}
+
+// sshSignKey signs one item; a failed item is its status error.
+func sshSignKey(ctx context.Context, c hsmgatev1.SSHCAServiceClient, ct hsmgatev1.SSHCertType, role string, item *hsmgatev1.SSHSignItem) (*hsmgatev1.SSHSignResult, error) {
+	var results []*hsmgatev1.SSHSignResult
 	if ct == hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST {
-		resp, err := c.SignHostKey(ctx, &hsmgatev1.SignHostKeyRequest{Role: o.role, Items: []*hsmgatev1.SSHSignItem{item}})
+		resp, err := c.SignHostKey(ctx, &hsmgatev1.SignHostKeyRequest{Role: role, Items: []*hsmgatev1.SSHSignItem{item}})
 		if err != nil {
-			return fmt.Errorf("ssh host sign: %w", err)
+			return nil, err
 		}
-		res = resp.GetResults()[0]
+		results = resp.GetResults()
 	} else {
-		resp, err := c.SignUserKey(ctx, &hsmgatev1.SignUserKeyRequest{Role: o.role, Items: []*hsmgatev1.SSHSignItem{item}})
+		resp, err := c.SignUserKey(ctx, &hsmgatev1.SignUserKeyRequest{Role: role, Items: []*hsmgatev1.SSHSignItem{item}})
 		if err != nil {
-			return fmt.Errorf("ssh sign: %w", err)
+			return nil, err
 		}
-		res = resp.GetResults()[0]
+		results = resp.GetResults()
 	}
-	if res.GetError() != nil {
-		return fmt.Errorf("ssh sign: %w", status.FromProto(res.GetError()).Err())
+	if len(results) != 1 {
+		return nil, fmt.Errorf("got %d results, want 1", len(results))
 	}
-	out := o.output
-	if out == "" {
-		out = certPath(file)
+	if st := results[0].GetError(); st != nil && st.GetCode() != 0 {
+		return nil, status.FromProto(st).Err()
 	}
-	if err := os.WriteFile(out, []byte(res.GetCertificate()+"\n"), 0o644); err != nil {
-		return err
+	return results[0], nil
+}
+
+// sshWriteCert writes the certificate to --out, else next to the key, and
+// returns where.
+func sshWriteCert(o *signOptions, file string, res *hsmgatev1.SSHSignResult) (string, error) {
+	path := o.output
+	if path == "" {
+		path = certPath(file)
 	}
-	fmt.Fprintf(w, "certificate:  %s\n", out)
-	fmt.Fprintf(w, "principals:   %s\n", strings.Join(res.GetPrincipals(), ", "))
-	fmt.Fprintf(w, "valid:        %s to %s (%s)\n",
+	return path, os.WriteFile(path, []byte(res.GetCertificate()+"\n"), 0o644)
+}
+
+func sshPrintSigned(w io.Writer, path string, res *hsmgatev1.SSHSignResult) error {
+	_, err := fmt.Fprintf(w, "certificate:  %s\nprincipals:   %s\nvalid:        %s to %s (%s)\nserial:       %d\nkey id:       %s\nca:           %s (version %d)\n",
+		path, strings.Join(res.GetPrincipals(), ", "),
 		res.GetValidAfter().AsTime().Local().Format(time.RFC3339), res.GetValidBefore().AsTime().Local().Format(time.RFC3339),
-		res.GetValidBefore().AsTime().Sub(res.GetValidAfter().AsTime()).Round(time.Second))
-	fmt.Fprintf(w, "serial:       %d\n", res.GetSerial())
-	fmt.Fprintf(w, "key id:       %s\n", res.GetKeyId())
-	fmt.Fprintf(w, "ca:           %s (version %d)\n", res.GetCa(), res.GetCaVersion())
-	return nil
+		res.GetValidBefore().AsTime().Sub(res.GetValidAfter().AsTime()).Round(time.Second),
+		res.GetSerial(), res.GetKeyId(), res.GetCa(), res.GetCaVersion())
+	return err
 }

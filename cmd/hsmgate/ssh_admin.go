@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -44,14 +43,15 @@ func parseSSHKeyType(s string) (hsmgatev1.SSHKeyType, error) {
 	return hsmgatev1.SSHKeyType(v), nil
 }
 
-func printCA(w io.Writer, ca *hsmgatev1.SSHCA) {
-	fmt.Fprintf(w, "%s (%s)\n", ca.GetName(), strings.ToLower(strings.TrimPrefix(ca.GetCertType().String(), "SSH_CERT_TYPE_")))
+func printCA(w io.Writer, ca *hsmgatev1.SSHCA) error {
+	_, err := fmt.Fprintf(w, "%s (%s)\n", ca.GetName(), strings.ToLower(strings.TrimPrefix(ca.GetCertType().String(), "SSH_CERT_TYPE_")))
 	for _, k := range ca.GetKeys() {
 		fmt.Fprintf(w, "  v%d %-8s %-10s %s\n", k.GetVersion(),
 			strings.ToLower(strings.TrimPrefix(k.GetState().String(), "SSHCA_KEY_STATE_")),
 			strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(k.GetKeyType().String(), "SSH_KEY_TYPE_"), "_", "-")),
 			k.GetFingerprint())
 	}
+	return err
 }
 
 func newSSHCACmd() *cobra.Command {
@@ -71,6 +71,7 @@ per line, the content of sshd's TrustedUserCAKeys file; with --known-hosts the
 	pub.Flags().StringVar(&certType, "type", "", "only CAs of this type: user or host (default: user, or host with --known-hosts)")
 	pub.Flags().BoolVar(&knownHosts, "known-hosts", false, "print @cert-authority lines for known_hosts")
 	pubCF := addClientFlags(pub)
+	pubOut := addOutput(pub)
 	pub.RunE = func(cmd *cobra.Command, _ []string) error {
 		if certType == "" && name == "" {
 			certType = "user"
@@ -82,17 +83,21 @@ per line, the content of sshd's TrustedUserCAKeys file; with --known-hosts the
 		if err != nil {
 			return err
 		}
-		return sshCall(cmd, pubCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.ListSSHCAPublicKeys(ctx, &hsmgatev1.ListSSHCAPublicKeysRequest{Name: name, CertType: ct})
-			if err != nil {
-				return fmt.Errorf("ssh ca pub: %w", err)
+		resp, err := sshCallFor(cmd, pubCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.ListSSHCAPublicKeysResponse, error) {
+			return c.ListSSHCAPublicKeys(ctx, &hsmgatev1.ListSSHCAPublicKeysRequest{Name: name, CertType: ct})
+		})
+		if err != nil {
+			return fmt.Errorf("ssh ca pub: %w", err)
+		}
+		return pubOut.print(resp, func(w io.Writer) error {
+			prefix := ""
+			if knownHosts {
+				prefix = "@cert-authority * "
 			}
 			for _, k := range resp.GetKeys() {
-				prefix := ""
-				if knownHosts {
-					prefix = "@cert-authority * "
+				if _, err := fmt.Fprintf(w, "%s%s hsmgate:%s:v%d\n", prefix, k.GetPublicKey(), k.GetCa(), k.GetVersion()); err != nil {
+					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s%s hsmgate:%s:v%d\n", prefix, k.GetPublicKey(), k.GetCa(), k.GetVersion())
 			}
 			return nil
 		})
@@ -111,6 +116,7 @@ per line, the content of sshd's TrustedUserCAKeys file; with --known-hosts the
 	create.Flags().StringVar(&keyURI, "key-uri", "", "adopt this existing HSM key instead of generating one: RFC 7512 URI 'pkcs11:token=...;object=...;id=%01' (sensitive, non-extractable; its type unless --key-type is given; never destroyed by hsmgate)")
 	create.Flags().DurationVar(&overlap, "rotation-overlap", 0, "how long a rotated-out key stays published (0: until retired)")
 	createCF := addClientFlags(create)
+	createOut := addOutput(create)
 	create.RunE = func(cmd *cobra.Command, args []string) error {
 		ct, err := parseCertType(certType)
 		if err != nil {
@@ -126,32 +132,31 @@ per line, the content of sshd's TrustedUserCAKeys file; with --known-hosts the
 		if overlap > 0 {
 			req.RotationOverlap = durationpb.New(overlap)
 		}
-		return sshCall(cmd, createCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.CreateSSHCA(ctx, req)
-			if err != nil {
-				return fmt.Errorf("ssh ca create: %w", err)
-			}
-			printCA(cmd.OutOrStdout(), resp.GetCa())
-			return nil
+		resp, err := sshCallFor(cmd, createCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.CreateSSHCAResponse, error) {
+			return c.CreateSSHCA(ctx, req)
 		})
+		if err != nil {
+			return fmt.Errorf("ssh ca create: %w", err)
+		}
+		return createOut.print(resp, func(w io.Writer) error { return printCA(w, resp.GetCa()) })
 	}
 
 	rotate := &cobra.Command{Use: "rotate NAME [--key-type T]", Short: "Make a new active key; the old one keeps being published until retired", Args: cobra.ExactArgs(1)}
 	rotate.Flags().StringVar(&keyType, "key-type", "", "type of the new key (default: the current type)")
 	rotateCF := addClientFlags(rotate)
+	rotateOut := addOutput(rotate)
 	rotate.RunE = func(cmd *cobra.Command, args []string) error {
 		kt, err := parseSSHKeyType(keyType)
 		if err != nil {
 			return err
 		}
-		return sshCall(cmd, rotateCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.RotateSSHCA(ctx, &hsmgatev1.RotateSSHCARequest{Name: args[0], KeyType: kt})
-			if err != nil {
-				return fmt.Errorf("ssh ca rotate: %w", err)
-			}
-			printCA(cmd.OutOrStdout(), resp.GetCa())
-			return nil
+		resp, err := sshCallFor(cmd, rotateCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.RotateSSHCAResponse, error) {
+			return c.RotateSSHCA(ctx, &hsmgatev1.RotateSSHCARequest{Name: args[0], KeyType: kt})
 		})
+		if err != nil {
+			return fmt.Errorf("ssh ca rotate: %w", err)
+		}
+		return rotateOut.print(resp, func(w io.Writer) error { return printCA(w, resp.GetCa()) })
 	}
 
 	var version uint32
@@ -159,27 +164,32 @@ per line, the content of sshd's TrustedUserCAKeys file; with --known-hosts the
 	retire.Flags().Uint32Var(&version, "version", 0, "key version to retire (required)")
 	_ = retire.MarkFlagRequired("version")
 	retireCF := addClientFlags(retire)
+	retireOut := addOutput(retire)
 	retire.RunE = func(cmd *cobra.Command, args []string) error {
-		return sshCall(cmd, retireCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.RetireSSHCAKey(ctx, &hsmgatev1.RetireSSHCAKeyRequest{Name: args[0], Version: version})
-			if err != nil {
-				return fmt.Errorf("ssh ca retire: %w", err)
-			}
-			printCA(cmd.OutOrStdout(), resp.GetCa())
-			return nil
+		resp, err := sshCallFor(cmd, retireCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.RetireSSHCAKeyResponse, error) {
+			return c.RetireSSHCAKey(ctx, &hsmgatev1.RetireSSHCAKeyRequest{Name: args[0], Version: version})
 		})
+		if err != nil {
+			return fmt.Errorf("ssh ca retire: %w", err)
+		}
+		return retireOut.print(resp, func(w io.Writer) error { return printCA(w, resp.GetCa()) })
 	}
 
 	list := &cobra.Command{Use: "list", Short: "List CAs and their key versions", Args: cobra.NoArgs}
 	listCF := addClientFlags(list)
+	listOut := addOutput(list)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		return sshCall(cmd, listCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.ListSSHCAs(ctx, &hsmgatev1.ListSSHCAsRequest{})
-			if err != nil {
-				return fmt.Errorf("ssh ca list: %w", err)
-			}
+		resp, err := sshCallFor(cmd, listCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.ListSSHCAsResponse, error) {
+			return c.ListSSHCAs(ctx, &hsmgatev1.ListSSHCAsRequest{})
+		})
+		if err != nil {
+			return fmt.Errorf("ssh ca list: %w", err)
+		}
+		return listOut.print(resp, func(w io.Writer) error {
 			for _, ca := range resp.GetCas() {
-				printCA(cmd.OutOrStdout(), ca)
+				if err := printCA(w, ca); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
@@ -202,14 +212,9 @@ func newSSHRoleCmd() *cobra.Command {
 	write.Flags().StringVarP(&file, "file", "f", "", "JSON file, - for standard input (required)")
 	_ = write.MarkFlagRequired("file")
 	writeCF := addClientFlags(write)
+	writeOut := addOutput(write)
 	write.RunE = func(cmd *cobra.Command, args []string) error {
-		var b []byte
-		var err error
-		if file == "-" {
-			b, err = io.ReadAll(cmd.InOrStdin())
-		} else {
-			b, err = os.ReadFile(file)
-		}
+		b, err := readInputFile(cmd, "file", file)
 		if err != nil {
 			return err
 		}
@@ -218,70 +223,65 @@ func newSSHRoleCmd() *cobra.Command {
 			return usageError{fmt.Errorf("role JSON: %w", err)}
 		}
 		r.Name = args[0]
-		return sshCall(cmd, writeCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			var got *hsmgatev1.SSHRole
+		got, err := sshCallFor(cmd, writeCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.SSHRole, error) {
 			resp, err := c.CreateSSHRole(ctx, &hsmgatev1.CreateSSHRoleRequest{Role: r})
-			if err == nil {
-				got = resp.GetRole()
-			} else if status.Code(err) == codes.AlreadyExists {
+			if status.Code(err) == codes.AlreadyExists {
 				uresp, uerr := c.UpdateSSHRole(ctx, &hsmgatev1.UpdateSSHRoleRequest{Role: r})
-				if uerr != nil {
-					return fmt.Errorf("ssh role write: %w", uerr)
-				}
-				got = uresp.GetRole()
-			} else {
-				return fmt.Errorf("ssh role write: %w", err)
+				return uresp.GetRole(), uerr
 			}
-			return printJSON(cmd.OutOrStdout(), got)
+			return resp.GetRole(), err
 		})
+		if err != nil {
+			return fmt.Errorf("ssh role write: %w", err)
+		}
+		return writeOut.print(got, func(w io.Writer) error { return printProtoJSON(w, got) })
 	}
 	read := &cobra.Command{Use: "read NAME", Short: "Print a role as JSON", Args: cobra.ExactArgs(1)}
 	readCF := addClientFlags(read)
+	readOut := addOutput(read)
 	read.RunE = func(cmd *cobra.Command, args []string) error {
-		return sshCall(cmd, readCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.GetSSHRole(ctx, &hsmgatev1.GetSSHRoleRequest{Name: args[0]})
-			if err != nil {
-				return fmt.Errorf("ssh role read: %w", err)
-			}
-			return printJSON(cmd.OutOrStdout(), resp.GetRole())
+		resp, err := sshCallFor(cmd, readCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.GetSSHRoleResponse, error) {
+			return c.GetSSHRole(ctx, &hsmgatev1.GetSSHRoleRequest{Name: args[0]})
 		})
+		if err != nil {
+			return fmt.Errorf("ssh role read: %w", err)
+		}
+		return readOut.print(resp.GetRole(), func(w io.Writer) error { return printProtoJSON(w, resp.GetRole()) })
 	}
 	list := &cobra.Command{Use: "list", Short: "List role names", Args: cobra.NoArgs}
 	listCF := addClientFlags(list)
+	listOut := addOutput(list)
 	list.RunE = func(cmd *cobra.Command, _ []string) error {
-		return sshCall(cmd, listCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.ListSSHRoles(ctx, &hsmgatev1.ListSSHRolesRequest{})
-			if err != nil {
-				return fmt.Errorf("ssh role list: %w", err)
-			}
+		resp, err := sshCallFor(cmd, listCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.ListSSHRolesResponse, error) {
+			return c.ListSSHRoles(ctx, &hsmgatev1.ListSSHRolesRequest{})
+		})
+		if err != nil {
+			return fmt.Errorf("ssh role list: %w", err)
+		}
+		return listOut.print(resp, func(w io.Writer) error {
 			for _, r := range resp.GetRoles() {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\tca=%s\n", r.GetName(),
-					strings.ToLower(strings.TrimPrefix(r.GetCertType().String(), "SSH_CERT_TYPE_")), r.GetCa())
+				if _, err := fmt.Fprintf(w, "%s\t%s\tca=%s\n", r.GetName(),
+					strings.ToLower(strings.TrimPrefix(r.GetCertType().String(), "SSH_CERT_TYPE_")), r.GetCa()); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
 	}
 	del := &cobra.Command{Use: "delete NAME", Short: "Delete a role", Args: cobra.ExactArgs(1)}
 	delCF := addClientFlags(del)
+	delOut := addOutput(del)
 	del.RunE = func(cmd *cobra.Command, args []string) error {
-		return sshCall(cmd, delCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			if _, err := c.DeleteSSHRole(ctx, &hsmgatev1.DeleteSSHRoleRequest{Name: args[0]}); err != nil {
-				return fmt.Errorf("ssh role delete: %w", err)
-			}
-			return nil
+		resp, err := sshCallFor(cmd, delCF, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.DeleteSSHRoleResponse, error) {
+			return c.DeleteSSHRole(ctx, &hsmgatev1.DeleteSSHRoleRequest{Name: args[0]})
 		})
+		if err != nil {
+			return fmt.Errorf("ssh role delete: %w", err)
+		}
+		return delOut.print(resp, func(io.Writer) error { return nil })
 	}
 	role.AddCommand(write, read, list, del)
 	return role
-}
-
-func printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(b))
-	return err
 }
 
 type revokeOptions struct {
@@ -307,31 +307,34 @@ ssh/cas/<ca>, or on ssh/krl without --ca.`,
 	fs := cmd.Flags()
 	fs.Uint64Var(&o.serial, "serial", 0, "certificate serial")
 	fs.StringVar(&o.keyID, "key-id", "", "certificate key ID")
-	fs.StringVar(&o.keyFile, "key", "", "public key or certificate file")
+	fs.StringVar(&o.keyFile, "key", "", `public key or certificate file, "-" for stdin`)
 	fs.StringVar(&o.fp, "fingerprint", "", "SHA256:... fingerprint of a public key")
 	fs.StringVar(&o.ca, "ca", "", "CA the serial or key ID belongs to")
 	fs.StringVar(&o.reason, "reason", "", "free text kept with the revocation")
 	cmd.MarkFlagsMutuallyExclusive("serial", "key-id", "key", "fingerprint")
 	cmd.MarkFlagsOneRequired("serial", "key-id", "key", "fingerprint")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		req, err := o.request()
+		req, err := o.request(cmd)
 		if err != nil {
 			return err
 		}
-		return sshCall(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.RevokeSSH(ctx, req)
-			if err != nil {
-				return fmt.Errorf("ssh revoke: %w", err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked; KRL version %d\n", resp.GetKrlVersion())
-			return nil
+		resp, err := sshCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.RevokeSSHResponse, error) {
+			return c.RevokeSSH(ctx, req)
+		})
+		if err != nil {
+			return fmt.Errorf("ssh revoke: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "revoked; KRL version %d\n", resp.GetKrlVersion())
+			return err
 		})
 	}
 	return cmd
 }
 
-func (o *revokeOptions) request() (*hsmgatev1.RevokeSSHRequest, error) {
+func (o *revokeOptions) request(cmd *cobra.Command) (*hsmgatev1.RevokeSSHRequest, error) {
 	req := &hsmgatev1.RevokeSSHRequest{Ca: o.ca, Reason: o.reason}
 	switch {
 	case o.serial != 0:
@@ -339,7 +342,7 @@ func (o *revokeOptions) request() (*hsmgatev1.RevokeSSHRequest, error) {
 	case o.keyID != "":
 		req.Target = &hsmgatev1.RevokeSSHRequest_KeyId{KeyId: o.keyID}
 	case o.keyFile != "":
-		b, err := os.ReadFile(o.keyFile)
+		b, err := readInputFile(cmd, "key", o.keyFile)
 		if err != nil {
 			return nil, err
 		}
@@ -358,36 +361,52 @@ func (o *revokeOptions) request() (*hsmgatev1.RevokeSSHRequest, error) {
 func newSSHKRLCmd() *cobra.Command {
 	var output, show string
 	cmd := &cobra.Command{
-		Use:   "krl [-o FILE] [--show FILE]",
+		Use:   "krl [--out FILE] [--show FILE]",
 		Short: "Fetch the KRL for sshd's RevokedKeys, or describe one",
-		Long: `Fetch the current KRL. With -o it is written (binary) to FILE, for sshd's
-RevokedKeys; without, its contents are described. --show FILE describes a
-local KRL file instead, without contacting the server.`,
-		Example: `  hsmgate ssh krl -o /etc/ssh/revoked.krl
-  hsmgate ssh krl --show /etc/ssh/revoked.krl`,
+		Long: `Fetch the current KRL. With --out it is written (binary) to FILE, for sshd's
+RevokedKeys; without, its contents are described (-o json: as an object).
+--show FILE describes a local KRL file instead, without contacting the
+server.`,
+		Example: `  hsmgate ssh krl --out /etc/ssh/revoked.krl
+  hsmgate ssh krl --show /etc/ssh/revoked.krl
+  hsmgate ssh krl -o json`,
 		Args: cobra.NoArgs,
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "write the binary KRL to FILE")
+	cmd.Flags().StringVar(&output, "out", "", "write the binary KRL to FILE")
 	cmd.Flags().StringVar(&show, "show", "", "describe this local KRL file")
+	cmd.MarkFlagsMutuallyExclusive("out", "show")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var b []byte
 		if show != "" {
-			b, err := os.ReadFile(show)
-			if err != nil {
+			var err error
+			if b, err = os.ReadFile(show); err != nil {
 				return err
 			}
-			return describeKRL(cmd.OutOrStdout(), b)
-		}
-		return sshCall(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) error {
-			resp, err := c.GetKRL(ctx, &hsmgatev1.GetKRLRequest{})
+		} else {
+			resp, err := sshCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.GetKRLResponse, error) {
+				return c.GetKRL(ctx, &hsmgatev1.GetKRLRequest{})
+			})
 			if err != nil {
 				return fmt.Errorf("ssh krl: %w", err)
 			}
-			if output == "" {
-				return describeKRL(cmd.OutOrStdout(), resp.GetKrl())
+			b = resp.GetKrl()
+		}
+		if output != "" {
+			if err := sshWriteFile(output, b); err != nil {
+				return err
 			}
-			return sshWriteFile(output, resp.GetKrl())
-		})
+			if out.table() {
+				return nil
+			}
+		}
+		k, err := krl.Parse(b)
+		if err != nil {
+			return fmt.Errorf("ssh krl: %w", err)
+		}
+		k.Normalize()
+		return out.print(krlDoc(k), func(w io.Writer) error { return describeKRL(w, k) })
 	}
 	return cmd
 }
@@ -402,12 +421,7 @@ func sshWriteFile(path string, b []byte) error {
 }
 
 // describeKRL prints a KRL like `ssh-keygen -Q -l`.
-func describeKRL(w io.Writer, b []byte) error {
-	k, err := krl.Parse(b)
-	if err != nil {
-		return err
-	}
-	k.Normalize()
+func describeKRL(w io.Writer, k *krl.KRL) error {
 	fmt.Fprintf(w, "# KRL version %d\n# Generated at %s\n", k.Version, k.GeneratedDate.Local().Format(time.RFC3339))
 	if k.Comment != "" {
 		fmt.Fprintf(w, "# Comment: %s\n", k.Comment)
@@ -446,4 +460,55 @@ func describeKRL(w io.Writer, b []byte) error {
 		fmt.Fprintf(w, "hash: SHA1:%s\n", base64.RawStdEncoding.EncodeToString(h))
 	}
 	return nil
+}
+
+// krlJSON is a KRL as the printer's JSON: what describeKRL prints.
+type krlJSON struct {
+	Version       uint64           `json:"version"`
+	GeneratedTime string           `json:"generatedTime"`
+	Comment       string           `json:"comment"`
+	Certs         []krlCertSection `json:"certs"`
+	ExplicitKeys  []string         `json:"explicitKeys"`
+	SHA256        []string         `json:"sha256"`
+	SHA1          []string         `json:"sha1"`
+}
+
+// krlCertSection is one CA's revoked serials and key IDs; an empty
+// caFingerprint is the wildcard section (any CA).
+type krlCertSection struct {
+	CAKeyType     string   `json:"caKeyType"`
+	CAFingerprint string   `json:"caFingerprint"`
+	Serials       []string `json:"serials"`
+	KeyIDs        []string `json:"keyIds"`
+}
+
+func krlDoc(k *krl.KRL) krlJSON {
+	d := krlJSON{Version: k.Version, GeneratedTime: k.GeneratedDate.UTC().Format(time.RFC3339), Comment: k.Comment,
+		Certs: []krlCertSection{}, ExplicitKeys: []string{}, SHA256: []string{}, SHA1: []string{}}
+	for _, s := range k.Certs {
+		cs := krlCertSection{Serials: []string{}, KeyIDs: append([]string{}, s.KeyIDs...)}
+		if ca, err := ssh.ParsePublicKey(s.CAKey); err == nil {
+			cs.CAKeyType, cs.CAFingerprint = ca.Type(), ssh.FingerprintSHA256(ca)
+		}
+		for _, r := range s.Serials {
+			if r.Lo == r.Hi {
+				cs.Serials = append(cs.Serials, fmt.Sprint(r.Lo))
+			} else {
+				cs.Serials = append(cs.Serials, fmt.Sprintf("%d-%d", r.Lo, r.Hi))
+			}
+		}
+		d.Certs = append(d.Certs, cs)
+	}
+	for _, blob := range k.ExplicitKeys {
+		if key, err := ssh.ParsePublicKey(blob); err == nil {
+			d.ExplicitKeys = append(d.ExplicitKeys, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))))
+		}
+	}
+	for _, h := range k.SHA256 {
+		d.SHA256 = append(d.SHA256, "SHA256:"+base64.RawStdEncoding.EncodeToString(h))
+	}
+	for _, h := range k.SHA1 {
+		d.SHA1 = append(d.SHA1, "SHA1:"+base64.RawStdEncoding.EncodeToString(h))
+	}
+	return d
 }

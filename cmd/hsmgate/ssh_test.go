@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,6 +23,7 @@ import (
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/sshca"
+	"github.com/hsmgate/hsmgate/sshca/krl"
 )
 
 // sshTestClient serves a real SSH CA (SoftHSM, bbolt) in process and returns a client.
@@ -77,7 +80,7 @@ func TestSSHSignWritesCertificate(t *testing.T) {
 	}
 	var out bytes.Buffer
 	o := &signOptions{role: "default", principals: []string{"alice", "deploy"}, ttl: 2 * time.Hour}
-	if err := sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, keyFile, &out); err != nil {
+	if err := sshSignVia(ctx, c, o, keyFile, &out); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "id_ed25519-cert.pub"))
@@ -101,18 +104,18 @@ func TestSSHSignWritesCertificate(t *testing.T) {
 		}
 	}
 	o = &signOptions{role: "default", principals: []string{"root"}}
-	if err := sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "not allowed") {
+	if err := sshSignVia(ctx, c, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Errorf("principal root: got %v, want a refusal", err)
 	}
 	// A negative lifetime is refused, not silently the role's default.
 	o = &signOptions{role: "default", principals: []string{"deploy"}, ttl: -time.Hour}
-	if err := sshSign(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "positive") {
+	if err := sshSignVia(ctx, c, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "positive") {
 		t.Errorf("--ttl -1h: got %v, want a refusal", err)
 	}
 
 	// Revoke by key file and describe the KRL.
 	ro := &revokeOptions{keyFile: filepath.Join(dir, "id_ed25519-cert.pub")}
-	req, err := ro.request()
+	req, err := ro.request(&cobra.Command{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,12 +127,39 @@ func TestSSHSignWritesCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	if err := describeKRL(&out, resp.GetKrl()); err != nil {
+	parsed, err := krl.Parse(resp.GetKrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed.Normalize()
+	if err := describeKRL(&out, parsed); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "# KRL version 2") || !strings.Contains(out.String(), "key: ssh-ed25519 ") {
 		t.Errorf("KRL description:\n%s", out.String())
 	}
+}
+
+// sshSignVia is `hsmgate ssh sign` over the client c: the item, the call,
+// the certificate file and the table.
+func sshSignVia(ctx context.Context, c hsmgatev1.SSHCAServiceClient, o *signOptions, keyFile string, w io.Writer) error {
+	pub, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	item, err := sshSignItem(o, keyFile, pub)
+	if err != nil {
+		return err
+	}
+	res, err := sshSignKey(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o.role, item)
+	if err != nil {
+		return err
+	}
+	path, err := sshWriteCert(o, keyFile, res)
+	if err != nil {
+		return err
+	}
+	return sshPrintSigned(w, path, res)
 }
 
 func TestSSHCommandTree(t *testing.T) {

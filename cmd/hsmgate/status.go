@@ -8,13 +8,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the server's version and state, and which dependency (HSM, key store) is down",
@@ -29,33 +27,22 @@ ping latencies, uptime and start time. A bad or revoked token is refused
 (Unauthenticated): unset HSMGATE_TOKEN to see the public part.
 
 Exits 0 when the call succeeds, even if a dependency is unreachable (see the
-output, or use --json and check state, hsm.reachable and store.reachable).`,
+output, or use -o json and check state, hsm.reachable and store.reachable).`,
 		Example: `  eval "$(hsmgate dev --print-env)"; hsmgate status
   HSMGATE_TOKEN= hsmgate status          # the public part, no token needed
-  hsmgate status --addr hsmgate.internal:8443 --cacert ca.pem --json`,
+  hsmgate status --addr hsmgate.internal:8443 --cacert ca.pem -o json`,
 		Args: cobra.NoArgs,
 	}
 	cf := addClientFlags(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON")
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		var resp *hsmgatev1.GetStatusResponse
-		err := call(cmd, cf, hsmgatev1.NewSystemServiceClient, func(ctx context.Context, c hsmgatev1.SystemServiceClient) error {
-			var err error
-			resp, err = c.GetStatus(ctx, &hsmgatev1.GetStatusRequest{})
-			return err
+		resp, err := callFor(cmd, cf, hsmgatev1.NewSystemServiceClient, func(ctx context.Context, c hsmgatev1.SystemServiceClient) (*hsmgatev1.GetStatusResponse, error) {
+			return c.GetStatus(ctx, &hsmgatev1.GetStatusRequest{})
 		})
 		if err != nil {
 			return fmt.Errorf("status: %w", err)
 		}
-		if asJSON {
-			b, err := protojson.MarshalOptions{Multiline: true, EmitUnpopulated: true}.Marshal(resp)
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(g.stdout, string(b))
-			return err
-		}
-		return printStatus(g.stdout, resp)
+		return out.print(resp, func(w io.Writer) error { return printStatus(w, resp) })
 	}
 	return cmd
 }

@@ -9,14 +9,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/config"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
-
-func init() { addCommand(newTokenCmd) }
 
 // newTokenCmd is `hsmgate token create|lookup|renew|revoke|root`.
 func newTokenCmd(g *globals) *cobra.Command {
@@ -54,6 +53,7 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 		Args:    cobra.NoArgs,
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	fs := cmd.Flags()
 	fs.StringVar(&name, "display-name", "", "name of the token's identity")
 	fs.StringSliceVar(&policies, "policy", nil, "policy to bind (repeat or comma-separate)")
@@ -83,20 +83,22 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 		if max > 0 {
 			req.MaxTtl = durationpb.New(max)
 		}
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			resp, err := c.CreateToken(ctx, req)
-			if err != nil {
-				return fmt.Errorf("token create: %w", err)
-			}
+		resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.CreateTokenResponse, error) {
+			return c.CreateToken(ctx, req)
+		})
+		if err != nil {
+			return fmt.Errorf("token create: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
 			if secretOnly {
-				_, err = fmt.Fprintln(g.stdout, resp.GetToken())
+				_, err := fmt.Fprintln(w, resp.GetToken())
 				return err
 			}
-			if _, err := fmt.Fprintf(g.stdout, "token:        %s\n", resp.GetToken()); err != nil {
+			if _, err := fmt.Fprintf(w, "token:        %s\n", resp.GetToken()); err != nil {
 				return err
 			}
 			fmt.Fprintln(g.stderr, "(the token is shown this once; the server keeps only its hash)")
-			return printTokenInfo(g.stdout, resp.GetInfo())
+			return printTokenInfo(w, resp.GetInfo())
 		})
 	}
 	return cmd
@@ -108,7 +110,7 @@ func keyValues(flag string, kvs []string) (map[string]string, error) {
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("token create: %s %q: want key=value", flag, kv)
+			return nil, usageError{fmt.Errorf("token create: %s %q: want key=value", flag, kv)}
 		}
 		md[k] = v
 	}
@@ -154,12 +156,15 @@ func printTokenInfo(w io.Writer, t *hsmgatev1.TokenInfo) error {
 func newTokenListCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "list", Short: "List live tokens: accessor, display name, policies, expiry", Args: cobra.NoArgs}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			resp, err := c.ListTokens(ctx, &hsmgatev1.ListTokensRequest{})
-			if err != nil {
-				return fmt.Errorf("token list: %w", err)
-			}
+		resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.ListTokensResponse, error) {
+			return c.ListTokens(ctx, &hsmgatev1.ListTokensRequest{})
+		})
+		if err != nil {
+			return fmt.Errorf("token list: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
 			for _, t := range resp.GetTokens() {
 				exp := "never"
 				if t.GetExpireTime() != nil {
@@ -169,7 +174,7 @@ func newTokenListCmd(g *globals) *cobra.Command {
 				if t.GetRoot() {
 					kind = " (root)"
 				}
-				if _, err := fmt.Fprintf(g.stdout, "%s  %s%s  [%s]  expires %s\n", t.GetAccessor(), t.GetDisplayName(), kind, strings.Join(t.GetPolicies(), ","), exp); err != nil {
+				if _, err := fmt.Fprintf(w, "%s  %s%s  [%s]  expires %s\n", t.GetAccessor(), t.GetDisplayName(), kind, strings.Join(t.GetPolicies(), ","), exp); err != nil {
 					return err
 				}
 			}
@@ -186,23 +191,28 @@ func newTokenLookupCmd(g *globals) *cobra.Command {
 		Args:  cobra.MaximumNArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			if len(args) == 1 {
-				resp, err := c.LookupToken(ctx, &hsmgatev1.LookupTokenRequest{Accessor: args[0]})
-				if err != nil {
-					return fmt.Errorf("token lookup: %w", err)
-				}
-				return printTokenInfo(g.stdout, resp.GetInfo())
-			}
-			resp, err := c.LookupSelf(ctx, &hsmgatev1.LookupSelfRequest{})
+		if len(args) == 1 {
+			resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.LookupTokenResponse, error) {
+				return c.LookupToken(ctx, &hsmgatev1.LookupTokenRequest{Accessor: args[0]})
+			})
 			if err != nil {
 				return fmt.Errorf("token lookup: %w", err)
 			}
-			if _, err := fmt.Fprintf(g.stdout, "identity:     %s (%s)\npolicies:     %s\n", resp.GetName(), resp.GetKind(), strings.Join(resp.GetPolicies(), ",")); err != nil {
+			return out.print(resp, func(w io.Writer) error { return printTokenInfo(w, resp.GetInfo()) })
+		}
+		resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.LookupSelfResponse, error) {
+			return c.LookupSelf(ctx, &hsmgatev1.LookupSelfRequest{})
+		})
+		if err != nil {
+			return fmt.Errorf("token lookup: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			if _, err := fmt.Fprintf(w, "identity:     %s (%s)\npolicies:     %s\n", resp.GetName(), resp.GetKind(), strings.Join(resp.GetPolicies(), ",")); err != nil {
 				return err
 			}
-			return printTokenInfo(g.stdout, resp.GetToken())
+			return printTokenInfo(w, resp.GetToken())
 		})
 	}
 	return cmd
@@ -216,29 +226,26 @@ func newTokenRenewCmd(g *globals) *cobra.Command {
 		Args:  cobra.MaximumNArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.Flags().DurationVar(&inc, "increment", 0, "new TTL from now (default: the token's TTL; capped by its max TTL)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		var d *durationpb.Duration
 		if inc > 0 {
 			d = durationpb.New(inc)
 		}
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			var info *hsmgatev1.TokenInfo
+		// RenewToken and RenewSelf answer the same: the token's info.
+		info, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (*hsmgatev1.TokenInfo, error) {
 			if len(args) == 1 {
 				resp, err := c.RenewToken(ctx, &hsmgatev1.RenewTokenRequest{Accessor: args[0], Increment: d})
-				if err != nil {
-					return fmt.Errorf("token renew: %w", err)
-				}
-				info = resp.GetInfo()
-			} else {
-				resp, err := c.RenewSelf(ctx, &hsmgatev1.RenewSelfRequest{Increment: d})
-				if err != nil {
-					return fmt.Errorf("token renew: %w", err)
-				}
-				info = resp.GetInfo()
+				return resp.GetInfo(), err
 			}
-			return printTokenInfo(g.stdout, info)
+			resp, err := c.RenewSelf(ctx, &hsmgatev1.RenewSelfRequest{Increment: d})
+			return resp.GetInfo(), err
 		})
+		if err != nil {
+			return fmt.Errorf("token renew: %w", err)
+		}
+		return out.print(&hsmgatev1.RenewTokenResponse{Info: info}, func(w io.Writer) error { return printTokenInfo(w, info) })
 	}
 	return cmd
 }
@@ -251,22 +258,23 @@ func newTokenRevokeCmd(g *globals) *cobra.Command {
 		Args:  cobra.MaximumNArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.Flags().BoolVar(&self, "self", false, "revoke the token this command authenticates with")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if self == (len(args) == 1) {
-			return fmt.Errorf("token revoke: give an ACCESSOR or --self")
+			return usageError{fmt.Errorf("token revoke: give an ACCESSOR or --self")}
 		}
-		return authCall(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) error {
-			var err error
+		resp, err := authCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.AuthServiceClient) (proto.Message, error) {
 			if self {
-				_, err = c.RevokeSelf(ctx, &hsmgatev1.RevokeSelfRequest{})
-			} else {
-				_, err = c.RevokeToken(ctx, &hsmgatev1.RevokeTokenRequest{Accessor: args[0]})
+				return c.RevokeSelf(ctx, &hsmgatev1.RevokeSelfRequest{})
 			}
-			if err != nil {
-				return fmt.Errorf("token revoke: %w", err)
-			}
-			_, err = fmt.Fprintln(g.stdout, "revoked")
+			return c.RevokeToken(ctx, &hsmgatev1.RevokeTokenRequest{Accessor: args[0]})
+		})
+		if err != nil {
+			return fmt.Errorf("token revoke: %w", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, "revoked")
 			return err
 		})
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hsmgate/hsmgate/client/textform"
@@ -34,9 +33,10 @@ func newTransitCmd() *cobra.Command {
 
 Data is read from --in FILE, or stdin when --in is absent or "-". Ciphertexts,
 signatures and HMACs are printed in the text form hsmgate:v<N>:<base64>, one
-line, where N is the key version; decrypt prints the raw plaintext. --json
-prints the response as protojson (ciphertexts in the text form). --aad and
---context take base64, or @FILE for a file's raw bytes.
+line, where N is the key version; decrypt prints the raw plaintext. -o json
+(or --json) prints the response as protojson (ciphertexts in the text form),
+-o yaml the same as YAML. --aad and --context take base64, or @FILE for a
+file's raw bytes.
 
   hsmgate transit keys create k1                        # aes256-gcm, wrapped
   echo -n hi | hsmgate transit encrypt k1 | hsmgate transit decrypt k1
@@ -54,9 +54,9 @@ Errors print the server's status (code and message) and exit non-zero.`,
 	return cmd
 }
 
-// transitCall dials with the client flags and runs fn with a deadline.
-func transitCall(cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.TransitServiceClient) error) error {
-	return call(cmd, cf, hsmgatev1.NewTransitServiceClient, fn)
+// transitCallFor is the one TransitService call of a verb (see callFor).
+func transitCallFor[R any](cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.TransitServiceClient) (R, error)) (R, error) {
+	return callFor(cmd, cf, hsmgatev1.NewTransitServiceClient, fn)
 }
 
 // transitRPCError names the verb of a failed call; the status stays in the
@@ -139,21 +139,36 @@ func transitParseCiphertext(in []byte) ([]byte, error) {
 	return ct, nil
 }
 
-// transitPrintJSON prints m as protojson. With textCiphertext, each results[i].ciphertext
-// is shown in the text form hsmgate:v<N>:<base64> instead of base64 of the
-// binary envelope (DESIGN: the CLI and JSON show the text form).
-func transitPrintJSON(w io.Writer, m proto.Message, textCiphertext bool) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
-	if err != nil {
-		return err
+// transitDoc is m as the printer's JSON document. With textCiphertext, each
+// results[i].ciphertext is shown in the text form hsmgate:v<N>:<base64>
+// instead of base64 of the binary envelope (DESIGN: the CLI and JSON show
+// the text form).
+func transitDoc(m proto.Message, textCiphertext bool) (json.RawMessage, error) {
+	b, err := marshalJSON(m)
+	if err != nil || !textCiphertext {
+		return b, err
 	}
-	if textCiphertext {
-		if b, err = transitTextCiphertexts(b); err != nil {
+	return transitTextCiphertexts(b)
+}
+
+// transitPrintOne prints the response of a one-item call. As JSON or YAML
+// the whole response is printed, then a failed item fails the verb; as a
+// table, a failed item fails the verb and table prints the success.
+func transitPrintOne(out *output, verb string, resp proto.Message, textCiphertext bool, st *spb.Status, table func(io.Writer) error) error {
+	if out.table() {
+		if err := transitItemError(verb, st); err != nil {
 			return err
 		}
+		return out.print(nil, table)
 	}
-	_, err = fmt.Fprintf(w, "%s\n", bytes.TrimSpace(b))
-	return err
+	doc, err := transitDoc(resp, textCiphertext)
+	if err != nil {
+		return fmt.Errorf("transit %s: %w", verb, err)
+	}
+	if err := out.print(doc, nil); err != nil {
+		return err
+	}
+	return transitItemError(verb, st)
 }
 
 func transitTextCiphertexts(b []byte) ([]byte, error) {
@@ -167,7 +182,7 @@ func transitTextCiphertexts(b []byte) ([]byte, error) {
 	for _, r := range rs {
 		o, _ := r.(map[string]any)
 		c, ok := o["ciphertext"].(string)
-		if !ok {
+		if !ok || c == "" { // a failed item has none
 			continue
 		}
 		raw, err := base64.StdEncoding.DecodeString(c)
@@ -178,7 +193,7 @@ func transitTextCiphertexts(b []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	return json.MarshalIndent(v, "", "  ")
+	return json.Marshal(v)
 }
 
 // transitDataFlags are the flags shared by the data verbs.
@@ -187,7 +202,6 @@ type transitDataFlags struct {
 	aad     string
 	context string
 	version uint32
-	json    bool
 }
 
 func (f *transitDataFlags) add(cmd *cobra.Command, aad, context, version bool) {
@@ -202,7 +216,6 @@ func (f *transitDataFlags) add(cmd *cobra.Command, aad, context, version bool) {
 	if version {
 		fs.Uint32Var(&f.version, "version", 0, "key version to use (default: the latest)")
 	}
-	fs.BoolVar(&f.json, "json", false, "print the response as JSON")
 }
 
 // aadContext decodes --aad and --context.
@@ -229,6 +242,7 @@ ciphertext in the text form hsmgate:v<N>:<base64> on one line. Needs the
 	}
 	f.add(cmd, true, true, true)
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		pt, err := transitInput(cmd, f.in)
 		if err != nil {
@@ -240,13 +254,13 @@ ciphertext in the text form hsmgate:v<N>:<base64> on one line. Needs the
 		}
 		req := &hsmgatev1.EncryptRequest{Name: args[0], KeyVersion: f.version,
 			Items: []*hsmgatev1.EncryptItem{{Plaintext: pt, AssociatedData: aad, Context: kctx}}}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.Encrypt(ctx, req)
-			if err != nil {
-				return transitRPCError("encrypt", err)
-			}
-			return transitPrintCiphertext(cmd.OutOrStdout(), "encrypt", resp, f.json, resp.GetResults())
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.EncryptResponse, error) {
+			return c.Encrypt(ctx, req)
 		})
+		if err != nil {
+			return transitRPCError("encrypt", err)
+		}
+		return transitPrintCiphertext(out, "encrypt", resp, resp.GetResults())
 	}
 	return cmd
 }
@@ -257,26 +271,19 @@ type transitCiphertextResult interface {
 	GetError() *spb.Status
 }
 
-func transitPrintCiphertext[R transitCiphertextResult](w io.Writer, verb string, resp proto.Message, asJSON bool, results []R) error {
+func transitPrintCiphertext[R transitCiphertextResult](out *output, verb string, resp proto.Message, results []R) error {
 	if len(results) != 1 {
 		return fmt.Errorf("transit %s: got %d results, want 1", verb, len(results))
 	}
 	r := results[0]
-	if asJSON {
-		if err := transitPrintJSON(w, resp, true); err != nil {
-			return err
+	return transitPrintOne(out, verb, resp, true, r.GetError(), func(w io.Writer) error {
+		txt, err := textform.Format(r.GetCiphertext())
+		if err != nil {
+			return fmt.Errorf("transit %s: %w", verb, err)
 		}
-		return transitItemError(verb, r.GetError())
-	}
-	if err := transitItemError(verb, r.GetError()); err != nil {
+		_, err = fmt.Fprintln(w, txt)
 		return err
-	}
-	txt, err := textform.Format(r.GetCiphertext())
-	if err != nil {
-		return fmt.Errorf("transit %s: %w", verb, err)
-	}
-	_, err = fmt.Fprintln(w, txt)
-	return err
+	})
 }
 
 func newTransitDecryptCmd() *cobra.Command {
@@ -295,6 +302,7 @@ stdout. The same --aad and --context as at encryption are needed. Needs the
 	}
 	f.add(cmd, true, true, false)
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		in, err := transitInput(cmd, f.in)
 		if err != nil {
@@ -310,25 +318,18 @@ stdout. The same --aad and --context as at encryption are needed. Needs the
 		}
 		req := &hsmgatev1.DecryptRequest{Name: args[0],
 			Items: []*hsmgatev1.DecryptItem{{Ciphertext: ct, AssociatedData: aad, Context: kctx}}}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.Decrypt(ctx, req)
-			if err != nil {
-				return transitRPCError("decrypt", err)
-			}
-			rs := resp.GetResults()
-			if len(rs) != 1 {
-				return fmt.Errorf("transit decrypt: got %d results, want 1", len(rs))
-			}
-			if f.json {
-				if err := transitPrintJSON(cmd.OutOrStdout(), resp, false); err != nil {
-					return err
-				}
-				return transitItemError("decrypt", rs[0].GetError())
-			}
-			if err := transitItemError("decrypt", rs[0].GetError()); err != nil {
-				return err
-			}
-			_, err = cmd.OutOrStdout().Write(rs[0].GetPlaintext())
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.DecryptResponse, error) {
+			return c.Decrypt(ctx, req)
+		})
+		if err != nil {
+			return transitRPCError("decrypt", err)
+		}
+		rs := resp.GetResults()
+		if len(rs) != 1 {
+			return fmt.Errorf("transit decrypt: got %d results, want 1", len(rs))
+		}
+		return transitPrintOne(out, "decrypt", resp, false, rs[0].GetError(), func(w io.Writer) error {
+			_, err := w.Write(rs[0].GetPlaintext())
 			return err
 		})
 	}
@@ -351,6 +352,7 @@ transit/keys/NAME.`,
 	}
 	f.add(cmd, true, true, true)
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		in, err := transitInput(cmd, f.in)
 		if err != nil {
@@ -366,13 +368,13 @@ transit/keys/NAME.`,
 		}
 		req := &hsmgatev1.RewrapRequest{Name: args[0], KeyVersion: f.version,
 			Items: []*hsmgatev1.RewrapItem{{Ciphertext: ct, AssociatedData: aad, Context: kctx}}}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.Rewrap(ctx, req)
-			if err != nil {
-				return transitRPCError("rewrap", err)
-			}
-			return transitPrintCiphertext(cmd.OutOrStdout(), "rewrap", resp, f.json, resp.GetResults())
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.RewrapResponse, error) {
+			return c.Rewrap(ctx, req)
 		})
+		if err != nil {
+			return transitRPCError("rewrap", err)
+		}
+		return transitPrintCiphertext(out, "rewrap", resp, resp.GetResults())
 	}
 	return cmd
 }
@@ -399,6 +401,7 @@ the key itself ("plaintext: <base64>"). Keep the ciphertext beside your data;
 	cmd.Flags().Uint32Var(&bits, "bits", 256, "data key size: 128, 256 or 512")
 	cmd.Flags().BoolVar(&wrappedOnly, "wrapped-only", false, "return only the encrypted data key")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		aad, kctx, err := f.aadContext()
 		if err != nil {
@@ -406,25 +409,17 @@ the key itself ("plaintext: <base64>"). Keep the ciphertext beside your data;
 		}
 		req := &hsmgatev1.GenerateDataKeyRequest{Name: args[0], Bits: bits, WrappedOnly: wrappedOnly, KeyVersion: f.version,
 			Items: []*hsmgatev1.DataKeyItem{{AssociatedData: aad, Context: kctx}}}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.GenerateDataKey(ctx, req)
-			if err != nil {
-				return transitRPCError("datakey", err)
-			}
-			rs := resp.GetResults()
-			if len(rs) != 1 {
-				return fmt.Errorf("transit datakey: got %d results, want 1", len(rs))
-			}
-			w := cmd.OutOrStdout()
-			if f.json {
-				if err := transitPrintJSON(w, resp, true); err != nil {
-					return err
-				}
-				return transitItemError("datakey", rs[0].GetError())
-			}
-			if err := transitItemError("datakey", rs[0].GetError()); err != nil {
-				return err
-			}
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.GenerateDataKeyResponse, error) {
+			return c.GenerateDataKey(ctx, req)
+		})
+		if err != nil {
+			return transitRPCError("datakey", err)
+		}
+		rs := resp.GetResults()
+		if len(rs) != 1 {
+			return fmt.Errorf("transit datakey: got %d results, want 1", len(rs))
+		}
+		return transitPrintOne(out, "datakey", resp, true, rs[0].GetError(), func(w io.Writer) error {
 			txt, err := textform.Format(rs[0].GetCiphertext())
 			if err != nil {
 				return fmt.Errorf("transit datakey: %w", err)
@@ -486,6 +481,7 @@ ASN.1 DER, Ed25519, or RSA PSS (salt = hash length) / PKCS#1 v1.5. Needs the
 	f.add(cmd, false, false, true)
 	s.add(cmd)
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		in, err := transitInput(cmd, f.in)
 		if err != nil {
@@ -497,25 +493,18 @@ ASN.1 DER, Ed25519, or RSA PSS (salt = hash length) / PKCS#1 v1.5. Needs the
 		}
 		req := &hsmgatev1.SignDataRequest{Name: args[0], KeyVersion: f.version, HashAlgorithm: h, Prehashed: s.prehashed,
 			SignatureAlgorithm: a, Items: []*hsmgatev1.SignItem{{Input: in}}}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.SignData(ctx, req)
-			if err != nil {
-				return transitRPCError("sign", err)
-			}
-			rs := resp.GetResults()
-			if len(rs) != 1 {
-				return fmt.Errorf("transit sign: got %d results, want 1", len(rs))
-			}
-			if f.json {
-				if err := transitPrintJSON(cmd.OutOrStdout(), resp, false); err != nil {
-					return err
-				}
-				return transitItemError("sign", rs[0].GetError())
-			}
-			if err := transitItemError("sign", rs[0].GetError()); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), transitFormatVersioned(rs[0].GetKeyVersion(), rs[0].GetSignature()))
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.SignDataResponse, error) {
+			return c.SignData(ctx, req)
+		})
+		if err != nil {
+			return transitRPCError("sign", err)
+		}
+		rs := resp.GetResults()
+		if len(rs) != 1 {
+			return fmt.Errorf("transit sign: got %d results, want 1", len(rs))
+		}
+		return transitPrintOne(out, "sign", resp, false, rs[0].GetError(), func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, transitFormatVersioned(rs[0].GetKeyVersion(), rs[0].GetSignature()))
 			return err
 		})
 	}
@@ -548,6 +537,7 @@ Needs the "verify" capability on transit/keys/NAME.`,
 	cmd.Flags().StringVar(&sig, "signature", "", "signature: hsmgate:v<N>:<base64>, base64, or @FILE (required)")
 	_ = cmd.MarkFlagRequired("signature")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		raw, v, err := transitVersionedArg("signature", sig, f.version)
 		if err != nil {
@@ -563,17 +553,17 @@ Needs the "verify" capability on transit/keys/NAME.`,
 		}
 		req := &hsmgatev1.VerifySignatureRequest{Name: args[0], HashAlgorithm: h, Prehashed: s.prehashed, SignatureAlgorithm: a,
 			Items: []*hsmgatev1.VerifyItem{{Input: in, Signature: raw, KeyVersion: v}}}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.VerifySignature(ctx, req)
-			if err != nil {
-				return transitRPCError("verify", err)
-			}
-			rs := resp.GetResults()
-			if len(rs) != 1 {
-				return fmt.Errorf("transit verify: got %d results, want 1", len(rs))
-			}
-			return transitVerdict(cmd.OutOrStdout(), "verify", resp, f.json, rs[0].GetValid(), rs[0].GetError())
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.VerifySignatureResponse, error) {
+			return c.VerifySignature(ctx, req)
 		})
+		if err != nil {
+			return transitRPCError("verify", err)
+		}
+		rs := resp.GetResults()
+		if len(rs) != 1 {
+			return fmt.Errorf("transit verify: got %d results, want 1", len(rs))
+		}
+		return transitVerdict(out, "verify", resp, rs[0].GetValid(), rs[0].GetError())
 	}
 	return cmd
 }
@@ -597,22 +587,17 @@ func transitVersionedArg(flag, v string, def uint32) ([]byte, uint32, error) {
 
 // transitVerdict prints a verification's outcome: an item error, "valid", or
 // errTransitInvalid (exit 1).
-func transitVerdict(w io.Writer, verb string, resp proto.Message, asJSON, valid bool, st *spb.Status) error {
-	if asJSON {
-		if err := transitPrintJSON(w, resp, false); err != nil {
-			return err
+func transitVerdict(out *output, verb string, resp proto.Message, valid bool, st *spb.Status) error {
+	err := transitPrintOne(out, verb, resp, false, st, func(w io.Writer) error {
+		if !valid {
+			return nil
 		}
-	}
-	if err := transitItemError(verb, st); err != nil {
+		_, err := fmt.Fprintln(w, "valid")
 		return err
-	}
-	if !valid {
+	})
+	if err == nil && !valid {
 		return fmt.Errorf("transit %s: %w", verb, errTransitInvalid)
 	}
-	if asJSON {
-		return nil
-	}
-	_, err := fmt.Fprintln(w, "valid")
 	return err
 }
 
@@ -635,6 +620,7 @@ exits 0, or exits 1. Needs the "hmac" capability on transit/keys/NAME
 	f.add(cmd, false, false, true)
 	cmd.Flags().StringVar(&verify, "verify", "", "check this HMAC instead of printing one")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		var mac []byte
 		var mv uint32
@@ -648,22 +634,11 @@ exits 0, or exits 1. Needs the "hmac" capability on transit/keys/NAME
 		if err != nil {
 			return err
 		}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			w := cmd.OutOrStdout()
-			if verify != "" {
-				resp, err := c.VerifyHmac(ctx, &hsmgatev1.VerifyHmacRequest{Name: args[0],
+		if verify != "" {
+			resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.VerifyHmacResponse, error) {
+				return c.VerifyHmac(ctx, &hsmgatev1.VerifyHmacRequest{Name: args[0],
 					Items: []*hsmgatev1.VerifyHmacItem{{Input: in, Hmac: mac, KeyVersion: mv}}})
-				if err != nil {
-					return transitRPCError("hmac", err)
-				}
-				rs := resp.GetResults()
-				if len(rs) != 1 {
-					return fmt.Errorf("transit hmac: got %d results, want 1", len(rs))
-				}
-				return transitVerdict(w, "hmac", resp, f.json, rs[0].GetValid(), rs[0].GetError())
-			}
-			resp, err := c.ComputeHmac(ctx, &hsmgatev1.ComputeHmacRequest{Name: args[0], KeyVersion: f.version,
-				Items: []*hsmgatev1.HmacItem{{Input: in}}})
+			})
 			if err != nil {
 				return transitRPCError("hmac", err)
 			}
@@ -671,16 +646,21 @@ exits 0, or exits 1. Needs the "hmac" capability on transit/keys/NAME
 			if len(rs) != 1 {
 				return fmt.Errorf("transit hmac: got %d results, want 1", len(rs))
 			}
-			if f.json {
-				if err := transitPrintJSON(w, resp, false); err != nil {
-					return err
-				}
-				return transitItemError("hmac", rs[0].GetError())
-			}
-			if err := transitItemError("hmac", rs[0].GetError()); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(w, transitFormatVersioned(rs[0].GetKeyVersion(), rs[0].GetHmac()))
+			return transitVerdict(out, "hmac", resp, rs[0].GetValid(), rs[0].GetError())
+		}
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.ComputeHmacResponse, error) {
+			return c.ComputeHmac(ctx, &hsmgatev1.ComputeHmacRequest{Name: args[0], KeyVersion: f.version,
+				Items: []*hsmgatev1.HmacItem{{Input: in}}})
+		})
+		if err != nil {
+			return transitRPCError("hmac", err)
+		}
+		rs := resp.GetResults()
+		if len(rs) != 1 {
+			return fmt.Errorf("transit hmac: got %d results, want 1", len(rs))
+		}
+		return transitPrintOne(out, "hmac", resp, false, rs[0].GetError(), func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, transitFormatVersioned(rs[0].GetKeyVersion(), rs[0].GetHmac()))
 			return err
 		})
 	}
@@ -689,7 +669,6 @@ exits 0, or exits 1. Needs the "hmac" capability on transit/keys/NAME
 
 func newTransitRandomCmd() *cobra.Command {
 	var format string
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "random [BYTES]",
 		Short: "Random bytes from the HSM's RNG (default 32, base64)",
@@ -701,8 +680,8 @@ func newTransitRandomCmd() *cobra.Command {
 		Args: cobra.MaximumNArgs(1),
 	}
 	cmd.Flags().StringVar(&format, "format", "base64", "output: base64, hex or raw")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		n := uint64(32)
 		if len(args) == 1 {
@@ -716,18 +695,18 @@ func newTransitRandomCmd() *cobra.Command {
 		default:
 			return usageError{fmt.Errorf("--format %q: want base64, hex or raw", format)}
 		}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.GenerateRandom(ctx, &hsmgatev1.GenerateRandomRequest{Bytes: uint32(n)})
-			if err != nil {
-				return transitRPCError("random", err)
-			}
-			w := cmd.OutOrStdout()
-			switch {
-			case asJSON:
-				return transitPrintJSON(w, resp, false)
-			case format == "hex":
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.GenerateRandomResponse, error) {
+			return c.GenerateRandom(ctx, &hsmgatev1.GenerateRandomRequest{Bytes: uint32(n)})
+		})
+		if err != nil {
+			return transitRPCError("random", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			var err error
+			switch format {
+			case "hex":
 				_, err = fmt.Fprintln(w, hex.EncodeToString(resp.GetRandom()))
-			case format == "raw":
+			case "raw":
 				_, err = w.Write(resp.GetRandom())
 			default:
 				_, err = fmt.Fprintln(w, base64.StdEncoding.EncodeToString(resp.GetRandom()))

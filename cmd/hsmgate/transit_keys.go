@@ -47,12 +47,9 @@ min_decryption_version, not disabled, not trimmed).
 	return cmd
 }
 
-// transitKeyOutput prints a key: its summary, or JSON.
-func transitKeyOutput(w io.Writer, k *hsmgatev1.TransitKey, resp proto.Message, asJSON bool) error {
-	if asJSON {
-		return transitPrintJSON(w, resp, false)
-	}
-	return printTransitKey(w, k)
+// transitKeyOutput prints a key: its summary, or the response.
+func transitKeyOutput(out *output, k *hsmgatev1.TransitKey, resp proto.Message) error {
+	return out.print(resp, func(w io.Writer) error { return printTransitKey(w, k) })
 }
 
 func transitEnumName(s, prefix string) string {
@@ -130,7 +127,6 @@ type transitKeyFlags struct {
 	autoRotate      time.Duration
 	maxEncryptions  uint64
 	allowRename     bool
-	json            bool
 }
 
 func (f *transitKeyFlags) add(cmd *cobra.Command, def string) {
@@ -143,7 +139,6 @@ func (f *transitKeyFlags) add(cmd *cobra.Command, def string) {
 	fs.DurationVar(&f.autoRotate, "auto-rotate-period", 0, "rotate automatically this often (at least 1h; 0: never)")
 	fs.Uint64Var(&f.maxEncryptions, "max-encryptions", 0, "rotate before a version has done this many encryptions (0: the type's default; aes256-gcm 2^32-2^20)")
 	fs.BoolVar(&f.allowRename, "allow-restore-rename", false, "allow restoring backups of this key under another name (only at creation)")
-	fs.BoolVar(&f.json, "json", false, "print the response as JSON")
 }
 
 func (f *transitKeyFlags) parseType() (hsmgatev1.TransitKeyType, error) {
@@ -186,6 +181,7 @@ never destroys it. Needs the "create" capability on transit/keys/NAME.`,
 	cmd.Flags().StringVar(&residency, "residency", "wrapped", "wrapped or hsm")
 	cmd.Flags().StringVar(&keyURI, "key-uri", "", "with --residency hsm: adopt this existing HSM key (RFC 7512 URI 'pkcs11:object=...;id=...') instead of generating one")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		t, err := f.parseType()
 		if err != nil {
@@ -198,19 +194,18 @@ never destroys it. Needs the "create" capability on transit/keys/NAME.`,
 		req := &hsmgatev1.CreateKeyRequest{Name: args[0], Type: t, Residency: r, Derived: f.derived, Convergent: f.convergent,
 			Exportable: f.exportable, DeletionAllowed: f.deletionAllowed, AutoRotatePeriod: transitDuration(f.autoRotate),
 			MaxEncryptionsPerVersion: f.maxEncryptions, AllowRestoreRename: f.allowRename, KeyUri: keyURI}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.CreateKey(ctx, req)
-			if err != nil {
-				return transitRPCError("keys create", err)
-			}
-			return transitKeyOutput(cmd.OutOrStdout(), resp.GetKey(), resp, f.json)
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.CreateKeyResponse, error) {
+			return c.CreateKey(ctx, req)
 		})
+		if err != nil {
+			return transitRPCError("keys create", err)
+		}
+		return transitKeyOutput(out, resp.GetKey(), resp)
 	}
 	return cmd
 }
 
 func newTransitKeysListCmd() *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "list",
 		Short:   "List key names, one a line",
@@ -218,38 +213,32 @@ func newTransitKeysListCmd() *cobra.Command {
 		Example: `  hsmgate transit keys list`,
 		Args:    cobra.NoArgs,
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"names": [...]} as JSON`)
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
+		all, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.ListKeysResponse, error) {
 			all := &hsmgatev1.ListKeysResponse{}
 			for tok := ""; ; {
 				resp, err := c.ListKeys(ctx, &hsmgatev1.ListKeysRequest{PageToken: tok})
 				if err != nil {
-					return transitRPCError("keys list", err)
+					return nil, err
 				}
 				all.Names = append(all.Names, resp.GetNames()...)
 				if tok = resp.GetNextPageToken(); tok == "" {
-					break
+					return all, nil
 				}
 			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				return transitPrintJSON(w, all, false)
-			}
-			for _, n := range all.GetNames() {
-				if _, err := fmt.Fprintln(w, n); err != nil {
-					return err
-				}
-			}
-			return nil
 		})
+		if err != nil {
+			return transitRPCError("keys list", err)
+		}
+		return out.print(all, func(w io.Writer) error { return printLines(w, all.GetNames()) })
 	}
 	return cmd
 }
 
 func newTransitKeysShowCmd() *cobra.Command {
-	var asJSON, pub bool
+	var pub bool
 	var version uint32
 	cmd := &cobra.Command{
 		Use:   "show NAME",
@@ -263,31 +252,34 @@ instead. Needs the "read" capability on transit/keys/NAME.`,
   hsmgate transit keys show k1 --json`,
 		Args: cobra.ExactArgs(1),
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON")
 	cmd.Flags().BoolVar(&pub, "public-key", false, "print only the public key (PEM) of an asymmetric key")
 	cmd.Flags().Uint32Var(&version, "version", 0, "with --public-key: the version (default: the latest)")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.GetKey(ctx, &hsmgatev1.GetKeyRequest{Name: args[0]})
-			if err != nil {
-				return transitRPCError("keys show", err)
-			}
-			k := resp.GetKey()
-			if !pub {
-				return transitKeyOutput(cmd.OutOrStdout(), k, resp, asJSON)
-			}
-			if version == 0 {
-				version = k.GetLatestVersion()
-			}
-			for _, v := range k.GetVersions() {
-				if v.GetVersion() == version && v.GetPublicKeyPem() != "" {
-					_, err := io.WriteString(cmd.OutOrStdout(), v.GetPublicKeyPem())
-					return err
-				}
-			}
-			return fmt.Errorf("transit keys show: %s has no public key for version %d", args[0], version)
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.GetKeyResponse, error) {
+			return c.GetKey(ctx, &hsmgatev1.GetKeyRequest{Name: args[0]})
 		})
+		if err != nil {
+			return transitRPCError("keys show", err)
+		}
+		k := resp.GetKey()
+		if !pub {
+			return transitKeyOutput(out, k, resp)
+		}
+		if version == 0 {
+			version = k.GetLatestVersion()
+		}
+		for _, v := range k.GetVersions() {
+			if v.GetVersion() == version && v.GetPublicKeyPem() != "" {
+				// As JSON: the version, with its publicKeyPem.
+				return out.print(v, func(w io.Writer) error {
+					_, err := io.WriteString(w, v.GetPublicKeyPem())
+					return err
+				})
+			}
+		}
+		return fmt.Errorf("transit keys show: %s has no public key for version %d", args[0], version)
 	}
 	return cmd
 }
@@ -296,19 +288,22 @@ instead. Needs the "read" capability on transit/keys/NAME.`,
 func newTransitKeysSimpleCmd(use, short, long, example string, args cobra.PositionalArgs,
 	call func(ctx context.Context, c hsmgatev1.TransitServiceClient, args []string) (*hsmgatev1.TransitKey, proto.Message, error),
 ) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{Use: use, Short: short, Long: long, Example: example, Args: args}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	verb := "keys " + strings.Fields(use)[0]
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			k, resp, err := call(ctx, c, args)
-			if err != nil {
-				return transitRPCError(verb, err)
-			}
-			return transitKeyOutput(cmd.OutOrStdout(), k, resp, asJSON)
+		var k *hsmgatev1.TransitKey
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (proto.Message, error) {
+			var resp proto.Message
+			var err error
+			k, resp, err = call(ctx, c, args)
+			return resp, err
 		})
+		if err != nil {
+			return transitRPCError(verb, err)
+		}
+		return transitKeyOutput(out, k, resp)
 	}
 	return cmd
 }
@@ -436,12 +431,16 @@ be decrypted again. The key must have deletion-allowed ("keys config NAME
 		Args:    cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			if _, err := c.DeleteKey(ctx, &hsmgatev1.DeleteKeyRequest{Name: args[0]}); err != nil {
-				return transitRPCError("keys delete", err)
-			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", args[0])
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.DeleteKeyResponse, error) {
+			return c.DeleteKey(ctx, &hsmgatev1.DeleteKeyRequest{Name: args[0]})
+		})
+		if err != nil {
+			return transitRPCError("keys delete", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "deleted %s\n", args[0])
 			return err
 		})
 	}
@@ -449,7 +448,6 @@ be decrypted again. The key must have deletion-allowed ("keys config NAME
 }
 
 func newTransitKeysExportCmd() *cobra.Command {
-	var asJSON bool
 	var version uint32
 	cmd := &cobra.Command{
 		Use:   "export NAME",
@@ -463,21 +461,18 @@ transit/keys/NAME.`,
   hsmgate transit keys export signer > signer-keys.pem`,
 		Args: cobra.ExactArgs(1),
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON (material in base64)")
 	cmd.Flags().Uint32Var(&version, "version", 0, "only this version (default: every usable version)")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.ExportKey(ctx, &hsmgatev1.ExportKeyRequest{Name: args[0], Version: version})
-			if err != nil {
-				return transitRPCError("keys export", err)
-			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				return transitPrintJSON(w, resp, false)
-			}
-			return transitPrintExport(w, resp)
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.ExportKeyResponse, error) {
+			return c.ExportKey(ctx, &hsmgatev1.ExportKeyRequest{Name: args[0], Version: version})
 		})
+		if err != nil {
+			return transitRPCError("keys export", err)
+		}
+		// As JSON or YAML the material is in base64.
+		return out.print(resp, func(w io.Writer) error { return transitPrintExport(w, resp) })
 	}
 	return cmd
 }
@@ -511,13 +506,16 @@ makes it unusable). Needs the "export" capability on transit/keys/NAME.`,
 		Args: cobra.ExactArgs(1),
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.BackupKey(ctx, &hsmgatev1.BackupKeyRequest{Name: args[0]})
-			if err != nil {
-				return transitRPCError("keys backup", err)
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(resp.GetBackup()))
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.BackupKeyResponse, error) {
+			return c.BackupKey(ctx, &hsmgatev1.BackupKeyRequest{Name: args[0]})
+		})
+		if err != nil {
+			return transitRPCError("keys backup", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, base64.StdEncoding.EncodeToString(resp.GetBackup()))
 			return err
 		})
 	}
@@ -526,7 +524,6 @@ makes it unusable). Needs the "export" capability on transit/keys/NAME.`,
 
 func newTransitKeysRestoreCmd() *cobra.Command {
 	var in, name string
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "restore [--in FILE] [--name NAME]",
 		Short: "Recreate a key from a backup (under its own name)",
@@ -543,8 +540,8 @@ capability on transit/keys/<name>.`,
 	}
 	cmd.Flags().StringVar(&in, "in", "", `backup file ("-" or absent: stdin)`)
 	cmd.Flags().StringVar(&name, "name", "", "restore under this name (default: the backup's; another name needs a key created with --allow-restore-rename)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the response as JSON")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		b, err := transitInput(cmd, in)
 		if err != nil {
@@ -554,13 +551,13 @@ capability on transit/keys/<name>.`,
 		if err != nil || len(backup) == 0 {
 			return usageError{fmt.Errorf("the input is not a backup (want the base64 line of `transit keys backup`)")}
 		}
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.RestoreKey(ctx, &hsmgatev1.RestoreKeyRequest{Backup: backup, Name: name})
-			if err != nil {
-				return transitRPCError("keys restore", err)
-			}
-			return transitKeyOutput(cmd.OutOrStdout(), resp.GetKey(), resp, asJSON)
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.RestoreKeyResponse, error) {
+			return c.RestoreKey(ctx, &hsmgatev1.RestoreKeyRequest{Backup: backup, Name: name})
 		})
+		if err != nil {
+			return transitRPCError("keys restore", err)
+		}
+		return transitKeyOutput(out, resp.GetKey(), resp)
 	}
 	return cmd
 }
@@ -577,13 +574,16 @@ elsewhere. Needs the "read" capability on transit/wrapping-key.`,
 		Args:    cobra.NoArgs,
 	}
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
-			resp, err := c.GetWrappingKey(ctx, &hsmgatev1.GetWrappingKeyRequest{})
-			if err != nil {
-				return transitRPCError("keys wrapping-key", err)
-			}
-			_, err = io.WriteString(cmd.OutOrStdout(), resp.GetPublicKeyPem())
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.GetWrappingKeyResponse, error) {
+			return c.GetWrappingKey(ctx, &hsmgatev1.GetWrappingKeyRequest{})
+		})
+		if err != nil {
+			return transitRPCError("keys wrapping-key", err)
+		}
+		return out.print(resp, func(w io.Writer) error {
+			_, err := io.WriteString(w, resp.GetPublicKeyPem())
 			return err
 		})
 	}
@@ -618,6 +618,7 @@ capability on transit/keys/NAME.`,
 	cmd.Flags().StringVar(&encoding, "encoding", "raw", "symmetric material encoding: raw, base64 or hex")
 	cmd.Flags().BoolVar(&newVersion, "new-version", false, "add a version to an existing imported key")
 	cf := addClientFlags(cmd)
+	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		t, err := f.parseType()
 		if err != nil {
@@ -633,28 +634,28 @@ capability on transit/keys/NAME.`,
 			return err
 		}
 		defer clear(material)
-		return transitCall(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) error {
+		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.ImportKeyResponse, error) {
 			wk, err := c.GetWrappingKey(ctx, &hsmgatev1.GetWrappingKeyRequest{})
 			if err != nil {
-				return transitRPCError("keys import", err)
+				return nil, err
 			}
 			pub, err := client.ParseWrappingKey(wk.GetPublicKeyPem())
 			if err != nil {
-				return fmt.Errorf("transit keys import: wrapping key: %w", err)
+				return nil, fmt.Errorf("wrapping key: %w", err)
 			}
 			wrapped, err := client.WrapForImport(pub, material, rand.Reader)
 			if err != nil {
-				return fmt.Errorf("transit keys import: wrap: %w", err)
+				return nil, fmt.Errorf("wrap: %w", err)
 			}
-			resp, err := c.ImportKey(ctx, &hsmgatev1.ImportKeyRequest{Name: args[0], Type: t, WrappedMaterial: wrapped,
+			return c.ImportKey(ctx, &hsmgatev1.ImportKeyRequest{Name: args[0], Type: t, WrappedMaterial: wrapped,
 				NewVersion: newVersion, Derived: f.derived, Convergent: f.convergent, Exportable: f.exportable,
 				DeletionAllowed: f.deletionAllowed, AutoRotatePeriod: transitDuration(f.autoRotate),
 				MaxEncryptionsPerVersion: f.maxEncryptions, AllowRestoreRename: f.allowRename})
-			if err != nil {
-				return transitRPCError("keys import", err)
-			}
-			return transitKeyOutput(cmd.OutOrStdout(), resp.GetKey(), resp, f.json)
 		})
+		if err != nil {
+			return transitRPCError("keys import", err)
+		}
+		return transitKeyOutput(out, resp.GetKey(), resp)
 	}
 	return cmd
 }
