@@ -121,6 +121,12 @@ type Store interface {
 	// off by closing its channel. After a close the consumer must List and
 	// Watch again.
 	Watch(ctx context.Context, prefix string) (<-chan Event, error)
+	// ListWatch is List and Watch in one step, with nothing between them:
+	// it returns the entries under prefix read at one store revision rev,
+	// rev itself, and a channel that delivers, as Watch does, every change
+	// under prefix with a revision above rev. A watch-fed cache rebuilds
+	// from it after a gap (see Cache).
+	ListWatch(ctx context.Context, prefix string) (entries []Entry, rev int64, ch <-chan Event, err error)
 	// Ping checks that the backend answers; ErrUnavailable if not.
 	Ping(ctx context.Context) error
 	// Backend names the implementation: "bbolt" or "etcd".
