@@ -114,6 +114,11 @@ type CacheOptions struct {
 	Logger *slog.Logger
 }
 
+// IsZero reports whether no option is set.
+func (o CacheOptions) IsZero() bool {
+	return o.Grace == 0 && o.ProbeInterval == 0 && o.RetryInterval == 0 && o.Now == nil && o.Logger == nil
+}
+
 // CacheConfig configures NewCache.
 type CacheConfig[T any] struct {
 	CacheOptions

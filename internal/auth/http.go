@@ -32,7 +32,8 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		c := i.newCall(r.Context(), "HTTP "+r.Method+" "+r.URL.Path)
+		ctx, c := i.newCall(r.Context(), "HTTP "+r.Method+" "+r.URL.Path)
+		r = r.WithContext(ctx)
 		if v := r.Header.Get("X-Request-Id"); validRequestID(v) {
 			c.reqID = v
 		}

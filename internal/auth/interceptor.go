@@ -20,6 +20,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/keystore"
 )
 
 // Auditor is what the interceptor needs of the audit log (*audit.Log).
@@ -91,10 +92,15 @@ type call struct {
 	reqID  string
 	remote string
 	start  time.Time
+	// degraded counts what caches served this request from entries they
+	// could not check with an unreachable store (keystore.Cache).
+	degraded *keystore.DegradedNote
 }
 
-func (i *Interceptor) newCall(ctx context.Context, method string) *call {
+// newCall starts a request's state and returns ctx with its degraded note.
+func (i *Interceptor) newCall(ctx context.Context, method string) (context.Context, *call) {
 	c := &call{method: method, start: i.now()}
+	ctx, c.degraded = keystore.WithDegradedNote(ctx)
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get("x-request-id"); len(v) > 0 && validRequestID(v[0]) {
 			c.reqID = v[0]
@@ -108,7 +114,7 @@ func (i *Interceptor) newCall(ctx context.Context, method string) *call {
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		c.remote = p.Addr.String()
 	}
-	return c
+	return ctx, c
 }
 
 // MaxRequestIDLen bounds a caller's request id.
@@ -139,6 +145,11 @@ func (i *Interceptor) entry(c *call, typ, resource string, items int) *audit.Ent
 		if c.id.Accessor != "" && i.o.Audit != nil {
 			e.Identity.Accessor = i.o.Audit.HMAC(c.id.Accessor)
 		}
+	}
+	if c.degraded != nil && c.degraded.Served() > 0 {
+		// Served from cached tokens, policies or keys while the store was
+		// out of reach (within the grace period): say so in the audit line.
+		e.Extra = map[string]string{"degraded": "store unreachable; served from cache"}
 	}
 	return e
 }
@@ -189,6 +200,12 @@ func (i *Interceptor) auditRefusal(c *call, resource string, items int, err erro
 	e := i.entry(c, "response", resource, items)
 	e.Code = errs.Code(err).String()
 	e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+	for k, v := range e.Extra {
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		extra[k] = v
+	}
 	e.Extra = extra
 	_ = i.o.Audit.Write(e)
 }
@@ -259,7 +276,7 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 		if ok && rule.Public {
 			return handler(ctx, req)
 		}
-		c := i.newCall(ctx, info.FullMethod)
+		ctx, c := i.newCall(ctx, info.FullMethod)
 		_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", c.reqID))
 		logging.AddFields(ctx, logging.Fields{"request_id", c.reqID}) // the server's call log line
 		msg, _ := req.(proto.Message)
@@ -300,8 +317,7 @@ func (i *Interceptor) Stream() grpc.StreamServerInterceptor {
 		if ok && rule.Public {
 			return handler(srv, ss)
 		}
-		ctx := ss.Context()
-		c := i.newCall(ctx, info.FullMethod)
+		ctx, c := i.newCall(ss.Context(), info.FullMethod)
 		_ = ss.SetHeader(metadata.Pairs("x-request-id", c.reqID))
 		logging.AddFields(ctx, logging.Fields{"request_id", c.reqID})
 		if !ok {
