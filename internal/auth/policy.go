@@ -395,6 +395,9 @@ func NewPolicies(ctx context.Context, s keystore.Store, opts keystore.CacheOptio
 	return &Policies{store: s, now: time.Now, cache: c}, nil
 }
 
+// CacheStats describes the policy cache (in sync, degraded counts).
+func (p *Policies) CacheStats() keystore.CacheStats { return p.cache.Stats() }
+
 // lookup returns the compiled policy (nil when absent).
 func (p *Policies) lookup(ctx context.Context, name string) (*compiledPolicy, error) {
 	if !ValidName(name) {

@@ -134,6 +134,9 @@ func NewTokens(ctx context.Context, s keystore.Store, cfg TokenConfig) (*Tokens,
 	return &Tokens{store: s, cfg: cfg.withDefaults(), now: time.Now, rand: rand.Reader, cache: c}, nil
 }
 
+// CacheStats describes the token cache (in sync, degraded counts).
+func (t *Tokens) CacheStats() keystore.CacheStats { return t.cache.Stats() }
+
 // SetClock replaces the clock (tests).
 func (t *Tokens) SetClock(now func() time.Time) { t.now = now }
 
