@@ -25,7 +25,9 @@ func wireAuth(ctx context.Context, d *deps) error {
 	// The caches' watches end before the store closes (closers run in reverse).
 	ctx, cancel := context.WithCancel(ctx)
 	d.OnClose(func() error { cancel(); return nil })
-	a, err := auth.New(ctx, d.Config.Auth.Config, d.Store)
+	authCfg := d.Config.Auth.Config
+	authCfg.Cache = cacheOptions(d)
+	a, err := auth.New(ctx, authCfg, d.Store)
 	if err != nil {
 		return err
 	}

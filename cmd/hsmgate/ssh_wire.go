@@ -14,7 +14,7 @@ import (
 // setupSSHCA)) together with the CLI (addCommand(func(*globals)
 // *cobra.Command { return newSSHCmd() })).
 func setupSSHCA(ctx context.Context, d *deps) error {
-	e, err := sshca.New(ctx, sshca.Config{Store: d.Store, Keys: sshca.HSMKeys(d.HSM), Logger: d.Log})
+	e, err := sshca.New(ctx, sshca.Config{Store: d.Store, Keys: sshca.HSMKeys(d.HSM), Logger: d.Log, Cache: cacheOptions(d)})
 	if err != nil {
 		return fmt.Errorf("sshca: %w", err)
 	}
