@@ -66,30 +66,26 @@ func decodeCached(_ context.Context, ent keystore.Entry, _ any, _ bool) (any, er
 
 // cachedRole returns a role from the cache (shared: read only).
 func (e *Engine) cachedRole(ctx context.Context, name string) (*pb.SSHRole, error) {
-	if !ValidName(name) {
-		return nil, fmt.Errorf("%w: role name %.64q", ErrInvalid, name)
-	}
-	m, err := e.cache.Get(ctx, prefixRoles+name)
-	if errors.Is(err, keystore.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %.64q", ErrRoleNotFound, name)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sshca: role %.64q: %w", name, err)
-	}
-	return m.(*pb.SSHRole), nil
+	return cached[*pb.SSHRole](ctx, e, prefixRoles, "role", name, ErrRoleNotFound)
 }
 
 // cachedCA returns a CA from the cache (shared: read only).
 func (e *Engine) cachedCA(ctx context.Context, name string) (*pb.SSHCA, error) {
+	return cached[*pb.SSHCA](ctx, e, prefixCAs, "CA", name, ErrCANotFound)
+}
+
+// cached returns the message of what name under prefix; notFound if absent.
+func cached[M proto.Message](ctx context.Context, e *Engine, prefix, what, name string, notFound error) (M, error) {
+	var zero M
 	if !ValidName(name) {
-		return nil, fmt.Errorf("%w: CA name %q", ErrInvalid, name)
+		return zero, fmt.Errorf("%w: %s name %.64q", ErrInvalid, what, name)
 	}
-	m, err := e.cache.Get(ctx, prefixCAs+name)
+	m, err := e.cache.Get(ctx, prefix+name)
 	if errors.Is(err, keystore.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %q", ErrCANotFound, name)
+		return zero, fmt.Errorf("%w: %.64q", notFound, name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sshca: CA %q: %w", name, err)
+		return zero, fmt.Errorf("sshca: %s %.64q: %w", what, name, err)
 	}
-	return m.(*pb.SSHCA), nil
+	return m.(M), nil
 }

@@ -5,16 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -71,26 +68,8 @@ func TestDegradedWhileStoreDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer alog.Close()
-	table, err := auth.Merge(auth.PublicTable(), auth.AuthTable(), transit.AuthTable())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := a.Interceptor(table, alog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(ic.Unary()), grpc.ChainStreamInterceptor(ic.Stream()))
-	pb.RegisterTransitServiceServer(srv, transit.NewService(eng, transit.ServiceConfig{}))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
+	srv, cc := serveTransit(t, eng, a, alog)
 	defer srv.Stop()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer cc.Close()
 	tc := pb.NewTransitServiceClient(cc)
 

@@ -190,17 +190,10 @@ func (s *Store) List(ctx context.Context, prefix string) ([]keystore.Entry, erro
 		return nil, err
 	}
 	var out []keystore.Entry
-	p := []byte(prefix)
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEntries).Cursor()
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			e, err := decodeEntry(string(k), v)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
+		var err error
+		out, err = listTx(tx, prefix)
+		return err
 	})
 	if err != nil {
 		return nil, wrapErr(fmt.Sprintf("list %q", prefix), err)
@@ -519,16 +512,9 @@ func (s *Store) listWatch(ctx context.Context, op, prefix string, list bool) ([]
 		if !list {
 			return nil
 		}
-		p := []byte(prefix)
-		c := tx.Bucket(bucketEntries).Cursor()
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			e, err := decodeEntry(string(k), v)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
+		var err error
+		out, err = listTx(tx, prefix)
+		return err
 	})
 	if err != nil {
 		s.mu.Unlock()
@@ -547,6 +533,21 @@ func (s *Store) listWatch(ctx context.Context, op, prefix string, list bool) ([]
 		}
 	}()
 	return out, rev, w.ch, nil
+}
+
+// listTx reads the entries under prefix in tx, sorted by key.
+func listTx(tx *bolt.Tx, prefix string) ([]keystore.Entry, error) {
+	var out []keystore.Entry
+	p := []byte(prefix)
+	c := tx.Bucket(bucketEntries).Cursor()
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		e, err := decodeEntry(string(k), v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func (s *Store) dropLocked(w *watcher) {

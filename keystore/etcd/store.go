@@ -301,15 +301,20 @@ func (s *Store) List(ctx context.Context, prefix string) ([]keystore.Entry, erro
 	if err != nil {
 		return nil, s.mapErr(ctx, op, err)
 	}
-	out := make([]keystore.Entry, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	return s.entries(resp.Kvs), nil
+}
+
+// entries turns etcd's key-values into entries without the store prefix.
+func (s *Store) entries(kvs []*mvccpb.KeyValue) []keystore.Entry {
+	out := make([]keystore.Entry, 0, len(kvs))
+	for _, kv := range kvs {
 		out = append(out, keystore.Entry{
 			Key:      strings.TrimPrefix(string(kv.Key), s.prefix),
 			Value:    nonNil(kv.Value),
 			Revision: kv.ModRevision,
 		})
 	}
-	return out, nil
+	return out
 }
 
 // Put writes value at key if the key's revision equals expect; see
@@ -439,15 +444,7 @@ func (s *Store) ListWatch(ctx context.Context, prefix string) ([]keystore.Entry,
 	if err != nil {
 		return nil, 0, nil, s.mapErr(ctx, op, err)
 	}
-	out := make([]keystore.Entry, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		out = append(out, keystore.Entry{
-			Key:      strings.TrimPrefix(string(kv.Key), s.prefix),
-			Value:    nonNil(kv.Value),
-			Revision: kv.ModRevision,
-		})
-	}
-	return out, resp.Header.Revision, s.watchFrom(ctx, full, resp.Header.Revision), nil
+	return s.entries(resp.Kvs), resp.Header.Revision, s.watchFrom(ctx, full, resp.Header.Revision), nil
 }
 
 // watchFrom watches the full (prefixed) key prefix from revision rev+1.
