@@ -19,6 +19,8 @@ import (
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/keystore"
+	"github.com/hsmgate/hsmgate/keystore/etcd"
+	"github.com/hsmgate/hsmgate/keystore/etcd/etcdtest"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
 )
@@ -39,9 +41,30 @@ func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 //   - a token revoked before the outage stays refused;
 //   - after the grace period, Encrypt fails with Unavailable;
 //   - once etcd answers again, service resumes, no longer degraded.
+//
+// The outage is a frozen member (then thawed), and a cluster of three that
+// loses two members (for good).
 func TestDegradedWhileStoreDown(t *testing.T) {
+	t.Run("frozen member", func(t *testing.T) {
+		sa, _, freezer, _ := outageStores(t)
+		testDegraded(t, sa, freezer.Freeze, freezer.Thaw)
+	})
+	t.Run("quorum lost", func(t *testing.T) {
+		c := etcdtest.Start(t, 3)
+		sa, err := etcd.New(context.Background(), etcd.Config{Endpoints: c.Endpoints, Prefix: "/q/", RequestTimeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sa.Close() })
+		// Two of three members stop: the one left has no quorum.
+		testDegraded(t, sa, func() { c.StopFollower(); c.StopFollower() }, nil)
+	})
+}
+
+// testDegraded runs the scenario on store sa; cut starts the outage,
+// restore (if not nil) ends it.
+func testDegraded(t *testing.T, sa keystore.Store, cut, restore func()) {
 	ctx := context.Background()
-	sa, _, freezer, _ := outageStores(t)
 	mod := hsmtest.Module(t)
 	kek, _, err := mod.EnsureKEK(ctx, "kek")
 	if err != nil {
@@ -127,7 +150,7 @@ func TestDegradedWhileStoreDown(t *testing.T) {
 		t.Fatalf("revoked token before the outage: got %v, want Unauthenticated", err)
 	}
 
-	freezer.Freeze()
+	cut()
 	eventually(t, "the outage noticed by every cache", func() bool {
 		return a.Tokens.CacheStats().Down && a.Policies.CacheStats().Down && eng.CacheStats().Down
 	})
@@ -158,7 +181,10 @@ func TestDegradedWhileStoreDown(t *testing.T) {
 			t.Fatalf("Encrypt after the grace period: got %v, want Unavailable", err)
 		}
 	})
-	freezer.Thaw()
+	if restore == nil {
+		return
+	}
+	restore()
 	t.Run("back", func(t *testing.T) {
 		eventually(t, "the caches rebuilt", func() bool {
 			return a.Tokens.CacheStats().Synced && a.Policies.CacheStats().Synced && eng.CacheStats().Synced
