@@ -347,3 +347,34 @@ func TestCacheConcurrentWritersConverge(t *testing.T) {
 		e.eventually("convergence of "+key, func() bool { v, _, _ := e.get(key); return v == string(want.Value) })
 	}
 }
+
+// BenchmarkCacheGetHit: the hot path of every cache (transit's per-request
+// key lookup): a hit while in sync.
+func BenchmarkCacheGetHit(b *testing.B) {
+	base, err := bbolt.Open(filepath.Join(b.TempDir(), "s.db"), bbolt.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer base.Close()
+	if _, err := base.Put(context.Background(), "a/k", []byte("v"), keystore.AnyRevision); err != nil {
+		b.Fatal(err)
+	}
+	c, err := keystore.NewCache(keystore.CacheConfig[string]{Name: "bench", Store: base, Prefixes: []string{"a/"},
+		Decode: func(_ context.Context, e keystore.Entry, _ string, _ bool) (string, error) { return string(e.Value), nil }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.Get(ctx, "a/k"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.Get(ctx, "a/k"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
