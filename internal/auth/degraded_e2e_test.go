@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -91,7 +92,7 @@ func testDegraded(t *testing.T, sa keystore.Store, cut, restore func()) {
 		t.Fatal(err)
 	}
 	defer alog.Close()
-	srv, cc := serveTransit(t, eng, a, alog)
+	srv, cc, ic := serveTransit(t, eng, a, alog)
 	defer srv.Stop()
 	defer cc.Close()
 	tc := pb.NewTransitServiceClient(cc)
@@ -165,6 +166,9 @@ func testDegraded(t *testing.T, sa keystore.Store, cut, restore func()) {
 		if n := degradedLines(t, auditPath, "/hsmgate.v1.TransitService/Encrypt"); n < 1 {
 			t.Errorf("audit: got %d degraded Encrypt lines, want at least 1", n)
 		}
+		if n := counterValue(t, ic, "hsmgate_degraded_requests_total"); n < 2 {
+			t.Errorf("hsmgate_degraded_requests_total: got %v, want at least 2 (encrypt, decrypt)", n)
+		}
 		start := time.Now()
 		_, err = tc.RotateKey(with(live), &pb.RotateKeyRequest{Name: name})
 		if got := status.Code(err); got != codes.Unavailable {
@@ -224,4 +228,24 @@ func degradedLines(t *testing.T, path, method string) int {
 		}
 	}
 	return n
+}
+
+// counterValue gathers c and returns the value of the counter name.
+func counterValue(t *testing.T, c prometheus.Collector, name string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
 }

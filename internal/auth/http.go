@@ -70,6 +70,7 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			e := i.entry(c, "response", resource, 1)
 			e.Code = strconv.Itoa(sw.code)
 			e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+			i.countDegraded(c)
 			_ = i.o.Audit.Write(e) // the response is already sent
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -62,6 +63,9 @@ type Interceptor struct {
 	now func() time.Time
 	log *slog.Logger
 	ref *refusals
+	// degraded counts requests served, in part, from caches that could not
+	// check their entries with an unreachable store (keystore.Cache).
+	degraded prometheus.Counter
 }
 
 // NewInterceptor checks o and returns the interceptor.
@@ -82,7 +86,11 @@ func NewInterceptor(o Options) (*Interceptor, error) {
 	if rate <= 0 {
 		rate = DefaultRefusalAuditRate
 	}
-	return &Interceptor{o: o, now: time.Now, log: log, ref: newRefusals(rate)}, nil
+	return &Interceptor{o: o, now: time.Now, log: log, ref: newRefusals(rate),
+		degraded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hsmgate_degraded_requests_total",
+			Help: "Requests served from cached keys, tokens or policies while the store was out of reach (within store.degraded_grace).",
+		})}, nil
 }
 
 // call is the state of one request.
@@ -173,10 +181,18 @@ func (i *Interceptor) logResponse(c *call, resource string, items int, err error
 	e := i.entry(c, "response", resource, items)
 	e.Code = errs.Code(err).String()
 	e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+	i.countDegraded(c)
 	if werr := i.o.Audit.Write(e); werr != nil {
 		return fmt.Errorf("auth: %w", werr)
 	}
 	return nil
+}
+
+// countDegraded counts a request that caches served degraded.
+func (i *Interceptor) countDegraded(c *call) {
+	if c.degraded != nil && c.degraded.Served() > 0 {
+		i.degraded.Inc()
+	}
 }
 
 // refuse audits a refused request and returns its error as a status.

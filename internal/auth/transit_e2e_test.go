@@ -89,7 +89,7 @@ func TestTransitThroughAuth(t *testing.T) {
 	sw := &switchAuditor{}
 	sw.cur.Store(good)
 
-	srv, cc := serveTransit(t, eng, a, sw)
+	srv, cc, _ := serveTransit(t, eng, a, sw)
 	defer srv.Stop()
 	defer cc.Close()
 
@@ -190,8 +190,8 @@ func TestTransitThroughAuth(t *testing.T) {
 
 // serveTransit serves TransitService (with AuthService and health) behind
 // a's interceptor writing to auditor, on a loopback port, and returns the
-// server and a client connection to it.
-func serveTransit(t *testing.T, eng *transit.Engine, a *auth.Auth, auditor auth.Auditor) (*grpc.Server, *grpc.ClientConn) {
+// server, a client connection to it and the interceptor.
+func serveTransit(t *testing.T, eng *transit.Engine, a *auth.Auth, auditor auth.Auditor) (*grpc.Server, *grpc.ClientConn, *auth.Interceptor) {
 	t.Helper()
 	table, err := auth.Merge(auth.PublicTable(), auth.AuthTable(), transit.AuthTable())
 	if err != nil {
@@ -218,5 +218,5 @@ func serveTransit(t *testing.T, eng *transit.Engine, a *auth.Auth, auditor auth.
 		srv.Stop()
 		t.Fatal(err)
 	}
-	return srv, cc
+	return srv, cc, ic
 }
