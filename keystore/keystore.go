@@ -7,6 +7,11 @@
 // Values are opaque bytes (callers store marshalled protobuf messages). Secret
 // material inside a value is always wrapped by the caller before it gets here.
 //
+// Cache (cache.go) is the one watch-fed cache of decoded entries that
+// transit, sshca and auth use: it rebuilds from ListWatch after a watch gap
+// before it trusts what it holds, and serves degraded, for a bounded grace
+// period, while the store is out of reach.
+//
 // Revisions: every successful Put or Delete is given a revision from one
 // store-wide counter that only grows (etcd's mod revision; a counter in the
 // bbolt file). An entry's Revision is the revision of its last Put.
