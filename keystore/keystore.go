@@ -7,6 +7,11 @@
 // Values are opaque bytes (callers store marshalled protobuf messages). Secret
 // material inside a value is always wrapped by the caller before it gets here.
 //
+// Cache (cache.go) is the one watch-fed cache of decoded entries that
+// transit, sshca and auth use: it rebuilds from ListWatch after a watch gap
+// before it trusts what it holds, and serves degraded, for a bounded grace
+// period, while the store is out of reach.
+//
 // Revisions: every successful Put or Delete is given a revision from one
 // store-wide counter that only grows (etcd's mod revision; a counter in the
 // bbolt file). An entry's Revision is the revision of its last Put.
@@ -121,6 +126,12 @@ type Store interface {
 	// off by closing its channel. After a close the consumer must List and
 	// Watch again.
 	Watch(ctx context.Context, prefix string) (<-chan Event, error)
+	// ListWatch is List and Watch in one step, with nothing between them:
+	// it returns the entries under prefix read at one store revision rev,
+	// rev itself, and a channel that delivers, as Watch does, every change
+	// under prefix with a revision above rev. A watch-fed cache rebuilds
+	// from it after a gap (see Cache).
+	ListWatch(ctx context.Context, prefix string) (entries []Entry, rev int64, ch <-chan Event, err error)
 	// Ping checks that the backend answers; ErrUnavailable if not.
 	Ping(ctx context.Context) error
 	// Backend names the implementation: "bbolt" or "etcd".

@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -86,37 +85,4 @@ func TestSignFollowsRoleAndCAChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually("the deletion on the other engine", func() bool { _, code := sign(a, "alice"); return code == codes.NotFound })
-}
-
-// TestObjCacheKeepsNothingAcrossAChange: a load that a change overtook is
-// not kept, and nothing is kept while the Watch is down.
-func TestObjCacheKeepsNothingAcrossAChange(t *testing.T) {
-	c := &objCache{m: map[string]any{}, live: true}
-	loads := 0
-	load := func(v string) func() (proto.Message, error) {
-		return func() (proto.Message, error) {
-			loads++
-			if v == "stale" {
-				c.drop("k") // the change lands while the old value is being read
-			}
-			return &pb.SSHRole{Name: v}, nil
-		}
-	}
-	if m, _ := c.get("k", load("stale")); m.(*pb.SSHRole).GetName() != "stale" {
-		t.Fatal("the load's own value was not returned")
-	}
-	if m, _ := c.get("k", load("new")); m.(*pb.SSHRole).GetName() != "new" || loads != 2 {
-		t.Fatalf("got %v after %d loads, want new after 2: the overtaken load was kept", m, loads)
-	}
-	if m, _ := c.get("k", load("other")); m.(*pb.SSHRole).GetName() != "new" || loads != 2 {
-		t.Fatalf("got %v after %d loads, want the kept value", m, loads)
-	}
-	c.setLive(false)
-	c.get("k", load("down"))
-	if m, _ := c.get("k", load("down2")); m.(*pb.SSHRole).GetName() != "down2" || loads != 4 {
-		t.Fatalf("got %v after %d loads: a value was kept while the watch was down", m, loads)
-	}
-	if _, err := c.get("k", func() (proto.Message, error) { return nil, ErrRoleNotFound }); !errors.Is(err, ErrRoleNotFound) {
-		t.Fatalf("got %v, want the load's error", err)
-	}
 }

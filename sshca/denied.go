@@ -37,9 +37,9 @@ func (d *deniedKeys) check(key ssh.PublicKey) error {
 }
 
 // deniedSubjectKeys returns the current deniedKeys, from memory unless a CA
-// or the revocation record changed (see objCache).
+// or the revocation record changed (see cache.go).
 func (e *Engine) deniedSubjectKeys(ctx context.Context) (*deniedKeys, error) {
-	d, err := e.cache.getAny(cacheDenied, func() (any, error) { return e.loadDenied(ctx) })
+	d, err := e.cache.Lookup(ctx, cacheDenied, func(ctx context.Context) (any, error) { return e.loadDenied(ctx) })
 	if err != nil {
 		return nil, err
 	}

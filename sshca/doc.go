@@ -83,7 +83,9 @@
 // Signing reads its role and CA from memory: the engine keeps those it has
 // used and drops one whenever it changes, at once for its own writes and,
 // for other replicas' writes, when the store's Watch delivers the change
-// (milliseconds; while the Watch is down nothing is kept). So a request does
+// (milliseconds; after a watch gap the cache is rebuilt before it is
+// trusted, and while the store is out of reach what it holds serves only
+// for Config.Cache.Grace, audited as degraded). So a request does
 // not read the store (with etcd, two round trips) unless something changed.
 //
 // # Revocation

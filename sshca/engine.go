@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,6 +123,9 @@ type Config struct {
 	// wait on its locks, few enough that concurrent batches do not pile
 	// threads on it (SoftHSM slows down then); 0: 4 x GOMAXPROCS.
 	SignConcurrency int
+	// Cache configures the cache of roles and CAs (grace period of degraded
+	// service while the store is out of reach, clock); see keystore.Cache.
+	Cache keystore.CacheOptions
 }
 
 // Engine is the SSH CA. It is safe for concurrent use.
@@ -142,7 +144,7 @@ type Engine struct {
 
 	krl atomic.Pointer[krlSnapshot]
 
-	cache objCache // roles and CAs for signing
+	cache *keystore.Cache[any] // roles, CAs and denied keys for signing (cache.go)
 
 	metrics *metrics // metrics.go
 }
@@ -187,16 +189,22 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if err := e.ensureRevocationList(ctx); err != nil {
 		return nil, err
 	}
-	if err := e.cache.start(e.store, e.log); err != nil {
+	copts := cfg.Cache
+	if copts.Logger == nil {
+		copts.Logger = e.log
+	}
+	c, err := newCache(e.store, copts)
+	if err != nil {
 		return nil, fmt.Errorf("sshca: watch roles and CAs: %w", err)
 	}
+	e.cache = c
 	return e, nil
 }
 
 // Close stops the engine's watch of the store. The store and the HSM stay
 // open (they belong to the caller).
 func (e *Engine) Close() error {
-	e.cache.stop()
+	e.cache.Close()
 	return nil
 }
 
@@ -234,10 +242,7 @@ func (e *Engine) putProto(ctx context.Context, key string, m proto.Message, expe
 // reads what was written, without waiting for the Watch (an unconditional
 // drop: after a failed write too, when the store may have changed).
 func (e *Engine) dropCached(key string) {
-	for _, p := range watchedPrefixes {
-		if strings.HasPrefix(key, p) {
-			e.cache.drop(key)
-			return
-		}
+	if e.cache != nil { // nil while New writes the first revocation record
+		e.cache.Invalidate(key)
 	}
 }

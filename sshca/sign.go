@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hsmgate/hsmgate/internal/errs"
@@ -98,24 +97,17 @@ type issuer struct {
 
 // issuerFor loads a role of type ct, its CA and the CA's active signer.
 func (e *Engine) issuerFor(ctx context.Context, ct pb.SSHCertType, roleName string) (*issuer, error) {
-	m, err := e.cache.get(prefixRoles+roleName, func() (proto.Message, error) {
-		r, _, err := e.getRole(ctx, roleName)
-		return r, err
-	})
+	role, err := e.cachedRole(ctx, roleName) // shared with other requests: read only
 	if err != nil {
 		return nil, err
 	}
-	role := m.(*pb.SSHRole) // shared with other requests: read only
 	if role.GetCertType() != ct {
 		return nil, fmt.Errorf("%w: role %.64q issues %v certificates", ErrWrongType, roleName, role.GetCertType())
 	}
-	if m, err = e.cache.get(prefixCAs+role.GetCa(), func() (proto.Message, error) {
-		ca, _, err := e.getCA(ctx, role.GetCa())
-		return ca, err
-	}); err != nil {
+	ca, err := e.cachedCA(ctx, role.GetCa()) // shared: e.view below returns a copy
+	if err != nil {
 		return nil, fmt.Errorf("role %.64q: %w", roleName, err)
 	}
-	ca := m.(*pb.SSHCA) // shared: e.view below returns a copy
 	if ca.GetCertType() != ct {
 		return nil, fmt.Errorf("%w: CA %.64q issues %v certificates", ErrWrongType, ca.GetName(), ca.GetCertType())
 	}

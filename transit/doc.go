@@ -67,14 +67,18 @@
 //
 // # Hot path
 //
-// Each key's usable versions are an immutable snapshot (keyState) behind
-// an atomic.Pointer in a sync.Map: a data call does no store or HSM call
-// and takes no lock for wrapped keys. Batches above
+// Each key's usable versions are an immutable snapshot (keyState) held by
+// a keystore.Cache (an atomic.Pointer in a sync.Map): a data call does no
+// store or HSM call and takes no lock for wrapped keys. Batches above
 // Config.ParallelThreshold items are split across runtime.GOMAXPROCS
 // goroutines; outputs of a batch share one allocation. Every write by this
 // process installs the new snapshot at once; a Watch on "transit/keys/"
 // installs other processes' changes (rotations, config, deletes), reusing
-// unwrapped material whose blob did not change.
+// unwrapped material whose blob did not change. After a watch gap the cache
+// is checked against the store before it is trusted again; while the store
+// is out of reach, keys already loaded serve for Config.Cache.Grace
+// (store.degraded_grace), audited as degraded, and every call that needs a
+// write (create, rotate, a new usage block) fails with Unavailable.
 //
 // # Usage counting
 //

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	mathrand "math/rand/v2"
-	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -98,6 +97,10 @@ type Config struct {
 	// (hsm hmac-sha256 at batch 100: 65% of the HSM limit with per-batch
 	// workers, 78-87% through these slots). Raise it for a network HSM.
 	HSMAEADConcurrency int
+	// Cache configures the key cache: the grace period during which keys
+	// loaded before the store went out of reach keep serving (degraded),
+	// the clock; see keystore.Cache. Its Logger defaults to Logger.
+	Cache keystore.CacheOptions
 }
 
 // Engine is the transit engine. Create it with New and Close it when done.
@@ -109,9 +112,8 @@ type Engine struct {
 	rand    io.Reader
 	metrics *metrics
 
-	cache sync.Map // name → *cacheEntry
-	epoch atomic.Uint64
-	usage sync.Map // usageKey → *usageCounter
+	keys  *keystore.Cache[*keyState] // by KeyPrefix + name
+	usage sync.Map                   // usageKey → *usageCounter
 
 	rotateMu sync.Mutex // serialises usage-triggered rotations in this process
 
@@ -119,14 +121,6 @@ type Engine struct {
 	wrapKey atomic.Pointer[wrappingKey]
 
 	hsmAEAD chan struct{} // HSMAEADConcurrency slots for batches of hsm AES-GCM and HMAC keys
-
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-type cacheEntry struct {
-	p      atomic.Pointer[keyState]
-	loadMu sync.Mutex
 }
 
 // New checks cfg, starts the Watch on KeyPrefix that keeps the cache
@@ -165,15 +159,26 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, store: cfg.Store, log: cfg.Logger, clock: cfg.Clock, rand: cfg.Rand, metrics: m,
 		hsmAEAD: make(chan struct{}, cfg.HSMAEADConcurrency)}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := e.store.Watch(ctx, KeyPrefix)
+	copts := cfg.Cache
+	if copts.Logger == nil {
+		copts.Logger = cfg.Logger
+	}
+	e.keys, err = keystore.NewCache(keystore.CacheConfig[*keyState]{
+		CacheOptions: copts,
+		Name:         "transit keys",
+		Store:        cfg.Store,
+		Prefixes:     []string{KeyPrefix},
+		Decode:       e.decodeKey,
+		Refresh:      true, // a rotation elsewhere reloads the key here at once
+		OnChange: func(ev keystore.Event) {
+			if ev.Type == keystore.EventDelete {
+				e.forgetUsage(strings.TrimPrefix(ev.Key, KeyPrefix))
+			}
+		},
+	})
 	if err != nil {
-		cancel()
 		return nil, fmt.Errorf("transit: watch %s: %w", KeyPrefix, err)
 	}
-	e.cancel = cancel
-	e.done = make(chan struct{})
-	go e.watch(ctx, ch)
 	return e, nil
 }
 
@@ -182,8 +187,7 @@ func New(cfg Config) (*Engine, error) {
 // back stays counted). The store and HSM stay open (they belong to the
 // caller). Call it once, after the last request.
 func (e *Engine) Close() error {
-	e.cancel()
-	<-e.done
+	e.keys.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	e.releaseUsage(ctx)
@@ -193,128 +197,48 @@ func (e *Engine) Close() error {
 // closeTimeout bounds the store writes of Close.
 const closeTimeout = 5 * time.Second
 
-// watch applies changes made by any process to cached keys. A cut-off watch
-// is restarted and, once it is back, the whole cache dropped (keys reload on
-// next use); until then cached keys keep serving.
-func (e *Engine) watch(ctx context.Context, ch <-chan keystore.Event) {
-	defer close(e.done)
-	for {
-		for ev := range ch {
-			e.apply(ctx, ev)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		// Keep serving the snapshots while the store is away; once the
-		// watch is back, drop them so that changes missed meanwhile load.
-		var err error
-		for {
-			ch, err = e.store.Watch(ctx, KeyPrefix)
-			if err == nil {
-				break
-			}
-			e.log.Warn("transit: watch failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
-		e.dropAll()
-	}
-}
-
-func (e *Engine) dropAll() {
-	e.epoch.Add(1)
-	e.cache.Range(func(k, _ any) bool { e.cache.Delete(k); return true })
-}
-
-func (e *Engine) apply(ctx context.Context, ev keystore.Event) {
-	name := strings.TrimPrefix(ev.Key, KeyPrefix)
-	v, ok := e.cache.Load(name)
-	if ev.Type == keystore.EventDelete {
-		e.epoch.Add(1)
-		e.cache.Delete(name)
-		e.forgetUsage(name)
-		return
-	}
-	if !ok {
-		return // not cached: loaded on first use
-	}
-	ent := v.(*cacheEntry)
-	if cur := ent.p.Load(); cur != nil && cur.rev >= ev.Revision {
-		return // our own write, installed already
-	}
+// decodeKey builds the snapshot of a stored key record (the key cache's
+// decoder), reusing the versions of prev that it can.
+func (e *Engine) decodeKey(ctx context.Context, ent keystore.Entry, prev *keyState, _ bool) (*keyState, error) {
+	name := strings.TrimPrefix(ent.Key, KeyPrefix)
 	rec := &pb.TransitKeyRecord{}
-	if err := proto.Unmarshal(ev.Value, rec); err != nil {
-		e.log.Error("transit: undecodable key record", "key", name, "err", err)
-		e.cache.Delete(name)
-		return
+	if err := proto.Unmarshal(ent.Value, rec); err != nil {
+		return nil, fmt.Errorf("transit: decode key %q: %w", name, err)
 	}
-	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	st, err := e.build(bctx, rec, ev.Revision, ent.p.Load())
+	st, err := e.build(ctx, rec, ent.Revision, prev)
 	if err != nil {
-		e.log.Warn("transit: reload after change failed; key will reload on next use", "key", name, "err", err)
-		e.epoch.Add(1)
-		e.cache.Delete(name)
-		return
+		return nil, err
 	}
-	e.install(name, st)
+	e.metrics.observeKey(st)
+	return st, nil
 }
 
-// install puts st in the cache unless a newer revision is there.
+// CacheStats describes the key cache (in sync, degraded counts).
+func (e *Engine) CacheStats() keystore.CacheStats { return e.keys.Stats() }
+
+// install keeps st as the key's snapshot unless a newer revision is known.
 func (e *Engine) install(name string, st *keyState) {
-	v, _ := e.cache.LoadOrStore(name, &cacheEntry{})
-	ent := v.(*cacheEntry)
-	for {
-		cur := ent.p.Load()
-		if cur != nil && cur.rev >= st.rev {
-			return
-		}
-		if ent.p.CompareAndSwap(cur, st) {
-			e.metrics.observeKey(st)
-			return
-		}
-	}
+	e.keys.Put(KeyPrefix+name, st, st.rev)
+	e.metrics.observeKey(st)
 }
 
-// state returns the cached snapshot of a key, loading it on first use. This
-// is the hot path: a sync.Map load and an atomic pointer load.
+// dropCached forgets a key's snapshot: it reloads on next use.
+func (e *Engine) dropCached(name string) { e.keys.Invalidate(KeyPrefix + name) }
+
+// state returns the snapshot of a key, loading it on first use. This is
+// the hot path: in sync with the store, a map load and an atomic pointer
+// load. While the store is out of reach, a key loaded before serves for
+// the cache's grace period (see keystore.Cache).
 func (e *Engine) state(ctx context.Context, name string) (*keyState, error) {
-	if v, ok := e.cache.Load(name); ok {
-		if st := v.(*cacheEntry).p.Load(); st != nil {
-			return st, nil
-		}
-	}
-	return e.load(ctx, name)
-}
-
-func (e *Engine) load(ctx context.Context, name string) (*keyState, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	v, _ := e.cache.LoadOrStore(name, &cacheEntry{})
-	ent := v.(*cacheEntry)
-	ent.loadMu.Lock()
-	defer ent.loadMu.Unlock()
-	if st := ent.p.Load(); st != nil {
-		return st, nil
+	st, err := e.keys.Get(ctx, KeyPrefix+name)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %q", ErrKeyNotFound, name)
 	}
-	epoch := e.epoch.Load()
-	rec, rev, err := e.getRecord(ctx, name)
 	if err != nil {
-		if errors.Is(err, ErrKeyNotFound) {
-			e.cache.CompareAndDelete(name, ent)
-		}
-		return nil, err
-	}
-	st, err := e.build(ctx, rec, rev, nil)
-	if err != nil {
-		return nil, err
-	}
-	if e.epoch.Load() == epoch {
-		e.install(name, st)
+		return nil, fmt.Errorf("transit: key %q: %w", name, err)
 	}
 	return st, nil
 }
@@ -422,8 +346,7 @@ func (e *Engine) committed(ctx context.Context, rec *pb.TransitKeyRecord, rev in
 	reqID, _ := auth.RequestID(ctx)
 	e.log.Error("transit: key written, but its new snapshot did not load; it reloads on next use",
 		"key", name, "revision", rev, "request_id", reqID, "err", err)
-	e.epoch.Add(1)
-	e.cache.Delete(name)
+	e.dropCached(name)
 	return &keyState{rec: rec, rev: rev, ti: keyTypes[rec.GetType()]}
 }
 
@@ -442,17 +365,22 @@ func (e *Engine) putRecord(ctx context.Context, rec *pb.TransitKeyRecord, expect
 	return rev, nil
 }
 
+// cached returns the snapshot held for a key, if any (a build's prev).
 func (e *Engine) cached(name string) *keyState {
-	if v, ok := e.cache.Load(name); ok {
-		return v.(*cacheEntry).p.Load()
-	}
-	return nil
+	st, _ := e.keys.Peek(KeyPrefix + name)
+	return st
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-
+// checkName accepts 1-128 characters of [A-Za-z0-9_.-], not starting with
+// '.' or '-' (a loop, not a regexp: it runs on every request).
 func checkName(name string) error {
-	if !nameRE.MatchString(name) {
+	ok := len(name) >= 1 && len(name) <= 128
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' ||
+			i > 0 && (c == '.' || c == '-')
+	}
+	if !ok {
 		return fmt.Errorf("%w: key name %q: 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'", ErrInvalid, name)
 	}
 	return nil

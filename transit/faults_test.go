@@ -3,6 +3,7 @@ package transit
 import (
 	"context"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -54,18 +55,31 @@ func TestInternalFaults(t *testing.T) {
 	_, err = f2.e.Encrypt(ctx, &pb.EncryptRequest{Name: "w", Items: items})
 	wantCode(t, "first use of a wrapped key with the HSM away", err, codes.Unavailable)
 
-	// The store goes away: an uncached key is Unavailable, cached ones work.
-	f3 := newFixture(t)
-	f3.create("cached", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, wrapped)
-	f3.encrypt("cached", nil, nil, nil) // reserves a block of the count
-	f3.store.Close()
-	_, err = f3.e.Encrypt(ctx, &pb.EncryptRequest{Name: "other", Items: items})
-	wantCode(t, "uncached key with the store away", err, codes.Unavailable)
-	_, err = f3.e.GetKey(ctx, "cached")
-	wantCode(t, "GetKey with the store away", err, codes.Unavailable)
-	r, err := f3.e.Encrypt(ctx, &pb.EncryptRequest{Name: "cached", Items: items})
-	if err != nil || r.Results[0].Error != nil {
-		t.Fatalf("cached key with the store away (block reserved): %v", err)
+	// The store goes away: an uncached key is Unavailable; cached ones work
+	// for the cache's grace period (degraded), none without one.
+	for _, grace := range []time.Duration{time.Hour, 0} {
+		f3 := newFixture(t, func(c *Config) { c.Cache.Grace = grace })
+		f3.create("cached", pb.TransitKeyType_TRANSIT_KEY_TYPE_AES256_GCM, wrapped)
+		f3.encrypt("cached", nil, nil, nil) // reserves a block of the count
+		f3.store.Close()
+		_, err = f3.e.Encrypt(ctx, &pb.EncryptRequest{Name: "other", Items: items})
+		wantCode(t, "uncached key with the store away", err, codes.Unavailable)
+		_, err = f3.e.GetKey(ctx, "cached")
+		wantCode(t, "GetKey with the store away", err, codes.Unavailable)
+		if grace > 0 {
+			r, err := f3.e.Encrypt(ctx, &pb.EncryptRequest{Name: "cached", Items: items})
+			if err != nil || r.Results[0].Error != nil {
+				t.Fatalf("cached key with the store away, within grace (block reserved): %v", err)
+			}
+			continue
+		}
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			_, err = f3.e.Encrypt(ctx, &pb.EncryptRequest{Name: "cached", Items: items})
+			if err != nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		wantCode(t, "cached key with the store away, no grace period", err, codes.Unavailable)
 	}
 }
 

@@ -513,8 +513,7 @@ func (e *Engine) DeleteKey(ctx context.Context, name string) error {
 		if err != nil {
 			return fmt.Errorf("transit: delete %q: %w", name, err)
 		}
-		e.epoch.Add(1)
-		e.cache.Delete(name)
+		e.dropCached(name)
 		e.forgetUsage(name)
 		e.metrics.forget(name)
 		for _, vr := range rec.GetVersions() {

@@ -50,7 +50,9 @@ func newAuditLog(ctx context.Context, d *deps) (*audit.Log, error) {
 func newAuth(ctx context.Context, d *deps) (*auth.Auth, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	d.OnClose(func() error { cancel(); return nil })
-	a, err := auth.New(ctx, d.Config.Auth.Config, d.Store)
+	authCfg := d.Config.Auth.Config
+	authCfg.Cache = cacheOptions(d) // cache_wire.go
+	a, err := auth.New(ctx, authCfg, d.Store)
 	if err != nil {
 		return nil, err
 	}

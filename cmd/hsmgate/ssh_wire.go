@@ -17,6 +17,7 @@ func setupSSHCA(ctx context.Context, d *deps) error {
 		Store:    d.Store,
 		Keys:     d.HSM,
 		Logger:   d.Log,
+		Cache:    cacheOptions(d),
 		MaxItems: d.Config.Limits.MaxItemsPerRequest,
 
 		SignConcurrency: d.Config.SSH.SignConcurrency,

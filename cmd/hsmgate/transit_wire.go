@@ -31,6 +31,7 @@ func setupTransit(ctx context.Context, d *deps) error {
 		Logger:        d.Log,
 		Registerer:    d.Server.Metrics(),
 		PerKeyMetrics: d.Config.Metrics.PerKeyLabels,
+		Cache:         cacheOptions(d),
 	})
 	if err != nil {
 		return fmt.Errorf("transit: %w", err)

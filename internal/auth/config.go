@@ -14,6 +14,9 @@ type Config struct {
 	OIDC       *OIDCConfig     `yaml:"oidc"`
 	Tokens     TokenConfig     `yaml:"tokens"`
 	RateLimits RateLimitConfig `yaml:"rate_limits"`
+	// Cache configures the token and policy caches: the grace period of
+	// degraded service while the store is out of reach, the clock.
+	Cache keystore.CacheOptions `yaml:"-"`
 }
 
 // Validate checks what can be checked without opening files.
@@ -59,7 +62,10 @@ func New(ctx context.Context, cfg Config, store keystore.Store) (*Auth, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pol, err := NewPolicies(ctx, store)
+	if cfg.Tokens.Cache.IsZero() {
+		cfg.Tokens.Cache = cfg.Cache
+	}
+	pol, err := NewPolicies(ctx, store, cfg.Cache)
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,11 @@
 // policies it holds itself. A token created by a token is its child: its
 // expiry and max expiry stay within the parent's, and revoking a token revokes
 // its descendants (root callers may create orphans, which are not tied). Token records are cached and the cache is
-// invalidated by Watch, so a revocation on one replica reaches the others.
+// invalidated by Watch, so a revocation on one replica reaches the others. After a watch gap (compaction, a lost
+// member, a silent network noticed by the cache's probe) the cache is rebuilt from the store before it is trusted
+// again, so a revocation made meanwhile is never missed. While the store is out of reach, tokens and policies cached
+// before are accepted for Config.Cache.Grace (store.degraded_grace; 0: never), and the request's audit line carries
+// extra.degraded; a token this replica saw revoked stays refused (see keystore.Cache).
 //
 // # Vouched identity
 //

@@ -32,7 +32,8 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		c := i.newCall(r.Context(), "HTTP "+r.Method+" "+r.URL.Path)
+		ctx, c := i.newCall(r.Context(), "HTTP "+r.Method+" "+r.URL.Path)
+		r = r.WithContext(ctx)
 		if v := r.Header.Get("X-Request-Id"); validRequestID(v) {
 			c.reqID = v
 		}
@@ -69,6 +70,7 @@ func (i *Interceptor) HTTP(rule HTTPRule, next http.Handler) http.Handler {
 			e := i.entry(c, "response", resource, 1)
 			e.Code = strconv.Itoa(sw.code)
 			e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+			i.countDegraded(c)
 			_ = i.o.Audit.Write(e) // the response is already sent
 		}
 	})

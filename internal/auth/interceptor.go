@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/keystore"
 )
 
 // Auditor is what the interceptor needs of the audit log (*audit.Log).
@@ -61,6 +63,9 @@ type Interceptor struct {
 	now func() time.Time
 	log *slog.Logger
 	ref *refusals
+	// degraded counts requests served, in part, from caches that could not
+	// check their entries with an unreachable store (keystore.Cache).
+	degraded prometheus.Counter
 }
 
 // NewInterceptor checks o and returns the interceptor.
@@ -81,7 +86,11 @@ func NewInterceptor(o Options) (*Interceptor, error) {
 	if rate <= 0 {
 		rate = DefaultRefusalAuditRate
 	}
-	return &Interceptor{o: o, now: time.Now, log: log, ref: newRefusals(rate)}, nil
+	return &Interceptor{o: o, now: time.Now, log: log, ref: newRefusals(rate),
+		degraded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hsmgate_degraded_requests_total",
+			Help: "Requests served from cached keys, tokens or policies while the store was out of reach (within store.degraded_grace).",
+		})}, nil
 }
 
 // call is the state of one request.
@@ -94,10 +103,15 @@ type call struct {
 	// auditID is the identity as its audit lines show it, made once for
 	// the call's lines (its accessor HMAC'd once).
 	auditID *audit.Identity
+	// degraded counts what caches served this request from entries they
+	// could not check with an unreachable store (keystore.Cache).
+	degraded *keystore.DegradedNote
 }
 
-func (i *Interceptor) newCall(ctx context.Context, method string) *call {
+// newCall starts a request's state and returns ctx with its degraded note.
+func (i *Interceptor) newCall(ctx context.Context, method string) (context.Context, *call) {
 	c := &call{method: method, start: i.now()}
+	ctx, c.degraded = keystore.WithDegradedNote(ctx)
 	// ValueFromIncomingContext copies one key's values, not the whole metadata.
 	if v := metadata.ValueFromIncomingContext(ctx, "x-request-id"); len(v) > 0 && validRequestID(v[0]) {
 		c.reqID = v[0]
@@ -110,7 +124,7 @@ func (i *Interceptor) newCall(ctx context.Context, method string) *call {
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		c.remote = p.Addr.String()
 	}
-	return c
+	return ctx, c
 }
 
 // MaxRequestIDLen bounds a caller's request id.
@@ -145,6 +159,11 @@ func (i *Interceptor) entry(c *call, typ, resource string, items int) *audit.Ent
 		}
 		e.Identity = c.auditID // the audit log only reads it
 	}
+	if c.degraded != nil && c.degraded.Served() > 0 {
+		// Served from cached tokens, policies or keys while the store was
+		// out of reach (within the grace period): say so in the audit line.
+		e.Extra = map[string]string{"degraded": "store unreachable; served from cache"}
+	}
 	return e
 }
 
@@ -167,10 +186,18 @@ func (i *Interceptor) logResponse(c *call, resource string, items int, err error
 	e := i.entry(c, "response", resource, items)
 	e.Code = errs.Code(err).String()
 	e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+	i.countDegraded(c)
 	if werr := i.o.Audit.Write(e); werr != nil {
 		return fmt.Errorf("auth: %w", werr)
 	}
 	return nil
+}
+
+// countDegraded counts a request that caches served degraded.
+func (i *Interceptor) countDegraded(c *call) {
+	if c.degraded != nil && c.degraded.Served() > 0 {
+		i.degraded.Inc()
+	}
 }
 
 // refuse audits a refused request and returns its error as a status.
@@ -194,6 +221,12 @@ func (i *Interceptor) auditRefusal(c *call, resource string, items int, err erro
 	e := i.entry(c, "response", resource, items)
 	e.Code = errs.Code(err).String()
 	e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
+	for k, v := range e.Extra {
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		extra[k] = v
+	}
 	e.Extra = extra
 	_ = i.o.Audit.Write(e)
 }
@@ -264,7 +297,7 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 		if ok && rule.Public {
 			return handler(ctx, req)
 		}
-		c := i.newCall(ctx, info.FullMethod)
+		ctx, c := i.newCall(ctx, info.FullMethod)
 		_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", c.reqID))
 		logging.AddFields(ctx, logging.Fields{"request_id", c.reqID}) // the server's call log line
 		msg, _ := req.(proto.Message)
@@ -314,8 +347,7 @@ func (i *Interceptor) Stream() grpc.StreamServerInterceptor {
 		if ok && rule.Public {
 			return handler(srv, ss)
 		}
-		ctx := ss.Context()
-		c := i.newCall(ctx, info.FullMethod)
+		ctx, c := i.newCall(ss.Context(), info.FullMethod)
 		_ = ss.SetHeader(metadata.Pairs("x-request-id", c.reqID))
 		logging.AddFields(ctx, logging.Fields{"request_id", c.reqID})
 		if !ok {

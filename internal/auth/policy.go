@@ -364,34 +364,49 @@ func (c *compiledPolicy) decide(capability Capability, resource string) decision
 type Policies struct {
 	store keystore.Store
 	now   func() time.Time
-	cache *watchedCache[*compiledPolicy] // nil value: known absent
+	cache *keystore.Cache[*compiledPolicy] // by PolicyPrefix + name; nil value: known absent
 }
 
-// NewPolicies returns a policy store over s; its cache watches s until ctx is done.
-func NewPolicies(ctx context.Context, s keystore.Store) (*Policies, error) {
-	c, err := newWatchedCache[*compiledPolicy](ctx, s, PolicyPrefix, 10000)
+// maxCachedPolicies bounds the policy cache (past it, it empties).
+const maxCachedPolicies = 10000
+
+// NewPolicies returns a policy store over s; its cache (configured by
+// opts) watches s until ctx is done.
+func NewPolicies(ctx context.Context, s keystore.Store, opts keystore.CacheOptions) (*Policies, error) {
+	c, err := keystore.NewCache(keystore.CacheConfig[*compiledPolicy]{
+		CacheOptions: opts,
+		Name:         "policies",
+		Store:        s,
+		Prefixes:     []string{PolicyPrefix},
+		MaxEntries:   maxCachedPolicies,
+		Absent:       true,
+		Decode: func(_ context.Context, e keystore.Entry, _ *compiledPolicy, _ bool) (*compiledPolicy, error) {
+			pol := &hsmgatev1.Policy{}
+			if err := proto.Unmarshal(e.Value, pol); err != nil {
+				return nil, fmt.Errorf("auth: decode policy %q: %w", strings.TrimPrefix(e.Key, PolicyPrefix), err)
+			}
+			return compile(pol), nil
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("auth: watch policies: %w", err)
 	}
+	context.AfterFunc(ctx, c.Close)
 	return &Policies{store: s, now: time.Now, cache: c}, nil
 }
 
+// CacheStats describes the policy cache (in sync, degraded counts).
+func (p *Policies) CacheStats() keystore.CacheStats { return p.cache.Stats() }
+
 // lookup returns the compiled policy (nil when absent).
 func (p *Policies) lookup(ctx context.Context, name string) (*compiledPolicy, error) {
-	c, ok, gen := p.cache.get(name)
-	if ok {
-		return c, nil
+	if !ValidName(name) {
+		return nil, nil
 	}
-	pol, err := p.Get(ctx, name)
-	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrInvalid):
-		c = nil
-	case err != nil:
-		return nil, err
-	default:
-		c = compile(pol)
+	c, err := p.cache.Get(ctx, PolicyPrefix+name)
+	if err != nil {
+		return nil, fmt.Errorf("auth: read policy %q: %w", name, err)
 	}
-	p.cache.put(name, c, gen)
 	return c, nil
 }
 
@@ -451,7 +466,7 @@ func (p *Policies) Put(ctx context.Context, pol *hsmgatev1.Policy) (*hsmgatev1.P
 	if _, err := p.store.Put(ctx, PolicyPrefix+pol.GetName(), b, keystore.AnyRevision); err != nil {
 		return nil, fmt.Errorf("auth: write policy %q: %w", pol.GetName(), err)
 	}
-	p.cache.invalidate(pol.GetName())
+	p.cache.Invalidate(PolicyPrefix + pol.GetName())
 	return pol, nil
 }
 
@@ -467,7 +482,7 @@ func (p *Policies) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("auth: delete policy %q: %w", name, err)
 	}
-	p.cache.invalidate(name)
+	p.cache.Invalidate(PolicyPrefix + name)
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmgate/hsmgate/keystore"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -158,7 +159,7 @@ func TestPolicyCacheWatch(t *testing.T) {
 	ctx := context.Background()
 	wctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
-	other, err := NewPolicies(wctx, s)
+	other, err := NewPolicies(wctx, s, keystore.CacheOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,12 +99,14 @@ func (s *sampler) take(now time.Time) (suppressed uint64, ok bool) {
 func (i *Interceptor) Describe(ch chan<- *prometheus.Desc) {
 	i.ref.total.Describe(ch)
 	i.ref.suppressed.Describe(ch)
+	i.degraded.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (i *Interceptor) Collect(ch chan<- prometheus.Metric) {
 	i.ref.total.Collect(ch)
 	i.ref.suppressed.Collect(ch)
+	i.degraded.Collect(ch)
 }
 
 var _ prometheus.Collector = (*Interceptor)(nil)

@@ -37,6 +37,9 @@ type TokenConfig struct {
 	// MaxTTL: no token lives longer than this from its creation, renewals included
 	// (default 768h). Root tokens are exempt.
 	MaxTTL time.Duration `yaml:"max_ttl"`
+	// Cache configures the token cache (grace period, clock); set by New
+	// from Config.Cache when zero.
+	Cache keystore.CacheOptions `yaml:"-"`
 }
 
 func (c TokenConfig) withDefaults() TokenConfig {
@@ -99,17 +102,40 @@ type Tokens struct {
 	cfg   TokenConfig
 	now   func() time.Time
 	rand  io.Reader
-	cache *watchedCache[*hsmgatev1.TokenInfo]
+	cache *keystore.Cache[*hsmgatev1.TokenInfo] // by TokenStorePrefix + accessor
 }
 
-// NewTokens returns a token store over s; its cache watches s until ctx is done.
+// maxCachedTokens bounds the token cache (past it, it empties).
+const maxCachedTokens = 100000
+
+// NewTokens returns a token store over s; its cache watches s until ctx is
+// done. While the store is out of reach, tokens checked before are still
+// accepted for cfg.Cache.Grace (see keystore.Cache), the request marked
+// degraded; a revocation this process saw is never undone by that.
 func NewTokens(ctx context.Context, s keystore.Store, cfg TokenConfig) (*Tokens, error) {
-	c, err := newWatchedCache[*hsmgatev1.TokenInfo](ctx, s, TokenStorePrefix, 100000)
+	c, err := keystore.NewCache(keystore.CacheConfig[*hsmgatev1.TokenInfo]{
+		CacheOptions: cfg.Cache,
+		Name:         "tokens",
+		Store:        s,
+		Prefixes:     []string{TokenStorePrefix},
+		MaxEntries:   maxCachedTokens,
+		Decode: func(_ context.Context, e keystore.Entry, _ *hsmgatev1.TokenInfo, _ bool) (*hsmgatev1.TokenInfo, error) {
+			rec := &hsmgatev1.TokenRecord{}
+			if err := proto.Unmarshal(e.Value, rec); err != nil {
+				return nil, fmt.Errorf("auth: decode token: %w", err)
+			}
+			return rec.GetInfo(), nil
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("auth: watch tokens: %w", err)
 	}
+	context.AfterFunc(ctx, c.Close)
 	return &Tokens{store: s, cfg: cfg.withDefaults(), now: time.Now, rand: rand.Reader, cache: c}, nil
 }
+
+// CacheStats describes the token cache (in sync, degraded counts).
+func (t *Tokens) CacheStats() keystore.CacheStats { return t.cache.Stats() }
 
 // SetClock replaces the clock (tests).
 func (t *Tokens) SetClock(now func() time.Time) { t.now = now }
@@ -328,7 +354,7 @@ func (t *Tokens) write(ctx context.Context, info *hsmgatev1.TokenInfo, expect in
 	if _, err := t.store.Put(ctx, TokenStorePrefix+info.GetAccessor(), b, expect); err != nil {
 		return fmt.Errorf("auth: write token: %w", err)
 	}
-	t.cache.invalidate(info.GetAccessor())
+	t.cache.Invalidate(TokenStorePrefix + info.GetAccessor())
 	return nil
 }
 
@@ -363,16 +389,12 @@ func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, er
 	if err != nil {
 		return nil, err
 	}
-	info, ok, gen := t.cache.get(acc)
-	if !ok {
-		info, _, err = t.read(ctx, acc)
-		if errors.Is(err, ErrNotFound) {
-			return nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
-		}
-		if err != nil {
-			return nil, err
-		}
-		t.cache.put(acc, info, gen)
+	info, err := t.cache.Get(ctx, TokenStorePrefix+acc)
+	if errors.Is(err, keystore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("auth: read token: %w", err)
 	}
 	// The record was found by the hash; compare it in constant time anyway so
 	// that no path compares secret-derived bytes with an early exit.
@@ -461,7 +483,7 @@ func (t *Tokens) Revoke(ctx context.Context, accessor string) error {
 	if err != nil {
 		return fmt.Errorf("auth: revoke token: %w", err)
 	}
-	t.cache.invalidate(accessor)
+	t.cache.Invalidate(TokenStorePrefix + accessor)
 	return t.revokeDescendants(ctx, accessor)
 }
 
@@ -486,7 +508,7 @@ func (t *Tokens) revokeDescendants(ctx context.Context, root string) error {
 		if err != nil && !errors.Is(err, keystore.ErrNotFound) {
 			return fmt.Errorf("auth: revoke descendant: %w", err)
 		}
-		t.cache.invalidate(acc)
+		t.cache.Invalidate(TokenStorePrefix + acc)
 	}
 	return nil
 }

@@ -89,31 +89,8 @@ func TestTransitThroughAuth(t *testing.T) {
 	sw := &switchAuditor{}
 	sw.cur.Store(good)
 
-	table, err := auth.Merge(auth.PublicTable(), auth.AuthTable(), transit.AuthTable())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := a.Interceptor(table, sw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(ic.Unary()), grpc.ChainStreamInterceptor(ic.Stream()))
-	pb.RegisterTransitServiceServer(srv, transit.NewService(eng, transit.ServiceConfig{}))
-	pb.RegisterAuthServiceServer(srv, a.Service)
-	healthpb.RegisterHealthServer(srv, health.NewServer())
-	if err := auth.CheckTableCovers(srv, table); err != nil {
-		t.Fatalf("CheckTableCovers: %v", err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
+	srv, cc, _ := serveTransit(t, eng, a, sw)
 	defer srv.Stop()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer cc.Close()
 
 	pol, err := auth.ParsePolicyDocument("payments", []byte("rules:\n  - resource: transit/keys/payments-*\n    capabilities: [create, read, encrypt, decrypt, rotate, export]\n"))
@@ -209,4 +186,37 @@ func TestTransitThroughAuth(t *testing.T) {
 			t.Errorf("audit log lacks the Encrypt request")
 		}
 	})
+}
+
+// serveTransit serves TransitService (with AuthService and health) behind
+// a's interceptor writing to auditor, on a loopback port, and returns the
+// server, a client connection to it and the interceptor.
+func serveTransit(t *testing.T, eng *transit.Engine, a *auth.Auth, auditor auth.Auditor) (*grpc.Server, *grpc.ClientConn, *auth.Interceptor) {
+	t.Helper()
+	table, err := auth.Merge(auth.PublicTable(), auth.AuthTable(), transit.AuthTable())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := a.Interceptor(table, auditor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(ic.Unary()), grpc.ChainStreamInterceptor(ic.Stream()))
+	pb.RegisterTransitServiceServer(srv, transit.NewService(eng, transit.ServiceConfig{}))
+	pb.RegisterAuthServiceServer(srv, a.Service)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	if err := auth.CheckTableCovers(srv, table); err != nil {
+		t.Fatalf("CheckTableCovers: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		srv.Stop()
+		t.Fatal(err)
+	}
+	return srv, cc, ic
 }

@@ -38,6 +38,7 @@ const (
 	DefaultEtcdPrefix           = "/hsmgate/"
 	DefaultEtcdDialTimeout      = 5 * time.Second
 	DefaultEtcdRequestTimeout   = 2 * time.Second
+	DefaultDegradedGrace        = 3 * time.Minute
 	DefaultMaxRecvBytes         = 4 << 20
 	DefaultMaxSendBytes         = 16 << 20
 	DefaultMaxConcurrentStreams = 256
@@ -122,6 +123,9 @@ type Store struct {
 	Backend string // BackendBbolt or BackendEtcd
 	Path    string // bbolt file
 	Etcd    Etcd
+	// DegradedGrace (store.degraded_grace): how long cached keys, tokens
+	// and policies serve, degraded, while the store is out of reach; 0: off.
+	DegradedGrace time.Duration
 }
 
 // Etcd configures the etcd backend.
@@ -262,8 +266,9 @@ func (f File) toConfig(dir string) (*Config, error) {
 			WaitTimeout: orDur(f.HSM.WaitTimeout, DefaultWaitTimeout),
 		},
 		Store: Store{
-			Backend: or(f.Store.Backend, BackendBbolt),
-			Path:    abs(f.Store.Path),
+			Backend:       or(f.Store.Backend, BackendBbolt),
+			Path:          abs(f.Store.Path),
+			DegradedGrace: DefaultDegradedGrace,
 			Etcd: Etcd{
 				Endpoints:      f.Store.Etcd.Endpoints,
 				Prefix:         or(f.Store.Etcd.Prefix, DefaultEtcdPrefix),
@@ -321,6 +326,9 @@ func (f File) toConfig(dir string) (*Config, error) {
 		c.TLS.MinVersion = 0x0304 // tls.VersionTLS13
 	default:
 		bad("tls.min_version", "%q: want \"1.2\" or \"1.3\"", f.TLS.MinVersion)
+	}
+	if f.Store.DegradedGrace != nil {
+		c.Store.DegradedGrace = *f.Store.DegradedGrace
 	}
 	switch strings.ToLower(f.Log.Level) {
 	case "", "info":
@@ -409,6 +417,9 @@ func (c *Config) Validate() error {
 		bad("hsm.wait_timeout", "must be positive")
 	}
 
+	if c.Store.DegradedGrace < 0 {
+		bad("store.degraded_grace", "must not be negative (0 turns degraded service off)")
+	}
 	switch c.Store.Backend {
 	case BackendBbolt:
 		if c.Store.Path == "" {

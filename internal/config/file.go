@@ -79,6 +79,11 @@ type StoreFile struct {
 	Backend string   `yaml:"backend"` // "bbolt" (default) or "etcd"
 	Path    string   `yaml:"path"`    // bbolt: the database file
 	Etcd    EtcdFile `yaml:"etcd"`
+	// DegradedGrace: while the store is out of reach, requests that need
+	// only cached keys, tokens and policies are served (and audited as
+	// degraded) for this long after the caches were last in sync; writes
+	// fail with Unavailable. 0 turns it off (default 3m).
+	DegradedGrace *time.Duration `yaml:"degraded_grace"`
 }
 
 // EtcdFile is `store.etcd`.

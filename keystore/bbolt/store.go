@@ -190,17 +190,10 @@ func (s *Store) List(ctx context.Context, prefix string) ([]keystore.Entry, erro
 		return nil, err
 	}
 	var out []keystore.Entry
-	p := []byte(prefix)
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEntries).Cursor()
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			e, err := decodeEntry(string(k), v)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return nil
+		var err error
+		out, err = listTx(tx, prefix)
+		return err
 	})
 	if err != nil {
 		return nil, wrapErr(fmt.Sprintf("list %q", prefix), err)
@@ -480,25 +473,52 @@ func decodeEntry(key string, raw []byte) (keystore.Entry, error) {
 	return keystore.Entry{Key: key, Value: bytes.Clone(val), Revision: rev}, nil
 }
 
-// Watch delivers every change under prefix made after it returns; see the
-// package doc for ordering and the cut-off of slow consumers.
+// Watch delivers every change under prefix made after it returns; see
+// the package doc for ordering and the cut-off of slow consumers.
 func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event, error) {
-	if err := s.check(ctx, "watch"); err != nil {
-		return nil, err
+	_, _, ch, err := s.listWatch(ctx, "watch", prefix, false)
+	return ch, err
+}
+
+// ListWatch lists prefix and registers a watcher for every later change,
+// with the store's publication lock held so that no change falls between
+// them; see keystore.Store.
+func (s *Store) ListWatch(ctx context.Context, prefix string) ([]keystore.Entry, int64, <-chan keystore.Event, error) {
+	return s.listWatch(ctx, "list and watch", prefix, true)
+}
+
+func (s *Store) listWatch(ctx context.Context, op, prefix string, list bool) ([]keystore.Entry, int64, <-chan keystore.Event, error) {
+	if err := s.check(ctx, op); err != nil {
+		return nil, 0, nil, err
 	}
 	w := &watcher{prefix: prefix, ch: make(chan keystore.Event, s.opts.WatchBuffer), done: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("keystore/bbolt: watch: store closed: %w", keystore.ErrUnavailable)
+		return nil, 0, nil, fmt.Errorf("keystore/bbolt: %s: store closed: %w", op, keystore.ErrUnavailable)
 	}
 	// Events up to the committed revision that are not published yet are
 	// still pending: they predate this call and are skipped. Later ones
-	// cannot be published before s.mu is released.
-	rev, err := s.Revision(ctx)
+	// cannot be published before s.mu is released. The revision and the
+	// entries come from one read transaction, so they agree.
+	var (
+		rev int64
+		out []keystore.Entry
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(bucketMeta).Get(keyRevision); len(raw) == 8 {
+			rev = int64(binary.BigEndian.Uint64(raw))
+		}
+		if !list {
+			return nil
+		}
+		var err error
+		out, err = listTx(tx, prefix)
+		return err
+	})
 	if err != nil {
 		s.mu.Unlock()
-		return nil, err
+		return nil, 0, nil, wrapErr(fmt.Sprintf("%s %q", op, prefix), err)
 	}
 	w.after = rev
 	s.watchers[w] = struct{}{}
@@ -512,7 +532,22 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 		case <-w.done: // cut off, or the store closed
 		}
 	}()
-	return w.ch, nil
+	return out, rev, w.ch, nil
+}
+
+// listTx reads the entries under prefix in tx, sorted by key.
+func listTx(tx *bolt.Tx, prefix string) ([]keystore.Entry, error) {
+	var out []keystore.Entry
+	p := []byte(prefix)
+	c := tx.Bucket(bucketEntries).Cursor()
+	for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+		e, err := decodeEntry(string(k), v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 func (s *Store) dropLocked(w *watcher) {

@@ -301,15 +301,20 @@ func (s *Store) List(ctx context.Context, prefix string) ([]keystore.Entry, erro
 	if err != nil {
 		return nil, s.mapErr(ctx, op, err)
 	}
-	out := make([]keystore.Entry, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	return s.entries(resp.Kvs), nil
+}
+
+// entries turns etcd's key-values into entries without the store prefix.
+func (s *Store) entries(kvs []*mvccpb.KeyValue) []keystore.Entry {
+	out := make([]keystore.Entry, 0, len(kvs))
+	for _, kv := range kvs {
 		out = append(out, keystore.Entry{
 			Key:      strings.TrimPrefix(string(kv.Key), s.prefix),
 			Value:    nonNil(kv.Value),
 			Revision: kv.ModRevision,
 		})
 	}
-	return out, nil
+	return out
 }
 
 // Put writes value at key if the key's revision equals expect; see
@@ -421,8 +426,31 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 	if err != nil {
 		return nil, s.mapErr(ctx, op, err)
 	}
+	return s.watchFrom(ctx, full, resp.Header.Revision), nil
+}
+
+// ListWatch lists prefix in one range read at revision R and watches it
+// from R+1; see keystore.Store.
+func (s *Store) ListWatch(ctx context.Context, prefix string) ([]keystore.Entry, int64, <-chan keystore.Event, error) {
+	op := fmt.Sprintf("list and watch %q", prefix)
+	if err := s.check(ctx, op); err != nil {
+		return nil, 0, nil, err
+	}
+	full := s.prefix + prefix
+	rctx, cancel := s.ctx(ctx)
+	resp, err := s.cli.Get(rctx, full, clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	cancel()
+	if err != nil {
+		return nil, 0, nil, s.mapErr(ctx, op, err)
+	}
+	return s.entries(resp.Kvs), resp.Header.Revision, s.watchFrom(ctx, full, resp.Header.Revision), nil
+}
+
+// watchFrom watches the full (prefixed) key prefix from revision rev+1.
+func (s *Store) watchFrom(ctx context.Context, full string, rev int64) <-chan keystore.Event {
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	wch := s.cli.Watch(wctx, full, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	wch := s.cli.Watch(wctx, full, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	out := make(chan keystore.Event, s.cfg.WatchBuffer)
 	s.watches.Add(1)
 	go func() {
@@ -454,7 +482,7 @@ func (s *Store) Watch(ctx context.Context, prefix string) (<-chan keystore.Event
 			}
 		}
 	}()
-	return out, nil
+	return out
 }
 
 // Ping makes a linearizable read (it needs a quorum), bounded by ctx or

@@ -64,6 +64,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"WatchSeesEveryChangeInOrder", testWatchOrder},
 		{"WatchOnlyAfterCall", testWatchOnlyAfterCall},
 		{"WatchClosesOnCancel", testWatchCancel},
+		{"ListWatchAgrees", testListWatch},
+		{"ListWatchUnderConcurrentWrites", testListWatchConcurrent},
 		{"Ping", testPing},
 		{"CloseThenUnavailable", testClose},
 	}
