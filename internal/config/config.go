@@ -79,6 +79,7 @@ type Config struct {
 	PKI      PKI
 	ACME     ACME
 	Tracing  Tracing // tracing.go
+	Replica  Replica // replica.go
 }
 
 // Listen holds listener addresses (host:port; port 0 picks a free one).
@@ -296,6 +297,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 		PKI:      f.PKI.toPKI(),
 		ACME:     f.ACME.toACME(),
 		Tracing:  f.Tracing.toTracing(),
+		Replica:  f.Replica.toReplica(os.Getenv),
 	}
 	if c.Listen.HTTP == HTTPOff {
 		c.Listen.HTTP = ""
@@ -418,6 +420,7 @@ func (c *Config) Validate() error {
 		bad("store.backend", "%q: want %q or %q", c.Store.Backend, BackendBbolt, BackendEtcd)
 	}
 	c.validatePKI(bad)
+	c.validateReplica(bad)
 	c.validateACME(bad)
 
 	l := c.Limits

@@ -23,6 +23,7 @@ type File struct {
 	PKI      PKIFile      `yaml:"pki"`
 	ACME     ACMEFile     `yaml:"acme"`
 	Tracing  TracingFile  `yaml:"tracing"` // tracing.go
+	Replica  ReplicaFile  `yaml:"replica"` // replica.go
 }
 
 // ListenFile is the `listen` section: host:port of each listener.
