@@ -77,6 +77,7 @@ func TestSetupACME(t *testing.T) {
 	acmeAudit.Set(al)
 	defer acmeAudit.Set(nil)
 	d := &deps{Server: srv, Store: st, HSM: m, KEK: kek, Log: slog.Default(), Rules: auth.Table{}}
+	d.Jobs = testJobs(t, d) // jobs_wire_test.go
 	if err := setupPKI(ctx, d); err != nil {
 		t.Fatalf("setupPKI: %v", err)
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/leader"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -49,7 +49,10 @@ func wireAuthMethods(ctx context.Context, d *deps) error {
 	if err := d.AddRules(auth.AuthMethodTable()); err != nil {
 		return err
 	}
-	go m.TidyEvery(ctx, time.Hour) // expired and orphaned secret IDs
+	// Expired and orphaned secret IDs, on the elected replica only (jobs_wire.go).
+	if err := d.Jobs.Add(leader.Job{Name: "auth-secret-id-tidy", Interval: auth.TidyInterval, Run: m.AppRoles.Tidy}); err != nil {
+		return err
+	}
 	loginMethods.Store(d, m)
 	d.OnClose(func() error { loginMethods.Delete(d); return nil })
 	return nil

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/leader"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -30,7 +30,10 @@ func wireAuth(ctx context.Context, d *deps) error {
 		return err
 	}
 	hsmgatev1.RegisterAuthServiceServer(d.Server, a.Service)
-	go a.Tokens.TidyEvery(ctx, time.Hour) // expired token records
+	// Expired token records, on the elected replica only (jobs_wire.go).
+	if err := d.Jobs.Add(leader.Job{Name: "auth-token-tidy", Interval: auth.TidyInterval, Run: a.Tokens.Tidy}); err != nil {
+		return err
+	}
 	if err := d.AddRules(auth.AuthTable()); err != nil {
 		return err
 	}

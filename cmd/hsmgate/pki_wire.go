@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
+	"github.com/hsmgate/hsmgate/internal/leader"
 	"github.com/hsmgate/hsmgate/pki"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -39,9 +39,12 @@ func setupPKI(ctx context.Context, d *deps) error {
 	}
 	hsmgatev1.RegisterPKIServiceServer(d.Server, svc)
 	d.Server.HandleHTTP("/pki/", svc.Handler())
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	go svc.Run(runCtx, time.Minute)
-	d.OnClose(func() error { cancel(); return nil })
+	// CRLs rebuilt before nextUpdate, on the elected replica only (jobs_wire.go).
+	if err := d.Jobs.Add(leader.Job{Name: "pki-crl", Interval: pki.MaintainInterval, Run: func(ctx context.Context) (int, error) {
+		return -1, svc.Maintain(ctx)
+	}}); err != nil {
+		return err
+	}
 	return d.AddRules(pki.AuthTable())
 }
 

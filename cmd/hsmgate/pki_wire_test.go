@@ -55,6 +55,7 @@ func testSetupPKI(t *testing.T, base string) {
 	defer cancel()
 	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{},
 		Config: &config.Config{PKI: config.PKI{BaseURL: base}}}
+	d.Jobs = testJobs(t, d) // jobs_wire_test.go
 	if err := setupPKI(ctx, d); err != nil {
 		t.Fatalf("setupPKI: %v", err)
 	}

@@ -224,6 +224,9 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 	}
 	srv.AddReadyCheck("hsm", m.Ping)
 	srv.AddReadyCheck("store", st.Ping)
+	if d.Jobs, err = newJobRunner(d); err != nil { // jobs_wire.go
+		return err
+	}
 
 	for _, h := range serviceHooks {
 		if err := h.setup(ctx, d); err != nil {
@@ -241,6 +244,7 @@ func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOpt
 		return errors.New("auth is not wired into this build: refusing to serve without authentication (use `hsmgate dev` for a local server)")
 	}
 
+	startJobs(ctx, d) // jobs_wire.go: background jobs on the elected replica
 	if o.listening != nil {
 		if err := o.listening(listenAddrs{GRPC: srv.GRPCAddr(), HTTP: srv.HTTPAddr(), Metrics: srv.MetricsAddr()}); err != nil {
 			return err

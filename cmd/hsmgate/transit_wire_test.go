@@ -82,6 +82,7 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 	d := &deps{Config: c, Log: log, HSM: m, KEK: kek, Store: st, Server: srv, Rules: auth.Table{}, DevRootToken: root, Start: time.Now()}
 	d.OnClose(st.Close)
 	closed := false
+	d.Jobs = testJobs(t, d) // jobs_wire_test.go
 	defer func() {
 		if !closed {
 			d.close()

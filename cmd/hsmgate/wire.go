@@ -9,6 +9,7 @@ import (
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/leader"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/keystore"
 	"github.com/hsmgate/hsmgate/vaultdoor"
@@ -36,6 +37,9 @@ type deps struct {
 	// VaultDoor is the Vault-compatible door (nil until its hook ran); the
 	// auth hook gives it the audit log for its login lines.
 	VaultDoor *vaultdoor.Door
+	// Jobs runs background jobs on the elected replica (jobs_wire.go);
+	// hooks add theirs with Jobs.Add. Its LiveReplicas sizes usage blocks.
+	Jobs *leader.Runner
 
 	closers []func() error
 	onHUP   []func() error // reload.go: run on SIGHUP (audit rotation)
