@@ -226,7 +226,7 @@ func (e *Etcd) Live(ctx context.Context) ([]string, error) {
 	var ids []string
 	for _, kv := range resp.Kvs {
 		id, _, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), pre), "/")
-		if ok && kv.Lease != 0 {
+		if ok {
 			ids = append(ids, id)
 		}
 	}

@@ -139,7 +139,7 @@ func (l *StoreLease) Campaign(ctx context.Context) (Term, error) {
 		l.mu.Lock()
 		closed := l.closed
 		l.mu.Unlock()
-		if closed {
+		if closed || l.ctx.Err() != nil {
 			return nil, ErrClosed
 		}
 		if ctx.Err() != nil {
@@ -173,7 +173,10 @@ func (l *StoreLease) try(ctx context.Context) (*leaseTerm, time.Duration, error)
 		return nil, 0, fmt.Errorf("leader: read lease: %w", err)
 	default:
 		var r leaseRecord
-		if json.Unmarshal(ent.Value, &r) == nil && l.cfg.Now().Before(r.Expires) && r.Replica != l.cfg.ReplicaID {
+		// Held and unexpired: wait, even when it names this replica's ID
+		// (a restarted replica, or a second one misconfigured with the
+		// same ID, must not lead beside the holder).
+		if json.Unmarshal(ent.Value, &r) == nil && l.cfg.Now().Before(r.Expires) {
 			return nil, min(poll, r.Expires.Sub(l.cfg.Now())+time.Millisecond), nil
 		}
 		rev = ent.Revision
