@@ -194,16 +194,53 @@ func (e *Etcd) campaign(ctx context.Context, s *concurrency.Session) (Term, erro
 	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != el.Rev() || resp.Kvs[0].Lease != int64(s.Lease()) {
 		return nil, nil
 	}
-	return &etcdTerm{el: el, s: s, timeout: e.cfg.RequestTimeout}, nil
+	t := &etcdTerm{el: el, s: s, timeout: e.cfg.RequestTimeout, done: make(chan struct{})}
+	go t.guard(e.ctx, e.cfg.Client, e.cfg.TTL, time.Now())
+	return t, nil
 }
 
 type etcdTerm struct {
 	el      *concurrency.Election
 	s       *concurrency.Session
 	timeout time.Duration
+	done    chan struct{}
 }
 
-func (t *etcdTerm) Done() <-chan struct{} { return t.s.Done() }
+func (t *etcdTerm) Done() <-chan struct{} { return t.done }
+
+// guard ends the term when the session ends, or earlier: at the time the
+// lease is sure to be alive until, by this replica's own clock. The
+// session's keepalive learns of a lost lease only a TTL after the last
+// answer it received, which is later than the server's expiry by a round
+// trip: another replica could lead meanwhile. So the guard renews the
+// lease itself every TTL/4 and counts the TTL from when it sent the last
+// renewal that was answered (the server's expiry is at least that late),
+// less a tenth for the clocks' drift.
+func (t *etcdTerm) guard(ctx context.Context, cli *clientv3.Client, ttl time.Duration, sent time.Time) {
+	defer close(t.done)
+	valid := sent.Add(ttl - ttl/10)
+	tick := time.NewTicker(ttl / 4)
+	defer tick.Stop()
+	for {
+		expire := time.NewTimer(time.Until(valid))
+		select {
+		case <-t.s.Done():
+			expire.Stop()
+			return
+		case <-expire.C:
+			return
+		case <-tick.C:
+			expire.Stop()
+		}
+		now := time.Now()
+		kctx, cancel := context.WithDeadline(ctx, valid)
+		resp, err := cli.KeepAliveOnce(kctx, t.s.Lease())
+		cancel()
+		if err == nil && resp.TTL > 0 {
+			valid = now.Add(ttl - ttl/10)
+		}
+	}
+}
 
 func (t *etcdTerm) Resign(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
