@@ -55,10 +55,15 @@ func (e *Engine) RotateDue(ctx context.Context) ([]string, error) {
 		}
 		name := strings.TrimPrefix(ent.Key, KeyPrefix)
 		from := rec.GetLatestVersion()
+		// mine: this pass wrote the new version (not another replica whose
+		// rotation the update found: that one is not counted here too).
+		mine := false
 		st, err := e.update(ctx, name, func(rec *pb.TransitKeyRecord, undo *[]func()) error {
+			mine = false
 			if rec.GetLatestVersion() != from || !due(rec, e.clock.Now()) {
 				return errNoChange
 			}
+			mine = true
 			return e.addVersion(ctx, rec, undo)
 		})
 		if err != nil {
@@ -67,7 +72,7 @@ func (e *Engine) RotateDue(ctx context.Context) ([]string, error) {
 			}
 			continue
 		}
-		if st.rec.GetLatestVersion() == from {
+		if !mine || st.rec.GetLatestVersion() == from {
 			continue
 		}
 		e.metrics.rotated(st, rotateAuto)

@@ -316,17 +316,20 @@ func (e *Engine) raiseUsage(ctx context.Context, name, id string, v uint32, n ui
 func (e *Engine) rotateForUsage(ctx context.Context, name string, from uint32) (*keyState, error) {
 	e.rotateMu.Lock()
 	defer e.rotateMu.Unlock()
+	mine := false // this call wrote the new version (see RotateDue)
 	st, err := e.update(ctx, name, func(rec *pb.TransitKeyRecord, undo *[]func()) error {
+		mine = false
 		if rec.GetLatestVersion() != from {
 			return errNoChange
 		}
+		mine = true
 		return e.addVersion(ctx, rec, undo)
 	})
 	if err != nil {
 		e.log.Warn("transit: usage rotation failed", "key", name, "err", err)
 		return nil, err
 	}
-	if st.rec.GetLatestVersion() != from {
+	if mine && st.rec.GetLatestVersion() != from {
 		e.metrics.rotated(st, rotateUsage)
 	}
 	return st, nil
