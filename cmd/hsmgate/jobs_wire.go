@@ -19,7 +19,10 @@ func newJobRunner(d *deps) (*leader.Runner, error) {
 	if c == nil {
 		c = config.Default()
 	}
-	id, ttl := c.Replica.ID, c.Replica.ElectionTTL
+	id, ttl := c.Replica.ID, c.Replica.ElectionTTL // ttl 0: leader.DefaultTTL
+	if id == "" {
+		id = leader.DefaultReplicaID()
+	}
 	log := d.Log.With("replica", id)
 	var el leader.Elector
 	var err error
