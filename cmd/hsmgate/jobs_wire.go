@@ -23,7 +23,7 @@ func newJobRunner(d *deps) (*leader.Runner, error) {
 	if id == "" {
 		id = leader.DefaultReplicaID()
 	}
-	log := d.Log.With("replica", id)
+	log := d.Log // names the replica (runServer)
 	var el leader.Elector
 	var err error
 	if es, ok := d.Store.(*ketcd.Store); ok {

@@ -147,6 +147,7 @@ func resolveSecret(what, env, file string) (string, error) {
 // runServer opens the HSM and the store, builds the server with every
 // service hook and the auth hook, and serves until ctx ends.
 func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOptions) (err error) {
+	log = log.With("replica", c.Replica.ID) // every line names the replica (replica.id)
 	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now()}
 	defer d.close()
 	startHUP, stopHUP := watchHUP(ctx) // reload.go: SIGHUP reloads, never kills

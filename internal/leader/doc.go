@@ -42,8 +42,9 @@
 //
 // # Replica identity
 //
-// Every replica has an ID (config replica.id; default hostname-pid). The
-// Runner's log lines carry it ("replica"), and it writes one audit line per
+// Every replica has an ID (config replica.id or replica.id_env; default
+// hostname-pid). The server's logger carries it on every line
+// (replica=<id>, added by runServer), and the Runner writes one audit line per
 // job run and per change of leadership naming it (identity kind "replica").
 // Prometheus: hsmgate_leader{replica} is 1 on the leader and 0 elsewhere;
 // hsmgate_leader_live_replicas; hsmgate_leader_job_runs_total{job,result}.

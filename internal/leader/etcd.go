@@ -141,7 +141,7 @@ func (e *Etcd) Campaign(ctx context.Context) (Term, error) {
 			return nil, err
 		}
 		if err != nil {
-			e.log.Warn("leader: cannot campaign", "replica", e.cfg.ReplicaID, "err", err)
+			e.log.Warn("leader: cannot campaign", "err", err)
 			if err := sleep(ctx, backoff(attempt, e.cfg.TTL)); err != nil {
 				return nil, err
 			}
@@ -155,7 +155,7 @@ func (e *Etcd) Campaign(ctx context.Context) (Term, error) {
 			return nil, ctx.Err()
 		}
 		if err != nil {
-			e.log.Warn("leader: campaign failed", "replica", e.cfg.ReplicaID, "err", err)
+			e.log.Warn("leader: campaign failed", "err", err)
 			if err := sleep(ctx, backoff(attempt, e.cfg.TTL)); err != nil {
 				return nil, err
 			}

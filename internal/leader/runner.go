@@ -36,7 +36,8 @@ type Auditor interface {
 type RunnerConfig struct {
 	// Elector decides when this replica leads (required).
 	Elector Elector
-	// Logger (default slog.Default()); every line carries "replica".
+	// Logger (default slog.Default()). Give one that names the replica
+	// (the server's does: every line carries replica=<id>).
 	Logger *slog.Logger
 	// Audit, when set, gets the job and leadership lines.
 	Audit Auditor
@@ -87,7 +88,7 @@ func NewRunner(cfg RunnerConfig) (*Runner, error) {
 	}
 	id := cfg.Elector.ReplicaID()
 	r := &Runner{
-		el: cfg.Elector, log: cfg.Logger.With("replica", id), audit: cfg.Audit, id: id, every: cfg.LiveInterval,
+		el: cfg.Elector, log: cfg.Logger, audit: cfg.Audit, id: id, every: cfg.LiveInterval,
 		leaderG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hsmgate_leader", Help: "1 while this replica leads the background jobs, else 0.",
 			ConstLabels: prometheus.Labels{"replica": id},

@@ -110,7 +110,7 @@ func (l *StoreLease) heartbeats() {
 func (l *StoreLease) heartbeat() {
 	b, _ := json.Marshal(leaseRecord{Replica: l.cfg.ReplicaID, Expires: l.cfg.Now().Add(l.cfg.TTL)})
 	if _, err := l.cfg.Store.Put(l.ctx, l.registryKey(), b, keystore.AnyRevision); err != nil && l.ctx.Err() == nil {
-		l.log.Warn("leader: replica heartbeat failed", "replica", l.cfg.ReplicaID, "err", err)
+		l.log.Warn("leader: replica heartbeat failed", "err", err)
 	}
 }
 
@@ -153,7 +153,7 @@ func (l *StoreLease) Campaign(ctx context.Context) (Term, error) {
 			if errorsIsCtx(ctx, err) {
 				return nil, ctx.Err()
 			}
-			l.log.Warn("leader: campaign failed", "replica", l.cfg.ReplicaID, "err", err)
+			l.log.Warn("leader: campaign failed", "err", err)
 			wait = backoff(attempt, l.cfg.TTL)
 		}
 		if err := sleep(ctx, wait); err != nil {
@@ -265,7 +265,7 @@ func (t *leaseTerm) renew(start time.Time) {
 			expire.Stop()
 			return
 		case <-expire.C:
-			l.log.Warn("leader: lease not renewed in time", "replica", l.cfg.ReplicaID)
+			l.log.Warn("leader: lease not renewed in time")
 			return
 		case <-tick.C:
 			expire.Stop()
@@ -283,10 +283,10 @@ func (t *leaseTerm) renew(start time.Time) {
 		case err == nil:
 			deadline = now.Add(l.cfg.TTL)
 		case errors.Is(err, keystore.ErrConflict):
-			l.log.Warn("leader: lease taken by another replica", "replica", l.cfg.ReplicaID)
+			l.log.Warn("leader: lease taken by another replica")
 			return
 		default:
-			l.log.Warn("leader: lease renewal failed", "replica", l.cfg.ReplicaID, "err", err)
+			l.log.Warn("leader: lease renewal failed", "err", err)
 		}
 	}
 }
