@@ -25,11 +25,14 @@
 //
 // # What a leader change may cost
 //
-// Leadership is a lease, so for a moment (at most the network round trip of
-// the last keepalive) an old leader that was cut off may still be finishing a
-// job while the new one starts. Jobs therefore never rely on exclusion for
-// correctness, only for not doing the work N times: every job is idempotent
-// and safe to re-run from the start after a kill mid-way:
+// Leadership is a lease. A leader that is cut off ends its term (cancels its
+// jobs) at the time its lease is sure to be alive until by its own clock:
+// the send time of its last answered renewal plus the TTL, less a tenth;
+// the server expires the lease no earlier, and only then can another
+// replica lead. Clocks that drift, or a job that ignores its ctx for long,
+// could still overlap two leaders for a moment, so jobs never rely on
+// exclusion for correctness, only for not doing the work N times: every
+// job is idempotent and safe to re-run from the start after a kill mid-way:
 //
 //   - rotation writes a new version by compare-and-swap on the key record,
 //     checking that the latest version is still the due one: two leaders

@@ -313,6 +313,11 @@ func TestStoreLeaseOneLeader(t *testing.T) {
 	if ids, _ := c.el.Live(context.Background()); !slices.Equal(ids, []string{"c"}) {
 		t.Fatalf("Live = %v, want [c]", ids)
 	}
+	// The crashed replica's registration does not stay in the store forever.
+	waitFor(t, "a's registration pruned", func() bool {
+		_, err := st.Get(context.Background(), "leader/replicas/a")
+		return errors.Is(err, keystore.ErrNotFound)
+	})
 }
 
 // memAudit collects audit lines.

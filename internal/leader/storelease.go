@@ -103,6 +103,24 @@ func (l *StoreLease) heartbeats() {
 			return
 		case <-t.C:
 			l.heartbeat()
+			l.prune()
+		}
+	}
+}
+
+// prune deletes registrations expired for more than a TTL (replicas that
+// died: with hostname-pid IDs every restart is a new one), each at the
+// revision read so that a replica coming back keeps its new one.
+func (l *StoreLease) prune() {
+	ents, err := l.cfg.Store.List(l.ctx, l.cfg.Prefix+"replicas/")
+	if err != nil {
+		return
+	}
+	old := l.cfg.Now().Add(-l.cfg.TTL)
+	for _, e := range ents {
+		var r leaseRecord
+		if json.Unmarshal(e.Value, &r) == nil && r.Expires.Before(old) {
+			_ = l.cfg.Store.Delete(l.ctx, e.Key, e.Revision)
 		}
 	}
 }
