@@ -406,3 +406,35 @@ func TestReplicaIDAndTTL(t *testing.T) {
 		t.Fatalf("TTL 1ms accepted")
 	}
 }
+
+// TestStoreLeaseSameIDWaits: a second elector with the holder's replica ID
+// (a restart before the lease expired, or a copied config) does not take
+// the unexpired lease: two processes would run the jobs at once.
+func TestStoreLeaseSameIDWaits(t *testing.T) {
+	st := openBolt(t)
+	mk := func() *StoreLease {
+		el, err := NewStoreLease(StoreLeaseConfig{Store: st, ReplicaID: "dup", TTL: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { el.Close() })
+		return el
+	}
+	first, second := mk(), mk()
+	term, err := first.Campaign(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, wait, err := second.try(context.Background())
+	if err != nil || got != nil {
+		t.Fatalf("second elector with the same ID: term %v, err %v; want to wait", got, err)
+	}
+	if wait <= 0 {
+		t.Fatalf("wait %s, want > 0", wait)
+	}
+	select {
+	case <-term.Done():
+		t.Fatalf("the holder lost its term")
+	default:
+	}
+}
