@@ -155,18 +155,23 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: c, jobs: make(chan job, c.QueueSize), limits: newLimiters(c.Limits)}, nil
 }
 
-// Run runs the validation workers and, every minute, Sweep, until ctx is done.
+// SweepInterval is how often Run calls Sweep; with replicas, the server
+// wiring runs Sweep at this interval on the elected replica only
+// (internal/leader) and every replica runs RunWorkers.
+const SweepInterval = time.Minute
+
+// Run runs the validation workers and, every SweepInterval, Sweep, until
+// ctx is done: one process on its own (tests, a single node without a
+// leader runner).
 func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for range s.cfg.Workers {
-		wg.Go(func() { s.worker(ctx) })
-	}
-	t := time.NewTicker(time.Minute)
+	wg.Go(func() { s.RunWorkers(ctx) })
+	defer wg.Wait()
+	t := time.NewTicker(SweepInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			wg.Wait()
 			return
 		case <-t.C:
 			if err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
@@ -174,6 +179,17 @@ func (s *Server) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// RunWorkers runs the validation workers until ctx is done. Every replica
+// runs them (challenges are validated where they were asked for, and
+// Sweep requeues stale ones on the replica that runs it).
+func (s *Server) RunWorkers(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range s.cfg.Workers {
+		wg.Go(func() { s.worker(ctx) })
+	}
+	wg.Wait()
 }
 
 // Handler serves every directory under /acme/.

@@ -38,11 +38,21 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: c, issuers: issuerCache{m: map[string]*issuerRT{}}, metrics: newMetrics()}, nil
 }
 
-// Run keeps CRLs fresh: every interval (default 1 minute) it calls Maintain,
-// until ctx is done. Errors are logged and retried at the next tick.
+// MaintainInterval is how often Maintain should run: Run's default, and
+// the interval of the server's leader-run "pki-crl" job.
+const MaintainInterval = time.Minute
+
+// Run keeps CRLs fresh: every interval (default MaintainInterval) it calls
+// Maintain, until ctx is done. Errors are logged and retried at the next
+// tick. A server with replicas runs Maintain as a job of internal/leader's
+// Runner instead, on the elected replica only: Maintain is idempotent (a
+// CRL is rebuilt by compare-and-swap on its record when past half its
+// validity), so a pass killed midway is simply run again by the next
+// leader, and CRL() still builds a CRL that is past its nextUpdate on any
+// replica when asked.
 func (s *Service) Run(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
-		interval = time.Minute
+		interval = MaintainInterval
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()

@@ -85,9 +85,11 @@
 // Encryption keys count encryptions per version by reserving blocks in
 // "transit/usage/<name>/<key_id hex>/<version>" by compare-and-swap: one
 // store write per block, an atomic add per batch. A block is
-// Config.UsageBlock (default 65536), but at most max_encryptions_per_version/16
-// (at least 1), so that a small limit is shared by the replicas in small
-// blocks instead of being taken whole by the first. The stored value
+// Config.UsageBlock (default 65536), but at most max_encryptions_per_version
+// / (16 × live replicas) (at least 1; Config.LiveReplicas, fed by the leader
+// runner's replica registry), so that a small limit is shared by the
+// replicas in small blocks instead of being taken whole by the first, and
+// all the blocks that live replicas hold stay within a sixteenth of it. The stored value
 // ("reserved" in the API) is an upper bound of the encryptions done by all
 // processes: Close gives the unspent rest of this process's blocks back, a
 // crash wastes it, nothing ever reuses it. "used" is reserved minus what

@@ -75,6 +75,9 @@ type Config struct {
 	// UsageBlock is how many encryptions one store write reserves per version
 	// (default DefaultUsageBlock).
 	UsageBlock uint64
+	// LiveReplicas, when set, says how many replicas share the store (the
+	// leader runner's live count): usage blocks shrink with it. Nil: 1.
+	LiveReplicas func() int
 	// ParallelThreshold is the batch size above which a batch is split across
 	// runtime.GOMAXPROCS goroutines (default DefaultParallelThreshold).
 	ParallelThreshold int

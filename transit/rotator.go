@@ -11,10 +11,18 @@ import (
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
+// RotateInterval is how often RunRotator (or the leader runner's
+// "transit-rotate" job) calls RotateDue: Config.RotateInterval.
+func (e *Engine) RotateInterval() time.Duration { return e.cfg.RotateInterval }
+
 // RunRotator rotates keys whose auto_rotate_period has passed since their
-// last rotation, checking every Config.RotateInterval until ctx is done.
-// Run one per process; replicas that race rotate a key once, because each
-// rotation is a compare-and-swap that checks the latest version.
+// last rotation, checking every Config.RotateInterval until ctx is done. A
+// server with replicas runs RotateDue as a job of internal/leader's Runner
+// instead, on the elected replica only. Either way replicas that race (an
+// old leader finishing a pass while the new one starts) rotate a key once:
+// each rotation is a compare-and-swap that checks the latest version and
+// that the key is still due; a pass killed midway leaves every key rotated
+// or not, and the next pass picks up those still due.
 func (e *Engine) RunRotator(ctx context.Context) error {
 	t := time.NewTicker(e.cfg.RotateInterval)
 	defer t.Stop()
@@ -47,10 +55,15 @@ func (e *Engine) RotateDue(ctx context.Context) ([]string, error) {
 		}
 		name := strings.TrimPrefix(ent.Key, KeyPrefix)
 		from := rec.GetLatestVersion()
+		// mine: this pass wrote the new version (not another replica whose
+		// rotation the update found: that one is not counted here too).
+		mine := false
 		st, err := e.update(ctx, name, func(rec *pb.TransitKeyRecord, undo *[]func()) error {
+			mine = false
 			if rec.GetLatestVersion() != from || !due(rec, e.clock.Now()) {
 				return errNoChange
 			}
+			mine = true
 			return e.addVersion(ctx, rec, undo)
 		})
 		if err != nil {
@@ -59,7 +72,7 @@ func (e *Engine) RotateDue(ctx context.Context) ([]string, error) {
 			}
 			continue
 		}
-		if st.rec.GetLatestVersion() == from {
+		if !mine || st.rec.GetLatestVersion() == from {
 			continue
 		}
 		e.metrics.rotated(st, rotateAuto)

@@ -80,15 +80,25 @@ func (e *Engine) usageCounter(name, id string, v uint32) *usageCounter {
 }
 
 // blockSize is how many encryptions one reservation takes: Config.UsageBlock,
-// but at most limit/16 (at least 1) so that a small limit is shared in small
-// blocks by several replicas instead of being taken whole by the first; and
-// at least n, the batch being served.
+// but at most limit/(16 × live replicas) (at least 1), so that a small limit
+// is shared in small blocks by the replicas instead of being taken whole by
+// the first, and the blocks all live replicas hold at once stay within a
+// sixteenth of the limit (what crashes can strand); and at least n, the
+// batch being served.
 func (e *Engine) blockSize(n, limit uint64) uint64 {
 	size := e.cfg.UsageBlock
 	if limit > 0 {
-		size = min(size, max(limit/16, 1))
+		size = min(size, max(limit/(16*e.liveReplicas()), 1))
 	}
 	return max(size, n)
+}
+
+// liveReplicas is Config.LiveReplicas(), at least 1.
+func (e *Engine) liveReplicas() uint64 {
+	if e.cfg.LiveReplicas == nil {
+		return 1
+	}
+	return uint64(max(e.cfg.LiveReplicas(), 1))
 }
 
 func (e *Engine) forgetUsage(name string) {
@@ -306,17 +316,20 @@ func (e *Engine) raiseUsage(ctx context.Context, name, id string, v uint32, n ui
 func (e *Engine) rotateForUsage(ctx context.Context, name string, from uint32) (*keyState, error) {
 	e.rotateMu.Lock()
 	defer e.rotateMu.Unlock()
+	mine := false // this call wrote the new version (see RotateDue)
 	st, err := e.update(ctx, name, func(rec *pb.TransitKeyRecord, undo *[]func()) error {
+		mine = false
 		if rec.GetLatestVersion() != from {
 			return errNoChange
 		}
+		mine = true
 		return e.addVersion(ctx, rec, undo)
 	})
 	if err != nil {
 		e.log.Warn("transit: usage rotation failed", "key", name, "err", err)
 		return nil, err
 	}
-	if st.rec.GetLatestVersion() != from {
+	if mine && st.rec.GetLatestVersion() != from {
 		e.metrics.rotated(st, rotateUsage)
 	}
 	return st, nil

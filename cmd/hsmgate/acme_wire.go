@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/hsmgate/hsmgate/acme"
+	"github.com/hsmgate/hsmgate/internal/leader"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -40,8 +41,14 @@ func setupACME(ctx context.Context, d *deps, pkiBase string, auditor acme.Audito
 	d.Server.HandleHTTP("/acme/", srv.Handler())
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
-	go func() { srv.Run(runCtx); close(done) }()
+	go func() { srv.RunWorkers(runCtx); close(done) }()
 	d.OnClose(func() error { cancel(); <-done; return nil })
+	// Expired nonces, orders and stale challenges, on the elected replica only (jobs_wire.go).
+	if err := d.Jobs.Add(leader.Job{Name: "acme-sweep", Interval: acme.SweepInterval, Run: func(ctx context.Context) (int, error) {
+		return -1, srv.Sweep(ctx)
+	}}); err != nil {
+		return err
+	}
 	return d.AddRules(acme.AuthTable())
 }
 

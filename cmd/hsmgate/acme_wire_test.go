@@ -59,6 +59,7 @@ func TestSetupACME(t *testing.T) {
 	}
 	defer al.Close()
 	d := &deps{Config: config.Default(), Server: srv, Store: st, HSM: m, KEK: kek, Log: slog.Default(), Rules: auth.Table{}}
+	d.Jobs = testJobs(t, d) // jobs_wire_test.go
 	base, err := pkiBaseURL(d)
 	if err != nil {
 		t.Fatal(err)

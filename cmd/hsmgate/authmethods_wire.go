@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/leader"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -37,6 +37,9 @@ func newAuthMethods(ctx context.Context, d *deps) (*auth.Methods, error) {
 	if err := d.AddRules(auth.AuthMethodTable()); err != nil {
 		return nil, err
 	}
-	go m.TidyEvery(ctx, time.Hour) // expired and orphaned secret IDs
+	// Expired and orphaned secret IDs, on the elected replica only (jobs_wire.go).
+	if err := d.Jobs.Add(leader.Job{Name: "auth-secret-id-tidy", Interval: auth.TidyInterval, Run: m.AppRoles.Tidy}); err != nil {
+		return nil, err
+	}
 	return m, nil
 }

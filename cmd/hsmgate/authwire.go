@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/leader"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -57,7 +57,10 @@ func newAuth(ctx context.Context, d *deps) (*auth.Auth, error) {
 		return nil, err
 	}
 	hsmgatev1.RegisterAuthServiceServer(d.Server, a.Service)
-	go a.Tokens.TidyEvery(ctx, time.Hour) // expired token records
+	// Expired token records, on the elected replica only (jobs_wire.go).
+	if err := d.Jobs.Add(leader.Job{Name: "auth-token-tidy", Interval: auth.TidyInterval, Run: a.Tokens.Tidy}); err != nil {
+		return nil, err
+	}
 	if err := d.AddRules(auth.AuthTable()); err != nil {
 		return nil, err
 	}

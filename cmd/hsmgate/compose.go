@@ -49,6 +49,7 @@ type listenAddrs struct{ GRPC, HTTP, Metrics string }
 // runServer builds the server from c and serves until ctx ends; then
 // everything built is closed in reverse order.
 func runServer(ctx context.Context, c *config.Config, log *slog.Logger, o runOptions) error {
+	log = log.With("replica", c.Replica.ID) // every line names the replica (replica.id)
 	d := &deps{Config: c, Log: log, Rules: auth.Table{}, DevRootToken: o.devRootToken, DevStateDir: o.devStateDir, Start: time.Now(),
 		acmeTesting: o.acmeTesting}
 	defer d.close()
@@ -124,6 +125,11 @@ func wireServices(ctx context.Context, d *deps) error {
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
+	// Background jobs (rotation, CRLs, tidy, sweeps) run on the elected
+	// replica only; the builders below add theirs, they start once all are in.
+	if d.Jobs, err = newJobRunner(d, auditLog); err != nil { // jobs_wire.go
+		return fmt.Errorf("jobs: %w", err)
+	}
 	a, err := newAuth(ctx, d) // authwire.go
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
@@ -160,5 +166,6 @@ func wireServices(ctx context.Context, d *deps) error {
 	if err := installInterceptor(d, a, auditLog); err != nil { // authwire.go
 		return fmt.Errorf("auth: %w", err)
 	}
+	startJobs(ctx, d) // jobs_wire.go
 	return nil
 }

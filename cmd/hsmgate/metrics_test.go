@@ -134,6 +134,8 @@ func TestMetricsScrape(t *testing.T) {
 			`hsmgate_ssh_refused_total{reason="not_allowed",role="eng",type="user"} 1`,
 			`hsmgate_ssh_krl_age_seconds`,
 			`hsmgate_audit_writable`,
+			`hsmgate_leader{replica="`, // internal/leader: 1 once this replica leads
+			`hsmgate_leader_live_replicas`,
 		} {
 			if !strings.Contains(text, want) {
 				t.Errorf("scrape has no %s", want)

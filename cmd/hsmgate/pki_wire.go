@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/hsmgate/hsmgate/internal/leader"
 	"github.com/hsmgate/hsmgate/pki"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -50,9 +51,16 @@ func setupPKI(ctx context.Context, d *deps, base string) error {
 	}
 	hsmgatev1.RegisterPKIServiceServer(d.Server, svc)
 	d.Server.HandleHTTP("/pki/", svc.Handler())
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	go svc.Run(runCtx, d.Config.PKI.RefreshInterval)
-	d.OnClose(func() error { cancel(); return nil })
+	// CRLs rebuilt before nextUpdate, on the elected replica only (jobs_wire.go).
+	every := d.Config.PKI.RefreshInterval
+	if every <= 0 {
+		every = pki.MaintainInterval
+	}
+	if err := d.Jobs.Add(leader.Job{Name: "pki-crl", Interval: every, Run: func(ctx context.Context) (int, error) {
+		return -1, svc.Maintain(ctx)
+	}}); err != nil {
+		return err
+	}
 	return d.AddRules(pki.AuthTable())
 }
 

@@ -39,6 +39,7 @@ func testSetupPKI(t *testing.T, base string) {
 	cfg.PKI.BaseURL = base
 	cfg.PKI.CRLValidity = 48 * time.Hour // not the engine's 24h default: the pki section reaches the engine
 	d := &deps{Server: srv, Store: st, HSM: hsmtest.Module(t), Log: slog.Default(), Rules: auth.Table{}, Config: cfg}
+	d.Jobs = testJobs(t, d) // jobs_wire_test.go
 	got, err := pkiBaseURL(d)
 	if err != nil || (base != "" && got != base) {
 		t.Fatalf("pkiBaseURL: got %q, %v; want pki.base_url %q", got, err, base)

@@ -82,6 +82,7 @@ func TestStatusWithoutToken(t *testing.T) {
 	d := &deps{Config: c, Log: log, HSM: m, KEK: kek, Store: st, Server: srv, Rules: auth.Table{}, DevRootToken: root, Start: time.Now()}
 	d.OnClose(bst.Close)
 	defer d.close()
+	d.Jobs = testJobs(t, d) // jobs_wire_test.go
 	hsmgatev1RegisterSystem(srv, d)
 	if err := d.AddRules(server.SystemRules()); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/hsmgate/hsmgate/internal/leader"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
 	"github.com/hsmgate/hsmgate/transit/transithsm"
@@ -32,21 +33,19 @@ func setupTransit(ctx context.Context, d *deps) error {
 		Registerer:    d.Server.Metrics(),
 		PerKeyMetrics: d.Config.Metrics.PerKeyLabels,
 		Cache:         cacheOptions(d),
+		LiveReplicas:  d.Jobs.LiveReplicas, // usage blocks shrink with the replicas
 	})
 	if err != nil {
 		return fmt.Errorf("transit: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		_ = e.RunRotator(runCtx) // returns ctx.Err() when stopped; passes log their own failures
-	}()
-	d.OnClose(func() error {
-		cancel()
-		<-stopped
-		return e.Close()
-	})
+	d.OnClose(e.Close)
+	// Auto-rotation on the elected replica only (jobs_wire.go).
+	if err := d.Jobs.Add(leader.Job{Name: "transit-rotate", Interval: e.RotateInterval(), Run: func(ctx context.Context) (int, error) {
+		r, err := e.RotateDue(ctx)
+		return len(r), err
+	}}); err != nil {
+		return err
+	}
 	hsmgatev1.RegisterTransitServiceServer(d.Server, transit.NewService(e, transit.ServiceConfig{
 		MaxItems:     d.Config.Limits.MaxItemsPerRequest,
 		MaxItemBytes: d.Config.Limits.MaxItemBytes,

@@ -8,6 +8,7 @@ import (
 	"github.com/hsmgate/hsmgate/hsm"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/config"
+	"github.com/hsmgate/hsmgate/internal/leader"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/keystore"
 )
@@ -36,6 +37,9 @@ type deps struct {
 	Start time.Time
 	// acmeTesting: runOptions.acmeTesting (TEST-ONLY; nil in every deployment).
 	acmeTesting *acmeTesting
+	// Jobs runs background jobs on the elected replica (jobs_wire.go);
+	// builders add theirs with Jobs.Add. Its LiveReplicas sizes usage blocks.
+	Jobs *leader.Runner
 
 	closers []func() error
 	onHUP   []func() error // reload.go: run on SIGHUP (audit rotation)

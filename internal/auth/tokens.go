@@ -530,8 +530,15 @@ func (t *Tokens) List(ctx context.Context) ([]*hsmgatev1.TokenInfo, error) {
 	return out, nil
 }
 
-// TidyEvery runs Tidy every interval until ctx is done (several replicas may
-// run it at once: a record is deleted at the revision read).
+// TidyInterval is how often expired records are tidied: the server runs
+// Tokens.Tidy and Methods.Tidy at this interval as jobs of internal/leader's
+// Runner, on the elected replica only.
+const TidyInterval = time.Hour
+
+// TidyEvery runs Tidy every interval until ctx is done (a process without a
+// leader runner). Several replicas may run it at once, and a pass may stop
+// anywhere: a record is deleted at the revision read, so a record renewed
+// meanwhile stays, and the next pass finishes the rest.
 func (t *Tokens) TidyEvery(ctx context.Context, interval time.Duration) {
 	every(ctx, interval, t.Tidy)
 }

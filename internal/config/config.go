@@ -83,6 +83,7 @@ type Config struct {
 	SSH      SSH     // ssh.go
 	ACME     ACME    // acme.go
 	Tracing  Tracing // tracing.go
+	Replica  Replica // replica.go
 }
 
 // Listen holds listener addresses (host:port; port 0 picks a free one).
@@ -305,6 +306,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 		SSH:      f.SSH.toSSH(),
 		ACME:     f.ACME.toACME(),
 		Tracing:  f.Tracing.toTracing(),
+		Replica:  f.Replica.toReplica(os.Getenv),
 	}
 	if c.Listen.HTTP == HTTPOff {
 		c.Listen.HTTP = ""
@@ -433,6 +435,7 @@ func (c *Config) Validate() error {
 		bad("store.backend", "%q: want %q or %q", c.Store.Backend, BackendBbolt, BackendEtcd)
 	}
 	c.validatePKI(bad)
+	c.validateReplica(bad)
 	c.validateSSH(bad)
 	c.validateACME(bad)
 

@@ -24,6 +24,7 @@ type File struct {
 	SSH      SSHFile      `yaml:"ssh"`
 	ACME     ACMEFile     `yaml:"acme"`
 	Tracing  TracingFile  `yaml:"tracing"` // tracing.go
+	Replica  ReplicaFile  `yaml:"replica"` // replica.go
 }
 
 // ListenFile is the `listen` section: host:port of each listener.
