@@ -51,6 +51,7 @@ func setupPKI(ctx context.Context, d *deps, base string) error {
 	}
 	hsmgatev1.RegisterPKIServiceServer(d.Server, svc)
 	d.Server.HandleHTTP("/pki/", svc.Handler())
+	d.Server.HandlePKI("/pki/", svc.Handler()) // listen.pki: plain http for pki.base_url
 	// CRLs rebuilt before nextUpdate, on the elected replica only (jobs_wire.go).
 	every := d.Config.PKI.RefreshInterval
 	if every <= 0 {

@@ -92,6 +92,8 @@ type Listen struct {
 	HTTP string // empty: no HTTP listener
 	// Metrics is the plain-HTTP /metrics listener (empty: none).
 	Metrics string
+	// PKI is the plain-HTTP listener of the CA's public objects (empty: none).
+	PKI string
 }
 
 // Metrics configures what the metrics expose.
@@ -250,7 +252,7 @@ func (f File) toConfig(dir string) (*Config, error) {
 		bad("store.etcd.password", "a password is never read from the config file: use store.etcd.password_env or store.etcd.password_file")
 	}
 	c := &Config{
-		Listen:  Listen{GRPC: or(f.Listen.GRPC, DefaultGRPCAddr), HTTP: or(f.Listen.HTTP, DefaultHTTPAddr), Metrics: f.Listen.Metrics},
+		Listen:  Listen{GRPC: or(f.Listen.GRPC, DefaultGRPCAddr), HTTP: or(f.Listen.HTTP, DefaultHTTPAddr), Metrics: f.Listen.Metrics, PKI: f.Listen.PKI},
 		Metrics: Metrics{PerKeyLabels: f.Metrics.PerKeyLabels},
 		TLS: TLS{
 			CertFile:     abs(f.TLS.Cert),
@@ -313,6 +315,9 @@ func (f File) toConfig(dir string) (*Config, error) {
 	}
 	if c.Listen.Metrics == HTTPOff {
 		c.Listen.Metrics = ""
+	}
+	if c.Listen.PKI == HTTPOff {
+		c.Listen.PKI = ""
 	}
 	c.Limits.MaxHTTPBodyBytes = orInt(f.Limits.MaxHTTPBodyBytes, c.Limits.MaxRecvBytes)
 	switch n := orInt(f.Limits.MaxConcurrentStreams, DefaultMaxConcurrentStreams); {
@@ -389,6 +394,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen.Metrics != "" {
 		checkAddr("listen.metrics", c.Listen.Metrics)
+	}
+	if c.Listen.PKI != "" {
+		checkAddr("listen.pki", c.Listen.PKI)
 	}
 
 	checkFile("tls.cert", c.TLS.CertFile, true)

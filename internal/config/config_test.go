@@ -84,6 +84,7 @@ func TestLoadValid(t *testing.T) {
 		{"log level", c.Log.Level, slog.LevelDebug},
 		{"shutdown default", c.Shutdown.Timeout, DefaultShutdownTimeout},
 		{"no metrics listener by default", c.Listen.Metrics, ""},
+		{"no plain-HTTP PKI listener by default", c.Listen.PKI, ""},
 		{"no per-key metric labels by default", c.Metrics.PerKeyLabels, false},
 		{"connections default", c.Limits.MaxConnections, DefaultMaxConnections},
 		{"per-IP default", c.Limits.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP},
@@ -169,6 +170,9 @@ func TestLoadRejects(t *testing.T) {
 		{"bad metrics address", func(s string) string {
 			return strings.Replace(s, "  http: 127.0.0.1:9200\n", "  http: 127.0.0.1:9200\n  metrics: 9464\n", 1)
 		}, `listen.metrics: "9464": want host:port`},
+		{"bad pki address", func(s string) string {
+			return strings.Replace(s, "  http: 127.0.0.1:9200\n", "  http: 127.0.0.1:9200\n  pki: 8080\n", 1)
+		}, `listen.pki: "8080": want host:port`},
 		{"per-IP above total", func(s string) string {
 			return strings.Replace(s, "  max_item_bytes: 65536\n", "  max_item_bytes: 65536\n  max_connections: 10\n  max_connections_per_ip: 11\n", 1)
 		}, "limits.max_connections_per_ip: 11 is out of range"},

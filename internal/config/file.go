@@ -36,6 +36,12 @@ type ListenFile struct {
 	// HTTPS listener. Keep it on loopback or a network only the scraper
 	// reaches (e.g. "127.0.0.1:9464", or the pod IP behind a NetworkPolicy).
 	Metrics string `yaml:"metrics"`
+	// PKI is a plain-HTTP listener serving only the CA's public objects
+	// under /pki/ (CA certificates, CRLs, OCSP): what pki.base_url names,
+	// since relying parties fetch them over plain http (the objects are
+	// signed; CA/Browser Forum rules allow nothing else in AIA and CRL
+	// distribution points). Default: none ("off").
+	PKI string `yaml:"pki"`
 }
 
 // MetricsFile is the `metrics` section.

@@ -63,6 +63,22 @@ func (s *Server) metricsServer() *http.Server {
 	}
 }
 
+// pkiServer serves HandlePKI's handlers on the plain-HTTP PKI listener.
+func (s *Server) pkiServer() *http.Server {
+	if s.pkiLn == nil {
+		return nil
+	}
+	return &http.Server{
+		Handler:           s.pkiMux,
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       s.cfg.MaxConnectionIdle,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
 func promhttpHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }

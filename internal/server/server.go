@@ -106,6 +106,9 @@ type Config struct {
 	// MetricsAddr is host:port of a plain-HTTP listener serving only
 	// /metrics; empty means /metrics is not served.
 	MetricsAddr string
+	// PKIAddr is host:port of a plain-HTTP listener serving only what
+	// HandlePKI adds (the CA's public objects); empty means none.
+	PKIAddr string
 
 	// TLS: certificate and key files (PEM), reloaded when they change on
 	// disk; ClientCAFile, if set, makes the server request client
@@ -186,6 +189,7 @@ func FromConfig(c *config.Config, logger *slog.Logger) Config {
 		GRPCAddr:             c.Listen.GRPC,
 		HTTPAddr:             c.Listen.HTTP,
 		MetricsAddr:          c.Listen.Metrics,
+		PKIAddr:              c.Listen.PKI,
 		CertFile:             c.TLS.CertFile,
 		KeyFile:              c.TLS.KeyFile,
 		ClientCAFile:         c.TLS.ClientCAFile,
@@ -305,6 +309,8 @@ type Server struct {
 	grpcLn   *limitListener
 	httpLn   *limitListener
 	metricLn *limitListener
+	pkiLn    *limitListener
+	pkiMux   *http.ServeMux
 
 	serving atomic.Bool // for /healthz
 	ready   readiness   // healthwatch.go: /readyz and gRPC health
@@ -362,6 +368,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:   metrics,
 		health:    health.NewServer(),
 		mux:       http.NewServeMux(),
+		pkiMux:    http.NewServeMux(),
 		lm:        lm,
 		conns:     newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP, lm),
 		budget:    newBudget(cfg.MaxInflightBytes, cfg.InflightWait, lm),
@@ -408,6 +415,11 @@ func (s *Server) Use(unary grpc.UnaryServerInterceptor, stream grpc.StreamServer
 // patterns, e.g. "GET /v1/pki/ca"). Safe to call at any time.
 func (s *Server) HandleHTTP(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
+// HandlePKI adds a handler to the plain-HTTP PKI listener's mux (PKIAddr);
+// without that listener it does nothing. Only public, signed objects belong
+// there: no authentication runs on it.
+func (s *Server) HandlePKI(pattern string, h http.Handler) { s.pkiMux.Handle(pattern, h) }
+
 // AddReadyCheck adds a check to /readyz (e.g. HSM and store pings).
 func (s *Server) AddReadyCheck(name string, fn ReadyCheck) {
 	s.mu.Lock()
@@ -452,6 +464,18 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("server: listen metrics: %w", err)
 		}
 	}
+	var pl net.Listener
+	if s.cfg.PKIAddr != "" {
+		if pl, err = net.Listen("tcp", s.cfg.PKIAddr); err != nil {
+			for _, l := range []net.Listener{gl, hl, ml} {
+				if l != nil {
+					_ = l.Close()
+				}
+			}
+			return fmt.Errorf("server: listen pki: %w", err)
+		}
+		s.pkiLn = newLimitListener(pl, "pki", s.conns, 0)
+	}
 	s.grpcLn = newLimitListener(gl, "grpc", s.conns, s.cfg.UnauthenticatedIdleTimeout)
 	if hl != nil {
 		s.httpLn = newLimitListener(hl, "https", s.conns, 0)
@@ -470,6 +494,9 @@ func (s *Server) HTTPAddr() string { return addrOf(s, func() *limitListener { re
 
 // MetricsAddr is the bound metrics address ("" before Listen or without one).
 func (s *Server) MetricsAddr() string { return addrOf(s, func() *limitListener { return s.metricLn }) }
+
+// PKIAddr is the bound plain-HTTP PKI address ("" before Listen or without one).
+func (s *Server) PKIAddr() string { return addrOf(s, func() *limitListener { return s.pkiLn }) }
 
 func addrOf(s *Server, ln func() *limitListener) string {
 	s.mu.Lock()
@@ -492,11 +519,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	hs := s.httpServer()
 	ms := s.metricsServer()
+	ps := s.pkiServer()
 
 	// Health says SERVING (if the ready checks pass) before the first
 	// connection is accepted; the checks then run every HealthInterval.
 	s.markServing()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
@@ -530,7 +558,16 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	s.log.Info("serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr())
+	if ps != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ps.Serve(s.pkiLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("server: pki: %w", err)
+			}
+		}()
+	}
+	s.log.Info("serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "metrics", s.MetricsAddr(), "pki", s.PKIAddr())
 
 	var serveErr error
 	select {
@@ -540,6 +577,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.shutdown(gs, hs)
 	if ms != nil {
 		_ = ms.Close()
+	}
+	if ps != nil {
+		_ = ps.Close()
 	}
 	wg.Wait()
 	return serveErr
