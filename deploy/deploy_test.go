@@ -146,8 +146,16 @@ func TestExampleConfigs(t *testing.T) {
 			t.Errorf("store.backend: got %q, want etcd (3 replicas)", c.Store.Backend)
 		}
 		checkSharedBaseURL(t, c.PKI.BaseURL)
-		if h := strings.ToLower(strings.TrimPrefix(c.PKI.BaseURL, "https://")); !strings.HasPrefix(h, "hsmgate.hsmgate.svc") {
-			t.Errorf("pki.base_url %q: want the Service's stable name, hsmgate.hsmgate.svc", c.PKI.BaseURL)
+		// The Service's stable name on its plain-HTTP port "pki" (80):
+		// CA/Browser Forum rules allow only http in AIA and CRL DPs.
+		if c.PKI.BaseURL != "http://hsmgate.hsmgate.svc" {
+			t.Errorf("pki.base_url %q: want the Service's stable name on its plain-HTTP pki port, http://hsmgate.hsmgate.svc", c.PKI.BaseURL)
+		}
+		if c.Listen.PKI == "" {
+			t.Error("listen.pki: not set: nothing serves pki.base_url over plain http")
+		}
+		if sp := servicePort(t, findObject(t, "Service", "hsmgate"), "pki"); get(sp, "port") != 80 || get(sp, "targetPort") != "pki" {
+			t.Errorf("Service hsmgate port pki %v: want port 80 (pki.base_url names no port), targetPort pki", sp)
 		}
 	})
 }
@@ -399,7 +407,7 @@ func checkPodSpec(t *testing.T, d map[string]any, c *config.Config, routes strin
 	if c.Listen.Metrics == "" {
 		t.Error("listen.metrics: not set (the server serves /metrics on no other listener)")
 	}
-	for name, addr := range map[string]string{"grpc": c.Listen.GRPC, "https": c.Listen.HTTP, "metrics": c.Listen.Metrics} {
+	for name, addr := range map[string]string{"grpc": c.Listen.GRPC, "https": c.Listen.HTTP, "metrics": c.Listen.Metrics, "pki": c.Listen.PKI} {
 		if want := ":" + fmt.Sprint(ports[name]); ports[name] == 0 || !strings.HasSuffix(addr, want) {
 			t.Errorf("port %s: containerPort %d does not match listen address %q", name, ports[name], addr)
 		}

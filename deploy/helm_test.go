@@ -155,8 +155,8 @@ func TestHelmTemplate(t *testing.T) {
 		antiAffinity                     string // the podAntiAffinity term used
 		metricsFrom                      string // YAML: the peers admitted to the metrics port
 	}{
-		{"defaults", "hsmgate", "hsmgate", "", 3, "https://hsmgate.hsmgate.svc:8200", false, "preferredDuringSchedulingIgnoredDuringExecution", monitoringNS},
-		{"defaults-other-release", "kms", "security", "", 3, "https://kms-hsmgate.security.svc:8200", false, "preferredDuringSchedulingIgnoredDuringExecution", monitoringNS},
+		{"defaults", "hsmgate", "hsmgate", "", 3, "http://hsmgate.hsmgate.svc", false, "preferredDuringSchedulingIgnoredDuringExecution", monitoringNS},
+		{"defaults-other-release", "kms", "security", "", 3, "http://kms-hsmgate.security.svc", false, "preferredDuringSchedulingIgnoredDuringExecution", monitoringNS},
 		{"multi-replica", "prod", "hsmgate-prod", "ci/multi-replica-values.yaml", 5, "http://ca.example.com", true, "requiredDuringSchedulingIgnoredDuringExecution",
 			`[{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}, podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}}]`},
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,7 +56,7 @@ func TestComposeScriptConfigs(t *testing.T) {
 			if len(files) != 3 {
 				t.Fatalf("render printed %q, want 3 config files", out)
 			}
-			grpcs := map[string]bool{}
+			grpcs, bases := map[string]bool{}, map[string]bool{}
 			for i, f := range files {
 				// The files name certificates that render does not make.
 				c, err := config.Parse(readComposeFile(t, f), filepath.Dir(f))
@@ -76,6 +77,13 @@ func TestComposeScriptConfigs(t *testing.T) {
 					t.Errorf("replica %d: hsm.library %s, want %s", i, c.HSM.Library, wantLib)
 				}
 				grpcs[c.Listen.GRPC] = true
+				bases[c.PKI.BaseURL] = true
+				if u, err := url.Parse(c.PKI.BaseURL); err != nil || u.Scheme != "http" || u.Hostname() == "localhost" || net.ParseIP(u.Hostname()) != nil {
+					t.Errorf("replica %d: pki.base_url %q: want a plain-http front's name, not one replica's address or localhost", i, c.PKI.BaseURL)
+				}
+			}
+			if len(bases) != 1 {
+				t.Errorf("pki.base_url %v: want one for every replica", bases)
 			}
 			if len(grpcs) != 3 {
 				t.Errorf("gRPC addresses %v: want 3 different", grpcs)

@@ -4,8 +4,8 @@
 # multi-replica deployment on one machine. See deploy/README.md, "Trying
 # replicas on one machine (deploy/compose)".
 #
-#   deploy/compose/replicas.sh up     [--state DIR] [--hsm softhsm|p11-kit] [--port-base N]
-#   deploy/compose/replicas.sh render [--state DIR] [--hsm softhsm|p11-kit] [--port-base N]
+#   deploy/compose/replicas.sh up     [--state DIR] [--hsm softhsm|p11-kit] [--port-base N] [--base-url URL]
+#   deploy/compose/replicas.sh render [--state DIR] [--hsm softhsm|p11-kit] [--port-base N] [--base-url URL]
 #
 # up      makes what is missing under the state directory (default
 #         ./.hsmgate-replicas): a SoftHSM2 token "hsmgate" with random PINs,
@@ -27,6 +27,12 @@
 #         it PKI, SSH CA and hsm-resident signing keys work, but wrapped
 #         transit keys (the default) cannot be created.
 #
+# --base-url URL: pki.base_url of every replica (default http://ca.hsmgate.internal):
+#         the name of the one plain-HTTP front (a load balancer over the
+#         replicas) that every certificate's AIA, CRL and OCSP URLs name, never
+#         one replica's address or localhost. Nothing serves the default name
+#         in this one-machine example.
+#
 # Binaries: $HSMGATE_CMD (default: `hsmgate` from PATH, else built with go
 # build into STATE/bin) and $ETCD_CMD (default: `etcd` from PATH, else etcd
 # v3.7.3 built from deploy/compose/etcd into STATE/bin). Both may be command
@@ -40,11 +46,13 @@ shift || true
 state=".hsmgate-replicas"
 hsm_mode="softhsm"
 port_base=""
+base_url="http://ca.hsmgate.internal"
 while (($#)); do
 	case "$1" in
 	--state) state="$2"; shift 2 ;;
 	--hsm) hsm_mode="$2"; shift 2 ;;
 	--port-base) port_base="$2"; shift 2 ;;
+	--base-url) base_url="$2"; shift 2 ;;
 	*) echo "replicas.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -135,7 +143,7 @@ audit:
   path: $state/r$i/audit.log          # one chain per replica
   hmac_key_file: $state/audit-hmac-key # the same key on every replica
 pki:
-  base_url: http://127.0.0.1:$(http_port 0)   # one name for every replica (a load balancer's, in production)
+  base_url: $base_url   # one front for every replica (--base-url), never one replica's address
 EOF
 		echo "$state/r$i/hsmgate.yaml"
 	done

@@ -59,7 +59,9 @@ pki.base_url: the Service's stable in-cluster name unless set. Never localhost o
 loopback address: every certificate would point its relying parties at themselves.
 */}}
 {{- define "hsmgate.baseURL" -}}
-{{- $u := .Values.pki.baseURL | default (printf "https://%s.%s.svc:%v" (include "hsmgate.fullname" .) .Release.Namespace .Values.service.ports.https) -}}
+{{- $port := "" -}}
+{{- if ne (int .Values.service.ports.pki) 80 -}}{{- $port = printf ":%v" .Values.service.ports.pki -}}{{- end -}}
+{{- $u := .Values.pki.baseURL | default (printf "http://%s.%s.svc%s" (include "hsmgate.fullname" .) .Release.Namespace $port) -}}
 {{- $host := (urlParse $u).host | lower -}}
 {{- $hostname := regexReplaceAll ":[0-9]+$" $host "" | trimAll "[]" -}}
 {{- if or (eq $hostname "localhost") (hasSuffix ".localhost" $hostname) (hasPrefix "127." $hostname) (eq $hostname "::1") (eq $hostname "0.0.0.0") (eq $hostname "::") (eq $hostname "") -}}
@@ -74,13 +76,15 @@ loopback address: every certificate would point its relying parties at themselve
 # Rendered by the hsmgate Helm chart from its values. Paths are where the pods mount each
 # Secret; the PIN, the etcd password and the audit key are named by variable only.
 {{- $p := .Values.service.ports }}
-{{- if or (eq (int $p.metrics) (int $p.grpc)) (eq (int $p.metrics) (int $p.https)) (eq (int $p.grpc) (int $p.https)) }}
-{{- fail (printf "service.ports: grpc %v, https %v and metrics %v must be three different ports" $p.grpc $p.https $p.metrics) }}
+{{- $pp := int .Values.pki.containerPort }}
+{{- if or (eq (int $p.metrics) (int $p.grpc)) (eq (int $p.metrics) (int $p.https)) (eq (int $p.grpc) (int $p.https)) (eq $pp (int $p.grpc)) (eq $pp (int $p.https)) (eq $pp (int $p.metrics)) }}
+{{- fail (printf "service.ports: grpc %v, https %v, metrics %v and pki.containerPort %v must be four different ports" $p.grpc $p.https $p.metrics $pp) }}
 {{- end }}
 listen:
   grpc: ":{{ $p.grpc }}"
   http: ":{{ $p.https }}"
   metrics: ":{{ $p.metrics }}"   # plain HTTP, /metrics only: reached only from networkPolicy.metricsFrom
+  pki: ":{{ $pp }}"   # plain HTTP, /pki/ only (CA certificates, CRLs, OCSP): what pki.base_url names
 tls:
   cert: /etc/hsmgate/tls/tls.crt
   key: /etc/hsmgate/tls/tls.key
