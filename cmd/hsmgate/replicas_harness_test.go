@@ -45,11 +45,16 @@ type replicaOpts struct {
 	members int
 	// requestTimeout is store.etcd.request_timeout (default 1s).
 	requestTimeout time.Duration
+	// electionTTL is replica.election_ttl, the lease of the background
+	// jobs' leader (default 3s).
+	electionTTL time.Duration
 	// library is the PKCS#11 module each replica copies and loads, and
 	// tokenLabel/pin its token (default: a fresh SoftHSM token from hsmtest).
 	library, tokenLabel, pin string
 	// env is added to the environment of the hsmgate processes.
 	env []string
+	// config makes a replica's config file (default replicaConfig).
+	config func(replicaFiles) string
 }
 
 // replicaSet is a running set of replicas.
@@ -64,12 +69,15 @@ type replicaSet struct {
 	CACert string
 	// RequestTimeout is the replicas' store.etcd.request_timeout.
 	RequestTimeout time.Duration
+	// ElectionTTL is the replicas' replica.election_ttl.
+	ElectionTTL time.Duration
 }
 
 // replica is one running server process and a client connection to it.
 type replica struct {
 	Name    string
 	Config  string // its config file
+	Audit   string // its audit log
 	Addr    string // gRPC address
 	Transit hsmgatev1.TransitServiceClient
 	PKI     hsmgatev1.PKIServiceClient
@@ -95,6 +103,12 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 	if o.requestTimeout == 0 {
 		o.requestTimeout = time.Second
 	}
+	if o.config == nil {
+		o.config = replicaConfig
+	}
+	if o.electionTTL == 0 {
+		o.electionTTL = 3 * time.Second
+	}
 	if o.library == "" {
 		hc := hsmtest.Config(t)
 		o.library, o.tokenLabel, o.pin = hc.Library, hc.TokenLabel, hc.PIN
@@ -102,7 +116,7 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 	// The replicas' processes see the token directory of this process's
 	// hsmtest configuration.
 	o.env = append(o.env, "SOFTHSM2_CONF="+os.Getenv("SOFTHSM2_CONF"))
-	rs := &replicaSet{Etcd: etcdtest.Start(t, o.members), RequestTimeout: o.requestTimeout}
+	rs := &replicaSet{Etcd: etcdtest.Start(t, o.members), RequestTimeout: o.requestTimeout, ElectionTTL: o.electionTTL}
 	var endpoints []string
 	for i := range rs.Etcd.Members {
 		p := rs.Etcd.Freezable(t, i)
@@ -128,15 +142,16 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 		if err := os.MkdirAll(rdir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		cfg := replicaConfig(replicaFiles{
+		cfg := o.config(replicaFiles{
+			ID: name, ElectionTTL: o.electionTTL,
 			Library: o.library, TokenLabel: o.tokenLabel, PINFile: pinFile,
 			Endpoints: endpoints, RequestTimeout: o.requestTimeout,
-			Cert: tlsFiles.Cert, Key: tlsFiles.Key,
+			Cert: tlsFiles.Cert, Key: tlsFiles.Key, CACert: tlsFiles.CACert,
 			AuditLog: filepath.Join(rdir, "audit.log"), AuditKey: filepath.Join(dir, "audit-hmac-key"),
 		})
 		path := filepath.Join(rdir, "hsmgate.yaml")
 		writeReplicaFile(t, path, []byte(cfg))
-		rs.Replicas = append(rs.Replicas, &replica{Name: name, Config: path, env: o.env})
+		rs.Replicas = append(rs.Replicas, &replica{Name: name, Config: path, Audit: filepath.Join(rdir, "audit.log"), env: o.env})
 	}
 
 	// As an operator would: `hsmgate init` once, `hsmgate token root` once.
@@ -176,10 +191,12 @@ func startReplicas(t *testing.T, o replicaOpts) *replicaSet {
 
 // replicaFiles are what a replica's config names.
 type replicaFiles struct {
+	ID                           string
+	ElectionTTL                  time.Duration
 	Library, TokenLabel, PINFile string
 	Endpoints                    []string
 	RequestTimeout               time.Duration
-	Cert, Key                    string
+	Cert, Key, CACert            string
 	AuditLog, AuditKey           string
 }
 
@@ -220,13 +237,17 @@ audit:
   hmac_key_file: %s
 pki:
   base_url: http://ca.replicas.test
-`, f.Cert, f.Key, f.Library, f.TokenLabel, f.PINFile, eps.String(), f.RequestTimeout, f.AuditLog, f.AuditKey)
+replica:
+  id: %s
+  election_ttl: %s
+`, f.Cert, f.Key, f.Library, f.TokenLabel, f.PINFile, eps.String(), f.RequestTimeout, f.AuditLog, f.AuditKey, f.ID, f.ElectionTTL)
 }
 
 // start runs r's server process and dials it.
 func (rs *replicaSet) start(t *testing.T, r *replica) {
 	t.Helper()
 	r.logs = &syncbuf.Buffer{}
+	r.stopped = false
 	r.cmd = hsmgateCmd(context.Background(), r.env, "server", "--config", r.Config)
 	r.cmd.Stderr = r.logs
 	if err := r.cmd.Start(); err != nil {

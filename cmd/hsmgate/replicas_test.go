@@ -30,6 +30,9 @@ import (
 //     longest call and the time until writes flowed are logged, and no
 //     call may run to the caller's deadline (far above the store timeout);
 //   - every acknowledged write read back through every replica: none lost;
+//   - the leader of the background jobs killed (SIGKILL): another replica
+//     takes the lead and runs every job the dead one ran (the time to the
+//     new leader and to the jobs' first runs are logged);
 //   - quorum lost: writes answer Unavailable (not DeadlineExceeded) before
 //     the caller's deadline; the time to that answer is logged.
 //
@@ -107,6 +110,12 @@ func TestReplicasUnderEtcdFaults(t *testing.T) {
 	// replica (and ciphertexts decrypt on the replicas that did not make them).
 	checked := checkNoWriteLost(t, rs, l)
 
+	// The leader of the background jobs killed (SIGKILL, its lease left to
+	// expire): another replica leads within the election TTL and runs every
+	// job the dead one ran. The dead replica stays down.
+	lk := killJobLeader(t, rs)
+	t.Logf("job leader %s killed: %s leads after %s, its jobs %v resumed after %s", lk.killed, lk.next, msRound(lk.handover), lk.jobs, msRound(lk.resumed))
+
 	// Quorum lost: stop the member that was neither killed nor frozen.
 	rs.Etcd.Stop((lead + 2) % len(rs.Etcd.Members))
 	// Every replica tries two writes at once; each must answer Unavailable
@@ -119,6 +128,9 @@ func TestReplicasUnderEtcdFaults(t *testing.T) {
 	answers := make(chan answer, 2*len(rs.Replicas))
 	var wg sync.WaitGroup
 	for i, r := range rs.Replicas {
+		if r.stopped {
+			continue // the killed job leader
+		}
 		wg.Go(func() {
 			start := time.Now()
 			err := l.call("noquorum", func(ctx context.Context) error {
@@ -160,7 +172,9 @@ func TestReplicasUnderEtcdFaults(t *testing.T) {
 		row("member frozen: writes flowing while frozen", fmt.Sprintf("%d acknowledged after %s", flowing, msRound(resumed.Sub(freezeFrom))))
 	}
 	row("member frozen: calls", fr.String())
-	row("quorum lost: time to Unavailable (max of 6)", msRound(percentile(toUnavailable, 100)))
+	row("job leader killed: next leader after (election_ttl "+rs.ElectionTTL.String()+")", fmt.Sprintf("%s (%s -> %s)", msRound(lk.handover), lk.killed, lk.next))
+	row("job leader killed: every job run again after", fmt.Sprintf("%s (%s)", msRound(lk.resumed), strings.Join(lk.jobs, ", ")))
+	row(fmt.Sprintf("quorum lost: time to Unavailable (max of %d)", len(toUnavailable)), msRound(percentile(toUnavailable, 100)))
 	row("calls that ran to the caller's deadline", fmt.Sprint(deadlineHits))
 	row("acknowledged writes read back on 3 replicas", fmt.Sprintf("%d (creates %d, rotations to v%d, issues %d, revokes %d), 0 lost; %d ciphertexts decrypted elsewhere", checked, nCreated, nRotated, nIssued, nRevoked, nSealed))
 	row("wall time (of which start-up and fixtures)", fmt.Sprintf("%s (%s)", msRound(time.Since(began)), msRound(started)))
