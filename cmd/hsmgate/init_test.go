@@ -119,7 +119,8 @@ func TestServerNeedsKEK(t *testing.T) {
 	}
 }
 
-var servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
+// The server logs replica=<id> (runServer) before its own attributes.
+var servingLine = regexp.MustCompile(`msg=serving (?:replica=\S+ )?grpc=(\S+) http=(\S+)`)
 
 func TestServerEndToEnd(t *testing.T) {
 	cfg, env := serverConfig(t, "audit:\n  path: audit.log\n  hmac_key_file: audit-key\n")

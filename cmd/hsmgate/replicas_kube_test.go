@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"io"
+	"net/http"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -62,7 +65,7 @@ func kubeReplicaConfig(t *testing.T, f replicaFiles) string {
 		}
 		return m
 	}
-	c["listen"] = map[string]any{"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"}
+	c["listen"] = map[string]any{"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", "pki": "127.0.0.1:0"}
 	tls := sub("tls")
 	tls["cert"], tls["key"], tls["client_ca"] = f.Cert, f.Key, f.CACert
 	hsm := sub("hsm")
@@ -89,7 +92,8 @@ func kubeReplicaConfig(t *testing.T, f replicaFiles) string {
 // certificates whose AIA (CA issuers, OCSP) and CRL distribution point
 // URLs start with the configured pki.base_url, never the pod's own address
 // or localhost; and zlint's whole registry (every source, no lint left out)
-// finds no error in them.
+// finds no error in them. Each of those URLs, sent to the replica's
+// plain-HTTP listen.pki (what the Service's port "pki" forwards to), answers.
 func TestKubernetesConfigCertificate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and an hsmgate server: not with -short")
@@ -98,6 +102,11 @@ func TestKubernetesConfigCertificate(t *testing.T) {
 	rs := startReplicas(t, replicaOpts{n: 1, members: 1, requestTimeout: 2 * time.Second,
 		config: func(f replicaFiles) string { return kubeReplicaConfig(t, f) }})
 	r := rs.Replicas[0]
+	m := regexp.MustCompile(`msg=serving .* pki=(\S+)`).FindStringSubmatch(r.logs.String())
+	if m == nil || m[1] == "" {
+		t.Fatalf("replica serves no listen.pki:\n%s", r.logs)
+	}
+	pkiAddr := m[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := r.PKI.CreateRootIssuer(ctx, &hsmgatev1.CreateRootIssuerRequest{
@@ -138,6 +147,19 @@ func TestKubernetesConfigCertificate(t *testing.T) {
 					}
 					if strings.Contains(u, "localhost") || strings.Contains(u, "127.0.0.1") || strings.Contains(u, r.Addr) {
 						t.Errorf("%s: got %s, which names this replica or localhost", what, u)
+					}
+					if what == "AIA OCSP" {
+						continue // a responder URL: requests go under it
+					}
+					// What the Service forwards there: the replica's plain-HTTP listener.
+					resp, err := http.Get("http://" + pkiAddr + strings.TrimPrefix(u, base))
+					if err != nil {
+						t.Fatalf("%s %s on listen.pki: %v", what, u, err)
+					}
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK || len(body) == 0 {
+						t.Errorf("%s %s on listen.pki: got %s (%d bytes), want 200 with the object", what, u, resp.Status, len(body))
 					}
 				}
 			}
