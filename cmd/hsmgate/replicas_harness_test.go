@@ -308,8 +308,15 @@ func (rs *replicaSet) end(t *testing.T, r *replica, sig syscall.Signal) {
 			t.Logf("replica %s stopped: %v", r.Name, err)
 		}
 	case <-time.After(time.Minute): // a hang guard
-		_ = r.cmd.Process.Kill()
-		t.Errorf("replica %s: still running a minute after %s", r.Name, sig)
+		// SIGQUIT first: the Go runtime prints every goroutine's stack to
+		// the replica's log, which the test prints.
+		_ = r.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-r.done:
+		case <-time.After(5 * time.Second):
+			_ = r.cmd.Process.Kill()
+		}
+		t.Errorf("replica %s: still running a minute after %s (its goroutines are in its log)", r.Name, sig)
 	}
 }
 

@@ -175,7 +175,20 @@ func (e *Etcd) campaign(ctx context.Context, s *concurrency.Session) (Term, erro
 		}
 	}()
 	el := concurrency.NewElection(s, e.cfg.Prefix+"election/")
-	if err := el.Campaign(cctx, e.cfg.ReplicaID); err != nil {
+	// concurrency.Election.Campaign, when its ctx ends while it waits,
+	// resigns with the client's own context, which has no deadline: without
+	// a quorum it never returns (seen: a replica's shutdown hung for good
+	// once the quorum was lost). So it runs aside, and ctx ends the wait;
+	// the stray resign ends when the quorum is back or the client closes.
+	errc := make(chan error, 1)
+	go func() { errc <- el.Campaign(cctx, e.cfg.ReplicaID) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-cctx.Done():
+		err = cctx.Err()
+	}
+	if err != nil {
 		select {
 		case <-s.Done():
 			return nil, nil

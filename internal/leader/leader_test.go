@@ -438,3 +438,36 @@ func TestStoreLeaseSameIDWaits(t *testing.T) {
 	default:
 	}
 }
+
+// TestEtcdCloseWithoutQuorum: a replica that waits to lead when the
+// quorum is lost still closes promptly (etcd's Election.Campaign, its ctx
+// cancelled, resigns with the client's deadline-less context and waits for
+// the quorum: a server's shutdown hung on it).
+func TestEtcdCloseWithoutQuorum(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	rc := newRecorder(false)
+	a := newEtcdReplica(t, "a", c.Endpoints, rc.job("a"))
+	b := newEtcdReplica(t, "b", c.Endpoints, rc.job("b"))
+	first := <-rc.runs
+	waiting := b
+	if first.replica == "b" {
+		waiting = a
+	}
+	waitFor(t, "both registered", func() bool { ids, _ := waiting.el.Live(context.Background()); return len(ids) == 2 })
+	c.Stop(0)
+	c.Stop(1)
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- waiting.r.Close() }()
+	// Close waits for the campaign to see its ctx end, then revokes the
+	// lease (bounded by the request timeout, 1 s here).
+	select {
+	case err := <-done:
+		t.Logf("%s closed without quorum in %s", waiting.id, time.Since(start).Round(time.Millisecond))
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(30 * time.Second): // a hang guard, far above the 1 s request timeout
+		t.Fatalf("%s: Close without quorum still running after 30s", waiting.id)
+	}
+}
