@@ -313,8 +313,11 @@ func TestFrozenMemberAndQuorumLossAreBounded(t *testing.T) {
 	}
 
 	proxies[f].Freeze()
+	frozenAt := time.Now()
+	var lastFail time.Time
 	// Calls that reach the frozen member fail at the store's timeout; once
-	// keepalive drops its connection, calls go to the others only.
+	// the fence's probe finds it silent (fence.go), calls go to the others
+	// only, well before keepalive would drop its connection.
 	failed, streak := 0, 0
 	for i := 0; streak < 20; i++ {
 		if i == 400 {
@@ -325,13 +328,23 @@ func TestFrozenMemberAndQuorumLossAreBounded(t *testing.T) {
 			op, what = get, "get"
 		}
 		if err := call(what, op); err != nil {
-			failed, streak = failed+1, 0
+			failed, streak, lastFail = failed+1, 0, time.Now()
 			continue
 		}
 		streak++
 	}
-	t.Logf("member m%d frozen: %d calls failed with ErrUnavailable before calls moved to the others; longest call %s (timeout %s)",
-		f, failed, longest.Round(time.Millisecond), timeout)
+	moved := lastFail.Sub(frozenAt)
+	if lastFail.IsZero() {
+		moved = 0
+	}
+	t.Logf("member m%d frozen: %d calls failed with ErrUnavailable before calls moved to the others, %s after the freeze; longest call %s (timeout %s)",
+		f, failed, moved.Round(time.Millisecond), longest.Round(time.Millisecond), timeout)
+	// Keepalive alone would move them only after KeepAliveTime +
+	// KeepAliveTimeout (13 s by default); the fence within a probe
+	// interval and a timeout or two.
+	if moved >= etcd.DefaultKeepAliveTime {
+		t.Errorf("calls still failed %s after member m%d froze: want them moved to the answering members before keepalive (%s) could", moved.Round(time.Millisecond), f, etcd.DefaultKeepAliveTime)
+	}
 
 	// Quorum lost: the two other members stop and m<f> answers again, but
 	// alone; calls fail fast, not hang.

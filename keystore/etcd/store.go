@@ -52,6 +52,10 @@ type Config struct {
 	// the cluster's member list (default DefaultAutoSyncInterval; negative:
 	// never, e.g. behind a proxy or a load balancer that is the only way in).
 	AutoSyncInterval time.Duration
+	// ProbeInterval: how often each member is probed on its own connection;
+	// members that do not answer within RequestTimeout get no calls until
+	// they do (fence.go). Default RequestTimeout / 2; negative: no probes.
+	ProbeInterval time.Duration
 	// TLS, when set, is used for client connections (and client certificates).
 	TLS *tls.Config
 	// Username and Password, when set, authenticate to etcd.
@@ -85,6 +89,12 @@ func (c Config) withDefaults() Config {
 	case c.AutoSyncInterval < 0:
 		c.AutoSyncInterval = 0 // clientv3: 0 disables
 	}
+	switch {
+	case c.ProbeInterval == 0:
+		c.ProbeInterval = max(c.RequestTimeout/2, 100*time.Millisecond)
+	case c.ProbeInterval < 0:
+		c.ProbeInterval = 0
+	}
 	if c.MaxValueSize <= 0 {
 		c.MaxValueSize = DefaultMaxValueSize
 	}
@@ -102,6 +112,7 @@ type Store struct {
 	closed atomic.Bool
 
 	watches atomic.Int64 // running watch goroutines (for tests)
+	fence   *fence       // nil without probes
 }
 
 var _ keystore.Store = (*Store)(nil)
@@ -147,6 +158,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.checkVersions(ctx); err != nil {
 		_ = cli.Close()
 		return nil, err
+	}
+	if cfg.ProbeInterval > 0 {
+		s.startFence()
 	}
 	return s, nil
 }
@@ -513,6 +527,9 @@ func (s *Store) ping(ctx context.Context, op string, timeout time.Duration) erro
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
+	}
+	if s.fence != nil {
+		s.fence.stop()
 	}
 	if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("keystore/etcd: close: %w", err)
