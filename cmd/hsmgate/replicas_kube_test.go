@@ -115,10 +115,15 @@ func TestKubernetesConfigCertificate(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("CreateRootIssuer: %v", err)
 	}
+	// Both roles name a certificate policy: the CA/Browser Forum lints of
+	// the whole registry want one in every subscriber certificate
+	// (e_sub_cert_certificate_policies_missing otherwise), which is the
+	// role's choice, not the deployment's.
 	for _, role := range []*hsmgatev1.Role{
 		// The default (internal) lint profile, as most roles are.
 		{Name: "internal", AllowedDomains: []string{"example.com"}, AllowSubdomains: true,
-			Ttl: durationpb.New(24 * time.Hour), MaxTtl: durationpb.New(24 * time.Hour), ServerFlag: true},
+			Ttl: durationpb.New(24 * time.Hour), MaxTtl: durationpb.New(24 * time.Hour), ServerFlag: true,
+			PolicyIdentifiers: []string{"2.23.140.1.2.1"}},
 		// The public profile (CA/Browser Forum lints at issuance too).
 		{Name: "public", AllowedDomains: []string{"example.com"}, AllowSubdomains: true,
 			Ttl: durationpb.New(24 * time.Hour), MaxTtl: durationpb.New(24 * time.Hour), ServerFlag: true,

@@ -37,8 +37,11 @@
 // Every call is bounded by Config.RequestTimeout (default 2 s), or by the
 // caller's deadline when that is sooner: a frozen member or a cluster without
 // quorum costs a call no more than that, whatever deadline the caller gave.
-// Keepalive pings drop a member's connection that stops answering, so calls
-// move to the healthy members; the client also re-reads the member list
+// Each member is also probed on a connection of its own every
+// Config.ProbeInterval (default half the timeout); one that does not answer
+// within RequestTimeout gets no calls until it does (fence.go), so calls move
+// to the healthy members within about one timeout, not after the keepalive
+// (10 s + 3 s) drops the connection; the client also re-reads the member list
 // (AutoSyncInterval) and refuses members of an older cluster version.
 // A deadline, an unreachable member or cluster, a lost leader, a NOSPACE
 // alarm, or a closed store give keystore.ErrUnavailable; the caller's own cancellation
