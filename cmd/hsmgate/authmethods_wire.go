@@ -18,7 +18,9 @@ import (
 func newAuthMethods(ctx context.Context, d *deps) (*auth.Methods, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	d.OnClose(func() error { cancel(); return nil })
-	tokens, err := auth.NewTokens(ctx, d.Store, d.Config.Auth.Tokens)
+	tcfg := d.Config.Auth.Tokens
+	tcfg.Cache = cacheOptions(d) // the same grace and logger as newAuth's token cache
+	tokens, err := auth.NewTokens(ctx, d.Store, tcfg)
 	if err != nil {
 		return nil, err
 	}

@@ -80,7 +80,10 @@ func installInterceptor(d *deps, a *auth.Auth, auditor auth.Auditor) error {
 	if err := auth.CheckTableCovers(d.Server, d.Rules); err != nil {
 		return err
 	}
-	ic, err := a.Interceptor(d.Rules, auditor)
+	// The server's logger, which names the replica: the Internal and
+	// Unavailable lines with their cause and request id go there.
+	ic, err := auth.NewInterceptor(auth.Options{Table: d.Rules, Authenticator: a.Authenticator, Policies: a.Policies,
+		Limiter: a.Limiter, Audit: auditor, Logger: d.Log})
 	if err != nil {
 		return err
 	}

@@ -175,3 +175,26 @@ func maxTime(a, b time.Time) time.Time {
 	}
 	return a
 }
+
+// checkLogsNameReplica: every line the replicas logged (slog's text lines,
+// "time=..."), names its replica (replica=<id>), whichever part of the
+// server wrote it.
+func checkLogsNameReplica(t *testing.T, rs *replicaSet) {
+	t.Helper()
+	for _, r := range rs.Replicas {
+		var bad []string
+		n := 0
+		for _, l := range strings.Split(r.logs.String(), "\n") {
+			if !strings.HasPrefix(l, "time=") {
+				continue
+			}
+			n++
+			if !strings.Contains(l, " replica="+r.Name+" ") && !strings.HasSuffix(l, " replica="+r.Name) {
+				bad = append(bad, l)
+			}
+		}
+		if len(bad) > 0 {
+			t.Errorf("replica %s: %d of %d log lines do not name it, e.g.:\n%s", r.Name, len(bad), n, strings.Join(bad[:min(len(bad), 5)], "\n"))
+		}
+	}
+}

@@ -34,7 +34,8 @@ import (
 //     takes the lead and runs every job the dead one ran (the time to the
 //     new leader and to the jobs' first runs are logged);
 //   - quorum lost: writes answer Unavailable (not DeadlineExceeded) before
-//     the caller's deadline; the time to that answer is logged.
+//     the caller's deadline; the time to that answer is logged;
+//   - every line each replica logged names it (replica=<id>).
 //
 // Durations are reported with t.Logf, never asserted: the assertions are
 // structural (no acknowledged write lost, no call ran to the caller's
@@ -157,6 +158,8 @@ func TestReplicasUnderEtcdFaults(t *testing.T) {
 			t.Errorf("%s without quorum: got %v after %s, want Unavailable before the caller's deadline %s", a.what, a.err, msRound(a.took), callerDeadline)
 		}
 	}
+
+	checkLogsNameReplica(t, rs)
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "replicas: 3 servers, 3 etcd members, store.etcd.request_timeout %s, caller deadline %s, 4 load goroutines\n", rs.RequestTimeout, callerDeadline)
