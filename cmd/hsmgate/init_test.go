@@ -119,7 +119,6 @@ func TestServerNeedsKEK(t *testing.T) {
 	}
 }
 
-// The server logs replica=<id> (runServer) before its own attributes.
 var servingLine = regexp.MustCompile(`msg=serving (?:replica=\S+ )?grpc=(\S+) http=(\S+)`)
 
 func TestServerEndToEnd(t *testing.T) {
