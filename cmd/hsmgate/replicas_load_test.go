@@ -106,6 +106,7 @@ func (l *ledger) writesAfter(n int, from, until time.Time) time.Time {
 type window struct {
 	calls, ok, deadline int
 	longest             time.Duration
+	longestOp           string // what the longest call did
 	codes               map[codes.Code]int
 	writeGap            time.Duration // longest time without an acknowledged write
 }
@@ -123,7 +124,9 @@ func (l *ledger) window(from, to time.Time) window {
 		if c.code == codes.OK {
 			w.ok++
 		}
-		w.longest = max(w.longest, c.took)
+		if c.took > w.longest {
+			w.longest, w.longestOp = c.took, c.op
+		}
 	}
 	last := from
 	for _, wt := range l.writes {
@@ -147,7 +150,7 @@ func (w window) String() string {
 	for _, c := range keys {
 		fmt.Fprintf(&b, " %s=%d", c, w.codes[c])
 	}
-	return fmt.Sprintf("%d calls (%s), longest %s", w.calls, b.String()[min(1, b.Len()):], w.longest.Round(time.Millisecond))
+	return fmt.Sprintf("%d calls (%s), longest %s (%s)", w.calls, b.String()[min(1, b.Len()):], w.longest.Round(time.Millisecond), w.longestOp)
 }
 
 // load runs the mixed load: workers goroutines, each doing encrypt,
