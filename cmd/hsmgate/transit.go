@@ -121,9 +121,6 @@ func transitBytesArg(flag, v string) ([]byte, error) {
 	return b, nil
 }
 
-// transitFormatVersioned is the text form of a signature or HMAC of version v.
-func transitFormatVersioned(v uint32, raw []byte) string { return textform.FormatVersioned(v, raw) }
-
 // transitParseVersioned reads hsmgate:v<N>:<base64> (version N) or plain base64
 // (version def).
 func transitParseVersioned(s string, def uint32) ([]byte, uint32, error) {
