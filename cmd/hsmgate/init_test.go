@@ -119,7 +119,7 @@ func TestServerNeedsKEK(t *testing.T) {
 	}
 }
 
-var servingLine = regexp.MustCompile(`msg=serving grpc=(\S+) http=(\S+)`)
+var servingLine = regexp.MustCompile(`msg=serving (?:replica=\S+ )?grpc=(\S+) http=(\S+)`)
 
 func TestServerEndToEnd(t *testing.T) {
 	cfg, env := serverConfig(t, "audit:\n  path: audit.log\n  hmac_key_file: audit-key\n")
