@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hsmgate/hsmgate/internal/errs"
 	"github.com/hsmgate/hsmgate/keystore"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
@@ -437,16 +438,27 @@ func (s *Server) nonceThenFail(w http.ResponseWriter, r *http.Request, err error
 	return s.fail(w, r, err)
 }
 
-// fail writes err as a problem; a fault that is not a *Problem is logged
-// with its cause and answered serverInternal without it. It returns the
-// problem written.
+// fail writes err as a problem. An error that is not a *Problem gets its
+// HTTP status from the one error map (errs.HTTPStatus): a dependency
+// unavailable is serverInternal 503 with Retry-After, a domain error of
+// the caller's (a kind below 500) malformed or rateLimited with its
+// client-safe message, and a fault is logged with its cause and answered
+// serverInternal without it. It returns the problem written.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) *Problem {
 	var p *Problem
 	if !errors.As(err, &p) {
-		if errors.Is(err, keystore.ErrUnavailable) {
-			p = problem("serverInternal", http.StatusServiceUnavailable, "state store unavailable")
+		code, msg := errs.HTTPStatus(err)
+		switch {
+		case code == http.StatusServiceUnavailable:
+			p = problem("serverInternal", code, "%s", msg)
 			p.retryAfter = 5
-		} else {
+		case code == http.StatusTooManyRequests:
+			p = problem("rateLimited", code, "%s", msg)
+		case code == http.StatusUnauthorized || code == http.StatusForbidden:
+			p = problem("unauthorized", http.StatusForbidden, "%s", msg)
+		case code >= 400 && code < 500:
+			p = problem("malformed", code, "%s", msg)
+		default:
 			s.cfg.Logger.Error("acme: internal error", "request_id", w.Header().Get("X-Request-Id"), "method", r.Method, "path", r.URL.Path, "err", err)
 			p = errServerInternal()
 		}

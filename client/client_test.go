@@ -307,4 +307,9 @@ func TestErrorRoundTrip(t *testing.T) {
 	if FromStatus(status.New(codes.OK, "")) != nil {
 		t.Error("FromStatus(OK): got an error, want nil")
 	}
+	// A local refusal that wraps a sentinel (made before any call) has the
+	// sentinel's code too, for status.Code and a CLI printing codes.
+	if _, err := ParseVersioned("hsmgate:v0:AA=="); !errors.Is(err, ErrInvalidArgument) || status.Code(err) != codes.InvalidArgument {
+		t.Errorf("ParseVersioned(v0): got %v (code %v), want ErrInvalidArgument, code InvalidArgument", err, status.Code(err))
+	}
 }

@@ -45,6 +45,11 @@ func (k *Kind) Error() string { return "hsmgate: " + k.text }
 // Code is the gRPC code of the kind.
 func (k *Kind) Code() codes.Code { return k.code }
 
+// GRPCStatus is the status of the kind, so that status.Code (and a CLI
+// printing codes) classifies a local error that wraps a sentinel, such as
+// a malformed argument refused before any call, as the server would.
+func (k *Kind) GRPCStatus() *status.Status { return status.New(k.code, k.text) }
+
 var kindByCode = func() map[codes.Code]*Kind {
 	m := map[codes.Code]*Kind{}
 	for _, k := range []*Kind{ErrInvalidArgument, ErrNotFound, ErrAlreadyExists, ErrFailedPrecondition,

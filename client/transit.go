@@ -37,6 +37,7 @@ type callOpts struct {
 	hash            pb.TransitHashAlgorithm
 	sigAlg          pb.TransitSignatureAlgorithm
 	prehashed       bool
+	wrappedOnly     bool
 }
 
 func collect(opts []Option) callOpts {
@@ -68,6 +69,11 @@ func WithSignatureAlgorithm(a pb.TransitSignatureAlgorithm) Option {
 
 // WithPrehashed says the input of Sign and Verify is already a digest.
 func WithPrehashed() Option { return func(o *callOpts) { o.prehashed = true } }
+
+// WithWrappedOnly asks GenerateDataKey for the wrapped key only: the
+// plaintext key is never sent (DataKey.Plaintext is nil), for a key to
+// store now and unwrap later with Decrypt.
+func WithWrappedOnly() Option { return func(o *callOpts) { o.wrappedOnly = true } }
 
 // itemErr is the error of one batch result.
 func itemErr(s *status.Status) error {
@@ -235,10 +241,11 @@ type DataKey struct {
 }
 
 // GenerateDataKey returns a new data key of bits (128, 256 or 512; 0 is
-// 256) wrapped under key. Options: WithAAD, WithKeyContext, WithKeyVersion.
+// 256) wrapped under key. Options: WithAAD, WithKeyContext, WithKeyVersion,
+// WithWrappedOnly.
 func (t *Transit) GenerateDataKey(ctx context.Context, key string, bits uint32, opts ...Option) (DataKey, error) {
 	o := collect(opts)
-	resp, err := t.c.GenerateDataKey(ctx, &pb.GenerateDataKeyRequest{Name: key, Bits: bits, KeyVersion: o.version,
+	resp, err := t.c.GenerateDataKey(ctx, &pb.GenerateDataKeyRequest{Name: key, Bits: bits, KeyVersion: o.version, WrappedOnly: o.wrappedOnly,
 		Items: []*pb.DataKeyItem{{AssociatedData: o.aad, Context: o.keyContext}}})
 	if err != nil {
 		return DataKey{}, err

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 	"github.com/hsmgate/hsmgate/keystore"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 )
@@ -97,22 +98,11 @@ func (s *cutStore) ListWatch(ctx context.Context, prefix string) ([]keystore.Ent
 	return es, rev, w.out, nil
 }
 
-// fakeClock is the grace period's clock.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 type env struct {
 	t     *testing.T
 	base  *bbolt.Store
 	store *cutStore
-	clock *fakeClock
+	clock *clocktest.Fake // the grace period's clock
 	c     *keystore.Cache[string]
 	loads atomic.Int64
 }
@@ -124,7 +114,7 @@ func newEnv(t *testing.T, grace time.Duration, mod func(*keystore.CacheConfig[st
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { base.Close() })
-	e := &env{t: t, base: base, store: &cutStore{Store: base}, clock: newFakeClock()}
+	e := &env{t: t, base: base, store: &cutStore{Store: base}, clock: clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	cfg := keystore.CacheConfig[string]{
 		CacheOptions: keystore.CacheOptions{Grace: grace, ProbeInterval: 10 * time.Millisecond,
 			RetryInterval: 10 * time.Millisecond, Now: e.clock.Now},
@@ -360,7 +350,9 @@ func BenchmarkCacheGetHit(b *testing.B) {
 		b.Fatal(err)
 	}
 	c, err := keystore.NewCache(keystore.CacheConfig[string]{Name: "bench", Store: base, Prefixes: []string{"a/"},
-		Decode: func(_ context.Context, e keystore.Entry, _ string, _ bool) (string, error) { return string(e.Value), nil }})
+		Decode: func(_ context.Context, e keystore.Entry, _ string, _ bool) (string, error) {
+			return string(e.Value), nil
+		}})
 	if err != nil {
 		b.Fatal(err)
 	}

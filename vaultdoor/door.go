@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc/codes"
-
 	"github.com/hsmgate/hsmgate/internal/errs"
 	"github.com/hsmgate/hsmgate/internal/limits"
 )
@@ -252,30 +250,16 @@ func invalidf(format string, a ...any) error {
 }
 
 // statusOf maps an error to Vault's HTTP status and message through the
-// one error map (errs): 400 bad input, 403 denied or unauthenticated (as
-// Vault answers a bad token), 404 unknown, 412 a lost race to retry, 429
-// rate limited, 503 unavailable, 500 anything else ("internal error").
+// one error map (errs.VaultHTTPStatus: 400 bad input, 403 denied or
+// unauthenticated, 404 unknown, 412 a lost race to retry, 429 rate limited,
+// 503 unavailable, 500 anything else, "internal error"); a refusal reads
+// "permission denied: ..." as Vault's do.
 func statusOf(err error) (int, string) {
-	st := errs.GRPCStatus(err)
-	switch st.Code() {
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.AlreadyExists, codes.OutOfRange:
-		return http.StatusBadRequest, st.Message()
-	case codes.PermissionDenied, codes.Unauthenticated:
-		return http.StatusForbidden, "permission denied: " + st.Message()
-	case codes.NotFound:
-		return http.StatusNotFound, st.Message()
-	case codes.Unimplemented:
-		return http.StatusNotFound, st.Message()
-	case codes.Aborted:
-		return http.StatusPreconditionFailed, st.Message()
-	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests, st.Message()
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable, st.Message()
-	case codes.DeadlineExceeded, codes.Canceled:
-		return http.StatusServiceUnavailable, st.Message()
+	code, msg := errs.VaultHTTPStatus(err)
+	if code == http.StatusForbidden {
+		msg = "permission denied: " + msg
 	}
-	return http.StatusInternalServerError, "internal error"
+	return code, msg
 }
 
 func (d *Door) writeErr(w http.ResponseWriter, c *call, err error) {

@@ -54,24 +54,33 @@ func (f *clientFlags) config() client.Options {
 	return c
 }
 
-// dial connects with the merged configuration.
-func (f *clientFlags) dial() (*grpc.ClientConn, error) { return client.Dial(f.config()) }
-
-// callFor is the one server call of a verb: it dials with the merged
-// configuration, makes a client of the connection with newClient, runs fn
-// with a context bounded by --timeout and returns its result. A verb is
-// flags -> callFor -> output.print; moving the verbs onto the public client
-// package replaces fn's body with a client call.
-func callFor[C, R any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) (R, error)) (R, error) {
-	cc, err := f.dial()
-	if err != nil {
-		var zero R
-		return zero, err
-	}
-	defer cc.Close()
+// clientFor is the one server call of a verb: it makes a client.Client
+// with the merged configuration, runs fn with a context bounded by
+// --timeout, and closes the client. A verb is flags -> clientFor (a call of
+// the public client package) -> output.print, so the CLI and every Go
+// program that imports client/ share one code path.
+func clientFor[R any](cmd *cobra.Command, f *clientFlags, fn func(context.Context, *client.Client) (R, error)) (R, error) {
+	var zero R
 	ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 	defer cancel()
-	return fn(ctx, newClient(cc))
+	o := f.config()
+	o.Timeout = f.timeout
+	c, err := client.New(ctx, o)
+	if err != nil {
+		return zero, err
+	}
+	defer c.Close()
+	return fn(ctx, c)
+}
+
+// callFor is clientFor for the RPCs the client package has no helper for
+// (key, role and issuer management): fn gets the generated stub made by
+// newClient on the client's connection (same token, deadline, retries and
+// error mapping).
+func callFor[C, R any](cmd *cobra.Command, f *clientFlags, newClient func(grpc.ClientConnInterface) C, fn func(context.Context, C) (R, error)) (R, error) {
+	return clientFor(cmd, f, func(ctx context.Context, c *client.Client) (R, error) {
+		return fn(ctx, newClient(c.Conn()))
+	})
 }
 
 // maxInput bounds what a verb reads from a file flag or stdin (a CSR, a

@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/hsmgate/hsmgate/client"
 )
 
 // shellCommands returns the simple commands of a shell script, as words:
@@ -358,7 +360,7 @@ func TestFormatError(t *testing.T) {
 			`hsmgate: pki issue: NotFound: pki: role not found: "web"`, 1},
 		{"status with context kept", find("ssh", "role", "write"), ranError{fmt.Errorf("ssh role write: reading eng: %w", rpc)},
 			`hsmgate: ssh role write: NotFound: reading eng: pki: role not found: "web"`, 1},
-		{"transit item", find("transit", "encrypt"), ranError{transitItemError("encrypt", status.New(codes.InvalidArgument, "transit: bad").Proto())},
+		{"transit item", find("transit", "encrypt"), ranError{transitItemError("encrypt", client.FromStatus(status.New(codes.InvalidArgument, "transit: bad")))},
 			"hsmgate: transit encrypt: InvalidArgument: transit: bad", 1},
 		{"usage error in the command", find("transit", "encrypt"), ranError{usageError{errors.New("--aad: not base64")}},
 			"hsmgate: transit encrypt: InvalidArgument: --aad: not base64", 2},

@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hsmgate/hsmgate/client"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -363,19 +363,25 @@ func newPKICrossSignCmd() *cobra.Command {
 	return cmd
 }
 
-// sanFlags sorts --san values into DNS names, IP addresses and URIs.
-func pkiSplitSANs(sans []string) (dns, ips, uris []string) {
-	for _, s := range sans {
-		switch {
-		case net.ParseIP(s) != nil:
-			ips = append(ips, s)
-		case strings.Contains(s, "://"):
-			uris = append(uris, s)
-		default:
-			dns = append(dns, s)
-		}
+// pkiCertRequest is the request of --cn, --san and --ttl (SANs sorted by
+// client.SplitSANs: an IP address, a URI with "://", else a DNS name).
+func pkiCertRequest(role, cn string, sans []string, ttl time.Duration) (client.CertificateRequest, error) {
+	dns, ips, uris, err := client.SplitSANs(sans)
+	if err != nil {
+		return client.CertificateRequest{}, usageError{fmt.Errorf("--san: %w", err)}
 	}
-	return dns, ips, uris
+	return client.CertificateRequest{Role: role, CommonName: cn, DNSNames: dns, IPAddresses: ips, URIs: uris, TTL: ttl}, nil
+}
+
+// pkiCertDoc is a certificate from the client as the SignResponse message
+// (the JSON and YAML document of issue and sign; no private key).
+func pkiCertDoc(c *client.Certificate) *hsmgatev1.SignResponse {
+	r := &hsmgatev1.SignResponse{Certificate: c.Leaf.Raw, Serial: c.Serial, Issuer: c.Issuer,
+		NotAfter: timestamppb.New(c.Leaf.NotAfter)}
+	for _, ca := range c.Chain {
+		r.Chain = append(r.Chain, ca.Raw)
+	}
+	return r
 }
 
 func newPKIIssueCmd() *cobra.Command {
@@ -384,8 +390,9 @@ func newPKIIssueCmd() *cobra.Command {
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "issue ROLE --cn NAME [--san NAME]... --out-dir DIR",
-		Short: "Get a new key pair and certificate (the server makes the key; it is never stored)",
-		Long: `Get a new key pair and a certificate under ROLE.
+		Short: "Get a new key pair and certificate (the key is made here and never leaves this machine)",
+		Long: `Get a new key pair and a certificate under ROLE: the key pair is generated
+here, a CSR for it is signed by the CA, and only the public key is sent.
 
 Writes DIR/cert.pem (the certificate), DIR/key.pem (its private key, mode 0600),
 DIR/chain.pem (the issuer chain), DIR/fullchain.pem (certificate then chain)
@@ -399,57 +406,60 @@ capability on pki/roles/ROLE.`,
 	fs.StringVar(&cn, "cn", "", "common name")
 	fs.StringArrayVar(&sans, "san", nil, "subject alternative name: DNS name, IP address or URI (repeatable)")
 	fs.DurationVar(&ttl, "ttl", 0, "validity (default: the role's ttl)")
-	fs.StringVar(&keyType, "key-type", "", "key type, one of the role's (default: the role's key_type)")
+	fs.StringVar(&keyType, "key-type", "ecdsa-p256", "key type to generate, one the role allows: ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072 or rsa-4096")
 	fs.StringVar(&outDir, "out-dir", "", "directory for the files (required)")
 	_ = cmd.MarkFlagRequired("out-dir")
 	cf := addClientFlags(cmd)
 	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		dns, ips, uris := pkiSplitSANs(sans)
-		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.IssueResponse, error) {
-			return c.Issue(ctx, &hsmgatev1.IssueRequest{
-				Role: args[0], CommonName: cn, DnsNames: dns, IpAddresses: ips, Uris: uris, Ttl: pkiOptDuration(ttl), KeyType: keyType,
-			})
+		req, err := pkiCertRequest(args[0], cn, sans, ttl)
+		if err != nil {
+			return err
+		}
+		key, err := client.GenerateKey(keyType)
+		if err != nil {
+			return usageError{fmt.Errorf("--key-type: %w", err)}
+		}
+		c, err := clientFor(cmd, cf, func(ctx context.Context, cl *client.Client) (*client.Certificate, error) {
+			return cl.PKI.IssueForKey(ctx, key, req)
 		})
 		if err != nil {
 			return fmt.Errorf("pki issue: %w", err)
 		}
-		if err := pkiWriteIssued(outDir, r); err != nil {
+		if err := pkiWriteIssued(outDir, c); err != nil {
 			return err
 		}
 		// The private key is in DIR/key.pem (mode 0600), never on stdout.
-		clear(r.PrivateKey)
-		r.PrivateKey = nil
-		return out.print(r, func(w io.Writer) error {
-			_, err := fmt.Fprintf(w, "serial %s\nissuer %s\nexpires %s\nwritten to %s\n", r.GetSerial(), r.GetIssuer(),
-				r.GetNotAfter().AsTime().Format(time.RFC3339), outDir)
+		return out.print(pkiCertDoc(c), func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "serial %s\nissuer %s\nexpires %s\nwritten to %s\n", c.Serial, c.Issuer,
+				c.Leaf.NotAfter.UTC().Format(time.RFC3339), outDir)
 			return err
 		})
 	}
 	return cmd
 }
 
-func pkiWriteIssued(dir string, r *hsmgatev1.IssueResponse) error {
+func pkiWriteIssued(dir string, c *client.Certificate) error {
+	keyPEM, err := c.KeyPEM()
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	chain := r.GetChain()
-	files := []struct {
+	type file struct {
 		name string
 		data []byte
 		perm os.FileMode
-	}{
-		{"key.pem", pkiPemBytes("PRIVATE KEY", r.GetPrivateKey()), 0o600},
-		{"cert.pem", pkiPemBytes("CERTIFICATE", r.GetCertificate()), 0o644},
-		{"chain.pem", pkiPemBytes("CERTIFICATE", chain...), 0o644},
-		{"fullchain.pem", pkiPemBytes("CERTIFICATE", append([][]byte{r.GetCertificate()}, chain...)...), 0o644},
 	}
-	if len(chain) > 0 {
-		files = append(files, struct {
-			name string
-			data []byte
-			perm os.FileMode
-		}{"ca.pem", pkiPemBytes("CERTIFICATE", chain[len(chain)-1]), 0o644})
+	files := []file{
+		{"key.pem", keyPEM, 0o600},
+		{"cert.pem", c.CertPEM(), 0o644},
+		{"chain.pem", c.ChainPEM(), 0o644},
+		{"fullchain.pem", c.FullChainPEM(), 0o644},
+	}
+	if len(c.Chain) > 0 {
+		files = append(files, file{"ca.pem", pkiPemBytes("CERTIFICATE", c.Chain[len(c.Chain)-1].Raw), 0o644})
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)
@@ -505,33 +515,28 @@ func newPKISignCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		dns, ips, uris := pkiSplitSANs(sans)
-		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.SignResponse, error) {
-			return c.Sign(ctx, &hsmgatev1.SignRequest{
-				Role: args[0], Csr: csr, CommonName: cn, DnsNames: dns, IpAddresses: ips, Uris: uris, Ttl: pkiOptDuration(ttl),
-			})
+		req, err := pkiCertRequest(args[0], cn, sans, ttl)
+		if err != nil {
+			return err
+		}
+		c, err := clientFor(cmd, cf, func(ctx context.Context, cl *client.Client) (*client.Certificate, error) {
+			return cl.PKI.SignCSR(ctx, csr, req)
 		})
 		if err != nil {
 			return fmt.Errorf("pki sign: %w", err)
 		}
-		certs := [][]byte{r.GetCertificate()}
+		certs := [][]byte{c.Leaf.Raw}
 		if withChain {
-			certs = append(certs, r.GetChain()...)
+			for _, ca := range c.Chain {
+				certs = append(certs, ca.Raw)
+			}
 		}
 		if out != "" && out != "-" && o.table() {
-			fmt.Fprintf(cmd.ErrOrStderr(), "serial %s, expires %s\n", r.GetSerial(), r.GetNotAfter().AsTime().Format(time.RFC3339))
+			fmt.Fprintf(cmd.ErrOrStderr(), "serial %s, expires %s\n", c.Serial, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
-		return pkiPrintCertificates(cmd, o, r, out, certs...)
+		return pkiPrintCertificates(cmd, o, pkiCertDoc(c), out, certs...)
 	}
 	return cmd
-}
-
-func pkiParseReason(s string) (int32, error) {
-	r, err := client.ParseRevocationReason(s)
-	if err != nil {
-		return 0, usageError{err}
-	}
-	return int32(r), nil
 }
 
 func newPKIRevokeCmd() *cobra.Command {
@@ -546,18 +551,18 @@ func newPKIRevokeCmd() *cobra.Command {
 	cf := addClientFlags(cmd)
 	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		code, err := pkiParseReason(reason)
+		code, err := client.ParseRevocationReason(reason)
 		if err != nil {
-			return err
+			return usageError{err}
 		}
-		r, err := pkiCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.PKIServiceClient) (*hsmgatev1.RevokeResponse, error) {
-			return c.Revoke(ctx, &hsmgatev1.RevokeRequest{Serial: args[0], Reason: code})
+		at, err := clientFor(cmd, cf, func(ctx context.Context, cl *client.Client) (time.Time, error) {
+			return cl.PKI.Revoke(ctx, args[0], code)
 		})
 		if err != nil {
 			return fmt.Errorf("pki revoke: %w", err)
 		}
-		return out.print(r, func(w io.Writer) error {
-			_, err := fmt.Fprintf(w, "revoked at %s\n", r.GetRevocationTime().AsTime().Format(time.RFC3339))
+		return out.print(&hsmgatev1.RevokeResponse{RevocationTime: timestamppb.New(at)}, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "revoked at %s\n", at.UTC().Format(time.RFC3339))
 			return err
 		})
 	}

@@ -132,13 +132,24 @@ func TestREADME(t *testing.T) {
 		t.Fatalf("README.md: %v", err)
 	}
 	var runs []readmeBlock
+	sh, goBlocks := 0, 0
 	for _, b := range blocks {
-		if b.lang == "sh" && b.skip == "" {
+		if (b.lang == "sh" || b.lang == "go") && b.skip == "" {
 			runs = append(runs, b)
 		}
+		switch {
+		case b.skip != "":
+		case b.lang == "sh":
+			sh++
+		case b.lang == "go":
+			goBlocks++
+		}
 	}
-	if len(runs) < 8 {
-		t.Fatalf("README.md: got %d runnable sh blocks, want the examples (8 or more)", len(runs))
+	if sh < 8 {
+		t.Fatalf("README.md: got %d runnable sh blocks, want the examples (8 or more)", sh)
+	}
+	if goBlocks < 1 {
+		t.Fatalf("README.md: got no runnable go block, want the program of \"Use hsmgate from Go\"")
 	}
 
 	// The reader's directory: ./hsmgate, and the dev server's default state
@@ -167,7 +178,12 @@ func TestREADME(t *testing.T) {
 	for _, b := range runs {
 		// A hang guard, not a timed assertion.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		c := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", ". ./"+devStateDir+"/"+devFileEnv+"\n"+b.text)
+		script := b.text
+		if b.lang == "go" {
+			// A program of its own module, requiring the client as a reader's would.
+			script = "cd " + readmeGoModule(t, work, b) + " && export GOFLAGS=-mod=mod GOWORK=off && go mod tidy && go run .\n"
+		}
+		c := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", ". ./"+devStateDir+"/"+devFileEnv+"\n"+script)
 		c.Dir, c.Env = work, env
 		c.WaitDelay = 10 * time.Second
 		out, err := c.CombinedOutput()
@@ -175,9 +191,42 @@ func TestREADME(t *testing.T) {
 		if err != nil {
 			t.Fatalf("README.md:%d: the block failed: %v\n--- block\n%s--- output\n%s--- dev server stderr\n%s", b.line, err, b.text, out, p.stderr)
 		}
+		if b.lang == "go" && !strings.Contains(string(out), "4111111111111111") {
+			t.Fatalf("README.md:%d: the Go program did not print the decrypted card number:\n%s", b.line, out)
+		}
 		t.Logf("README.md:%d: ok\n%s", b.line, out)
 	}
 	p.stop(t)
+}
+
+// readmeGoModule writes the go block b as main.go of a module under work
+// that requires the client and proto modules of this repository (replaced
+// by their directories, go.sum the client's), and returns its directory.
+func readmeGoModule(t *testing.T, work string, b readmeBlock) string {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(work, fmt.Sprintf("readme-go-%d", b.line))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := os.ReadFile(filepath.Join(root, "client", "go.sum"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod := "module example.com/readme\n\ngo 1.26\n\nrequire (\n" +
+		"\tgithub.com/hsmgate/hsmgate/client v0.0.0-00010101000000-000000000000\n" +
+		"\tgithub.com/hsmgate/hsmgate/proto v0.0.0-00010101000000-000000000000\n)\n\n" +
+		"replace github.com/hsmgate/hsmgate/client => " + filepath.Join(root, "client") + "\n" +
+		"replace github.com/hsmgate/hsmgate/proto => " + filepath.Join(root, "proto") + "\n"
+	for name, data := range map[string][]byte{"go.mod": []byte(gomod), "go.sum": sum, "main.go": []byte(b.text)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // mdLink is a Markdown link or image target.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,9 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/crypto/ssh"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hsmgate/hsmgate/client"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -99,7 +100,7 @@ capability on ssh/roles/<role>.`,
 		if err != nil {
 			return err
 		}
-		return sshSign(cmd, cf, out, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o, file)
+		return sshSign(cmd, cf, out, false, o, file)
 	}
 	return cmd
 }
@@ -142,16 +143,14 @@ the "ssh-sign" capability on ssh/roles/<role>.`,
 	cf := addClientFlags(cmd)
 	out := addOutput(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		return sshSign(cmd, cf, out, hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST, o, args[0])
+		return sshSign(cmd, cf, out, true, o, args[0])
 	}
 	host.AddCommand(cmd)
 	return host
 }
 
 // certPath is where ssh looks for the certificate of key file path.
-func certPath(path string) string {
-	return strings.TrimSuffix(path, ".pub") + "-cert.pub"
-}
+func certPath(path string) string { return client.CertPath(path) }
 
 func parseKV(list []string, needValue bool) (map[string]string, error) {
 	if len(list) == 0 {
@@ -170,9 +169,9 @@ func parseKV(list []string, needValue bool) (map[string]string, error) {
 
 // sshSign signs the key in file, writes the certificate and prints it
 // (as JSON or YAML: the SSHSignResult).
-func sshSign(cmd *cobra.Command, cf *clientFlags, out *output, ct hsmgatev1.SSHCertType, o *signOptions, file string) error {
+func sshSign(cmd *cobra.Command, cf *clientFlags, out *output, host bool, o *signOptions, file string) error {
 	verb := "ssh sign"
-	if ct == hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST {
+	if host {
 		verb = "ssh host sign"
 	}
 	var pub []byte
@@ -189,85 +188,70 @@ func sshSign(cmd *cobra.Command, cf *clientFlags, out *output, ct hsmgatev1.SSHC
 	if err != nil {
 		return err
 	}
-	item, err := sshSignItem(o, file, pub)
+	req, err := sshSignRequest(o, host, file, pub)
 	if err != nil {
 		return err
 	}
-	res, err := sshCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.SSHCAServiceClient) (*hsmgatev1.SSHSignResult, error) {
-		return sshSignKey(ctx, c, ct, o.role, item)
+	c, err := clientFor(cmd, cf, func(ctx context.Context, cl *client.Client) (*client.SSHCertificate, error) {
+		return cl.SSH.Sign(ctx, req)
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", verb, err)
 	}
-	path, err := sshWriteCert(o, file, res)
+	path, err := sshWriteCert(o, file, c)
 	if err != nil {
 		return err
 	}
+	res := sshCertDoc(c)
 	return out.print(res, func(w io.Writer) error { return sshPrintSigned(w, path, res) })
 }
 
-// sshSignItem is the request item for pub, the public key read from file.
-func sshSignItem(o *signOptions, file string, pub []byte) (*hsmgatev1.SSHSignItem, error) {
+// sshSignRequest is the client request of the flags for pub, the public
+// key read from file.
+func sshSignRequest(o *signOptions, host bool, file string, pub []byte) (client.SSHSignRequest, error) {
 	key, _, _, _, err := ssh.ParseAuthorizedKey(pub)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("%s: not a public key: %w", file, err)}
+		return client.SSHSignRequest{}, usageError{fmt.Errorf("%s: not a public key: %w", file, err)}
 	}
 	exts, err := parseKV(o.extensions, false)
 	if err != nil {
-		return nil, err
+		return client.SSHSignRequest{}, err
 	}
 	opts, err := parseKV(o.options, true)
 	if err != nil {
-		return nil, err
+		return client.SSHSignRequest{}, err
 	}
-	item := &hsmgatev1.SSHSignItem{
-		PublicKey:       strings.TrimSpace(string(ssh.MarshalAuthorizedKey(key))),
-		Principals:      o.principals,
-		Extensions:      exts,
-		CriticalOptions: opts,
+	if o.ttl < 0 {
+		return client.SSHSignRequest{}, usageError{fmt.Errorf("--ttl %s: a certificate lifetime must be positive", o.ttl)}
 	}
-	switch {
-	case o.ttl < 0:
-		return nil, usageError{fmt.Errorf("--ttl %s: a certificate lifetime must be positive", o.ttl)}
-	case o.ttl > 0:
-		item.Ttl = durationpb.New(o.ttl)
-	}
-	return item, nil
+	return client.SSHSignRequest{Role: o.role, PublicKey: key, Principals: o.principals, TTL: o.ttl,
+		Extensions: exts, CriticalOptions: opts, Host: host}, nil
 }
 
-// sshSignKey signs one item; a failed item is its status error.
-func sshSignKey(ctx context.Context, c hsmgatev1.SSHCAServiceClient, ct hsmgatev1.SSHCertType, role string, item *hsmgatev1.SSHSignItem) (*hsmgatev1.SSHSignResult, error) {
-	var results []*hsmgatev1.SSHSignResult
-	if ct == hsmgatev1.SSHCertType_SSH_CERT_TYPE_HOST {
-		resp, err := c.SignHostKey(ctx, &hsmgatev1.SignHostKeyRequest{Role: role, Items: []*hsmgatev1.SSHSignItem{item}})
-		if err != nil {
-			return nil, err
-		}
-		results = resp.GetResults()
-	} else {
-		resp, err := c.SignUserKey(ctx, &hsmgatev1.SignUserKeyRequest{Role: role, Items: []*hsmgatev1.SSHSignItem{item}})
-		if err != nil {
-			return nil, err
-		}
-		results = resp.GetResults()
+// sshCertDoc is a certificate from the client as the SSHSignResult message
+// (the JSON and YAML document of the sign verbs).
+func sshCertDoc(c *client.SSHCertificate) *hsmgatev1.SSHSignResult {
+	return &hsmgatev1.SSHSignResult{Certificate: c.AuthorizedKey, Serial: c.Cert.Serial, KeyId: c.Cert.KeyId,
+		Principals: c.Cert.ValidPrincipals, ValidAfter: sshTime(c.Cert.ValidAfter), ValidBefore: sshTime(c.Cert.ValidBefore),
+		Ca: c.CA, CaVersion: c.CAVersion}
+}
+
+// sshTime is a certificate time; "forever" (past int64 seconds) has none.
+func sshTime(t uint64) *timestamppb.Timestamp {
+	if t > math.MaxInt64 {
+		return nil
 	}
-	if len(results) != 1 {
-		return nil, fmt.Errorf("got %d results, want 1", len(results))
-	}
-	if st := results[0].GetError(); st != nil && st.GetCode() != 0 {
-		return nil, status.FromProto(st).Err()
-	}
-	return results[0], nil
+	return timestamppb.New(time.Unix(int64(t), 0))
 }
 
 // sshWriteCert writes the certificate to --out, else next to the key, and
 // returns where.
-func sshWriteCert(o *signOptions, file string, res *hsmgatev1.SSHSignResult) (string, error) {
+func sshWriteCert(o *signOptions, file string, c *client.SSHCertificate) (string, error) {
 	path := o.output
 	if path == "" {
 		path = certPath(file)
 	}
-	return path, os.WriteFile(path, []byte(res.GetCertificate()+"\n"), 0o644)
+	return path, os.WriteFile(path, []byte(c.AuthorizedKey+"\n"), 0o644)
 }
 
 func sshPrintSigned(w io.Writer, path string, res *hsmgatev1.SSHSignResult) error {

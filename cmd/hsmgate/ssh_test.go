@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
@@ -27,7 +28,7 @@ import (
 )
 
 // sshTestClient serves a real SSH CA (SoftHSM, bbolt) in process and returns a client.
-func sshTestClient(t *testing.T) hsmgatev1.SSHCAServiceClient {
+func sshTestClient(t *testing.T) *client.SSH {
 	t.Helper()
 	st, err := bbolt.Open(filepath.Join(t.TempDir(), "s.db"), bbolt.Options{})
 	if err != nil {
@@ -47,18 +48,22 @@ func sshTestClient(t *testing.T) hsmgatev1.SSHCAServiceClient {
 	hsmgatev1.RegisterSSHCAServiceServer(srv, sshca.NewService(e))
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	cc, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The public client over the in-process listener (plaintext: bufconn).
+	c, err := client.New(context.Background(), client.Options{Addr: "passthrough:///bufnet", ServerName: "bufnet",
+		DialOptions: []grpc.DialOption{
+			grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return lis.Dial() }),
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cc.Close() })
-	return hsmgatev1.NewSSHCAServiceClient(cc)
+	t.Cleanup(func() { c.Close() })
+	return c.SSH
 }
 
 func TestSSHSignWritesCertificate(t *testing.T) {
-	c := sshTestClient(t)
+	s := sshTestClient(t)
+	c := s.Stub()
 	ctx := context.Background()
 	if _, err := c.CreateSSHCA(ctx, &hsmgatev1.CreateSSHCARequest{Name: "users", CertType: hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER}); err != nil {
 		t.Fatal(err)
@@ -80,7 +85,7 @@ func TestSSHSignWritesCertificate(t *testing.T) {
 	}
 	var out bytes.Buffer
 	o := &signOptions{role: "default", principals: []string{"alice", "deploy"}, ttl: 2 * time.Hour}
-	if err := sshSignVia(ctx, c, o, keyFile, &out); err != nil {
+	if err := sshSignVia(ctx, s, o, keyFile, &out); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "id_ed25519-cert.pub"))
@@ -104,12 +109,12 @@ func TestSSHSignWritesCertificate(t *testing.T) {
 		}
 	}
 	o = &signOptions{role: "default", principals: []string{"root"}}
-	if err := sshSignVia(ctx, c, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "not allowed") {
+	if err := sshSignVia(ctx, s, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Errorf("principal root: got %v, want a refusal", err)
 	}
 	// A negative lifetime is refused, not silently the role's default.
 	o = &signOptions{role: "default", principals: []string{"deploy"}, ttl: -time.Hour}
-	if err := sshSignVia(ctx, c, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "positive") {
+	if err := sshSignVia(ctx, s, o, keyFile, &out); err == nil || !strings.Contains(err.Error(), "positive") {
 		t.Errorf("--ttl -1h: got %v, want a refusal", err)
 	}
 
@@ -140,26 +145,26 @@ func TestSSHSignWritesCertificate(t *testing.T) {
 	}
 }
 
-// sshSignVia is `hsmgate ssh sign` over the client c: the item, the call,
-// the certificate file and the table.
-func sshSignVia(ctx context.Context, c hsmgatev1.SSHCAServiceClient, o *signOptions, keyFile string, w io.Writer) error {
+// sshSignVia is `hsmgate ssh sign` over the client s: the request, the
+// call, the certificate file and the table.
+func sshSignVia(ctx context.Context, s *client.SSH, o *signOptions, keyFile string, w io.Writer) error {
 	pub, err := os.ReadFile(keyFile)
 	if err != nil {
 		return err
 	}
-	item, err := sshSignItem(o, keyFile, pub)
+	req, err := sshSignRequest(o, false, keyFile, pub)
 	if err != nil {
 		return err
 	}
-	res, err := sshSignKey(ctx, c, hsmgatev1.SSHCertType_SSH_CERT_TYPE_USER, o.role, item)
+	c, err := s.Sign(ctx, req)
 	if err != nil {
 		return err
 	}
-	path, err := sshWriteCert(o, keyFile, res)
+	path, err := sshWriteCert(o, keyFile, c)
 	if err != nil {
 		return err
 	}
-	return sshPrintSigned(w, path, res)
+	return sshPrintSigned(w, path, sshCertDoc(c))
 }
 
 func TestSSHCommandTree(t *testing.T) {

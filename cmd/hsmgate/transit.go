@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/client/textform"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
@@ -54,9 +55,25 @@ Errors print the server's status (code and message) and exit non-zero.`,
 	return cmd
 }
 
-// transitCallFor is the one TransitService call of a verb (see callFor).
+// transitCallFor is the one TransitService call of a key-management verb
+// (see callFor); the data verbs call the client's helpers (transitFor).
 func transitCallFor[R any](cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, c hsmgatev1.TransitServiceClient) (R, error)) (R, error) {
 	return callFor(cmd, cf, hsmgatev1.NewTransitServiceClient, fn)
+}
+
+// transitFor is the one call of a data verb, made with the client
+// package's transit helpers (the code path every Go program uses).
+func transitFor[R any](cmd *cobra.Command, cf *clientFlags, fn func(ctx context.Context, t *client.Transit) (R, error)) (R, error) {
+	return clientFor(cmd, cf, func(ctx context.Context, c *client.Client) (R, error) { return fn(ctx, c.Transit) })
+}
+
+// itemStatus is the status of a failed item of a client result, for the
+// printed document (nil for a success).
+func itemStatus(err error) *spb.Status {
+	if err == nil {
+		return nil
+	}
+	return status.Convert(err).Proto()
 }
 
 // transitRPCError names the verb of a failed call; the status stays in the
@@ -65,13 +82,13 @@ func transitRPCError(verb string, err error) error {
 	return fmt.Errorf("transit %s: %w", verb, err)
 }
 
-// transitItemError is the error of a failed item (nil when it succeeded), as
-// a status error.
-func transitItemError(verb string, st *spb.Status) error {
-	if st == nil || st.GetCode() == 0 {
+// transitItemError is the error of a failed item (nil when it succeeded),
+// named by its verb.
+func transitItemError(verb string, err error) error {
+	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("transit %s: %w", verb, status.FromProto(st).Err())
+	return fmt.Errorf("transit %s: %w", verb, err)
 }
 
 // transitInput reads FILE, or stdin for "" and "-".
@@ -103,9 +120,6 @@ func transitBytesArg(flag, v string) ([]byte, error) {
 	}
 	return b, nil
 }
-
-// transitFormatVersioned is the text form of a signature or HMAC of version v.
-func transitFormatVersioned(v uint32, raw []byte) string { return textform.FormatVersioned(v, raw) }
 
 // transitParseVersioned reads hsmgate:v<N>:<base64> (version N) or plain base64
 // (version def).
@@ -151,12 +165,13 @@ func transitDoc(m proto.Message, textCiphertext bool) (json.RawMessage, error) {
 	return transitTextCiphertexts(b)
 }
 
-// transitPrintOne prints the response of a one-item call. As JSON or YAML
-// the whole response is printed, then a failed item fails the verb; as a
-// table, a failed item fails the verb and table prints the success.
-func transitPrintOne(out *output, verb string, resp proto.Message, textCiphertext bool, st *spb.Status, table func(io.Writer) error) error {
+// transitPrintOne prints the result of a one-item call, itemErr its error.
+// As JSON or YAML the whole response (the client's result as the response
+// message) is printed, then a failed item fails the verb; as a table, a
+// failed item fails the verb and table prints the success.
+func transitPrintOne(out *output, verb string, resp proto.Message, textCiphertext bool, itemErr error, table func(io.Writer) error) error {
 	if out.table() {
-		if err := transitItemError(verb, st); err != nil {
+		if err := transitItemError(verb, itemErr); err != nil {
 			return err
 		}
 		return out.print(nil, table)
@@ -168,7 +183,7 @@ func transitPrintOne(out *output, verb string, resp proto.Message, textCiphertex
 	if err := out.print(doc, nil); err != nil {
 		return err
 	}
-	return transitItemError(verb, st)
+	return transitItemError(verb, itemErr)
 }
 
 func transitTextCiphertexts(b []byte) ([]byte, error) {
@@ -252,32 +267,26 @@ ciphertext in the text form hsmgate:v<N>:<base64> on one line. Needs the
 		if err != nil {
 			return err
 		}
-		req := &hsmgatev1.EncryptRequest{Name: args[0], KeyVersion: f.version,
-			Items: []*hsmgatev1.EncryptItem{{Plaintext: pt, AssociatedData: aad, Context: kctx}}}
-		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.EncryptResponse, error) {
-			return c.Encrypt(ctx, req)
+		rs, err := transitFor(cmd, cf, func(ctx context.Context, t *client.Transit) ([]client.EncryptResult, error) {
+			return t.EncryptBatch(ctx, args[0], []client.EncryptItem{{Plaintext: pt, AssociatedData: aad, Context: kctx}},
+				client.WithKeyVersion(f.version))
 		})
 		if err != nil {
 			return transitRPCError("encrypt", err)
 		}
-		return transitPrintCiphertext(out, "encrypt", resp, resp.GetResults())
+		r := rs[0]
+		resp := &hsmgatev1.EncryptResponse{Results: []*hsmgatev1.EncryptResult{{Ciphertext: r.Ciphertext, KeyVersion: r.KeyVersion,
+			Reference: r.Reference, Error: itemStatus(r.Err)}}}
+		return transitPrintCiphertext(out, "encrypt", resp, r)
 	}
 	return cmd
 }
 
-// transitCiphertextResult is what Encrypt and Rewrap results share.
-type transitCiphertextResult interface {
-	GetCiphertext() []byte
-	GetError() *spb.Status
-}
-
-func transitPrintCiphertext[R transitCiphertextResult](out *output, verb string, resp proto.Message, results []R) error {
-	if len(results) != 1 {
-		return fmt.Errorf("transit %s: got %d results, want 1", verb, len(results))
-	}
-	r := results[0]
-	return transitPrintOne(out, verb, resp, true, r.GetError(), func(w io.Writer) error {
-		txt, err := textform.Format(r.GetCiphertext())
+// transitPrintCiphertext prints the result of Encrypt or Rewrap (resp is
+// it as the response message).
+func transitPrintCiphertext(out *output, verb string, resp proto.Message, r client.EncryptResult) error {
+	return transitPrintOne(out, verb, resp, true, r.Err, func(w io.Writer) error {
+		txt, err := textform.Format(r.Ciphertext)
 		if err != nil {
 			return fmt.Errorf("transit %s: %w", verb, err)
 		}
@@ -316,20 +325,17 @@ stdout. The same --aad and --context as at encryption are needed. Needs the
 		if err != nil {
 			return err
 		}
-		req := &hsmgatev1.DecryptRequest{Name: args[0],
-			Items: []*hsmgatev1.DecryptItem{{Ciphertext: ct, AssociatedData: aad, Context: kctx}}}
-		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.DecryptResponse, error) {
-			return c.Decrypt(ctx, req)
+		rs, err := transitFor(cmd, cf, func(ctx context.Context, t *client.Transit) ([]client.DecryptResult, error) {
+			return t.DecryptBatch(ctx, args[0], []client.DecryptItem{{Ciphertext: ct, AssociatedData: aad, Context: kctx}})
 		})
 		if err != nil {
 			return transitRPCError("decrypt", err)
 		}
-		rs := resp.GetResults()
-		if len(rs) != 1 {
-			return fmt.Errorf("transit decrypt: got %d results, want 1", len(rs))
-		}
-		return transitPrintOne(out, "decrypt", resp, false, rs[0].GetError(), func(w io.Writer) error {
-			_, err := w.Write(rs[0].GetPlaintext())
+		r := rs[0]
+		resp := &hsmgatev1.DecryptResponse{Results: []*hsmgatev1.DecryptResult{{Plaintext: r.Plaintext, KeyVersion: r.KeyVersion,
+			Reference: r.Reference, Error: itemStatus(r.Err)}}}
+		return transitPrintOne(out, "decrypt", resp, false, r.Err, func(w io.Writer) error {
+			_, err := w.Write(r.Plaintext)
 			return err
 		})
 	}
@@ -366,15 +372,17 @@ transit/keys/NAME.`,
 		if err != nil {
 			return err
 		}
-		req := &hsmgatev1.RewrapRequest{Name: args[0], KeyVersion: f.version,
-			Items: []*hsmgatev1.RewrapItem{{Ciphertext: ct, AssociatedData: aad, Context: kctx}}}
-		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.RewrapResponse, error) {
-			return c.Rewrap(ctx, req)
+		rs, err := transitFor(cmd, cf, func(ctx context.Context, t *client.Transit) ([]client.EncryptResult, error) {
+			return t.RewrapBatch(ctx, args[0], []client.DecryptItem{{Ciphertext: ct, AssociatedData: aad, Context: kctx}},
+				client.WithKeyVersion(f.version))
 		})
 		if err != nil {
 			return transitRPCError("rewrap", err)
 		}
-		return transitPrintCiphertext(out, "rewrap", resp, resp.GetResults())
+		r := rs[0]
+		resp := &hsmgatev1.RewrapResponse{Results: []*hsmgatev1.RewrapResult{{Ciphertext: r.Ciphertext, KeyVersion: r.KeyVersion,
+			Reference: r.Reference, Error: itemStatus(r.Err)}}}
+		return transitPrintCiphertext(out, "rewrap", resp, r)
 	}
 	return cmd
 }
@@ -407,20 +415,20 @@ the key itself ("plaintext: <base64>"). Keep the ciphertext beside your data;
 		if err != nil {
 			return err
 		}
-		req := &hsmgatev1.GenerateDataKeyRequest{Name: args[0], Bits: bits, WrappedOnly: wrappedOnly, KeyVersion: f.version,
-			Items: []*hsmgatev1.DataKeyItem{{AssociatedData: aad, Context: kctx}}}
-		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.GenerateDataKeyResponse, error) {
-			return c.GenerateDataKey(ctx, req)
+		opts := []client.Option{client.WithAAD(aad), client.WithKeyContext(kctx), client.WithKeyVersion(f.version)}
+		if wrappedOnly {
+			opts = append(opts, client.WithWrappedOnly())
+		}
+		dk, err := transitFor(cmd, cf, func(ctx context.Context, t *client.Transit) (client.DataKey, error) {
+			return t.GenerateDataKey(ctx, args[0], bits, opts...)
 		})
 		if err != nil {
 			return transitRPCError("datakey", err)
 		}
-		rs := resp.GetResults()
-		if len(rs) != 1 {
-			return fmt.Errorf("transit datakey: got %d results, want 1", len(rs))
-		}
-		return transitPrintOne(out, "datakey", resp, true, rs[0].GetError(), func(w io.Writer) error {
-			txt, err := textform.Format(rs[0].GetCiphertext())
+		resp := &hsmgatev1.GenerateDataKeyResponse{Results: []*hsmgatev1.DataKeyResult{{Plaintext: dk.Plaintext,
+			Ciphertext: dk.Ciphertext, KeyVersion: dk.KeyVersion}}}
+		return transitPrintOne(out, "datakey", resp, true, nil, func(w io.Writer) error {
+			txt, err := textform.Format(dk.Ciphertext)
 			if err != nil {
 				return fmt.Errorf("transit datakey: %w", err)
 			}
@@ -428,7 +436,7 @@ the key itself ("plaintext: <base64>"). Keep the ciphertext beside your data;
 				return err
 			}
 			if !wrappedOnly {
-				_, err = fmt.Fprintf(w, "plaintext:  %s\n", base64.StdEncoding.EncodeToString(rs[0].GetPlaintext()))
+				_, err = fmt.Fprintf(w, "plaintext:  %s\n", base64.StdEncoding.EncodeToString(dk.Plaintext))
 			}
 			return err
 		})
@@ -450,16 +458,21 @@ func (s *transitSigFlags) add(cmd *cobra.Command) {
 	fs.StringVar(&s.algorithm, "signature-algorithm", "", "RSA padding: pss (default) or pkcs1v15")
 }
 
-func (s *transitSigFlags) parse() (hsmgatev1.TransitHashAlgorithm, hsmgatev1.TransitSignatureAlgorithm, error) {
+// options are the client options of the flags.
+func (s *transitSigFlags) options() ([]client.Option, error) {
 	h := transit.ParseHashAlgorithm(s.hash)
 	if s.hash != "" && h == hsmgatev1.TransitHashAlgorithm_TRANSIT_HASH_ALGORITHM_UNSPECIFIED {
-		return 0, 0, usageError{fmt.Errorf("--hash %q: want sha2-256, sha2-384 or sha2-512", s.hash)}
+		return nil, usageError{fmt.Errorf("--hash %q: want sha2-256, sha2-384 or sha2-512", s.hash)}
 	}
 	a := transit.ParseSignatureAlgorithm(s.algorithm)
 	if s.algorithm != "" && a == hsmgatev1.TransitSignatureAlgorithm_TRANSIT_SIGNATURE_ALGORITHM_UNSPECIFIED {
-		return 0, 0, usageError{fmt.Errorf("--signature-algorithm %q: want pss or pkcs1v15", s.algorithm)}
+		return nil, usageError{fmt.Errorf("--signature-algorithm %q: want pss or pkcs1v15", s.algorithm)}
 	}
-	return h, a, nil
+	opts := []client.Option{client.WithHash(h), client.WithSignatureAlgorithm(a)}
+	if s.prehashed {
+		opts = append(opts, client.WithPrehashed())
+	}
+	return opts, nil
 }
 
 func newTransitSignCmd() *cobra.Command {
@@ -487,24 +500,21 @@ ASN.1 DER, Ed25519, or RSA PSS (salt = hash length) / PKCS#1 v1.5. Needs the
 		if err != nil {
 			return err
 		}
-		h, a, err := s.parse()
+		opts, err := s.options()
 		if err != nil {
 			return err
 		}
-		req := &hsmgatev1.SignDataRequest{Name: args[0], KeyVersion: f.version, HashAlgorithm: h, Prehashed: s.prehashed,
-			SignatureAlgorithm: a, Items: []*hsmgatev1.SignItem{{Input: in}}}
-		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.SignDataResponse, error) {
-			return c.SignData(ctx, req)
+		rs, err := transitFor(cmd, cf, func(ctx context.Context, t *client.Transit) ([]client.SignResult, error) {
+			return t.SignBatch(ctx, args[0], []client.SignItem{{Input: in}}, append(opts, client.WithKeyVersion(f.version))...)
 		})
 		if err != nil {
 			return transitRPCError("sign", err)
 		}
-		rs := resp.GetResults()
-		if len(rs) != 1 {
-			return fmt.Errorf("transit sign: got %d results, want 1", len(rs))
-		}
-		return transitPrintOne(out, "sign", resp, false, rs[0].GetError(), func(w io.Writer) error {
-			_, err := fmt.Fprintln(w, transitFormatVersioned(rs[0].GetKeyVersion(), rs[0].GetSignature()))
+		r := rs[0]
+		resp := &hsmgatev1.SignDataResponse{Results: []*hsmgatev1.SignResult{{Signature: r.Signature.Bytes, KeyVersion: r.Signature.KeyVersion,
+			Reference: r.Reference, Error: itemStatus(r.Err)}}}
+		return transitPrintOne(out, "sign", resp, false, r.Err, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, r.Signature)
 			return err
 		})
 	}
@@ -547,23 +557,17 @@ Needs the "verify" capability on transit/keys/NAME.`,
 		if err != nil {
 			return err
 		}
-		h, a, err := s.parse()
+		opts, err := s.options()
 		if err != nil {
 			return err
 		}
-		req := &hsmgatev1.VerifySignatureRequest{Name: args[0], HashAlgorithm: h, Prehashed: s.prehashed, SignatureAlgorithm: a,
-			Items: []*hsmgatev1.VerifyItem{{Input: in, Signature: raw, KeyVersion: v}}}
-		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.VerifySignatureResponse, error) {
-			return c.VerifySignature(ctx, req)
+		rs, err := transitFor(cmd, cf, func(ctx context.Context, t *client.Transit) ([]client.VerifyResult, error) {
+			return t.VerifyBatch(ctx, args[0], []client.VerifyItem{{Input: in, Signature: client.Versioned{KeyVersion: v, Bytes: raw}}}, opts...)
 		})
 		if err != nil {
 			return transitRPCError("verify", err)
 		}
-		rs := resp.GetResults()
-		if len(rs) != 1 {
-			return fmt.Errorf("transit verify: got %d results, want 1", len(rs))
-		}
-		return transitVerdict(out, "verify", resp, rs[0].GetValid(), rs[0].GetError())
+		return transitVerdict(out, "verify", rs[0])
 	}
 	return cmd
 }
@@ -586,9 +590,13 @@ func transitVersionedArg(flag, v string, def uint32) ([]byte, uint32, error) {
 }
 
 // transitVerdict prints a verification's outcome: an item error, "valid", or
-// errTransitInvalid (exit 1).
-func transitVerdict(out *output, verb string, resp proto.Message, valid bool, st *spb.Status) error {
-	err := transitPrintOne(out, verb, resp, false, st, func(w io.Writer) error {
+// errTransitInvalid (exit 1). As JSON, the document is the response
+// message of VerifySignature (the same shape as VerifyHmac's).
+func transitVerdict(out *output, verb string, r client.VerifyResult) error {
+	valid := r.Valid
+	resp := &hsmgatev1.VerifySignatureResponse{Results: []*hsmgatev1.VerifyResult{{Valid: r.Valid, Reference: r.Reference,
+		Error: itemStatus(r.Err)}}}
+	err := transitPrintOne(out, verb, resp, false, r.Err, func(w io.Writer) error {
 		if !valid {
 			return nil
 		}
@@ -635,32 +643,25 @@ exits 0, or exits 1. Needs the "hmac" capability on transit/keys/NAME
 			return err
 		}
 		if verify != "" {
-			resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.VerifyHmacResponse, error) {
-				return c.VerifyHmac(ctx, &hsmgatev1.VerifyHmacRequest{Name: args[0],
-					Items: []*hsmgatev1.VerifyHmacItem{{Input: in, Hmac: mac, KeyVersion: mv}}})
+			rs, err := transitFor(cmd, cf, func(ctx context.Context, t *client.Transit) ([]client.VerifyResult, error) {
+				return t.VerifyHMACBatch(ctx, args[0], []client.VerifyItem{{Input: in, Signature: client.Versioned{KeyVersion: mv, Bytes: mac}}})
 			})
 			if err != nil {
 				return transitRPCError("hmac", err)
 			}
-			rs := resp.GetResults()
-			if len(rs) != 1 {
-				return fmt.Errorf("transit hmac: got %d results, want 1", len(rs))
-			}
-			return transitVerdict(out, "hmac", resp, rs[0].GetValid(), rs[0].GetError())
+			return transitVerdict(out, "hmac", rs[0])
 		}
-		resp, err := transitCallFor(cmd, cf, func(ctx context.Context, c hsmgatev1.TransitServiceClient) (*hsmgatev1.ComputeHmacResponse, error) {
-			return c.ComputeHmac(ctx, &hsmgatev1.ComputeHmacRequest{Name: args[0], KeyVersion: f.version,
-				Items: []*hsmgatev1.HmacItem{{Input: in}}})
+		rs, err := transitFor(cmd, cf, func(ctx context.Context, t *client.Transit) ([]client.SignResult, error) {
+			return t.HMACBatch(ctx, args[0], []client.SignItem{{Input: in}}, client.WithKeyVersion(f.version))
 		})
 		if err != nil {
 			return transitRPCError("hmac", err)
 		}
-		rs := resp.GetResults()
-		if len(rs) != 1 {
-			return fmt.Errorf("transit hmac: got %d results, want 1", len(rs))
-		}
-		return transitPrintOne(out, "hmac", resp, false, rs[0].GetError(), func(w io.Writer) error {
-			_, err := fmt.Fprintln(w, transitFormatVersioned(rs[0].GetKeyVersion(), rs[0].GetHmac()))
+		r := rs[0]
+		resp := &hsmgatev1.ComputeHmacResponse{Results: []*hsmgatev1.HmacResult{{Hmac: r.Signature.Bytes, KeyVersion: r.Signature.KeyVersion,
+			Reference: r.Reference, Error: itemStatus(r.Err)}}}
+		return transitPrintOne(out, "hmac", resp, false, r.Err, func(w io.Writer) error {
+			_, err := fmt.Fprintln(w, r.Signature)
 			return err
 		})
 	}

@@ -372,8 +372,8 @@ func TestTransitParseVersioned(t *testing.T) {
 			}
 		})
 	}
-	if s := transitFormatVersioned(7, raw); s != "hsmgate:v7:"+b64 {
-		t.Errorf("transitFormatVersioned: got %q", s)
+	if s := (client.Versioned{KeyVersion: 7, Bytes: raw}).String(); s != "hsmgate:v7:"+b64 {
+		t.Errorf("client.Versioned.String (what sign and hmac print): got %q", s)
 	}
 }
 

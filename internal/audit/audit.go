@@ -67,7 +67,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -82,6 +81,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/hsmgate/hsmgate/internal/errs"
+	"github.com/hsmgate/hsmgate/internal/groupcommit"
 )
 
 // ErrUnavailable: the audit log cannot be written; requests must fail.
@@ -182,9 +182,7 @@ type Log struct {
 	buf      []byte         // under mu: the lines of a group, reused
 	body     []byte         // under mu: one line's body, reused
 
-	qmu     sync.Mutex // guards queue and writing
-	queue   []*queued  // Writes waiting for the next group
-	writing bool       // a group is being written; its leader hands over
+	group groupcommit.Queue[*queued] // concurrent Writes, written together
 
 	pubMu     sync.Mutex // serialises publish
 	published atomic.Pointer[Checkpoint]
@@ -268,35 +266,8 @@ func (l *Log) Write(e *Entry) error {
 	if err != nil {
 		return fmt.Errorf("audit: encode: %w: %v", ErrUnavailable, err)
 	}
-	w := &queued{e: e, middle: middle, done: make(chan error, 1)}
-	l.qmu.Lock()
-	l.queue = append(l.queue, w)
-	if l.writing {
-		l.qmu.Unlock()
-		if err := <-w.done; err != errLead {
-			return err
-		}
-		l.qmu.Lock()
-	}
-	l.writing = true
-	group := l.queue
-	l.queue = nil
-	l.qmu.Unlock()
-
-	l.writeGroup(group)
-
-	l.qmu.Lock()
-	if len(l.queue) > 0 {
-		l.queue[0].done <- errLead // it leads the next group
-	} else {
-		l.writing = false
-	}
-	l.qmu.Unlock()
-	for _, q := range group {
-		if q != w {
-			q.done <- q.err
-		}
-	}
+	w := &queued{e: e, middle: middle}
+	l.group.Do(w, l.writeGroup)
 	return w.err
 }
 
@@ -305,11 +276,7 @@ type queued struct {
 	e      *Entry
 	middle []byte // encodeMiddle
 	err    error  // its result, set by writeGroup
-	done   chan error
 }
-
-// errLead tells a queued Write that it leads the next group.
-var errLead = errors.New("audit: lead the next group")
 
 // writeGroup writes the lines of a group, in order, and sets each one's
 // result. The lines go out in one write unless the file rotates among them;

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,18 +18,13 @@ import (
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/audit"
 	"github.com/hsmgate/hsmgate/internal/auth"
+	"github.com/hsmgate/hsmgate/internal/clock/clocktest"
 	"github.com/hsmgate/hsmgate/keystore"
 	"github.com/hsmgate/hsmgate/keystore/etcd"
 	"github.com/hsmgate/hsmgate/keystore/etcd/etcdtest"
 	pb "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 	"github.com/hsmgate/hsmgate/transit"
 )
-
-// testClock is the grace period's clock.
-type testClock struct{ ns atomic.Int64 }
-
-func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // TestDegradedWhileStoreDown runs the transit service behind the
 // interceptor on a replica whose etcd goes silent (a frozen member: a
@@ -71,8 +65,7 @@ func testDegraded(t *testing.T, sa keystore.Store, cut, restore func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := &testClock{}
-	clock.ns.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	const grace = 2 * time.Minute
 	opts := keystore.CacheOptions{Grace: grace, Now: clock.Now, ProbeInterval: 50 * time.Millisecond, RetryInterval: 50 * time.Millisecond}
 	eng, err := transit.New(transit.Config{Store: sa, KEK: kek, Cache: opts})

@@ -104,7 +104,7 @@ func GRPCStatus(err error) *status.Status {
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, "canceled")
 	}
-	return status.New(codes.Internal, "internal error")
+	return status.New(codes.Internal, internalMessage)
 }
 
 // ToGRPC returns err as a gRPC status error (nil stays nil).
@@ -118,18 +118,37 @@ func ToGRPC(err error) error {
 // HTTPStatus is GRPCStatus for HTTP protocols: the HTTP status code of err's
 // kind and the same client-safe message (capped, causes of Unavailable and
 // Internal hidden). Handlers answer errors through it, never err.Error().
-func HTTPStatus(err error) (int, string) {
+// hsmgate's own HTTP endpoints (PKI, SSH CA, auth, the in-flight limiter)
+// use this table; the Vault door uses VaultHTTPStatus.
+func HTTPStatus(err error) (int, string) { return httpCodes.status(err) }
+
+// VaultHTTPStatus is HTTPStatus with Vault's table, for the Vault door:
+// 400 for bad input and failed preconditions, 403 for an unauthenticated
+// caller as for a denied one (Vault answers a bad token so), 404 for
+// unknown and unimplemented paths, 412 for a lost race to retry, 503 for
+// an expired deadline.
+func VaultHTTPStatus(err error) (int, string) { return vaultHTTPCodes.status(err) }
+
+// httpTable maps gRPC codes to HTTP status codes. A code it does not name
+// is 500 with the generic message, whatever the status said.
+type httpTable map[codes.Code]int
+
+func (t httpTable) status(err error) (int, string) {
 	st := GRPCStatus(err)
-	code, ok := httpCodes[st.Code()]
-	if !ok {
-		code = http.StatusInternalServerError
+	code, ok := t[st.Code()]
+	if !ok || code == http.StatusInternalServerError {
+		return http.StatusInternalServerError, internalMessage
 	}
 	return code, st.Message()
 }
 
-var httpCodes = map[codes.Code]int{
+// internalMessage is all a client learns of an internal fault.
+const internalMessage = "internal error"
+
+var httpCodes = httpTable{
 	codes.OK:                 http.StatusOK,
 	codes.InvalidArgument:    http.StatusBadRequest,
+	codes.OutOfRange:         http.StatusBadRequest,
 	codes.NotFound:           http.StatusNotFound,
 	codes.AlreadyExists:      http.StatusConflict,
 	codes.FailedPrecondition: http.StatusConflict,
@@ -141,6 +160,23 @@ var httpCodes = map[codes.Code]int{
 	codes.Unimplemented:      http.StatusNotImplemented,
 	codes.DeadlineExceeded:   http.StatusGatewayTimeout,
 	codes.Canceled:           http.StatusBadRequest,
+}
+
+var vaultHTTPCodes = httpTable{
+	codes.OK:                 http.StatusOK,
+	codes.InvalidArgument:    http.StatusBadRequest,
+	codes.FailedPrecondition: http.StatusBadRequest,
+	codes.AlreadyExists:      http.StatusBadRequest,
+	codes.OutOfRange:         http.StatusBadRequest,
+	codes.PermissionDenied:   http.StatusForbidden,
+	codes.Unauthenticated:    http.StatusForbidden,
+	codes.NotFound:           http.StatusNotFound,
+	codes.Unimplemented:      http.StatusNotFound,
+	codes.Aborted:            http.StatusPreconditionFailed,
+	codes.ResourceExhausted:  http.StatusTooManyRequests,
+	codes.Unavailable:        http.StatusServiceUnavailable,
+	codes.DeadlineExceeded:   http.StatusServiceUnavailable,
+	codes.Canceled:           http.StatusServiceUnavailable,
 }
 
 // MaxMessageBytes caps the message of every status GRPCStatus returns (and so

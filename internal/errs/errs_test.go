@@ -1,6 +1,7 @@
 package errs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -112,12 +113,42 @@ func TestHTTPStatus(t *testing.T) {
 		{errors.New("boom at /secret"), 500, "internal error"},
 		{status.Error(codes.PermissionDenied, "no"), 403, "no"},
 		{errs.New(errs.InvalidArgument, strings.Repeat("n", 10000)), 400, strings.Repeat("n", errs.MaxMessageBytes) + errs.TruncatedMarker},
+		// A status whose code the table does not name is an internal fault:
+		// its message (perhaps a backend's) is not passed on.
+		{status.Error(codes.DataLoss, "disk /dev/sda1 corrupt"), 500, "internal error"},
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%d", tc.wantCode), func(t *testing.T) {
 			code, msg := errs.HTTPStatus(tc.err)
 			if code != tc.wantCode || msg != tc.wantMsg {
 				t.Errorf("got %d %.80q, want %d %.80q", code, msg, tc.wantCode, tc.wantMsg)
+			}
+		})
+	}
+}
+
+// TestVaultHTTPStatus: the Vault door's table answers as Vault does where
+// it differs from hsmgate's own (403 for a bad token, 400 for a failed
+// precondition, 412 for a lost race), from the same GRPCStatus.
+func TestVaultHTTPStatus(t *testing.T) {
+	tests := []struct {
+		err      error
+		wantCode int
+		wantMsg  string
+	}{
+		{errs.New(errs.Unauthenticated, "bad token"), 403, "bad token"},
+		{errs.New(errs.PermissionDenied, "no"), 403, "no"},
+		{fmt.Errorf("x: %w", errs.New(errs.FailedPrecondition, "key disabled")), 400, "x: key disabled"},
+		{errs.New(errs.Aborted, "lost race"), 412, "lost race"},
+		{errs.New(errs.Unimplemented, "no such path"), 404, "no such path"},
+		{context.DeadlineExceeded, 503, "deadline exceeded"},
+		{errors.New("boom at /secret"), 500, "internal error"},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%d %s", tc.wantCode, tc.wantMsg), func(t *testing.T) {
+			code, msg := errs.VaultHTTPStatus(tc.err)
+			if code != tc.wantCode || msg != tc.wantMsg {
+				t.Errorf("got %d %q, want %d %q", code, msg, tc.wantCode, tc.wantMsg)
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/hsmgate/hsmgate/internal/groupcommit"
 	"github.com/hsmgate/hsmgate/keystore"
 )
 
@@ -66,11 +67,9 @@ type Store struct {
 	path   string
 	closed atomic.Bool
 
-	// qmu guards the group commit: writes that arrive while a commit is in
+	// group is the group commit: writes that arrive while a commit is in
 	// progress queue up and share the next one (see groupUpdate).
-	qmu        sync.Mutex
-	queue      []*groupCall
-	committing bool
+	group groupcommit.Queue[*groupCall]
 
 	// mu guards watchers and the publication sequence: committed events
 	// wait in pending until every lower revision is published, so watchers
@@ -320,12 +319,9 @@ func (s *Store) write(ctx context.Context, op string, fn func(tx *bolt.Tx) (keys
 
 // groupCall is one write waiting for a group commit.
 type groupCall struct {
-	fn   func(*bolt.Tx) error
-	done chan error // its result, or errLead
+	fn  func(*bolt.Tx) error
+	err error // its result, set by commitGroup
 }
-
-// errLead tells a queued write that it leads the next commit.
-var errLead = errors.New("lead the next group commit")
 
 // groupUpdate runs fn in an Update transaction shared with the writes that
 // queued while the previous commit was in progress: one fsync for all of
@@ -339,31 +335,9 @@ var errLead = errors.New("lead the next group commit")
 // again alone (and gets its own result) and the rest run again together. So
 // fn must be idempotent, and its error is its caller's alone.
 func (s *Store) groupUpdate(fn func(*bolt.Tx) error) error {
-	c := &groupCall{fn: fn, done: make(chan error, 1)}
-	s.qmu.Lock()
-	s.queue = append(s.queue, c)
-	if s.committing {
-		s.qmu.Unlock()
-		if err := <-c.done; !errors.Is(err, errLead) {
-			return err
-		}
-		s.qmu.Lock()
-	}
-	s.committing = true
-	group := s.queue
-	s.queue = nil
-	s.qmu.Unlock()
-
-	s.commitGroup(group)
-
-	s.qmu.Lock()
-	if len(s.queue) > 0 {
-		s.queue[0].done <- errLead
-	} else {
-		s.committing = false
-	}
-	s.qmu.Unlock()
-	return <-c.done
+	c := &groupCall{fn: fn}
+	s.group.Do(c, s.commitGroup)
+	return c.err
 }
 
 // commitGroup commits calls in as few transactions as their failures allow
@@ -382,13 +356,13 @@ func (s *Store) commitGroup(calls []*groupCall) {
 		})
 		if failed < 0 {
 			for _, c := range calls {
-				c.done <- err
+				c.err = err
 			}
 			return
 		}
 		c := calls[failed]
 		calls = slices.Delete(calls, failed, failed+1)
-		c.done <- s.db.Update(c.fn)
+		c.err = s.db.Update(c.fn)
 	}
 }
 

@@ -169,15 +169,22 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 // client's own minor version and the one before, as clientv3 allows.
 var MinServerVersion = [2]int{3, 6}
 
+// versionCheckTimeout bounds each member's Status call in checkVersions: a
+// live member answers in milliseconds.
+const versionCheckTimeout = time.Second
+
 // checkVersions refuses a cluster any of whose answering members runs an
 // etcd older than MinServerVersion (a stray endpoint of an old cluster, or a
-// downgrade). Members that do not answer within RequestTimeout are skipped.
+// downgrade). Members that do not answer within versionCheckTimeout (or
+// RequestTimeout when shorter) are skipped: a stopped member must not hold
+// up the start.
 func (s *Store) checkVersions(ctx context.Context) error {
 	eps := s.cli.Endpoints()
 	errc := make(chan error, len(eps))
+	wait := min(s.cfg.RequestTimeout, versionCheckTimeout)
 	for _, ep := range eps {
 		go func() {
-			sctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+			sctx, cancel := context.WithTimeout(ctx, wait)
 			defer cancel()
 			st, err := s.cli.Status(sctx, ep)
 			if err != nil {
