@@ -101,6 +101,7 @@ func restartSections(live, next *config.Config) []string {
 		{"ssh", live.SSH, next.SSH},
 		{"acme", live.ACME, next.ACME},
 		{"tracing", live.Tracing, next.Tracing},
+		{"replica", live.Replica, next.Replica},
 	} {
 		if !reflect.DeepEqual(s.a, s.b) {
 			out = append(out, s.name)
