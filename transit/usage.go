@@ -33,6 +33,16 @@ type usageCounter struct {
 	mu       sync.Mutex
 	blk      atomic.Pointer[usageBlock]
 	reserved atomic.Uint64 // stored value after this process's last reservation
+
+	// Guarded by mu: the stored reservation and its revision as this
+	// process last wrote or read them (known: they may be used for the next
+	// compare-and-swap without reading first; a conflict reads again), and
+	// the error of the last refill that failed.
+	lastCur  uint64
+	lastRev  int64
+	known    bool
+	lastErr  error
+	refilled atomic.Uint64 // refills ended (success or failure)
 }
 
 type usageBlock struct {
@@ -124,23 +134,52 @@ func (u *usageCounter) take(ctx context.Context, n, limit uint64) error {
 	}
 }
 
+// refill reserves the next block. One refill runs at a time; a caller that
+// waited for another's refill takes its outcome: its block, or, when it
+// failed (a store out of reach), its error at once, instead of trying the
+// store again and waiting out a second timeout behind the first. In the
+// common case it is one compare-and-swap on the revision this process last
+// saw, without reading first.
 func (u *usageCounter) refill(ctx context.Context, old *usageBlock, n, limit uint64) error {
+	seen := u.refilled.Load()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.blk.Load() != old {
 		return nil // another goroutine reserved a block meanwhile
 	}
+	if u.refilled.Load() != seen && u.lastErr != nil {
+		return u.lastErr // the refill this call waited for failed just now
+	}
+	err := u.reserve(ctx, n, limit)
+	u.lastErr = nil
+	if errors.Is(err, keystore.ErrUnavailable) {
+		// Shared with the callers queued behind this one. Not a cancelled
+		// context or an exhausted limit: those are each caller's own.
+		u.lastErr = err
+	}
+	u.refilled.Add(1)
+	return err
+}
+
+func (u *usageCounter) reserve(ctx context.Context, n, limit uint64) error {
 	for attempt := range maxCASRetries {
 		if err := casBackoff(ctx, attempt); err != nil {
 			return err
 		}
-		cur, rev, err := u.e.readUsage(ctx, u.key)
-		if err != nil {
-			return err
+		cur, rev := u.lastCur, u.lastRev
+		if !u.known {
+			var err error
+			if cur, rev, err = u.e.readUsage(ctx, u.key); err != nil {
+				return err
+			}
 		}
 		size := u.e.blockSize(n, limit)
 		if limit > 0 {
 			if cur >= limit || limit-cur < n {
+				if u.known { // what we last saw may be stale: read before refusing
+					u.known = false
+					continue
+				}
 				return fmt.Errorf("%w: key %q v%d reached %d encryptions", ErrUsageExhausted, u.name, u.v, limit)
 			}
 			size = min(size, limit-cur)
@@ -149,13 +188,17 @@ func (u *usageCounter) refill(ctx context.Context, old *usageBlock, n, limit uin
 		if err != nil {
 			return err
 		}
-		_, err = u.e.store.Put(ctx, u.key, b, rev)
+		newRev, err := u.e.store.Put(ctx, u.key, b, rev)
 		if errors.Is(err, keystore.ErrConflict) {
+			u.known = false
 			continue
 		}
 		if err != nil {
+			// The write may have committed (a timeout): read again next time.
+			u.known = false
 			return fmt.Errorf("transit: reserve usage of %q v%d: %w", u.name, u.v, err)
 		}
+		u.lastCur, u.lastRev, u.known = cur+size, newRev, true
 		u.reserved.Store(cur + size)
 		u.e.metrics.setReserved(u.name, u.v, cur+size)
 		u.blk.Store(&usageBlock{size: size})
@@ -192,6 +235,7 @@ func (e *Engine) readUsage(ctx context.Context, key string) (uint64, int64, erro
 func (u *usageCounter) release(ctx context.Context) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.known = false // the stored value changes below
 	b := u.blk.Swap(nil)
 	if b == nil {
 		return nil
