@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -69,11 +70,19 @@ func TestTracingExportsRPCSpans(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	want := "hsmgate.v1.SystemService/GetStatus"
+	// The server span ends after the client has its answer: flush until it
+	// is out (or a minute passed), then shut down.
+	for ctx.Err() == nil && !slices.Contains(col.names(), want) {
+		if err := tr.tp.ForceFlush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := tr.Shutdown(ctx); err != nil { // flushes
 		t.Fatal(err)
 	}
 	got := col.names()
-	want := "hsmgate.v1.SystemService/GetStatus"
 	found := false
 	for _, n := range got {
 		if n == want {
