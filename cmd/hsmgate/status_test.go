@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,13 +12,10 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/hsmgate/hsmgate/client"
-	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/config"
-	"github.com/hsmgate/hsmgate/internal/devtls"
 	"github.com/hsmgate/hsmgate/internal/server"
 	"github.com/hsmgate/hsmgate/keystore"
-	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -44,44 +38,18 @@ func (s *downStore) Ping(ctx context.Context) error {
 // limited per address; a token with read on sys/status gets everything; a
 // token without it, or a bad token, is refused.
 func TestStatusWithoutToken(t *testing.T) {
-	dir := t.TempDir()
-	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := config.Default()
-	c.Listen = config.Listen{GRPC: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
-	c.TLS.CertFile, c.TLS.KeyFile = files.Cert, files.Key
-	c.Store = config.Store{Backend: config.BackendBbolt, Path: filepath.Join(dir, "hsmgate.db")}
-	// Three anonymous calls, then (refill: one per ~17 minutes) refused.
-	c.Auth.RateLimits.Anonymous = auth.Limit{Rate: 0.001, Burst: 3}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := hsmtest.Module(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	kek, _, err := m.EnsureKEK(ctx, "test-kek")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bst, err := bbolt.Open(c.Store.Path, bbolt.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := &downStore{Store: bst}
-	srv, err := server.New(server.FromConfig(c, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := newRootToken()
-	if err != nil {
-		t.Fatal(err)
-	}
+	var st *downStore
+	d, files, root := handDeps(t, func(c *config.Config) {
+		// Three anonymous calls, then (refill: one per ~17 minutes) refused.
+		c.Auth.RateLimits.Anonymous = auth.Limit{Rate: 0.001, Burst: 3}
+	}, func(s keystore.Store) keystore.Store { st = &downStore{Store: s}; return st })
+	defer d.close()
+	srv := d.Server
 	if err := srv.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	d := &deps{Config: c, Log: log, HSM: m, KEK: kek, Store: st, Server: srv, Rules: auth.Table{}, DevRootToken: root, Start: time.Now()}
-	d.OnClose(bst.Close)
-	defer d.close()
 	d.Jobs = testJobs(t, d) // jobs_wire_test.go
 	hsmgatev1RegisterSystem(srv, d)
 	if err := d.AddRules(server.SystemRules()); err != nil {

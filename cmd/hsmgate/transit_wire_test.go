@@ -3,9 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -18,12 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/hsmgate/hsmgate/client"
-	"github.com/hsmgate/hsmgate/hsm/hsmtest"
 	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/config"
-	"github.com/hsmgate/hsmgate/internal/devtls"
-	"github.com/hsmgate/hsmgate/internal/server"
-	"github.com/hsmgate/hsmgate/keystore/bbolt"
 	hsmgatev1 "github.com/hsmgate/hsmgate/proto/hsmgate/v1"
 )
 
@@ -49,38 +42,10 @@ var wiredServices = []string{
 // transit is behind the interceptor and honours the configured limits; and
 // closing stops the transit rotator and engine.
 func TestWiredServerAuthCoverage(t *testing.T) {
-	dir := t.TempDir()
-	files, _, err := devtls.Ensure(filepath.Join(dir, "tls"), devtls.DefaultHosts, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := config.Default()
-	c.Listen = config.Listen{GRPC: "127.0.0.1:0", HTTP: "127.0.0.1:0"}
-	c.TLS.CertFile, c.TLS.KeyFile = files.Cert, files.Key
-	c.Store = config.Store{Backend: config.BackendBbolt, Path: filepath.Join(dir, "hsmgate.db")}
-	c.Limits.MaxItemsPerRequest, c.Limits.MaxItemBytes = 3, 100
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := hsmtest.Module(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	kek, _, err := m.EnsureKEK(ctx, "test-kek")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := bbolt.Open(c.Store.Path, bbolt.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.FromConfig(c, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := newRootToken()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &deps{Config: c, Log: log, HSM: m, KEK: kek, Store: st, Server: srv, Rules: auth.Table{}, DevRootToken: root, Start: time.Now()}
-	d.OnClose(st.Close)
+	d, files, root := handDeps(t, func(c *config.Config) { c.Limits.MaxItemsPerRequest, c.Limits.MaxItemBytes = 3, 100 }, nil)
+	srv := d.Server
 	closed := false
 	defer func() {
 		if !closed {
@@ -180,13 +145,13 @@ func TestWiredServerAuthCoverage(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer rc.Close()
-		items := make([]*hsmgatev1.SSHSignItem, c.Limits.MaxItemsPerRequest+1)
+		items := make([]*hsmgatev1.SSHSignItem, d.Config.Limits.MaxItemsPerRequest+1)
 		for i := range items {
 			items[i] = &hsmgatev1.SSHSignItem{}
 		}
 		_, err = hsmgatev1.NewSSHCAServiceClient(rc).SignUserKey(ctx, &hsmgatev1.SignUserKeyRequest{Role: "eng", Items: items})
 		if got := status.Code(err); got != codes.ResourceExhausted {
-			t.Errorf("%d items (limits.max_items_per_request %d): got %v (%v), want ResourceExhausted", len(items), c.Limits.MaxItemsPerRequest, got, err)
+			t.Errorf("%d items (limits.max_items_per_request %d): got %v (%v), want ResourceExhausted", len(items), d.Config.Limits.MaxItemsPerRequest, got, err)
 		}
 	})
 
