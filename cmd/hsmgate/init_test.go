@@ -121,6 +121,38 @@ func TestServerNeedsKEK(t *testing.T) {
 
 var servingLine = regexp.MustCompile(`msg=serving (?:replica=\S+ )?grpc=(\S+) http=(\S+)`)
 
+// serverProcess is `hsmgate server` run by a test as a process of its own.
+type serverProcess struct {
+	cmd                *exec.Cmd
+	stderr             *syncbuf.Buffer
+	waited             chan error // cmd.Wait's result; a reader puts it back
+	grpcAddr, httpAddr string
+}
+
+// startServerProcess runs `hsmgate server --config cfg` with env (killed at
+// the test's cleanup) and waits for its serving line.
+func startServerProcess(t *testing.T, env []string, cfg string) *serverProcess {
+	t.Helper()
+	p := &serverProcess{cmd: hsmgateCmd(context.Background(), env, "server", "--config", cfg), stderr: &syncbuf.Buffer{}, waited: make(chan error, 1)}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.waited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.waited
+		p.waited <- nil
+	})
+	waitLog(t, p.stderr, p.waited, "msg=serving ") // reload_test.go
+	m := servingLine.FindStringSubmatch(p.stderr.String())
+	if m == nil {
+		t.Fatalf("server logged no addresses:\n%s", p.stderr)
+	}
+	p.grpcAddr, p.httpAddr = m[1], m[2]
+	return p
+}
+
 func TestServerEndToEnd(t *testing.T) {
 	cfg, env := serverConfig(t, "audit:\n  path: audit.log\n  hmac_key_file: audit-key\n")
 	key := make([]byte, 32)
@@ -133,37 +165,8 @@ func TestServerEndToEnd(t *testing.T) {
 	if _, errOut, code := run(t, env, "init", "--config", cfg); code != 0 {
 		t.Fatalf("init: exit %d: %s", code, errOut)
 	}
-	cmd := hsmgateCmd(context.Background(), env, "server", "--config", cfg)
-	stderr := &syncbuf.Buffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-waited
-		waited <- nil
-	})
-	var grpcAddr, httpAddr string
-	deadline := time.Now().Add(2 * time.Minute) // a hang guard
-	for grpcAddr == "" {
-		if m := servingLine.FindStringSubmatch(stderr.String()); m != nil {
-			grpcAddr, httpAddr = m[1], m[2]
-			break
-		}
-		select {
-		case err := <-waited:
-			waited <- err
-			t.Fatalf("server exited (%v) before serving:\n%s", err, stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server never logged its addresses:\n%s", stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p := startServerProcess(t, env, cfg)
+	cmd, stderr, waited, grpcAddr, httpAddr := p.cmd, p.stderr, p.waited, p.grpcAddr, p.httpAddr
 	caCert := filepath.Join(filepath.Dir(cfg), "tls", "ca.pem")
 
 	// Health and reflection are public.

@@ -92,22 +92,8 @@ func TestSIGHUPReload(t *testing.T) {
 	if _, errOut, code := run(t, env, "init", "--config", cfg); code != 0 {
 		t.Fatalf("init: exit %d: %s", code, errOut)
 	}
-	cmd := hsmgateCmd(context.Background(), env, "server", "--config", cfg)
-	stderr := &syncbuf.Buffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-waited
-		waited <- nil
-	})
-	waitLog(t, stderr, waited, "msg=serving ")
-	m := servingLine.FindStringSubmatch(stderr.String())
-	grpcAddr := m[1]
+	p := startServerProcess(t, env, cfg) // init_test.go
+	cmd, stderr, waited, grpcAddr := p.cmd, p.stderr, p.waited, p.grpcAddr
 
 	tlsDir := filepath.Join(dir, "tls")
 	// lookupSelf calls LookupSelf over a new connection trusting caCert,
