@@ -258,14 +258,28 @@ if [[ ! -f "$state/root-token" ]]; then
 	done
 fi
 
+# One replica at a time, each ready before the next: SoftHSM keeps its token
+# in files, and processes logging in to one token at the same moment can
+# fail with CKR_GENERAL_ERROR (seen in CI). A replica that exits before it
+# is ready is started once more (its log keeps both attempts).
+start_replica() {
+	"${hsmgate_cmd[@]}" server --config "$state/r$1/hsmgate.yaml" >>"$state/r$1/server.log" 2>&1 &
+	rpid=$!
+	pids+=("$rpid")
+}
 for i in $(seq 0 $((N - 1))); do
-	"${hsmgate_cmd[@]}" server --config "$state/r$i/hsmgate.yaml" >"$state/r$i/server.log" 2>&1 &
-	pids+=($!)
-done
-for i in $(seq 0 $((N - 1))); do
+	start_replica "$i"
+	again=1
 	for try in $(seq 120); do
 		if curl -fsS --cacert "$state/tls/ca.pem" "https://127.0.0.1:$(http_port "$i")/readyz" >/dev/null 2>&1; then break; fi
-		if ! kill -0 "${pids[-$((N - i))]}" 2>/dev/null || ((try == 120)); then
+		if ! kill -0 "$rpid" 2>/dev/null && ((again)); then
+			say "replica r$i exited before it was ready; starting it once more:"
+			tail -3 "$state/r$i/server.log" >&2
+			again=0
+			start_replica "$i"
+			continue
+		fi
+		if ! kill -0 "$rpid" 2>/dev/null || ((try == 120)); then
 			say "replica r$i did not become ready:"
 			tail -20 "$state/r$i/server.log" >&2
 			exit 1
