@@ -49,10 +49,18 @@ func AuthTable() auth.Table {
 		return ""
 	})
 	rule := func(c auth.Capability) auth.Rule { return auth.Rule{Capability: c, Resource: byName} }
+	// The data plane changes no stored state and returns no key material
+	// (a data key leaves wrapped, or as the caller's own plaintext key): one
+	// audit line per call (auth.Rule.ReadOnly).
+	readOnly := func(c auth.Capability) auth.Rule {
+		r := rule(c)
+		r.ReadOnly = true
+		return r
+	}
 	return auth.Table{
 		svc + "CreateKey":         rule(auth.CapCreate),
-		svc + "GetKey":            rule(auth.CapRead),
-		svc + "ListKeys":          {Capability: auth.CapList, Path: ResourceKeys},
+		svc + "GetKey":            readOnly(auth.CapRead),
+		svc + "ListKeys":          {Capability: auth.CapList, Path: ResourceKeys, ReadOnly: true},
 		svc + "UpdateKeyConfig":   rule(auth.CapUpdate),
 		svc + "RotateKey":         rule(auth.CapRotate),
 		svc + "DisableKeyVersion": rule(auth.CapUpdate),
@@ -69,17 +77,17 @@ func AuthTable() auth.Table {
 			}
 			return key(func(proto.Message) string { return name })(m)
 		}},
-		svc + "GetWrappingKey":  {Capability: auth.CapRead, Path: ResourceWrappingKey},
+		svc + "GetWrappingKey":  {Capability: auth.CapRead, Path: ResourceWrappingKey, ReadOnly: true},
 		svc + "ImportKey":       rule(auth.CapCreate),
-		svc + "Encrypt":         rule(auth.CapEncrypt),
-		svc + "Decrypt":         rule(auth.CapDecrypt),
-		svc + "Rewrap":          rule(auth.CapRewrap),
-		svc + "GenerateDataKey": rule(auth.CapDatakey),
-		svc + "SignData":        rule(auth.CapSign),
-		svc + "VerifySignature": rule(auth.CapVerify),
-		svc + "ComputeHmac":     rule(auth.CapHMAC),
-		svc + "VerifyHmac":      rule(auth.CapVerify),
-		svc + "GenerateRandom":  {Capability: auth.CapRead, Path: ResourceRandom},
+		svc + "Encrypt":         readOnly(auth.CapEncrypt),
+		svc + "Decrypt":         readOnly(auth.CapDecrypt),
+		svc + "Rewrap":          readOnly(auth.CapRewrap),
+		svc + "GenerateDataKey": readOnly(auth.CapDatakey),
+		svc + "SignData":        readOnly(auth.CapSign),
+		svc + "VerifySignature": readOnly(auth.CapVerify),
+		svc + "ComputeHmac":     readOnly(auth.CapHMAC),
+		svc + "VerifyHmac":      readOnly(auth.CapVerify),
+		svc + "GenerateRandom":  {Capability: auth.CapRead, Path: ResourceRandom, ReadOnly: true},
 		svc + "EncryptStream": {Capability: auth.CapEncrypt, Resource: key(func(m proto.Message) string {
 			return m.(*pb.EncryptStreamRequest).GetRequest().GetName()
 		})},

@@ -247,15 +247,14 @@ func TestTransport(t *testing.T) {
 		var reqID string
 		_ = json.Unmarshal(env["request_id"], &reqID)
 		lines := e.auditLines()
-		req, resp := lines[len(lines)-2], lines[len(lines)-1]
-		for _, l := range []map[string]any{req, resp} {
-			if l["method"] != "/hsmgate.v1.TransitService/Encrypt" || l["request_id"] != reqID ||
-				l["resource"] != "transit/keys/k" || !strings.HasSuffix(l["remote"].(string), "via vault POST /v1/transit/encrypt/k") {
-				t.Errorf("audit line %v: want the Encrypt RPC on transit/keys/k via the door, request id %s", l, reqID)
-			}
+		// Encrypt is read-only: one line, after the handler.
+		l, before := lines[len(lines)-1], lines[len(lines)-2]
+		if l["method"] != "/hsmgate.v1.TransitService/Encrypt" || l["request_id"] != reqID ||
+			l["resource"] != "transit/keys/k" || !strings.HasSuffix(l["remote"].(string), "via vault POST /v1/transit/encrypt/k") {
+			t.Errorf("audit line %v: want the Encrypt RPC on transit/keys/k via the door, request id %s", l, reqID)
 		}
-		if req["type"] != "request" || resp["type"] != "response" || resp["code"] != "OK" {
-			t.Errorf("audit lines: %v %v", req, resp)
+		if l["type"] != "call" || l["code"] != "OK" || before["request_id"] == reqID {
+			t.Errorf("audit lines: %v %v, want one call line with code OK", before, l)
 		}
 		if string(env["lease_id"]) != `""` || string(env["renewable"]) != "false" || string(env["lease_duration"]) != "0" || string(env["warnings"]) != "null" {
 			t.Errorf("envelope: %s", body)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ type benchFlags struct {
 	jsonOut     string
 	svgOut      string
 	cpuProfile  string
+	memProfile  string
 	serverPID   int
 	serverLog   string
 	echo        string
@@ -120,6 +122,7 @@ Scenarios:
 	fl.StringVar(&f.jsonOut, "json", "", "write the result as JSON to this file")
 	fl.StringVar(&f.svgOut, "svg", "", "write the chart here (default: the --json path with .svg)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the scenario's measured phases (not the limits) here")
+	fl.StringVar(&f.memProfile, "memprofile", "", "write the allocations of the scenario's measured phases here (and those before them to FILE.base: go tool pprof -sample_index=alloc_objects -base FILE.base FILE)")
 	fl.StringVar(&f.echo, "echo", bench.EchoMessages, "transport limit: messages (echo the scenario's own request and response messages) or bytes (one bytes field of the same sizes)")
 	fl.StringVar(&f.client, "client", "", "transit-encrypt only: \""+bench.ClientBatcher+"\" compares client.Batcher with the same goroutines unbatched (--concurrency 64 or more; --batch is the batcher's max items, default 64)")
 	fl.DurationVar(&f.maxWait, "max-wait", 2*time.Millisecond, "with --client batcher: the batcher's max wait before a batch is sent")
@@ -159,6 +162,25 @@ func runBench(ctx context.Context, g *globals, f *benchFlags, scenario string) e
 		defer pf.Close()
 		o.StartProfile = func() error { return pprof.StartCPUProfile(pf) }
 		o.StopProfile = pprof.StopCPUProfile
+	}
+	if f.memProfile != "" {
+		start, stop := o.StartProfile, o.StopProfile
+		o.StartProfile = func() error {
+			if start != nil {
+				if err := start(); err != nil {
+					return err
+				}
+			}
+			return writeAllocs(f.memProfile + ".base")
+		}
+		o.StopProfile = func() {
+			if stop != nil {
+				stop()
+			}
+			if err := writeAllocs(f.memProfile); err != nil {
+				fmt.Fprintf(g.stderr, "bench: memory profile: %v\n", err)
+			}
+		}
 	}
 	r, err := bench.Run(ctx, o)
 	if err != nil {
@@ -396,14 +418,16 @@ func loadRoots(path string) (*x509.CertPool, error) {
 }
 
 // auditSize describes the audit log's size per request: its files' bytes
-// and lines (the live file and the rotated ones; two lines a request), or
-// "" when there is none.
+// and lines (the live file and the rotated ones), or "" when there is none.
+// Every request ends with one response or call line (a request that may
+// change state has a request line before it, a read-only call has that one
+// line), so those lines count the requests.
 func auditSize(path string) string {
 	if path == "" {
 		return ""
 	}
 	files, _ := filepath.Glob(path + ".2*") // rotated: <path>.<UTC time>
-	var size, lines int64
+	var size, lines, reqs int64
 	for _, name := range append(files, path) {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -411,10 +435,26 @@ func auditSize(path string) string {
 		}
 		size += int64(len(b))
 		lines += int64(bytes.Count(b, []byte{'\n'}))
+		reqs += int64(bytes.Count(b, []byte(`"type":"response"`)) + bytes.Count(b, []byte(`"type":"call"`)))
 	}
-	if lines == 0 {
+	if lines == 0 || reqs == 0 {
 		return ""
 	}
-	return fmt.Sprintf("audit log: %d bytes in %d lines, %.0f B a line, %.0f B a request (two lines each; set-up and warm-up calls included)",
-		size, lines, float64(size)/float64(lines), 2*float64(size)/float64(lines))
+	return fmt.Sprintf("audit log: %d bytes in %d lines for %d requests, %.0f B a line, %.0f B a request (set-up and warm-up calls included)",
+		size, lines, reqs, float64(size)/float64(lines), float64(size)/float64(reqs))
+}
+
+// writeAllocs writes the allocation profile so far (every allocation since
+// the start, sampled) to path.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC() // the profile is as of the last GC
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -5,7 +5,10 @@
 //
 // Every request leaves two lines: a "request" line written before the handler
 // runs and a "response" line after it, with the status code and latency (a
-// refused request leaves one "response" line). A line holds the time, a
+// refused request leaves one "response" line). A call that changes no state
+// and hands out no key material (encrypt, decrypt, sign, verify, MAC, reads)
+// leaves one "call" line instead, written after the handler and before the
+// answer leaves, with the status and latency. A line holds the time, a
 // sequence number, the request id, the identity (name, kind, policies, and the
 // token accessor HMAC'd), the method, the resource, the item count, the status
 // code and the latency. It never holds plaintext, ciphertext, key material or
@@ -141,7 +144,7 @@ type Identity struct {
 type Entry struct {
 	Time      time.Time         `json:"time"`
 	Seq       uint64            `json:"seq"`
-	Type      string            `json:"type"` // "request" or "response"
+	Type      string            `json:"type"` // TypeRequest, TypeResponse or TypeCall
 	RequestID string            `json:"request_id,omitempty"`
 	Identity  *Identity         `json:"identity,omitempty"`
 	Remote    string            `json:"remote,omitempty"`

@@ -28,8 +28,14 @@ const (
 // FormatV2 is the "format" of a file header: keyed chain, one header per file.
 const FormatV2 = "hsmgate-audit/2 hmac-sha256"
 
-// TypeHeader is the type of the first line of every file.
-const TypeHeader = "header"
+// The types of a line: the first line of every file, and the lines of
+// requests (see the package doc).
+const (
+	TypeHeader   = "header"
+	TypeRequest  = "request"  // before the handler of a call that may change state
+	TypeResponse = "response" // after it, with the status and latency; or a refusal
+	TypeCall     = "call"     // the one line of a read-only call, after its handler
+)
 
 // header is the first line of every file. It is a chained line like any other
 // (it has a seq); it names the previous file and that file's last seq, and

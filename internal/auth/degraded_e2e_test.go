@@ -216,7 +216,7 @@ func degradedLines(t *testing.T, path, method string) int {
 		if json.Unmarshal(sc.Bytes(), &e) != nil {
 			continue
 		}
-		if e.Type == "response" && e.Method == method && e.Code == codes.OK.String() && e.Extra["degraded"] != "" {
+		if (e.Type == audit.TypeResponse || e.Type == audit.TypeCall) && e.Method == method && e.Code == codes.OK.String() && e.Extra["degraded"] != "" {
 			n++
 		}
 	}

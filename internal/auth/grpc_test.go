@@ -33,17 +33,7 @@ import (
 var pipeDesc = grpc.ServiceDesc{
 	ServiceName: "test.Pipe",
 	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{MethodName: "Echo", Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-		in := new(wrapperspb.StringValue)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		h := func(ctx context.Context, req any) (any, error) { return req, nil }
-		if ic == nil {
-			return h(ctx, in)
-		}
-		return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/test.Pipe/Echo"}, h)
-	}}},
+	Methods:     []grpc.MethodDesc{{MethodName: "Echo", Handler: pipeUnary("/test.Pipe/Echo")}, {MethodName: "Peek", Handler: pipeUnary("/test.Pipe/Peek")}},
 	Streams: []grpc.StreamDesc{{StreamName: "Run", ServerStreams: true, ClientStreams: true, Handler: func(_ any, st grpc.ServerStream) error {
 		for {
 			m := new(wrapperspb.StringValue)
@@ -57,6 +47,22 @@ var pipeDesc = grpc.ServiceDesc{
 			}
 		}
 	}}},
+}
+
+// pipeUnary is a unary echo of a StringValue (Echo is in no rule table; Peek
+// is read-only).
+func pipeUnary(method string) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+		in := new(wrapperspb.StringValue)
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		h := func(ctx context.Context, req any) (any, error) { return req, nil }
+		if ic == nil {
+			return h(ctx, in)
+		}
+		return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, h)
+	}
 }
 
 func pipeResource(m proto.Message) (string, error) {
@@ -77,6 +83,7 @@ func testTable(t testing.TB) Table {
 	tab, err := Merge(pub, AuthTable(), Table{
 		"/grpc.health.v1.Health/Check": {Capability: CapRead, Path: "sys/health"},
 		"/test.Pipe/Run":               {Capability: CapEncrypt, Resource: pipeResource},
+		"/test.Pipe/Peek":              {Capability: CapEncrypt, Resource: pipeResource, ReadOnly: true},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -454,4 +461,55 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// TestReadOnlyOneLine: a ReadOnly RPC leaves one "call" line after its
+// handler, with the status and latency, and no request line; a refusal
+// leaves its response line as before. Once the line cannot be written the
+// call fails Unavailable and its result does not leave, although the
+// handler ran.
+func TestReadOnlyOneLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	env := startServer(t, path)
+	cc := env.dial(t, nil)
+	tok := env.token(t, "payments")
+	echo := func(key string) (*wrapperspb.StringValue, error) {
+		out := new(wrapperspb.StringValue)
+		err := cc.Invoke(withToken(tok), "/test.Pipe/Peek", wrapperspb.String(key), out)
+		return out, err
+	}
+	if got, err := echo("payments-eu"); err != nil || got.GetValue() != "payments-eu" {
+		t.Fatalf("Peek: got %v, %v", got, err)
+	}
+	if _, err := echo("orders"); codeOf(err) != codes.PermissionDenied {
+		t.Fatalf("Peek on orders: got %v, want PermissionDenied", err)
+	}
+	var lines []map[string]any
+	for _, l := range auditLines(t, path) {
+		if l["method"] == "/test.Pipe/Peek" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines for two calls, want 2: %v", len(lines), lines)
+	}
+	ok, refused := lines[0], lines[1]
+	if ok["type"] != audit.TypeCall || ok["code"] != "OK" || ok["latency_ms"] == nil || ok["resource"] != "transit/keys/payments-eu" || ok["identity"] == nil {
+		t.Errorf("the allowed call's line: %v, want type call, code OK, a latency, the resource and the identity", ok)
+	}
+	if refused["type"] != audit.TypeResponse || refused["code"] != "PermissionDenied" {
+		t.Errorf("the refusal's line: %v, want a response line with PermissionDenied", refused)
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	before := env.handled.Load()
+	got, err := echo("payments-eu")
+	if codeOf(err) != codes.Unavailable || got.GetValue() != "" {
+		t.Fatalf("with the audit log gone: got %q, %v, want Unavailable and no result", got.GetValue(), err)
+	}
+	if env.handled.Load() != before+1 {
+		t.Errorf("handler runs: got %d, want 1 (a read-only call runs, then its result is dropped)", env.handled.Load()-before)
+	}
 }

@@ -172,7 +172,7 @@ func (i *Interceptor) logRequest(c *call, resource string, items int) error {
 	if i.o.Audit == nil {
 		return nil
 	}
-	if err := i.o.Audit.Write(i.entry(c, "request", resource, items)); err != nil {
+	if err := i.o.Audit.Write(i.entry(c, audit.TypeRequest, resource, items)); err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
 	return nil
@@ -180,10 +180,16 @@ func (i *Interceptor) logRequest(c *call, resource string, items int) error {
 
 // logResponse writes the response line.
 func (i *Interceptor) logResponse(c *call, resource string, items int, err error) error {
+	return i.logResult(c, audit.TypeResponse, resource, items, err)
+}
+
+// logResult writes the line of a finished call: a response line, or the one
+// line of a ReadOnly call (typ audit.TypeCall).
+func (i *Interceptor) logResult(c *call, typ, resource string, items int, err error) error {
 	if i.o.Audit == nil {
 		return nil
 	}
-	e := i.entry(c, "response", resource, items)
+	e := i.entry(c, typ, resource, items)
 	e.Code = errs.Code(err).String()
 	e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
 	i.countDegraded(c)
@@ -218,7 +224,7 @@ func (i *Interceptor) auditRefusal(c *call, resource string, items int, err erro
 	if !ok {
 		return
 	}
-	e := i.entry(c, "response", resource, items)
+	e := i.entry(c, audit.TypeResponse, resource, items)
 	e.Code = errs.Code(err).String()
 	e.LatencyMS = float64(i.now().Sub(c.start).Microseconds()) / 1000
 	for k, v := range e.Extra {
@@ -326,11 +332,14 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 		if err := i.admit(ctx, id, rule, resource); err != nil {
 			return nil, i.refuse(c, resource, items, err)
 		}
-		if err := i.logRequest(c, resource, items); err != nil {
+		typ := audit.TypeResponse
+		if rule.ReadOnly {
+			typ = audit.TypeCall // one line, after the handler
+		} else if err := i.logRequest(c, resource, items); err != nil {
 			return nil, i.status(c, err) // fail closed: the handler never runs
 		}
 		resp, herr := handler(withCall(ctx, id, c.reqID), req)
-		if err := i.logResponse(c, resource, items, herr); err != nil {
+		if err := i.logResult(c, typ, resource, items, herr); err != nil {
 			_ = i.status(c, herr)        // its cause is logged all the same
 			return nil, i.status(c, err) // no unaudited result leaves
 		}

@@ -54,6 +54,15 @@ type Rule struct {
 	Resource func(msg proto.Message) (string, error)
 	// Path is the fixed resource when Resource is nil (e.g. "sys/status").
 	Path string
+	// ReadOnly unary RPCs change no stored state and hand out no key
+	// material (encrypt, decrypt, sign, verify, MAC, reads): each leaves one
+	// audit line of type "call", written after the handler with the status
+	// and latency and before the answer leaves, instead of a "request" line
+	// before the handler and a "response" line after it. Fail closed all the
+	// same: a line that cannot be written fails the call and its result is
+	// dropped. Every other RPC (it writes, or exports) keeps its request
+	// line before the handler runs, so that nothing changes unaudited.
+	ReadOnly bool
 }
 
 // Table maps full gRPC method names ("/hsmgate.v1.TransitService/Encrypt") to rules.
