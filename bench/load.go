@@ -41,11 +41,19 @@ type measured struct {
 	Windows []Window
 }
 
-// Window is throughput and memory over one interval of a run.
+// Window is throughput over one interval of a run and the memory at its end.
 type Window struct {
 	End       Millis  `json:"end_ms"` // since the start of measurement
 	ItemsPerS float64 `json:"items_per_s"`
-	RSS       int64   `json:"rss_bytes"`
+	RSS       int64   `json:"rss_bytes"` // VmRSS: the three below together
+	// AnonRSS is the private (anonymous) part of RSS: heap, stacks, C
+	// allocations. A leak shows here.
+	AnonRSS int64 `json:"rss_anon_bytes"`
+	// FileRSS is the file-backed part: above all the bbolt store's mmapped
+	// file, which grows with the records written; page cache the kernel can
+	// drop, not a leak.
+	FileRSS  int64 `json:"rss_file_bytes"`
+	ShmemRSS int64 `json:"rss_shmem_bytes"`
 	// OtherCores: CPU used by other processes in the window (noise).
 	OtherCores float64 `json:"other_cores"`
 }
@@ -176,9 +184,10 @@ func (l load) run(ctx context.Context, o op) (*measured, error) {
 	lastSys, lastSelf, lastCPU := sys0, self0, cpu0
 	window := func(now time.Time) {
 		items, _ := total()
-		rss, _, _ := l.Proc.Mem()
+		mem, _ := l.Proc.Memory()
 		el := now.Sub(lastWin)
-		w := Window{End: ms(now.Sub(mstart)), ItemsPerS: float64(items-lastItems) / el.Seconds(), RSS: rss}
+		w := Window{End: ms(now.Sub(mstart)), ItemsPerS: float64(items-lastItems) / el.Seconds(),
+			RSS: mem.RSS, AnonRSS: mem.Anon, FileRSS: mem.File, ShmemRSS: mem.Shmem}
 		sys, self, cpu := systemBusy(), lastSelf, lastCPU
 		self, _ = Proc{}.CPU()
 		cpu, _ = l.Proc.CPU()

@@ -26,7 +26,10 @@ func sampleResult() *Result {
 		Software: &Limit{Op: "Go", ItemsPerS: 4e6, Concurrency: 4},
 		HSM:      &Limit{Op: "PKCS#11", ItemsPerS: 6e4, Concurrency: 1},
 		Points: []Point{
-			{Batch: 1, ItemsPerS: 5e3, Transport: &Limit{ItemsPerS: 1e4}, Latency: Latency{P50: 0.1, P99: 0.5}, Windows: []Window{{End: 500, ItemsPerS: 5e3, RSS: 50 << 20}, {End: 1000, ItemsPerS: 5.1e3, RSS: 51 << 20}}},
+			{Batch: 1, ItemsPerS: 5e3, Transport: &Limit{ItemsPerS: 1e4}, Latency: Latency{P50: 0.1, P99: 0.5}, Windows: []Window{
+				{End: 500, ItemsPerS: 5e3, RSS: 50 << 20, AnonRSS: 20 << 20, FileRSS: 30 << 20},
+				{End: 1000, ItemsPerS: 5.5e3, RSS: 100 << 20, AnonRSS: 21 << 20, FileRSS: 79 << 20},
+			}},
 			{Batch: 10, ItemsPerS: 5e4, Transport: &Limit{ItemsPerS: 1e5}},
 			{Batch: 100, ItemsPerS: 3e5, Transport: &Limit{ItemsPerS: 5e5}},
 		},
@@ -63,6 +66,12 @@ func TestJSONRoundTrip(t *testing.T) {
 	for _, k := range []string{"batch", "items_per_s", "mb_per_s", "latency", "cpu_us_per_item", "peak_rss_bytes", "transport_limit", "ratio", "windows"} {
 		if _, ok := pt[k]; !ok {
 			t.Errorf("JSON point has no %q field", k)
+		}
+	}
+	win := pt["windows"].([]any)[0].(map[string]any)
+	for k, want := range map[string]float64{"end_ms": 500, "items_per_s": 5e3, "rss_bytes": 50 << 20, "rss_anon_bytes": 20 << 20, "rss_file_bytes": 30 << 20, "rss_shmem_bytes": 0, "other_cores": 0} {
+		if got, ok := win[k]; !ok || got != want {
+			t.Errorf("JSON window %q = %v, want %v", k, got, want)
 		}
 	}
 	t.Run("wrong schema", func(t *testing.T) {
@@ -134,7 +143,7 @@ func TestTable(t *testing.T) {
 	if err := r.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"software", "HSM", "transport b=100", "p99.9 ms", "/transport", "50%", "over time", "spread:"} {
+	for _, want := range []string{"software", "HSM", "transport b=100", "p99.9 ms", "/transport", "50%", "over time", "spread: throughput"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table has no %q:\n%s", want, b.String())
 		}
@@ -142,6 +151,49 @@ func TestTable(t *testing.T) {
 	if strings.Contains(b.String(), "paired") {
 		t.Errorf("a paired section without a paired measurement:\n%s", b.String())
 	}
+	t.Run("over time", func(t *testing.T) {
+		for _, re := range []string{
+			`(?m)^ *until s +items/s +RSS MiB +private MiB +file MiB +other cores *$`,
+			`(?m)^ *0\.5 +5000 +50\.0 +20\.0 +30\.0 +0\.00 *$`,
+			`(?m)^ *1\.0 +5500 +100\.0 +21\.0 +79\.0 +0\.00 *$`,
+			`(?m)^spread: throughput 10\.0%, RSS 100\.0%, private RSS 5\.0% \(max/min - 1\)$`,
+			`store's mmapped bbolt file`,
+			`page cache the kernel can drop, not a leak; the leak check is the private RSS`,
+		} {
+			if !regexp.MustCompile(re).MatchString(b.String()) {
+				t.Errorf("table does not match %s:\n%s", re, b.String())
+			}
+		}
+		if strings.Contains(b.String(), "shmem") {
+			t.Errorf("a shmem column with no shared memory:\n%s", b.String())
+		}
+	})
+	t.Run("shmem column when there is some", func(t *testing.T) {
+		r := sampleResult()
+		r.Points[0].Windows[1].ShmemRSS = 2 << 20
+		var b bytes.Buffer
+		if err := r.WriteTable(&b); err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`(?m)^ *1\.0 +5500 +100\.0 +21\.0 +79\.0 +2\.0 +0\.00 *$`).MatchString(b.String()) {
+			t.Errorf("no shmem column:\n%s", b.String())
+		}
+	})
+	t.Run("older result without private RSS", func(t *testing.T) {
+		r := sampleResult()
+		for i := range r.Points[0].Windows {
+			r.Points[0].Windows[i].AnonRSS, r.Points[0].Windows[i].FileRSS = 0, 0
+		}
+		var b bytes.Buffer
+		if err := r.WriteTable(&b); err != nil {
+			t.Fatal(err)
+		}
+		for _, re := range []string{`(?m)^ *1\.0 +5500 +100\.0 +- +- +0\.00 *$`, `RSS 100\.0% \(max/min - 1\); private RSS not measured`} {
+			if !regexp.MustCompile(re).MatchString(b.String()) {
+				t.Errorf("table does not match %s:\n%s", re, b.String())
+			}
+		}
+	})
 	r.Points[2].Paired = &Paired{Rounds: 5, Slice: 1000, HSMConcurrency: 16, ItemsPerS: 41000, HSMItemsPerS: 50000, Ratio: Ratio(41000, 50000)}
 	b.Reset()
 	if err := r.WriteTable(&b); err != nil {
