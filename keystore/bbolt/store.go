@@ -45,6 +45,10 @@ type Options struct {
 	// NoSync skips fsync after each commit: faster, and loses the last writes
 	// on a crash. For tests and benchmarks only.
 	NoSync bool
+
+	// tune, if set, edits the bbolt options Open uses (after Open's own):
+	// for benchmarks of bbolt's options (export_test.go).
+	tune func(*bolt.Options)
 }
 
 func (o Options) withDefaults() Options {
@@ -96,7 +100,11 @@ type watcher struct {
 // keystore.ErrUnavailable.
 func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync})
+	bo := &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync}
+	if opts.tune != nil {
+		opts.tune(bo)
+	}
+	db, err := bolt.Open(path, 0o600, bo)
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("keystore/bbolt: open %s: file is locked by another process (waited %s): %w",
