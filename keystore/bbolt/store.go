@@ -100,7 +100,14 @@ type watcher struct {
 // keystore.ErrUnavailable.
 func Open(path string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
-	bo := &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync}
+	// NoFreelistSync and the hashmap freelist: see "bbolt options" in the
+	// package doc. Every commit is still fsynced (NoSync is false).
+	bo := &bolt.Options{
+		Timeout:        opts.LockTimeout,
+		NoSync:         opts.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	}
 	if opts.tune != nil {
 		opts.tune(bo)
 	}
