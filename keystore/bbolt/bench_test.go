@@ -308,14 +308,18 @@ var boltVariants = []struct {
 	name string
 	tune func(*bolt.Options)
 }{
-	{"default", nil},
-	{"map", func(o *bolt.Options) { o.FreelistType = bolt.FreelistMapType }},
-	{"nofreelistsync", func(o *bolt.Options) { o.NoFreelistSync = true }},
-	{"map+nofreelistsync", func(o *bolt.Options) {
-		o.FreelistType = bolt.FreelistMapType
-		o.NoFreelistSync = true
-	}},
-	{"mmap1g", func(o *bolt.Options) { o.InitialMmapSize = 1 << 30 }},
+	{"default", boltVariant(bolt.FreelistArrayType, false, 0)}, // bbolt's defaults, the store's before
+	{"map", boltVariant(bolt.FreelistMapType, false, 0)},
+	{"nofreelistsync", boltVariant(bolt.FreelistArrayType, true, 0)},
+	{"map+nofreelistsync", boltVariant(bolt.FreelistMapType, true, 0)}, // the store's (Open)
+	{"mmap1g", boltVariant(bolt.FreelistArrayType, false, 1<<30)},
+}
+
+// boltVariant sets the three options compared, whatever Open's own.
+func boltVariant(ft bolt.FreelistType, noFreelistSync bool, mmap int) func(*bolt.Options) {
+	return func(o *bolt.Options) {
+		o.FreelistType, o.NoFreelistSync, o.InitialMmapSize = ft, noFreelistSync, mmap
+	}
 }
 
 // ioCounts are this process's write syscalls and bytes written (syscw and
