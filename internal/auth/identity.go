@@ -146,3 +146,12 @@ func (c *callCtx) Value(k any) any {
 	}
 	return c.Context.Value(k)
 }
+
+type remoteKey struct{}
+
+// WithRemote records the client address of a connection (its string, made
+// once per connection by the server's stats handler) in the connection's
+// context: the remote of its requests' audit lines.
+func WithRemote(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, remoteKey{}, &addr)
+}
