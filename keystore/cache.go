@@ -461,7 +461,13 @@ func (d *DegradedNote) Served() int64 { return d.n.Load() }
 // line reads it.
 func WithDegradedNote(ctx context.Context) (context.Context, *DegradedNote) {
 	d := &DegradedNote{}
-	return context.WithValue(ctx, degradedNoteKey{}, d), d
+	return WithDegradedNoteIn(ctx, d), d
+}
+
+// WithDegradedNoteIn is WithDegradedNote with a note the caller holds (in a
+// request's own state, to save an allocation).
+func WithDegradedNoteIn(ctx context.Context, d *DegradedNote) context.Context {
+	return context.WithValue(ctx, degradedNoteKey{}, d)
 }
 
 func noteDegraded(ctx context.Context) {

@@ -175,10 +175,10 @@ func newServer(ctx context.Context, d *deps) (*server.Server, error) {
 }
 
 // requestFields names the caller in every log line of a request.
-func requestFields(ctx context.Context) []any {
+func requestFields(ctx context.Context) (identity, kind string) {
 	id, ok := auth.FromContext(ctx)
 	if !ok {
-		return nil
+		return "", ""
 	}
-	return []any{"identity", id.Name, "identity_kind", string(id.Kind)}
+	return id.Name, string(id.Kind)
 }

@@ -47,6 +47,10 @@ type Identity struct {
 	// Lineage: for tokens, the accessor of the first token of the lineage
 	// (a child made by a non-root token shares its parent's).
 	Lineage string
+
+	// rateKey is RateKey, made once for an identity that serves many
+	// requests (a cached token's); "" elsewhere.
+	rateKey string
 }
 
 // RateKey is the key of the identity's rate-limit bucket: its vouched entity
@@ -54,6 +58,9 @@ type Identity struct {
 // bucket), else its token lineage (a token and the children it made share
 // one bucket), else kind and name.
 func (id *Identity) RateKey() string {
+	if id.rateKey != "" {
+		return id.rateKey
+	}
 	switch {
 	case id.Entity != "":
 		return "entity:" + id.Entity
@@ -119,5 +126,32 @@ func RequestID(ctx context.Context) (string, bool) {
 }
 
 func withCall(ctx context.Context, id *Identity, reqID string) context.Context {
-	return context.WithValue(WithIdentity(ctx, id), requestIDKey{}, reqID)
+	return &callCtx{Context: ctx, id: id, reqID: reqID}
+}
+
+// callCtx is a handler's context: its identity and request id in one
+// allocation (WithIdentity and a second WithValue make two).
+type callCtx struct {
+	context.Context
+	id    *Identity
+	reqID string
+}
+
+func (c *callCtx) Value(k any) any {
+	switch k.(type) {
+	case identityKey:
+		return c.id
+	case requestIDKey:
+		return c.reqID
+	}
+	return c.Context.Value(k)
+}
+
+type remoteKey struct{}
+
+// WithRemote records the client address of a connection (its string, made
+// once per connection by the server's stats handler) in the connection's
+// context: the remote of its requests' audit lines.
+func WithRemote(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, remoteKey{}, &addr)
 }

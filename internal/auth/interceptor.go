@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hsmgate/hsmgate/internal/audit"
+	"github.com/hsmgate/hsmgate/internal/callinfo"
 	"github.com/hsmgate/hsmgate/internal/errs"
 	"github.com/hsmgate/hsmgate/keystore"
 )
@@ -66,6 +68,29 @@ type Interceptor struct {
 	// degraded counts requests served, in part, from caches that could not
 	// check their entries with an unreachable store (keystore.Cache).
 	degraded prometheus.Counter
+	// accessors remembers the audit HMAC of token accessors (the HMAC of an
+	// accessor under the deployment key never changes): an HMAC and three
+	// allocations a request otherwise. At most maxAccessorHMACs entries;
+	// when full it starts again.
+	accessors  sync.Map // accessor → HMAC
+	nAccessors atomic.Int64
+}
+
+// maxAccessorHMACs bounds Interceptor.accessors.
+const maxAccessorHMACs = 1 << 14
+
+// accessorHMAC returns the audit HMAC of a token accessor.
+func (i *Interceptor) accessorHMAC(acc string) string {
+	if v, ok := i.accessors.Load(acc); ok {
+		return v.(string)
+	}
+	h := i.o.Audit.HMAC(acc)
+	if i.nAccessors.Add(1) > maxAccessorHMACs {
+		i.accessors.Clear()
+		i.nAccessors.Store(1)
+	}
+	i.accessors.Store(acc, h)
+	return h
 }
 
 // NewInterceptor checks o and returns the interceptor.
@@ -104,14 +129,17 @@ type call struct {
 	// the call's lines (its accessor HMAC'd once).
 	auditID *audit.Identity
 	// degraded counts what caches served this request from entries they
-	// could not check with an unreachable store (keystore.Cache).
+	// could not check with an unreachable store (keystore.Cache); it points
+	// at note.
 	degraded *keystore.DegradedNote
+	note     keystore.DegradedNote
 }
 
 // newCall starts a request's state and returns ctx with its degraded note.
 func (i *Interceptor) newCall(ctx context.Context, method string) (context.Context, *call) {
 	c := &call{method: method, start: i.now()}
-	ctx, c.degraded = keystore.WithDegradedNote(ctx)
+	c.degraded = &c.note
+	ctx = keystore.WithDegradedNoteIn(ctx, c.degraded)
 	// ValueFromIncomingContext copies one key's values, not the whole metadata.
 	if v := metadata.ValueFromIncomingContext(ctx, "x-request-id"); len(v) > 0 && validRequestID(v[0]) {
 		c.reqID = v[0]
@@ -121,7 +149,9 @@ func (i *Interceptor) newCall(ctx context.Context, method string) (context.Conte
 		rand.Read(b[:])
 		c.reqID = hex.EncodeToString(b[:])
 	}
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+	if r, ok := ctx.Value(remoteKey{}).(*string); ok {
+		c.remote = *r // WithRemote, once per connection
+	} else if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		c.remote = p.Addr.String()
 	}
 	return ctx, c
@@ -154,7 +184,7 @@ func (i *Interceptor) entry(c *call, typ, resource string, items int) *audit.Ent
 		if c.auditID == nil {
 			c.auditID = &audit.Identity{Name: c.id.Name, Kind: string(c.id.Kind), Policies: c.id.Policies}
 			if c.id.Accessor != "" && i.o.Audit != nil {
-				c.auditID.Accessor = i.o.Audit.HMAC(c.id.Accessor)
+				c.auditID.Accessor = i.accessorHMAC(c.id.Accessor)
 			}
 		}
 		e.Identity = c.auditID // the audit log only reads it
@@ -305,7 +335,11 @@ func (i *Interceptor) Unary() grpc.UnaryServerInterceptor {
 		}
 		ctx, c := i.newCall(ctx, info.FullMethod)
 		_ = grpc.SetHeader(ctx, metadata.Pairs("x-request-id", c.reqID))
-		logging.AddFields(ctx, logging.Fields{"request_id", c.reqID}) // the server's call log line
+		if ci := callinfo.From(ctx); ci != nil { // the call's log lines
+			ci.RequestID = c.reqID
+		} else {
+			logging.AddFields(ctx, logging.Fields{"request_id", c.reqID})
+		}
 		msg, _ := req.(proto.Message)
 		items := audit.ItemCount(msg)
 		if !ok {

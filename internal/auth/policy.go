@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -365,6 +366,28 @@ type Policies struct {
 	store keystore.Store
 	now   func() time.Time
 	cache *keystore.Cache[*compiledPolicy] // by PolicyPrefix + name; nil value: known absent
+	// keys holds PolicyPrefix + name for the names looked up, so that a
+	// request's policy check builds no string (at most maxCachedPolicies).
+	keysMu sync.RWMutex
+	keys   map[string]string
+}
+
+// key returns PolicyPrefix + name.
+func (p *Policies) key(name string) string {
+	p.keysMu.RLock()
+	k, ok := p.keys[name]
+	p.keysMu.RUnlock()
+	if ok {
+		return k
+	}
+	k = PolicyPrefix + name
+	p.keysMu.Lock()
+	if p.keys == nil || len(p.keys) >= maxCachedPolicies {
+		p.keys = make(map[string]string)
+	}
+	p.keys[name] = k
+	p.keysMu.Unlock()
+	return k
 }
 
 // maxCachedPolicies bounds the policy cache (past it, it empties).
@@ -403,7 +426,7 @@ func (p *Policies) lookup(ctx context.Context, name string) (*compiledPolicy, er
 	if !ValidName(name) {
 		return nil, nil
 	}
-	c, err := p.cache.Get(ctx, PolicyPrefix+name)
+	c, err := p.cache.Get(ctx, p.key(name))
 	if err != nil {
 		return nil, fmt.Errorf("auth: read policy %q: %w", name, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -103,6 +104,31 @@ type Tokens struct {
 	now   func() time.Time
 	rand  io.Reader
 	cache *keystore.Cache[*hsmgatev1.TokenInfo] // by TokenStorePrefix + accessor
+
+	// memo holds what Authenticate made of a token (its identity, its
+	// record's key), by the SHA-256 of the token, reused while the cache
+	// hands out the same record: a request with a cached token then costs a
+	// hash, a map read and the cache's check, and no allocation. A record
+	// that changes (renewed, revoked, expired, rebuilt) is a new pointer or
+	// an error, and the token takes the full path again. At most
+	// maxCachedTokens entries; past it, it empties.
+	memoMu sync.RWMutex
+	memo   map[[sha256.Size]byte]*tokenMemo
+}
+
+// tokenMemo is Authenticate's result for one token record.
+type tokenMemo struct {
+	info *hsmgatev1.TokenInfo // the record it was made from
+	key  string               // TokenStorePrefix + accessor
+	id   *Identity            // shared by the token's requests: read-only
+}
+
+// tokenSum is the memo key of a well-formed token: its SHA-256, hashed from
+// a copy on the stack (hashing the string's bytes directly allocates them).
+func tokenSum(secret string) [sha256.Size]byte {
+	var b [tokenLen]byte
+	copy(b[:], secret)
+	return sha256.Sum256(b[:len(secret)])
 }
 
 // maxCachedTokens bounds the token cache (past it, it empties).
@@ -385,24 +411,60 @@ func (t *Tokens) expired(info *hsmgatev1.TokenInfo) bool {
 // is malformed, unknown, revoked or expired. Errors reading the store are
 // returned as they are (Unavailable).
 func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, error) {
-	acc, err := ParseToken(secret)
+	if len(secret) != tokenLen {
+		return nil, fmt.Errorf("%w: malformed token", ErrUnauthenticated)
+	}
+	sum := tokenSum(secret)
+	t.memoMu.RLock()
+	m := t.memo[sum]
+	t.memoMu.RUnlock()
+	if m != nil {
+		// The memo was made by the full path below from this same token
+		// (same SHA-256): parsed, found and compared then.
+		if info, err := t.cache.Get(ctx, m.key); err == nil && info == m.info && !t.expired(info) {
+			return m.id, nil
+		}
+		t.memoMu.Lock()
+		if t.memo[sum] == m {
+			delete(t.memo, sum)
+		}
+		t.memoMu.Unlock()
+	}
+	id, m, err := t.authenticate(ctx, secret)
 	if err != nil {
 		return nil, err
 	}
-	info, err := t.cache.Get(ctx, TokenStorePrefix+acc)
+	t.memoMu.Lock()
+	if t.memo == nil || len(t.memo) >= maxCachedTokens {
+		t.memo = make(map[[sha256.Size]byte]*tokenMemo)
+	}
+	t.memo[sum] = m
+	t.memoMu.Unlock()
+	return id, nil
+}
+
+// authenticate is Authenticate without the memo: it parses the token, reads
+// its record through the cache and makes the identity.
+func (t *Tokens) authenticate(ctx context.Context, secret string) (*Identity, *tokenMemo, error) {
+	acc, err := ParseToken(secret)
+	if err != nil {
+		return nil, nil, err
+	}
+	key := TokenStorePrefix + acc
+	info, err := t.cache.Get(ctx, key)
 	if errors.Is(err, keystore.ErrNotFound) {
-		return nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
+		return nil, nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("auth: read token: %w", err)
+		return nil, nil, fmt.Errorf("auth: read token: %w", err)
 	}
 	// The record was found by the hash; compare it in constant time anyway so
 	// that no path compares secret-derived bytes with an early exit.
 	if subtle.ConstantTimeCompare([]byte(info.GetAccessor()), []byte(acc)) != 1 {
-		return nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
+		return nil, nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
 	}
 	if t.expired(info) {
-		return nil, fmt.Errorf("%w: token expired", ErrUnauthenticated)
+		return nil, nil, fmt.Errorf("%w: token expired", ErrUnauthenticated)
 	}
 	id := &Identity{
 		Name: info.GetDisplayName(), Kind: KindToken, Policies: info.GetPolicies(), Metadata: info.GetMetadata(), Accessor: acc,
@@ -417,7 +479,8 @@ func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, er
 	if info.GetRoot() {
 		id.Kind = KindRoot
 	}
-	return id, nil
+	id.rateKey = id.RateKey()
+	return id, &tokenMemo{info: info, key: key, id: id}, nil
 }
 
 // Lookup describes a live token; ErrNotFound if absent or expired.

@@ -287,3 +287,69 @@ func TestTokenParents(t *testing.T) {
 		t.Errorf("orphan after the root's revocation: got %v, want alive", err)
 	}
 }
+
+// TestTokenMemo: a cached token's identity is made once and reused with no
+// allocation, and the memo never outlives what it was made from: a renewal
+// (a new record) makes it again, expiry and revocation refuse at once.
+func TestTokenMemo(t *testing.T) {
+	a, _ := newAuth(t, Config{Tokens: TokenConfig{DefaultTTL: time.Hour, MaxTTL: 3 * time.Hour}})
+	clk := clocktest.New(time.Now())
+	a.Tokens.SetClock(clk.Now)
+	ctx := context.Background()
+	secret, info, err := a.Tokens.Create(ctx, rootID, TokenRequest{Policies: []string{"p"}, Renewable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := a.Tokens.Authenticate(ctx, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := a.Tokens.Authenticate(ctx, secret)
+	if err != nil || second != first {
+		t.Fatalf("second call: got %p, %v, want the same identity %p", second, err, first)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := a.Tokens.Authenticate(ctx, secret); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("a cached token costs %v allocations, want 0", n)
+	}
+	// The same length, one character changed: not the memo's token.
+	last := "A"
+	if secret[len(secret)-1] == 'A' {
+		last = "E"
+	}
+	forged := secret[:len(secret)-1] + last
+	if _, err := a.Tokens.Authenticate(ctx, forged); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("a token one character off: got %v, want ErrUnauthenticated", err)
+	}
+
+	clk.Advance(30 * time.Minute)
+	if _, err := a.Tokens.Renew(ctx, info.GetAccessor(), 0); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		id, err := a.Tokens.Authenticate(ctx, secret)
+		if err == nil && id != first {
+			break // the cache's record is the renewed one (watch), the identity made again
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after renewal: got %p, %v, want a new identity", id, err)
+		}
+	}
+	clk.Advance(2 * time.Hour) // past the renewed expiry
+	if _, err := a.Tokens.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("expired: got %v, want ErrUnauthenticated", err)
+	}
+	clk.Advance(-2 * time.Hour)
+	if _, err := a.Tokens.Authenticate(ctx, secret); err != nil {
+		t.Fatalf("back within its TTL: %v", err)
+	}
+	if err := a.Tokens.Revoke(ctx, info.GetAccessor()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Tokens.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("revoked: got %v, want ErrUnauthenticated", err)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/hsmgate/hsmgate/internal/callinfo"
 )
 
 // The per-call log line. A call that succeeds is logged at debug: the audit
@@ -43,23 +45,23 @@ func callLogUnary(l *slog.Logger) grpc.UnaryServerInterceptor {
 			return handler(ctx, req)
 		}
 		start := time.Now()
-		// The call's fields live in ctx (logging.AddFields adds to them
-		// below: request id, identity), for this line and for every line
-		// logged with the call's context (RequestFieldsHandler).
-		ctx = logging.InjectFields(ctx, logging.Fields{
-			logging.SystemTag[0], logging.SystemTag[1],
-			logging.ComponentFieldKey, logging.KindServerFieldValue,
-			logging.ServiceFieldKey, service,
-			logging.MethodFieldKey, method,
-			logging.MethodTypeFieldKey, "unary",
-		})
+		// The call's request id and identity are filled in below (auth,
+		// addRequestFields), for this line and for every line logged with
+		// the call's context (RequestFieldsHandler).
+		ctx, ci := callinfo.New(ctx, service, method)
 		resp, err := handler(ctx, req)
 		code := status.Code(err)
 		lvl := slog.Level(callLevel(code))
 		if !l.Enabled(ctx, lvl) {
 			return resp, err
 		}
-		fields := logging.ExtractFields(ctx)
+		fields := append([]any{
+			logging.SystemTag[0], logging.SystemTag[1],
+			logging.ComponentFieldKey, logging.KindServerFieldValue,
+			logging.ServiceFieldKey, service,
+			logging.MethodFieldKey, method,
+			logging.MethodTypeFieldKey, "unary",
+		}, requestFieldsOf(ci)...)
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 			fields = append(fields, "peer.address", p.Addr.String())
 		}

@@ -5,24 +5,47 @@ import (
 	"log/slog"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+
+	"github.com/hsmgate/hsmgate/internal/callinfo"
 )
 
 // requestKeys are the request-scoped fields every log line of a call
-// carries: the auth layer adds request_id (logging.AddFields), the server
-// adds identity and identity_kind from Config.RequestFields once the added
-// interceptors ran. The per-call line of the logging interceptor takes
-// them from the call's fields; RequestFieldsHandler adds them to any other
-// line logged with the call's context.
+// carries: the auth layer sets request_id, the server adds identity and
+// identity_kind from Config.RequestFields once the added interceptors ran.
+// A unary call keeps them in its callinfo.Info (callLogUnary made it); a
+// stream in go-grpc-middleware's logging fields (logging.AddFields). The
+// per-call line takes them from there; RequestFieldsHandler adds them to
+// any other line logged with the call's context.
 var requestKeys = map[string]bool{"request_id": true, "identity": true, "identity_kind": true}
 
-// addRequestFields records Config.RequestFields(ctx) in the call's log
-// fields; it runs innermost, where the identity is in ctx.
+// addRequestFields records Config.RequestFields(ctx) for the call's log
+// lines; it runs innermost, where the identity is in ctx.
 func (s *Server) addRequestFields(ctx context.Context) {
-	if fn := s.cfg.RequestFields; fn != nil {
-		if kv := fn(ctx); len(kv) > 0 {
-			logging.AddFields(ctx, logging.Fields(kv))
-		}
+	fn := s.cfg.RequestFields
+	if fn == nil {
+		return
 	}
+	id, kind := fn(ctx)
+	if id == "" && kind == "" {
+		return
+	}
+	if ci := callinfo.From(ctx); ci != nil {
+		ci.Identity, ci.IdentityKind = id, kind
+		return
+	}
+	logging.AddFields(ctx, logging.Fields{"identity", id, "identity_kind", kind})
+}
+
+// requestFieldsOf returns the request-scoped fields a unary call has set.
+func requestFieldsOf(ci *callinfo.Info) []any {
+	var f []any
+	if ci.RequestID != "" {
+		f = append(f, "request_id", ci.RequestID)
+	}
+	if ci.Identity != "" || ci.IdentityKind != "" {
+		f = append(f, "identity", ci.Identity, "identity_kind", ci.IdentityKind)
+	}
+	return f
 }
 
 // RequestFieldsHandler wraps h so that a record logged with a call's
@@ -41,7 +64,12 @@ func (h requestFieldsHandler) Handle(ctx context.Context, r slog.Record) error {
 	if ctx == nil {
 		return h.Handler.Handle(ctx, r)
 	}
-	fields := logging.ExtractFields(ctx)
+	var fields []any
+	if ci := callinfo.From(ctx); ci != nil {
+		fields = requestFieldsOf(ci)
+	} else {
+		fields = logging.ExtractFields(ctx)
+	}
 	if len(fields) == 0 {
 		return h.Handler.Handle(ctx, r)
 	}

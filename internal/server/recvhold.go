@@ -8,6 +8,8 @@ import (
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/stats"
+
+	"github.com/hsmgate/hsmgate/internal/auth"
 )
 
 // A unary RPC's request is read before any interceptor runs, so the budget
@@ -104,7 +106,19 @@ type budgetStats struct{ s *Server }
 
 var _ stats.Handler = budgetStats{}
 
-func (budgetStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+// TagConn works out once per connection what every RPC on it needs of the
+// client's address: its string (the audit lines' remote, auth.WithRemote)
+// and its read-slot key (ipKey).
+func (budgetStats) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
+	if info == nil || info.RemoteAddr == nil {
+		return ctx
+	}
+	ctx = auth.WithRemote(ctx, info.RemoteAddr.String())
+	return context.WithValue(ctx, connIPKey{}, ipKey(info.RemoteAddr))
+}
+
+// connIPKey holds the connection's ipKey (TagConn).
+type connIPKey struct{}
 func (budgetStats) HandleConn(context.Context, stats.ConnStats)                       {}
 
 func (bs budgetStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
@@ -140,7 +154,9 @@ func (bs budgetStats) reserve(ctx context.Context, h *recvHold) {
 	h.b.m.waiting.Inc()
 	slot := func() {}
 	var err error
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+	if k, ok := ctx.Value(connIPKey{}).(string); ok {
+		slot, err = bs.s.readSlots.acquire(ctx, k)
+	} else if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		slot, err = bs.s.readSlots.acquire(ctx, ipKey(p.Addr))
 	}
 	if err == nil {

@@ -154,10 +154,10 @@ type Config struct {
 	// auth.FromContext). Nil: every request that passes them does, except
 	// health and reflection (public methods).
 	Authenticated func(ctx context.Context) bool
-	// RequestFields returns key-value pairs naming the caller of the request
-	// in ctx (after every added interceptor), e.g. "identity", name,
-	// "identity_kind", kind: added to every log line of the call (logctx.go).
-	RequestFields func(ctx context.Context) []any
+	// RequestFields names the caller of the request in ctx (after every
+	// added interceptor; "" when there is none): the identity and
+	// identity_kind of every log line of the call (logctx.go).
+	RequestFields func(ctx context.Context) (identity, kind string)
 
 	// ShutdownDrain: how long health reports NOT_SERVING before the
 	// listeners close. ShutdownTimeout: the wait for in-flight RPCs.
