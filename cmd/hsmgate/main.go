@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -22,7 +23,19 @@ import (
 	"github.com/hsmgate/hsmgate/internal/version"
 )
 
+// defaultGCPercent is the garbage collector's target (GOGC) when the
+// environment sets none. The server's live heap is small (tens of MiB) and it
+// allocates fast (tens of thousands of RPCs a second, a few KiB each), so at
+// Go's default of 100 it collects many times a second and the collector took
+// about a sixth of a single-item RPC's CPU (bench/results). 200 halves the
+// collections for a heap of up to three times the live one instead of two.
+// GOGC and GOMEMLIMIT in the environment are honoured as Go honours them.
+const defaultGCPercent = 200
+
 func main() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
