@@ -202,4 +202,12 @@ func TestTable(t *testing.T) {
 	if !strings.Contains(b.String(), "(c=16) in turns, 5 rounds of 1.0s") || !regexp.MustCompile(`(?m)^ *100 +41000 +50000 +82% *$`).MatchString(b.String()) {
 		t.Errorf("paired section missing or wrong:\n%s", b.String())
 	}
+	r.Points[2].Paired.With = PairTransport
+	b.Reset()
+	if err := r.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "the scenario and the transport limit (c=16)") || !strings.Contains(b.String(), "transport items/s  /transport") {
+		t.Errorf("paired with the transport limit: section missing or wrong:\n%s", b.String())
+	}
 }

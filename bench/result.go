@@ -92,12 +92,24 @@ type Point struct {
 // these see the same machine, so their ratio is the steadier one where the
 // machine's speed moves (a shared VM).
 type Paired struct {
-	Rounds         int     `json:"rounds"`
-	Slice          Millis  `json:"slice_ms"`
+	Rounds int    `json:"rounds"`
+	Slice  Millis `json:"slice_ms"`
+	// With is the limit: PairHSM ("" in results from before it was
+	// chosen) or PairTransport. HSMConcurrency and HSMItemsPerS are that
+	// limit's, whichever it is (their names are from when it was the HSM's).
+	With           string  `json:"with,omitempty"`
 	HSMConcurrency int     `json:"hsm_concurrency"`
 	ItemsPerS      float64 `json:"items_per_s"`
 	HSMItemsPerS   float64 `json:"hsm_items_per_s"`
 	Ratio          float64 `json:"ratio"`
+}
+
+// limitName is the paired limit's name in tables.
+func (p *Paired) limitName() string {
+	if p.With == PairTransport {
+		return "transport"
+	}
+	return "HSM"
 }
 
 // WriteJSON writes r indented.

@@ -122,11 +122,24 @@ func (p *Params) Check() error {
 	if p.Paired < 0 || p.Paired > 100 {
 		return fmt.Errorf("bench: --paired %d: want 0..100 rounds", p.Paired)
 	}
+	switch p.PairWith {
+	case "":
+		p.PairWith = PairHSM
+	case PairHSM, PairTransport:
+	default:
+		return fmt.Errorf("bench: --pair-with %q: want %s or %s", p.PairWith, PairHSM, PairTransport)
+	}
 	if p.Paired > 0 && p.PairSlice <= 0 {
 		p.PairSlice = ms(DefaultPairSlice)
 	}
 	return nil
 }
+
+// The limits a paired measurement can take turns with (Params.PairWith).
+const (
+	PairHSM       = "hsm"
+	PairTransport = "transport"
+)
 
 // DefaultPairSlice is how long the scenario and the HSM limit each run in
 // one round of a paired measurement (plus pairWarmup each).
@@ -230,6 +243,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		r.Notes = append(r.Notes, "HSM limit not measured (no HSM operation for this scenario, or no token in this process)")
 	}
 	// Transport limit per batch size.
+	// The echo of each point's messages, and what sets the echo server to
+	// answer them, for PairTransport.
+	var echoOps []op
+	var echoShapes []func()
 	if w.NoTransport != "" {
 		r.Notes = append(r.Notes, "transport limit not measured: "+w.NoTransport)
 	} else {
@@ -245,9 +262,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 			defer echoConns[i].Close()
 		}
+		echoOps = make([]op, len(r.Points))
+		echoShapes = make([]func(), len(r.Points))
 		for i := range r.Points {
 			pt := &r.Points[i]
 			shape, call := echoFor(p.Echo, reqs[i])
+			batch := pt.Batch
+			echoOps[i] = func(ctx context.Context, wk int) (int, error) {
+				return batch, call(ctx, echoConns[wk%len(echoConns)])
+			}
+			echoShapes[i] = func() { echo.set(shape) }
 			echo.set(shape)
 			m, err := limitLoad(fmt.Sprintf("transport limit b=%d", pt.Batch), p.Concurrency).run(ctx, func(ctx context.Context, wk int) (int, error) {
 				return pt.Batch, call(ctx, echoConns[wk%len(echoConns)])
@@ -300,8 +324,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		_, pt.PeakRSS, _ = o.Proc.Mem()
 		pt.Windows = m.Windows
 		r.ratios(pt)
-		if p.Paired > 0 && w.HSM != nil && r.HSM != nil {
-			if pt.Paired, err = paired(ctx, p, pt.Batch, r.HSM.Concurrency, o.Progress, scenarioOp, w.HSM); err != nil {
+		switch {
+		case p.Paired == 0:
+		case p.PairWith == PairHSM && w.HSM != nil && r.HSM != nil:
+			hsm := func(ctx context.Context, _ int) (int, error) { return 1, w.HSM(ctx) }
+			if pt.Paired, err = paired(ctx, p, pt.Batch, PairHSM, r.HSM.Concurrency, o.Progress, scenarioOp, hsm, nil); err != nil {
+				return nil, err
+			}
+		case p.PairWith == PairTransport && echoOps != nil:
+			if pt.Paired, err = paired(ctx, p, pt.Batch, PairTransport, p.Concurrency, o.Progress, scenarioOp, echoOps[i], echoShapes[i]); err != nil {
 				return nil, err
 			}
 		}
@@ -325,11 +356,13 @@ func loadAvg() [3]float64 {
 	return l
 }
 
-// paired runs the scenario (op) and the HSM limit (at concurrency hsmConc)
-// in turns, p.Paired rounds of p.PairSlice each, alternating which goes
-// first, and returns their rates and ratio: both then see the same machine,
-// whose speed on a shared VM moves by tens of percent within seconds.
-func paired(ctx context.Context, p Params, batch, hsmConc int, progress io.Writer, op op, hsm itemOp) (*Paired, error) {
+// paired runs the scenario (op) and a limit (with: PairHSM or
+// PairTransport, lim at concurrency limConc) in turns, p.Paired rounds of
+// p.PairSlice each, alternating which goes first, and returns their rates
+// and ratio: both then see the same machine, whose speed on a shared VM
+// moves by tens of percent within seconds. prep (if any) runs before each
+// turn of the limit.
+func paired(ctx context.Context, p Params, batch int, with string, limConc int, progress io.Writer, op, lim op, prep func()) (*Paired, error) {
 	slice := p.dur(p.PairSlice)
 	var sItems, hItems uint64
 	var sTime, hTime time.Duration
@@ -343,10 +376,11 @@ func paired(ctx context.Context, p Params, batch, hsmConc int, progress io.Write
 		return nil
 	}
 	limit := func(k int) error {
-		m, err := load{Label: fmt.Sprintf("paired %d/%d b=%d: HSM limit", k+1, p.Paired, batch), Concurrency: hsmConc,
-			Warmup: pairWarmup, Duration: slice, Progress: progress}.run(ctx, func(ctx context.Context, _ int) (int, error) {
-			return 1, hsm(ctx)
-		})
+		if prep != nil {
+			prep()
+		}
+		m, err := load{Label: fmt.Sprintf("paired %d/%d b=%d: %s limit", k+1, p.Paired, batch, with), Concurrency: limConc,
+			Warmup: pairWarmup, Duration: slice, Progress: progress}.run(ctx, lim)
 		if err != nil {
 			return err
 		}
@@ -365,7 +399,7 @@ func paired(ctx context.Context, p Params, batch, hsmConc int, progress io.Write
 			return nil, err
 		}
 	}
-	pr := &Paired{Rounds: p.Paired, Slice: p.PairSlice, HSMConcurrency: hsmConc}
+	pr := &Paired{Rounds: p.Paired, Slice: p.PairSlice, With: with, HSMConcurrency: limConc}
 	if sTime > 0 {
 		pr.ItemsPerS = float64(sItems) / sTime.Seconds()
 	}

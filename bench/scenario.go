@@ -47,6 +47,9 @@ type Params struct {
 	// run in turns, PairSlice each, after each batch size's measurement (0: none).
 	Paired    int    `json:"paired_rounds,omitempty"`
 	PairSlice Millis `json:"pair_slice_ms,omitempty"`
+	// PairWith is the limit the paired rounds take turns with: PairHSM (the
+	// default) or PairTransport (the gRPC echo, at the scenario's concurrency).
+	PairWith string `json:"pair_with,omitempty"`
 }
 
 // request is one prepared RPC of a batch size: the request message, a

@@ -62,10 +62,10 @@ func (r *Result) WriteTable(out io.Writer) error {
 	}
 	if pts := pairedPoints(r.Points); len(pts) > 0 {
 		pr := pts[0].Paired
-		fmt.Fprintf(&b, "\npaired: the scenario and the HSM limit (c=%d) in turns, %d rounds of %.1fs each:\n",
-			pr.HSMConcurrency, pr.Rounds, float64(pr.Slice)/1000)
+		fmt.Fprintf(&b, "\npaired: the scenario and the %s limit (c=%d) in turns, %d rounds of %.1fs each:\n",
+			pr.limitName(), pr.HSMConcurrency, pr.Rounds, float64(pr.Slice)/1000)
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "batch\titems/s\tHSM items/s\t/HSM\t")
+		fmt.Fprintf(tw, "batch\titems/s\t%s items/s\t/%s\t\n", pr.limitName(), pr.limitName())
 		for _, pt := range pts {
 			fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%s\t\n", pt.Batch, pt.Paired.ItemsPerS, pt.Paired.HSMItemsPerS, pct(pt.Paired.Ratio))
 		}

@@ -41,6 +41,7 @@ type benchFlags struct {
 	jsonOut     string
 	svgOut      string
 	cpuProfile  string
+	pairWith    string
 	memProfile  string
 	serverPID   int
 	serverLog   string
@@ -117,7 +118,8 @@ Scenarios:
 	fl.DurationVar(&f.warmup, "warmup", 2*time.Second, "unmeasured time before each measurement")
 	fl.DurationVar(&f.limitDur, "limit-duration", 0, "measured time of each limit (default min(--duration, 3s))")
 	fl.DurationVar(&f.interval, "interval", 0, "throughput and RSS sample interval (default 1m, or --duration/5 when shorter than 2m)")
-	fl.IntVar(&f.paired, "paired", 0, "after each batch size, run it and the HSM limit in turns for this many rounds (of --pair-slice each): a ratio both measured on the same machine state")
+	fl.IntVar(&f.paired, "paired", 0, "after each batch size, run it and a limit (--pair-with) in turns for this many rounds (of --pair-slice each): a ratio both measured on the same machine state")
+	fl.StringVar(&f.pairWith, "pair-with", bench.PairHSM, "with --paired: the limit to take turns with: hsm, or transport (the gRPC echo of the same messages at the same concurrency)")
 	fl.DurationVar(&f.pairSlice, "pair-slice", bench.DefaultPairSlice, "with --paired: measured time of each turn")
 	fl.StringVar(&f.jsonOut, "json", "", "write the result as JSON to this file")
 	fl.StringVar(&f.svgOut, "svg", "", "write the chart here (default: the --json path with .svg)")
@@ -230,7 +232,7 @@ func benchParams(f *benchFlags, scenario string) (bench.Params, error) {
 		Scenario: scenario, Residency: f.residency, KeyType: f.keyType, Batch: f.batch, Payload: f.payload,
 		Concurrency: f.concurrency, Connections: f.connections, Echo: f.echo,
 		Duration: millis(f.duration), Warmup: millis(f.warmup), LimitDur: millis(f.limitDur), Interval: millis(f.interval),
-		Paired: f.paired,
+		Paired: f.paired, PairWith: f.pairWith,
 	}
 	if f.paired > 0 {
 		p.PairSlice = millis(f.pairSlice)

@@ -214,3 +214,36 @@ func TestBenchACMEOrderSmoke(t *testing.T) {
 	}
 	t.Logf("orders measured in 1 s: %d (%.1f/s)", r.Points[0].Items, r.Points[0].ItemsPerS)
 }
+
+// TestBenchPairedTransport: --pair-with transport takes turns with the gRPC
+// echo of the same messages at the scenario's concurrency; an unknown limit
+// is refused.
+func TestBenchPairedTransport(t *testing.T) {
+	requireSoftHSM(t)
+	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	stdout, stderr, code := run(t, nil, "bench", "transit-encrypt", "--batch", "1",
+		"--duration", "300ms", "--warmup", "50ms", "--limit-duration", "200ms", "--concurrency", "2",
+		"--paired", "2", "--pair-slice", "100ms", "--pair-with", "transport", "--json", jsonPath)
+	if code != 0 {
+		t.Fatalf("hsmgate bench: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	f, err := os.Open(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := bench.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := r.Points[0].Paired
+	if pr == nil || pr.With != bench.PairTransport || pr.HSMConcurrency != 2 || pr.ItemsPerS <= 0 || pr.HSMItemsPerS <= 0 {
+		t.Fatalf("paired %+v, want 2 rounds with the transport limit at concurrency 2", pr)
+	}
+	if !strings.Contains(stdout, "paired: the scenario and the transport limit (c=2)") {
+		t.Errorf("table has no paired transport section:\n%s", stdout)
+	}
+	if _, stderr, code := run(t, nil, "bench", "transit-encrypt", "--pair-with", "nope"); code == 0 || !strings.Contains(stderr, "pair-with") {
+		t.Errorf("--pair-with nope: exit %d, %s; want refused", code, stderr)
+	}
+}
