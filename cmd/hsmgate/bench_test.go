@@ -32,15 +32,7 @@ func TestBenchSmoke(t *testing.T) {
 	if !strings.Contains(stderr, "\r") {
 		t.Error("no \\r-updated progress line on stderr")
 	}
-	f, err := os.Open(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := bench.ReadJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := readResult(t, jsonPath)
 	if r.Software == nil || r.HSM == nil {
 		t.Fatalf("limits: software %v, HSM %v; want both measured", r.Software, r.HSM)
 	}
@@ -157,15 +149,7 @@ func TestBenchMixedSmoke(t *testing.T) {
 			t.Errorf("table has no %q:\n%s", want, stdout)
 		}
 	}
-	f, err := os.Open(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := bench.ReadJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := readResult(t, jsonPath)
 	if len(r.Points) != 1 {
 		t.Fatalf("got %d points, want 1", len(r.Points))
 	}
@@ -191,15 +175,7 @@ func TestBenchACMEOrderSmoke(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("hsmgate bench acme-order: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	f, err := os.Open(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := bench.ReadJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := readResult(t, jsonPath)
 	if r.HSM == nil || !strings.Contains(r.HSM.Op, "PKCS#11") {
 		t.Errorf("HSM limit: got %+v, want the issuer's PKCS#11 signature measured", r.HSM)
 	}
@@ -227,15 +203,7 @@ func TestBenchPairedTransport(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("hsmgate bench: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	f, err := os.Open(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := bench.ReadJSON(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := readResult(t, jsonPath)
 	pr := r.Points[0].Paired
 	if pr == nil || pr.With != bench.PairTransport || pr.HSMConcurrency != 2 || pr.ItemsPerS <= 0 || pr.HSMItemsPerS <= 0 {
 		t.Fatalf("paired %+v, want 2 rounds with the transport limit at concurrency 2", pr)
@@ -246,4 +214,19 @@ func TestBenchPairedTransport(t *testing.T) {
 	if _, stderr, code := run(t, nil, "bench", "transit-encrypt", "--pair-with", "nope"); code == 0 || !strings.Contains(stderr, "pair-with") {
 		t.Errorf("--pair-with nope: exit %d, %s; want refused", code, stderr)
 	}
+}
+
+// readResult reads the JSON result a bench run wrote to path.
+func readResult(t *testing.T, path string) *bench.Result {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := bench.ReadJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
