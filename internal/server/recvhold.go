@@ -119,7 +119,8 @@ func (budgetStats) TagConn(ctx context.Context, info *stats.ConnTagInfo) context
 
 // connIPKey holds the connection's ipKey (TagConn).
 type connIPKey struct{}
-func (budgetStats) HandleConn(context.Context, stats.ConnStats)                       {}
+
+func (budgetStats) HandleConn(context.Context, stats.ConnStats) {}
 
 func (bs budgetStats) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
 	if publicMethod(info.FullMethodName) {
