@@ -52,15 +52,7 @@ func (s *Server) metricsServer() *http.Server {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttpHandler(s.reg))
-	return &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
-		ReadTimeout:       httpReadTimeout,
-		WriteTimeout:      httpWriteTimeout,
-		IdleTimeout:       s.cfg.MaxConnectionIdle,
-		MaxHeaderBytes:    httpMaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	return s.plainHTTPServer(mux)
 }
 
 // pkiServer serves HandlePKI's handlers on the plain-HTTP PKI listener.
@@ -68,8 +60,14 @@ func (s *Server) pkiServer() *http.Server {
 	if s.pkiLn == nil {
 		return nil
 	}
+	return s.plainHTTPServer(s.pkiMux)
+}
+
+// plainHTTPServer is a plain-HTTP server of h with the listeners' bounds
+// (the metrics and the PKI listener).
+func (s *Server) plainHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           s.pkiMux,
+		Handler:           h,
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
 		ReadTimeout:       httpReadTimeout,
 		WriteTimeout:      httpWriteTimeout,
