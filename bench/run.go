@@ -272,10 +272,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				return batch, call(ctx, echoConns[wk%len(echoConns)])
 			}
 			echoShapes[i] = func() { echo.set(shape) }
-			echo.set(shape)
-			m, err := limitLoad(fmt.Sprintf("transport limit b=%d", pt.Batch), p.Concurrency).run(ctx, func(ctx context.Context, wk int) (int, error) {
-				return pt.Batch, call(ctx, echoConns[wk%len(echoConns)])
-			})
+			echoShapes[i]()
+			m, err := limitLoad(fmt.Sprintf("transport limit b=%d", pt.Batch), p.Concurrency).run(ctx, echoOps[i])
 			if err != nil {
 				return nil, err
 			}
