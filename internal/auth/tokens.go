@@ -430,7 +430,7 @@ func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, er
 		}
 		t.memoMu.Unlock()
 	}
-	id, m, err := t.authenticate(ctx, secret)
+	m, err := t.authenticate(ctx, secret)
 	if err != nil {
 		return nil, err
 	}
@@ -440,31 +440,32 @@ func (t *Tokens) Authenticate(ctx context.Context, secret string) (*Identity, er
 	}
 	t.memo[sum] = m
 	t.memoMu.Unlock()
-	return id, nil
+	return m.id, nil
 }
 
 // authenticate is Authenticate without the memo: it parses the token, reads
-// its record through the cache and makes the identity.
-func (t *Tokens) authenticate(ctx context.Context, secret string) (*Identity, *tokenMemo, error) {
+// its record through the cache and makes the identity, returned in the memo
+// entry to keep.
+func (t *Tokens) authenticate(ctx context.Context, secret string) (*tokenMemo, error) {
 	acc, err := ParseToken(secret)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	key := TokenStorePrefix + acc
 	info, err := t.cache.Get(ctx, key)
 	if errors.Is(err, keystore.ErrNotFound) {
-		return nil, nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("auth: read token: %w", err)
+		return nil, fmt.Errorf("auth: read token: %w", err)
 	}
 	// The record was found by the hash; compare it in constant time anyway so
 	// that no path compares secret-derived bytes with an early exit.
 	if subtle.ConstantTimeCompare([]byte(info.GetAccessor()), []byte(acc)) != 1 {
-		return nil, nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: unknown or revoked token", ErrUnauthenticated)
 	}
 	if t.expired(info) {
-		return nil, nil, fmt.Errorf("%w: token expired", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: token expired", ErrUnauthenticated)
 	}
 	id := &Identity{
 		Name: info.GetDisplayName(), Kind: KindToken, Policies: info.GetPolicies(), Metadata: info.GetMetadata(), Accessor: acc,
@@ -480,7 +481,7 @@ func (t *Tokens) authenticate(ctx context.Context, secret string) (*Identity, *t
 		id.Kind = KindRoot
 	}
 	id.rateKey = id.RateKey()
-	return id, &tokenMemo{info: info, key: key, id: id}, nil
+	return &tokenMemo{info: info, key: key, id: id}, nil
 }
 
 // Lookup describes a live token; ErrNotFound if absent or expired.
