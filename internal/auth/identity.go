@@ -155,3 +155,12 @@ type remoteKey struct{}
 func WithRemote(ctx context.Context, addr string) context.Context {
 	return context.WithValue(ctx, remoteKey{}, &addr)
 }
+
+// Remote returns the client address WithRemote recorded for the connection.
+func Remote(ctx context.Context) (string, bool) {
+	r, ok := ctx.Value(remoteKey{}).(*string)
+	if !ok {
+		return "", false
+	}
+	return *r, true
+}

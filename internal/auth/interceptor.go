@@ -149,8 +149,8 @@ func (i *Interceptor) newCall(ctx context.Context, method string) (context.Conte
 		rand.Read(b[:])
 		c.reqID = hex.EncodeToString(b[:])
 	}
-	if r, ok := ctx.Value(remoteKey{}).(*string); ok {
-		c.remote = *r // WithRemote, once per connection
+	if r, ok := Remote(ctx); ok {
+		c.remote = r // WithRemote, once per connection
 	} else if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		c.remote = p.Addr.String()
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hsmgate/hsmgate/internal/auth"
 	"github.com/hsmgate/hsmgate/internal/errs"
 )
 
@@ -252,7 +253,9 @@ func (s *Server) authenticated(ctx context.Context, fullMethod string) {
 	} else if publicMethod(fullMethod) {
 		return
 	}
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+	if r, ok := auth.Remote(ctx); ok { // made once per connection (TagConn)
+		s.grpcLn.markAuthenticated(r)
+	} else if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		s.grpcLn.markAuthenticated(p.Addr.String())
 	}
 }
