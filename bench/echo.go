@@ -18,6 +18,7 @@ import (
 	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/internal/config"
 	"github.com/hsmgate/hsmgate/internal/devtls"
+	"github.com/hsmgate/hsmgate/internal/server"
 )
 
 // echoMethod is the one RPC of the echo service.
@@ -86,6 +87,7 @@ func startEcho(dir string) (*echoServer, error) {
 		grpc.MaxRecvMsgSize(config.DefaultMaxRecvBytes),
 		grpc.MaxSendMsgSize(config.DefaultMaxSendBytes),
 		grpc.MaxConcurrentStreams(config.DefaultMaxConcurrentStreams),
+		grpc.NumStreamWorkers(server.StreamWorkers()),
 	)
 	e.gs.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "hsmgate.bench.v1.Echo",
