@@ -54,6 +54,15 @@ type Window struct {
 	// drop, not a leak.
 	FileRSS  int64 `json:"rss_file_bytes"`
 	ShmemRSS int64 `json:"rss_shmem_bytes"`
+	// GoBytes is the memory Go's runtime has mapped and not returned to
+	// the OS (heap, stacks, its own metadata), when the server runs in this
+	// process; pages it never touched count too, so it is an upper bound of
+	// Go's share of the private RSS. 0 when not measured.
+	GoBytes int64 `json:"go_runtime_bytes,omitempty"`
+	// GoLiveBytes is the Go heap that was live at the last GC: what grows
+	// when something keeps more and more (the GC lets the heap reach
+	// 1+GOGC/100 times it before it collects).
+	GoLiveBytes int64 `json:"go_heap_live_bytes,omitempty"`
 	// OtherCores: CPU used by other processes in the window (noise).
 	OtherCores float64 `json:"other_cores"`
 }
@@ -188,6 +197,9 @@ func (l load) run(ctx context.Context, o op) (*measured, error) {
 		el := now.Sub(lastWin)
 		w := Window{End: ms(now.Sub(mstart)), ItemsPerS: float64(items-lastItems) / el.Seconds(),
 			RSS: mem.RSS, AnonRSS: mem.Anon, FileRSS: mem.File, ShmemRSS: mem.Shmem}
+		if l.Proc.PID == 0 {
+			w.GoBytes, w.GoLiveBytes = goMemory()
+		}
 		sys, self, cpu := systemBusy(), lastSelf, lastCPU
 		self, _ = Proc{}.CPU()
 		cpu, _ = l.Proc.CPU()

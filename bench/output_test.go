@@ -179,6 +179,25 @@ func TestTable(t *testing.T) {
 			t.Errorf("no shmem column:\n%s", b.String())
 		}
 	})
+	t.Run("Go runtime columns when the server ran in process", func(t *testing.T) {
+		r := sampleResult()
+		r.Points[0].Windows[0].GoBytes, r.Points[0].Windows[0].GoLiveBytes = 12<<20, 6<<20
+		r.Points[0].Windows[1].GoBytes, r.Points[0].Windows[1].GoLiveBytes = 12<<20, 7<<20
+		var b bytes.Buffer
+		if err := r.WriteTable(&b); err != nil {
+			t.Fatal(err)
+		}
+		for _, re := range []string{
+			`(?m)^ *until s +items/s +RSS MiB +private MiB +file MiB +Go MiB +Go live MiB +other cores *$`,
+			`(?m)^ *0\.5 +5000 +50\.0 +20\.0 +30\.0 +12\.0 +6\.0 +0\.00 *$`,
+			`(?m)^ *1\.0 +5500 +100\.0 +21\.0 +79\.0 +12\.0 +7\.0 +0\.00 *$`,
+			`(?m)^spread: Go runtime memory 0\.0%, Go live heap 16\.7%$`,
+		} {
+			if !regexp.MustCompile(re).MatchString(b.String()) {
+				t.Errorf("table does not match %s:\n%s", re, b.String())
+			}
+		}
+	})
 	t.Run("older result without private RSS", func(t *testing.T) {
 		r := sampleResult()
 		for i := range r.Points[0].Windows {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -147,4 +148,23 @@ func systemBusy() time.Duration {
 		ticks += v
 	}
 	return time.Duration(ticks) * (time.Second / 100)
+}
+
+// goMemory is this process's Go runtime memory: what it has mapped and
+// not released (all its memory classes less the heap pages given back), and
+// the heap live at the last GC.
+func goMemory() (held, live int64) {
+	s := []metrics.Sample{
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+	}
+	metrics.Read(s)
+	v := func(i int) int64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return int64(s[i].Value.Uint64())
+	}
+	return v(0) - v(1), v(2)
 }

@@ -95,15 +95,19 @@ func (r *Result) WriteTable(out io.Writer) error {
 // with every record written (page cache, not a leak), so the leak check is
 // the private part.
 func writeWindows(b *strings.Builder, ws []Window) error {
-	shmem, anon := false, false
+	shmem, anon, gomem := false, false, false
 	for _, w := range ws {
 		shmem = shmem || w.ShmemRSS > 0
 		anon = anon || w.AnonRSS > 0
+		gomem = gomem || w.GoBytes > 0
 	}
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	head := "until s\titems/s\tRSS MiB\tprivate MiB\tfile MiB\t"
 	if shmem {
 		head += "shmem MiB\t"
+	}
+	if gomem {
+		head += "Go MiB\tGo live MiB\t"
 	}
 	fmt.Fprintln(tw, head+"other cores\t")
 	mib := func(v int64) string {
@@ -116,6 +120,9 @@ func writeWindows(b *strings.Builder, ws []Window) error {
 		fmt.Fprintf(tw, "%.1f\t%.0f\t%.1f\t%s\t%s\t", float64(w.End)/1000, w.ItemsPerS, float64(w.RSS)/(1<<20), mib(w.AnonRSS), mib(w.FileRSS))
 		if shmem {
 			fmt.Fprintf(tw, "%s\t", mib(w.ShmemRSS))
+		}
+		if gomem {
+			fmt.Fprintf(tw, "%s\t%s\t", mib(w.GoBytes), mib(w.GoLiveBytes))
 		}
 		fmt.Fprintf(tw, "%.2f\t\n", w.OtherCores)
 	}
@@ -132,6 +139,13 @@ func writeWindows(b *strings.Builder, ws []Window) error {
 	fmt.Fprintf(b, ", private RSS %.1f%% (max/min - 1)\n", spreadOf(ws, func(w Window) float64 { return float64(w.AnonRSS) }))
 	b.WriteString("  file-backed RSS is mapped files, above all the store's mmapped bbolt file, which grows with\n" +
 		"  every record written: page cache the kernel can drop, not a leak; the leak check is the private RSS\n")
+	if gomem {
+		fmt.Fprintf(b, "spread: Go runtime memory %.1f%%, Go live heap %.1f%%\n",
+			spreadOf(ws, func(w Window) float64 { return float64(w.GoBytes) }),
+			spreadOf(ws, func(w Window) float64 { return float64(w.GoLiveBytes) }))
+		b.WriteString("  Go MiB is what Go's runtime has mapped and not given back (heap, stacks, metadata; untouched pages\n" +
+			"  too); Go live MiB is the heap live at the last GC, which the GC lets grow 1+GOGC/100 times before it collects\n")
+	}
 	return nil
 }
 
