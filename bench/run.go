@@ -109,12 +109,8 @@ func (p *Params) Check() error {
 	if p.Duration <= 0 {
 		return errors.New("bench: --duration must be positive")
 	}
-	switch p.Echo {
-	case "":
-		p.Echo = EchoMessages
-	case EchoMessages, EchoBytes:
-	default:
-		return fmt.Errorf("bench: --echo %q: want %s or %s", p.Echo, EchoMessages, EchoBytes)
+	if err := oneOf(&p.Echo, "--echo", EchoMessages, EchoBytes); err != nil {
+		return err
 	}
 	if p.LimitDur <= 0 {
 		p.LimitDur = min(p.Duration, ms(DefaultLimitDur))
@@ -122,12 +118,8 @@ func (p *Params) Check() error {
 	if p.Paired < 0 || p.Paired > 100 {
 		return fmt.Errorf("bench: --paired %d: want 0..100 rounds", p.Paired)
 	}
-	switch p.PairWith {
-	case "":
-		p.PairWith = PairHSM
-	case PairHSM, PairTransport:
-	default:
-		return fmt.Errorf("bench: --pair-with %q: want %s or %s", p.PairWith, PairHSM, PairTransport)
+	if err := oneOf(&p.PairWith, "--pair-with", PairHSM, PairTransport); err != nil {
+		return err
 	}
 	if p.Paired > 0 && p.PairSlice <= 0 {
 		p.PairSlice = ms(DefaultPairSlice)
@@ -338,6 +330,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	r.Host.LoadEnd = loadAvg()
 	return r, nil
+}
+
+// oneOf checks the value of flag in *v against def and alt; empty means def.
+func oneOf(v *string, flag, def, alt string) error {
+	switch *v {
+	case "":
+		*v = def
+	case def, alt:
+	default:
+		return fmt.Errorf("bench: %s %q: want %s or %s", flag, *v, def, alt)
+	}
+	return nil
 }
 
 // loadAvg reads /proc/loadavg (zeros if unreadable).
