@@ -30,7 +30,11 @@ const echoMethod = "/hsmgate.bench.v1.Echo/Echo"
 // of the scenario, byte for byte, with none of the server's work (auth,
 // audit, crypto). In "bytes" mode requests and responses are BytesValues of
 // the same encoded sizes (cheaper to decode than many small items: an upper
-// bound of gRPC and TLS alone).
+// bound of gRPC and TLS alone). In "work" mode it is "messages" plus the
+// scenario's software operation once per item of the request, in the
+// handler: what any server of the same messages must at least do, so the
+// ratio to it is what hsmgate's own layers (auth, audit, the engine's
+// bookkeeping) cost.
 type echoServer struct {
 	gs     *grpc.Server
 	addr   string
@@ -43,6 +47,9 @@ type echoServer struct {
 type echoShape struct {
 	newReq func() proto.Message
 	resp   proto.Message
+	// work, if set, runs items times in the handler of every call.
+	work  itemOp
+	items int
 }
 
 // bytesValueOfSize is a BytesValue whose encoding is exactly n bytes
@@ -99,6 +106,11 @@ func startEcho(dir string) (*echoServer, error) {
 				if err := dec(sh.newReq()); err != nil {
 					return nil, err
 				}
+				for range sh.items {
+					if err := sh.work(ctx); err != nil {
+						return nil, err
+					}
+				}
 				return sh.resp, nil
 			},
 		}},
@@ -124,10 +136,12 @@ func (e *echoServer) stop() {
 const (
 	EchoMessages = "messages"
 	EchoBytes    = "bytes"
+	EchoWork     = "work"
 )
 
-// echoFor returns the server's shape and the client's call for rq in mode.
-func echoFor(mode string, rq request) (*echoShape, func(ctx context.Context, cc grpc.ClientConnInterface) error) {
+// echoFor returns the server's shape and the client's call for rq in mode;
+// in EchoWork mode the handler runs work items times a call.
+func echoFor(mode string, rq request, work itemOp, items int) (*echoShape, func(ctx context.Context, cc grpc.ClientConnInterface) error) {
 	if mode == EchoBytes {
 		req, resp := bytesValueOfSize(proto.Size(rq.Msg)), bytesValueOfSize(proto.Size(rq.Resp))
 		sh := &echoShape{newReq: func() proto.Message { return new(wrapperspb.BytesValue) }, resp: resp}
@@ -137,6 +151,9 @@ func echoFor(mode string, rq request) (*echoShape, func(ctx context.Context, cc 
 	}
 	reqType, respType := rq.Msg.ProtoReflect().Type(), rq.Resp.ProtoReflect().Type()
 	sh := &echoShape{newReq: func() proto.Message { return reqType.New().Interface() }, resp: rq.Resp}
+	if mode == EchoWork {
+		sh.work, sh.items = work, items
+	}
 	return sh, func(ctx context.Context, cc grpc.ClientConnInterface) error {
 		return cc.Invoke(ctx, echoMethod, rq.Msg, respType.New().Interface())
 	}

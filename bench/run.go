@@ -109,7 +109,7 @@ func (p *Params) Check() error {
 	if p.Duration <= 0 {
 		return errors.New("bench: --duration must be positive")
 	}
-	if err := oneOf(&p.Echo, "--echo", EchoMessages, EchoBytes); err != nil {
+	if err := oneOf(&p.Echo, "--echo", EchoMessages, EchoBytes, EchoWork); err != nil {
 		return err
 	}
 	if p.LimitDur <= 0 {
@@ -168,6 +168,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer w.Close()
+	if p.Echo == EchoWork && w.Software == nil && w.NoTransport == "" {
+		return nil, fmt.Errorf("bench: --echo %s: %s has no software operation to run in the echo", EchoWork, p.Scenario)
+	}
 	r.Describe = w.Describe
 	logf("bench: %s: %s", p.Scenario, w.Describe)
 
@@ -258,7 +261,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		echoShapes = make([]func(), len(r.Points))
 		for i := range r.Points {
 			pt := &r.Points[i]
-			shape, call := echoFor(p.Echo, reqs[i])
+			shape, call := echoFor(p.Echo, reqs[i], w.Software, reqs[i].items(pt.Batch))
 			batch := pt.Batch
 			echoOps[i] = func(ctx context.Context, wk int) (int, error) {
 				return batch, call(ctx, echoConns[wk%len(echoConns)])
@@ -270,7 +273,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				return nil, err
 			}
 			s := m.Hist.summary()
-			pt.Transport = &Limit{Op: fmt.Sprintf("gRPC echo (%s) of %d B requests, %d B responses", p.Echo, pt.ReqBytes, pt.RespBytes),
+			what := p.Echo
+			if p.Echo == EchoWork {
+				what = "messages, and " + w.SoftwareOp + " per item"
+			}
+			pt.Transport = &Limit{Op: fmt.Sprintf("gRPC echo (%s) of %d B requests, %d B responses", what, pt.ReqBytes, pt.RespBytes),
 				ItemsPerS: m.itemsPerSec(), Concurrency: p.Concurrency, P50: s.P50, P99: s.P99, OtherCores: m.otherCores()}
 			if m.Items > 0 {
 				pt.Transport.CPUPerItem = float64(m.CPU.Microseconds()) / float64(m.Items)
@@ -332,14 +339,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return r, nil
 }
 
-// oneOf checks the value of flag in *v against def and alt; empty means def.
-func oneOf(v *string, flag, def, alt string) error {
-	switch *v {
-	case "":
+// oneOf checks the value of flag in *v against def and alts; empty means def.
+func oneOf(v *string, flag, def string, alts ...string) error {
+	switch {
+	case *v == "":
 		*v = def
-	case def, alt:
+	case *v == def || slices.Contains(alts, *v):
 	default:
-		return fmt.Errorf("bench: %s %q: want %s or %s", flag, *v, def, alt)
+		all := append([]string{def}, alts...)
+		return fmt.Errorf("bench: %s %q: want %s or %s", flag, *v, strings.Join(all[:len(all)-1], ", "), all[len(all)-1])
 	}
 	return nil
 }

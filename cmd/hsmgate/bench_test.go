@@ -216,6 +216,27 @@ func TestBenchPairedTransport(t *testing.T) {
 	}
 }
 
+// TestBenchEchoWork: --echo work names the software operation its echo
+// runs per item in the transport limit, and an unknown mode is refused with
+// the modes there are.
+func TestBenchEchoWork(t *testing.T) {
+	requireSoftHSM(t)
+	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	stdout, stderr, code := run(t, nil, "bench", "transit-sign", "--key-type", "ecdsa-p256", "--batch", "1",
+		"--duration", "300ms", "--warmup", "50ms", "--limit-duration", "200ms", "--concurrency", "2",
+		"--echo", "work", "--json", jsonPath)
+	if code != 0 {
+		t.Fatalf("hsmgate bench: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	tr := readResult(t, jsonPath).Points[0].Transport
+	if tr == nil || tr.ItemsPerS <= 0 || !strings.Contains(tr.Op, "and Go ecdsa-p256 sign") {
+		t.Fatalf("transport limit %+v, want the echo with Go's ecdsa-p256 signature per item", tr)
+	}
+	if _, stderr, code := run(t, nil, "bench", "transit-sign", "--echo", "nope"); code == 0 || !strings.Contains(stderr, "want messages, bytes or work") {
+		t.Errorf("--echo nope: exit %d, %s; want refused, naming the modes", code, stderr)
+	}
+}
+
 // readResult reads the JSON result a bench run wrote to path.
 func readResult(t *testing.T, path string) *bench.Result {
 	t.Helper()
