@@ -189,8 +189,15 @@ func TestEtcdLeaderKilledMidJob(t *testing.T) {
 	if old.r.IsLeader() {
 		t.Fatalf("killed replica still says it leads")
 	}
-	if got := leaders([]*replica{rs["r0"], rs["r1"], rs["r2"]}); !slices.Equal(got, []string{next.replica}) {
-		t.Fatalf("replicas saying they lead: %v, want [%s]", got, next.replica)
+	// Who leads is checked for safety, not pinned to one instant: when the
+	// store stalls (a loaded CI machine), the new leader can lose its lease
+	// again right after its job started, and another replica take over; the
+	// log says so. What must hold: one replica leads again, never the dead
+	// one, and never two at once.
+	all := []*replica{rs["r0"], rs["r1"], rs["r2"]}
+	waitFor(t, "one replica leading", func() bool { return len(leaders(all)) == 1 })
+	if got := leaders(all); len(got) > 1 || slices.Contains(got, old.id) {
+		t.Fatalf("replicas saying they lead: %v, want one live replica (not the killed %s)", got, old.id)
 	}
 	waitFor(t, "the dead replica counted out", func() bool { return rs[next.replica].r.LiveReplicas() == 2 })
 }
