@@ -128,7 +128,7 @@ Scenarios:
 	fl.StringVar(&f.svgOut, "svg", "", "write the chart here (default: the --json path with .svg)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the scenario's measured phases (not the limits) here")
 	fl.StringVar(&f.memProfile, "memprofile", "", "write the allocations of the scenario's measured phases here (and those before them to FILE.base: go tool pprof -sample_index=alloc_objects -base FILE.base FILE)")
-	fl.StringVar(&f.echo, "echo", bench.EchoMessages, "transport limit: messages (echo the scenario's own request and response messages) bytes (one bytes field of the same sizes), or work (messages, and the software limit's operation once per item in the echo's handler)")
+	fl.StringVar(&f.echo, "echo", bench.EchoMessages, "transport limit: messages (echo the scenario's own request and response messages), bytes (one bytes field of the same sizes), or work (messages, and the software limit's operation once per item in the echo's handler)")
 	fl.StringVar(&f.client, "client", "", "transit-encrypt only: \""+bench.ClientBatcher+"\" compares client.Batcher with the same goroutines unbatched (--concurrency 64 or more; --batch is the batcher's max items, default 64)")
 	fl.DurationVar(&f.maxWait, "max-wait", 2*time.Millisecond, "with --client batcher: the batcher's max wait before a batch is sent")
 	fl.IntVar(&f.serverPID, "server-pid", 0, "with --target env: the server's PID, for its CPU time and RSS")
