@@ -76,9 +76,12 @@
 //     ECDSA) or for every issuer when Config.DelegatedOCSP is set.
 //   - Issued certificates carry AIA (OCSP and CA issuers) and CRL
 //     distribution point URLs under Config.BaseURL, served by Handler (mount
-//     it at "/pki/", or call RegisterHTTP on the server's mux). OCSP GET
-//     requests must URL-encode their base64 (RFC 6960 A.1): ServeMux
-//     redirects a path with a raw "//".
+//     it at "/pki/", or call RegisterHTTP on the server's mux). An OCSP GET
+//     request's base64 is read from the path as sent, URL-encoded (RFC 6960
+//     A.1) or not: a ServeMux would clean a raw "//" in it and redirect, so
+//     the server also mounts Handler for OCSPGETPrefix ahead of its mux
+//     (internal/server HandleHTTPPrefix). RegisterHTTP alone reads only
+//     URL-encoded ones whole.
 //   - Issue and Sign take one certificate request each (not a batch of
 //     items): every certificate has its own key and names, and concurrent
 //     calls scale the same way.
@@ -99,6 +102,7 @@
 //	svc, err := pki.New(pki.Config{Store: st, Keys: module, BaseURL: "http://ca.example.net"})
 //	hsmgatev1.RegisterPKIServiceServer(grpcServer, svc)  // methods return domain errors (errs kinds)
 //	mux.Handle("/pki/", svc.Handler())                   // public: CA certs, CRLs, OCSP
+//	                                                     // (and OCSPGETPrefix ahead of mux: see above)
 //	rules := pki.AuthTable()                             // RPC → capability on pki/... resources
 //	go svc.Run(ctx, time.Minute)                         // CRLs rebuilt before nextUpdate
 //

@@ -33,15 +33,30 @@ func (s *Service) RegisterHTTP(mux *http.ServeMux) {
 	mux.HandleFunc("GET /pki/issuer/{name}/crl/pem", s.crlHandler(false, true))
 	mux.HandleFunc("GET /pki/issuer/{name}/crl/delta", s.crlHandler(true, false))
 	mux.HandleFunc("GET /pki/issuer/{name}/crl/delta/pem", s.crlHandler(true, true))
-	mux.HandleFunc("GET /pki/ocsp/{req...}", s.ocspGET)
+	mux.HandleFunc("GET /pki/ocsp/{req...}", func(w http.ResponseWriter, r *http.Request) { s.ocspGET(w, r, r.PathValue("req")) })
 	mux.HandleFunc("POST /pki/ocsp", s.ocspPOST)
 }
 
-// Handler returns the public endpoints as one handler.
+// OCSPGETPrefix is the path an OCSP GET request's base64 follows.
+const OCSPGETPrefix = "/pki/ocsp/"
+
+// Handler returns the public endpoints as one handler. It answers an OCSP
+// GET from the path as sent, before its mux cleans it: mount it also for
+// OCSPGETPrefix where paths reach it uncleaned (server.HandleHTTPPrefix), so
+// that a base64 holding "//" that the client did not URL-encode is read
+// whole.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	s.RegisterHTTP(mux)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			if req, ok := strings.CutPrefix(r.URL.EscapedPath(), OCSPGETPrefix); ok {
+				s.ocspGET(w, r, req)
+				return
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // httpError answers err through the one error map (errs.HTTPStatus: capped
@@ -102,9 +117,9 @@ func (s *Service) crlHandler(delta, asPEM bool) http.HandlerFunc {
 	}
 }
 
-func (s *Service) ocspGET(w http.ResponseWriter, r *http.Request) {
-	// The request is base64 (standard alphabet, possibly URL-escaped) in the path.
-	raw := r.PathValue("req")
+// ocspGET answers the OCSP request raw: base64 (standard alphabet,
+// URL-encoded or not, or base64url) from the path.
+func (s *Service) ocspGET(w http.ResponseWriter, r *http.Request, raw string) {
 	if u, err := url.PathUnescape(raw); err == nil {
 		raw = u
 	}

@@ -50,8 +50,12 @@ func setupPKI(ctx context.Context, d *deps, base string) error {
 		return fmt.Errorf("pki: metrics: %w", err)
 	}
 	hsmgatev1.RegisterPKIServiceServer(d.Server, svc)
-	d.Server.HandleHTTP("/pki/", svc.Handler())
-	d.Server.HandlePKI("/pki/", svc.Handler()) // listen.pki: plain http for pki.base_url
+	public := svc.Handler()
+	d.Server.HandleHTTP("/pki/", public)
+	d.Server.HandlePKI("/pki/", public) // listen.pki: plain http for pki.base_url
+	// OCSP GET's base64 is data in the path: read as sent, not as the mux cleans it.
+	d.Server.HandleHTTPPrefix(pki.OCSPGETPrefix, public)
+	d.Server.HandlePKIPrefix(pki.OCSPGETPrefix, public)
 	// CRLs rebuilt before nextUpdate, on the elected replica only (jobs_wire.go).
 	every := d.Config.PKI.RefreshInterval
 	if every <= 0 {

@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/hsmgate/hsmgate/client"
 	"github.com/hsmgate/hsmgate/hsm/hsmtest"
@@ -111,4 +115,52 @@ func testSetupPKI(t *testing.T, base string) {
 	if got, want := crl.NextUpdate.Sub(crl.ThisUpdate), cfg.PKI.CRLValidity; got != want {
 		t.Errorf("CRL validity: got %s, want pki.crl_validity %s", got, want)
 	}
+	// An OCSP GET whose base64 holds "//", not URL-encoded (as many OCSP
+	// clients send it), is answered from the path as sent: the server's mux
+	// would redirect it to a cleaned path with a slash cut out.
+	blk, _ := pem.Decode(caPEMOf(t, hc, "https://"+srv.HTTPAddr()+"/pki/ca"))
+	root, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := ocspBase64WithSlashes(t, root)
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err = hc.Get("https://" + srv.HTTPAddr() + "/pki/ocsp/" + b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if r, err := ocsp.ParseResponse(body, root); resp.StatusCode != http.StatusOK || err != nil || r.Status != ocsp.Unknown {
+		t.Errorf("OCSP GET /pki/ocsp/%s: %s, %v; want an Unknown status", b64, resp.Status, err)
+	}
+}
+
+// caPEMOf GETs url (a PEM certificate).
+func caPEMOf(t *testing.T, hc *http.Client, url string) []byte {
+	t.Helper()
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return b
+}
+
+// ocspBase64WithSlashes is the base64 of an OCSP request to issuer, for a
+// serial chosen so that it holds "//" (one in about forty does).
+func ocspBase64WithSlashes(t *testing.T, issuer *x509.Certificate) string {
+	t.Helper()
+	for n := int64(1); n < 100000; n++ {
+		der, err := ocsp.CreateRequest(&x509.Certificate{SerialNumber: big.NewInt(n)}, issuer, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := base64.StdEncoding.EncodeToString(der); strings.Contains(b, "//") {
+			return b
+		}
+	}
+	t.Fatal("no OCSP request with // in its base64")
+	return ""
 }

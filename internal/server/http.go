@@ -29,7 +29,7 @@ func (s *Server) httpServer() *http.Server {
 	tlsCfg := s.tlsState.base(true)
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
 	return &http.Server{
-		Handler:   s.limitHTTP(s.mux),
+		Handler:   s.limitHTTP(s.httpPrefixes.then(s.mux)),
 		TLSConfig: tlsCfg,
 		// net/http bounds the TLS handshake by the smallest of these.
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
@@ -60,7 +60,7 @@ func (s *Server) pkiServer() *http.Server {
 	if s.pkiLn == nil {
 		return nil
 	}
-	return s.plainHTTPServer(s.pkiMux)
+	return s.plainHTTPServer(s.pkiPrefixes.then(s.pkiMux))
 }
 
 // plainHTTPServer is a plain-HTTP server of h with the listeners' bounds

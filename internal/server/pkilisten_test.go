@@ -48,3 +48,52 @@ func TestPKIListener(t *testing.T) {
 		}
 	})
 }
+
+// TestPrefixRoutes: a handler added with HandleHTTPPrefix or
+// HandlePKIPrefix gets the path as the client sent it, "//" included, where
+// the mux would redirect to the cleaned path and cut the data in it (an
+// OCSP GET's base64); other paths still go to the mux.
+func TestPrefixRoutes(t *testing.T) {
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.URL.Path) })
+	h := start(t, newPKI(t), func(c *Config) { c.PKIAddr = "127.0.0.1:0" }, func(s *Server) {
+		s.HandleHTTP("/raw/", echo)
+		s.HandlePKI("/raw/", echo)
+		s.HandleHTTPPrefix("/raw/", echo)
+		s.HandlePKIPrefix("/raw/", echo)
+	})
+	noRedirect := func(c *http.Client) *http.Client {
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		return c
+	}
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+		base   string
+	}{
+		{"https", noRedirect(h.httpClient()), "https://" + h.srv.HTTPAddr()},
+		{"pki", noRedirect(&http.Client{}), "http://" + h.srv.PKIAddr()},
+	} {
+		for _, p := range []struct{ path, want string }{
+			{"/raw/AB//CD", "/raw/AB//CD"},
+			{"/raw/AB/./CD//", "/raw/AB/./CD//"},
+		} {
+			resp, err := c.client.Get(c.base + p.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(b) != p.want {
+				t.Errorf("%s GET %s: got %d %q, want 200 %q", c.name, p.path, resp.StatusCode, b, p.want)
+			}
+		}
+	}
+	resp, err := noRedirect(h.httpClient()).Get("https://" + h.srv.HTTPAddr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz: got %d, want 200 from the mux", resp.StatusCode)
+	}
+}

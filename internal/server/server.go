@@ -320,6 +320,8 @@ type Server struct {
 	metricLn *limitListener
 	pkiLn    *limitListener
 	pkiMux   *http.ServeMux
+	// httpPrefixes and pkiPrefixes run before mux and pkiMux, on paths as sent.
+	httpPrefixes, pkiPrefixes prefixRoutes
 
 	serving atomic.Bool // for /healthz
 	ready   readiness   // healthwatch.go: /readyz and gRPC health
@@ -428,6 +430,17 @@ func (s *Server) HandleHTTP(pattern string, h http.Handler) { s.mux.Handle(patte
 // without that listener it does nothing. Only public, signed objects belong
 // there: no authentication runs on it.
 func (s *Server) HandlePKI(pattern string, h http.Handler) { s.pkiMux.Handle(pattern, h) }
+
+// HandleHTTPPrefix sends every request of the HTTP listener whose path
+// begins with prefix (end it with "/", e.g. "/pki/ocsp/") to h, before the
+// mux and with the path as sent. The mux would clean the path and redirect
+// the client, which loses data in a path that carries it (an OCSP GET's
+// base64 holding "//"): h must treat what follows the prefix as data, never
+// as a route. Safe to call at any time.
+func (s *Server) HandleHTTPPrefix(prefix string, h http.Handler) { s.httpPrefixes.add(prefix, h) }
+
+// HandlePKIPrefix is HandleHTTPPrefix for the plain-HTTP PKI listener.
+func (s *Server) HandlePKIPrefix(prefix string, h http.Handler) { s.pkiPrefixes.add(prefix, h) }
 
 // AddReadyCheck adds a check to /readyz (e.g. HSM and store pings).
 func (s *Server) AddReadyCheck(name string, fn ReadyCheck) {
