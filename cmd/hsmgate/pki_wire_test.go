@@ -99,8 +99,9 @@ func testSetupPKI(t *testing.T, base string) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if blk, _ := pem.Decode(body); resp.StatusCode != 200 || blk == nil || blk.Type != "CERTIFICATE" {
-		t.Errorf("GET /pki/ca: %s %q", resp.Status, body)
+	rootBlock, _ := pem.Decode(body)
+	if resp.StatusCode != 200 || rootBlock == nil || rootBlock.Type != "CERTIFICATE" {
+		t.Fatalf("GET /pki/ca: %s %q", resp.Status, body)
 	}
 	resp, err = hc.Get("https://" + srv.HTTPAddr() + "/pki/issuer/root/crl")
 	if err != nil {
@@ -118,8 +119,7 @@ func testSetupPKI(t *testing.T, base string) {
 	// An OCSP GET whose base64 holds "//", not URL-encoded (as many OCSP
 	// clients send it), is answered from the path as sent: the server's mux
 	// would redirect it to a cleaned path with a slash cut out.
-	blk, _ := pem.Decode(caPEMOf(t, hc, "https://"+srv.HTTPAddr()+"/pki/ca"))
-	root, err := x509.ParseCertificate(blk.Bytes)
+	root, err := x509.ParseCertificate(rootBlock.Bytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,18 +134,6 @@ func testSetupPKI(t *testing.T, base string) {
 	if r, err := ocsp.ParseResponse(body, root); resp.StatusCode != http.StatusOK || err != nil || r.Status != ocsp.Unknown {
 		t.Errorf("OCSP GET /pki/ocsp/%s: %s, %v; want an Unknown status", b64, resp.Status, err)
 	}
-}
-
-// caPEMOf GETs url (a PEM certificate).
-func caPEMOf(t *testing.T, hc *http.Client, url string) []byte {
-	t.Helper()
-	resp, err := hc.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return b
 }
 
 // ocspBase64WithSlashes is the base64 of an OCSP request to issuer, for a
