@@ -52,12 +52,16 @@ func TestPKIListener(t *testing.T) {
 // TestPrefixRoutes: a handler added with HandleHTTPPrefix or
 // HandlePKIPrefix gets the path as the client sent it, "//" included, where
 // the mux would redirect to the cleaned path and cut the data in it (an
-// OCSP GET's base64); other paths still go to the mux.
+// OCSP GET's base64); other paths still go to the mux. A ".." under the
+// prefix stays with the prefix's handler: it never reaches another route.
 func TestPrefixRoutes(t *testing.T) {
 	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.URL.Path) })
 	h := start(t, newPKI(t), func(c *Config) { c.PKIAddr = "127.0.0.1:0" }, func(s *Server) {
 		s.HandleHTTP("/raw/", echo)
 		s.HandlePKI("/raw/", echo)
+		secret := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "secret") })
+		s.HandleHTTP("/v1/secret", secret)
+		s.HandlePKI("/v1/secret", secret)
 		s.HandleHTTPPrefix("/raw/", echo)
 		s.HandlePKIPrefix("/raw/", echo)
 	})
@@ -76,6 +80,7 @@ func TestPrefixRoutes(t *testing.T) {
 		for _, p := range []struct{ path, want string }{
 			{"/raw/AB//CD", "/raw/AB//CD"},
 			{"/raw/AB/./CD//", "/raw/AB/./CD//"},
+			{"/raw/../v1/secret", "/raw/../v1/secret"},
 		} {
 			resp, err := c.client.Get(c.base + p.path)
 			if err != nil {
