@@ -43,7 +43,10 @@
 //   - Key usage defaults to digitalSignature, plus keyEncipherment for RSA
 //     keys of server certificates; keyEncipherment never for non-RSA keys,
 //     keyAgreement never for RSA or Ed25519.
-//   - Serial numbers are 128 random bits, positive. Each certificate's
+//   - Serial numbers are 16 bytes: a tag byte, the issue time in
+//     milliseconds (6 bytes), then 72 random bits; so they are positive,
+//     31 hex digits, and sort by issue time, which appends each record to
+//     the store instead of writing it at a random place. Each certificate's
 //     record is written with a must-not-exist compare-and-swap on
 //     pki/certs/<serial> before the certificate is returned; a collision
 //     makes a new serial and signs again. Roles with no_store still record

@@ -6,10 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -147,8 +148,8 @@ func copyStoreFile(e *env, to string) error {
 	return os.WriteFile(to, b, 0o600)
 }
 
-// scriptedSerials returns the given 16-byte values to the first serial reads
-// (reads of 16 bytes), then crypto/rand.
+// scriptedSerials returns the given values to the first reads of a
+// serial's random part (reads of serialRandom bytes), then crypto/rand.
 type scriptedSerials struct {
 	mu     sync.Mutex
 	values [][]byte
@@ -157,10 +158,10 @@ type scriptedSerials struct {
 func (s *scriptedSerials) Read(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(b) == 16 && len(s.values) > 0 {
+	if len(b) == serialRandom && len(s.values) > 0 {
 		copy(b, s.values[0])
 		s.values = s.values[1:]
-		return 16, nil
+		return serialRandom, nil
 	}
 	return rand.Read(b)
 }
@@ -168,8 +169,8 @@ func (s *scriptedSerials) Read(b []byte) (int, error) {
 // TestSerialCollisionRetries: a serial already recorded is never reused;
 // the issuance signs again with a new one.
 func TestSerialCollisionRetries(t *testing.T) {
-	same := bytes.Repeat([]byte{0x5a}, 16)
-	other := bytes.Repeat([]byte{0x6b}, 16)
+	same := bytes.Repeat([]byte{0x5a}, serialRandom)
+	other := bytes.Repeat([]byte{0x6b}, serialRandom)
 	src := &scriptedSerials{}
 	e := newEnv(t, func(c *Config) { c.Rand = src })
 	e.root(t, "root", KeyECDSAP256)
@@ -186,10 +187,11 @@ func TestSerialCollisionRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := serialHex(new(big.Int).SetBytes(same)); first.Serial != want {
+	now := e.clock.Now() // the fake clock stands still
+	if want := wantSerial(now, same); first.Serial != want {
 		t.Fatalf("first serial %s, want %s", first.Serial, want)
 	}
-	if want := serialHex(new(big.Int).SetBytes(other)); second.Serial != want {
+	if want := wantSerial(now, other); second.Serial != want {
 		t.Errorf("second serial %s, want %s (after the collision)", second.Serial, want)
 	}
 	rec, err := e.svc.GetCertificate(ctx, &pb.GetCertificateRequest{Serial: first.Serial})
@@ -268,4 +270,53 @@ func TestCertificateStatus(t *testing.T) {
 	check("now", map[string]pb.CertificateStatus{live: pb.CertificateStatus_CERTIFICATE_STATUS_VALID, revoked: pb.CertificateStatus_CERTIFICATE_STATUS_REVOKED})
 	e.clock.Advance(2 * time.Hour)
 	check("after expiry", map[string]pb.CertificateStatus{live: pb.CertificateStatus_CERTIFICATE_STATUS_EXPIRED, revoked: pb.CertificateStatus_CERTIFICATE_STATUS_REVOKED})
+}
+
+// wantSerial is the hex serial of a certificate issued at t whose random
+// part is rnd: the tag, then the milliseconds, big-endian in 6 bytes.
+func wantSerial(t time.Time, rnd []byte) string {
+	ms := fmt.Sprintf("%012x", t.UnixMilli())
+	return fmt.Sprintf("%x", serialTag) + ms + hex.EncodeToString(rnd)
+}
+
+// TestSerialsSortByIssueTime: serials are a fixed 31 hex digits that sort
+// as their certificates were issued (so that the store's records are
+// appended), and each carries 72 fresh random bits.
+func TestSerialsSortByIssueTime(t *testing.T) {
+	e := newEnv(t)
+	e.root(t, "root", KeyECDSAP256)
+	e.role(t, webRole("web"))
+	ctx := context.Background()
+	var serials []string
+	randoms := map[string]bool{}
+	for i := range 6 {
+		if i%2 == 0 {
+			e.clock.Advance(time.Millisecond)
+		}
+		out, err := e.svc.Issue(ctx, &pb.IssueRequest{Role: "web", CommonName: fmt.Sprintf("s%d.example.com", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert := parseCert(t, out.Certificate)
+		if cert.SerialNumber.Sign() <= 0 || serialHex(cert.SerialNumber) != out.Serial {
+			t.Fatalf("serial %s: certificate holds %v", out.Serial, cert.SerialNumber)
+		}
+		if len(out.Serial) != 31 {
+			t.Fatalf("serial %s: %d hex digits, want 31", out.Serial, len(out.Serial))
+		}
+		if want := wantSerial(e.clock.Now(), nil); out.Serial[:len(want)] != want {
+			t.Errorf("serial %s does not start with the issue time %s", out.Serial, want)
+		}
+		rnd := out.Serial[len(out.Serial)-2*serialRandom:]
+		if randoms[rnd] {
+			t.Errorf("serial %s: random part %s seen before", out.Serial, rnd)
+		}
+		randoms[rnd] = true
+		serials = append(serials, out.Serial)
+	}
+	for i := 2; i < len(serials); i += 2 {
+		if serials[i] <= serials[i-1] {
+			t.Errorf("serial %s, issued a millisecond after %s, sorts before it", serials[i], serials[i-1])
+		}
+	}
 }

@@ -188,18 +188,36 @@ func splitCertificate(der []byte) (tbs, sigAlg []byte, ok bool) {
 	return t, a, true
 }
 
-// randomSerial returns a positive random 128-bit serial number.
+// Serial numbers are 16 bytes: serialTag, the issue time in milliseconds
+// since the Unix epoch (6 bytes, big-endian), then serialRandom bytes from
+// the service's randomness. The tag keeps them positive and their hex a
+// fixed 31 digits, so the store's keys (pki/certs/<hex>) sort by issue
+// time: a new record lands at the end of the store's key space instead of
+// at a random place in it, and a commit of a group of records writes one
+// or two leaf pages instead of one page per record (bbolt: about a third
+// of the CPU and half the bytes written per record, BenchmarkCertRecordKeys
+// in keystore/bbolt). The 72 random bits are more than the 64 the CA/Browser
+// Forum's Baseline Requirements ask for (7.1), and the serials are not
+// sequential; what the time part tells, the certificate's NotBefore tells
+// too.
+const (
+	serialTag    = 0x01
+	serialRandom = 9
+)
+
+// randomSerial returns a new serial number, issued at now (see serialTag).
 func (s *Service) randomSerial() (*big.Int, error) {
-	b := make([]byte, 16)
-	for {
-		if _, err := s.cfg.Rand.Read(b); err != nil {
-			return nil, fmt.Errorf("pki: serial: %w", err)
-		}
-		n := new(big.Int).SetBytes(b)
-		if n.BitLen() > 64 { // never a tiny serial (and never zero)
-			return n, nil
-		}
+	var b [1 + 6 + serialRandom]byte
+	b[0] = serialTag
+	ms := uint64(s.cfg.Now().UnixMilli())
+	for i := 6; i >= 1; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
 	}
+	if _, err := io.ReadFull(s.cfg.Rand, b[7:]); err != nil {
+		return nil, fmt.Errorf("pki: serial: %w", err)
+	}
+	return new(big.Int).SetBytes(b[:]), nil
 }
 
 func subjectFrom(s *pb.Subject) pkix.Name {

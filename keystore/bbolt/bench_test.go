@@ -358,14 +358,14 @@ func BenchmarkCertRecords(b *testing.B) {
 		for _, v := range boltVariants {
 			for _, g := range []int{1, 8} {
 				b.Run(fmt.Sprintf("%s/%s/goroutines=%d", shape, v.name, g), func(b *testing.B) {
-					benchCertPuts(b, certStore(b, shape, v.name, v.tune), v.tune, g)
+					benchCertPuts(b, certStore(b, shape, v.name, v.tune), v.tune, g, certKey)
 				})
 			}
 		}
 	}
 }
 
-func benchCertPuts(b *testing.B, c *certCopy, tune func(*bolt.Options), g int) {
+func benchCertPuts(b *testing.B, c *certCopy, tune func(*bolt.Options), g int, key func(*rand.ChaCha8) string) {
 	used0 := usedAfterClose(b, c, tune)
 	s, ctx := c.s, context.Background()
 	cpu0 := cpuTime()
@@ -379,7 +379,7 @@ func benchCertPuts(b *testing.B, c *certCopy, tune func(*bolt.Options), g int) {
 			defer wg.Done()
 			rnd := newCertRand()
 			for next.Add(1) <= int64(b.N) {
-				if _, err := s.Put(ctx, certKey(rnd), certValue(rnd), keystore.MustNotExist); err != nil {
+				if _, err := s.Put(ctx, key(rnd), certValue(rnd), keystore.MustNotExist); err != nil {
 					b.Error(err)
 					return
 				}
@@ -395,6 +395,34 @@ func benchCertPuts(b *testing.B, c *certCopy, tune func(*bolt.Options), g int) {
 	b.ReportMetric(float64(used)/1024/float64(b.N), "used-KiB/op")
 	b.ReportMetric(float64(w1-w0)/float64(b.N), "writes/op")
 	b.ReportMetric(float64(wb1-wb0)/1024/float64(b.N), "written-KiB/op")
+}
+
+// BenchmarkCertRecordKeys: the store's own options, new records keyed as
+// PKI's serials were (random) and as they are (a tag, the time, then random
+// bytes: they sort by issue time, pki.randomSerial), into the "full" store
+// by 8 and 32 concurrent writers. Random keys dirty one leaf page per record
+// in a group's commit; ordered keys append to the same one or two.
+func BenchmarkCertRecordKeys(b *testing.B) {
+	var clock atomic.Uint64
+	clock.Store(uint64(time.Now().UnixMilli()) << 8)
+	ordered := func(rnd *rand.ChaCha8) string {
+		var k [16]byte
+		k[0] = 1
+		binary.BigEndian.PutUint64(k[1:9], clock.Add(1)) // each after the last
+		_, _ = rnd.Read(k[9:])
+		return "pki/certs/" + hex.EncodeToString(k[:])
+	}
+	v := boltVariants[len(boltVariants)-2] // map+nofreelistsync: the store's
+	for _, keys := range []struct {
+		name string
+		fn   func(*rand.ChaCha8) string
+	}{{"random", certKey}, {"ordered", ordered}} {
+		for _, g := range []int{8, 32} {
+			b.Run(fmt.Sprintf("%s/goroutines=%d", keys.name, g), func(b *testing.B) {
+				benchCertPuts(b, certStore(b, "full", v.name, v.tune), v.tune, g, keys.fn)
+			})
+		}
+	}
 }
 
 // usedAfterClose closes c's store, reads its used size and opens it again.
