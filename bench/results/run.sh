@@ -75,7 +75,7 @@ done
 # The SSH part signs with an ECDSA P-256 CA: Debian's SoftHSM 2.6.1 leaks ~180 bytes of C memory per
 # Ed25519 signature (upstream SoftHSMv2 issue 896), which would hide any leak of hsmgate's own in the
 # private RSS. The Ed25519 leak itself: ssh-sign-{ed25519,p256}-leak below, side by side.
-for r in 1 2; do
+for r in 1 2 3; do
 	run soak-mixed-5m-r$r mixed --key-type ecdsa-p256 --duration 5m --interval 1m --warmup 10s --concurrency 8
 done
 run ssh-sign-ed25519-leak ssh-sign --key-type ed25519 --batch 16 --concurrency 8 --duration 60s --interval 15s --limit-duration 1s
