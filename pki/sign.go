@@ -194,12 +194,12 @@ func splitCertificate(der []byte) (tbs, sigAlg []byte, ok bool) {
 // fixed 31 digits, so the store's keys (pki/certs/<hex>) sort by issue
 // time: a new record lands at the end of the store's key space instead of
 // at a random place in it, and a commit of a group of records writes one
-// or two leaf pages instead of one page per record (bbolt: about a third
-// of the CPU and half the bytes written per record, BenchmarkCertRecordKeys
-// in keystore/bbolt). The 72 random bits are more than the 64 the CA/Browser
-// Forum's Baseline Requirements ask for (7.1), and the serials are not
-// sequential; what the time part tells, the certificate's NotBefore tells
-// too.
+// or two leaf pages instead of one page per record (BenchmarkCertRecordKeys
+// in keystore/bbolt: per record, about half the CPU and under half the
+// bytes written at 8 writers, a third and a quarter at 32). The 72 random
+// bits are more than the 64 the CA/Browser Forum's Baseline Requirements
+// ask for (7.1), and the serials are not sequential; what the time part
+// tells, the certificate's NotBefore tells too.
 const (
 	serialTag    = 0x01
 	serialRandom = 9
