@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -303,11 +304,14 @@ func usedBytes(b *testing.B, path string) int64 {
 	return n
 }
 
-// boltVariants are the bbolt options compared (see doc.go, "bbolt options").
-var boltVariants = []struct {
+// boltVariantOf is a named set of the bbolt options compared.
+type boltVariantOf struct {
 	name string
 	tune func(*bolt.Options)
-}{
+}
+
+// boltVariants are the bbolt options compared (see doc.go, "bbolt options").
+var boltVariants = []boltVariantOf{
 	{"default", boltVariant(bolt.FreelistArrayType, false, 0)}, // bbolt's defaults, the store's before
 	{"map", boltVariant(bolt.FreelistMapType, false, 0)},
 	{"nofreelistsync", boltVariant(bolt.FreelistArrayType, true, 0)},
@@ -412,7 +416,11 @@ func BenchmarkCertRecordKeys(b *testing.B) {
 		_, _ = rnd.Read(k[9:])
 		return "pki/certs/" + hex.EncodeToString(k[:])
 	}
-	v := boltVariants[len(boltVariants)-2] // map+nofreelistsync: the store's
+	i := slices.IndexFunc(boltVariants, func(v boltVariantOf) bool { return v.name == "map+nofreelistsync" })
+	if i < 0 {
+		b.Fatal("no map+nofreelistsync variant (the store's own options)")
+	}
+	v := boltVariants[i]
 	for _, keys := range []struct {
 		name string
 		fn   func(*rand.ChaCha8) string
